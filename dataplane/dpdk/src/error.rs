@@ -1,0 +1,62 @@
+use std::ffi::CStr;
+
+/// Linux errno for "operation not supported" (errno.h is not part of the bindings).
+pub(crate) const ENOTSUP: i32 = 95;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong below the dataplane. DPDK reports failures as negative errno values (or `rte_errno`);
+/// they are kept with the name of the call that failed so a message always says what was being attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("DPDK at run time is {found}, but Bulkhead was built against DPDK {built}; rebuild or install the matching libdpdk")]
+    VersionMismatch { built: String, found: String },
+    #[error("the EAL is already initialized in this process")]
+    AlreadyInitialized,
+    #[error("EAL argument {0:?} contains a NUL byte")]
+    BadArgument(String),
+    #[error("no DPDK port named {0:?} (check the device string and that its driver is available)")]
+    NoSuchPort(String),
+    #[error("port {0:?} must be configured before it is started")]
+    NotConfigured(String),
+    #[error("port {0} is already started: its queues were handed out")]
+    AlreadyStarted(u16),
+    #[error("{op} failed: {reason} (errno {errno})")]
+    Call { op: &'static str, errno: i32, reason: String },
+}
+
+impl Error {
+    /// Builds an error from a DPDK errno (either sign).
+    pub(crate) fn call(op: &'static str, errno: i32) -> Self {
+        let errno = errno.abs();
+        // SAFETY: rte_strerror returns a pointer to a static or thread-local string, valid until the next call
+        // on this thread; we copy it out immediately.
+        let reason = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(errno)) }
+            .to_string_lossy()
+            .into_owned();
+        Error::Call { op, errno, reason }
+    }
+
+    /// Builds an error from the calling thread's `rte_errno`.
+    pub(crate) fn from_rte_errno(op: &'static str) -> Self {
+        // SAFETY: reads a thread-local integer; no preconditions.
+        Self::call(op, unsafe { dpdk_sys::bh_rte_errno() })
+    }
+
+    /// The errno of a failed DPDK call, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Call { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// Turns DPDK's `0 or -errno` convention into a `Result`.
+pub(crate) fn check(op: &'static str, ret: i32) -> Result<()> {
+    if ret < 0 {
+        Err(Error::call(op, ret))
+    } else {
+        Ok(())
+    }
+}
