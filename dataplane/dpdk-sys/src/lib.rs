@@ -3,7 +3,12 @@
 //! Nothing here is safe to call directly from application code: the `dpdk` crate wraps what Bulkhead needs.
 //! Static-inline fast-path functions are reachable under their usual names through generated C wrappers.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all, clippy::pedantic)]
 #![allow(unsafe_op_in_unsafe_fn, improper_ctypes)]
 

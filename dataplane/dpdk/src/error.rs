@@ -22,7 +22,11 @@ pub enum Error {
     #[error("port {0} is already started: its queues were handed out")]
     AlreadyStarted(u16),
     #[error("{op} failed: {reason} (errno {errno})")]
-    Call { op: &'static str, errno: i32, reason: String },
+    Call {
+        op: &'static str,
+        errno: i32,
+        reason: String,
+    },
 }
 
 impl Error {

@@ -85,6 +85,7 @@ impl Drop for Mbuf<'_> {
 pub struct Burst<'p> {
     mbufs: [*mut rte_mbuf; MAX_BURST],
     len: usize,
+    cap: usize,
     _pool: PhantomData<&'p ()>,
 }
 
@@ -105,11 +106,28 @@ impl std::fmt::Debug for Burst<'_> {
 
 impl<'p> Burst<'p> {
     pub const fn new() -> Self {
+        Self::with_capacity(MAX_BURST)
+    }
+
+    /// A burst that receives at most `cap` packets at a time (clamped to 1..=[`MAX_BURST`]).
+    pub const fn with_capacity(cap: usize) -> Self {
+        let cap = if cap == 0 {
+            1
+        } else if cap > MAX_BURST {
+            MAX_BURST
+        } else {
+            cap
+        };
         Burst {
             mbufs: [std::ptr::null_mut(); MAX_BURST],
             len: 0,
+            cap,
             _pool: PhantomData,
         }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     pub fn len(&self) -> usize {
@@ -121,7 +139,7 @@ impl<'p> Burst<'p> {
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == MAX_BURST
+        self.len >= self.cap
     }
 
     /// Adds a packet; gives it back if the burst is full.
@@ -192,7 +210,7 @@ impl<'p> Burst<'p> {
 
     /// Free slots, for a receive call to fill.
     pub(crate) fn spare(&mut self) -> (*mut *mut rte_mbuf, u16) {
-        let free = (MAX_BURST - self.len) as u16;
+        let free = self.cap.saturating_sub(self.len) as u16;
         // SAFETY: len <= MAX_BURST, so the offset stays inside (or one past the end of) the array.
         (unsafe { self.mbufs.as_mut_ptr().add(self.len) }, free)
     }
@@ -200,7 +218,7 @@ impl<'p> Burst<'p> {
     /// Records that a receive call filled `n` of the spare slots.
     pub(crate) fn filled(&mut self, n: u16) {
         self.len += usize::from(n);
-        debug_assert!(self.len <= MAX_BURST);
+        debug_assert!(self.len <= self.cap);
     }
 
     /// The packets to transmit.

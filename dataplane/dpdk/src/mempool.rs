@@ -39,7 +39,8 @@ impl<'eal> Mempool<'eal> {
         let raw = unsafe {
             dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, data_room, socket)
         };
-        let raw = NonNull::new(raw).ok_or_else(|| Error::from_rte_errno("rte_pktmbuf_pool_create"))?;
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::from_rte_errno("rte_pktmbuf_pool_create"))?;
         Ok(Mempool {
             raw,
             _eal: PhantomData,

@@ -19,8 +19,16 @@ fn frame(i: usize) -> Vec<u8> {
 fn eal_mbufs_ports_and_lcores() {
     let prefix = format!("--file-prefix=dpdk-layer-{}", std::process::id());
     let args = [
-        "layer-test", "--no-huge", "-m", "256", "--no-pci", &prefix, "-l", "0,1",
-        "--vdev=net_ring0", "--log-level=*:warning",
+        "layer-test",
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        &prefix,
+        "-l",
+        "0,1",
+        "--vdev=net_ring0",
+        "--log-level=*:warning",
     ];
     let eal = Eal::init(&args).expect("EAL init");
     assert!(matches!(Eal::init(&args), Err(Error::AlreadyInitialized)));
@@ -37,10 +45,19 @@ fn eal_mbufs_ports_and_lcores() {
     }
     assert_eq!(pool.in_use(), 0);
 
-    assert!(matches!(Port::by_name(&eal, "net_nope0"), Err(Error::NoSuchPort(_))));
+    assert!(matches!(
+        Port::by_name(&eal, "net_nope0"),
+        Err(Error::NoSuchPort(_))
+    ));
     let mut port = Port::by_name(&eal, "net_ring0").expect("port");
     assert!(matches!(port.start(), Err(Error::NotConfigured(_))));
-    let cfg = PortConfig { rx_queues: 1, tx_queues: 1, rx_ring: 512, tx_ring: 512, promiscuous: true };
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_ring: 512,
+        tx_ring: 512,
+        promiscuous: true,
+    };
     port.configure(&cfg, &pool).expect("configure");
     {
         let mut queues = port.start().expect("start");
@@ -51,7 +68,8 @@ fn eal_mbufs_ports_and_lcores() {
         // Round trip, contents intact and in order.
         let mut out = Burst::new();
         for i in 0..10 {
-            out.push(Mbuf::from_bytes(&pool, &frame(i)).unwrap()).unwrap();
+            out.push(Mbuf::from_bytes(&pool, &frame(i)).unwrap())
+                .unwrap();
         }
         assert_eq!(out.bytes(), (0..10).map(|i| frame(i).len() as u64).sum());
         assert_eq!(tx.tx(&mut out), 10);
@@ -74,7 +92,8 @@ fn eal_mbufs_ports_and_lcores() {
         for round in 0..40 {
             let mut b = Burst::new();
             while !b.is_full() {
-                b.push(Mbuf::from_bytes(&pool, &frame(round)).unwrap()).unwrap();
+                b.push(Mbuf::from_bytes(&pool, &frame(round)).unwrap())
+                    .unwrap();
             }
             sent += tx.tx(&mut b);
             dropped += b.clear();

@@ -1,0 +1,569 @@
+//! IPv4 headers (RFC 791) and the IP protocol number space.
+
+use core::fmt;
+use std::net::Ipv4Addr;
+
+use crate::checksum;
+use crate::error::{Error, Result};
+
+/// An IP protocol / IPv6 next-header number. A newtype rather than an enum
+/// so unknown values round-trip losslessly.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct IpProtocol(pub u8);
+
+impl IpProtocol {
+    /// IPv6 hop-by-hop options.
+    pub const HOPOPT: IpProtocol = IpProtocol(0);
+    /// ICMP for IPv4.
+    pub const ICMP: IpProtocol = IpProtocol(1);
+    /// TCP.
+    pub const TCP: IpProtocol = IpProtocol(6);
+    /// UDP.
+    pub const UDP: IpProtocol = IpProtocol(17);
+    /// IPv6 routing header.
+    pub const IPV6_ROUTE: IpProtocol = IpProtocol(43);
+    /// IPv6 fragment header.
+    pub const IPV6_FRAG: IpProtocol = IpProtocol(44);
+    /// Encapsulating security payload.
+    pub const ESP: IpProtocol = IpProtocol(50);
+    /// Authentication header.
+    pub const AH: IpProtocol = IpProtocol(51);
+    /// ICMP for IPv6.
+    pub const ICMPV6: IpProtocol = IpProtocol(58);
+    /// IPv6 "no next header".
+    pub const IPV6_NONXT: IpProtocol = IpProtocol(59);
+    /// IPv6 destination options.
+    pub const IPV6_OPTS: IpProtocol = IpProtocol(60);
+
+    /// Short lowercase name for known values.
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "hopopt",
+            1 => "icmp",
+            6 => "tcp",
+            17 => "udp",
+            43 => "ipv6_route",
+            44 => "ipv6_frag",
+            50 => "esp",
+            51 => "ah",
+            58 => "icmpv6",
+            59 => "ipv6_nonxt",
+            60 => "ipv6_opts",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for IpProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for IpProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IpProtocol({self})")
+    }
+}
+
+impl From<u8> for IpProtocol {
+    fn from(v: u8) -> Self {
+        IpProtocol(v)
+    }
+}
+
+impl From<IpProtocol> for u8 {
+    fn from(v: IpProtocol) -> Self {
+        v.0
+    }
+}
+
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const DSCP_ECN: usize = 1;
+    pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+}
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const FRAG_MASK: u16 = 0x1fff;
+
+/// An IPv4 packet.
+///
+/// `new_checked` guarantees `20 <= header_len() <= total_len() <= buffer
+/// length`, so every getter is in bounds. The buffer may extend past
+/// `total_len` (Ethernet pads short frames); [`payload`](Self::payload)
+/// excludes that padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Length of a header without options.
+    pub const MIN_HEADER_LEN: usize = 20;
+
+    /// Wraps a buffer without checking it (for writers).
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Ipv4Packet { buffer }
+    }
+
+    /// Wraps a buffer after validating version, IHL and total length.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        p.check_header()?;
+        p.check_total_len()?;
+        Ok(p)
+    }
+
+    /// Like [`new_checked`](Self::new_checked) but tolerates `total_len`
+    /// exceeding the buffer, for the header quoted inside ICMP errors, which
+    /// is cut after 8 bytes of payload. The payload is then cut at the end
+    /// of the buffer.
+    pub fn new_checked_quoted(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        p.check_header()?;
+        if usize::from(p.total_len()) < p.header_len() {
+            return Err(Error::Malformed);
+        }
+        Ok(p)
+    }
+
+    /// Checks version and IHL against the buffer.
+    pub fn check_header(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
+        if b.len() < Self::MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if self.version() != 4 || self.ihl() < 5 {
+            return Err(Error::Malformed);
+        }
+        if self.header_len() > b.len() {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Checks that `header_len <= total_len <= buffer length`.
+    pub fn check_total_len(&self) -> Result<()> {
+        let total = usize::from(self.total_len());
+        if total < self.header_len() {
+            return Err(Error::Malformed);
+        }
+        if total > self.buffer.as_ref().len() {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Gives back the underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn u16_at(&self, i: usize) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[i], b[i + 1]])
+    }
+
+    /// IP version (4 for a valid packet).
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in 32-bit words.
+    pub fn ihl(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] & 0x0f
+    }
+
+    /// Header length in bytes.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.ihl()) * 4
+    }
+
+    /// Differentiated services code point.
+    pub fn dscp(&self) -> u8 {
+        self.buffer.as_ref()[field::DSCP_ECN] >> 2
+    }
+
+    /// Explicit congestion notification bits.
+    pub fn ecn(&self) -> u8 {
+        self.buffer.as_ref()[field::DSCP_ECN] & 0x03
+    }
+
+    /// Length of header plus payload.
+    pub fn total_len(&self) -> u16 {
+        self.u16_at(field::TOTAL_LEN)
+    }
+
+    /// Identification, used for fragment reassembly.
+    pub fn ident(&self) -> u16 {
+        self.u16_at(field::IDENT)
+    }
+
+    /// Don't-fragment flag.
+    pub fn dont_frag(&self) -> bool {
+        self.u16_at(field::FLAGS_FRAG) & FLAG_DF != 0
+    }
+
+    /// More-fragments flag.
+    pub fn more_frags(&self) -> bool {
+        self.u16_at(field::FLAGS_FRAG) & FLAG_MF != 0
+    }
+
+    /// Fragment offset in bytes (the wire field counts 8-byte units).
+    pub fn frag_offset(&self) -> u16 {
+        (self.u16_at(field::FLAGS_FRAG) & FRAG_MASK) << 3
+    }
+
+    /// Whether this is any fragment of a larger datagram.
+    pub fn is_fragment(&self) -> bool {
+        self.more_frags() || self.frag_offset() != 0
+    }
+
+    /// Time to live.
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    /// Protocol of the payload.
+    pub fn protocol(&self) -> IpProtocol {
+        IpProtocol(self.buffer.as_ref()[field::PROTOCOL])
+    }
+
+    /// Header checksum as on the wire.
+    pub fn checksum(&self) -> u16 {
+        self.u16_at(field::CHECKSUM)
+    }
+
+    /// Source address.
+    pub fn src_addr(&self) -> Ipv4Addr {
+        let b = self.buffer.as_ref();
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    }
+
+    /// Destination address.
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        let b = self.buffer.as_ref();
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+
+    /// Header options (empty unless IHL > 5).
+    pub fn options(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        b.get(Self::MIN_HEADER_LEN..self.header_len())
+            .unwrap_or_default()
+    }
+
+    /// The header bytes, options included.
+    pub fn header(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        &b[..self.header_len().min(b.len())]
+    }
+
+    /// The payload, bounded by `total_len` (so Ethernet padding is excluded)
+    /// and by the buffer (which only matters for quoted headers).
+    pub fn payload(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        let (start, end) = self.payload_range(b.len());
+        &b[start..end]
+    }
+
+    fn payload_range(&self, buf_len: usize) -> (usize, usize) {
+        let start = self.header_len().min(buf_len);
+        let end = usize::from(self.total_len()).clamp(start, buf_len);
+        (start, end)
+    }
+
+    /// Whether the header checksum is correct.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::verify(0, self.header())
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    fn set_u16_at(&mut self, i: usize, v: u16) {
+        self.buffer.as_mut()[i..i + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the version nibble (normally 4).
+    pub fn set_version(&mut self, v: u8) {
+        let b = &mut self.buffer.as_mut()[field::VER_IHL];
+        *b = (*b & 0x0f) | (v << 4);
+    }
+
+    /// Sets the header length in bytes; must be a multiple of 4 in 20..=60.
+    pub fn set_header_len(&mut self, len: usize) {
+        let b = &mut self.buffer.as_mut()[field::VER_IHL];
+        *b = (*b & 0xf0) | ((len / 4) as u8 & 0x0f);
+    }
+
+    /// Sets the DSCP (low 6 bits used).
+    pub fn set_dscp(&mut self, v: u8) {
+        let b = &mut self.buffer.as_mut()[field::DSCP_ECN];
+        *b = (*b & 0x03) | (v << 2);
+    }
+
+    /// Sets the ECN bits (low 2 bits used).
+    pub fn set_ecn(&mut self, v: u8) {
+        let b = &mut self.buffer.as_mut()[field::DSCP_ECN];
+        *b = (*b & 0xfc) | (v & 0x03);
+    }
+
+    /// Sets the total length.
+    pub fn set_total_len(&mut self, v: u16) {
+        self.set_u16_at(field::TOTAL_LEN, v);
+    }
+
+    /// Sets the identification.
+    pub fn set_ident(&mut self, v: u16) {
+        self.set_u16_at(field::IDENT, v);
+    }
+
+    /// Sets the don't-fragment flag.
+    pub fn set_dont_frag(&mut self, v: bool) {
+        let raw = self.u16_at(field::FLAGS_FRAG);
+        self.set_u16_at(
+            field::FLAGS_FRAG,
+            if v { raw | FLAG_DF } else { raw & !FLAG_DF },
+        );
+    }
+
+    /// Sets the more-fragments flag.
+    pub fn set_more_frags(&mut self, v: bool) {
+        let raw = self.u16_at(field::FLAGS_FRAG);
+        self.set_u16_at(
+            field::FLAGS_FRAG,
+            if v { raw | FLAG_MF } else { raw & !FLAG_MF },
+        );
+    }
+
+    /// Sets the fragment offset in bytes (rounded down to a multiple of 8).
+    pub fn set_frag_offset(&mut self, bytes: u16) {
+        let raw = self.u16_at(field::FLAGS_FRAG);
+        self.set_u16_at(field::FLAGS_FRAG, (raw & !FRAG_MASK) | (bytes >> 3));
+    }
+
+    /// Clears DF, MF, the reserved bit and the fragment offset.
+    pub fn clear_flags(&mut self) {
+        self.set_u16_at(field::FLAGS_FRAG, 0);
+    }
+
+    /// Sets the time to live.
+    pub fn set_ttl(&mut self, v: u8) {
+        self.buffer.as_mut()[field::TTL] = v;
+    }
+
+    /// Sets the payload protocol.
+    pub fn set_protocol(&mut self, v: IpProtocol) {
+        self.buffer.as_mut()[field::PROTOCOL] = v.0;
+    }
+
+    /// Sets the checksum field verbatim (see [`fill_checksum`](Self::fill_checksum)).
+    pub fn set_checksum(&mut self, v: u16) {
+        self.set_u16_at(field::CHECKSUM, v);
+    }
+
+    /// Sets the source address.
+    pub fn set_src_addr(&mut self, v: Ipv4Addr) {
+        self.buffer.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&v.octets());
+    }
+
+    /// Sets the destination address.
+    pub fn set_dst_addr(&mut self, v: Ipv4Addr) {
+        self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&v.octets());
+    }
+
+    /// Mutable header options, sized by the current header length.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        self.buffer
+            .as_mut()
+            .get_mut(Self::MIN_HEADER_LEN..end)
+            .unwrap_or_default()
+    }
+
+    /// Mutable payload, bounded by the current header and total lengths.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let len = self.buffer.as_ref().len();
+        let (start, end) = self.payload_range(len);
+        &mut self.buffer.as_mut()[start..end]
+    }
+
+    /// Recomputes the header checksum; call after the last header change.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = checksum::checksum(self.header());
+        self.set_checksum(c);
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Ipv4Packet<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// [`payload`](Ipv4Packet::payload) with the buffer's lifetime rather than the
+    /// view's, so the view can be a temporary.
+    pub fn into_payload(self) -> &'a [u8] {
+        let b: &'a [u8] = T::as_ref(self.buffer);
+        let (start, end) = self.payload_range(b.len());
+        &b[start..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn syn_ip() -> &'static [u8] {
+        &fixtures::TCP_SYN_V4[14..]
+    }
+
+    #[test]
+    fn fields() {
+        let p = Ipv4Packet::new_checked(syn_ip()).unwrap();
+        assert_eq!(p.version(), 4);
+        assert_eq!(p.ihl(), 5);
+        assert_eq!(p.header_len(), 20);
+        assert_eq!((p.dscp(), p.ecn()), (0, 0));
+        assert_eq!(p.total_len(), 60);
+        assert_eq!(p.ident(), 0x1c46);
+        assert!(p.dont_frag());
+        assert!(!p.more_frags());
+        assert_eq!(p.frag_offset(), 0);
+        assert!(!p.is_fragment());
+        assert_eq!(p.ttl(), 64);
+        assert_eq!(p.protocol(), IpProtocol::TCP);
+        assert_eq!(p.checksum(), 0x268f);
+        assert!(p.verify_checksum());
+        assert_eq!(p.src_addr(), Ipv4Addr::new(192, 168, 1, 100));
+        assert_eq!(p.dst_addr(), Ipv4Addr::new(93, 184, 216, 34));
+        assert!(p.options().is_empty());
+        assert_eq!(p.payload().len(), 40);
+    }
+
+    /// The worked example from the IPv4 header checksum literature.
+    #[test]
+    fn known_checksum() {
+        let mut buf = [0u8; 0x73];
+        buf[..20].copy_from_slice(&[
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ]);
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert!(p.verify_checksum());
+        let mut p = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
+        p.set_checksum(0);
+        assert!(!p.verify_checksum());
+        p.fill_checksum();
+        assert_eq!(p.checksum(), 0xb861);
+    }
+
+    #[test]
+    fn padding_excluded_from_payload() {
+        let frame = &fixtures::ICMP_ECHO_QINQ[22..];
+        let p = Ipv4Packet::new_checked(frame).unwrap();
+        assert_eq!(frame.len(), 38);
+        assert_eq!(p.total_len(), 36);
+        assert_eq!(p.payload().len(), 16);
+    }
+
+    #[test]
+    fn truncations() {
+        let ip = syn_ip();
+        for n in 0..=ip.len() {
+            match Ipv4Packet::new_checked(&ip[..n]) {
+                Ok(p) => {
+                    assert_eq!(n, ip.len());
+                    assert_eq!(p.payload().len(), 40);
+                }
+                Err(e) => assert_eq!(e, Error::Truncated),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed() {
+        let mut ip = syn_ip().to_vec();
+        // Version 6 in an IPv4 header.
+        ip[0] = 0x65;
+        assert_eq!(Ipv4Packet::new_checked(&ip[..]), Err(Error::Malformed));
+        // IHL below the minimum.
+        ip[0] = 0x44;
+        assert_eq!(Ipv4Packet::new_checked(&ip[..]), Err(Error::Malformed));
+        // IHL beyond the buffer.
+        ip[0] = 0x4f;
+        assert_eq!(Ipv4Packet::new_checked(&ip[..40]), Err(Error::Truncated));
+        // IHL beyond total length.
+        ip[2..4].copy_from_slice(&56u16.to_be_bytes());
+        assert_eq!(Ipv4Packet::new_checked(&ip[..]), Err(Error::Malformed));
+        // Total length shorter than the header.
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(Ipv4Packet::new_checked(&ip[..]), Err(Error::Malformed));
+        // Total length beyond the buffer.
+        ip[2..4].copy_from_slice(&61u16.to_be_bytes());
+        assert_eq!(Ipv4Packet::new_checked(&ip[..]), Err(Error::Truncated));
+        // ...which a quoted header tolerates.
+        let q = Ipv4Packet::new_checked_quoted(&ip[..28]).unwrap();
+        assert_eq!(q.payload().len(), 8);
+    }
+
+    #[test]
+    fn options_and_fragments() {
+        let mut buf = [0u8; 40];
+        let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+        p.set_version(4);
+        p.set_header_len(24);
+        p.set_dscp(46);
+        p.set_ecn(1);
+        p.set_total_len(40);
+        p.set_ident(7);
+        p.set_more_frags(true);
+        p.set_frag_offset(1480);
+        p.set_ttl(1);
+        p.set_protocol(IpProtocol::UDP);
+        p.set_src_addr(Ipv4Addr::new(10, 0, 0, 1));
+        p.set_dst_addr(Ipv4Addr::new(10, 0, 0, 2));
+        p.options_mut().copy_from_slice(&[0x94, 0x04, 0, 0]); // router alert
+        p.payload_mut().fill(0xee);
+        p.fill_checksum();
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!((p.dscp(), p.ecn()), (46, 1));
+        assert_eq!(p.options(), &[0x94, 0x04, 0, 0]);
+        assert!(p.more_frags() && !p.dont_frag() && p.is_fragment());
+        assert_eq!(p.frag_offset(), 1480);
+        assert_eq!(p.payload(), &[0xee; 16]);
+        let mut buf2 = buf;
+        let mut p = Ipv4Packet::new_unchecked(&mut buf2[..]);
+        p.set_more_frags(false);
+        assert!(p.is_fragment());
+        p.set_frag_offset(0);
+        assert!(!p.is_fragment());
+        p.set_dont_frag(true);
+        assert!(p.dont_frag());
+        p.clear_flags();
+        assert!(!p.dont_frag());
+    }
+
+    #[test]
+    fn protocol_display() {
+        assert_eq!(IpProtocol::TCP.to_string(), "tcp");
+        assert_eq!(IpProtocol(200).to_string(), "200");
+    }
+}

@@ -1,0 +1,468 @@
+//! The gateway config file (TOML). Parsing rejects unknown keys; validation names the offending field, so a
+//! typo in `config/*.toml` is a precise message at start, never a silently different gateway.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub eal: Eal,
+    pub workers: Workers,
+    #[serde(default)]
+    pub mempool: MempoolCfg,
+    #[serde(default)]
+    pub rings: Rings,
+    pub ports: Vec<PortCfg>,
+    pub links: Vec<Link>,
+    #[serde(default)]
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eal {
+    /// Distinguishes this DPDK process's runtime files from any other's on the machine.
+    pub file_prefix: String,
+    /// The core of the main (management) thread; it must not be a worker core.
+    pub main_core: u32,
+    /// Back DPDK memory with hugepages (production) or with ordinary memory (`--no-huge`, tests).
+    pub hugepages: bool,
+    pub memory_mb: u32,
+    /// DPDK log level (`--log-level`), e.g. `notice`, `warning`.
+    pub log_level: String,
+    /// Further EAL arguments, passed through verbatim.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Eal {
+    fn default() -> Self {
+        Eal {
+            file_prefix: "bulkhead".into(),
+            main_core: 0,
+            hugepages: true,
+            memory_mb: 512,
+            log_level: "notice".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    /// One poll-mode worker per core, pinned. Each worker owns queue i of every port.
+    pub cores: Vec<u32>,
+    /// Packets per RX burst.
+    #[serde(default = "default_burst")]
+    pub burst: usize,
+}
+
+fn default_burst() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolCfg {
+    pub mbufs: u32,
+    pub cache: u32,
+    /// Bytes per buffer, headroom (128) included; 2176 holds a 1518-byte frame plus VLAN tags.
+    pub data_room: u16,
+}
+
+impl Default for MempoolCfg {
+    fn default() -> Self {
+        MempoolCfg {
+            mbufs: 32767,
+            cache: 256,
+            data_room: 2176,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rings {
+    pub rx: u16,
+    pub tx: u16,
+}
+
+impl Default for Rings {
+    fn default() -> Self {
+        Rings { rx: 1024, tx: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortCfg {
+    /// The operator's name for the port (`outside`, `plc-segment`, ...).
+    pub name: String,
+    /// A PCI address (`0000:03:00.0`) or a DPDK virtual device string (`net_tap0,iface=bh-out`).
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Two port names: what arrives on one leaves on the other, both ways.
+    pub ports: [String; 2],
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stats {
+    /// Print counters every this many milliseconds (0: only at shutdown).
+    pub interval_ms: u64,
+}
+
+/// How DPDK is told about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// A NIC, by PCI address (normalized with its domain, as DPDK names the port).
+    Pci(String),
+    /// A virtual device: `args` go to `--vdev`; `name` (before the first comma) names the port.
+    Vdev { name: String, args: String },
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Result<Device, String> {
+        if let Some(pci) = normalize_pci(s) {
+            return Ok(Device::Pci(pci));
+        }
+        let name = s.split(',').next().unwrap_or_default();
+        if name.starts_with("net_") && name.len() > 4 && !name.contains(char::is_whitespace) {
+            return Ok(Device::Vdev {
+                name: name.into(),
+                args: s.into(),
+            });
+        }
+        Err(format!(
+            "{s:?} is neither a PCI address (0000:03:00.0) nor a DPDK virtual device (net_tap0,iface=...)"
+        ))
+    }
+
+    /// The DPDK port name of the device.
+    pub fn port_name(&self) -> &str {
+        match self {
+            Device::Pci(addr) => addr,
+            Device::Vdev { name, .. } => name,
+        }
+    }
+}
+
+/// `0000:03:00.0` or `03:00.0` → `0000:03:00.0`.
+fn normalize_pci(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (domain, bus, devfn) = match parts.as_slice() {
+        [d, b, df] => (*d, *b, *df),
+        [b, df] => ("0000", *b, *df),
+        _ => return None,
+    };
+    let (dev, func) = devfn.split_once('.')?;
+    let hex = |x: &str, n: usize| x.len() == n && x.chars().all(|c| c.is_ascii_hexdigit());
+    let ok = hex(domain, 4) && hex(bus, 2) && hex(dev, 2) && func.len() == 1 && func <= "7";
+    ok.then(|| {
+        format!(
+            "{}:{}:{}.{}",
+            domain.to_lowercase(),
+            bus.to_lowercase(),
+            dev.to_lowercase(),
+            func
+        )
+    })
+}
+
+/// DPDK builds for at most this many lcores (RTE_MAX_LCORE in Debian's build).
+const MAX_LCORE: u32 = 128;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "config".into(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything that can be checked before DPDK starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.eal;
+        if e.file_prefix.is_empty() || e.file_prefix.contains(['/', ' ']) {
+            return Err(invalid(
+                "eal.file_prefix",
+                "must be a non-empty name without '/' or spaces",
+            ));
+        }
+        if e.main_core >= MAX_LCORE {
+            return Err(invalid(
+                "eal.main_core",
+                format!("{} is not below {MAX_LCORE}", e.main_core),
+            ));
+        }
+        if e.memory_mb < 64 {
+            return Err(invalid(
+                "eal.memory_mb",
+                format!("{} MiB is too little (at least 64)", e.memory_mb),
+            ));
+        }
+
+        let w = &self.workers;
+        if w.cores.is_empty() {
+            return Err(invalid(
+                "workers.cores",
+                "at least one worker core is needed",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, &core) in w.cores.iter().enumerate() {
+            let field = format!("workers.cores[{i}]");
+            if core == e.main_core {
+                return Err(invalid(
+                    field,
+                    format!("core {core} is eal.main_core; workers need their own cores"),
+                ));
+            }
+            if core >= MAX_LCORE {
+                return Err(invalid(
+                    field,
+                    format!("core {core} is not below {MAX_LCORE}"),
+                ));
+            }
+            if !seen.insert(core) {
+                return Err(invalid(field, format!("core {core} is listed twice")));
+            }
+        }
+        if let Some(online) = online_cpus() {
+            for (i, core) in std::iter::once(&e.main_core).chain(&w.cores).enumerate() {
+                if !online.contains(core) {
+                    let field = if i == 0 {
+                        "eal.main_core".to_string()
+                    } else {
+                        format!("workers.cores[{}]", i - 1)
+                    };
+                    return Err(invalid(
+                        field,
+                        format!("CPU {core} is not online on this machine"),
+                    ));
+                }
+            }
+        }
+        if !(1..=dpdk::MAX_BURST).contains(&w.burst) {
+            return Err(invalid(
+                "workers.burst",
+                format!("{} is not in 1..={}", w.burst, dpdk::MAX_BURST),
+            ));
+        }
+
+        for (field, n) in [("rings.rx", self.rings.rx), ("rings.tx", self.rings.tx)] {
+            if !(64..=16384).contains(&n) {
+                return Err(invalid(
+                    field,
+                    format!("{n} descriptors is not in 64..=16384"),
+                ));
+            }
+        }
+
+        if self.ports.len() < 2 {
+            return Err(invalid(
+                "ports",
+                "a bump in the wire needs at least two ports",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut devices = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    format!("ports[{i}].name"),
+                    format!("{:?} must be letters, digits, '-', '_' or '.'", p.name),
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    format!("ports[{i}].name"),
+                    format!("{:?} is used by another port", p.name),
+                ));
+            }
+            let dev =
+                Device::parse(&p.device).map_err(|r| invalid(format!("ports[{i}].device"), r))?;
+            if !devices.insert(dev.port_name().to_string()) {
+                return Err(invalid(
+                    format!("ports[{i}].device"),
+                    format!("{} is used by another port", dev.port_name()),
+                ));
+            }
+        }
+
+        let mut linked = HashSet::new();
+        for (i, l) in self.links.iter().enumerate() {
+            for (j, name) in l.ports.iter().enumerate() {
+                let field = format!("links[{i}].ports[{j}]");
+                if !names.contains(name.as_str()) {
+                    return Err(invalid(field, format!("no port is named {name:?}")));
+                }
+                if !linked.insert(name.as_str()) {
+                    return Err(invalid(
+                        field,
+                        format!("port {name:?} is already in a link"),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = self
+            .ports
+            .iter()
+            .find(|p| !linked.contains(p.name.as_str()))
+        {
+            return Err(invalid(
+                "links",
+                format!(
+                    "port {:?} is in no link: its traffic would go nowhere",
+                    p.name
+                ),
+            ));
+        }
+
+        let needed = self.min_mbufs();
+        if self.mempool.mbufs < needed {
+            return Err(invalid(
+                "mempool.mbufs",
+                format!(
+                    "{} cannot fill every ring, cache and burst; at least {needed} are needed",
+                    self.mempool.mbufs
+                ),
+            ));
+        }
+        if self.mempool.cache > 512 {
+            return Err(invalid(
+                "mempool.cache",
+                format!("{} is above DPDK's limit of 512", self.mempool.cache),
+            ));
+        }
+        if self.mempool.data_room < 128 + 1518 {
+            return Err(invalid(
+                "mempool.data_room",
+                format!(
+                    "{} bytes cannot hold a 1518-byte frame after the 128-byte headroom",
+                    self.mempool.data_room
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Buffers that can be parked at once: full RX and TX rings on every queue, every lcore's cache, and a
+    /// burst in flight per worker and path.
+    pub fn min_mbufs(&self) -> u32 {
+        let queues = self.workers.cores.len() as u32;
+        let ports = self.ports.len() as u32;
+        let lcores = queues + 1;
+        ports * queues * (u32::from(self.rings.rx) + u32::from(self.rings.tx))
+            + lcores * self.mempool.cache
+            + queues * ports * dpdk::MAX_BURST as u32
+    }
+
+    /// The EAL command line for this config (`argv[0]` included).
+    pub fn eal_args(&self) -> Vec<String> {
+        let e = &self.eal;
+        let mut cores = vec![e.main_core];
+        cores.extend(&self.workers.cores);
+        let mut args = vec![
+            "bulkhead-dataplane".to_string(),
+            "-l".into(),
+            cores
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            format!("--main-lcore={}", e.main_core),
+            format!("--file-prefix={}", e.file_prefix),
+            "-m".into(),
+            e.memory_mb.to_string(),
+            format!("--log-level={}", e.log_level),
+        ];
+        if !e.hugepages {
+            args.push("--no-huge".into());
+        }
+        let mut any_pci = false;
+        for p in &self.ports {
+            // validate() accepted every device.
+            match Device::parse(&p.device) {
+                Ok(Device::Pci(addr)) => {
+                    any_pci = true;
+                    args.extend(["-a".into(), addr]);
+                }
+                Ok(Device::Vdev { args: vdev, .. }) => args.push(format!("--vdev={vdev}")),
+                Err(_) => {}
+            }
+        }
+        if !any_pci {
+            args.push("--no-pci".into());
+        }
+        args.extend(e.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// CPUs the kernel reports online (`/sys/devices/system/cpu/online`, e.g. `0-3,8`), if readable.
+fn online_cpus() -> Option<HashSet<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut cpus = HashSet::new();
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => {
+                cpus.insert(part.parse().ok()?);
+            }
+        }
+    }
+    Some(cpus)
+}

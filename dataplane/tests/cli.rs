@@ -1,0 +1,94 @@
+//! The binary's contract for bad input: a precise message naming the field, and a non-zero exit.
+
+use std::process::Command;
+
+fn run_with(config: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "bulkhead-cli-{}-{}",
+        std::process::id(),
+        config.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = include_str!("../../config/dataplane.toml");
+
+#[test]
+fn example_config_checks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+        .args([
+            "--check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dataplane.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--vdev=net_tap0,iface=bh-outside"));
+}
+
+#[test]
+fn invalid_configs_name_the_field_and_exit_2() {
+    let cases = [
+        (
+            GOOD.replace("cores = [1]", "cores = [0]"),
+            "workers.cores[0]",
+        ),
+        (GOOD.replace("burst = 32", "burst = 500"), "workers.burst"),
+        (
+            GOOD.replace("mbufs = 16383", "mbufs = 100"),
+            "mempool.mbufs",
+        ),
+        (
+            GOOD.replace("net_tap1,iface=bh-inside", "eth7"),
+            "ports[1].device",
+        ),
+        (
+            GOOD.replace(
+                "ports = [\"outside\", \"inside\"]",
+                "ports = [\"outside\", \"dmz\"]",
+            ),
+            "links[0].ports[1]",
+        ),
+        (
+            GOOD.replace("[rings]", "[rings]\nrxx = 5"),
+            "unknown field `rxx`",
+        ),
+        (
+            GOOD.replace("memory_mb = 512", "memory_mb = \"lots\""),
+            "memory_mb",
+        ),
+        ("not toml at all [".to_string(), "TOML parse error"),
+    ];
+    for (config, field) in cases {
+        let (code, stderr) = run_with(&config);
+        assert_eq!(code, Some(2), "{field}: {stderr}");
+        assert!(stderr.contains(field), "expected {field:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+        .args(["--config", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.toml"));
+}

@@ -1,0 +1,564 @@
+//! A test bed of two network namespaces joined only through a Bulkhead dataplane.
+//!
+//! ```text
+//!   netns <id>-a                bulkhead-dataplane                netns <id>-b
+//!  [ tap a: 10.99.0.1 ] <-> net_tap0 ==worker== net_tap1 <-> [ tap b: 10.99.0.2 ]
+//! ```
+//!
+//! The dataplane creates both TAP devices; the bed moves each into its own namespace, so the only path
+//! between the namespaces is through the dataplane. Every bed has its own namespace names, interface names and
+//! DPDK file prefix, so beds run in parallel; [`TestBed`]'s `Drop` stops the dataplane and deletes the
+//! namespaces even when a test panics. Needs root.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Address plan, the same in every bed (namespaces keep beds apart).
+pub mod addr {
+    pub const A4: &str = "10.99.0.1";
+    pub const B4: &str = "10.99.0.2";
+    pub const A6: &str = "fd00:99::1";
+    pub const B6: &str = "fd00:99::2";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("`{cmd}` failed ({status}): {stderr}")]
+    Command {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run `{cmd}`: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("pcap: {0}")]
+    Pcap(String),
+    #[error("the dataplane exited before it was ready ({status}); its stderr:\n{stderr}")]
+    DataplaneDied { status: String, stderr: String },
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `bulkhead-dataplane` binary.
+    pub dataplane: PathBuf,
+    /// Worker cores for the dataplane.
+    pub workers: Vec<u32>,
+    /// Counters report period of the dataplane, in ms.
+    pub stats_interval_ms: u64,
+}
+
+impl Options {
+    pub fn new(dataplane: impl Into<PathBuf>) -> Self {
+        Options {
+            dataplane: dataplane.into(),
+            workers: vec![1],
+            stats_interval_ms: 200,
+        }
+    }
+}
+
+/// One side of the bed.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub netns: String,
+    pub iface: String,
+}
+
+impl Side {
+    /// `cmd` run inside this side's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]);
+        c
+    }
+
+    /// Runs `args` in the namespace and returns its output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut c = self.command(args[0]);
+        c.args(&args[1..]);
+        c.output().map_err(|source| Error::Spawn {
+            cmd: args.join(" "),
+            source,
+        })
+    }
+
+    /// Runs `args` in the namespace and fails unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Result<Output> {
+        let out = self.run(args)?;
+        check(&args.join(" "), out)
+    }
+
+    /// Sends raw Ethernet frames, byte for byte, out of this side's interface (AF_PACKET).
+    pub fn send_frames(&self, frames: &[Vec<u8>]) -> Result<()> {
+        let hex: String = frames
+            .iter()
+            .map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+            .collect();
+        let script = script("send_frames.py");
+        let mut c = self.command("python3");
+        c.arg(&script)
+            .arg(&self.iface)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| Error::Spawn {
+            cmd: "send_frames.py".into(),
+            source,
+        })?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(hex.as_bytes())?;
+        check("send_frames.py", child.wait_with_output()?).map(drop)
+    }
+
+    /// Starts capturing frames on this side's interface that match a tcpdump `filter`; returns once tcpdump
+    /// is listening. VLAN tags the kernel moved into metadata are put back by libpcap, so frames are as on the
+    /// wire.
+    pub fn capture(&self, filter: &str, file: &Path) -> Result<Capture> {
+        let mut c = self.command("tcpdump");
+        c.args(["-i", &self.iface, "-U", "-n", "-w"])
+            .arg(file)
+            .arg(filter);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| Error::Spawn {
+            cmd: "tcpdump".into(),
+            source,
+        })?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let capture = Capture {
+            child: Background(child),
+            file: file.to_path_buf(),
+        };
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| Error::Timeout(Duration::from_secs(10), "tcpdump to listen"))?;
+        Ok(capture)
+    }
+
+    /// Starts `args` in the namespace in the background (killed when the returned guard drops).
+    pub fn spawn(&self, args: &[&str]) -> Result<Background> {
+        let mut c = self.command(args[0]);
+        c.args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = c.spawn().map_err(|source| Error::Spawn {
+            cmd: args.join(" "),
+            source,
+        })?;
+        Ok(Background(child))
+    }
+}
+
+/// A process started in a namespace; killed on drop.
+#[derive(Debug)]
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running tcpdump.
+#[derive(Debug)]
+pub struct Capture {
+    child: Background,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Waits until `count` frames were captured (or `timeout`), stops tcpdump and returns the frames.
+    pub fn frames(self, count: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let frames = read_pcap(&self.file).unwrap_or_default();
+            if frames.len() >= count || Instant::now() >= deadline {
+                drop(self.child);
+                return read_pcap(&self.file);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The frames of a pcap file.
+pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let mut reader =
+        pcap_file::pcap::PcapReader::new(file).map_err(|e| Error::Pcap(e.to_string()))?;
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        match packet {
+            Ok(p) => frames.push(p.data.into_owned()),
+            // tcpdump may be mid-write of the last record.
+            Err(_) => break,
+        }
+    }
+    Ok(frames)
+}
+
+/// A helper script shipped with the test bed.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// Events the dataplane printed on stdout (one JSON object per line), shared with the reader thread.
+#[derive(Debug, Default)]
+struct Events {
+    ready: Option<Value>,
+    last_stats: Option<Value>,
+    stopped: Option<Value>,
+    closed: bool,
+}
+
+/// How the dataplane ended.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    /// Its final counters report (`"event": "stopped"`), if it printed one.
+    pub report: Option<Value>,
+    pub stderr: String,
+}
+
+/// A running bed. See the crate docs.
+#[derive(Debug)]
+pub struct TestBed {
+    pub a: Side,
+    pub b: Side,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    events: Arc<(Mutex<Events>, Condvar)>,
+    netns_created: Vec<String>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+const NETNS_PREFIX: &str = "bulkhead-tb-";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl TestBed {
+    /// Creates the namespaces, starts the dataplane on two TAP devices, and wires them in.
+    pub fn start(opts: &Options) -> Result<TestBed> {
+        remove_stale_namespaces();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let id = format!("{pid}-{n}");
+        // Interface names are at most 15 bytes: "bh" + 8 hex digits + 2 + side letter.
+        let tag = format!("{:x}{:02x}", pid, n % 256);
+        let dir = std::env::temp_dir().join(format!("bulkhead-testbed-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut bed = TestBed {
+            a: Side {
+                netns: format!("{NETNS_PREFIX}{id}-a"),
+                iface: format!("bh{tag}a"),
+            },
+            b: Side {
+                netns: format!("{NETNS_PREFIX}{id}-b"),
+                iface: format!("bh{tag}b"),
+            },
+            dir,
+            child: None,
+            events: Arc::default(),
+            netns_created: Vec::new(),
+        };
+        for ns in [bed.a.netns.clone(), bed.b.netns.clone()] {
+            sh(&["ip", "netns", "add", &ns])?;
+            bed.netns_created.push(ns);
+        }
+        let config = bed.dir.join("dataplane.toml");
+        std::fs::write(
+            &config,
+            config_text(opts, &format!("tb-{id}"), &bed.a.iface, &bed.b.iface),
+        )?;
+        bed.start_dataplane(&opts.dataplane, &config)?;
+        for side in [&bed.a, &bed.b] {
+            sh(&["ip", "link", "set", &side.iface, "netns", &side.netns])?;
+        }
+        for (side, v4, v6) in [(&bed.a, addr::A4, addr::A6), (&bed.b, addr::B4, addr::B6)] {
+            side.ok(&["ip", "link", "set", "lo", "up"])?;
+            side.ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", &side.iface])?;
+            side.ok(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                &side.iface,
+                "nodad",
+            ])?;
+            side.ok(&["ip", "link", "set", &side.iface, "up"])?;
+        }
+        Ok(bed)
+    }
+
+    fn start_dataplane(&mut self, binary: &Path, config: &Path) -> Result<()> {
+        let stderr = std::fs::File::create(self.dir.join("dataplane.stderr"))?;
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                cmd: binary.display().to_string(),
+                source,
+            })?;
+        let stdout = child.stdout.take().expect("piped");
+        self.child = Some(child);
+        let events = Arc::clone(&self.events);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let (lock, cv) = &*events;
+                let mut e = lock.lock().unwrap_or_else(|p| p.into_inner());
+                match v["event"].as_str() {
+                    Some("ready") => e.ready = Some(v),
+                    Some("stats") => e.last_stats = Some(v),
+                    Some("stopped") => e.stopped = Some(v),
+                    _ => {}
+                }
+                cv.notify_all();
+            }
+            let (lock, cv) = &*events;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            cv.notify_all();
+        });
+        let (lock, cv) = &*self.events;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut e = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while e.ready.is_none() {
+            if e.closed {
+                drop(e);
+                let status = self.child.as_mut().map(|c| c.wait()).transpose()?;
+                return Err(Error::DataplaneDied {
+                    status: status.map_or("unknown".into(), |s| s.to_string()),
+                    stderr: self.stderr(),
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(READY_TIMEOUT, "the dataplane to be ready"));
+            }
+            e = cv
+                .wait_timeout(e, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// The dataplane's `ready` event (ports, drivers, MACs, workers).
+    pub fn ready(&self) -> Value {
+        self.events
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Waits for a counters report that satisfies `pred` (reports arrive every `stats_interval_ms`).
+    pub fn wait_stats(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let (lock, cv) = &*self.events;
+        let deadline = Instant::now() + timeout;
+        let mut e = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = e.last_stats.as_ref().filter(|v| pred(v)) {
+                return Ok(v.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || e.closed {
+                return Err(Error::Timeout(timeout, "a matching counters report"));
+            }
+            e = cv
+                .wait_timeout(e, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Everything the dataplane wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dataplane.stderr")).unwrap_or_default()
+    }
+
+    /// Asks the dataplane to stop (SIGTERM) and returns how it ended, with its final counters.
+    pub fn stop(&mut self) -> Result<Stopped> {
+        let Some(mut child) = self.child.take() else {
+            return Err(Error::Timeout(
+                Duration::ZERO,
+                "a running dataplane (already stopped)",
+            ));
+        };
+        let status = terminate(&mut child)?;
+        // The reader thread sees EOF once the process is gone.
+        let (lock, cv) = &*self.events;
+        let mut e = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !e.closed && Instant::now() < deadline {
+            e = cv
+                .wait_timeout(e, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let report = e.stopped.clone();
+        drop(e);
+        Ok(Stopped {
+            status,
+            report,
+            stderr: self.stderr(),
+        })
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = terminate(&mut child);
+        }
+        for ns in self.netns_created.drain(..) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within 10 s.
+fn terminate(child: &mut Child) -> Result<ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    Ok(child.wait()?)
+}
+
+/// Deletes namespaces left by beds whose process is gone (a test run killed with SIGKILL, say).
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn check(cmd: &str, out: Output) -> Result<Output> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(Error::Command {
+            cmd: cmd.into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+        })
+    }
+}
+
+/// Runs a command in the current namespace and fails unless it succeeds.
+pub fn sh(args: &[&str]) -> Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: args.join(" "),
+            source,
+        })?;
+    check(&args.join(" "), out)
+}
+
+/// The dataplane config of a bed: small memory, no hugepages, two TAP ports linked together.
+pub fn config_text(opts: &Options, file_prefix: &str, iface_a: &str, iface_b: &str) -> String {
+    let cores = opts
+        .workers
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Generated by the test bed.
+[eal]
+file_prefix = "{file_prefix}"
+main_core = 0
+hugepages = false
+memory_mb = 256
+log_level = "warning"
+
+[workers]
+cores = [{cores}]
+
+[mempool]
+mbufs = 8191
+cache = 128
+
+[rings]
+rx = 512
+tx = 512
+
+[[ports]]
+name = "a"
+device = "net_tap0,iface={iface_a}"
+
+[[ports]]
+name = "b"
+device = "net_tap1,iface={iface_b}"
+
+[[links]]
+ports = ["a", "b"]
+
+[stats]
+interval_ms = {interval}
+"#,
+        interval = opts.stats_interval_ms
+    )
+}
