@@ -117,6 +117,7 @@ fn http_download(bed: &TestBed, host: &str, url_host: &str) {
             served.to_str().unwrap(),
         ])
         .unwrap();
+    bed.b.wait_listening(8080).unwrap();
     let got = bed.dir.join("downloaded");
     let url = format!("http://{url_host}:8080/blob");
     let out = bed

@@ -103,6 +103,23 @@ impl Side {
         check(&args.join(" "), out)
     }
 
+    /// Waits until something in this namespace listens on TCP `port` (a server started with [`Side::spawn`]).
+    pub fn wait_listening(&self, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let filter = format!("sport = :{port}");
+        while Instant::now() < deadline {
+            let out = self.run(&["ss", "-H", "-l", "-t", "-n", &filter])?;
+            if !out.stdout.is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(Error::Timeout(
+            Duration::from_secs(20),
+            "a server to listen",
+        ))
+    }
+
     /// Sends raw Ethernet frames, byte for byte, out of this side's interface (AF_PACKET).
     pub fn send_frames(&self, frames: &[Vec<u8>]) -> Result<()> {
         let hex: String = frames

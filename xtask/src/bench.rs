@@ -1,0 +1,318 @@
+//! Forwarding throughput: Bulkhead against `dpdk-testpmd` io forwarding, on the same input and sink, in the
+//! same run, alternating, so the ratio means something on a noisy machine.
+//!
+//! Input: a pcap of 64-byte TCP packets over 4096 flows, replayed from memory by `net_pcap`
+//! (`infinite_rx=1`); sink: `net_null` with `no-rx=1` (a plain net_null would also *generate* packets and
+//! testpmd would forward both ways). One forwarding core each (lcore 1), the main thread on lcore 0. Rates are
+//! per-second samples after a warm-up, median per run; the figure is the median over runs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::{build_release, root, run, show, target_dir, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Runs of each program (alternating).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Flows in the generated input.
+    #[arg(long, default_value_t = 4096)]
+    flows: u32,
+    /// Frame size on the wire, FCS included (RFC 2544).
+    #[arg(long, default_value_t = 64)]
+    frame_size: u32,
+    /// Back DPDK memory with 2 MiB hugepages (reserved and mounted if needed) instead of --no-huge.
+    #[arg(long)]
+    hugepages: bool,
+}
+
+/// Samples taken before this many seconds are warm-up and ignored.
+const WARMUP_SAMPLES: usize = 2;
+
+pub fn bench(args: &Args) -> Result {
+    if args.seconds <= WARMUP_SAMPLES as u64 + 1 {
+        return Err(format!("--seconds must be above {}", WARMUP_SAMPLES + 1).into());
+    }
+    let bin = build_release(&["bulkhead-dataplane", "bulkhead-pktgen"])?;
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let pcap = dir.join(format!("tcp-{}flows-{}B.pcap", args.flows, args.frame_size));
+    run(Command::new(bin.join("bulkhead-pktgen"))
+        .args(["flows", "--proto", "tcp", "--seed", "1"])
+        .args([
+            "--flows",
+            &args.flows.to_string(),
+            "--frame-size",
+            &args.frame_size.to_string(),
+            "--out",
+        ])
+        .arg(&pcap))?;
+    if args.hugepages {
+        reserve_hugepages()?;
+    }
+    let memory = if args.hugepages {
+        vec!["-m", "1024"]
+    } else {
+        vec!["--no-huge", "-m", "1024"]
+    };
+
+    let mut testpmd = Vec::new();
+    let mut bulkhead = Vec::new();
+    for i in 1..=args.runs {
+        eprintln!("xtask: run {i}/{}: dpdk-testpmd", args.runs);
+        testpmd.push(median(&run_testpmd(&pcap, &memory, args.seconds)?));
+        eprintln!("xtask: run {i}/{}: bulkhead-dataplane", args.runs);
+        bulkhead.push(median(&run_bulkhead(
+            &bin,
+            &dir,
+            &pcap,
+            args.hugepages,
+            args.seconds,
+        )?));
+    }
+
+    let (t, b) = (median(&testpmd), median(&bulkhead));
+    let spread = |v: &[f64]| {
+        (
+            v.iter().cloned().fold(f64::INFINITY, f64::min),
+            v.iter().cloned().fold(0.0, f64::max),
+        )
+    };
+    println!("\nForwarding, {} B frames, {} TCP flows, net_pcap(infinite_rx) -> net_null(no-rx), 1 worker core", args.frame_size, args.flows);
+    println!("| run | dpdk-testpmd io (Mpps) | bulkhead-dataplane (Mpps) | ratio |");
+    println!("|---|---|---|---|");
+    for (i, (t, b)) in testpmd.iter().zip(&bulkhead).enumerate() {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.3} |",
+            i + 1,
+            t / 1e6,
+            b / 1e6,
+            b / t
+        );
+    }
+    let (tmin, tmax) = spread(&testpmd);
+    let (bmin, bmax) = spread(&bulkhead);
+    println!(
+        "| median | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) | **{:.3}** |",
+        t / 1e6,
+        tmin / 1e6,
+        tmax / 1e6,
+        b / 1e6,
+        bmin / 1e6,
+        bmax / 1e6,
+        b / t
+    );
+
+    let results = root().join("bench-results");
+    std::fs::create_dir_all(&results)?;
+    let out = results.join("forwarding.json");
+    let report = json!({
+        "benchmark": "forwarding",
+        "frame_size": args.frame_size, "flows": args.flows, "seconds": args.seconds, "hugepages": args.hugepages,
+        "testpmd_pps": testpmd, "bulkhead_pps": bulkhead,
+        "testpmd_median_pps": t, "bulkhead_median_pps": b, "ratio": b / t,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwritten: {}", out.display());
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn vdevs(pcap: &Path) -> [String; 2] {
+    [
+        format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
+        "--vdev=net_null0,no-rx=1".into(),
+    ]
+}
+
+/// Sends SIGINT after `seconds` and waits for the process.
+fn stop_after(child: &mut Child, started: Instant, seconds: u64) -> Result {
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("exited early ({status})").into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// testpmd with `--stats-period 1` prints, per port and second, `Tx-pps: N`; the sum over ports is what it
+/// forwarded (the pcap port transmits nothing: the sink receives nothing).
+fn run_testpmd(pcap: &Path, memory: &[&str], seconds: u64) -> Result<Vec<f64>> {
+    let mut cmd = Command::new("dpdk-testpmd");
+    cmd.args([
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--file-prefix=bench-testpmd",
+        "--log-level=warning",
+    ])
+    .args(memory)
+    .args(vdevs(pcap))
+    .args([
+        "--",
+        "--forward-mode=io",
+        "--auto-start",
+        "--stats-period=1",
+        "--nb-cores=1",
+        "--burst=32",
+    ]);
+    eprintln!("$ {}", show(&cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut per_period = Vec::new();
+        let mut current = 0.0;
+        let mut ports_seen = 0;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.contains("NIC statistics for port") {
+                ports_seen += 1;
+            }
+            if let Some(rest) = line.trim().strip_prefix("Tx-pps:") {
+                current += rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                if ports_seen == 2 {
+                    per_period.push(current);
+                    current = 0.0;
+                    ports_seen = 0;
+                }
+            }
+        }
+        per_period
+    });
+    stop_after(&mut child, Instant::now(), seconds)?;
+    let samples = reader.join().map_err(|_| "testpmd reader panicked")?;
+    warm(samples, "dpdk-testpmd")
+}
+
+fn run_bulkhead(
+    bin: &Path,
+    dir: &Path,
+    pcap: &Path,
+    hugepages: bool,
+    seconds: u64,
+) -> Result<Vec<f64>> {
+    let config = dir.join("bench.toml");
+    let [pcap_dev, null_dev] = vdevs(pcap).map(|v| v.trim_start_matches("--vdev=").to_string());
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Written by `cargo xtask bench`.
+[eal]
+file_prefix = "bench-bulkhead"
+main_core = 0
+hugepages = {hugepages}
+memory_mb = 1024
+log_level = "warning"
+
+[workers]
+cores = [1]
+burst = 32
+
+[mempool]
+mbufs = 32767
+cache = 256
+
+[[ports]]
+name = "pcap"
+device = "{pcap_dev}"
+
+[[ports]]
+name = "sink"
+device = "{null_dev}"
+
+[[links]]
+ports = ["pcap", "sink"]
+
+[stats]
+interval_ms = 1000
+"#
+        ),
+    )?;
+    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
+    cmd.arg("--config").arg(&config);
+    eprintln!("$ {}", show(&cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut last: Option<(f64, u64)> = None;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["event"] != "stats" {
+                continue;
+            }
+            let (Some(t), Some(tx)) = (v["uptime_s"].as_f64(), v["totals"]["tx_packets"].as_u64())
+            else {
+                continue;
+            };
+            if let Some((t0, tx0)) = last {
+                samples.push((tx - tx0) as f64 / (t - t0));
+            }
+            last = Some((t, tx));
+        }
+        samples
+    });
+    stop_after(&mut child, Instant::now(), seconds)?;
+    let samples = reader.join().map_err(|_| "bulkhead reader panicked")?;
+    warm(samples, "bulkhead-dataplane")
+}
+
+fn warm(samples: Vec<f64>, who: &str) -> Result<Vec<f64>> {
+    let kept: Vec<f64> = samples.into_iter().skip(WARMUP_SAMPLES).collect();
+    if kept.is_empty() {
+        return Err(format!("{who} reported no throughput samples").into());
+    }
+    Ok(kept)
+}
+
+/// 1024 × 2 MiB pages, mounted at /dev/hugepages.
+fn reserve_hugepages() -> Result {
+    let nr = PathBuf::from("/proc/sys/vm/nr_hugepages");
+    let have: u64 = std::fs::read_to_string(&nr)?.trim().parse().unwrap_or(0);
+    if have < 1024 {
+        std::fs::write(&nr, "1024")?;
+    }
+    let mounted = std::fs::read_to_string("/proc/mounts")?
+        .lines()
+        .any(|l| l.contains(" hugetlbfs "));
+    if !mounted {
+        std::fs::create_dir_all("/dev/hugepages")?;
+        run(Command::new("mount").args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"]))?;
+    }
+    Ok(())
+}

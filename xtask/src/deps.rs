@@ -1,0 +1,51 @@
+//! The machine's set-up: Debian packages, installed only when missing (so a prepared machine is not touched).
+
+use std::process::Command;
+
+use crate::util::{is_root, run, Result};
+
+/// What building, testing, the demo and the benchmarks need.
+const PACKAGES: &[&str] = &[
+    // DPDK 22.11 LTS: libraries, headers, pkg-config file, dpdk-testpmd and dpdk-test-acl.
+    "dpdk",
+    "dpdk-dev",
+    "libdpdk-dev",
+    "pkg-config",
+    // bindgen.
+    "libclang-dev",
+    // The namespace test bed and the clients that cross it.
+    "iproute2",
+    "iputils-ping",
+    "curl",
+    "python3",
+    "tcpdump",
+    "iperf3",
+    "coreutils",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn ensure() -> Result {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages: {}; run `sudo cargo xtask deps`",
+            missing.join(" ")
+        )
+        .into());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
