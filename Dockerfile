@@ -1,0 +1,26 @@
+# Bulkhead appliance image: the dataplane on Debian 12's DPDK 22.11 LTS.
+#
+#   docker build -t bulkhead .
+#   docker run --rm --privileged --network host -v /dev/hugepages:/dev/hugepages \
+#       -v $PWD/config:/etc/bulkhead bulkhead --config /etc/bulkhead/dataplane.toml
+#
+# The dataplane binds NICs through DPDK, so it needs --privileged (or the specific capabilities and devices
+# of the PMD in use) and, in production, hugepages mounted from the host.
+
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libdpdk-dev dpdk-dev libclang-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p bulkhead-dataplane -p bulkhead-pktgen
+
+FROM debian:bookworm-slim
+# `dpdk` brings the shared libraries and every PMD plugin (the EAL loads them from its plugin directory).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dpdk iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/bulkhead-dataplane /src/target/release/bulkhead-pktgen /usr/local/bin/
+COPY config/ /etc/bulkhead/
+ENTRYPOINT ["/usr/local/bin/bulkhead-dataplane"]
+CMD ["--config", "/etc/bulkhead/dataplane.toml"]

@@ -1,0 +1,21 @@
+//! Bulkhead's traffic generator as a library: frame building, workloads
+//! and output, shared by the `bulkhead-pktgen` binary's subcommands.
+//!
+//! - [`frame`]: Ethernet [+ 802.1Q] + IPv4/IPv6 + TCP/UDP headers written in
+//!   place through the `net` crate's views.
+//! - [`flows`]: the `flows` workload, N distinct deterministic 5-tuples.
+//! - [`pcap`]: the pcap writer every file-producing subcommand uses.
+//! - [`prefix`], [`rng`]: address prefixes and the seedable SplitMix64
+//!   generator that makes every output reproducible from its seed.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod flows;
+pub mod frame;
+pub mod pcap;
+pub mod prefix;
+pub mod rng;
+
+pub use error::{Error, Result};
