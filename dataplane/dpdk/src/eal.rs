@@ -83,22 +83,27 @@ pub fn runtime_version() -> String {
 /// Refuses a shared libdpdk other than the one the bindings were generated from: struct layouts and inline
 /// fast-path code are compiled into Bulkhead, so a different library would be silently misread.
 fn check_runtime_version() -> Result<()> {
-    // SAFETY: plain getters of compiled-in constants.
+    // SAFETY: plain getters of the loaded library's compiled-in constants.
     let found = unsafe {
-        format!(
-            "{}.{:02}.{}",
+        (
             dpdk_sys::rte_version_year(),
             dpdk_sys::rte_version_month(),
-            dpdk_sys::rte_version_minor()
+            dpdk_sys::rte_version_minor(),
         )
     };
-    if found != dpdk_sys::BUILD_VERSION {
+    if !same_version(dpdk_sys::BUILD_VERSION, found) {
         return Err(Error::VersionMismatch {
             built: dpdk_sys::BUILD_VERSION.into(),
             found: runtime_version(),
         });
     }
     Ok(())
+}
+
+/// Whether pkg-config's version string (`22.11.11`) names the release `(year, month, minor)`.
+fn same_version(built: &str, (year, month, minor): (u32, u32, u32)) -> bool {
+    let parts: Vec<Option<u32>> = built.split('.').map(|p| p.parse().ok()).collect();
+    parts == [Some(year), Some(month), Some(minor)]
 }
 
 /// The time-stamp counter (cycles); cheap enough for the poll loop, and not a syscall.
@@ -112,4 +117,24 @@ pub fn tsc() -> u64 {
 pub fn tsc_hz(_eal: &Eal) -> u64 {
     // SAFETY: the EAL is initialized (witnessed by the argument).
     unsafe { dpdk_sys::rte_get_tsc_hz() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_version;
+
+    #[test]
+    fn versions_must_match_exactly() {
+        assert!(same_version("22.11.11", (22, 11, 11)));
+        assert!(!same_version("22.11.11", (22, 11, 4)));
+        assert!(!same_version("22.11.11", (23, 11, 11)));
+        assert!(!same_version("22.11", (22, 11, 0)));
+        assert!(!same_version("22.11.11-rc1", (22, 11, 11)));
+    }
+
+    #[test]
+    fn this_build_runs_against_its_own_library() {
+        super::check_runtime_version()
+            .expect("the DPDK found at run time is the one built against");
+    }
 }
