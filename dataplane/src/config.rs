@@ -2,7 +2,7 @@
 //! typo in `config/*.toml` is a precise message at start, never a silently different gateway.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -43,6 +43,68 @@ pub struct Config {
     pub links: Vec<Link>,
     #[serde(default)]
     pub stats: Stats,
+    #[serde(default)]
+    pub policy: PolicyCfg,
+    #[serde(default)]
+    pub conntrack: ConntrackCfg,
+    #[serde(default)]
+    pub events: EventsCfg,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyCfg {
+    /// Where the last committed policy is kept (`policy.json`), so the gateway enforces it after a restart even
+    /// when no control process is running.
+    pub state_dir: PathBuf,
+    /// The local control socket (Unix stream, JSON lines) the control process talks to.
+    pub control_socket: PathBuf,
+    /// A policy document loaded at start when `state_dir` holds none (then persisted as the committed policy).
+    /// Without either, the gateway forwards nothing until a policy is loaded: it fails closed.
+    pub bootstrap: Option<PathBuf>,
+}
+
+impl Default for PolicyCfg {
+    fn default() -> Self {
+        PolicyCfg {
+            state_dir: "/var/lib/bulkhead".into(),
+            control_socket: "/run/bulkhead/dataplane.sock".into(),
+            bootstrap: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackCfg {
+    /// Hard cap of tracked connections per worker; the table is allocated at start and never grows.
+    pub flows_per_worker: u32,
+    /// Table slots examined for expiry per poll-loop iteration.
+    pub expiry_budget: u32,
+}
+
+impl Default for ConntrackCfg {
+    fn default() -> Self {
+        ConntrackCfg {
+            flows_per_worker: 262_144,
+            expiry_budget: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsCfg {
+    /// Flow events each worker can queue before further ones are dropped (and counted).
+    pub queue_per_worker: u32,
+}
+
+impl Default for EventsCfg {
+    fn default() -> Self {
+        EventsCfg {
+            queue_per_worker: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -368,6 +430,43 @@ impl Config {
                     "port {:?} is in no link: its traffic would go nowhere",
                     p.name
                 ),
+            ));
+        }
+
+        if !(1024..=16_777_216).contains(&self.conntrack.flows_per_worker) {
+            return Err(invalid(
+                "conntrack.flows_per_worker",
+                format!(
+                    "{} is not in 1024..=16777216",
+                    self.conntrack.flows_per_worker
+                ),
+            ));
+        }
+        if !(1..=4096).contains(&self.conntrack.expiry_budget) {
+            return Err(invalid(
+                "conntrack.expiry_budget",
+                format!("{} is not in 1..=4096", self.conntrack.expiry_budget),
+            ));
+        }
+        if !(16..=1_048_576).contains(&self.events.queue_per_worker) {
+            return Err(invalid(
+                "events.queue_per_worker",
+                format!("{} is not in 16..=1048576", self.events.queue_per_worker),
+            ));
+        }
+        for (field, p) in [
+            ("policy.state_dir", &self.policy.state_dir),
+            ("policy.control_socket", &self.policy.control_socket),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        if self.policy.control_socket.as_os_str().len() > 107 {
+            return Err(invalid(
+                "policy.control_socket",
+                "is longer than a Unix socket path may be (107 bytes)",
             ));
         }
 

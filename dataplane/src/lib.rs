@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod gateway;
+pub mod persist;
 pub mod worker;

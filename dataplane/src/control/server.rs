@@ -1,0 +1,176 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::protocol::{parse, respond, ApiError, ErrorCode, Request};
+
+/// Answers requests. Implemented by the gateway's management side; called from the socket threads.
+pub trait Handler: Sync {
+    fn handle(&self, request: Request) -> Result<Value, ApiError>;
+}
+
+/// Largest request line accepted (a large policy document fits comfortably).
+const MAX_LINE: u64 = 64 << 20;
+/// Concurrent connections; further ones are answered with an error and closed.
+const MAX_CONNECTIONS: usize = 16;
+/// How often blocked accepts and reads look at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Serves the control socket at `path` until `stop` is set. Runs on a management thread, never on a worker.
+pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket file left by a previous process that is no longer listening is replaced; a live one is not.
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running process", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let active = AtomicUsize::new(0);
+    let result = std::thread::scope(|s| -> std::io::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        let err =
+                            ApiError::new(ErrorCode::Internal, "too many control connections");
+                        let _ = writeln!(&conn, "{}", respond(Value::Null, Err(err)));
+                        continue;
+                    }
+                    let active = &active;
+                    s.spawn(move || {
+                        let _ = connection(conn, handler, stop);
+                        active.fetch_sub(1, Ordering::AcqRel);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_file(path);
+    result
+}
+
+fn connection(conn: UnixStream, handler: &dyn Handler, stop: &AtomicBool) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(POLL))?;
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    let mut line = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match (&mut reader)
+            .take(MAX_LINE + 1 - line.len() as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return Ok(()),
+            Ok(_) if line.last() == Some(&b'\n') || line.len() as u64 > MAX_LINE => {
+                let answer = if line.len() as u64 > MAX_LINE {
+                    let err = ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!("request longer than {MAX_LINE} bytes"),
+                    );
+                    let answer = respond(Value::Null, Err(err));
+                    writer.write_all(answer.as_bytes())?;
+                    writer.write_all(b"\n")?;
+                    return Ok(());
+                } else {
+                    answer(&line, handler)
+                };
+                writer.write_all(answer.as_bytes())?;
+                writer.write_all(b"\n")?;
+                line.clear();
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn answer(line: &[u8], handler: &dyn Handler) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    let (id, request) = parse(text);
+    respond(id, request.and_then(|r| handler.handle(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Echo;
+    impl Handler for Echo {
+        fn handle(&self, request: Request) -> Result<Value, ApiError> {
+            match request {
+                Request::Status {} => Ok(json!({"status": "ok"})),
+                _ => Err(ApiError::new(ErrorCode::Internal, "not here")),
+            }
+        }
+    }
+
+    #[test]
+    fn serves_lines_and_survives_garbage() {
+        let path = std::env::temp_dir().join(format!("bulkhead-ctl-{}.sock", std::process::id()));
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| serve(&path, &Echo, &stop).unwrap());
+            let conn = loop {
+                if let Ok(c) = UnixStream::connect(&path) {
+                    break c;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let mut ask = |line: &[u8]| {
+                w.write_all(line).unwrap();
+                let mut out = String::new();
+                r.read_line(&mut out).unwrap();
+                serde_json::from_str::<Value>(&out).unwrap()
+            };
+            assert_eq!(
+                ask(b"{\"v\":1,\"id\":1,\"op\":\"status\"}\n")["result"]["status"],
+                "ok"
+            );
+            assert_eq!(ask(b"\xff\xfe garbage\n")["error"]["code"], "bad_json");
+            assert_eq!(
+                ask(b"{\"v\":1,\"op\":\"counters\"}\n")["error"]["message"],
+                "not here"
+            );
+            assert_eq!(ask(b"{\"v\":1,\"id\":2,\"op\":\"status\"}\n")["id"], 2);
+            // A second process cannot take over a live socket.
+            assert_eq!(
+                serve(&path, &Echo, &AtomicBool::new(true))
+                    .unwrap_err()
+                    .kind(),
+                std::io::ErrorKind::AddrInUse
+            );
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert!(!path.exists(), "the socket file is removed at shutdown");
+    }
+}
