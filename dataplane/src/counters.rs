@@ -52,6 +52,8 @@ pub struct WorkerCounters {
     pub busy_polls: Counter,
     pub idle_polls: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    /// Flow events lost because the worker's event queue was full.
+    pub events_dropped: Counter,
 }
 
 impl WorkerCounters {

@@ -7,9 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod events;
 pub mod gateway;
 pub mod persist;
 pub mod worker;

@@ -1,0 +1,154 @@
+//! Flow events — a new flow admitted, a flow denied, a flow closed — leave the workers through a bounded queue
+//! per worker. A worker never waits for room: when its queue is full the event is dropped and counted, because
+//! telemetry must never slow down or stop enforcement.
+
+use std::net::IpAddr;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
+
+use crate::counters::{Counter, WorkerCounters};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    New,
+    Denied,
+    Closed,
+}
+
+/// What the policy decided for the flow (or its first packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    Reject,
+    /// Would have been denied; passed because of monitor mode.
+    WouldDeny,
+}
+
+/// One event. `Copy` and allocation-free: it is built on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FlowEvent {
+    pub kind: EventKind,
+    /// Milliseconds since the dataplane started ([`crate::clock::Clock`]).
+    pub time_ms: u64,
+    pub worker: u16,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// Outer VLAN id; 0 when untagged.
+    pub vlan: u16,
+    pub verdict: Verdict,
+    /// The deciding rule's id; 0 for the default action.
+    pub rule_id: u32,
+    pub policy_version: u64,
+    /// Original direction, reply direction.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub duration_ms: u64,
+    /// TCP state when the flow closed (`time_wait`, `close`, ...), if TCP.
+    pub tcp_state: Option<&'static str>,
+}
+
+/// A worker's end of its event queue.
+#[derive(Debug)]
+pub struct EventSink {
+    tx: Sender<FlowEvent>,
+}
+
+impl EventSink {
+    /// Queues `ev`, or counts it in `dropped` when the queue is full or the reader is gone.
+    #[inline]
+    pub fn emit(&self, ev: FlowEvent, dropped: &Counter) {
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => dropped.add(1),
+        }
+    }
+
+    /// Shorthand with a worker's counters.
+    #[inline]
+    pub fn emit_counted(&self, ev: FlowEvent, counters: &WorkerCounters) {
+        self.emit(ev, &counters.events_dropped)
+    }
+}
+
+/// The management side's end of every worker's queue.
+#[derive(Debug)]
+pub struct EventSource {
+    rx: Receiver<FlowEvent>,
+}
+
+impl EventSource {
+    /// Takes what is queued now, without waiting, at most `max`.
+    pub fn drain(&self, max: usize, into: &mut Vec<FlowEvent>) -> usize {
+        let before = into.len();
+        into.extend(self.rx.try_iter().take(max));
+        into.len() - before
+    }
+}
+
+/// A bounded queue for one worker: its sink, and the source the management thread reads.
+pub fn queue(capacity: usize) -> (EventSink, EventSource) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    (EventSink { tx }, EventSource { rx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u16) -> FlowEvent {
+        FlowEvent {
+            kind: EventKind::New,
+            time_ms: 1,
+            worker: 0,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            sport: n,
+            dport: 80,
+            proto: 6,
+            vlan: 0,
+            verdict: Verdict::Allow,
+            rule_id: 7,
+            policy_version: 1,
+            packets: [1, 0],
+            bytes: [60, 0],
+            duration_ms: 0,
+            tcp_state: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (sink, source) = queue(4);
+        let dropped = Counter::default();
+        for n in 0..10 {
+            sink.emit(ev(n), &dropped);
+        }
+        assert_eq!(dropped.get(), 6);
+        let mut got = Vec::new();
+        assert_eq!(source.drain(100, &mut got), 4);
+        assert_eq!(
+            got.iter().map(|e| e.sport).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        sink.emit(ev(10), &dropped);
+        assert_eq!(dropped.get(), 6);
+        drop(source);
+        sink.emit(ev(11), &dropped);
+        assert_eq!(dropped.get(), 7, "a gone reader is a drop, not a hang");
+    }
+
+    #[test]
+    fn serializes_for_the_control_socket() {
+        let v = serde_json::to_value(ev(1)).unwrap();
+        assert_eq!(v["kind"], "new");
+        assert_eq!(v["verdict"], "allow");
+        assert_eq!(v["src"], "10.0.0.1");
+    }
+}
