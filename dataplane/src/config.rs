@@ -62,6 +62,8 @@ pub struct PolicyCfg {
     /// A policy document loaded at start when `state_dir` holds none (then persisted as the committed policy).
     /// Without either, the gateway forwards nothing until a policy is loaded: it fails closed.
     pub bootstrap: Option<PathBuf>,
+    /// Most rules a policy may have (per-rule counters are sized from it).
+    pub max_rules: u32,
 }
 
 impl Default for PolicyCfg {
@@ -70,6 +72,7 @@ impl Default for PolicyCfg {
             state_dir: "/var/lib/bulkhead".into(),
             control_socket: "/run/bulkhead/dataplane.sock".into(),
             bootstrap: None,
+            max_rules: 16_384,
         }
     }
 }
@@ -97,12 +100,18 @@ impl Default for ConntrackCfg {
 pub struct EventsCfg {
     /// Flow events each worker can queue before further ones are dropped (and counted).
     pub queue_per_worker: u32,
+    /// Denied-flow events per second and worker; beyond that they are counted, not queued.
+    pub denied_per_second: u32,
+    /// Events the management thread keeps for the control socket until they are read.
+    pub buffer: u32,
 }
 
 impl Default for EventsCfg {
     fn default() -> Self {
         EventsCfg {
             queue_per_worker: 4096,
+            denied_per_second: 1000,
+            buffer: 65_536,
         }
     }
 }
@@ -461,6 +470,16 @@ impl Config {
             if p.as_os_str().is_empty() {
                 return Err(invalid(field, "must not be empty"));
             }
+        }
+        if !(1..=policy::limits::MAX_RULES as u32).contains(&self.policy.max_rules) {
+            return Err(invalid(
+                "policy.max_rules",
+                format!(
+                    "{} is not in 1..={}",
+                    self.policy.max_rules,
+                    policy::limits::MAX_RULES
+                ),
+            ));
         }
         // sun_path holds 108 bytes including the terminating NUL.
         if self.policy.control_socket.as_os_str().len() > 107 {

@@ -1,12 +1,16 @@
 //! Per-worker counters. Each worker is the only writer of its own block, which sits on cache lines of its
 //! own (`CachePadded`), so counting costs plain loads and stores — no atomic read-modify-write, no sharing.
 //! Any other thread may read them at any time (relaxed atomics): a reader sees each counter's latest value
-//! without stopping or slowing the worker.
+//! without stopping or slowing the worker. Aggregation across workers happens on read.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
+use net::ParseError;
 use serde::Serialize;
+
+use crate::conntrack;
 
 /// Why the dataplane dropped a packet. Small and `Copy`: it travels with packets on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,15 +19,73 @@ pub enum DropReason {
     /// The egress device did not take the packet — its TX queue was full (back-pressure) or its link was
     /// down — so it was freed.
     TxUnsent,
+    /// No policy is loaded yet: the gateway fails closed.
+    NoPolicy,
+    /// The frame failed to parse (see the `malformed` detail counters).
+    Malformed,
+    /// A non-IP EtherType the policy does not pass (ARP and neighbour discovery have their own settings).
+    Ethertype,
+    /// A non-first IP fragment: it carries no ports to judge or track it by.
+    Fragment,
+    /// Denied by a rule or the default action.
+    PolicyDeny,
+    /// Rejected by a rule or the default action (and answered with a TCP RST or ICMP unreachable).
+    PolicyReject,
+    /// A tracked connection that the current policy version no longer allows.
+    PolicyRevoked,
+    /// TCP refused by the state machine: invalid flags, not a SYN, unexpected SYN or SYN-ACK, invalid state.
+    TcpInvalid,
+    /// TCP outside the receiver's window (data or RST); dropped silently, never answered.
+    TcpOutOfWindow,
+    /// ICMP that fits no tracked flow: unsolicited echo reply, wrong direction, unrelated error.
+    IcmpInvalid,
+    /// A new flow could not be tracked: the table is full of established flows.
+    TableFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 1] = [DropReason::TxUnsent];
+    pub const ALL: [DropReason; 12] = [
+        DropReason::TxUnsent,
+        DropReason::NoPolicy,
+        DropReason::Malformed,
+        DropReason::Ethertype,
+        DropReason::Fragment,
+        DropReason::PolicyDeny,
+        DropReason::PolicyReject,
+        DropReason::PolicyRevoked,
+        DropReason::TcpInvalid,
+        DropReason::TcpOutOfWindow,
+        DropReason::IcmpInvalid,
+        DropReason::TableFull,
+    ];
     pub const COUNT: usize = Self::ALL.len();
 
     pub const fn name(self) -> &'static str {
         match self {
             DropReason::TxUnsent => "tx_unsent",
+            DropReason::NoPolicy => "no_policy",
+            DropReason::Malformed => "malformed",
+            DropReason::Ethertype => "ethertype",
+            DropReason::Fragment => "fragment",
+            DropReason::PolicyDeny => "policy_deny",
+            DropReason::PolicyReject => "policy_reject",
+            DropReason::PolicyRevoked => "policy_revoked",
+            DropReason::TcpInvalid => "tcp_invalid",
+            DropReason::TcpOutOfWindow => "tcp_out_of_window",
+            DropReason::IcmpInvalid => "icmp_invalid",
+            DropReason::TableFull => "table_full",
+        }
+    }
+
+    /// The top-level reason of a connection-tracking refusal.
+    pub const fn of_conntrack(r: conntrack::DropReason) -> Self {
+        use conntrack::TcpDropReason as T;
+        match r {
+            conntrack::DropReason::Tcp(T::OutOfWindow | T::RstOutOfWindow) => {
+                DropReason::TcpOutOfWindow
+            }
+            conntrack::DropReason::Tcp(_) => DropReason::TcpInvalid,
+            _ => DropReason::IcmpInvalid,
         }
     }
 }
@@ -38,37 +100,164 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
+    #[inline(always)]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
 }
 
-/// One worker's counters.
+/// One rule's counters in one worker. The slot is tagged with the rule id it counts for: a slot handed to a
+/// new rule id after the old rule was deleted is reset by its worker at the first hit, so counts never leak
+/// from one rule to another, and a rule that persists across versions keeps its slot and its counts.
 #[derive(Debug, Default)]
+pub struct RuleSlot {
+    pub rule_id: Counter,
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub flows: Counter,
+    /// [`crate::clock::Clock`] milliseconds of the last hit + 1 (0: never).
+    pub last_hit: Counter,
+}
+
+impl RuleSlot {
+    #[inline]
+    fn claim(&self, rule_id: u32) {
+        if self.rule_id.get() != u64::from(rule_id) {
+            self.packets.set(0);
+            self.bytes.set(0);
+            self.flows.set(0);
+            self.last_hit.set(0);
+            self.rule_id.set(u64::from(rule_id));
+        }
+    }
+
+    /// Counts a packet of a flow the rule admitted earlier. A slot that has meanwhile been claimed by another
+    /// rule is left alone (the flow outlived its rule).
+    #[inline]
+    pub fn hit(&self, rule_id: u32, bytes: u64, now_ms: u64) {
+        if self.rule_id.get() == u64::from(rule_id) {
+            self.count(bytes, now_ms);
+        }
+    }
+
+    /// Counts a new flow (or a denied packet) the rule decided, claiming the slot for the rule.
+    #[inline]
+    pub fn new_flow(&self, rule_id: u32, bytes: u64, now_ms: u64) {
+        self.claim(rule_id);
+        self.count(bytes, now_ms);
+        self.flows.add(1);
+    }
+
+    #[inline]
+    fn count(&self, bytes: u64, now_ms: u64) {
+        self.packets.add(1);
+        self.bytes.add(bytes);
+        self.last_hit.set(now_ms + 1);
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug)]
 pub struct WorkerCounters {
     pub rx_packets: Counter,
     pub tx_packets: Counter,
     /// Loop iterations that moved at least one packet, and those that found every queue empty.
     pub busy_polls: Counter,
     pub idle_polls: Counter,
-    pub drops: [Counter; DropReason::COUNT],
+    /// Packets that passed only because of monitor mode.
+    pub would_deny: Counter,
+    pub flows_created: Counter,
+    /// Flows that ended: expired, closed, displaced, revoked or killed.
+    pub flows_closed: Counter,
+    /// Flows tracked right now (set by the worker).
+    pub flows_active: Counter,
+    pub rejects_sent: Counter,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: Counter,
+    /// Denied-flow events not emitted because of the per-worker rate limit.
+    pub events_rate_limited: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+    pub malformed: [Counter; ParseError::ALL.len()],
+    pub conntrack: [Counter; conntrack::DropReason::COUNT],
+    /// Indexed by rule counter slot; slot 0 counts the default action.
+    pub rules: Box<[RuleSlot]>,
 }
 
 impl WorkerCounters {
+    fn new(rule_slots: usize) -> Self {
+        WorkerCounters {
+            rx_packets: Counter::default(),
+            tx_packets: Counter::default(),
+            busy_polls: Counter::default(),
+            idle_polls: Counter::default(),
+            would_deny: Counter::default(),
+            flows_created: Counter::default(),
+            flows_closed: Counter::default(),
+            flows_active: Counter::default(),
+            rejects_sent: Counter::default(),
+            events_dropped: Counter::default(),
+            events_rate_limited: Counter::default(),
+            drops: Default::default(),
+            malformed: Default::default(),
+            conntrack: Default::default(),
+            rules: (0..rule_slots).map(|_| RuleSlot::default()).collect(),
+        }
+    }
+
     #[inline(always)]
     pub fn drop(&self, reason: DropReason, n: u64) {
         self.drops[reason as usize].add(n);
     }
 
+    #[inline]
+    pub fn malformed(&self, e: ParseError) {
+        self.drop(DropReason::Malformed, 1);
+        if let Some(i) = ParseError::ALL.iter().position(|x| *x == e) {
+            self.malformed[i].add(1);
+        }
+    }
+
+    #[inline]
+    pub fn conntrack_drop(&self, r: conntrack::DropReason) {
+        self.drop(DropReason::of_conntrack(r), 1);
+        self.conntrack[r.index()].add(1);
+    }
+
+    /// The rule slot `slot` (slot 0, the default action, if out of range).
+    #[inline]
+    pub fn rule(&self, slot: u32) -> &RuleSlot {
+        self.rules.get(slot as usize).unwrap_or(&self.rules[0])
+    }
+
     pub fn snapshot(&self) -> WorkerSnapshot {
+        let named = |names: &mut dyn Iterator<Item = &'static str>, values: &[Counter]| {
+            names.zip(values).map(|(n, c)| (n, c.get())).collect()
+        };
         WorkerSnapshot {
             rx_packets: self.rx_packets.get(),
             tx_packets: self.tx_packets.get(),
             busy_polls: self.busy_polls.get(),
             idle_polls: self.idle_polls.get(),
-            drops: Drops(std::array::from_fn(|i| self.drops[i].get())),
+            would_deny: self.would_deny.get(),
+            flows_created: self.flows_created.get(),
+            flows_closed: self.flows_closed.get(),
+            flows_active: self.flows_active.get(),
+            rejects_sent: self.rejects_sent.get(),
+            events_dropped: self.events_dropped.get(),
+            events_rate_limited: self.events_rate_limited.get(),
+            drops: named(&mut DropReason::ALL.iter().map(|r| r.name()), &self.drops),
+            malformed: named(
+                &mut ParseError::ALL.iter().map(|e| e.as_str()),
+                &self.malformed,
+            ),
+            conntrack: named(
+                &mut conntrack::DropReason::ALL.iter().map(|r| r.as_str()),
+                &self.conntrack,
+            ),
         }
     }
 }
@@ -80,10 +269,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn new(workers: usize) -> Self {
+    /// `rule_slots` includes slot 0 (the default action).
+    pub fn new(workers: usize, rule_slots: usize) -> Self {
         Counters {
             workers: (0..workers)
-                .map(|_| CachePadded::new(WorkerCounters::default()))
+                .map(|_| CachePadded::new(WorkerCounters::new(rule_slots)))
                 .collect(),
         }
     }
@@ -95,47 +285,87 @@ impl Counters {
     pub fn snapshot(&self) -> Vec<WorkerSnapshot> {
         self.workers.iter().map(|w| w.snapshot()).collect()
     }
-}
 
-/// Drop counts by reason, serialized as `{"tx_unsent": n, ...}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Drops(pub [u64; DropReason::COUNT]);
-
-impl Serialize for Drops {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(DropReason::COUNT))?;
-        for r in DropReason::ALL {
-            m.serialize_entry(r.name(), &self.0[r as usize])?;
+    /// Counters of rule `rule_id` (0: the default action) counted in `slot`, summed over workers.
+    pub fn rule(&self, rule_id: u32, slot: u32) -> RuleSnapshot {
+        let mut r = RuleSnapshot {
+            rule_id,
+            ..Default::default()
+        };
+        for w in self.workers.iter() {
+            let s = w.rule(slot);
+            if s.rule_id.get() == u64::from(rule_id) {
+                r.packets += s.packets.get();
+                r.bytes += s.bytes.get();
+                r.flows += s.flows.get();
+                r.last_hit_ms = r.last_hit_ms.max(s.last_hit.get().checked_sub(1));
+            }
         }
-        m.end()
+        r
     }
 }
 
-/// A reading of one worker's counters.
+/// A reading of one rule's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RuleSnapshot {
+    pub rule_id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    /// Milliseconds since the dataplane started, of the last hit; `None`: never hit.
+    pub last_hit_ms: Option<u64>,
+}
+
+/// A reading of one worker's counters (or their sum).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WorkerSnapshot {
     pub rx_packets: u64,
     pub tx_packets: u64,
     pub busy_polls: u64,
     pub idle_polls: u64,
-    pub drops: Drops,
+    pub would_deny: u64,
+    pub flows_created: u64,
+    pub flows_closed: u64,
+    pub flows_active: u64,
+    pub rejects_sent: u64,
+    pub events_dropped: u64,
+    pub events_rate_limited: u64,
+    pub drops: BTreeMap<&'static str, u64>,
+    pub malformed: BTreeMap<&'static str, u64>,
+    pub conntrack: BTreeMap<&'static str, u64>,
 }
 
 impl WorkerSnapshot {
     /// Sums readings (for totals across workers).
     pub fn sum<'a>(all: impl IntoIterator<Item = &'a WorkerSnapshot>) -> WorkerSnapshot {
-        all.into_iter()
-            .fold(WorkerSnapshot::default(), |mut acc, w| {
-                acc.rx_packets += w.rx_packets;
-                acc.tx_packets += w.tx_packets;
-                acc.busy_polls += w.busy_polls;
-                acc.idle_polls += w.idle_polls;
-                for (a, b) in acc.drops.0.iter_mut().zip(w.drops.0) {
-                    *a += b;
+        let mut acc = WorkerSnapshot::default();
+        for w in all {
+            acc.rx_packets += w.rx_packets;
+            acc.tx_packets += w.tx_packets;
+            acc.busy_polls += w.busy_polls;
+            acc.idle_polls += w.idle_polls;
+            acc.would_deny += w.would_deny;
+            acc.flows_created += w.flows_created;
+            acc.flows_closed += w.flows_closed;
+            acc.flows_active += w.flows_active;
+            acc.rejects_sent += w.rejects_sent;
+            acc.events_dropped += w.events_dropped;
+            acc.events_rate_limited += w.events_rate_limited;
+            for (into, from) in [
+                (&mut acc.drops, &w.drops),
+                (&mut acc.malformed, &w.malformed),
+                (&mut acc.conntrack, &w.conntrack),
+            ] {
+                for (k, v) in from {
+                    *into.entry(k).or_default() += v;
                 }
-                acc
-            })
+            }
+        }
+        acc
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
     }
 
     /// Share of polls that found work, 0..=1.
@@ -155,7 +385,7 @@ mod tests {
 
     #[test]
     fn workers_do_not_share_cache_lines() {
-        let c = Counters::new(2);
+        let c = Counters::new(2, 4);
         let a = c.worker(0) as *const _ as usize;
         let b = c.worker(1) as *const _ as usize;
         assert!(b.abs_diff(a) >= 64);
@@ -164,18 +394,56 @@ mod tests {
 
     #[test]
     fn snapshot_and_sum() {
-        let c = Counters::new(2);
+        let c = Counters::new(2, 4);
         c.worker(0).rx_packets.add(5);
         c.worker(1).rx_packets.add(7);
         c.worker(1).drop(DropReason::TxUnsent, 3);
+        c.worker(0).malformed(ParseError::BadIhl);
         c.worker(0).busy_polls.add(1);
         c.worker(0).idle_polls.add(3);
         let snaps = c.snapshot();
         let total = WorkerSnapshot::sum(&snaps);
         assert_eq!(total.rx_packets, 12);
-        assert_eq!(total.drops.0[DropReason::TxUnsent as usize], 3);
+        assert_eq!(total.drops["tx_unsent"], 3);
+        assert_eq!(total.drops["malformed"], 1);
+        assert_eq!(total.malformed["bad_ihl"], 1);
+        assert_eq!(total.dropped(), 4);
         assert_eq!(snaps[0].busy_ratio(), 0.25);
-        let json = serde_json::to_value(total).unwrap();
+        let json = serde_json::to_value(&total).unwrap();
         assert_eq!(json["drops"]["tx_unsent"], 3);
+    }
+
+    #[test]
+    fn rule_slots_follow_rule_ids() {
+        let c = Counters::new(2, 4);
+        c.worker(0).rule(2).new_flow(10, 60, 5);
+        c.worker(1).rule(2).new_flow(10, 40, 7);
+        c.worker(1).rule(2).hit(10, 40, 9);
+        let r = c.rule(10, 2);
+        assert_eq!(
+            (r.packets, r.bytes, r.flows, r.last_hit_ms),
+            (3, 140, 2, Some(9))
+        );
+        // Rule 10 deleted; its slot goes to rule 11: the first new flow resets the slot in that worker.
+        c.worker(0).rule(2).new_flow(11, 1, 20);
+        assert_eq!(c.rule(11, 2).packets, 1);
+        assert_eq!(
+            c.rule(10, 2).packets,
+            2,
+            "worker 1 still holds rule 10's count until rule 11 claims it"
+        );
+        // A late packet of a rule-10 flow does not count against rule 11.
+        c.worker(0).rule(2).hit(10, 1, 21);
+        assert_eq!(c.rule(11, 2).packets, 1);
+        assert_eq!(
+            c.rule(12, 3),
+            RuleSnapshot {
+                rule_id: 12,
+                ..Default::default()
+            }
+        );
+        // Out-of-range slots count as the default action rather than panicking.
+        c.worker(0).rule(99).new_flow(0, 1, 1);
+        assert_eq!(c.rule(0, 0).packets, 1);
     }
 }

@@ -45,7 +45,7 @@ pub struct FlowEvent {
     pub verdict: Verdict,
     /// The deciding rule's id; 0 for the default action.
     pub rule_id: u32,
-    pub policy_version: u64,
+    pub policy_version: u32,
     /// Original direction, reply direction.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],

@@ -7,13 +7,21 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dpdk::{lcore, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
+use crossbeam_channel::Sender;
+use dpdk::rcu::RcuCell;
+use dpdk::{lcore, Eal, Mempool, Port, PortConfig, PortStats};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::config::{Config, Device};
-use crate::counters::{Counters, WorkerSnapshot};
-use crate::worker::{self, Path};
+use crate::conntrack::{Strictness, Tracker};
+use crate::control::{self, ApiError, ErrorCode, Handler, Request};
+use crate::counters::{Counters, DropReason, WorkerSnapshot};
+use crate::events;
+use crate::management::{Management, StateError};
+use crate::ruleset::Ruleset;
+use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -38,6 +46,10 @@ pub enum GatewayError {
     WorkerPanicked(u32),
     #[error("cannot write the counters report: {0}")]
     Report(#[from] std::io::Error),
+    #[error("policy state: {0}")]
+    State(#[from] StateError),
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
 }
 
 /// Counters of one port, read from the device.
@@ -85,6 +97,28 @@ impl Drop for StopOnExit<'_> {
     }
 }
 
+/// A control request on its way from a socket thread to the management loop, with where to send the answer.
+type Envelope = (Request, Sender<Result<serde_json::Value, ApiError>>);
+
+/// The socket threads' side: forwards each request to the management loop on the main lcore (which owns the
+/// EAL, and so is the only thread that may build classifiers) and waits for its answer.
+struct Forward(Sender<Envelope>);
+
+impl Handler for Forward {
+    fn handle(&self, request: Request) -> Result<serde_json::Value, ApiError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let busy = || {
+            ApiError::new(
+                ErrorCode::Internal,
+                "the dataplane's management loop is not answering",
+            )
+        };
+        self.0.send((request, tx)).map_err(|_| busy())?;
+        rx.recv_timeout(Duration::from_secs(120))
+            .map_err(|_| busy())?
+    }
+}
+
 /// Runs the gateway until `stop_requested` becomes true. Machine-readable events (one JSON object per line)
 /// go to `events`; a human summary goes to stderr.
 pub fn run(
@@ -109,6 +143,17 @@ pub fn run(
     let workers = cfg.workers.cores.len();
     let mut ports = open_ports(&eal, cfg, &pool)?;
 
+    // Policy before traffic: the last committed version (or the bootstrap one) is published before any port
+    // starts; without one the workers drop everything until a policy arrives.
+    let cell: RcuCell<Ruleset<'_>> = RcuCell::new(workers as u32)?;
+    let counters = Counters::new(workers, Management::rule_slots(cfg));
+    let clock = Clock::new(dpdk::tsc(), dpdk::tsc_hz(&eal));
+    let mut mgmt = Management::new(&eal, cfg, &cell, &counters, clock);
+    match mgmt.restore()? {
+        Some(v) => eprintln!("bulkhead-dataplane: enforcing policy version {v}"),
+        None => eprintln!("bulkhead-dataplane: no policy yet: forwarding nothing until one is loaded (fail-closed)"),
+    }
+
     let mut started = Vec::with_capacity(ports.len());
     for (port, pc) in ports.iter().zip(&cfg.ports) {
         let q = port.start().map_err(|source| port_error(pc, source))?;
@@ -117,7 +162,44 @@ pub fn run(
             q.tx.into_iter().map(Some).collect::<Vec<_>>(),
         ));
     }
-    let mut per_worker = assign_paths(cfg, &mut started);
+    let peer = peers(cfg);
+    let seed_state = std::collections::hash_map::RandomState::new();
+    let mut crew = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (sink, source) = events::queue(cfg.events.queue_per_worker as usize);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(4);
+        mgmt.sources.push(source);
+        mgmt.commands.push(cmd_tx);
+        // A per-boot random seed: flow tuples crafted to collide in the table cannot target an unknown seed.
+        let seed = std::hash::BuildHasher::hash_one(&seed_state, w);
+        crew.push(Worker {
+            index: w as u16,
+            rx: started
+                .iter_mut()
+                .map(|(rx, _)| rx[w].take().expect("one RX queue per worker"))
+                .collect(),
+            tx: started
+                .iter_mut()
+                .map(|(_, tx)| tx[w].take().expect("one TX queue per worker"))
+                .collect(),
+            peer: peer.clone(),
+            burst: cfg.workers.burst,
+            counters: counters.worker(w),
+            tracker: Tracker::new(
+                cfg.conntrack.flows_per_worker as usize,
+                seed,
+                &Default::default(),
+                Strictness::Strict,
+            ),
+            policy: cell.reader()?,
+            events: sink,
+            commands: cmd_rx,
+            clock,
+            expiry_budget: cfg.conntrack.expiry_budget as usize,
+            denied_events_per_sec: cfg.events.denied_per_second,
+            pool: &pool,
+        });
+    }
     drop(started);
 
     let mut info = Vec::new();
@@ -130,39 +212,61 @@ pub fn run(
         }));
     }
 
-    let counters = Counters::new(workers);
     let workers_stop = AtomicBool::new(false);
     let started_at = Instant::now();
     let (result, joined) = lcore::scope(&eal, |scope| -> Result<(), GatewayError> {
         let _stop = StopOnExit(&workers_stop);
-        for (w, paths) in per_worker.iter_mut().enumerate() {
-            let core = cfg.workers.cores[w];
-            let (c, stop, burst) = (counters.worker(w), &workers_stop, cfg.workers.burst);
-            scope.spawn(core, move || worker::run(paths, burst, c, stop))?;
+        for (w, worker) in crew.into_iter().enumerate() {
+            let stop = &workers_stop;
+            scope.spawn(cfg.workers.cores[w], move || worker.run(stop))?;
         }
-        emit(
-            events,
-            &json!({"event": "ready", "ports": info, "workers": cfg.workers.cores}),
-        )?;
-        eprintln!("bulkhead-dataplane: forwarding on {} port(s) with {workers} worker(s); SIGINT/SIGTERM to stop", ports.len());
+        let server_stop = AtomicBool::new(false);
+        let (req_tx, req_rx) = crossbeam_channel::bounded::<Envelope>(16);
+        std::thread::scope(|threads| -> Result<(), GatewayError> {
+            let _server_stop = StopOnExit(&server_stop);
+            let server = threads.spawn(|| {
+                control::serve(&cfg.policy.control_socket, &Forward(req_tx), &server_stop)
+            });
+            emit(
+                events,
+                &json!({
+                    "event": "ready", "ports": info, "workers": cfg.workers.cores,
+                    "policy_version": mgmt.version(), "control_socket": cfg.policy.control_socket,
+                }),
+            )?;
+            eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}; SIGINT/SIGTERM to stop",
+                ports.len(), cfg.policy.control_socket.display());
 
-        let interval = Duration::from_millis(cfg.stats.interval_ms);
-        let mut next_report = started_at + interval;
-        let mut last = (started_at, WorkerSnapshot::default());
-        while !stop_requested.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-            if !interval.is_zero() && Instant::now() >= next_report {
-                next_report += interval;
-                let snaps = counters.snapshot();
-                emit(events, &report("stats", started_at, cfg, &ports, &snaps))?;
-                let total = WorkerSnapshot::sum(&snaps);
-                eprintln!("{}", rate_line(started_at, last, total));
-                last = (Instant::now(), total);
+            let interval = Duration::from_millis(cfg.stats.interval_ms);
+            let mut next_report = started_at + interval;
+            let mut last = (started_at, WorkerSnapshot::default());
+            while !stop_requested.load(Ordering::Relaxed) {
+                if server.is_finished() {
+                    break;
+                }
+                if let Ok((request, reply)) = req_rx.recv_timeout(Duration::from_millis(20)) {
+                    let _ = reply.send(mgmt.handle(request));
+                }
+                mgmt.collect_events();
+                if !interval.is_zero() && Instant::now() >= next_report {
+                    next_report += interval;
+                    let snaps = counters.snapshot();
+                    emit(events, &report("stats", started_at, cfg, &ports, &snaps))?;
+                    let total = WorkerSnapshot::sum(&snaps);
+                    eprintln!("{}", rate_line(started_at, &last, &total));
+                    last = (Instant::now(), total);
+                }
             }
-        }
-        Ok(())
+            server_stop.store(true, Ordering::Relaxed);
+            match server.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(GatewayError::Control(e)),
+                Err(_) => Err(GatewayError::Control(std::io::Error::other(
+                    "control socket thread panicked",
+                ))),
+            }
+        })
     });
-    drop(per_worker);
     let snaps = counters.snapshot();
     emit(events, &report("stopped", started_at, cfg, &ports, &snaps))?;
     eprint!("{}", summary(cfg, &ports, &snaps));
@@ -173,6 +277,23 @@ pub fn run(
         return Err(GatewayError::WorkerPanicked(core));
     }
     result
+}
+
+/// For each port, the index of the port it is linked to.
+fn peers(cfg: &Config) -> Vec<usize> {
+    let index = |name: &str| {
+        cfg.ports
+            .iter()
+            .position(|p| p.name == name)
+            .expect("validated link")
+    };
+    let mut peer = vec![0; cfg.ports.len()];
+    for link in &cfg.links {
+        let (a, b) = (index(&link.ports[0]), index(&link.ports[1]));
+        peer[a] = b;
+        peer[b] = a;
+    }
+    peer
 }
 
 fn port_error(pc: &crate::config::PortCfg, source: dpdk::Error) -> GatewayError {
@@ -218,36 +339,6 @@ fn open_ports<'a>(
             port.configure(&port_cfg, pool)
                 .map_err(|source| port_error(pc, source))?;
             Ok(port)
-        })
-        .collect()
-}
-
-type PortQueues<'p> = (Vec<Option<RxQueue<'p>>>, Vec<Option<TxQueue<'p>>>);
-
-/// Worker `w` owns queue `w` of every port: for each link it forwards a→b and b→a.
-fn assign_paths<'p>(cfg: &Config, queues: &mut [PortQueues<'p>]) -> Vec<Vec<Path<'p>>> {
-    let index = |name: &str| {
-        cfg.ports
-            .iter()
-            .position(|p| p.name == name)
-            .expect("validated link")
-    };
-    (0..cfg.workers.cores.len())
-        .map(|w| {
-            let mut paths = Vec::new();
-            for link in &cfg.links {
-                let (a, b) = (index(&link.ports[0]), index(&link.ports[1]));
-                for (from, to) in [(a, b), (b, a)] {
-                    let rx = queues[from].0[w]
-                        .take()
-                        .expect("each RX queue is assigned once");
-                    let tx = queues[to].1[w]
-                        .take()
-                        .expect("each TX queue is assigned once");
-                    paths.push(Path { rx, tx });
-                }
-            }
-            paths
         })
         .collect()
 }
@@ -298,23 +389,23 @@ fn report(
 
 fn rate_line(
     since: Instant,
-    (then, before): (Instant, WorkerSnapshot),
-    now: WorkerSnapshot,
+    (then, before): &(Instant, WorkerSnapshot),
+    now: &WorkerSnapshot,
 ) -> String {
     let dt = then.elapsed().as_secs_f64().max(1e-9);
-    let mpps = |a: u64, b: u64| (a - b) as f64 / dt / 1e6;
-    let drops: u64 = now.drops.0.iter().sum::<u64>() - before.drops.0.iter().sum::<u64>();
+    let mpps = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt / 1e6;
     let busy = WorkerSnapshot {
         busy_polls: now.busy_polls - before.busy_polls,
         idle_polls: now.idle_polls - before.idle_polls,
         ..Default::default()
     };
     format!(
-        "[{:>8.1}s] rx {:>7.3} Mpps  tx {:>7.3} Mpps  drops {:>10}  busy {:>5.1}%",
+        "[{:>8.1}s] rx {:>7.3} Mpps  tx {:>7.3} Mpps  drops {:>10}  flows {:>8}  busy {:>5.1}%",
         since.elapsed().as_secs_f64(),
         mpps(now.rx_packets, before.rx_packets),
         mpps(now.tx_packets, before.tx_packets),
-        drops,
+        now.dropped() - before.dropped(),
+        now.flows_active,
         busy.busy_ratio() * 100.0
     )
 }
@@ -323,12 +414,23 @@ fn summary(cfg: &Config, ports: &[Port<'_>], snaps: &[WorkerSnapshot]) -> String
     use std::fmt::Write as _;
     let mut s = String::from("bulkhead-dataplane stopped. Counters:\n");
     for (snap, core) in snaps.iter().zip(&cfg.workers.cores) {
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                snap.drops
+                    .get(r.name())
+                    .filter(|n| **n > 0)
+                    .map(|n| format!("{} {n}", r.name()))
+            })
+            .collect();
         let _ = writeln!(
             s,
-            "  worker core {core}: rx {} tx {} drops {:?} busy {:.1}%",
+            "  worker core {core}: rx {} tx {} flows created {} would-deny {} drops [{}] busy {:.1}%",
             snap.rx_packets,
             snap.tx_packets,
-            crate::counters::DropReason::ALL.map(|r| (r.name(), snap.drops.0[r as usize])),
+            snap.flows_created,
+            snap.would_deny,
+            drops.join(", "),
             snap.busy_ratio() * 100.0
         );
     }

@@ -9,9 +9,13 @@
 
 pub mod clock;
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod events;
 pub mod gateway;
+pub mod management;
 pub mod persist;
+pub mod reject;
+pub mod ruleset;
 pub mod worker;

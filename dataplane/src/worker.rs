@@ -1,51 +1,600 @@
 //! The poll loop. It runs on a pinned worker lcore and, by design, never allocates, locks, logs or makes a
-//! system call: everything it needs (queues, a burst buffer on its stack, its counters) is set up before it
-//! starts, and it reports only through its counters.
+//! system call: everything it needs — queues, its connection table, a burst buffer on its stack, its counters,
+//! its event queue — is set up before it starts, and it reports only through counters and events.
+//!
+//! Per loop iteration: announce a quiescent point (QSBR) and pick up the current policy version; then, for each
+//! port, receive a burst, judge it, send what passes to the linked port and the reject answers back out the
+//! port they came from; finally advance connection expiry by a fixed budget.
+//!
+//! Judging a burst happens in three passes so that new flows are classified together (one `rte_acl` call per
+//! family per burst): (1) parse and look every packet up in the connection table; (2) classify the packets
+//! that start a flow, or belong to a flow admitted by an older policy version; (3) apply the verdicts in
+//! packet order, so a flow created by one packet is seen by the next packet of the same flow in the burst.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use dpdk::{Burst, RxQueue, TxQueue};
+use crossbeam_channel::{Receiver, Sender};
+use dpdk::rcu::Reader;
+use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use net::{Parsed, L3, L4};
+use policy::Action;
 
+use crate::clock::Clock;
+use crate::conntrack::{Admission, Dir, FlowId, FlowInfo, NewFlow, Track, Tracker, Untracked};
+use crate::control::FlowFilter;
 use crate::counters::{DropReason, WorkerCounters};
+use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::reject;
+use crate::ruleset::{flow_input, Judgement, Ruleset, V6_INPUT};
 
-/// One direction across a link, as seen by one worker: its RX queue on the ingress port and its TX queue on
-/// the egress port.
+/// A request from the management thread, answered by the worker between bursts.
 #[derive(Debug)]
-pub struct Path<'p> {
-    pub rx: RxQueue<'p>,
-    pub tx: TxQueue<'p>,
+pub enum Command {
+    /// Copy the matching flows into `out`, which comes with its capacity reserved (the worker never grows it).
+    List {
+        filter: FlowFilter,
+        out: Vec<FlowInfo>,
+        reply: Sender<Vec<FlowInfo>>,
+    },
+    /// Remove the matching flows; answers how many.
+    Kill {
+        filter: FlowFilter,
+        reply: Sender<usize>,
+    },
 }
 
-/// Forwards frames unchanged along `paths` until `stop` is set. Frames the egress device does not take are
-/// freed and counted as [`DropReason::TxUnsent`]: holding them back would stall the ingress side, and a bump
-/// in the wire must never build an unbounded queue.
-pub fn run(
-    paths: &mut [Path<'_>],
-    burst_size: usize,
-    counters: &WorkerCounters,
-    stop: &AtomicBool,
-) {
-    let mut burst = Burst::with_capacity(burst_size);
-    while !stop.load(Relaxed) {
-        let (mut rx, mut tx, mut dropped) = (0, 0, 0);
-        for path in paths.iter_mut() {
-            let n = path.rx.rx(&mut burst);
-            if n == 0 {
-                continue;
+/// How often (in loop iterations) the worker looks for commands.
+const COMMAND_PERIOD: u32 = 1024;
+
+/// What one worker owns.
+pub struct Worker<'a, 'p, 'eal> {
+    pub index: u16,
+    /// Queue `index` of every port, and for each port the index of the port it is linked to.
+    pub rx: Vec<RxQueue<'p>>,
+    pub tx: Vec<TxQueue<'p>>,
+    pub peer: Vec<usize>,
+    pub burst: usize,
+    pub counters: &'a WorkerCounters,
+    pub tracker: Tracker,
+    pub policy: Reader<'a, Ruleset<'eal>>,
+    pub events: EventSink,
+    pub commands: Receiver<Command>,
+    pub clock: Clock,
+    pub expiry_budget: usize,
+    /// Denied-flow events per second; beyond that they are counted, not queued.
+    pub denied_events_per_sec: u32,
+    /// Buffers for reject answers.
+    pub pool: &'p Mempool<'eal>,
+}
+
+/// Per-packet notes between the passes.
+#[derive(Clone, Copy)]
+enum Note {
+    Forward,
+    /// Drop, and count the reason when the burst is done.
+    Drop(DropReason),
+    /// Drop; already counted (with its detail counter).
+    Dropped,
+    /// Starts a flow: classify, then commit if allowed.
+    New(NewFlow),
+    /// A tracked flow admitted by another policy version: classify, then keep or revoke.
+    Recheck(FlowId),
+}
+
+/// Remembers rule id → counter slot for the current version, so established-flow packets are counted against
+/// their rule without a hash lookup per packet.
+struct SlotCache {
+    version: u32,
+    entries: [(u32, u32); 64],
+}
+
+impl SlotCache {
+    fn slot(&mut self, rs: &Ruleset<'_>, rule_id: u32) -> Option<u32> {
+        if self.version != rs.version {
+            self.version = rs.version;
+            self.entries = [(u32::MAX, 0); 64];
+        }
+        let e = &mut self.entries[rule_id as usize % 64];
+        if e.0 == rule_id {
+            return Some(e.1);
+        }
+        let slot = rs.slot_of(rule_id)?;
+        *e = (rule_id, slot);
+        Some(slot)
+    }
+}
+
+/// Rate limit of denied-flow events: a budget per one-second window.
+struct DenyBudget {
+    window_start: u64,
+    left: u32,
+}
+
+impl<'p> Worker<'_, 'p, '_> {
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut burst: Burst<'p> = Burst::with_capacity(self.burst);
+        let mut replies: Burst<'p> = Burst::new();
+        let mut cache = SlotCache {
+            version: u32::MAX,
+            entries: [(u32::MAX, 0); 64],
+        };
+        let mut deny = DenyBudget {
+            window_start: 0,
+            left: self.denied_events_per_sec,
+        };
+        let mut applied_version = u32::MAX;
+        let mut iteration: u32 = 0;
+        while !stop.load(Relaxed) {
+            self.policy.quiescent();
+            let now = self.clock.ms(dpdk::tsc());
+            // Split borrows: the ruleset reference lives until the next quiescent point only.
+            let Worker {
+                policy, tracker, ..
+            } = &mut self;
+            let rs = policy.read();
+            if let Some(rs) = rs {
+                if rs.version != applied_version {
+                    applied_version = rs.version;
+                    tracker.set_timeouts(&rs.settings.timeouts);
+                    tracker.set_strictness(rs.settings.strictness);
+                }
             }
-            rx += n;
-            tx += path.tx.tx(&mut burst);
-            dropped += burst.clear();
+            let mut moved = 0u64;
+            for port in 0..self.rx.len() {
+                let n = self.rx[port].rx(&mut burst);
+                if n == 0 {
+                    continue;
+                }
+                moved += n as u64;
+                self.counters.rx_packets.add(n as u64);
+                // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
+                let rs = self.policy.read();
+                judge(
+                    &mut JudgeCtx {
+                        rs,
+                        tracker: &mut self.tracker,
+                        counters: self.counters,
+                        events: &self.events,
+                        worker: self.index,
+                        now,
+                        cache: &mut cache,
+                        deny: &mut deny,
+                        deny_rate: self.denied_events_per_sec,
+                        pool: self.pool,
+                        replies: &mut replies,
+                    },
+                    &mut burst,
+                );
+                let peer = self.peer[port];
+                let sent = self.tx[peer].tx(&mut burst);
+                self.counters.tx_packets.add(sent as u64);
+                self.counters
+                    .drop(DropReason::TxUnsent, burst.clear() as u64);
+                if !replies.is_empty() {
+                    let sent = self.tx[port].tx(&mut replies);
+                    self.counters.rejects_sent.add(sent as u64);
+                    self.counters
+                        .drop(DropReason::TxUnsent, replies.clear() as u64);
+                }
+            }
+            if moved == 0 {
+                self.counters.idle_polls.add(1);
+            } else {
+                self.counters.busy_polls.add(1);
+            }
+            let (counters, events, worker) = (self.counters, &self.events, self.index);
+            self.tracker.expire(now, self.expiry_budget, |id, e| {
+                counters.flows_closed.add(1);
+                events.emit_counted(
+                    closed_event(&FlowInfo::new(id, e, now), worker, now),
+                    counters,
+                );
+            });
+            iteration = iteration.wrapping_add(1);
+            if iteration.is_multiple_of(COMMAND_PERIOD) {
+                self.counters
+                    .flows_active
+                    .set(self.tracker.table().len() as u64);
+                if let Ok(cmd) = self.commands.try_recv() {
+                    self.command(cmd, now);
+                }
+            }
         }
-        if rx == 0 {
-            counters.idle_polls.add(1);
-            continue;
-        }
-        counters.busy_polls.add(1);
-        counters.rx_packets.add(rx as u64);
-        counters.tx_packets.add(tx as u64);
-        if dropped > 0 {
-            counters.drop(DropReason::TxUnsent, dropped as u64);
+        self.policy.offline();
+    }
+
+    fn command(&mut self, cmd: Command, now: u64) {
+        match cmd {
+            Command::List {
+                filter,
+                mut out,
+                reply,
+            } => {
+                for (id, e) in self.tracker.table().iter() {
+                    if out.len() == out.capacity() {
+                        break;
+                    }
+                    let info = FlowInfo::new(id, e, now);
+                    if filter.matches(&info) {
+                        out.push(info);
+                    }
+                }
+                let _ = reply.try_send(out);
+            }
+            Command::Kill { filter, reply } => {
+                let (counters, events, worker) = (self.counters, &self.events, self.index);
+                let n = self.tracker.table_mut().remove_where(|id, e| {
+                    let info = FlowInfo::new(id, e, now);
+                    let kill = filter.matches(&info);
+                    if kill {
+                        counters.flows_closed.add(1);
+                        events.emit_counted(closed_event(&info, worker, now), counters);
+                    }
+                    kill
+                });
+                self.counters
+                    .flows_active
+                    .set(self.tracker.table().len() as u64);
+                let _ = reply.try_send(n);
+            }
         }
     }
+}
+
+struct JudgeCtx<'x, 'eal, 'p> {
+    rs: Option<&'x Ruleset<'eal>>,
+    tracker: &'x mut Tracker,
+    counters: &'x WorkerCounters,
+    events: &'x EventSink,
+    worker: u16,
+    now: u64,
+    cache: &'x mut SlotCache,
+    deny: &'x mut DenyBudget,
+    deny_rate: u32,
+    pool: &'p Mempool<'eal>,
+    replies: &'x mut Burst<'p>,
+}
+
+/// Judges a burst in place: what may pass stays in `burst`, in order; the rest is freed and counted.
+fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>) {
+    let Some(rs) = cx.rs else {
+        // Fail-closed: no policy, nothing crosses.
+        cx.counters.drop(DropReason::NoPolicy, burst.clear() as u64);
+        return;
+    };
+    let n = burst.len();
+    let mut notes = [Note::Forward; MAX_BURST];
+    let mut parsed: [Option<Parsed>; MAX_BURST] = [None; MAX_BURST];
+
+    // Pass 1: parse, stateless policy, connection lookup.
+    for (i, frame) in burst.iter().enumerate() {
+        let p = match net::parse(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                cx.counters.malformed(e);
+                notes[i] = Note::Dropped;
+                continue;
+            }
+        };
+        parsed[i] = Some(p);
+        notes[i] = match cx.tracker.process(frame, &p, cx.now) {
+            Track::Known {
+                id,
+                dir,
+                policy_version,
+            } => {
+                if policy_version != rs.version && rs.settings.reevaluate {
+                    Note::Recheck(id)
+                } else {
+                    known_packet(cx, rs, id, dir, frame.len());
+                    Note::Forward
+                }
+            }
+            Track::New(new) => Note::New(new),
+            Track::Related { .. } => Note::Forward,
+            Track::Untracked(u) => untracked(rs, &p, u),
+            Track::Drop(reason) => {
+                cx.counters.conntrack_drop(reason);
+                Note::Dropped
+            }
+        };
+    }
+
+    // Pass 2: classify what needs a policy decision, one batch per family.
+    let mut results = [0u32; MAX_BURST];
+    let mut inputs = [[0u8; V6_INPUT]; MAX_BURST];
+    let mut families = [false; MAX_BURST];
+    let mut any = false;
+    for i in 0..n {
+        if matches!(notes[i], Note::New(_) | Note::Recheck(_)) {
+            match parsed[i]
+                .as_ref()
+                .and_then(|p| flow_input(p, &mut inputs[i]))
+            {
+                Some((v6, _)) => {
+                    families[i] = v6;
+                    any = true;
+                }
+                None => notes[i] = Note::Drop(DropReason::Malformed),
+            }
+        }
+    }
+    if any {
+        for v6 in [false, true] {
+            let len = if v6 {
+                V6_INPUT
+            } else {
+                crate::ruleset::V4_INPUT
+            };
+            let mut batch: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
+            let mut which = [0usize; MAX_BURST];
+            let mut k = 0;
+            for i in 0..n {
+                if families[i] == v6 && matches!(notes[i], Note::New(_) | Note::Recheck(_)) {
+                    batch[k] = &inputs[i][..len];
+                    which[k] = i;
+                    k += 1;
+                }
+            }
+            if k > 0 {
+                let mut out = [0u32; MAX_BURST];
+                rs.classify(v6, &batch[..k], &mut out[..k]);
+                for j in 0..k {
+                    results[which[j]] = out[j];
+                }
+            }
+        }
+    }
+
+    // Pass 3: apply verdicts in packet order.
+    for i in 0..n {
+        let Some(frame) = burst.data(i) else { continue };
+        notes[i] = match notes[i] {
+            Note::New(new) => new_flow(
+                cx,
+                rs,
+                &new,
+                rs.judge(results[i]),
+                frame,
+                parsed[i].as_ref(),
+            ),
+            Note::Recheck(id) => recheck(cx, rs, id, rs.judge(results[i]), frame.len()),
+            other => other,
+        };
+        if let Note::Drop(reason) = notes[i] {
+            cx.counters.drop(reason, 1);
+        }
+    }
+    let mut i = 0;
+    burst.retain(|_| {
+        let keep = matches!(notes[i], Note::Forward);
+        i += 1;
+        keep
+    });
+}
+
+/// Stateless policy for what the tracker does not keep state for.
+fn untracked(rs: &Ruleset<'_>, p: &Parsed, u: Untracked) -> Note {
+    let s = &rs.settings;
+    match u {
+        Untracked::NotIp if matches!(p.l3, L3::Arp) => {
+            if s.pass_arp {
+                Note::Forward
+            } else {
+                Note::Drop(DropReason::Ethertype)
+            }
+        }
+        Untracked::NotIp => {
+            if s.drop_other_ethertypes {
+                Note::Drop(DropReason::Ethertype)
+            } else {
+                Note::Forward
+            }
+        }
+        Untracked::Fragment => Note::Drop(DropReason::Fragment),
+        Untracked::IcmpInfo => {
+            let nd = matches!(p.l4, L4::Icmpv6 { ty: 133..=137, .. });
+            if nd && s.pass_neighbor_discovery {
+                Note::Forward
+            } else {
+                // Router advertisements, redirects and the like are judged as flows would be: not without a rule.
+                Note::Drop(DropReason::PolicyDeny)
+            }
+        }
+    }
+}
+
+fn known_packet(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    id: FlowId,
+    _dir: Dir,
+    len: usize,
+) {
+    let Some(e) = cx.tracker.table().get(id) else {
+        return;
+    };
+    if e.monitored() {
+        cx.counters.would_deny.add(1);
+    }
+    let rule_id = e.rule_id();
+    if let Some(slot) = cx.cache.slot(rs, rule_id) {
+        cx.counters.rule(slot).hit(rule_id, len as u64, cx.now);
+    }
+}
+
+fn new_flow(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    new: &NewFlow,
+    j: Judgement,
+    frame: &[u8],
+    parsed: Option<&Parsed>,
+) -> Note {
+    // An earlier packet of this burst may have created the flow already.
+    if let Some(id) = cx.tracker.table().find(new.key()) {
+        known_packet(cx, rs, id, Dir::Original, frame.len());
+        return Note::Forward;
+    }
+    if !j.passes() {
+        cx.counters
+            .rule(j.slot)
+            .new_flow(j.rule_id, frame.len() as u64, cx.now);
+        if let Some(p) = parsed {
+            denied_event(cx, rs, p, &j);
+            if j.action == Action::Reject {
+                send_reject(cx, frame, p);
+            }
+        }
+        return Note::Drop(if j.action == Action::Reject {
+            DropReason::PolicyReject
+        } else {
+            DropReason::PolicyDeny
+        });
+    }
+    let admission = Admission {
+        rule_id: j.rule_id,
+        policy_version: rs.version,
+        log: j.log,
+        monitor: j.monitored,
+    };
+    match cx.tracker.commit_new(new, admission, cx.now) {
+        Ok(c) => {
+            if let Some(old) = c.displaced {
+                cx.counters.flows_closed.add(1);
+                let info = FlowInfo::new(c.id, &old, cx.now);
+                cx.events
+                    .emit_counted(closed_event(&info, cx.worker, cx.now), cx.counters);
+            }
+            cx.counters.flows_created.add(1);
+            cx.counters
+                .rule(j.slot)
+                .new_flow(j.rule_id, frame.len() as u64, cx.now);
+            if j.monitored {
+                cx.counters.would_deny.add(1);
+            }
+            if let Some(e) = cx.tracker.table().get(c.id) {
+                let info = FlowInfo::new(c.id, e, cx.now);
+                let verdict = if j.monitored {
+                    Verdict::WouldDeny
+                } else {
+                    Verdict::Allow
+                };
+                cx.events.emit_counted(
+                    event(EventKind::New, &info, verdict, cx.worker, cx.now),
+                    cx.counters,
+                );
+            }
+            Note::Forward
+        }
+        Err(_full) => Note::Drop(DropReason::TableFull),
+    }
+}
+
+/// A flow admitted by an older version meets the current one: it stays (re-stamped) or goes.
+fn recheck(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    id: FlowId,
+    j: Judgement,
+    len: usize,
+) -> Note {
+    if j.passes() {
+        if let Some(e) = cx.tracker.table_mut().get_mut(id) {
+            e.set_admission(j.rule_id, rs.version);
+            e.set_monitored(j.monitored);
+            e.set_logged(j.log);
+        }
+        known_packet(cx, rs, id, Dir::Original, len);
+        return Note::Forward;
+    }
+    if let Some(e) = cx.tracker.table_mut().remove(id) {
+        cx.counters.flows_closed.add(1);
+        let info = FlowInfo::new(id, &e, cx.now);
+        cx.events
+            .emit_counted(closed_event(&info, cx.worker, cx.now), cx.counters);
+    }
+    Note::Drop(DropReason::PolicyRevoked)
+}
+
+fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: &Judgement) {
+    if cx.now.saturating_sub(cx.deny.window_start) >= 1000 {
+        cx.deny.window_start = cx.now;
+        cx.deny.left = cx.deny_rate;
+    }
+    if cx.deny.left == 0 {
+        cx.counters.events_rate_limited.add(1);
+        return;
+    }
+    cx.deny.left -= 1;
+    let Some(flow) = crate::ruleset::flow_of(p) else {
+        return;
+    };
+    let verdict = if j.action == Action::Reject {
+        Verdict::Reject
+    } else {
+        Verdict::Deny
+    };
+    let ev = FlowEvent {
+        kind: EventKind::Denied,
+        time_ms: cx.now,
+        worker: cx.worker,
+        src: flow.src,
+        dst: flow.dst,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        vlan: flow.vlan.unwrap_or(0),
+        verdict,
+        rule_id: j.rule_id,
+        policy_version: rs.version,
+        packets: [1, 0],
+        bytes: [0, 0],
+        duration_ms: 0,
+        tcp_state: None,
+    };
+    cx.events.emit_counted(ev, cx.counters);
+}
+
+/// Answers a rejected packet out of the port it came in on.
+fn send_reject(cx: &mut JudgeCtx<'_, '_, '_>, frame: &[u8], p: &Parsed) {
+    let mut out = [0u8; reject::MAX_REPLY_LEN];
+    let Ok(len) = reject::build_reject(frame, p, &mut out) else {
+        return;
+    };
+    if let Some(m) = Mbuf::from_bytes(cx.pool, &out[..len]) {
+        // A full reply burst drops the answer; the packet itself is dropped either way.
+        let _ = cx.replies.push(m);
+    }
+}
+
+fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64) -> FlowEvent {
+    FlowEvent {
+        kind,
+        time_ms: now,
+        worker,
+        src: f.src,
+        dst: f.dst,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        vlan: f.vlan,
+        verdict,
+        rule_id: f.rule_id,
+        policy_version: f.policy_version,
+        packets: [f.packets_orig, f.packets_reply],
+        bytes: [f.bytes_orig, f.bytes_reply],
+        duration_ms: f.age_ms,
+        tcp_state: (f.proto == 6).then_some(f.state),
+    }
+}
+
+fn closed_event(f: &FlowInfo, worker: u16, now: u64) -> FlowEvent {
+    let verdict = if f.monitored {
+        Verdict::WouldDeny
+    } else {
+        Verdict::Allow
+    };
+    event(EventKind::Closed, f, verdict, worker, now)
 }

@@ -1,5 +1,7 @@
-//! End-to-end: real clients in two namespaces whose only path to each other is the dataplane.
-//! Needs root (network namespaces), ping, curl, python3 and sha256sum.
+//! End-to-end forwarding: real clients in two namespaces whose only path to each other is the dataplane,
+//! under a policy that allows everything (`testbed/policies/open.json`), so what is tested here is the path
+//! itself. Enforcement has its own tests (`enforcement.rs`). Needs root (network namespaces), ping, curl,
+//! python3, tcpdump and sha256sum.
 
 use std::time::Duration;
 
@@ -7,7 +9,8 @@ use serde_json::Value;
 use testbed::{addr, Options, Side, TestBed};
 
 fn bed() -> TestBed {
-    let opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+    let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+    opts.policy = Some(testbed::policy_file("open.json"));
     TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
 }
 
@@ -198,15 +201,27 @@ fn ipv6_ping_and_tcp() {
     stop(bed);
 }
 
-/// A frame from a made-up host, so the capture sees only what the test sent.
-fn frame(tags: &[(u16, u16)], ethertype: u16, fill: u8) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0xbe, 0xef];
-    for &(tpid, tci) in tags {
-        f.extend(tpid.to_be_bytes());
-        f.extend(tci.to_be_bytes());
+/// A UDP/IPv4 frame from a made-up host (so the capture sees only what the test sent), with an 802.1Q tag
+/// `vid` and, when `outer` is given, an outer tag `(tpid, tci)` in front of it.
+fn tagged_udp(vid: u16, outer: Option<(u16, u16)>, sport: u16) -> Vec<u8> {
+    use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
+    use net::ethernet::MacAddr;
+    let spec = FrameSpec {
+        src_mac: MacAddr([0x02, 0, 0, 0, 0xbe, 0xef]),
+        dst_mac: MacAddr([0x02, 0, 0, 0, 0, 0x02]),
+        vlan: Some(vid),
+        ip: IpSpec::v4("10.7.0.1".parse().unwrap(), "10.7.0.2".parse().unwrap()),
+        l4: L4Spec::udp(sport, 9),
+    };
+    let mut f = spec.build(&[0x5a; 40]).unwrap();
+    if let Some((tpid, tci)) = outer {
+        let tag: Vec<u8> = tpid
+            .to_be_bytes()
+            .into_iter()
+            .chain(tci.to_be_bytes())
+            .collect();
+        f.splice(12..12, tag);
     }
-    f.extend(ethertype.to_be_bytes());
-    f.extend((0..80u8).map(|i| i ^ fill));
     f
 }
 
@@ -214,11 +229,15 @@ fn frame(tags: &[(u16, u16)], ethertype: u16, fill: u8) -> Vec<u8> {
 fn tagged_and_unknown_ethertype_frames_cross_byte_for_byte() {
     // This kernel has no 8021q module, so no VLAN sub-interfaces: frames are sent raw and captured raw.
     let bed = bed();
+    let mut unknown = vec![
+        0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0xbe, 0xef, 0x88, 0xb5,
+    ];
+    unknown.extend(0..64u8); // a local-experimental EtherType, which the open policy passes
     let sent = vec![
-        frame(&[(0x8100, 0xa064)], 0x0800, 1), // 802.1Q, PCP 5, VID 100
-        frame(&[(0x88a8, 0x00c8), (0x8100, 0x0064)], 0x0800, 2), // QinQ: S-tag 200, C-tag 100
-        frame(&[(0x9100, 0x012c), (0x8100, 0x0065)], 0x86dd, 3), // pre-standard QinQ TPID
-        frame(&[], 0x88b5, 4),                 // a local-experimental ethertype
+        tagged_udp(100, None, 1000),                // 802.1Q, VID 100
+        tagged_udp(100, Some((0x88a8, 200)), 1001), // QinQ: S-tag 200 (802.1ad), C-tag 100
+        tagged_udp(101, Some((0x9100, 300)), 1002), // pre-standard QinQ TPID
+        unknown,
     ];
     let file = bed.dir.join("tagged.pcap");
     let capture = bed.b.capture("ether src 02:00:00:00:be:ef", &file).unwrap();

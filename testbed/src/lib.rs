@@ -248,6 +248,13 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(frames)
 }
 
+/// A policy document shipped with the test bed (`testbed/policies/`).
+pub fn policy_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(name)
+}
+
 /// A helper script shipped with the test bed.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -21,6 +21,40 @@ pub enum Error {
     NotConfigured(String),
     #[error("port {0} is already started: its queues were handed out")]
     AlreadyStarted(u16),
+    #[error("invalid ACL field layout: {0}")]
+    AclLayout(#[from] crate::acl::LayoutError),
+    #[error("invalid ACL rule: {0}")]
+    AclRule(#[from] crate::acl::RuleError),
+    #[error("the ACL context was created for at most {max_rules} rules")]
+    AclFull { max_rules: u32 },
+    #[error("ACL input {index} is {len} bytes long, but the field layout reads {need} bytes")]
+    AclInputTooShort {
+        index: usize,
+        len: usize,
+        need: usize,
+    },
+    #[error("{inputs} inputs need {need} result slots, but only {got} were given")]
+    AclResultsTooShort {
+        inputs: usize,
+        need: usize,
+        got: usize,
+    },
+    #[error("rte_acl cannot hold {max_rules} rules of {rule_size} bytes (it sizes the rule storage in 32 bits)")]
+    AclCapacity { max_rules: u32, rule_size: usize },
+    #[error("{0} ACL categories: a context is built for 1 to 16, and classifies 1 or a multiple of 4 up to 16")]
+    AclCategories(u32),
+    #[error("ACL algorithm {0:?} is not available here (CPU, DPDK build, or the EAL's --force-max-simd-bitwidth)")]
+    AclAlgorithmUnsupported(crate::acl::Alg),
+    #[error("a QSBR variable holds 1 to {max} reader threads, not {0}", max = crate::rcu::MAX_THREADS)]
+    RcuMaxThreads(u32),
+    #[error(
+        "RCU reader thread id {id} is out of range: this QSBR variable has {max_threads} slots"
+    )]
+    RcuThreadIdRange { id: u32, max_threads: u32 },
+    #[error("RCU reader thread id {0} is already taken by a live reader")]
+    RcuThreadIdTaken(u32),
+    #[error("all {0} RCU reader slots are taken")]
+    RcuNoFreeThreadId(u32),
     #[error("{op} failed: {reason} (errno {errno})")]
     Call {
         op: &'static str,

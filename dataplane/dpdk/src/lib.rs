@@ -10,17 +10,23 @@
 //!   lcore polls it, as DPDK requires.
 //! * [`lcore::scope`] launches closures on pinned worker lcores and waits for all of them before it returns,
 //!   which is what lets workers borrow queues and counters owned by the main thread.
+//! * [`acl::AclContext`] classifies only inputs at least as long as its field layout reads, so rte_acl never
+//!   reads out of bounds; it is `Sync`, since classifying a built context from several lcores is allowed.
+//! * [`rcu::RcuCell`] publishes a value to the workers; a [`rcu::Reader`]'s reference cannot outlive its next
+//!   quiescent state, so the old value is freed — on the publishing thread — only when no worker can see it.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod acl;
 mod eal;
 mod error;
 pub mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+pub mod rcu;
 
-pub use eal::{tsc, tsc_hz, Eal};
+pub use eal::{runtime_version, tsc, tsc_hz, Eal};
 pub use error::{Error, Result};
 pub use mbuf::{Burst, Mbuf, MAX_BURST};
 pub use mempool::Mempool;

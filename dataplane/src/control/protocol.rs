@@ -46,6 +46,17 @@ pub struct FlowFilter {
     pub rule_id: Option<u32>,
 }
 
+impl FlowFilter {
+    pub fn matches(&self, f: &crate::conntrack::FlowInfo) -> bool {
+        self.addr.is_none_or(|a| a == f.src || a == f.dst)
+            && self.src.is_none_or(|a| a == f.src)
+            && self.dst.is_none_or(|a| a == f.dst)
+            && self.port.is_none_or(|p| p == f.sport || p == f.dport)
+            && self.proto.is_none_or(|p| p == f.proto)
+            && self.rule_id.is_none_or(|r| r == f.rule_id)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

@@ -1,0 +1,89 @@
+//! Connection tracking: one table per poll-mode worker (both directions of a flow always reach the same
+//! worker), so it is single-threaded and lock-free by construction, and — like the rest of the poll loop — it
+//! allocates, locks, logs and makes system calls only in its constructor: everything is sized from the
+//! configuration up front. Time is the caller's millisecond clock (derived from the TSC once per burst).
+//!
+//! * [`key`]: [`FlowKey`], the canonical direction-independent key (v4 and v6 in one table), [`Side`] and
+//!   [`Dir`], and the key of a parsed packet or of the packet quoted by an ICMP error.
+//! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
+//!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
+//! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
+//! * [`Tracker`]: the per-packet entry point.
+//! * [`FlowInfo`]: a serializable view for listings and flow logs.
+//!
+//! How a worker uses it, per packet (after [`net::parse`]):
+//!
+//! ```text
+//! match tracker.process(frame, &parsed, now) {
+//!     Track::Known { id, dir, policy_version } => forward (re-check policy if policy_version is stale),
+//!     Track::New(new) => match policy.classify(&parsed) {
+//!         Allow { rule, version, log } => match tracker.commit_new(&new, Admission { .. }, now) {
+//!             Ok(c) => { report c.displaced as closed; forward }
+//!             Err(Full) => { count table_full; drop }
+//!         },
+//!         Deny => { count; drop }            // no state is kept for denied packets
+//!     },
+//!     Track::Related { id, dir } => forward (ICMP error about a tracked flow),
+//!     Track::Untracked(kind) => stateless policy (ARP, neighbour discovery, fragments, ...),
+//!     Track::Drop(reason) => { count reason; drop silently }
+//! }
+//! // once per poll-loop iteration:
+//! tracker.expire(now, budget, |id, entry| report closed flow);
+//! ```
+
+pub mod info;
+pub mod key;
+pub mod table;
+pub mod tcp;
+mod tracker;
+
+#[cfg(test)]
+mod tests;
+
+pub use info::FlowInfo;
+pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
+pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
+pub use tcp::{
+    timeout_ms, track, Strictness, TcpConnState, TcpDropReason, TcpSegment, TcpState, TcpVerdict,
+};
+pub use tracker::{Admission, Committed, DropReason, NewFlow, Track, Tracker, Untracked};
+
+/// Idle timeouts in seconds, by protocol state. The policy crate's `settings.timeouts` carries the same names
+/// and defaults. Values above [`table::MAX_TIMEOUT_MS`] are clamped to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP handshake states (SYN_SENT, SYN_SENT2, SYN_RECV).
+    pub tcp_syn: u32,
+    /// TCP ESTABLISHED.
+    pub tcp_established: u32,
+    /// TCP FIN_WAIT, CLOSE_WAIT, LAST_ACK.
+    pub tcp_fin: u32,
+    /// TCP TIME_WAIT.
+    pub tcp_time_wait: u32,
+    /// TCP CLOSE (after an RST).
+    pub tcp_close: u32,
+    /// UDP seen one way.
+    pub udp: u32,
+    /// UDP seen both ways.
+    pub udp_stream: u32,
+    /// ICMP/ICMPv6 echo.
+    pub icmp: u32,
+    /// Any other IP protocol.
+    pub other: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn: 30,
+            tcp_established: 7440,
+            tcp_fin: 120,
+            tcp_time_wait: 120,
+            tcp_close: 10,
+            udp: 60,
+            udp_stream: 180,
+            icmp: 30,
+            other: 60,
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Model check: random interleavings of inserts, lookups, removes, activity and expiry agree with a HashMap.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::table::udp_key;
+use crate::conntrack::{ConnTable, Dir, FlowKey, Lookup, Side, Timeouts};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u32),
+    Lookup(u32),
+    Touch(u32),
+    Reply(u32),
+    Remove(u32),
+    Advance(u64),
+    Expire(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..POOL).prop_map(Op::Insert),
+        3 => (0..POOL).prop_map(Op::Lookup),
+        2 => (0..POOL).prop_map(Op::Touch),
+        1 => (0..POOL).prop_map(Op::Reply),
+        2 => (0..POOL).prop_map(Op::Remove),
+        2 => (0..8_000u64).prop_map(Op::Advance),
+        2 => (0..40usize).prop_map(Op::Expire),
+    ]
+}
+
+const POOL: u32 = 48;
+const CAP: usize = 64;
+
+/// What the model knows of a flow.
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    last_seen: u64,
+    replied: bool,
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        udp: 5,
+        udp_stream: 12,
+        ..Timeouts::default()
+    }
+}
+
+fn expired(m: &Model, now: u64) -> bool {
+    let t = if m.replied { 12_000 } else { 5_000 };
+    now - m.last_seen > t
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn table_agrees_with_a_hashmap(ops in prop::collection::vec(op(), 1..400), seed: u64) {
+        let mut t = ConnTable::with_timeouts(CAP, seed, &timeouts());
+        let alloc = t.index_allocation_bytes();
+        let mut model: HashMap<FlowKey, Model> = HashMap::new();
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Insert(i) => {
+                    let k = udp_key(i);
+                    let ins = t.insert(k, Side::First, now).unwrap();
+                    // Only a same-key entry can be displaced: the pool is smaller than the table.
+                    prop_assert_eq!(ins.displaced.is_some(), model.contains_key(&k));
+                    model.insert(k, Model { last_seen: now, replied: false });
+                }
+                Op::Lookup(i) => {
+                    let k = udp_key(i);
+                    match (t.lookup(&k, now), model.get(&k)) {
+                        (Lookup::Hit(id), Some(m)) => {
+                            prop_assert!(!expired(m, now));
+                            prop_assert_eq!(t.get(id).unwrap().key(), k);
+                        }
+                        (Lookup::Expired(_), Some(m)) => prop_assert!(expired(m, now)),
+                        (Lookup::Miss, None) => {}
+                        (got, want) => prop_assert!(false, "lookup {:?} vs model {:?}", got, want),
+                    }
+                }
+                Op::Touch(i) | Op::Reply(i) => {
+                    let k = udp_key(i);
+                    if let Lookup::Hit(id) = t.lookup(&k, now) {
+                        let reply = matches!(op, Op::Reply(_));
+                        let dir = if reply { Dir::Reply } else { Dir::Original };
+                        t.get_mut(id).unwrap().record(dir, 10, now);
+                        let m = model.get_mut(&k).unwrap();
+                        m.last_seen = now;
+                        m.replied |= reply;
+                    }
+                }
+                Op::Remove(i) => {
+                    let k = udp_key(i);
+                    match t.find(&k) {
+                        Some(id) => {
+                            prop_assert_eq!(t.remove(id).unwrap().key(), k);
+                            prop_assert!(model.remove(&k).is_some());
+                        }
+                        None => prop_assert!(!model.contains_key(&k)),
+                    }
+                }
+                Op::Advance(dt) => now += dt,
+                Op::Expire(budget) => {
+                    let mut gone = Vec::new();
+                    t.expire(now, budget, |_, e| gone.push(e.key()));
+                    prop_assert!(gone.len() <= budget);
+                    for k in gone {
+                        let m = model.remove(&k);
+                        prop_assert!(m.is_some_and(|m| expired(&m, now)), "{:?} expired early", k);
+                    }
+                }
+            }
+            // Same membership, same size, no growth.
+            prop_assert_eq!(t.len(), model.len());
+            for i in 0..POOL {
+                let k = udp_key(i);
+                prop_assert_eq!(t.find(&k).is_some(), model.contains_key(&k));
+            }
+            prop_assert_eq!(t.iter().count(), model.len());
+            prop_assert_eq!(t.index_allocation_bytes(), alloc);
+        }
+    }
+}
+
+mod hostile {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use net::TcpFlags;
+    use proptest::prelude::*;
+
+    use crate::conntrack::tests::frames::{frame, ip_packet, quote_v4, L4Spec};
+    use crate::conntrack::{Admission, Strictness, Timeouts, Track, Tracker};
+
+    fn addr(v6: bool, i: u8) -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i)))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))
+        }
+    }
+
+    fn flags() -> impl Strategy<Value = TcpFlags> {
+        const S: u16 = TcpFlags::SYN.0;
+        const A: u16 = TcpFlags::ACK.0;
+        const F: u16 = TcpFlags::FIN.0;
+        const R: u16 = TcpFlags::RST.0;
+        const P: u16 = TcpFlags::PSH.0;
+        prop_oneof![
+            4 => prop::sample::select(vec![S, S | A, A, A | P, F | A, R, R | A]),
+            1 => 0u16..0x200,
+        ]
+        .prop_map(TcpFlags::from_bits_truncate)
+    }
+
+    fn tcp() -> impl Strategy<Value = L4Spec> {
+        let seq = || prop_oneof![any::<u32>(), 0..3_000u32, (u32::MAX - 3_000)..=u32::MAX];
+        let header = (0..2u16, 0..2u16, flags(), seq(), seq());
+        let rest = (any::<u16>(), proptest::option::of(0..20u8), 0..1500usize);
+        (header, rest).prop_map(
+            |((sp, dp, flags, seq, ack), (window, wscale, len))| L4Spec::Tcp {
+                sport: 1000 + sp,
+                dport: 80 + dp,
+                flags,
+                seq,
+                ack,
+                window,
+                wscale,
+                len,
+            },
+        )
+    }
+
+    fn l4() -> impl Strategy<Value = L4Spec> {
+        prop_oneof![
+            6 => tcp(),
+            2 => (0..2u16, 0..2u16).prop_map(|(sport, dport)| L4Spec::Udp { sport, dport, len: 4 }),
+            2 => (any::<bool>(), 0..2u16).prop_map(|(request, ident)| L4Spec::Echo { request, ident }),
+            1 => any::<u8>().prop_map(|ty| L4Spec::IcmpOther { ty }),
+            1 => (0..255u8).prop_map(|proto| L4Spec::Raw { proto }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Pkt {
+        v6: bool,
+        vlan: Option<u16>,
+        src: u8,
+        dst: u8,
+        l4: L4Spec,
+        /// Wrap the packet in an ICMP error sent to its source instead.
+        as_error: Option<u8>,
+        /// Corrupt one byte of the frame (offset, xor).
+        flip: Option<(usize, u8)>,
+        dt: u64,
+    }
+
+    fn pkt() -> impl Strategy<Value = Pkt> {
+        (
+            Just(false),
+            proptest::option::weighted(0.2, 1..3u16),
+            1..3u8,
+            1..3u8,
+            l4(),
+            proptest::option::weighted(0.1, 0..5u8),
+            proptest::option::weighted(0.05, (0..120usize, 1..=255u8)),
+            0..20_000u64,
+        )
+            .prop_map(|(v6, vlan, src, dst, l4, as_error, flip, dt)| Pkt {
+                v6,
+                vlan,
+                src,
+                dst,
+                l4,
+                as_error,
+                flip,
+                dt,
+            })
+    }
+
+    fn build(p: &Pkt) -> Vec<u8> {
+        let (s, d) = (addr(p.v6, p.src), addr(p.v6, p.dst));
+        let mut f = match p.as_error {
+            None => frame(p.vlan, s, d, &p.l4),
+            Some(ty) => {
+                let inner = ip_packet(s, d, &p.l4);
+                let quoted = if p.v6 { inner } else { quote_v4(&inner) };
+                frame(
+                    p.vlan,
+                    addr(p.v6, 9),
+                    s,
+                    &L4Spec::Error {
+                        ty,
+                        code: 0,
+                        quoted,
+                    },
+                )
+            }
+        };
+        if let Some((off, x)) = p.flip {
+            let n = f.len();
+            f[off % n] ^= x;
+        }
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Arbitrary, partly corrupted traffic, all of it admitted: no panic, and the table stays consistent.
+        #[test]
+        fn hostile_traffic_keeps_the_table_consistent(
+            mut pkts in prop::collection::vec(pkt(), 1..300),
+            loose: bool,
+            v6: bool,
+        ) {
+            for p in &mut pkts {
+                p.v6 = v6;
+            }
+            let strictness = if loose { Strictness::Loose } else { Strictness::Strict };
+            let mut t = Tracker::new(16, 99, &Timeouts::default(), strictness);
+            let alloc = t.table().index_allocation_bytes();
+            let mut now = 0;
+            for p in &pkts {
+                now += p.dt;
+                let f = build(p);
+                let Ok(parsed) = net::parse(&f) else { continue };
+                match t.process(&f, &parsed, now) {
+                    Track::New(n) => {
+                        let _ = t.commit_new(&n, Admission::default(), now);
+                    }
+                    Track::Known { id, .. } | Track::Related { id, .. } => {
+                        prop_assert!(t.table().get(id).is_some());
+                    }
+                    Track::Untracked(_) | Track::Drop(_) => {}
+                }
+                t.expire(now, 2, |_, _| {});
+                prop_assert!(t.table().len() <= 16);
+                prop_assert_eq!(t.table().iter().count(), t.table().len());
+                for (id, e) in t.table().iter() {
+                    prop_assert_eq!(t.table().find(&e.key()), Some(id));
+                }
+                prop_assert_eq!(t.table().index_allocation_bytes(), alloc);
+            }
+        }
+    }
+}

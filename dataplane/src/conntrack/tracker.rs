@@ -1,0 +1,394 @@
+//! The per-packet entry point: [`Tracker::process`] classifies a parsed frame against the worker's table.
+
+use net::icmpv4::types as icmp4;
+use net::icmpv6::types as icmp6;
+use net::tcp::{TcpOption, TcpPacket};
+use net::{Parsed, TcpFlags, L3, L4};
+
+use super::key::{self, Dir, FlowKey, Side};
+use super::table::{ConnTable, Entry, FlowId, Full, Lookup, TableStats};
+use super::tcp::{Strictness, TcpDropReason, TcpSegment, TcpState, TcpVerdict};
+use super::Timeouts;
+
+/// Why the tracker refuses a packet (besides a full table, which [`Tracker::commit_new`] reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The TCP state machine refused the segment.
+    Tcp(TcpDropReason),
+    /// An ICMP/ICMPv6 echo reply with no matching request flow.
+    IcmpUnsolicitedReply,
+    /// An echo request from the responder of an echo flow, or a reply from its originator.
+    IcmpEchoDirection,
+    /// An ICMP/ICMPv6 error that quotes no tracked flow (or is not addressed to the quoted packet's sender).
+    IcmpErrorUnrelated,
+}
+
+impl DropReason {
+    /// Number of distinct reasons.
+    pub const COUNT: usize = TcpDropReason::ALL.len() + 3;
+
+    /// Every reason, in [`index`](Self::index) order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Tcp(TcpDropReason::InvalidFlags),
+        DropReason::Tcp(TcpDropReason::NotSyn),
+        DropReason::Tcp(TcpDropReason::UnexpectedSyn),
+        DropReason::Tcp(TcpDropReason::UnexpectedSynAck),
+        DropReason::Tcp(TcpDropReason::InvalidState),
+        DropReason::Tcp(TcpDropReason::OutOfWindow),
+        DropReason::Tcp(TcpDropReason::RstOutOfWindow),
+        DropReason::IcmpUnsolicitedReply,
+        DropReason::IcmpEchoDirection,
+        DropReason::IcmpErrorUnrelated,
+    ];
+
+    /// Dense index, e.g. into an array of counters.
+    pub const fn index(self) -> usize {
+        match self {
+            DropReason::Tcp(r) => r as usize,
+            DropReason::IcmpUnsolicitedReply => TcpDropReason::ALL.len(),
+            DropReason::IcmpEchoDirection => TcpDropReason::ALL.len() + 1,
+            DropReason::IcmpErrorUnrelated => TcpDropReason::ALL.len() + 2,
+        }
+    }
+
+    /// Short snake_case name, stable for metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Tcp(r) => r.as_str(),
+            DropReason::IcmpUnsolicitedReply => "icmp_unsolicited_reply",
+            DropReason::IcmpEchoDirection => "icmp_echo_direction",
+            DropReason::IcmpErrorUnrelated => "icmp_error_unrelated",
+        }
+    }
+}
+
+/// Packets the tracker does not keep state for; the caller applies stateless policy (or drops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Untracked {
+    /// Not IPv4/IPv6 (ARP, other EtherTypes).
+    NotIp,
+    /// A non-first IP fragment: no transport header to key on.
+    Fragment,
+    /// ICMP/ICMPv6 that is neither echo nor a relatable error (neighbour discovery, router messages,
+    /// redirects, timestamps, ...).
+    IcmpInfo,
+}
+
+/// How the flow of a new packet is kept, decided before policy so [`Tracker::commit_new`] has nothing to
+/// re-derive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlow {
+    key: FlowKey,
+    originator: Side,
+    tcp: TcpState,
+    bytes: u32,
+    reuses: bool,
+}
+
+impl NewFlow {
+    /// The flow's key.
+    pub const fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// The key endpoint that sent this (first) packet.
+    pub const fn originator(&self) -> Side {
+        self.originator
+    }
+
+    /// Whether an entry with this key exists (expired, or a finished TCP connection whose tuple a new SYN
+    /// reuses): committing replaces it and returns it as [`Committed::displaced`].
+    pub const fn reuses_entry(&self) -> bool {
+        self.reuses
+    }
+}
+
+/// What [`Tracker::process`] tells the worker to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// A packet of a tracked flow; its state and counters are updated: forward it (after re-checking policy if
+    /// the flow's `policy_version` is stale and the policy says so).
+    Known {
+        /// The flow.
+        id: FlowId,
+        /// Direction of the packet.
+        dir: Dir,
+        /// Version of the policy that admitted the flow.
+        policy_version: u32,
+    },
+    /// No flow yet: classify the packet against the policy, then [`Tracker::commit_new`] if it is allowed
+    /// (or drop it, leaving no state behind).
+    New(NewFlow),
+    /// An ICMP/ICMPv6 error about a tracked flow: forward it (policy permitting). The flow is not refreshed.
+    Related {
+        /// The flow the quoted packet belongs to.
+        id: FlowId,
+        /// Direction the error travels in (opposite to the quoted packet).
+        dir: Dir,
+    },
+    /// Not connection-tracked; see [`Untracked`].
+    Untracked(Untracked),
+    /// Drop silently and count `reason`.
+    Drop(DropReason),
+}
+
+/// What the policy decided for a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// The matching rule.
+    pub rule_id: u32,
+    /// The policy version that matched.
+    pub policy_version: u32,
+    /// The rule asks for the flow to be logged.
+    pub log: bool,
+    /// Admitted in monitor mode: the policy would deny it.
+    pub monitor: bool,
+}
+
+/// A committed new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The new flow.
+    pub id: FlowId,
+    /// The flow that gave up its place, to be reported as closed (see [`super::Inserted::displaced`]).
+    pub displaced: Option<Entry>,
+}
+
+/// One worker's connection tracker: its table plus the TCP strictness. Single-threaded; allocates only in
+/// [`new`](Self::new).
+#[derive(Debug)]
+pub struct Tracker {
+    table: ConnTable,
+    strictness: Strictness,
+}
+
+/// The window-scale option of a SYN's header, if present and well formed.
+fn wscale(frame: &[u8], p: &Parsed) -> Option<u8> {
+    let seg = TcpPacket::new_checked(key::l4_bytes(frame, p)?).ok()?;
+    seg.options().find_map(|o| match o {
+        Ok(TcpOption::WindowScale(s)) => Some(Some(s)),
+        Ok(_) => None,
+        Err(_) => Some(None),
+    })?
+}
+
+/// IP length of the packet, for the byte counters.
+fn ip_bytes(frame: &[u8], p: &Parsed) -> u32 {
+    key::ip_end(frame, p).map_or(0, |end| end.saturating_sub(p.l3_offset) as u32)
+}
+
+/// Whether an ICMP type is an error that may be related to a flow.
+fn relatable_error(p: &Parsed) -> bool {
+    match p.l4 {
+        L4::Icmp { ty, .. } => matches!(
+            ty,
+            icmp4::DEST_UNREACHABLE | icmp4::TIME_EXCEEDED | icmp4::PARAMETER_PROBLEM
+        ),
+        L4::Icmpv6 { ty, .. } => matches!(
+            ty,
+            icmp6::DEST_UNREACHABLE
+                | icmp6::PACKET_TOO_BIG
+                | icmp6::TIME_EXCEEDED
+                | icmp6::PARAMETER_PROBLEM
+        ),
+        _ => false,
+    }
+}
+
+impl Tracker {
+    /// A tracker with room for `capacity` flows; see [`ConnTable::new`] for `seed`.
+    pub fn new(capacity: usize, seed: u64, timeouts: &Timeouts, strictness: Strictness) -> Self {
+        Tracker {
+            table: ConnTable::with_timeouts(capacity, seed, timeouts),
+            strictness,
+        }
+    }
+
+    /// The table (listing, statistics).
+    pub fn table(&self) -> &ConnTable {
+        &self.table
+    }
+
+    /// The table, mutably (killing flows, re-admission after a policy change).
+    pub fn table_mut(&mut self) -> &mut ConnTable {
+        &mut self.table
+    }
+
+    /// Housekeeping counters of the table.
+    pub fn stats(&self) -> TableStats {
+        self.table.stats()
+    }
+
+    /// Current TCP strictness.
+    pub fn strictness(&self) -> Strictness {
+        self.strictness
+    }
+
+    /// Changes the TCP strictness (policy reload).
+    pub fn set_strictness(&mut self, strictness: Strictness) {
+        self.strictness = strictness;
+    }
+
+    /// Changes the timeouts (policy reload).
+    pub fn set_timeouts(&mut self, timeouts: &Timeouts) {
+        self.table.set_timeouts(timeouts);
+    }
+
+    /// Classifies one parsed frame (`parsed` must come from [`net::parse`] of `frame`) and updates the state
+    /// of its flow. The established-flow path costs one hash and, normally, one probe.
+    pub fn process(&mut self, frame: &[u8], parsed: &Parsed, now: u64) -> Track {
+        if !matches!(parsed.l3, L3::Ipv4 { .. } | L3::Ipv6 { .. }) {
+            return Track::Untracked(Untracked::NotIp);
+        }
+        if parsed.l4_offset.is_none() {
+            return Track::Untracked(Untracked::Fragment);
+        }
+        let (echo_request, is_echo) = match parsed.l4 {
+            L4::Icmp { ty, ident, .. } => (ty == icmp4::ECHO_REQUEST, ident.is_some()),
+            L4::Icmpv6 { ty, ident, .. } => (ty == icmp6::ECHO_REQUEST, ident.is_some()),
+            _ => (false, false),
+        };
+        if matches!(parsed.l4, L4::Icmp { .. } | L4::Icmpv6 { .. }) && !is_echo {
+            return if relatable_error(parsed) {
+                self.related(frame, parsed, now)
+            } else {
+                Track::Untracked(Untracked::IcmpInfo)
+            };
+        }
+        let Some((key, side)) = key::packet_key(parsed) else {
+            return Track::Untracked(Untracked::NotIp);
+        };
+        let bytes = ip_bytes(frame, parsed);
+        let hash = self.table.hash(&key);
+        let found = self.table.find_hashed(hash, &key);
+        let live = found.filter(|&id| {
+            self.table
+                .get(id)
+                .is_some_and(|e| !self.table.is_expired(e, now))
+        });
+
+        if let L4::Tcp {
+            flags,
+            seq,
+            ack,
+            window,
+            payload_len,
+            ..
+        } = parsed.l4
+        {
+            let mut seg = TcpSegment {
+                flags,
+                seq,
+                ack,
+                window,
+                payload_len,
+                wscale: None,
+            };
+            if flags.contains(TcpFlags::SYN) {
+                seg.wscale = wscale(frame, parsed);
+            }
+            let strictness = self.strictness;
+            if let Some(id) = live {
+                if let Some(e) = self.table.get_mut(id) {
+                    let dir = e.dir_of(side);
+                    match e.tcp_mut().track(dir, &seg, strictness) {
+                        TcpVerdict::Accept => {
+                            e.record(dir, bytes, now);
+                            return Track::Known {
+                                id,
+                                dir,
+                                policy_version: e.policy_version(),
+                            };
+                        }
+                        TcpVerdict::Drop(r) => return Track::Drop(DropReason::Tcp(r)),
+                        TcpVerdict::Reopen => {}
+                    }
+                }
+            }
+            return match TcpState::from_first(&seg, strictness) {
+                Ok(tcp) => Track::New(NewFlow {
+                    key,
+                    originator: side,
+                    tcp,
+                    bytes,
+                    reuses: found.is_some(),
+                }),
+                Err(r) => Track::Drop(DropReason::Tcp(r)),
+            };
+        }
+
+        match live.and_then(|id| self.table.get_mut(id).map(|e| (id, e))) {
+            Some((id, e)) => {
+                let dir = e.dir_of(side);
+                if is_echo && echo_request != (dir == Dir::Original) {
+                    return Track::Drop(DropReason::IcmpEchoDirection);
+                }
+                e.record(dir, bytes, now);
+                Track::Known {
+                    id,
+                    dir,
+                    policy_version: e.policy_version(),
+                }
+            }
+            None if is_echo && !echo_request => Track::Drop(DropReason::IcmpUnsolicitedReply),
+            None => Track::New(NewFlow {
+                key,
+                originator: side,
+                tcp: TcpState::EMPTY,
+                bytes,
+                reuses: found.is_some(),
+            }),
+        }
+    }
+
+    /// An ICMP error: related if it quotes a live flow.
+    fn related(&self, frame: &[u8], parsed: &Parsed, now: u64) -> Track {
+        let Some((key, quoted_side)) = key::quoted_key(frame, parsed) else {
+            return Track::Drop(DropReason::IcmpErrorUnrelated);
+        };
+        match self.table.lookup(&key, now) {
+            Lookup::Hit(id) => match self.table.get(id) {
+                Some(e) => Track::Related {
+                    id,
+                    dir: e.dir_of(quoted_side).reverse(),
+                },
+                None => Track::Drop(DropReason::IcmpErrorUnrelated),
+            },
+            Lookup::Expired(_) | Lookup::Miss => Track::Drop(DropReason::IcmpErrorUnrelated),
+        }
+    }
+
+    /// Inserts the flow of a [`Track::New`] packet the policy admitted, counting that packet. Returns
+    /// [`Full`] if the table is full of established flows (the caller counts `table_full` and drops).
+    pub fn commit_new(
+        &mut self,
+        new: &NewFlow,
+        admission: Admission,
+        now: u64,
+    ) -> Result<Committed, Full> {
+        // Hashed again rather than trusting a value carried by the caller: a NewFlow from another worker's
+        // tracker (another seed) must not corrupt this index.
+        let inserted = self.table.insert(new.key, new.originator, now)?;
+        if let Some(e) = self.table.get_mut(inserted.id) {
+            e.set_tcp(new.tcp);
+            e.set_admission(admission.rule_id, admission.policy_version);
+            e.set_logged(admission.log);
+            e.set_monitored(admission.monitor);
+            e.record(Dir::Original, new.bytes, now);
+        }
+        Ok(Committed {
+            id: inserted.id,
+            displaced: inserted.displaced,
+        })
+    }
+
+    /// Advances the expiry cursor by `budget` slots; see [`ConnTable::expire`].
+    pub fn expire<F: FnMut(FlowId, &Entry)>(
+        &mut self,
+        now: u64,
+        budget: usize,
+        closed: F,
+    ) -> usize {
+        self.table.expire(now, budget, closed)
+    }
+}

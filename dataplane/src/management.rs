@@ -1,0 +1,509 @@
+//! The management side of the dataplane, on the main lcore: it owns the policy lifecycle — load, validate,
+//! compile, persist, publish — and answers control requests. Workers never wait for it; it talks to them only
+//! through the RCU cell (new policy versions), their counters (read), their event queues (drained) and their
+//! command queues (flow listing and killing, answered between bursts).
+//!
+//! Publishing order for a new version: compile it (off the fast path), persist it durably, then publish it.
+//! A version that cannot be persisted is not published, so what the gateway enforces is always what it will
+//! enforce after a restart.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TryRecvError};
+use dpdk::rcu::RcuCell;
+use dpdk::Eal;
+use policy::Policy;
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::conntrack::FlowInfo;
+use crate::control::{ApiError, ErrorCode, FlowFilter, Request};
+use crate::counters::{Counters, WorkerSnapshot};
+use crate::events::{EventSource, FlowEvent};
+use crate::persist;
+use crate::ruleset::Ruleset;
+use crate::worker::Command;
+
+/// Problems at start-up that must stop the gateway rather than be papered over.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Io(#[from] persist::PersistError),
+    #[error("{path}: not a policy state file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The policy the gateway enforces.
+struct Active {
+    version: u32,
+    policy: Policy,
+    loaded: std::time::SystemTime,
+}
+
+/// Rule id → counter slot, stable for as long as the id exists. Slot 0 is the default action.
+#[derive(Default)]
+struct Slots {
+    by_id: hashbrown::HashMap<u32, u32>,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn new(capacity: u32) -> Self {
+        Slots {
+            by_id: Default::default(),
+            free: (1..capacity).rev().collect(),
+        }
+    }
+
+    /// Gives every id of `policy` a slot (keeping existing ones); `None` if slots run out.
+    fn assign(&mut self, policy: &Policy) -> Option<()> {
+        for r in policy.rules() {
+            if !self.by_id.contains_key(&r.id) {
+                let slot = self.free.pop()?;
+                self.by_id.insert(r.id, slot);
+            }
+        }
+        Some(())
+    }
+
+    /// Frees the slots of ids `policy` no longer has (after the version that used them is gone).
+    fn retain(&mut self, policy: &Policy) {
+        let keep: hashbrown::HashSet<u32> = policy.rules().iter().map(|r| r.id).collect();
+        let free = &mut self.free;
+        self.by_id.retain(|id, slot| {
+            let k = keep.contains(id);
+            if !k {
+                free.push(*slot);
+            }
+            k
+        });
+    }
+}
+
+/// Timing of the last policy swap.
+#[derive(Debug, Default, Clone, Copy)]
+struct SwapStats {
+    compile: Duration,
+    persist: Duration,
+    grace: Duration,
+}
+
+pub struct Management<'m, 'eal> {
+    eal: &'eal Eal,
+    cfg: &'m Config,
+    cell: &'m RcuCell<Ruleset<'eal>>,
+    counters: &'m Counters,
+    clock: Clock,
+    started: Instant,
+    active: Option<Active>,
+    slots: Slots,
+    last_swap: SwapStats,
+    pub sources: Vec<EventSource>,
+    pub commands: Vec<Sender<Command>>,
+    recent: VecDeque<FlowEvent>,
+    events_overflow: u64,
+}
+
+/// What `policy.json` in the state directory holds.
+fn state_document(version: u32, policy: &Policy) -> Value {
+    json!({ "version": version, "policy": serde_json::to_value(policy.document()).unwrap_or(Value::Null) })
+}
+
+impl<'m, 'eal> Management<'m, 'eal> {
+    pub fn new(
+        eal: &'eal Eal,
+        cfg: &'m Config,
+        cell: &'m RcuCell<Ruleset<'eal>>,
+        counters: &'m Counters,
+        clock: Clock,
+    ) -> Self {
+        Management {
+            eal,
+            cfg,
+            cell,
+            counters,
+            clock,
+            started: Instant::now(),
+            active: None,
+            slots: Slots::new(Self::rule_slots(cfg) as u32),
+            last_swap: SwapStats::default(),
+            sources: Vec::new(),
+            commands: Vec::new(),
+            recent: VecDeque::new(),
+            events_overflow: 0,
+        }
+    }
+
+    /// Counter slots per worker: during a swap, the rules of both versions may hold one.
+    pub fn rule_slots(cfg: &Config) -> usize {
+        2 * cfg.policy.max_rules as usize + 1
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.cfg.policy.state_dir.join("policy.json")
+    }
+
+    /// Loads the last committed policy, or the bootstrap one, and publishes it. Without either the gateway
+    /// stays closed. A state file that exists but cannot be used is an error, never a silent fresh start.
+    pub fn restore(&mut self) -> Result<Option<u32>, StateError> {
+        let path = self.state_file();
+        if let Some(bytes) = persist::read_if_exists(&path)? {
+            let corrupt = |reason: String| StateError::Corrupt {
+                path: path.clone(),
+                reason,
+            };
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            let version = v["version"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| corrupt("no valid \"version\"".into()))?;
+            let policy =
+                Policy::from_value(v["policy"].clone()).map_err(|e| corrupt(e.to_string()))?;
+            self.install(policy, version, false)
+                .map_err(|e| StateError::Invalid {
+                    path: path.clone(),
+                    reason: e.message,
+                })?;
+            return Ok(Some(version));
+        }
+        if let Some(boot) = &self.cfg.policy.bootstrap {
+            let invalid = |reason: String| StateError::Invalid {
+                path: boot.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(boot).map_err(|e| invalid(e.to_string()))?;
+            let policy = Policy::from_json(&text).map_err(|e| invalid(e.to_string()))?;
+            self.install(policy, 1, true)
+                .map_err(|e| invalid(e.message))?;
+            return Ok(Some(1));
+        }
+        Ok(None)
+    }
+
+    /// Compiles, (persists,) publishes.
+    fn install(
+        &mut self,
+        policy: Policy,
+        version: u32,
+        persist_it: bool,
+    ) -> Result<Value, ApiError> {
+        let t0 = Instant::now();
+        self.slots.assign(&policy).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidPolicy, "more rules than policy.max_rules")
+        })?;
+        let slots = &self.slots.by_id;
+        let built = Ruleset::build(
+            self.eal,
+            &policy,
+            version,
+            self.cfg.policy.max_rules as usize,
+            |id| slots.get(&id).copied().unwrap_or(0),
+        );
+        let ruleset = match built {
+            Ok(r) => r,
+            Err(e) => {
+                // Give back the slots this attempt took.
+                if let Some(a) = &self.active {
+                    self.slots.retain(&a.policy);
+                }
+                return Err(ApiError::new(ErrorCode::InvalidPolicy, e.to_string()));
+            }
+        };
+        let compile = t0.elapsed();
+        let flat = ruleset.flat_rules;
+        let t1 = Instant::now();
+        if persist_it {
+            let bytes =
+                serde_json::to_vec_pretty(&state_document(version, &policy)).unwrap_or_default();
+            if let Err(e) = persist::write_atomic(&self.state_file(), &bytes) {
+                if let Some(a) = &self.active {
+                    self.slots.retain(&a.policy);
+                }
+                return Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("policy not applied: {e}"),
+                ));
+            }
+        }
+        let persist = t1.elapsed();
+        let grace = self.cell.publish(Box::new(ruleset));
+        // The previous version is gone from every worker: its rules' slots may be reused.
+        self.slots.retain(&policy);
+        self.last_swap = SwapStats {
+            compile,
+            persist,
+            grace,
+        };
+        self.active = Some(Active {
+            version,
+            policy,
+            loaded: std::time::SystemTime::now(),
+        });
+        Ok(json!({
+            "version": version,
+            "flat_rules": {"ipv4": flat.0, "ipv6": flat.1},
+            "compile_ms": compile.as_secs_f64() * 1e3,
+            "persist_ms": persist.as_secs_f64() * 1e3,
+            "grace_period_us": grace.as_secs_f64() * 1e6,
+        }))
+    }
+
+    pub fn version(&self) -> Option<u32> {
+        self.active.as_ref().map(|a| a.version)
+    }
+
+    /// Moves queued worker events into the buffer the control socket reads (oldest dropped when full).
+    pub fn collect_events(&mut self) {
+        let cap = self.cfg.events.buffer as usize;
+        let mut batch = Vec::new();
+        for s in &self.sources {
+            s.drain(cap, &mut batch);
+        }
+        for ev in batch {
+            if self.recent.len() == cap {
+                self.recent.pop_front();
+                self.events_overflow += 1;
+            }
+            self.recent.push_back(ev);
+        }
+    }
+
+    pub fn handle(&mut self, request: Request) -> Result<Value, ApiError> {
+        match request {
+            Request::Status {} => Ok(self.status()),
+            Request::Counters {} => Ok(self.counters_report()),
+            Request::LoadPolicy { policy, version } => {
+                let policy = Policy::from_value(policy).map_err(policy_error)?;
+                let next = self.version().unwrap_or(0).wrapping_add(1).max(1);
+                let version = match version {
+                    None => next,
+                    Some(v) => u32::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::BadRequest,
+                            format!("version {v} is not in 1..=4294967295"),
+                        )
+                    })?,
+                };
+                self.install(policy, version, true)
+            }
+            Request::GetPolicy {} => match &self.active {
+                Some(a) => Ok(state_document(a.version, &a.policy)),
+                None => Ok(json!({"version": null, "policy": null})),
+            },
+            Request::Flows { filter, limit } => {
+                self.flows(filter, limit.unwrap_or(1000).min(1_000_000))
+            }
+            Request::KillFlows { filter } => self.kill(filter),
+            Request::Events { max } => Ok(self.events(max.unwrap_or(10_000))),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let flows: u64 = self
+            .counters
+            .snapshot()
+            .iter()
+            .map(|w| w.flows_active)
+            .sum();
+        json!({
+            "policy_version": self.version(),
+            "policy_loaded_at": self.active.as_ref().map(|a| humantime(a.loaded)),
+            "rules": self.active.as_ref().map_or(0, |a| a.policy.rules().len()),
+            "workers": self.cfg.workers.cores,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "flows_active": flows,
+            "dpdk": dpdk::runtime_version(),
+            "last_swap": {
+                "compile_ms": self.last_swap.compile.as_secs_f64() * 1e3,
+                "persist_ms": self.last_swap.persist.as_secs_f64() * 1e3,
+                "grace_period_us": self.last_swap.grace.as_secs_f64() * 1e6,
+            },
+        })
+    }
+
+    fn counters_report(&self) -> Value {
+        let snaps = self.counters.snapshot();
+        let rules: Vec<Value> = match &self.active {
+            Some(a) => std::iter::once((0, "default".to_string()))
+                .chain(a.policy.rules().iter().map(|r| (r.id, r.name.clone())))
+                .map(|(id, name)| {
+                    let slot = if id == 0 {
+                        0
+                    } else {
+                        self.slots.by_id.get(&id).copied().unwrap_or(u32::MAX)
+                    };
+                    let mut v =
+                        serde_json::to_value(self.counters.rule(id, slot)).unwrap_or_default();
+                    v["name"] = json!(name);
+                    v
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        json!({
+            "policy_version": self.version(),
+            "totals": WorkerSnapshot::sum(&snaps),
+            "workers": snaps,
+            "rules": rules,
+            "events_buffer_overflow": self.events_overflow,
+        })
+    }
+
+    /// Asks every worker, then waits for the answers without blocking on a channel: a worker's reply must
+    /// never have to wake a sleeping thread (that would be a system call on the worker).
+    fn ask<T>(
+        &self,
+        make: impl Fn() -> (Command, crossbeam_channel::Receiver<T>),
+    ) -> Result<Vec<T>, ApiError> {
+        let mut pending = Vec::new();
+        for tx in &self.commands {
+            let (cmd, rx) = make();
+            tx.try_send(cmd).map_err(|_| {
+                ApiError::new(ErrorCode::Internal, "a worker's command queue is full")
+            })?;
+            pending.push(rx);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut answers = Vec::new();
+        for rx in pending {
+            loop {
+                match rx.try_recv() {
+                    Ok(a) => {
+                        answers.push(a);
+                        break;
+                    }
+                    Err(TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => {
+                        return Err(ApiError::new(
+                            ErrorCode::Internal,
+                            "a worker did not answer",
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    fn flows(&self, filter: FlowFilter, limit: usize) -> Result<Value, ApiError> {
+        let lists = self.ask(|| {
+            let (reply, rx) = crossbeam_channel::bounded(1);
+            (
+                Command::List {
+                    filter: filter.clone(),
+                    out: Vec::with_capacity(limit),
+                    reply,
+                },
+                rx,
+            )
+        })?;
+        let mut flows: Vec<FlowInfo> = lists.into_iter().flatten().collect();
+        let truncated = flows.len() > limit;
+        flows.truncate(limit);
+        Ok(json!({"flows": flows, "truncated": truncated}))
+    }
+
+    fn kill(&self, filter: FlowFilter) -> Result<Value, ApiError> {
+        let counts = self.ask(|| {
+            let (reply, rx) = crossbeam_channel::bounded(1);
+            (
+                Command::Kill {
+                    filter: filter.clone(),
+                    reply,
+                },
+                rx,
+            )
+        })?;
+        Ok(json!({"killed": counts.iter().sum::<usize>()}))
+    }
+
+    fn events(&mut self, max: usize) -> Value {
+        let n = max.min(self.recent.len());
+        let policy = self.active.as_ref().map(|a| &a.policy);
+        let segments = |ip, vlan: u16| -> Vec<String> {
+            policy.map_or_else(Vec::new, |p| {
+                p.segments_of(ip, (vlan != 0).then_some(vlan))
+                    .into_iter()
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+        };
+        let events: Vec<Value> = self
+            .recent
+            .drain(..n)
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["time"] = json!(humantime(self.clock.wall(e.time_ms)));
+                v["src_segments"] = json!(segments(e.src, e.vlan));
+                v["dst_segments"] = json!(segments(e.dst, e.vlan));
+                v
+            })
+            .collect();
+        json!({"events": events, "remaining": self.recent.len()})
+    }
+}
+
+fn policy_error(e: policy::PolicyError) -> ApiError {
+    match e {
+        policy::PolicyError::Invalid(errors) => {
+            let mut a = ApiError::new(
+                ErrorCode::InvalidPolicy,
+                format!("{} validation error(s)", errors.len()),
+            );
+            a.details = errors.iter().map(|e| e.to_string()).collect();
+            a
+        }
+        other => ApiError::new(ErrorCode::InvalidPolicy, other.to_string()),
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without pulling in a date crate for one format.
+fn humantime(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::humantime;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(humantime(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            humantime(UNIX_EPOCH + Duration::from_millis(1_795_000_000_123)),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(
+            humantime(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

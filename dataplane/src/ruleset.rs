@@ -1,0 +1,380 @@
+//! A policy version in the form workers consult: the flat rules of [`policy::Compiled`] loaded into two
+//! `rte_acl` contexts (IPv4, IPv6), the per-rule facts a verdict needs, and the runtime settings.
+//!
+//! Built on the management thread, published through [`dpdk::rcu::RcuCell`], read by workers between quiescent
+//! points; never modified once built, so workers share it without locks.
+//!
+//! ACL inputs (bytes, big-endian, built per packet by [`flow_input`]):
+//!
+//! ```text
+//! IPv4 (20 B): proto @0 | vlan u32 @4 | src @8  | dst @12      | sport @16 dport @18
+//! IPv6 (44 B): proto @0 | vlan u32 @4 | src @8..24 | dst @24..40 | sport @40 dport @42
+//! ```
+//!
+//! `vlan` is the outer VLAN id, 0 for untagged frames. For ICMP/ICMPv6 the port fields carry type and code, as
+//! in the policy model. A flat rule's position `i` becomes priority `MAX_PRIORITY - i` (first listed wins) and
+//! its target becomes the userdata: `index + 1` for a user rule, [`MONITORED_DEFAULT`] for the monitored
+//! default; 0 (no match) is the default action.
+
+use std::net::IpAddr;
+
+use dpdk::acl::{
+    AclBuilder, AclContext, FieldDef, FieldKind, FieldValue, Layout, Rule, MAX_PRIORITY,
+};
+use dpdk::Eal;
+use net::{Parsed, L4};
+use policy::{
+    Action, FlatRule, Ipv4Net, Ipv6Net, Mode, OnPolicyChange, Policy, RuleRef, TcpStrictness,
+};
+
+use crate::conntrack::{Strictness, Timeouts};
+
+/// Userdata of the flat rules that stand for the monitored default.
+pub const MONITORED_DEFAULT: u32 = u32::MAX;
+pub const V4_INPUT: usize = 20;
+pub const V6_INPUT: usize = 44;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the policy has {rules} rules; this dataplane is configured for at most {max} (policy.max_rules)")]
+    TooManyRules { rules: usize, max: usize },
+    #[error(transparent)]
+    Compile(#[from] policy::CompileError),
+    #[error("building the {family} classifier: {source}")]
+    Acl {
+        family: &'static str,
+        source: dpdk::Error,
+    },
+}
+
+/// What a worker needs to know about a rule when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleMeta {
+    pub id: u32,
+    pub action: Action,
+    pub mode: Mode,
+    pub log: bool,
+    /// The rule's counter slot (stable for its id across versions; see [`crate::counters::RuleCounters`]).
+    pub slot: u32,
+}
+
+/// The verdict for a new flow (or a stateless packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    /// 0 for the default action.
+    pub rule_id: u32,
+    pub slot: u32,
+    pub action: Action,
+    /// A deny or reject that passes anyway (monitor mode): counted as would-deny.
+    pub monitored: bool,
+    pub log: bool,
+}
+
+impl Judgement {
+    pub fn passes(&self) -> bool {
+        self.action == Action::Allow || self.monitored
+    }
+}
+
+/// The runtime part of `settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub timeouts: Timeouts,
+    pub strictness: Strictness,
+    /// Re-judge tracked flows admitted by an older version at their next packet.
+    pub reevaluate: bool,
+    pub pass_arp: bool,
+    pub pass_neighbor_discovery: bool,
+    pub drop_other_ethertypes: bool,
+}
+
+impl Settings {
+    fn from_policy(s: &policy::Settings) -> Self {
+        let t = &s.timeouts;
+        Settings {
+            timeouts: Timeouts {
+                tcp_syn: t.tcp_syn,
+                tcp_established: t.tcp_established,
+                tcp_fin: t.tcp_fin,
+                tcp_time_wait: t.tcp_time_wait,
+                tcp_close: t.tcp_close,
+                udp: t.udp,
+                udp_stream: t.udp_stream,
+                icmp: t.icmp,
+                other: t.other,
+            },
+            strictness: match s.tcp_strictness {
+                TcpStrictness::Strict => Strictness::Strict,
+                TcpStrictness::Loose => Strictness::Loose,
+            },
+            reevaluate: s.on_policy_change == OnPolicyChange::Reevaluate,
+            pass_arp: s.pass_arp,
+            pass_neighbor_discovery: s.pass_neighbor_discovery,
+            drop_other_ethertypes: s.drop_other_ethertypes,
+        }
+    }
+}
+
+/// One published policy version.
+pub struct Ruleset<'eal> {
+    pub version: u32,
+    pub settings: Settings,
+    v4: AclContext<'eal>,
+    v6: AclContext<'eal>,
+    rules: Box<[RuleMeta]>,
+    /// Rule id → counter slot.
+    slots: hashbrown::HashMap<u32, u32>,
+    default: Judgement,
+    /// Flat rules per family (the compiled rule count, for status and benchmarks).
+    pub flat_rules: (usize, usize),
+}
+
+impl std::fmt::Debug for Ruleset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ruleset")
+            .field("version", &self.version)
+            .field("flat_rules", &self.flat_rules)
+            .finish()
+    }
+}
+
+fn def(kind: FieldKind, size: u8, field_index: u8, input_index: u8, offset: u32) -> FieldDef {
+    FieldDef {
+        kind,
+        size,
+        field_index,
+        input_index,
+        offset,
+    }
+}
+
+fn layout(v6: bool) -> Layout {
+    use FieldKind::*;
+    let mut defs = vec![def(Bitmask, 1, 0, 0, 0), def(Range, 4, 1, 1, 4)];
+    let words = if v6 { 4 } else { 1 };
+    for side in 0..2u8 {
+        for w in 0..words {
+            let i = 2 + side * words + w;
+            defs.push(def(Mask, 4, i, i, 8 + 4 * u32::from(i - 2)));
+        }
+    }
+    let (i, off) = (2 + 2 * words, 8 + 8 * u32::from(words));
+    defs.push(def(Range, 2, i, i, off));
+    defs.push(def(Range, 2, i + 1, i, off + 2));
+    Layout::new(&defs).expect("the ruleset layouts are valid")
+}
+
+/// A 128-bit prefix as four 32-bit ACL mask fields.
+fn v6_words(net: &Ipv6Net) -> [FieldValue; 4] {
+    let bits = u128::from(net.network());
+    let len = u32::from(net.prefix_len());
+    std::array::from_fn(|w| {
+        let word = (bits >> (96 - 32 * w)) as u32;
+        let covered = len.saturating_sub(32 * w as u32).min(32);
+        FieldValue::prefix(u64::from(word), covered)
+    })
+}
+
+fn common<N>(r: &FlatRule<N>) -> [FieldValue; 2] {
+    let proto = match r.proto {
+        Some(p) => FieldValue::bitmask(u64::from(p), 0xff),
+        None => FieldValue::bitmask(0, 0),
+    };
+    let vlan = match r.vlan {
+        Some(v) => FieldValue::range(u64::from(v), u64::from(v)),
+        None => FieldValue::range(0, u64::from(u32::MAX)),
+    };
+    [proto, vlan]
+}
+
+fn ports<N>(r: &FlatRule<N>) -> [FieldValue; 2] {
+    [
+        FieldValue::range(u64::from(r.sport.0), u64::from(r.sport.1)),
+        FieldValue::range(u64::from(r.dport.0), u64::from(r.dport.1)),
+    ]
+}
+
+fn userdata(r: RuleRef) -> u32 {
+    match r {
+        RuleRef::Rule(index) => index as u32 + 1,
+        RuleRef::MonitoredDefault => MONITORED_DEFAULT,
+    }
+}
+
+fn build_acl<'eal, N>(
+    eal: &'eal Eal,
+    family: &'static str,
+    rules: &[FlatRule<N>],
+    fields: impl Fn(&FlatRule<N>) -> Vec<FieldValue>,
+) -> Result<AclContext<'eal>, BuildError> {
+    let v6 = family == "ipv6";
+    let err = |source| BuildError::Acl { family, source };
+    let mut b = AclBuilder::new(eal, family, &layout(v6), rules.len() as u32).map_err(err)?;
+    for (i, r) in rules.iter().enumerate() {
+        let values = fields(r);
+        b.add_rule(&Rule {
+            priority: MAX_PRIORITY - i as i32,
+            userdata: userdata(r.rule),
+            category_mask: 1,
+            fields: &values,
+        })
+        .map_err(err)?;
+    }
+    b.build(1).map_err(err)
+}
+
+impl<'eal> Ruleset<'eal> {
+    /// Compiles `policy` into classifiers. `slot_of` gives each rule id its counter slot.
+    pub fn build(
+        eal: &'eal Eal,
+        policy: &Policy,
+        version: u32,
+        max_rules: usize,
+        slot_of: impl Fn(u32) -> u32,
+    ) -> Result<Self, BuildError> {
+        if policy.rules().len() > max_rules {
+            return Err(BuildError::TooManyRules {
+                rules: policy.rules().len(),
+                max: max_rules,
+            });
+        }
+        let compiled = policy.compile_limited(dpdk::acl::MAX_PRIORITY as usize)?;
+        let v4 = build_acl(eal, "ipv4", &compiled.v4, |r: &FlatRule<Ipv4Net>| {
+            let [p, v] = common(r);
+            let [sp, dp] = ports(r);
+            let net = |n: &Ipv4Net| {
+                FieldValue::prefix(u64::from(u32::from(n.network())), u32::from(n.prefix_len()))
+            };
+            vec![p, v, net(&r.src), net(&r.dst), sp, dp]
+        })?;
+        let v6 = build_acl(eal, "ipv6", &compiled.v6, |r: &FlatRule<Ipv6Net>| {
+            let mut f = common(r).to_vec();
+            f.extend(v6_words(&r.src));
+            f.extend(v6_words(&r.dst));
+            f.extend(ports(r));
+            f
+        })?;
+        let rules: Box<[RuleMeta]> = compiled
+            .rules
+            .iter()
+            .map(|r| RuleMeta {
+                id: r.id,
+                action: r.action,
+                mode: r.mode,
+                log: r.log,
+                slot: slot_of(r.id),
+            })
+            .collect();
+        let mut slots: hashbrown::HashMap<u32, u32> =
+            rules.iter().map(|r| (r.id, r.slot)).collect();
+        slots.insert(0, 0);
+        let default = Judgement {
+            rule_id: 0,
+            slot: 0,
+            action: compiled.default_action,
+            monitored: false,
+            log: false,
+        };
+        Ok(Ruleset {
+            version,
+            settings: Settings::from_policy(policy.settings()),
+            v4,
+            v6,
+            rules,
+            slots,
+            default,
+            flat_rules: (compiled.v4.len(), compiled.v6.len()),
+        })
+    }
+
+    /// Classifies a batch of inputs of one family (see [`flow_input`]); `out[i]` gets the userdata.
+    pub fn classify(&self, v6: bool, inputs: &[&[u8]], out: &mut [u32]) {
+        let ctx = if v6 { &self.v6 } else { &self.v4 };
+        // Inputs are built by flow_input with the exact layout length, so this cannot fail; if it ever did,
+        // "no match" (the default action) is the fail-safe answer.
+        if ctx.classify(inputs, &mut out[..inputs.len()]).is_err() {
+            out[..inputs.len()].fill(0);
+        }
+    }
+
+    /// The verdict a classification result stands for.
+    #[inline]
+    pub fn judge(&self, userdata: u32) -> Judgement {
+        match userdata {
+            0 => self.default,
+            MONITORED_DEFAULT => Judgement {
+                monitored: self.default.action != Action::Allow,
+                ..self.default
+            },
+            n => match self.rules.get(n as usize - 1) {
+                Some(r) => Judgement {
+                    rule_id: r.id,
+                    slot: r.slot,
+                    action: r.action,
+                    monitored: r.mode == Mode::Monitor && r.action != Action::Allow,
+                    log: r.log,
+                },
+                None => self.default,
+            },
+        }
+    }
+
+    /// The counter slot of a rule id of this version (0: the default action).
+    pub fn slot_of(&self, rule_id: u32) -> Option<u32> {
+        self.slots.get(&rule_id).copied()
+    }
+
+    /// The rules of this version (id, counter slot, ...), in order.
+    pub fn rules(&self) -> &[RuleMeta] {
+        &self.rules
+    }
+}
+
+/// The classifier input of a parsed IP packet: its family and the bytes (in `buf`), or `None` for non-IP.
+#[inline]
+pub fn flow_input<'b>(p: &Parsed, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, &'b [u8])> {
+    let (sport, dport) = match p.l4 {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),
+        L4::Icmp { ty, code, .. } | L4::Icmpv6 { ty, code, .. } => (u16::from(ty), u16::from(code)),
+        L4::None => (0, 0),
+    };
+    let proto = p.ip_proto()?.0;
+    let vlan = u32::from(p.vlans[0].unwrap_or(0));
+    buf[0] = proto;
+    buf[1..4].fill(0);
+    buf[4..8].copy_from_slice(&vlan.to_be_bytes());
+    match (p.src_ip()?, p.dst_ip()?) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf[8..12].copy_from_slice(&s.octets());
+            buf[12..16].copy_from_slice(&d.octets());
+            buf[16..18].copy_from_slice(&sport.to_be_bytes());
+            buf[18..20].copy_from_slice(&dport.to_be_bytes());
+            Some((false, &buf[..V4_INPUT]))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            buf[8..24].copy_from_slice(&s.octets());
+            buf[24..40].copy_from_slice(&d.octets());
+            buf[40..42].copy_from_slice(&sport.to_be_bytes());
+            buf[42..44].copy_from_slice(&dport.to_be_bytes());
+            Some((true, &buf[..V6_INPUT]))
+        }
+        _ => None,
+    }
+}
+
+/// The policy-model flow of a parsed IP packet (same field conventions as [`flow_input`]).
+pub fn flow_of(p: &Parsed) -> Option<policy::Flow> {
+    let (sport, dport) = match p.l4 {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),
+        L4::Icmp { ty, code, .. } | L4::Icmpv6 { ty, code, .. } => (u16::from(ty), u16::from(code)),
+        L4::None => (0, 0),
+    };
+    Some(policy::Flow {
+        src: p.src_ip()?,
+        dst: p.dst_ip()?,
+        vlan: p.vlans[0],
+        proto: p.ip_proto()?.0,
+        sport,
+        dport,
+    })
+}

@@ -1,0 +1,736 @@
+//! Compilation to flat rules: pure (src prefix, dst prefix, VLAN, protocol, port range, port range) matches in
+//! priority order, the shape DPDK's `rte_acl` classifies. First match over [`Compiled::v4`]/[`Compiled::v6`]
+//! gives the same [`Decision`] as [`Policy::evaluate`] for every flow (property-tested).
+//!
+//! A rule expands to from-side atoms × to-side atoms × service ranges, where an atom is one prefix with either
+//! one exact VLAN or no VLAN condition. Two reductions keep the count down without changing any decision:
+//! * each side's atoms are merged (prefix aggregation per VLAN, atoms inside a VLAN-less prefix dropped), and
+//!   a service's port lists are merged into disjoint ranges;
+//! * a flat rule covered by one already emitted (every flow it matches, the earlier one matches first) is
+//!   dropped. The same test tells which rules are shadowed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::eval::{Decision, Flow};
+use crate::model::{Action, Mode, PortRange, Selector, ANY_SERVICE};
+use crate::policy::Policy;
+
+/// Every port (or ICMP type/code) value, 0 included.
+pub const FULL_RANGE: (u16, u16) = (0, u16::MAX);
+
+/// What a flat rule decides when it is the first match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleRef {
+    /// The user rule at this index in the document.
+    Rule(usize),
+    /// The default action, monitored: src or dst is in a monitor-mode segment (see [`Decision::Default`]).
+    MonitoredDefault,
+}
+
+/// One 5-tuple + VLAN match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlatRule<N> {
+    pub rule: RuleRef,
+    pub src: N,
+    pub dst: N,
+    /// An exact VLAN id, or `None` for any VLAN and untagged frames alike.
+    pub vlan: Option<u16>,
+    /// An exact protocol, or `None` for every protocol.
+    pub proto: Option<u8>,
+    /// Inclusive source port range (ICMP: type range).
+    pub sport: (u16, u16),
+    /// Inclusive destination port range (ICMP: code range).
+    pub dport: (u16, u16),
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for ipnet::Ipv4Net {}
+    impl Sealed for ipnet::Ipv6Net {}
+}
+
+/// The two prefix types flat rules are built from, so one generic expansion serves both families.
+pub trait Prefix:
+    sealed::Sealed + Copy + Eq + Ord + Hash + fmt::Debug + fmt::Display + 'static
+{
+    /// The prefix that matches every address of the family (`0.0.0.0/0`, `::/0`).
+    fn everything() -> Self;
+    fn bits(&self) -> u8;
+    /// The enclosing prefix of length `len` (`len <= self.bits()`).
+    fn supernet(&self, len: u8) -> Self;
+    fn covers(&self, other: &Self) -> bool;
+    fn contains_addr(&self, addr: IpAddr) -> bool;
+    /// The smallest set of prefixes with the same union.
+    fn aggregate(nets: Vec<Self>) -> Vec<Self>;
+    /// `Some` when `net` is of this family.
+    fn of(net: &IpNet) -> Option<Self>;
+}
+
+impl Prefix for Ipv4Net {
+    fn everything() -> Self {
+        Ipv4Net::default()
+    }
+    fn bits(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn supernet(&self, len: u8) -> Self {
+        Ipv4Net::new(self.network(), len)
+            .expect("len is at most the prefix length")
+            .trunc()
+    }
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+    fn contains_addr(&self, addr: IpAddr) -> bool {
+        matches!(addr, IpAddr::V4(a) if self.contains(&a))
+    }
+    fn aggregate(nets: Vec<Self>) -> Vec<Self> {
+        Ipv4Net::aggregate(&nets)
+    }
+    fn of(net: &IpNet) -> Option<Self> {
+        match net {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        }
+    }
+}
+
+impl Prefix for Ipv6Net {
+    fn everything() -> Self {
+        Ipv6Net::default()
+    }
+    fn bits(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn supernet(&self, len: u8) -> Self {
+        Ipv6Net::new(self.network(), len)
+            .expect("len is at most the prefix length")
+            .trunc()
+    }
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+    fn contains_addr(&self, addr: IpAddr) -> bool {
+        matches!(addr, IpAddr::V6(a) if self.contains(&a))
+    }
+    fn aggregate(nets: Vec<Self>) -> Vec<Self> {
+        Ipv6Net::aggregate(&nets)
+    }
+    fn of(net: &IpNet) -> Option<Self> {
+        match net {
+            IpNet::V6(n) => Some(*n),
+            IpNet::V4(_) => None,
+        }
+    }
+}
+
+fn range_contains(r: (u16, u16), v: u16) -> bool {
+    r.0 <= v && v <= r.1
+}
+
+fn range_covers(outer: (u16, u16), inner: (u16, u16)) -> bool {
+    outer.0 <= inner.0 && inner.1 <= outer.1
+}
+
+impl<N: Prefix> FlatRule<N> {
+    /// Whether the flow matches this flat rule (a flow of the other family never does).
+    pub fn matches(&self, flow: &Flow) -> bool {
+        self.src.contains_addr(flow.src)
+            && self.dst.contains_addr(flow.dst)
+            && self.vlan.is_none_or(|v| flow.vlan == Some(v))
+            && self.proto.is_none_or(|p| flow.proto == p)
+            && range_contains(self.sport, flow.sport)
+            && range_contains(self.dport, flow.dport)
+    }
+
+    /// Whether every flow `other` matches, `self` matches too.
+    pub fn covers(&self, other: &Self) -> bool {
+        self.src.covers(&other.src)
+            && self.dst.covers(&other.dst)
+            && (self.vlan.is_none() || self.vlan == other.vlan)
+            && (self.proto.is_none() || self.proto == other.proto)
+            && range_covers(self.sport, other.sport)
+            && range_covers(self.dport, other.dport)
+    }
+}
+
+/// Linear first match: the semantics `rte_acl` must reproduce (by priority).
+pub fn first_match<N: Prefix>(rules: &[FlatRule<N>], flow: &Flow) -> Option<RuleRef> {
+    rules.iter().find(|r| r.matches(flow)).map(|r| r.rule)
+}
+
+/// What the classifier needs to know about a user rule to turn a match into a [`Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub id: u32,
+    pub action: Action,
+    pub mode: Mode,
+    pub log: bool,
+}
+
+/// A rule that can never be the first match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadowed {
+    pub index: usize,
+    pub id: u32,
+    pub reason: ShadowReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowReason {
+    /// Earlier rules (these ids, in document order) match everything this one does.
+    CoveredBy(Vec<u32>),
+    /// The rule matches no flow at all: its sides have no address family or VLAN in common (e.g. an IPv4-only
+    /// segment to an IPv6-only one).
+    MatchesNothing,
+}
+
+impl fmt::Display for Shadowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {} (rules[{}]) ", self.id, self.index)?;
+        match &self.reason {
+            ShadowReason::CoveredBy(ids) => {
+                let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+                write!(f, "can never match: covered by rule {}", ids.join(", "))
+            }
+            ShadowReason::MatchesNothing => write!(
+                f,
+                "can never match: its sides share no address family or VLAN"
+            ),
+        }
+    }
+}
+
+/// Flat-rule counts, to measure how a policy expands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Flat rules emitted per family, monitored defaults included.
+    pub v4: usize,
+    pub v6: usize,
+    /// Of which the monitored-default tail.
+    pub monitored_default_v4: usize,
+    pub monitored_default_v6: usize,
+    pub rules: Vec<RuleStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    pub index: usize,
+    pub id: u32,
+    pub name: String,
+    /// Flat rules the expansion produced (after merging each side's prefixes, before dropping covered ones).
+    pub candidates: usize,
+    pub v4: usize,
+    pub v6: usize,
+}
+
+impl fmt::Display for CompileStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flat rules: {} IPv4, {} IPv6 (of which monitored default: {} IPv4, {} IPv6)",
+            self.v4, self.v6, self.monitored_default_v4, self.monitored_default_v6
+        )?;
+        for r in &self.rules {
+            write!(
+                f,
+                "\n  rule {} {:?}: {} IPv4 + {} IPv6 of {} candidates",
+                r.id, r.name, r.v4, r.v6, r.candidates
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{} takes the policy past the limit of {limit} flat rules", what(.rule))]
+    TooManyFlatRules { limit: usize, rule: Option<u32> },
+}
+
+fn what(rule: &Option<u32>) -> String {
+    match rule {
+        Some(id) => format!("rule {id}"),
+        None => "the monitored default".to_string(),
+    }
+}
+
+/// The classifier's input: flat rules per family in priority order, and what each match means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub v4: Vec<FlatRule<Ipv4Net>>,
+    pub v6: Vec<FlatRule<Ipv6Net>>,
+    pub default_action: Action,
+    /// Per user rule, by index.
+    pub rules: Vec<RuleInfo>,
+    stats: CompileStats,
+    shadowed: Vec<Shadowed>,
+}
+
+impl Compiled {
+    /// The decision a first match (or no match) stands for.
+    pub fn decision(&self, hit: Option<RuleRef>) -> Decision {
+        match hit {
+            Some(RuleRef::Rule(index)) => {
+                let r = &self.rules[index];
+                Decision::Rule {
+                    index,
+                    id: r.id,
+                    action: r.action,
+                    mode: r.mode,
+                }
+            }
+            Some(RuleRef::MonitoredDefault) => Decision::Default {
+                action: self.default_action,
+                monitored: self.default_action != Action::Allow,
+            },
+            None => Decision::Default {
+                action: self.default_action,
+                monitored: false,
+            },
+        }
+    }
+
+    /// Linear first match over the flat rules of the flow's family; equals [`Policy::evaluate`].
+    pub fn classify(&self, flow: &Flow) -> Decision {
+        let hit = match (flow.src, flow.dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => first_match(&self.v4, flow),
+            (IpAddr::V6(_), IpAddr::V6(_)) => first_match(&self.v6, flow),
+            _ => None,
+        };
+        self.decision(hit)
+    }
+
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// Rules that can never be the first match (found while dropping covered flat rules).
+    pub fn shadowed(&self) -> &[Shadowed] {
+        &self.shadowed
+    }
+}
+
+/// One prefix with one exact VLAN or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Atom<N> {
+    net: N,
+    vlan: Option<u16>,
+}
+
+/// (protocol, sport range, dport range)
+type ServiceAtom = (Option<u8>, (u16, u16), (u16, u16));
+
+fn segment_atoms<N: Prefix>(seg: &crate::model::Segment, out: &mut Vec<Atom<N>>) {
+    for net in seg.prefixes.iter().filter_map(N::of) {
+        match &seg.vlans {
+            None => out.push(Atom { net, vlan: None }),
+            Some(vlans) => out.extend(vlans.iter().map(|&v| Atom { net, vlan: Some(v) })),
+        }
+    }
+}
+
+/// The same union of (address, VLAN) pairs with fewer atoms: prefixes aggregated per VLAN, and VLAN-specific
+/// atoms dropped when a VLAN-less atom contains them.
+fn reduce<N: Prefix>(atoms: Vec<Atom<N>>) -> Vec<Atom<N>> {
+    let mut by_vlan: BTreeMap<Option<u16>, Vec<N>> = BTreeMap::new();
+    for a in atoms {
+        by_vlan.entry(a.vlan).or_default().push(a.net);
+    }
+    let untagged_or_any = by_vlan.remove(&None).map(N::aggregate).unwrap_or_default();
+    let any_vlan: HashSet<N> = untagged_or_any.iter().copied().collect();
+    let in_any_vlan = |n: &N| (0..=n.bits()).any(|len| any_vlan.contains(&n.supernet(len)));
+    let mut out: Vec<Atom<N>> = untagged_or_any
+        .iter()
+        .map(|&net| Atom { net, vlan: None })
+        .collect();
+    for (vlan, nets) in by_vlan {
+        out.extend(
+            N::aggregate(nets)
+                .into_iter()
+                .filter(|n| !in_any_vlan(n))
+                .map(|net| Atom { net, vlan }),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// A list of port ranges as sorted, disjoint, non-adjacent ranges; `None` (no constraint) is the full range.
+fn merged_ranges(list: &Option<Vec<PortRange>>) -> Vec<(u16, u16)> {
+    let Some(list) = list else {
+        return vec![FULL_RANGE];
+    };
+    let mut ranges: Vec<(u16, u16)> = list.iter().map(|r| (r.lo, r.hi)).collect();
+    ranges.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// `ranges` narrowed to a single value when `exact` is set (ICMP type or code).
+fn narrowed(ranges: Vec<(u16, u16)>, exact: Option<u8>) -> Vec<(u16, u16)> {
+    match exact {
+        None => ranges,
+        Some(v) => {
+            let v = u16::from(v);
+            if ranges.iter().any(|&r| range_contains(r, v)) {
+                vec![(v, v)]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn service_atoms(policy: &Policy, name: &str) -> Vec<ServiceAtom> {
+    if name == ANY_SERVICE {
+        return vec![(None, FULL_RANGE, FULL_RANGE)];
+    }
+    let Some(svc) = policy.service(name) else {
+        return Vec::new();
+    };
+    let Some(proto) = svc.protocol.number() else {
+        return vec![(None, FULL_RANGE, FULL_RANGE)];
+    };
+    let sports = narrowed(merged_ranges(&svc.source_ports), svc.icmp_type);
+    let dports = narrowed(merged_ranges(&svc.ports), svc.icmp_code);
+    let mut out = Vec::with_capacity(sports.len() * dports.len());
+    for &s in &sports {
+        for &d in &dports {
+            out.push((Some(proto), s, d));
+        }
+    }
+    out
+}
+
+/// The VLAN condition of a pair of atoms: `None` when they can never hold together.
+fn meet(a: Option<u16>, b: Option<u16>) -> Option<Option<u16>> {
+    match (a, b) {
+        (None, x) | (x, None) => Some(x),
+        (Some(x), Some(y)) => (x == y).then_some(Some(x)),
+    }
+}
+
+/// Emitted flat rules of one family, indexed so that "is this candidate covered by an emitted rule?" looks only
+/// at rules whose src and dst are supernets of the candidate's (at most 33 or 129 lengths each).
+struct Emitted<N: Prefix> {
+    rules: Vec<FlatRule<N>>,
+    by_src: HashMap<N, HashMap<N, Vec<usize>>>,
+    src_lens: BTreeSet<u8>,
+    dst_lens: BTreeSet<u8>,
+}
+
+impl<N: Prefix> Emitted<N> {
+    fn new() -> Self {
+        Emitted {
+            rules: Vec::new(),
+            by_src: HashMap::new(),
+            src_lens: BTreeSet::new(),
+            dst_lens: BTreeSet::new(),
+        }
+    }
+
+    /// An emitted rule with an index in `among` that covers `r`.
+    fn cover(&self, r: &FlatRule<N>, among: Range<usize>) -> Option<usize> {
+        for &sl in self.src_lens.range(..=r.src.bits()) {
+            let Some(by_dst) = self.by_src.get(&r.src.supernet(sl)) else {
+                continue;
+            };
+            for &dl in self.dst_lens.range(..=r.dst.bits()) {
+                let Some(candidates) = by_dst.get(&r.dst.supernet(dl)) else {
+                    continue;
+                };
+                // Indices are pushed in increasing order, so each list is sorted.
+                let first = candidates.partition_point(|&i| i < among.start);
+                if let Some(&i) = candidates[first..]
+                    .iter()
+                    .take_while(|&&i| i < among.end)
+                    .find(|&&i| self.rules[i].covers(r))
+                {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, r: FlatRule<N>) {
+        let i = self.rules.len();
+        self.src_lens.insert(r.src.bits());
+        self.dst_lens.insert(r.dst.bits());
+        self.by_src
+            .entry(r.src)
+            .or_default()
+            .entry(r.dst)
+            .or_default()
+            .push(i);
+        self.rules.push(r);
+    }
+}
+
+/// Per-rule bookkeeping while expanding.
+#[derive(Default)]
+struct Tally {
+    candidates: usize,
+    emitted: usize,
+    /// Candidates no earlier rule covers.
+    uncovered: usize,
+    /// Indices of the earlier rules that cover candidates.
+    covering: BTreeSet<usize>,
+}
+
+struct Compiler<'p> {
+    policy: &'p Policy,
+    total: usize,
+    limit: usize,
+    /// Segments selected by each distinct label selector: many rules tend to share a few selectors, and
+    /// matching labels against every segment for each rule dominated compile time on large policies.
+    by_labels: HashMap<&'p BTreeMap<String, String>, Vec<usize>>,
+}
+
+impl<'p> Compiler<'p> {
+    fn side_atoms<N: Prefix>(&mut self, sel: &'p Selector) -> Vec<Atom<N>> {
+        let policy = self.policy;
+        let mut atoms = Vec::new();
+        match sel {
+            Selector::Any => atoms.push(Atom {
+                net: N::everything(),
+                vlan: None,
+            }),
+            Selector::Segment(name) => {
+                if let Some(seg) = policy.segment(name) {
+                    segment_atoms(seg, &mut atoms);
+                }
+            }
+            Selector::Labels(wanted) => {
+                let selected = self.by_labels.entry(wanted).or_insert_with(|| {
+                    (0..policy.segments().len())
+                        .filter(|&i| {
+                            crate::validate::labels_match(wanted, &policy.segments()[i].labels)
+                        })
+                        .collect()
+                });
+                for &i in selected.iter() {
+                    segment_atoms(&policy.segments()[i], &mut atoms);
+                }
+            }
+            Selector::Prefix(net) => atoms.extend(N::of(net).map(|net| Atom { net, vlan: None })),
+        }
+        reduce(atoms)
+    }
+
+    /// Emits `cand` unless an emitted rule covers it; `rule_start` is where the current rule's own flat rules
+    /// begin, so covers by earlier rules (shadowing) can be told from covers by the rule itself (redundancy).
+    fn offer<N: Prefix>(
+        &mut self,
+        out: &mut Emitted<N>,
+        rule_start: usize,
+        cand: FlatRule<N>,
+        tally: &mut Tally,
+    ) -> Result<(), CompileError> {
+        tally.candidates += 1;
+        if let Some(i) = out.cover(&cand, 0..rule_start) {
+            if let RuleRef::Rule(index) = out.rules[i].rule {
+                tally.covering.insert(index);
+            }
+            return Ok(());
+        }
+        tally.uncovered += 1;
+        if out.cover(&cand, rule_start..usize::MAX).is_some() {
+            return Ok(());
+        }
+        self.total += 1;
+        if self.total > self.limit {
+            return Err(CompileError::TooManyFlatRules {
+                limit: self.limit,
+                rule: None,
+            });
+        }
+        out.push(cand);
+        tally.emitted += 1;
+        Ok(())
+    }
+
+    fn rule<N: Prefix>(
+        &mut self,
+        index: usize,
+        services: &[ServiceAtom],
+        out: &mut Emitted<N>,
+        tally: &mut Tally,
+    ) -> Result<usize, CompileError> {
+        let rule = &self.policy.rules()[index];
+        let from = self.side_atoms::<N>(&rule.from);
+        let to = self.side_atoms::<N>(&rule.to);
+        let start = out.rules.len();
+        let before = tally.emitted;
+        for f in &from {
+            for t in &to {
+                let Some(vlan) = meet(f.vlan, t.vlan) else {
+                    continue;
+                };
+                for &(proto, sport, dport) in services {
+                    let cand = FlatRule {
+                        rule: RuleRef::Rule(index),
+                        src: f.net,
+                        dst: t.net,
+                        vlan,
+                        proto,
+                        sport,
+                        dport,
+                    };
+                    self.offer(out, start, cand, tally)?;
+                }
+            }
+        }
+        Ok(tally.emitted - before)
+    }
+
+    fn monitored_default<N: Prefix>(
+        &mut self,
+        out: &mut Emitted<N>,
+    ) -> Result<usize, CompileError> {
+        let mut atoms = Vec::new();
+        for seg in self
+            .policy
+            .segments()
+            .iter()
+            .filter(|s| s.mode == Mode::Monitor)
+        {
+            segment_atoms(seg, &mut atoms);
+        }
+        let atoms = reduce(atoms);
+        let mut tally = Tally::default();
+        let start = out.rules.len();
+        let any = N::everything();
+        for (is_src, a) in atoms
+            .iter()
+            .map(|a| (true, a))
+            .chain(atoms.iter().map(|a| (false, a)))
+        {
+            let (src, dst) = if is_src { (a.net, any) } else { (any, a.net) };
+            let cand = FlatRule {
+                rule: RuleRef::MonitoredDefault,
+                src,
+                dst,
+                vlan: a.vlan,
+                proto: None,
+                sport: FULL_RANGE,
+                dport: FULL_RANGE,
+            };
+            self.offer(out, start, cand, &mut tally)?;
+        }
+        Ok(tally.emitted)
+    }
+}
+
+pub(crate) fn compile(policy: &Policy, limit: usize) -> Result<Compiled, CompileError> {
+    let mut c = Compiler {
+        policy,
+        total: 0,
+        limit,
+        by_labels: HashMap::new(),
+    };
+    let mut v4 = Emitted::<Ipv4Net>::new();
+    let mut v6 = Emitted::<Ipv6Net>::new();
+    let mut rule_stats = Vec::with_capacity(policy.rules().len());
+    let mut shadowed = Vec::new();
+    for (index, rule) in policy.rules().iter().enumerate() {
+        let services = service_atoms(policy, &rule.service);
+        let mut tally = Tally::default();
+        let tag = |e: CompileError| match e {
+            CompileError::TooManyFlatRules { limit, .. } => CompileError::TooManyFlatRules {
+                limit,
+                rule: Some(rule.id),
+            },
+        };
+        let n4 = c.rule(index, &services, &mut v4, &mut tally).map_err(tag)?;
+        let n6 = c.rule(index, &services, &mut v6, &mut tally).map_err(tag)?;
+        if tally.candidates == 0 {
+            shadowed.push(Shadowed {
+                index,
+                id: rule.id,
+                reason: ShadowReason::MatchesNothing,
+            });
+        } else if tally.uncovered == 0 {
+            let ids = tally
+                .covering
+                .iter()
+                .map(|&i| policy.rules()[i].id)
+                .collect();
+            shadowed.push(Shadowed {
+                index,
+                id: rule.id,
+                reason: ShadowReason::CoveredBy(ids),
+            });
+        }
+        rule_stats.push(RuleStats {
+            index,
+            id: rule.id,
+            name: rule.name.clone(),
+            candidates: tally.candidates,
+            v4: n4,
+            v6: n6,
+        });
+    }
+    let (mut md4, mut md6) = (0, 0);
+    if policy.settings().default_action != Action::Allow {
+        md4 = c.monitored_default(&mut v4)?;
+        md6 = c.monitored_default(&mut v6)?;
+    }
+    let stats = CompileStats {
+        v4: v4.rules.len(),
+        v6: v6.rules.len(),
+        monitored_default_v4: md4,
+        monitored_default_v6: md6,
+        rules: rule_stats,
+    };
+    Ok(Compiled {
+        v4: v4.rules,
+        v6: v6.rules,
+        default_action: policy.settings().default_action,
+        rules: policy
+            .rules()
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.id,
+                action: r.action,
+                mode: r.mode,
+                log: r.log,
+            })
+            .collect(),
+        stats,
+        shadowed,
+    })
+}
+
+impl Policy {
+    /// The flat rules for the classifier. See the [module docs](crate::compile) for the expansion.
+    pub fn compile(&self) -> Compiled {
+        compile(self, usize::MAX).expect("no limit, no error")
+    }
+
+    /// Like [`Policy::compile`], but fails as soon as more than `max_flat_rules` flat rules (both families
+    /// together) would be emitted, so a policy that blows up cannot exhaust memory or the classifier.
+    pub fn compile_limited(&self, max_flat_rules: usize) -> Result<Compiled, CompileError> {
+        compile(self, max_flat_rules)
+    }
+
+    /// Rules that can never be the first match, because earlier rules cover everything they match, or because
+    /// they match nothing. Conservative: a rule is reported only when that is certain (each of its flat rules is
+    /// covered by one earlier flat rule); a rule covered only by a combination finer than that is not reported.
+    pub fn shadowed_rules(&self) -> Vec<Shadowed> {
+        self.compile().shadowed
+    }
+}
