@@ -27,7 +27,7 @@ use policy::{
     Action, FlatRule, Ipv4Net, Ipv6Net, Mode, OnPolicyChange, Policy, RuleRef, TcpStrictness,
 };
 
-use crate::conntrack::{Strictness, Timeouts};
+use crate::conntrack::{Dir, Entry, Strictness, Timeouts};
 
 /// Userdata of the flat rules that stand for the monitored default.
 pub const MONITORED_DEFAULT: u32 = u32::MAX;
@@ -360,6 +360,43 @@ pub fn flow_input<'b>(p: &Parsed, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, 
         }
         _ => None,
     }
+}
+
+/// The classifier input of a tracked flow's original direction — what the policy judged when the flow was
+/// admitted, and what it must judge again after a policy change (never the direction of the packet that
+/// happens to trigger the re-check: a reply is not a new connection from the responder). Echo flows are judged
+/// as the echo request that opened them.
+pub fn entry_input<'b>(e: &Entry, buf: &'b mut [u8; V6_INPUT]) -> (bool, &'b [u8]) {
+    let (src, sport) = e.endpoint(Dir::Original);
+    let (dst, dport) = e.endpoint(Dir::Reply);
+    let (sport, dport) = match e.proto() {
+        1 => (u16::from(net::icmpv4::types::ECHO_REQUEST), 0),
+        58 => (u16::from(net::icmpv6::types::ECHO_REQUEST), 0),
+        _ => (sport, dport),
+    };
+    let v6 = matches!(src, IpAddr::V6(_));
+    buf[0] = e.proto();
+    buf[1..4].fill(0);
+    buf[4..8].copy_from_slice(&u32::from(e.key().vlan()).to_be_bytes());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf[8..12].copy_from_slice(&s.octets());
+            buf[12..16].copy_from_slice(&d.octets());
+            buf[16..18].copy_from_slice(&sport.to_be_bytes());
+            buf[18..20].copy_from_slice(&dport.to_be_bytes());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            buf[8..24].copy_from_slice(&v6(s));
+            buf[24..40].copy_from_slice(&v6(d));
+            buf[40..42].copy_from_slice(&sport.to_be_bytes());
+            buf[42..44].copy_from_slice(&dport.to_be_bytes());
+        }
+    }
+    (v6, &buf[..if v6 { V6_INPUT } else { V4_INPUT }])
 }
 
 /// The policy-model flow of a parsed IP packet (same field conventions as [`flow_input`]).

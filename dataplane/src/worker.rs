@@ -25,7 +25,7 @@ use crate::control::FlowFilter;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
 use crate::reject;
-use crate::ruleset::{flow_input, Judgement, Ruleset, V6_INPUT};
+use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
 
 /// A request from the management thread, answered by the worker between bursts.
 #[derive(Debug)]
@@ -307,8 +307,8 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>) {
     let mut families = [false; MAX_BURST];
     let mut any = false;
     for i in 0..n {
-        if matches!(notes[i], Note::New(_) | Note::Recheck(_)) {
-            match parsed[i]
+        match notes[i] {
+            Note::New(_) => match parsed[i]
                 .as_ref()
                 .and_then(|p| flow_input(p, &mut inputs[i]))
             {
@@ -317,7 +317,16 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>) {
                     any = true;
                 }
                 None => notes[i] = Note::Drop(DropReason::Malformed),
-            }
+            },
+            // Judge the flow as it was opened, whichever direction this packet travels.
+            Note::Recheck(id) => match cx.tracker.table().get(id) {
+                Some(e) => {
+                    families[i] = entry_input(e, &mut inputs[i]).0;
+                    any = true;
+                }
+                None => notes[i] = Note::Drop(DropReason::PolicyRevoked),
+            },
+            _ => {}
         }
     }
     if any {

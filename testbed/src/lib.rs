@@ -287,6 +287,7 @@ pub struct TestBed {
     pub b: Side,
     pub dir: PathBuf,
     child: Option<Child>,
+    binary: PathBuf,
     events: Arc<(Mutex<Events>, Condvar)>,
     netns_created: Vec<String>,
 }
@@ -317,6 +318,7 @@ impl TestBed {
             },
             dir,
             child: None,
+            binary: PathBuf::new(),
             events: Arc::default(),
             netns_created: Vec::new(),
         };
@@ -335,30 +337,49 @@ impl TestBed {
                 &bed.b.iface,
             ),
         )?;
+        bed.binary = opts.dataplane.clone();
         bed.start_dataplane(&opts.dataplane, &config)?;
-        for side in [&bed.a, &bed.b] {
-            sh(&["ip", "link", "set", &side.iface, "netns", &side.netns])?;
-        }
-        for (side, v4, v6) in [(&bed.a, addr::A4, addr::A6), (&bed.b, addr::B4, addr::B6)] {
-            side.ok(&["ip", "link", "set", "lo", "up"])?;
-            side.ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", &side.iface])?;
-            side.ok(&[
-                "ip",
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                &side.iface,
-                "nodad",
-            ])?;
-            side.ok(&["ip", "link", "set", &side.iface, "up"])?;
-        }
+        bed.wire()?;
         Ok(bed)
     }
 
+    /// Moves the dataplane's TAP devices into the namespaces and addresses them.
+    fn wire(&self) -> Result<()> {
+        for side in [&self.a, &self.b] {
+            sh(&["ip", "link", "set", &side.iface, "netns", &side.netns])?;
+        }
+        for (side, v4, v6) in [(&self.a, addr::A4, addr::A6), (&self.b, addr::B4, addr::B6)] {
+            side.ok(&["ip", "link", "set", "lo", "up"])?;
+            side.ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", &side.iface])?;
+            let v6 = format!("{v6}/64");
+            side.ok(&["ip", "-6", "addr", "add", &v6, "dev", &side.iface, "nodad"])?;
+            side.ok(&["ip", "link", "set", &side.iface, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Stops the dataplane and starts it again with the same config and state directory (its TAP devices
+    /// are recreated and wired in again). Returns how the first process ended.
+    pub fn restart(&mut self) -> Result<Stopped> {
+        let stopped = self.stop()?;
+        self.events = Arc::default();
+        let config = self.dir.join("dataplane.toml");
+        let binary = self.binary.clone();
+        self.start_dataplane(&binary, &config)?;
+        self.wire()?;
+        Ok(stopped)
+    }
+
+    /// The dataplane's process id, while it runs.
+    pub fn dataplane_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn start_dataplane(&mut self, binary: &Path, config: &Path) -> Result<()> {
-        let stderr = std::fs::File::create(self.dir.join("dataplane.stderr"))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dataplane.stderr"))?;
         let mut child = Command::new(binary)
             .arg("--config")
             .arg(config)

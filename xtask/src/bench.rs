@@ -221,6 +221,11 @@ fn run_bulkhead(
     seconds: u64,
 ) -> Result<Vec<f64>> {
     let config = dir.join("bench.toml");
+    // A fresh state directory each run, so the bootstrap policy is the one enforced.
+    let state = dir.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let policy = testbed::policy_file("open.json");
+    let socket = dir.join("control.sock");
     let [pcap_dev, null_dev] = vdevs(pcap).map(|v| v.trim_start_matches("--vdev=").to_string());
     std::fs::write(
         &config,
@@ -254,6 +259,15 @@ ports = ["pcap", "sink"]
 
 [stats]
 interval_ms = 1000
+
+# Every flow allowed; loose TCP so the replayed mid-stream segments are picked up as established flows.
+[policy]
+state_dir = {state:?}
+control_socket = {socket:?}
+bootstrap = {policy:?}
+
+[conntrack]
+flows_per_worker = 65536
 "#
         ),
     )?;

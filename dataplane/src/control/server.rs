@@ -18,8 +18,11 @@ pub trait Handler: Sync {
 const MAX_LINE: u64 = 64 << 20;
 /// Concurrent connections; further ones are answered with an error and closed.
 const MAX_CONNECTIONS: usize = 16;
-/// How often blocked accepts and reads look at the stop flag.
+/// How often blocked reads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the listener looks for a new connection: short, so a client that connects per request (scripts,
+/// `socat`) is not slowed down; it only costs the management thread a wake-up per interval.
+const ACCEPT_POLL: Duration = Duration::from_millis(2);
 
 /// Serves the control socket at `path` until `stop` is set. Runs on a management thread, never on a worker.
 pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::Result<()> {
@@ -57,7 +60,7 @@ pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::
                         active.fetch_sub(1, Ordering::AcqRel);
                     });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
                 Err(e) => return Err(e),
             }
         }
