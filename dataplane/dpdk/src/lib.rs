@@ -24,6 +24,7 @@ pub mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+pub mod prefetch;
 pub mod rcu;
 
 pub use eal::{runtime_version, tsc, tsc_hz, Eal};
@@ -31,3 +32,4 @@ pub use error::{Error, Result};
 pub use mbuf::{Burst, Mbuf, MAX_BURST};
 pub use mempool::Mempool;
 pub use port::{DevInfo, Port, PortConfig, PortStats, Queues, RxQueue, TxQueue};
+pub use prefetch::prefetch;
