@@ -82,5 +82,5 @@ mod fixtures;
 pub use error::{Error, Result};
 pub use ethernet::{EtherType, MacAddr};
 pub use ipv4::IpProtocol;
-pub use parse::{parse, Fragment, Layer, ParseError, Parsed, L3, L4};
+pub use parse::{parse, parse_into, Fragment, Layer, ParseError, Parsed, L3, L4};
 pub use tcp::TcpFlags;

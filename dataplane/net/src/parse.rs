@@ -138,6 +138,17 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// A placeholder (an empty frame of EtherType 0), e.g. to initialize an
+    /// array that [`parse_into`] fills.
+    pub const EMPTY: Parsed = Parsed {
+        vlans: [None; 2],
+        ethertype: EtherType(0),
+        l3_offset: 0,
+        l3: L3::Other(EtherType(0)),
+        l4_offset: None,
+        l4: L4::None,
+    };
+
     /// Number of VLAN tags (0, 1 or 2).
     pub fn vlan_count(&self) -> usize {
         self.vlans.iter().flatten().count()
@@ -369,6 +380,16 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// Non-first fragments parse successfully with [`L4::None`] and no
 /// `l4_offset`; the first fragment's UDP length may exceed the fragment.
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let mut out = Parsed::EMPTY;
+    parse_into(frame, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse`] into a caller's `Parsed` (e.g. a slot of a burst's array),
+/// which saves copying the result on the fast path. On error `out` holds
+/// unspecified (but valid) values.
+#[inline]
+pub fn parse_into(frame: &[u8], out: &mut Parsed) -> Result<(), ParseError> {
     if frame.len() < 14 {
         return Err(truncated(Layer::Ethernet));
     }
@@ -389,25 +410,23 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     // The layers write straight into `out` (helpers are force-inlined):
     // returning enums by value went through stack temporaries whose copies
     // caused store-forwarding stalls that dominated the profile.
-    let mut out = Parsed {
-        vlans,
-        ethertype,
-        l3_offset: off,
-        l3: L3::Other(ethertype),
-        l4_offset: None,
-        l4: L4::None,
-    };
+    out.vlans = vlans;
+    out.ethertype = ethertype;
+    out.l3_offset = off;
+    out.l3 = L3::Other(ethertype);
+    out.l4_offset = None;
+    out.l4 = L4::None;
     let l3_bytes = &frame[off..];
     match ethertype {
-        EtherType::IPV4 => parse_ipv4(l3_bytes, off, &mut out)?,
-        EtherType::IPV6 => parse_ipv6(l3_bytes, off, &mut out)?,
+        EtherType::IPV4 => parse_ipv4(l3_bytes, off, out)?,
+        EtherType::IPV6 => parse_ipv6(l3_bytes, off, out)?,
         EtherType::ARP => {
             parse_arp(l3_bytes)?;
             out.l3 = L3::Arp;
         }
         _ => {}
     }
-    Ok(out)
+    Ok(())
 }
 
 #[inline(always)]
