@@ -330,6 +330,36 @@ impl<'eal> Ruleset<'eal> {
     }
 }
 
+/// Writes a classifier input (layout in the module docs); `None` if the addresses are of different families.
+#[inline]
+fn encode<'b>(
+    buf: &'b mut [u8; V6_INPUT],
+    proto: u8,
+    vlan: u16,
+    (src, sport): (IpAddr, u16),
+    (dst, dport): (IpAddr, u16),
+) -> Option<(bool, &'b [u8])> {
+    buf[0] = proto;
+    buf[1..4].fill(0);
+    buf[4..8].copy_from_slice(&u32::from(vlan).to_be_bytes());
+    let (v6, ports) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf[8..12].copy_from_slice(&s.octets());
+            buf[12..16].copy_from_slice(&d.octets());
+            (false, 16)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            buf[8..24].copy_from_slice(&s.octets());
+            buf[24..40].copy_from_slice(&d.octets());
+            (true, 40)
+        }
+        _ => return None,
+    };
+    buf[ports..ports + 2].copy_from_slice(&sport.to_be_bytes());
+    buf[ports + 2..ports + 4].copy_from_slice(&dport.to_be_bytes());
+    Some((v6, &buf[..ports + 4]))
+}
+
 /// The classifier input of a parsed IP packet: its family and the bytes (in `buf`), or `None` for non-IP.
 #[inline]
 pub fn flow_input<'b>(p: &Parsed, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, &'b [u8])> {
@@ -339,27 +369,24 @@ pub fn flow_input<'b>(p: &Parsed, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, 
         L4::None => (0, 0),
     };
     let proto = p.ip_proto()?.0;
-    let vlan = u32::from(p.vlans[0].unwrap_or(0));
-    buf[0] = proto;
-    buf[1..4].fill(0);
-    buf[4..8].copy_from_slice(&vlan.to_be_bytes());
-    match (p.src_ip()?, p.dst_ip()?) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            buf[8..12].copy_from_slice(&s.octets());
-            buf[12..16].copy_from_slice(&d.octets());
-            buf[16..18].copy_from_slice(&sport.to_be_bytes());
-            buf[18..20].copy_from_slice(&dport.to_be_bytes());
-            Some((false, &buf[..V4_INPUT]))
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            buf[8..24].copy_from_slice(&s.octets());
-            buf[24..40].copy_from_slice(&d.octets());
-            buf[40..42].copy_from_slice(&sport.to_be_bytes());
-            buf[42..44].copy_from_slice(&dport.to_be_bytes());
-            Some((true, &buf[..V6_INPUT]))
-        }
-        _ => None,
-    }
+    encode(
+        buf,
+        proto,
+        p.vlans[0].unwrap_or(0),
+        (p.src_ip()?, sport),
+        (p.dst_ip()?, dport),
+    )
+}
+
+/// The classifier input of a policy-model flow (explain, tests).
+pub fn model_input<'b>(f: &policy::Flow, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, &'b [u8])> {
+    encode(
+        buf,
+        f.proto,
+        f.vlan.unwrap_or(0),
+        (f.src, f.sport),
+        (f.dst, f.dport),
+    )
 }
 
 /// The classifier input of a tracked flow's original direction — what the policy judged when the flow was
@@ -375,27 +402,8 @@ pub fn entry_input<'b>(e: &Entry, buf: &'b mut [u8; V6_INPUT]) -> (bool, &'b [u8
         _ => (sport, dport),
     };
     let v6 = matches!(src, IpAddr::V6(_));
-    buf[0] = e.proto();
-    buf[1..4].fill(0);
-    buf[4..8].copy_from_slice(&u32::from(e.key().vlan()).to_be_bytes());
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            buf[8..12].copy_from_slice(&s.octets());
-            buf[12..16].copy_from_slice(&d.octets());
-            buf[16..18].copy_from_slice(&sport.to_be_bytes());
-            buf[18..20].copy_from_slice(&dport.to_be_bytes());
-        }
-        (s, d) => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V6(a) => a.octets(),
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            };
-            buf[8..24].copy_from_slice(&v6(s));
-            buf[24..40].copy_from_slice(&v6(d));
-            buf[40..42].copy_from_slice(&sport.to_be_bytes());
-            buf[42..44].copy_from_slice(&dport.to_be_bytes());
-        }
-    }
+    // A tracked flow's endpoints share one family (its key says which), so this always encodes.
+    let _ = encode(buf, e.proto(), e.key().vlan(), (src, sport), (dst, dport));
     (v6, &buf[..if v6 { V6_INPUT } else { V4_INPUT }])
 }
 

@@ -87,21 +87,34 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    fn from_raw(
-        src: [u8; 16],
+    /// All zero: a placeholder no packet produces (IPv4 keys hold IPv4-mapped addresses, IPv6 keys the family
+    /// bit).
+    pub(crate) const ZERO: FlowKey = FlowKey {
+        addrs: [[0; 16]; 2],
+        ports: [0; 2],
+        vlan: 0,
+        proto: 0,
+    };
+
+    /// The key of `src:sport -> dst:dport`, addresses as big-endian numbers (so numeric order is the byte
+    /// order of the canonical form), and which endpoint the source is. Integer arithmetic only: building the
+    /// key byte by byte through the stack cost store-forwarding stalls on the fast path.
+    #[inline(always)]
+    fn from_words(
+        src: u128,
         sport: u16,
-        dst: [u8; 16],
+        dst: u128,
         dport: u16,
         proto: u8,
         vlan: u16,
     ) -> (FlowKey, Side) {
-        let (addrs, ports, side) = if (src, sport) <= (dst, dport) {
-            ([src, dst], [sport, dport], Side::First)
+        let (lo, hi, ports, side) = if (src, sport) <= (dst, dport) {
+            (src, dst, [sport, dport], Side::First)
         } else {
-            ([dst, src], [dport, sport], Side::Second)
+            (dst, src, [dport, sport], Side::Second)
         };
         let key = FlowKey {
-            addrs,
+            addrs: [lo.to_be_bytes(), hi.to_be_bytes()],
             ports,
             vlan,
             proto,
@@ -109,7 +122,14 @@ impl FlowKey {
         (key, side)
     }
 
+    /// The key as three words, for hashing: both addresses (big-endian numbers) and the rest packed.
+    #[inline(always)]
+    pub(super) fn words(&self) -> (u128, u128, u64) {
+        words_of(&self.addrs, self.ports, self.vlan, self.proto)
+    }
+
     /// The key of an IPv4 packet `src:sport -> dst:dport`, and which endpoint its source is.
+    #[inline]
     pub fn v4(
         src: Ipv4Addr,
         sport: u16,
@@ -118,10 +138,12 @@ impl FlowKey {
         proto: u8,
         vlan: u16,
     ) -> (FlowKey, Side) {
-        Self::from_raw(
-            src.to_ipv6_mapped().octets(),
+        // `::ffff:a.b.c.d` as a number.
+        let mapped = |a: Ipv4Addr| 0xffff_0000_0000 | u128::from(a.to_bits());
+        Self::from_words(
+            mapped(src),
             sport,
-            dst.to_ipv6_mapped().octets(),
+            mapped(dst),
             dport,
             proto,
             vlan & VLAN_MASK,
@@ -129,6 +151,7 @@ impl FlowKey {
     }
 
     /// The key of an IPv6 packet `src:sport -> dst:dport`, and which endpoint its source is.
+    #[inline]
     pub fn v6(
         src: Ipv6Addr,
         sport: u16,
@@ -137,10 +160,10 @@ impl FlowKey {
         proto: u8,
         vlan: u16,
     ) -> (FlowKey, Side) {
-        Self::from_raw(
-            src.octets(),
+        Self::from_words(
+            src.to_bits(),
             sport,
-            dst.octets(),
+            dst.to_bits(),
             dport,
             proto,
             (vlan & VLAN_MASK) | FAMILY_V6,
@@ -192,7 +215,26 @@ impl FlowKey {
     }
 }
 
+/// Hash words of a key given field by field (see [`FlowKey::words`]); also used on stored entries.
+#[inline(always)]
+pub(super) fn words_of(
+    addrs: &[[u8; 16]; 2],
+    ports: [u16; 2],
+    vlan: u16,
+    proto: u8,
+) -> (u128, u128, u64) {
+    (
+        u128::from_be_bytes(addrs[0]),
+        u128::from_be_bytes(addrs[1]),
+        u64::from(ports[0])
+            | (u64::from(ports[1]) << 16)
+            | (u64::from(vlan) << 32)
+            | (u64::from(proto) << 48),
+    )
+}
+
 /// The outer VLAN id of a frame, 0 if untagged.
+#[inline(always)]
 fn outer_vlan(p: &Parsed) -> u16 {
     p.vlans[0].unwrap_or(0)
 }
@@ -201,6 +243,7 @@ fn outer_vlan(p: &Parsed) -> u16 {
 /// identifier, other IP protocols with ports 0. `None` for what is not keyed this way: non-IP frames,
 /// non-first fragments (no transport header), and ICMP messages other than echo (errors are keyed by what
 /// they quote, see [`quoted_key`]).
+#[inline]
 pub fn packet_key(p: &Parsed) -> Option<(FlowKey, Side)> {
     let (sport, dport) = match p.l4 {
         L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),

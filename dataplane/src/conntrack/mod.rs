@@ -46,7 +46,7 @@ pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{
     timeout_ms, track, Strictness, TcpConnState, TcpDropReason, TcpSegment, TcpState, TcpVerdict,
 };
-pub use tracker::{Admission, Committed, DropReason, NewFlow, Track, Tracker, Untracked};
+pub use tracker::{Admission, Committed, DropReason, NewFlow, Prepared, Track, Tracker, Untracked};
 
 /// Idle timeouts in seconds, by protocol state. The policy crate's `settings.timeouts` carries the same names
 /// and defaults. Values above [`table::MAX_TIMEOUT_MS`] are clamped to it.

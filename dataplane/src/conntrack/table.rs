@@ -17,7 +17,7 @@ use foldhash::quality::FoldHasher;
 use foldhash::SharedSeed;
 use hashbrown::HashTable;
 
-use super::key::{Dir, FlowKey, Side, FAMILY_V6};
+use super::key::{self, Dir, FlowKey, Side, FAMILY_V6};
 use super::tcp::{self, TcpConnState, TcpState};
 use super::Timeouts;
 
@@ -187,11 +187,20 @@ impl Entry {
         self.flags & OCCUPIED != 0
     }
 
-    fn key_eq(&self, key: &FlowKey) -> bool {
-        self.addrs == key.addrs
-            && self.ports == key.ports
-            && self.vlan == key.vlan
-            && self.proto == key.proto
+    #[inline]
+    pub(super) fn key_eq(&self, key: &FlowKey) -> bool {
+        // Whole-word comparisons, combined without branches: one 32-byte compare and one 8-byte one.
+        let addrs = (u128::from_ne_bytes(self.addrs[0]) ^ u128::from_ne_bytes(key.addrs[0]))
+            | (u128::from_ne_bytes(self.addrs[1]) ^ u128::from_ne_bytes(key.addrs[1]));
+        let rest = (u64::from(self.ports[0])
+            | u64::from(self.ports[1]) << 16
+            | u64::from(self.vlan) << 32
+            | u64::from(self.proto) << 48)
+            ^ (u64::from(key.ports[0])
+                | u64::from(key.ports[1]) << 16
+                | u64::from(key.vlan) << 32
+                | u64::from(key.proto) << 48);
+        addrs == 0 && rest == 0
     }
 
     /// The flow's key.
@@ -431,25 +440,22 @@ impl KeyHasher {
         }
     }
 
-    fn hash_parts(&self, addrs: &[[u8; 16]; 2], ports: [u16; 2], vlan: u16, proto: u8) -> u64 {
+    #[inline(always)]
+    fn hash_words(&self, (a0, a1, rest): (u128, u128, u64)) -> u64 {
         let mut h = FoldHasher::with_seed(self.per_hasher, &self.shared);
-        h.write_u128(u128::from_le_bytes(addrs[0]));
-        h.write_u128(u128::from_le_bytes(addrs[1]));
-        h.write_u64(
-            u64::from(ports[0])
-                | (u64::from(ports[1]) << 16)
-                | (u64::from(vlan) << 32)
-                | (u64::from(proto) << 48),
-        );
+        h.write_u128(a0);
+        h.write_u128(a1);
+        h.write_u64(rest);
         h.finish()
     }
 
+    #[inline]
     fn hash(&self, k: &FlowKey) -> u64 {
-        self.hash_parts(&k.addrs, k.ports, k.vlan, k.proto)
+        self.hash_words(k.words())
     }
 
     fn hash_entry(&self, e: &Entry) -> u64 {
-        self.hash_parts(&e.addrs, e.ports, e.vlan, e.proto)
+        self.hash_words(key::words_of(&e.addrs, e.ports, e.vlan, e.proto))
     }
 }
 
@@ -464,11 +470,22 @@ pub struct TableStats {
     pub evict_slots_scanned: u64,
 }
 
+/// Hash bits stored in the index next to a slot start here: above every bit hashbrown uses to pick a bucket
+/// (at most 32 of them, for [`MAX_CAPACITY`]) minus the slot bits, and below its 7-bit control tag (bits 57..64).
+const INDEX_TAG_SHIFT: u32 = 24;
+
 /// A fixed-capacity connection table owned by one worker.
+///
+/// The index stores one `u32` per flow: the slab slot in the low bits and, in the bits the slot does not need,
+/// more bits of the key's hash. With hashbrown's own 7-bit tag they let [`probe`](Self::probe) pick the flow's
+/// slot without reading the slab (so a burst can probe first and prefetch the entries), and a full lookup
+/// reads the slab only for a near-certain match.
 #[derive(Debug)]
 pub struct ConnTable {
     slab: Vec<Entry>,
     index: HashTable<u32>,
+    /// Mask of the slot bits of an index value.
+    slot_mask: u32,
     free_head: u32,
     len: usize,
     cursor: usize,
@@ -505,9 +522,13 @@ impl ConnTable {
         // A quarter more than the cap keeps the index at most ~70 % loaded and leaves hashbrown room for
         // tombstones, so rebuilds stay rare.
         let index = HashTable::with_capacity(capacity + capacity / 4);
+        // Slots are below `capacity`, so they need the bits of `capacity - 1`.
+        let slot_bits = usize::BITS - capacity.saturating_sub(1).leading_zeros();
+        let slot_mask = u32::try_from((1u64 << slot_bits) - 1).unwrap_or(u32::MAX);
         ConnTable {
             slab,
             index,
+            slot_mask,
             free_head: if capacity == 0 { NIL } else { 0 },
             len: 0,
             cursor: 0,
@@ -552,18 +573,69 @@ impl ConnTable {
         self.index.allocation_size()
     }
 
+    #[inline]
     pub(super) fn hash(&self, key: &FlowKey) -> u64 {
         self.hasher.hash(key)
     }
 
+    /// The hash bits an index value keeps above its slot.
+    #[inline(always)]
+    fn index_tag(&self, hash: u64) -> u32 {
+        ((hash >> INDEX_TAG_SHIFT) as u32) & !self.slot_mask
+    }
+
+    /// The index value of the flow in `slot` whose key hashes to `hash`.
+    #[inline(always)]
+    fn index_value(&self, hash: u64, slot: u32) -> u32 {
+        slot | self.index_tag(hash)
+    }
+
+    /// The hash of the flow an index value points to (hashbrown's rehash callback; the table never lets it
+    /// run, see [`rebuild_index`](Self::rebuild_index)).
+    fn rehash_of(hasher: &KeyHasher, slab: &[Entry], slot_mask: u32, value: u32) -> u64 {
+        slab.get((value & slot_mask) as usize)
+            .map_or(0, |e| hasher.hash_entry(e))
+    }
+
     /// The flow with `key` (live or expired), by its precomputed [`hash`](Self::hash).
+    #[inline]
     pub(super) fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowId> {
-        let slab = &self.slab;
+        let (slab, tag, mask) = (&self.slab, self.index_tag(hash), self.slot_mask);
         self.index
-            .find(hash, |&i| {
-                slab.get(i as usize).is_some_and(|e| e.key_eq(key))
+            .find(hash, |&v| {
+                v & !mask == tag && slab.get((v & mask) as usize).is_some_and(|e| e.key_eq(key))
             })
-            .map(|&i| FlowId(i))
+            .map(|&v| FlowId(v & mask))
+    }
+
+    /// The slot the flow hashing to `hash` most likely occupies, from the index alone (the slab is not read):
+    /// the first indexed flow along the probe sequence whose stored hash bits match. `None` means no flow with
+    /// this hash is tracked; a slot must be [`confirm`](Self::confirm)ed against the key.
+    #[inline]
+    pub(super) fn probe(&self, hash: u64) -> Option<u32> {
+        let (tag, mask) = (self.index_tag(hash), self.slot_mask);
+        self.index
+            .find(hash, |&v| v & !mask == tag)
+            .map(|&v| v & mask)
+    }
+
+    /// Starts loading the entry in `slot` into the cache (see [`probe`](Self::probe)).
+    #[inline]
+    pub(super) fn prefetch(&self, slot: u32) {
+        if let Some(e) = self.slab.get(slot as usize) {
+            dpdk::prefetch(e);
+        }
+    }
+
+    /// The flow with `key`, given what [`probe`](Self::probe) answered for its `hash`: the probed slot when it
+    /// holds the key (the usual case), else a full lookup (another flow's hash bits matched first).
+    #[inline]
+    pub(super) fn confirm(&self, hash: u64, key: &FlowKey, probed: Option<u32>) -> Option<FlowId> {
+        let slot = probed?;
+        match self.slab.get(slot as usize) {
+            Some(e) if e.key_eq(key) => Some(FlowId(slot)),
+            _ => self.find_hashed(hash, key),
+        }
     }
 
     /// The flow with `key`, whether or not it has expired.
@@ -643,9 +715,10 @@ impl ConnTable {
         }
         self.slab[slot as usize] = Entry::fresh(key, originator, now);
         self.len += 1;
-        let (slab, hasher) = (&self.slab, &self.hasher);
+        let value = self.index_value(hash, slot);
+        let (slab, hasher, mask) = (&self.slab, &self.hasher, self.slot_mask);
         self.index
-            .insert_unique(hash, slot, |&i| hasher.hash_entry(&slab[i as usize]));
+            .insert_unique(hash, value, |&v| Self::rehash_of(hasher, slab, mask, v));
         Ok(Inserted {
             id: FlowId(slot),
             displaced,
@@ -685,12 +758,13 @@ impl ConnTable {
     fn rebuild_index(&mut self) {
         self.stats.index_rebuilds += 1;
         self.index.clear();
+        let mask = self.slot_mask;
         let (slab, hasher, index) = (&self.slab, &self.hasher, &mut self.index);
         for (i, e) in slab.iter().enumerate() {
             if e.is_occupied() {
-                index.insert_unique(hasher.hash_entry(e), i as u32, |&j| {
-                    hasher.hash_entry(&slab[j as usize])
-                });
+                let hash = hasher.hash_entry(e);
+                let value = (i as u32) | (((hash >> INDEX_TAG_SHIFT) as u32) & !mask);
+                index.insert_unique(hash, value, |&v| Self::rehash_of(hasher, slab, mask, v));
             }
         }
     }
@@ -699,7 +773,8 @@ impl ConnTable {
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
         let e = *self.get(id)?;
         let hash = self.hasher.hash_entry(&e);
-        if let Ok(found) = self.index.find_entry(hash, |&i| i == id.0) {
+        let value = self.index_value(hash, id.0);
+        if let Ok(found) = self.index.find_entry(hash, |&v| v == value) {
             found.remove();
         }
         let slot = &mut self.slab[id.index()];

@@ -6,7 +6,7 @@ use net::tcp::{TcpOption, TcpPacket};
 use net::{Parsed, TcpFlags, L3, L4};
 
 use super::key::{self, Dir, FlowKey, Side};
-use super::table::{ConnTable, Entry, FlowId, Full, Lookup, TableStats};
+use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
 use super::tcp::{Strictness, TcpDropReason, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
 
@@ -86,6 +86,15 @@ pub struct NewFlow {
 }
 
 impl NewFlow {
+    /// A placeholder, e.g. to initialize a burst's array once.
+    pub const EMPTY: NewFlow = NewFlow {
+        key: FlowKey::ZERO,
+        originator: Side::First,
+        tcp: TcpState::EMPTY,
+        bytes: 0,
+        reuses: false,
+    };
+
     /// The flow's key.
     pub const fn key(&self) -> &FlowKey {
         &self.key
@@ -152,6 +161,55 @@ pub struct Committed {
     pub id: FlowId,
     /// The flow that gave up its place, to be reported as closed (see [`super::Inserted::displaced`]).
     pub displaced: Option<Entry>,
+}
+
+/// Slot value of a [`Prepared`] whose probe found nothing (or that was not probed).
+const NO_SLOT: u32 = u32::MAX;
+
+/// Where a packet stands between the stages of [`Tracker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Decided without the table.
+    Untracked(Untracked),
+    /// Decided without the table.
+    Drop(DropReason),
+    /// A packet of the flow `key`.
+    Flow,
+    /// An ICMP error quoting a packet of the flow `key`.
+    Related,
+}
+
+/// One packet between [`Tracker::prepare`], [`Tracker::probe`] and [`Tracker::finish`]: its flow key and hash,
+/// computed once, and the probed slot. A plain value (one cache line), so a worker can keep an array of them
+/// for a burst and reuse it from burst to burst without clearing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    key: FlowKey,
+    hash: u64,
+    bytes: u32,
+    slot: u32,
+    stage: Stage,
+    side: Side,
+    wscale: Option<u8>,
+}
+
+impl Prepared {
+    /// A placeholder (a not-IP packet), e.g. to initialize a burst's array once.
+    pub const EMPTY: Prepared = Prepared {
+        key: FlowKey::ZERO,
+        hash: 0,
+        bytes: 0,
+        slot: NO_SLOT,
+        stage: Stage::Untracked(Untracked::NotIp),
+        side: Side::First,
+        wscale: None,
+    };
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 /// One worker's connection tracker: its table plus the TCP strictness. Single-threaded; allocates only in
@@ -236,31 +294,115 @@ impl Tracker {
 
     /// Classifies one parsed frame (`parsed` must come from [`net::parse`] of `frame`) and updates the state
     /// of its flow. The established-flow path costs one hash and, normally, one probe.
+    ///
+    /// The same as [`prepare`](Self::prepare), [`probe`](Self::probe) and [`finish`](Self::finish) in a row;
+    /// a worker runs those stages over a whole burst instead, so the table's memory accesses overlap.
     pub fn process(&mut self, frame: &[u8], parsed: &Parsed, now: u64) -> Track {
+        let mut p = self.prepare(frame, parsed);
+        self.probe(&mut p);
+        self.finish(parsed, &p, now)
+    }
+
+    /// Stage 1 of [`process`](Self::process): everything that depends on the packet alone — what kind of
+    /// packet it is for the tracker, its flow key, the key's hash, its IP length and (SYNs) window scale.
+    /// Reads nothing of the table but its hash seed.
+    #[inline]
+    pub fn prepare(&self, frame: &[u8], parsed: &Parsed) -> Prepared {
+        let mut p = Prepared::EMPTY;
         if !matches!(parsed.l3, L3::Ipv4 { .. } | L3::Ipv6 { .. }) {
-            return Track::Untracked(Untracked::NotIp);
+            p.stage = Stage::Untracked(Untracked::NotIp);
+            return p;
         }
         if parsed.l4_offset.is_none() {
-            return Track::Untracked(Untracked::Fragment);
+            p.stage = Stage::Untracked(Untracked::Fragment);
+            return p;
         }
-        let (echo_request, is_echo) = match parsed.l4 {
-            L4::Icmp { ty, ident, .. } => (ty == icmp4::ECHO_REQUEST, ident.is_some()),
-            L4::Icmpv6 { ty, ident, .. } => (ty == icmp6::ECHO_REQUEST, ident.is_some()),
-            _ => (false, false),
+        let (keyed, flags) = match parsed.l4 {
+            L4::Icmp { ident, .. } | L4::Icmpv6 { ident, .. } => {
+                (ident.is_some(), TcpFlags::empty())
+            }
+            L4::Tcp { flags, .. } => (true, flags),
+            _ => (true, TcpFlags::empty()),
         };
-        if matches!(parsed.l4, L4::Icmp { .. } | L4::Icmpv6 { .. }) && !is_echo {
-            return if relatable_error(parsed) {
-                self.related(frame, parsed, now)
-            } else {
-                Track::Untracked(Untracked::IcmpInfo)
+        if !keyed {
+            // ICMP that is not echo: an error is judged by the flow it quotes.
+            if !relatable_error(parsed) {
+                p.stage = Stage::Untracked(Untracked::IcmpInfo);
+                return p;
+            }
+            let Some((key, quoted_side)) = key::quoted_key(frame, parsed) else {
+                p.stage = Stage::Drop(DropReason::IcmpErrorUnrelated);
+                return p;
             };
+            p.stage = Stage::Related;
+            p.hash = self.table.hash(&key);
+            p.key = key;
+            p.side = quoted_side;
+            return p;
         }
         let Some((key, side)) = key::packet_key(parsed) else {
-            return Track::Untracked(Untracked::NotIp);
+            p.stage = Stage::Untracked(Untracked::NotIp);
+            return p;
         };
-        let bytes = ip_bytes(frame, parsed);
-        let hash = self.table.hash(&key);
-        let found = self.table.find_hashed(hash, &key);
+        p.stage = Stage::Flow;
+        p.hash = self.table.hash(&key);
+        p.key = key;
+        p.side = side;
+        p.bytes = ip_bytes(frame, parsed);
+        if flags.contains(TcpFlags::SYN) {
+            p.wscale = wscale(frame, parsed);
+        }
+        p
+    }
+
+    /// Stage 2 of [`process`](Self::process): finds the slot the packet's flow most likely occupies from the
+    /// hash index alone and starts loading that entry into the cache. Changes nothing.
+    #[inline]
+    pub fn probe(&self, p: &mut Prepared) {
+        if matches!(p.stage, Stage::Flow | Stage::Related) {
+            p.slot = match self.table.probe(p.hash) {
+                Some(slot) => {
+                    self.table.prefetch(slot);
+                    slot
+                }
+                None => NO_SLOT,
+            };
+        }
+    }
+
+    /// [`probe`](Self::probe) for each packet of a burst: all the index lookups first, so their cache misses
+    /// overlap, each starting the load of its entry for [`finish`](Self::finish).
+    #[inline]
+    pub fn probe_burst(&self, prepared: &mut [Prepared]) {
+        for p in prepared {
+            self.probe(p);
+        }
+    }
+
+    /// Stage 3 of [`process`](Self::process): the verdict, updating the flow's state and counters. `parsed` and
+    /// `p` must be of the same frame, and `p` probed on this tracker with no flow inserted or removed since
+    /// (a worker prepares and probes a burst, then finishes its packets in order, and commits new flows only
+    /// after that).
+    #[inline]
+    pub fn finish(&mut self, parsed: &Parsed, p: &Prepared, now: u64) -> Track {
+        let probed = (p.slot != NO_SLOT).then_some(p.slot);
+        match p.stage {
+            Stage::Flow => {}
+            Stage::Untracked(u) => return Track::Untracked(u),
+            Stage::Drop(r) => return Track::Drop(r),
+            Stage::Related => {
+                let found = self.table.confirm(p.hash, &p.key, probed);
+                return match found.and_then(|id| self.table.get(id).map(|e| (id, e))) {
+                    Some((id, e)) if !self.table.is_expired(e, now) => Track::Related {
+                        id,
+                        dir: e.dir_of(p.side).reverse(),
+                    },
+                    _ => Track::Drop(DropReason::IcmpErrorUnrelated),
+                };
+            }
+        }
+        let (key, side, bytes) = (p.key, p.side, p.bytes);
+        let found = self.table.confirm(p.hash, &key, probed);
         let live = found.filter(|&id| {
             self.table
                 .get(id)
@@ -276,17 +418,14 @@ impl Tracker {
             ..
         } = parsed.l4
         {
-            let mut seg = TcpSegment {
+            let seg = TcpSegment {
                 flags,
                 seq,
                 ack,
                 window,
                 payload_len,
-                wscale: None,
+                wscale: p.wscale,
             };
-            if flags.contains(TcpFlags::SYN) {
-                seg.wscale = wscale(frame, parsed);
-            }
             let strictness = self.strictness;
             if let Some(id) = live {
                 if let Some(e) = self.table.get_mut(id) {
@@ -317,6 +456,11 @@ impl Tracker {
             };
         }
 
+        let (echo_request, is_echo) = match parsed.l4 {
+            L4::Icmp { ty, ident, .. } => (ty == icmp4::ECHO_REQUEST, ident.is_some()),
+            L4::Icmpv6 { ty, ident, .. } => (ty == icmp6::ECHO_REQUEST, ident.is_some()),
+            _ => (false, false),
+        };
         match live.and_then(|id| self.table.get_mut(id).map(|e| (id, e))) {
             Some((id, e)) => {
                 let dir = e.dir_of(side);
@@ -338,23 +482,6 @@ impl Tracker {
                 bytes,
                 reuses: found.is_some(),
             }),
-        }
-    }
-
-    /// An ICMP error: related if it quotes a live flow.
-    fn related(&self, frame: &[u8], parsed: &Parsed, now: u64) -> Track {
-        let Some((key, quoted_side)) = key::quoted_key(frame, parsed) else {
-            return Track::Drop(DropReason::IcmpErrorUnrelated);
-        };
-        match self.table.lookup(&key, now) {
-            Lookup::Hit(id) => match self.table.get(id) {
-                Some(e) => Track::Related {
-                    id,
-                    dir: e.dir_of(quoted_side).reverse(),
-                },
-                None => Track::Drop(DropReason::IcmpErrorUnrelated),
-            },
-            Lookup::Expired(_) | Lookup::Miss => Track::Drop(DropReason::IcmpErrorUnrelated),
         }
     }
 

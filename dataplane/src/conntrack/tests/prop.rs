@@ -133,7 +133,7 @@ mod hostile {
     use proptest::prelude::*;
 
     use crate::conntrack::tests::frames::{frame, ip_packet, quote_v4, L4Spec};
-    use crate::conntrack::{Admission, Strictness, Timeouts, Track, Tracker};
+    use crate::conntrack::{Admission, Prepared, Strictness, Timeouts, Track, Tracker};
 
     fn addr(v6: bool, i: u8) -> IpAddr {
         if v6 {
@@ -283,6 +283,77 @@ mod hostile {
                     prop_assert_eq!(t.table().find(&e.key()), Some(id));
                 }
                 prop_assert_eq!(t.table().index_allocation_bytes(), alloc);
+            }
+        }
+    }
+
+    /// Commits a burst's new flows after the burst, as the worker does (skipping a flow an earlier packet of
+    /// the burst already committed).
+    fn commit_burst(t: &mut Tracker, tracks: &[Track], now: u64) {
+        for track in tracks {
+            if let Track::New(n) = track {
+                if t.table().find(n.key()).is_none() {
+                    let _ = t.commit_new(n, Admission::default(), now);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The worker's burst pipeline (prepare all, probe all, finish in order) decides exactly what
+        /// `process` packet by packet decides, and leaves the same table.
+        #[test]
+        fn burst_pipeline_agrees_with_process(
+            mut pkts in prop::collection::vec(pkt(), 1..300),
+            sizes in prop::collection::vec(1..=8usize, 300),
+            loose: bool,
+            v6: bool,
+            seed: u64,
+        ) {
+            for p in &mut pkts {
+                p.v6 = v6;
+            }
+            let strictness = if loose { Strictness::Loose } else { Strictness::Strict };
+            let mut a = Tracker::new(16, seed, &Timeouts::default(), strictness);
+            let mut b = Tracker::new(16, seed, &Timeouts::default(), strictness);
+            let frames: Vec<Vec<u8>> = pkts.iter().map(build).collect();
+            let mut now = 0;
+            let (mut at, mut k) = (0, 0);
+            while at < frames.len() {
+                let burst = &frames[at..(at + sizes[k]).min(frames.len())];
+                now += pkts[at].dt;
+                at += burst.len();
+                k += 1;
+                let parsed: Vec<Option<net::Parsed>> = burst.iter().map(|f| net::parse(f).ok()).collect();
+
+                let mut one_by_one = Vec::new();
+                for (f, p) in burst.iter().zip(&parsed) {
+                    if let Some(p) = p {
+                        one_by_one.push(a.process(f, p, now));
+                    }
+                }
+                let mut prepared: Vec<Prepared> = burst
+                    .iter()
+                    .zip(&parsed)
+                    .filter_map(|(f, p)| Some(b.prepare(f, p.as_ref()?)))
+                    .collect();
+                b.probe_burst(&mut prepared);
+                let pipelined: Vec<Track> = parsed
+                    .iter()
+                    .flatten()
+                    .zip(&prepared)
+                    .map(|(p, pr)| b.finish(p, pr, now))
+                    .collect();
+                prop_assert_eq!(&one_by_one, &pipelined);
+
+                commit_burst(&mut a, &one_by_one, now);
+                commit_burst(&mut b, &pipelined, now);
+                a.expire(now, 2, |_, _| {});
+                b.expire(now, 2, |_, _| {});
+                let ea: Vec<_> = a.table().iter().map(|(id, e)| (id, *e)).collect();
+                let eb: Vec<_> = b.table().iter().map(|(id, e)| (id, *e)).collect();
+                prop_assert_eq!(ea, eb);
             }
         }
     }

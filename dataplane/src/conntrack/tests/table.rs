@@ -449,3 +449,26 @@ fn zero_capacity_refuses_everything() {
     assert_eq!(t.expire(0, 100, |_, _| {}), 0);
     assert_eq!(t.lookup(&udp_key(1), 0), Lookup::Miss);
 }
+
+/// A probe that picked another flow's slot (its stored hash bits matched first) still finds the key.
+#[test]
+fn confirm_falls_back_to_a_full_lookup() {
+    let mut t = ConnTable::new(64, 5);
+    let ids: Vec<FlowId> = (0..40)
+        .map(|i| t.insert(udp_key(i), Side::First, 0).unwrap().id)
+        .collect();
+    for (i, &id) in ids.iter().enumerate() {
+        let k = udp_key(i as u32);
+        let hash = t.hash_for_test(&k);
+        assert_eq!(t.probe(hash), Some(id.get()));
+        assert_eq!(t.confirm(hash, &k, Some(id.get())), Some(id));
+        let wrong = ids[(i + 1) % ids.len()].get();
+        assert_eq!(t.confirm(hash, &k, Some(wrong)), Some(id));
+        assert_eq!(t.confirm(hash, &k, Some(u32::MAX)), Some(id));
+    }
+    // No stored hash bits match: nothing there, nothing read.
+    let absent = udp_key(1_000);
+    let hash = t.hash_for_test(&absent);
+    assert_eq!(t.probe(hash), None);
+    assert_eq!(t.confirm(hash, &absent, None), None);
+}
