@@ -60,7 +60,9 @@ pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::
                         active.fetch_sub(1, Ordering::AcqRel);
                     });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(ACCEPT_POLL)
+                }
                 Err(e) => return Err(e),
             }
         }
