@@ -20,7 +20,9 @@ use net::{Parsed, L3, L4};
 use policy::Action;
 
 use crate::clock::Clock;
-use crate::conntrack::{Admission, Dir, FlowId, FlowInfo, NewFlow, Track, Tracker, Untracked};
+use crate::conntrack::{
+    Admission, Dir, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked,
+};
 use crate::control::FlowFilter;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
@@ -75,10 +77,39 @@ enum Note {
     Drop(DropReason),
     /// Drop; already counted (with its detail counter).
     Dropped,
-    /// Starts a flow: classify, then commit if allowed.
-    New(NewFlow),
+    /// Starts a flow (the [`Scratch::news`] entry of the packet): classify, then commit if allowed.
+    New,
     /// A tracked flow admitted by another policy version: classify, then keep or revoke.
     Recheck(FlowId),
+}
+
+/// Per-packet state of a burst between the passes. The worker keeps one for its whole life: each pass reads
+/// only what an earlier pass wrote for the same burst, so nothing is cleared (or even zeroed) per burst.
+struct Scratch {
+    notes: [Note; MAX_BURST],
+    /// Frame lengths (first segment), so later passes need not look at the mbufs again.
+    lens: [u32; MAX_BURST],
+    parsed: [Parsed; MAX_BURST],
+    prepared: [Prepared; MAX_BURST],
+    news: [NewFlow; MAX_BURST],
+    inputs: [[u8; V6_INPUT]; MAX_BURST],
+    families: [bool; MAX_BURST],
+    results: [u32; MAX_BURST],
+}
+
+impl Scratch {
+    fn new() -> Box<Self> {
+        Box::new(Scratch {
+            notes: [Note::Dropped; MAX_BURST],
+            lens: [0; MAX_BURST],
+            parsed: [Parsed::EMPTY; MAX_BURST],
+            prepared: [Prepared::EMPTY; MAX_BURST],
+            news: [NewFlow::EMPTY; MAX_BURST],
+            inputs: [[0; V6_INPUT]; MAX_BURST],
+            families: [false; MAX_BURST],
+            results: [0; MAX_BURST],
+        })
+    }
 }
 
 /// Remembers rule id → counter slot for the current version, so established-flow packets are counted against
@@ -115,6 +146,7 @@ impl<'p> Worker<'_, 'p, '_> {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut burst: Burst<'p> = Burst::with_capacity(self.burst);
         let mut replies: Burst<'p> = Burst::new();
+        let mut scratch = Scratch::new();
         let mut cache = SlotCache {
             version: u32::MAX,
             entries: [(u32::MAX, 0); 64],
@@ -165,6 +197,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         replies: &mut replies,
                     },
                     &mut burst,
+                    &mut scratch,
                 );
                 let peer = self.peer[port];
                 let sent = self.tx[peer].tx(&mut burst);
@@ -257,28 +290,39 @@ struct JudgeCtx<'x, 'eal, 'p> {
 }
 
 /// Judges a burst in place: what may pass stays in `burst`, in order; the rest is freed and counted.
-fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>) {
+fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) {
     let Some(rs) = cx.rs else {
         // Fail-closed: no policy, nothing crosses.
         cx.counters.drop(DropReason::NoPolicy, burst.clear() as u64);
         return;
     };
     let n = burst.len();
-    let mut notes = [Note::Forward; MAX_BURST];
-    let mut parsed: [Option<Parsed>; MAX_BURST] = [None; MAX_BURST];
 
-    // Pass 1: parse, stateless policy, connection lookup.
+    // Pass 1: parse and look every packet up, in three stages over the burst so the table's memory accesses
+    // overlap: (a) parse, key and hash each packet; (b) probe the hash index for all of them, prefetching the
+    // entries; (c) in packet order, finish tracking (state, counters) and apply stateless policy.
     for (i, frame) in burst.iter().enumerate() {
-        let p = match net::parse(frame) {
-            Ok(p) => p,
+        s.lens[i] = frame.len() as u32;
+        match net::parse_into(frame, &mut s.parsed[i]) {
+            Ok(()) => {
+                s.prepared[i] = cx.tracker.prepare(frame, &s.parsed[i]);
+                s.notes[i] = Note::Forward;
+            }
             Err(e) => {
                 cx.counters.malformed(e);
-                notes[i] = Note::Dropped;
-                continue;
+                s.prepared[i] = Prepared::EMPTY;
+                s.notes[i] = Note::Dropped;
             }
-        };
-        parsed[i] = Some(p);
-        notes[i] = match cx.tracker.process(frame, &p, cx.now) {
+        }
+    }
+    cx.tracker.probe_burst(&mut s.prepared[..n]);
+    let mut undecided = 0;
+    let mut forwarded = 0;
+    for i in 0..n {
+        if matches!(s.notes[i], Note::Dropped) {
+            continue;
+        }
+        let note = match cx.tracker.finish(&s.parsed[i], &s.prepared[i], cx.now) {
             Track::Known {
                 id,
                 dir,
@@ -287,100 +331,118 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>) {
                 if policy_version != rs.version && rs.settings.reevaluate {
                     Note::Recheck(id)
                 } else {
-                    known_packet(cx, rs, id, dir, frame.len());
+                    known_packet(cx, rs, id, dir, s.lens[i] as usize);
                     Note::Forward
                 }
             }
-            Track::New(new) => Note::New(new),
+            Track::New(new) => {
+                s.news[i] = new;
+                Note::New
+            }
             Track::Related { .. } => Note::Forward,
-            Track::Untracked(u) => untracked(rs, &p, u),
+            Track::Untracked(u) => untracked(rs, &s.parsed[i], u),
             Track::Drop(reason) => {
                 cx.counters.conntrack_drop(reason);
                 Note::Dropped
             }
         };
+        match note {
+            Note::Forward => forwarded += 1,
+            Note::New | Note::Recheck(_) => undecided += 1,
+            Note::Drop(reason) => cx.counters.drop(reason, 1),
+            Note::Dropped => {}
+        }
+        s.notes[i] = note;
     }
 
-    // Pass 2: classify what needs a policy decision, one batch per family.
-    let mut results = [0u32; MAX_BURST];
-    let mut inputs = [[0u8; V6_INPUT]; MAX_BURST];
-    let mut families = [false; MAX_BURST];
-    let mut any = false;
+    if undecided > 0 {
+        decide(cx, rs, burst, s);
+        forwarded = s.notes[..n]
+            .iter()
+            .filter(|note| matches!(note, Note::Forward))
+            .count();
+    }
+    if forwarded < n {
+        let mut i = 0;
+        burst.retain(|_| {
+            let keep = matches!(s.notes[i], Note::Forward);
+            i += 1;
+            keep
+        });
+    }
+}
+
+/// Passes 2 and 3 of [`judge`], for bursts with packets that need a policy decision: classify them, one batch
+/// per family, then apply the verdicts in packet order (so a flow created by one packet is seen by the next
+/// packet of the same flow in the burst). Counts the drops it decides.
+fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s: &mut Scratch) {
+    let n = burst.len();
     for i in 0..n {
-        match notes[i] {
-            Note::New(_) => match parsed[i]
-                .as_ref()
-                .and_then(|p| flow_input(p, &mut inputs[i]))
-            {
-                Some((v6, _)) => {
-                    families[i] = v6;
-                    any = true;
+        match s.notes[i] {
+            Note::New => match flow_input(&s.parsed[i], &mut s.inputs[i]) {
+                Some((v6, _)) => s.families[i] = v6,
+                None => {
+                    cx.counters.drop(DropReason::Malformed, 1);
+                    s.notes[i] = Note::Dropped;
                 }
-                None => notes[i] = Note::Drop(DropReason::Malformed),
             },
             // Judge the flow as it was opened, whichever direction this packet travels.
             Note::Recheck(id) => match cx.tracker.table().get(id) {
-                Some(e) => {
-                    families[i] = entry_input(e, &mut inputs[i]).0;
-                    any = true;
+                Some(e) => s.families[i] = entry_input(e, &mut s.inputs[i]).0,
+                None => {
+                    cx.counters.drop(DropReason::PolicyRevoked, 1);
+                    s.notes[i] = Note::Dropped;
                 }
-                None => notes[i] = Note::Drop(DropReason::PolicyRevoked),
             },
             _ => {}
         }
     }
-    if any {
-        for v6 in [false, true] {
-            let len = if v6 {
-                V6_INPUT
-            } else {
-                crate::ruleset::V4_INPUT
-            };
-            let mut batch: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
-            let mut which = [0usize; MAX_BURST];
-            let mut k = 0;
-            for i in 0..n {
-                if families[i] == v6 && matches!(notes[i], Note::New(_) | Note::Recheck(_)) {
-                    batch[k] = &inputs[i][..len];
-                    which[k] = i;
-                    k += 1;
-                }
+    for v6 in [false, true] {
+        let len = if v6 {
+            V6_INPUT
+        } else {
+            crate::ruleset::V4_INPUT
+        };
+        let mut batch: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
+        let mut which = [0usize; MAX_BURST];
+        let mut k = 0;
+        for i in 0..n {
+            if s.families[i] == v6 && matches!(s.notes[i], Note::New | Note::Recheck(_)) {
+                batch[k] = &s.inputs[i][..len];
+                which[k] = i;
+                k += 1;
             }
-            if k > 0 {
-                let mut out = [0u32; MAX_BURST];
-                rs.classify(v6, &batch[..k], &mut out[..k]);
-                for j in 0..k {
-                    results[which[j]] = out[j];
-                }
+        }
+        if k > 0 {
+            let mut out = [0u32; MAX_BURST];
+            rs.classify(v6, &batch[..k], &mut out[..k]);
+            for j in 0..k {
+                s.results[which[j]] = out[j];
             }
         }
     }
 
-    // Pass 3: apply verdicts in packet order.
     for i in 0..n {
-        let Some(frame) = burst.data(i) else { continue };
-        notes[i] = match notes[i] {
-            Note::New(new) => new_flow(
-                cx,
-                rs,
-                &new,
-                rs.judge(results[i]),
-                frame,
-                parsed[i].as_ref(),
-            ),
-            Note::Recheck(id) => recheck(cx, rs, id, rs.judge(results[i]), frame.len()),
-            other => other,
+        let note = match s.notes[i] {
+            Note::New => {
+                let Some(frame) = burst.data(i) else { continue };
+                new_flow(
+                    cx,
+                    rs,
+                    &s.news[i],
+                    rs.judge(s.results[i]),
+                    frame,
+                    &s.parsed[i],
+                )
+            }
+            Note::Recheck(id) => recheck(cx, rs, id, rs.judge(s.results[i]), s.lens[i] as usize),
+            _ => continue,
         };
-        if let Note::Drop(reason) = notes[i] {
+        if let Note::Drop(reason) = note {
             cx.counters.drop(reason, 1);
         }
+        s.notes[i] = note;
     }
-    let mut i = 0;
-    burst.retain(|_| {
-        let keep = matches!(notes[i], Note::Forward);
-        i += 1;
-        keep
-    });
 }
 
 /// Stateless policy for what the tracker does not keep state for.
@@ -439,7 +501,7 @@ fn new_flow(
     new: &NewFlow,
     j: Judgement,
     frame: &[u8],
-    parsed: Option<&Parsed>,
+    parsed: &Parsed,
 ) -> Note {
     // An earlier packet of this burst may have created the flow already.
     if let Some(id) = cx.tracker.table().find(new.key()) {
@@ -450,11 +512,9 @@ fn new_flow(
         cx.counters
             .rule(j.slot)
             .new_flow(j.rule_id, frame.len() as u64, cx.now);
-        if let Some(p) = parsed {
-            denied_event(cx, rs, p, &j);
-            if j.action == Action::Reject {
-                send_reject(cx, frame, p);
-            }
+        denied_event(cx, rs, parsed, &j);
+        if j.action == Action::Reject {
+            send_reject(cx, frame, parsed);
         }
         return Note::Drop(if j.action == Action::Reject {
             DropReason::PolicyReject
