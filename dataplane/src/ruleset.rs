@@ -332,13 +332,13 @@ impl<'eal> Ruleset<'eal> {
 
 /// Writes a classifier input (layout in the module docs); `None` if the addresses are of different families.
 #[inline]
-fn encode<'b>(
-    buf: &'b mut [u8; V6_INPUT],
+fn encode(
+    buf: &mut [u8; V6_INPUT],
     proto: u8,
     vlan: u16,
     (src, sport): (IpAddr, u16),
     (dst, dport): (IpAddr, u16),
-) -> Option<(bool, &'b [u8])> {
+) -> Option<(bool, &[u8])> {
     buf[0] = proto;
     buf[1..4].fill(0);
     buf[4..8].copy_from_slice(&u32::from(vlan).to_be_bytes());

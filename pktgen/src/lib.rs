@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod classbench;
 pub mod error;
 pub mod flows;
 pub mod frame;

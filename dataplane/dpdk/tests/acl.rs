@@ -1,8 +1,7 @@
 //! `dpdk::acl` against a real EAL and the real rte_acl. The EAL can be initialized once per process, so this is
 //! one test running named checks in order; each prints its name when it passes.
 
-#[path = "common/classbench.rs"]
-mod classbench;
+use bulkhead_pktgen::classbench;
 
 use dpdk::acl::{
     AclBuilder, AclContext, Alg, FieldDef, FieldKind, FieldValue, Layout, LayoutError, Rule,
@@ -1050,8 +1049,9 @@ fn classbench_differential_against_linear_scan(eal: &Eal) {
     let usable = algorithms(eal);
     let layout = ipv4_layout();
     for set in ["acl1_1k", "fw1_1k", "ipc1_1k"] {
-        let (rules, trace) =
-            classbench::load(&dir, set).unwrap_or_else(|| panic!("{set} in {}", dir.display()));
+        let (rules, trace) = classbench::load(&dir, set)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{set} in {}", dir.display()));
         let fields: Vec<Vec<FieldValue>> = rules
             .iter()
             .map(|r| {
