@@ -24,7 +24,15 @@ pub fn suite(args: &Args) -> Result {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    // One test at a time: every end-to-end bed pins its dataplane worker to lcore 1, and two busy-polling
+    // workers time-slicing one core turn latency into tens of milliseconds.
+    run(cargo().args([
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]))?;
     if args.fuzz_seconds > 0 {
         fuzz(args.fuzz_seconds)?;
     }
