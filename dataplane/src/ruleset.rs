@@ -90,19 +90,8 @@ pub struct Settings {
 
 impl Settings {
     fn from_policy(s: &policy::Settings) -> Self {
-        let t = &s.timeouts;
         Settings {
-            timeouts: Timeouts {
-                tcp_syn: t.tcp_syn,
-                tcp_established: t.tcp_established,
-                tcp_fin: t.tcp_fin,
-                tcp_time_wait: t.tcp_time_wait,
-                tcp_close: t.tcp_close,
-                udp: t.udp,
-                udp_stream: t.udp_stream,
-                icmp: t.icmp,
-                other: t.other,
-            },
+            timeouts: s.timeouts,
             strictness: match s.tcp_strictness {
                 TcpStrictness::Strict => Strictness::Strict,
                 TcpStrictness::Loose => Strictness::Loose,

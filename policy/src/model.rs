@@ -292,7 +292,7 @@ pub enum OnPolicyChange {
 }
 
 /// Connection-tracking idle timeouts, in seconds (each at least 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub tcp_syn: u32,

@@ -48,42 +48,6 @@ pub use tcp::{
 };
 pub use tracker::{Admission, Committed, DropReason, NewFlow, Prepared, Track, Tracker, Untracked};
 
-/// Idle timeouts in seconds, by protocol state. The policy crate's `settings.timeouts` carries the same names
-/// and defaults. Values above [`table::MAX_TIMEOUT_MS`] are clamped to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP handshake states (SYN_SENT, SYN_SENT2, SYN_RECV).
-    pub tcp_syn: u32,
-    /// TCP ESTABLISHED.
-    pub tcp_established: u32,
-    /// TCP FIN_WAIT, CLOSE_WAIT, LAST_ACK.
-    pub tcp_fin: u32,
-    /// TCP TIME_WAIT.
-    pub tcp_time_wait: u32,
-    /// TCP CLOSE (after an RST).
-    pub tcp_close: u32,
-    /// UDP seen one way.
-    pub udp: u32,
-    /// UDP seen both ways.
-    pub udp_stream: u32,
-    /// ICMP/ICMPv6 echo.
-    pub icmp: u32,
-    /// Any other IP protocol.
-    pub other: u32,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            tcp_syn: 30,
-            tcp_established: 7440,
-            tcp_fin: 120,
-            tcp_time_wait: 120,
-            tcp_close: 10,
-            udp: 60,
-            udp_stream: 180,
-            icmp: 30,
-            other: 60,
-        }
-    }
-}
+/// Idle timeouts in seconds, by protocol state: the policy's `settings.timeouts`, used as they are. Values above
+/// [`table::MAX_TIMEOUT_MS`] are clamped to it.
+pub use policy::Timeouts;
