@@ -193,7 +193,7 @@ fn run_testpmd(pcap: &Path, memory: &[&str], seconds: u64) -> Result<Vec<f64>> {
         "-l",
         "0,1",
         "--no-pci",
-        "--file-prefix=bench-testpmd",
+        &format!("--file-prefix=bench-testpmd-{}", std::process::id()),
         "--log-level=warning",
     ])
     .args(memory)
@@ -255,12 +255,14 @@ fn run_bulkhead(
     let policy = testbed::policy_file("open.json");
     let socket = dir.join("control.sock");
     let [pcap_dev, null_dev] = vdevs(pcap).map(|v| v.trim_start_matches("--vdev=").to_string());
+    // Unique per run: two benchmarks on one machine must not share DPDK runtime files.
+    let pid = std::process::id();
     std::fs::write(
         &config,
         format!(
             r#"# Written by `cargo xtask bench`.
 [eal]
-file_prefix = "bench-bulkhead"
+file_prefix = "bench-bulkhead-{pid}"
 main_core = 0
 hugepages = {hugepages}
 memory_mb = 1024
@@ -459,7 +461,7 @@ fn classify(args: &Args) -> Result {
                         "-l",
                         "1",
                         "--no-pci",
-                        "--file-prefix=bench-test-acl",
+                        &format!("--file-prefix=bench-test-acl-{}", std::process::id()),
                     ])
                     .args(["--log-level=warning", "--force-max-simd-bitwidth=512", "--"])
                     .arg(format!("--rulesf={}", rules.display()))
@@ -577,12 +579,14 @@ fn swap(args: &Args) -> Result {
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("swap.toml");
     let socket = dir.join("control.sock");
+    // Unique per run: two benchmarks on one machine must not share DPDK runtime files.
+    let pid = std::process::id();
     std::fs::write(
         &config,
         format!(
             r#"# Written by `cargo xtask bench swap`: two idle ports, no policy at start.
 [eal]
-file_prefix = "bench-swap"
+file_prefix = "bench-swap-{pid}"
 hugepages = false
 memory_mb = 2048
 log_level = "warning"
