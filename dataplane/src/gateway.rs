@@ -154,6 +154,10 @@ pub fn run(
         None => eprintln!("bulkhead-dataplane: no policy yet: forwarding nothing until one is loaded (fail-closed)"),
     }
 
+    // Bound before the ports start: a second dataplane on the same socket stops here, and `ready` (below)
+    // means clients can connect.
+    let listener = control::bind(&cfg.policy.control_socket).map_err(GatewayError::Control)?;
+
     let mut started = Vec::with_capacity(ports.len());
     for (port, pc) in ports.iter().zip(&cfg.ports) {
         let q = port.start().map_err(|source| port_error(pc, source))?;
@@ -224,9 +228,7 @@ pub fn run(
         let (req_tx, req_rx) = crossbeam_channel::bounded::<Envelope>(16);
         std::thread::scope(|threads| -> Result<(), GatewayError> {
             let _server_stop = StopOnExit(&server_stop);
-            let server = threads.spawn(|| {
-                control::serve(&cfg.policy.control_socket, &Forward(req_tx), &server_stop)
-            });
+            let server = threads.spawn(|| control::serve(listener, &Forward(req_tx), &server_stop));
             emit(
                 events,
                 &json!({

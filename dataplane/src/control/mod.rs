@@ -16,4 +16,4 @@ mod protocol;
 mod server;
 
 pub use protocol::{ApiError, ErrorCode, FlowFilter, Request, PROTOCOL_VERSION};
-pub use server::{serve, Handler};
+pub use server::{bind, serve, Handler, Listener};

@@ -24,8 +24,22 @@ const POLL: Duration = Duration::from_millis(100);
 /// `socat`) is not slowed down; it only costs the management thread a wake-up per interval.
 const ACCEPT_POLL: Duration = Duration::from_millis(2);
 
-/// Serves the control socket at `path` until `stop` is set. Runs on a management thread, never on a worker.
-pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::Result<()> {
+/// The bound control socket. Binding is separate from serving so the dataplane can announce itself ready only
+/// once clients can connect.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Creates the control socket at `path` (mode 0600), replacing a stale socket file but never a live one.
+pub fn bind(path: &Path) -> std::io::Result<Listener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -42,10 +56,19 @@ pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
+    Ok(Listener {
+        listener,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Serves the control socket until `stop` is set. Runs on a management thread, never on a worker. The socket
+/// file is removed when the listener is dropped.
+pub fn serve(listener: Listener, handler: &dyn Handler, stop: &AtomicBool) -> std::io::Result<()> {
     let active = AtomicUsize::new(0);
     let result = std::thread::scope(|s| -> std::io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
+            match listener.listener.accept() {
                 Ok((conn, _)) => {
                     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                         active.fetch_sub(1, Ordering::AcqRel);
@@ -68,7 +91,7 @@ pub fn serve(path: &Path, handler: &dyn Handler, stop: &AtomicBool) -> std::io::
         }
         Ok(())
     });
-    let _ = std::fs::remove_file(path);
+    drop(listener);
     result
 }
 
@@ -140,7 +163,8 @@ mod tests {
         let path = std::env::temp_dir().join(format!("bulkhead-ctl-{}.sock", std::process::id()));
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
-            s.spawn(|| serve(&path, &Echo, &stop).unwrap());
+            let listener = bind(&path).unwrap();
+            s.spawn(|| serve(listener, &Echo, &stop).unwrap());
             let conn = loop {
                 if let Ok(c) = UnixStream::connect(&path) {
                     break c;
@@ -169,9 +193,7 @@ mod tests {
             assert_eq!(ask(b"{\"v\":1,\"id\":2,\"op\":\"status\"}\n")["id"], 2);
             // A second process cannot take over a live socket.
             assert_eq!(
-                serve(&path, &Echo, &AtomicBool::new(true))
-                    .unwrap_err()
-                    .kind(),
+                bind(&path).unwrap_err().kind(),
                 std::io::ErrorKind::AddrInUse
             );
             stop.store(true, Ordering::Relaxed);
