@@ -107,15 +107,27 @@ struct Counters {
 const MAX48: u64 = (1 << 48) - 1;
 
 impl Counters {
+    #[inline]
     fn packets(&self) -> u64 {
         (u64::from(self.hi >> 16) << 32) | u64::from(self.packets_lo)
     }
 
+    #[inline]
     fn bytes(&self) -> u64 {
         (u64::from(self.hi & 0xffff) << 32) | u64::from(self.bytes_lo)
     }
 
+    #[inline]
     fn add(&mut self, bytes: u32) {
+        // Neither low word carries (all but one packet in 2^32): the high word cannot change.
+        if let (Some(p), Some(b)) = (
+            self.packets_lo.checked_add(1),
+            self.bytes_lo.checked_add(bytes),
+        ) {
+            self.packets_lo = p;
+            self.bytes_lo = b;
+            return;
+        }
         let p = (self.packets() + 1).min(MAX48);
         let b = (self.bytes() + u64::from(bytes)).min(MAX48);
         self.packets_lo = p as u32;
@@ -285,6 +297,7 @@ impl Entry {
     }
 
     /// Accounts one packet of `bytes` in `dir` at `now`.
+    #[inline]
     pub fn record(&mut self, dir: Dir, bytes: u32, now: u64) {
         self.counters[dir.index()].add(bytes);
         self.last_seen = now as u32;
@@ -376,6 +389,7 @@ impl Entry {
 }
 
 /// Milliseconds from `last` (low 32 bits of the clock) to `now`, 0 if `now` appears to be earlier.
+#[inline]
 fn idle(last: u32, now: u64) -> u32 {
     let d = (now as u32).wrapping_sub(last);
     if d > i32::MAX as u32 {
@@ -408,6 +422,7 @@ impl TimeoutsMs {
         }
     }
 
+    #[inline]
     fn of(&self, e: &Entry) -> u32 {
         if e.is_tcp() {
             self.tcp[e.tcp.state() as usize]
@@ -486,6 +501,9 @@ pub struct ConnTable {
     index: HashTable<u32>,
     /// Mask of the slot bits of an index value.
     slot_mask: u32,
+    /// One bit per slot, set while the slot holds a flow: the expiry sweep reads 64 slots' occupancy in one
+    /// word instead of one cache line per slot.
+    occupied: Vec<u64>,
     free_head: u32,
     len: usize,
     cursor: usize,
@@ -529,6 +547,7 @@ impl ConnTable {
             slab,
             index,
             slot_mask,
+            occupied: vec![0; capacity.div_ceil(64)],
             free_head: if capacity == 0 { NIL } else { 0 },
             len: 0,
             cursor: 0,
@@ -563,9 +582,11 @@ impl ConnTable {
         self.stats
     }
 
-    /// Bytes of heap the table holds (slab plus hash index); constant after construction.
+    /// Bytes of heap the table holds (slab, hash index, occupancy bits); constant after construction.
     pub fn heap_bytes(&self) -> usize {
-        self.slab.capacity() * size_of::<Entry>() + self.index.allocation_size()
+        self.slab.capacity() * size_of::<Entry>()
+            + self.index.allocation_size()
+            + self.occupied.capacity() * size_of::<u64>()
     }
 
     /// Bytes of the hash index's allocation (constant: the index never grows).
@@ -653,6 +674,7 @@ impl ConnTable {
     }
 
     /// Whether `e` is idle past its state's timeout at `now`.
+    #[inline]
     pub fn is_expired(&self, e: &Entry, now: u64) -> bool {
         idle(e.last_seen, now) > self.timeouts.of(e)
     }
@@ -663,11 +685,13 @@ impl ConnTable {
     }
 
     /// The flow `id`, if the slot is in use.
+    #[inline]
     pub fn get(&self, id: FlowId) -> Option<&Entry> {
         self.slab.get(id.index()).filter(|e| e.is_occupied())
     }
 
     /// The flow `id`, mutably, if the slot is in use.
+    #[inline]
     pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Entry> {
         self.slab.get_mut(id.index()).filter(|e| e.is_occupied())
     }
@@ -714,6 +738,7 @@ impl ConnTable {
             self.rebuild_index();
         }
         self.slab[slot as usize] = Entry::fresh(key, originator, now);
+        self.occupied[slot as usize / 64] |= 1 << (slot % 64);
         self.len += 1;
         let value = self.index_value(hash, slot);
         let (slab, hasher, mask) = (&self.slab, &self.hasher, self.slot_mask);
@@ -780,6 +805,7 @@ impl ConnTable {
         let slot = &mut self.slab[id.index()];
         *slot = Entry::VACANT;
         slot.rule_id = self.free_head;
+        self.occupied[id.index() / 64] &= !(1 << (id.0 % 64));
         self.free_head = id.0;
         self.len -= 1;
         Some(e)
@@ -806,15 +832,25 @@ impl ConnTable {
     ) -> usize {
         let cap = self.slab.len();
         let mut removed = 0;
-        for _ in 0..budget.min(cap) {
-            let i = self.cursor;
-            self.cursor = if i + 1 == cap { 0 } else { i + 1 };
-            let e = &self.slab[i];
-            if e.is_occupied() && self.is_expired(e, now) {
-                let id = FlowId(i as u32);
-                if let Some(old) = self.remove(id) {
-                    closed(id, &old);
-                    removed += 1;
+        let mut left = budget.min(cap);
+        // Slot by slot as before, a word of occupancy bits at a time: only occupied slots are read.
+        while left > 0 {
+            let start = self.cursor;
+            let (word, bit) = (start / 64, start % 64);
+            let span = (64 - bit).min(left).min(cap - start);
+            left -= span;
+            self.cursor = if start + span == cap { 0 } else { start + span };
+            let mask = (u64::MAX >> (64 - span)) << bit;
+            let mut due = self.occupied[word] & mask;
+            while due != 0 {
+                let i = word * 64 + due.trailing_zeros() as usize;
+                due &= due - 1;
+                if self.is_expired(&self.slab[i], now) {
+                    let id = FlowId(i as u32);
+                    if let Some(old) = self.remove(id) {
+                        closed(id, &old);
+                        removed += 1;
+                    }
                 }
             }
         }

@@ -131,6 +131,7 @@ pub struct TcpSegment {
 
 impl TcpSegment {
     /// Sequence number just past this segment (SYN and FIN count one).
+    #[inline]
     fn end(&self) -> u32 {
         let mut end = self.seq.wrapping_add(u32::from(self.payload_len));
         if self.flags.contains(TcpFlags::SYN) {
@@ -142,6 +143,7 @@ impl TcpSegment {
         end
     }
 
+    #[inline]
     fn has(&self, f: TcpFlags) -> bool {
         self.flags.contains(f)
     }
@@ -227,17 +229,20 @@ const MAX_WINDOW: u32 = 0xffff << MAX_WSCALE;
 const MAXACKWINCONST: u32 = 66_000;
 
 /// `a` is before `b` in sequence space.
+#[inline]
 fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
 /// `a` is after `b` in sequence space.
+#[inline]
 fn after(a: u32, b: u32) -> bool {
     before(b, a)
 }
 
 /// Whether a flag combination is one a TCP may send (Linux's `tcp_valid_flags`; PSH, ECE, CWR and NS are
 /// ignored).
+#[inline]
 pub fn valid_flags(f: TcpFlags) -> bool {
     const FIN: u16 = TcpFlags::FIN.0;
     const SYN: u16 = TcpFlags::SYN.0;
@@ -266,6 +271,7 @@ enum Kind {
 }
 
 /// Classifies valid flags.
+#[inline]
 fn kind(f: TcpFlags) -> Kind {
     if f.contains(TcpFlags::RST) {
         Kind::Rst
@@ -366,6 +372,7 @@ impl TcpState {
     }
 
     /// Whether the flow was picked up mid-stream (loose mode), so its windows are not policed.
+    #[inline]
     pub const fn picked_up(&self) -> bool {
         self.tflags & TF_LIBERAL != 0
     }
@@ -375,6 +382,7 @@ impl TcpState {
         self.end[dir.index()]
     }
 
+    #[inline]
     fn fin(&self, d: usize) -> bool {
         self.wflags[d] & WF_FIN != 0
     }
@@ -422,12 +430,14 @@ impl TcpState {
         }
     }
 
+    #[inline]
     fn wscale_of(&self, d: usize) -> u8 {
         self.wflags[d] & WF_SCALE
     }
 
     /// The acknowledgment number used by the checks: without ACK (or with the zero ACK of broken RSTs) the
     /// segment is taken to acknowledge everything.
+    #[inline]
     fn effective_ack(&self, d: usize, seg: &TcpSegment) -> u32 {
         if !seg.has(TcpFlags::ACK) || (seg.has(TcpFlags::RST) && seg.ack == 0) {
             self.end[d ^ 1]
@@ -437,6 +447,7 @@ impl TcpState {
     }
 
     /// Checks 1–4 of the module documentation for a segment from direction `d`.
+    #[inline]
     fn window_ok(&self, d: usize, seg: &TcpSegment) -> bool {
         let r = d ^ 1;
         let end = seg.end();
@@ -454,6 +465,7 @@ impl TcpState {
     }
 
     /// Learns from an in-window segment from direction `d`.
+    #[inline]
     fn window_update(&mut self, d: usize, seg: &TcpSegment) {
         let r = d ^ 1;
         let end = seg.end();
@@ -489,6 +501,7 @@ impl TcpState {
     }
 
     /// The closing state implied by the FIN bits, if any FIN was seen.
+    #[inline]
     fn closing_state(&self) -> Option<TcpConnState> {
         let acked = |d: usize| self.wflags[d] & WF_FIN_ACKED != 0;
         Some(match (self.fin(0), self.fin(1)) {
@@ -502,6 +515,7 @@ impl TcpState {
     }
 
     /// Processes one segment of this flow travelling in `dir`. See the module documentation.
+    #[inline]
     pub fn track(&mut self, dir: Dir, seg: &TcpSegment, strictness: Strictness) -> TcpVerdict {
         if !valid_flags(seg.flags) {
             return TcpVerdict::Drop(TcpDropReason::InvalidFlags);
@@ -590,6 +604,7 @@ impl TcpState {
     }
 
     /// ACK or FIN (with or without data).
+    #[inline]
     fn on_segment(&mut self, dir: Dir, seg: &TcpSegment, fin: bool, liberal: bool) -> TcpVerdict {
         use TcpConnState::*;
         let d = dir.index();
