@@ -113,13 +113,33 @@ impl Scratch {
 }
 
 /// Remembers rule id → counter slot for the current version, so established-flow packets are counted against
-/// their rule without a hash lookup per packet.
+/// their rule without a hash lookup per packet; and sums the hits of a run of packets of one rule, so its
+/// counters are updated once per run (at the latest at the end of each pass over a burst) rather than three
+/// times per packet.
 struct SlotCache {
     version: u32,
     entries: [(u32, u32); 64],
+    pending: Option<PendingHits>,
+}
+
+/// Hits of one rule not yet added to its counters.
+#[derive(Clone, Copy)]
+struct PendingHits {
+    slot: u32,
+    rule_id: u32,
+    packets: u64,
+    bytes: u64,
 }
 
 impl SlotCache {
+    fn new() -> Self {
+        SlotCache {
+            version: u32::MAX,
+            entries: [(u32::MAX, 0); 64],
+            pending: None,
+        }
+    }
+
     fn slot(&mut self, rs: &Ruleset<'_>, rule_id: u32) -> Option<u32> {
         if self.version != rs.version {
             self.version = rs.version;
@@ -132,6 +152,48 @@ impl SlotCache {
         let slot = rs.slot_of(rule_id)?;
         *e = (rule_id, slot);
         Some(slot)
+    }
+
+    /// Counts a packet of `len` bytes of a flow `rule_id` admitted (see [`flush`](Self::flush)).
+    #[inline]
+    fn hit(
+        &mut self,
+        counters: &WorkerCounters,
+        rs: &Ruleset<'_>,
+        rule_id: u32,
+        len: u64,
+        now: u64,
+    ) {
+        if let Some(p) = &mut self.pending {
+            if p.rule_id == rule_id {
+                p.packets += 1;
+                p.bytes += len;
+                return;
+            }
+        }
+        self.flush(counters, now);
+        if let Some(slot) = self.slot(rs, rule_id) {
+            self.pending = Some(PendingHits {
+                slot,
+                rule_id,
+                packets: 1,
+                bytes: len,
+            });
+        }
+    }
+
+    /// Adds the pending hits to their rule's counters: what [`RuleSlot::hit`](crate::counters::RuleSlot::hit)
+    /// per packet would have done (nothing if the slot now counts another rule). Call before anything else
+    /// touches rule counters (a new flow may claim a slot) and before the ruleset reference is given up.
+    fn flush(&mut self, counters: &WorkerCounters, now: u64) {
+        if let Some(p) = self.pending.take() {
+            let r = counters.rule(p.slot);
+            if r.rule_id.get() == u64::from(p.rule_id) {
+                r.packets.add(p.packets);
+                r.bytes.add(p.bytes);
+                r.last_hit.set(now + 1);
+            }
+        }
     }
 }
 
@@ -147,10 +209,7 @@ impl<'p> Worker<'_, 'p, '_> {
         let mut burst: Burst<'p> = Burst::with_capacity(self.burst);
         let mut replies: Burst<'p> = Burst::new();
         let mut scratch = Scratch::new();
-        let mut cache = SlotCache {
-            version: u32::MAX,
-            entries: [(u32::MAX, 0); 64],
-        };
+        let mut cache = SlotCache::new();
         let mut deny = DenyBudget {
             window_start: 0,
             left: self.denied_events_per_sec,
@@ -305,7 +364,8 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
         s.lens[i] = frame.len() as u32;
         match net::parse_into(frame, &mut s.parsed[i]) {
             Ok(()) => {
-                s.prepared[i] = cx.tracker.prepare(frame, &s.parsed[i]);
+                cx.tracker
+                    .prepare_into(frame, &s.parsed[i], &mut s.prepared[i]);
                 s.notes[i] = Note::Forward;
             }
             Err(e) => {
@@ -354,9 +414,11 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
         }
         s.notes[i] = note;
     }
+    cx.cache.flush(cx.counters, cx.now);
 
     if undecided > 0 {
         decide(cx, rs, burst, s);
+        cx.cache.flush(cx.counters, cx.now);
         forwarded = s.notes[..n]
             .iter()
             .filter(|note| matches!(note, Note::Forward))
@@ -476,6 +538,7 @@ fn untracked(rs: &Ruleset<'_>, p: &Parsed, u: Untracked) -> Note {
     }
 }
 
+#[inline]
 fn known_packet(
     cx: &mut JudgeCtx<'_, '_, '_>,
     rs: &Ruleset<'_>,
@@ -490,9 +553,7 @@ fn known_packet(
         cx.counters.would_deny.add(1);
     }
     let rule_id = e.rule_id();
-    if let Some(slot) = cx.cache.slot(rs, rule_id) {
-        cx.counters.rule(slot).hit(rule_id, len as u64, cx.now);
-    }
+    cx.cache.hit(cx.counters, rs, rule_id, len as u64, cx.now);
 }
 
 fn new_flow(

@@ -309,13 +309,22 @@ impl Tracker {
     #[inline]
     pub fn prepare(&self, frame: &[u8], parsed: &Parsed) -> Prepared {
         let mut p = Prepared::EMPTY;
+        self.prepare_into(frame, parsed, &mut p);
+        p
+    }
+
+    /// [`prepare`](Self::prepare) into a caller's `Prepared` (e.g. a slot of a burst's array): saves copying
+    /// the result, which the fast path feels.
+    #[inline]
+    pub fn prepare_into(&self, frame: &[u8], parsed: &Parsed, p: &mut Prepared) {
+        p.slot = NO_SLOT;
         if !matches!(parsed.l3, L3::Ipv4 { .. } | L3::Ipv6 { .. }) {
             p.stage = Stage::Untracked(Untracked::NotIp);
-            return p;
+            return;
         }
         if parsed.l4_offset.is_none() {
             p.stage = Stage::Untracked(Untracked::Fragment);
-            return p;
+            return;
         }
         let (keyed, flags) = match parsed.l4 {
             L4::Icmp { ident, .. } | L4::Icmpv6 { ident, .. } => {
@@ -328,31 +337,32 @@ impl Tracker {
             // ICMP that is not echo: an error is judged by the flow it quotes.
             if !relatable_error(parsed) {
                 p.stage = Stage::Untracked(Untracked::IcmpInfo);
-                return p;
+                return;
             }
             let Some((key, quoted_side)) = key::quoted_key(frame, parsed) else {
                 p.stage = Stage::Drop(DropReason::IcmpErrorUnrelated);
-                return p;
+                return;
             };
             p.stage = Stage::Related;
             p.hash = self.table.hash(&key);
             p.key = key;
             p.side = quoted_side;
-            return p;
+            return;
         }
         let Some((key, side)) = key::packet_key(parsed) else {
             p.stage = Stage::Untracked(Untracked::NotIp);
-            return p;
+            return;
         };
         p.stage = Stage::Flow;
         p.hash = self.table.hash(&key);
         p.key = key;
         p.side = side;
         p.bytes = ip_bytes(frame, parsed);
-        if flags.contains(TcpFlags::SYN) {
-            p.wscale = wscale(frame, parsed);
-        }
-        p
+        p.wscale = if flags.contains(TcpFlags::SYN) {
+            wscale(frame, parsed)
+        } else {
+            None
+        };
     }
 
     /// Stage 2 of [`process`](Self::process): finds the slot the packet's flow most likely occupies from the
