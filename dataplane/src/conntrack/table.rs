@@ -640,6 +640,16 @@ impl ConnTable {
             .map(|&v| v & mask)
     }
 
+    /// Starts loading the index buckets a lookup of `hash` compares into the cache: walks the probe sequence
+    /// (reading the control bytes) and prefetches, rather than reads, each candidate bucket.
+    #[inline]
+    pub(super) fn prefetch_index(&self, hash: u64) {
+        let _ = self.index.find(hash, |v| {
+            dpdk::prefetch(v);
+            false
+        });
+    }
+
     /// Starts loading the entry in `slot` into the cache (see [`probe`](Self::probe)).
     #[inline]
     pub(super) fn prefetch(&self, slot: u32) {
