@@ -1,0 +1,8 @@
+//! `bulkhead-control`: the process network teams and their automation talk to. It is never in the packet path:
+//! it reaches the dataplane only through the dataplane's local control socket ([`dataplane`]), and the
+//! dataplane keeps enforcing its last committed policy when control is down.
+#![forbid(unsafe_code)]
+
+pub mod dataplane;
+pub mod flowlog;
+pub mod metrics;
