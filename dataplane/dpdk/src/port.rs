@@ -214,6 +214,17 @@ impl<'a> Port<'a> {
         Ok(())
     }
 
+    /// Whether the link is up, without waiting (`rte_eth_link_get_nowait`). Virtual devices that connect to a
+    /// peer (memif) come up only once the peer has connected; senders wait for this before timing anything.
+    pub fn link_up(&self) -> Result<bool> {
+        let mut link = dpdk_sys::rte_eth_link::default();
+        // SAFETY: valid port id and out-pointer; reading the link status is allowed while the port runs.
+        check("rte_eth_link_get_nowait", unsafe {
+            dpdk_sys::rte_eth_link_get_nowait(self.id, &mut link)
+        })?;
+        Ok(link.link_status() != 0)
+    }
+
     /// Device counters; safe to read while workers poll the queues.
     pub fn stats(&self) -> Result<PortStats> {
         let mut s = dpdk_sys::rte_eth_stats::default();
