@@ -33,6 +33,9 @@ pub enum Error {
         /// The cause.
         source: pcap_file::PcapError,
     },
+    /// A live run (`send`, `rfc2544`) failed.
+    #[error(transparent)]
+    Live(#[from] crate::live::Error),
 }
 
 impl Error {
@@ -50,6 +53,7 @@ impl Error {
         match self {
             Error::InvalidArgument { .. } => 2,
             Error::Io { .. } | Error::Pcap { .. } => 1,
+            Error::Live(e) => e.exit_code(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod classbench;
 pub mod error;
 pub mod flows;
 pub mod frame;
+pub mod live;
 pub mod pcap;
 pub mod prefix;
 pub mod rng;

@@ -11,6 +11,8 @@ use bulkhead_pktgen::prefix::Prefix;
 use bulkhead_pktgen::Error;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use bulkhead_pktgen::live::cli::{self as live_cli, Rfc2544Args, SendArgs};
+
 /// Bulkhead's traffic generator.
 #[derive(Parser)]
 #[command(name = "bulkhead-pktgen", version, about, propagate_version = true)]
@@ -24,6 +26,14 @@ enum Command {
     /// Write a pcap of N distinct TCP or UDP flows (deterministic from --seed)
     /// with fixed-size frames, flow-interleaved.
     Flows(FlowsArgs),
+    /// Send a pcap's packets through DPDK ports (looping it) at a set rate or
+    /// as fast as possible, receive what comes back, and report rates, loss,
+    /// latency, reordering and verdict mismatches (JSON on stdout or --json,
+    /// a summary on stderr). Exit code 3: verdict mismatches.
+    Send(SendArgs),
+    /// RFC 2544 throughput: binary search on the offered rate for the highest
+    /// rate without loss, trial by trial, then a confirmation trial.
+    Rfc2544(Rfc2544Args),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +117,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match &cli.command {
         Command::Flows(args) => ("flows", flows(args)),
+        Command::Send(args) => ("send", live_cli::send(args)),
+        Command::Rfc2544(args) => ("rfc2544", live_cli::rfc2544(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
