@@ -139,8 +139,12 @@ impl Recorder {
         }
         let cycles = now.saturating_sub(stamp.tsc);
         let ns = u128::from(cycles) * 1_000_000_000 / u128::from(self.hz);
-        self.latency_ns
-            .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX);
+        // `record` grows the histogram as needed (`saturating_record` would
+        // clamp to its current range); only values beyond any range clamp.
+        if self.latency_ns.record(ns).is_err() {
+            self.latency_ns.saturating_record(ns);
+        }
     }
 
     /// Packets matched so far (stamped and unstamped).
@@ -625,7 +629,7 @@ mod tests {
             r.record(&p, 1, &stamped(&p, 0, n, 0), 0);
         }
         let rep = r.report(&p, &sent(&p, 6, 1000), Some(6.0));
-        let v = rep.verdicts.unwrap();
+        let v = rep.verdicts.clone().unwrap();
         assert_eq!((v.flows, v.flows_sent, v.pass_ok, v.drop_ok), (6, 6, 2, 2));
         let bad: Vec<(u32, Expect)> = v.mismatches.iter().map(|m| (m.flow, m.expect)).collect();
         assert_eq!(bad, [(3, Expect::Drop), (4, Expect::Pass)]);
