@@ -308,6 +308,12 @@ pub fn rfc2544(args: &Rfc2544Args) -> Result<()> {
         })?;
         Ok((result, reports))
     })?;
+    if result.short_trials() > 0 {
+        eprintln!(
+            "warning: {} trial(s) offered less than 95 % of their target rate: the generator, not the device, fell short there",
+            result.short_trials()
+        );
+    }
     match result.throughput_pps {
         Some(t) => eprintln!(
             "throughput: {t:.0} pps{}{}",

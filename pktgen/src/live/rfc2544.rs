@@ -93,6 +93,9 @@ pub struct TrialRecord {
     pub loss_ratio: f64,
     /// Loss within tolerance.
     pub passed: bool,
+    /// The generator offered less than 95 % of the target: this trial
+    /// tested a lower rate than asked (a busy or too slow generator core).
+    pub offered_short: bool,
 }
 
 /// The result of a search.
@@ -111,6 +114,14 @@ pub struct SearchResult {
     pub trials: Vec<TrialRecord>,
 }
 
+impl SearchResult {
+    /// Trials whose offered rate fell short of their target; when any
+    /// passed, the throughput is only as good as the generator.
+    pub fn short_trials(&self) -> usize {
+        self.trials.iter().filter(|t| t.offered_short).count()
+    }
+}
+
 /// Runs the search; `trial(rate)` runs one trial (`None`: full speed).
 pub fn search<E>(
     cfg: &SearchConfig,
@@ -121,12 +132,14 @@ pub fn search<E>(
         let outcome = trial(rate)?;
         let loss_ratio = outcome.loss_ratio();
         let passed = outcome.sent > 0 && loss_ratio <= cfg.loss_tolerance;
+        let offered_short = rate.is_some_and(|r| outcome.offered_pps < 0.95 * r);
         trials.push(TrialRecord {
             phase,
             target_pps: rate,
             outcome,
             loss_ratio,
             passed,
+            offered_short,
         });
         Ok::<_, E>((passed, outcome))
     };
@@ -305,6 +318,25 @@ mod tests {
         assert!(r.confirmed);
         assert!(t < confirms[0].target_pps.unwrap(), "{t}");
         assert!(t <= 30_000.0);
+    }
+
+    #[test]
+    fn trials_the_generator_cannot_offer_are_flagged() {
+        // The generator tops out at 40k: trials above it are short.
+        let cfg = SearchConfig {
+            max_pps: Some(100_000.0),
+            resolution_pps: 1000.0,
+            ..SearchConfig::default()
+        };
+        let r = search(&cfg, device(30_000.0, 40_000.0)).unwrap();
+        assert!(r.short_trials() > 0);
+        for t in &r.trials {
+            assert_eq!(
+                t.offered_short,
+                t.target_pps.unwrap() > 40_000.0 / 0.95,
+                "{t:?}"
+            );
+        }
     }
 
     #[test]
