@@ -334,6 +334,12 @@ fn tx_loop_parts<'p>(
     let depth = spec
         .rate_pps
         .map_or(burst as f64, |r| (r / 1000.0).max(burst as f64));
+    // Bursts of one or two packets cost nearly as much as full ones (a
+    // device call each), which would cap paced rates far below full speed:
+    // wait for 20 µs worth of packets (1..=burst) before building a batch.
+    let min_batch = spec
+        .rate_pps
+        .map_or(1.0, |r| (r * 20e-6).clamp(1.0, burst as f64));
     let mut tokens = 0.0_f64;
     let mut last = start;
     let mut n: u64 = 0;
@@ -372,7 +378,11 @@ fn tx_loop_parts<'p>(
             Some(pc) => {
                 tokens = (tokens + now.saturating_sub(last) as f64 * pc).min(depth);
                 last = now;
-                (tokens as usize).min(burst)
+                if tokens >= min_batch {
+                    (tokens as usize).min(burst)
+                } else {
+                    0
+                }
             }
         };
         if let Some(c) = spec.count {

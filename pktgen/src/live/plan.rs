@@ -153,7 +153,8 @@ pub struct Plan {
     pub groups: Vec<Group>,
     /// The sidecar's flows (empty without one).
     pub verdicts: Vec<FlowVerdict>,
-    by_key: HashMap<Option<Key>, u32>,
+    // foldhash: this map is looked up per received unstamped packet.
+    by_key: hashbrown::HashMap<Option<Key>, u32>,
 }
 
 impl Plan {
@@ -169,7 +170,7 @@ impl Plan {
             templates: Vec::with_capacity(frames.len()),
             groups: Vec::new(),
             verdicts,
-            by_key: HashMap::new(),
+            by_key: hashbrown::HashMap::new(),
         };
         for bytes in frames {
             let key = Key::of_frame(&bytes);
@@ -207,6 +208,11 @@ impl Plan {
     /// The group of a received frame that carries no stamp.
     pub fn group_of(&self, frame: &[u8]) -> Option<u32> {
         self.by_key.get(&Key::of_frame(frame)).copied()
+    }
+
+    /// [`Plan::group_of`] for a frame already parsed (`None`: it did not parse).
+    pub fn group_of_parsed(&self, p: Option<&Parsed>) -> Option<u32> {
+        self.by_key.get(&p.and_then(Key::of)).copied()
     }
 
     /// The largest frame.

@@ -105,8 +105,13 @@ impl Recorder {
     /// Accounts for `frame`, received on `side` (0: `--tx` port, 1: `--rx`
     /// port) at TSC `now`.
     pub fn record(&mut self, plan: &Plan, side: usize, frame: &[u8], now: u64) {
-        let Some(stamp) = signature::read(frame) else {
-            match plan.group_of(frame) {
+        let parsed = net::parse::parse(frame).ok();
+        let stamp = parsed
+            .as_ref()
+            .and_then(|p| signature::slot_parsed(p, frame))
+            .and_then(|off| signature::read_at(frame, off));
+        let Some(stamp) = stamp else {
+            match plan.group_of_parsed(parsed.as_ref()) {
                 Some(g) => {
                     self.group_rx[g as usize] += 1;
                     self.unstamped += 1;

@@ -156,8 +156,8 @@ pub fn search<E>(
         });
     }
     let resolution = cfg.resolution_pps.max(1.0);
-    // Rates that passed a search step, kept to fall back on when a
-    // confirmation fails.
+    // Rates that passed a search step, ascending (each raised the floor),
+    // kept to fall back on when a confirmation fails.
     let mut passes: Vec<f64> = Vec::new();
     let (mut lo, mut hi) = (0.0_f64, top);
     let mut confirmations = 0;
@@ -203,16 +203,9 @@ pub fn search<E>(
             });
         }
         // Resume below the rate that failed its confirmation.
-        passes.pop();
+        passes.retain(|&p| p < best);
         hi = best;
-        lo = passes
-            .iter()
-            .copied()
-            .filter(|&p| p < best)
-            .fold(0.0, f64::max);
-        if lo > 0.0 {
-            passes.push(lo);
-        }
+        lo = passes.last().copied().unwrap_or(0.0);
     }
 }
 

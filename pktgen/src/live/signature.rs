@@ -15,7 +15,7 @@
 //! those are matched.
 
 use net::checksum;
-use net::parse::{parse, L3, L4};
+use net::parse::{parse, Parsed, L3, L4};
 
 /// The stamp's first bytes.
 pub const MAGIC: [u8; 4] = *b"BHpg";
@@ -35,7 +35,11 @@ pub struct Stamp {
 /// the frame is an unfragmented TCP, UDP, ICMP or ICMPv6 packet whose
 /// payload (as the IP length says, within the frame) holds [`LEN`] bytes.
 pub fn slot(frame: &[u8]) -> Option<usize> {
-    let p = parse(frame).ok()?;
+    slot_parsed(&parse(frame).ok()?, frame)
+}
+
+/// [`slot`] for a frame already parsed into `p`.
+pub fn slot_parsed(p: &Parsed, frame: &[u8]) -> Option<usize> {
     let l4 = p.l4_offset?;
     let ip_end = match p.l3 {
         L3::Ipv4 { frag: None, .. } => {
