@@ -62,7 +62,10 @@ fn eal_mbufs_ports_and_lcores() {
     {
         let mut queues = port.start().expect("start");
         assert!(matches!(port.start(), Err(Error::AlreadyStarted(_))));
-        assert!(port.link_up().expect("link status"), "net_ring is up once started");
+        assert!(
+            port.link_up().expect("link status"),
+            "net_ring is up once started"
+        );
         let mut rx = queues.rx.pop().unwrap();
         let mut tx = queues.tx.pop().unwrap();
 
