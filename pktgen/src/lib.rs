@@ -7,6 +7,7 @@
 //! - [`pcap`]: the pcap writer every file-producing subcommand uses.
 //! - [`prefix`], [`rng`]: address prefixes and the seedable SplitMix64
 //!   generator that makes every output reproducible from its seed.
+//! - [`verdicts`]: the expected-verdict sidecar (`X.pcap.verdicts.jsonl`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,5 +19,6 @@ pub mod frame;
 pub mod pcap;
 pub mod prefix;
 pub mod rng;
+pub mod verdicts;
 
 pub use error::{Error, Result};
