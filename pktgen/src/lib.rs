@@ -13,9 +13,11 @@
 #![warn(missing_docs)]
 
 pub mod classbench;
+pub mod conversation;
 pub mod error;
 pub mod flows;
 pub mod frame;
+pub mod packet;
 pub mod pcap;
 pub mod prefix;
 pub mod rng;

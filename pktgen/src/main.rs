@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod gen_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +26,9 @@ enum Command {
     /// Write a pcap of N distinct TCP or UDP flows (deterministic from --seed)
     /// with fixed-size frames, flow-interleaved.
     Flows(FlowsArgs),
+    /// Write a pcap of realistic conversations: TCP handshake, data both
+    /// ways and FIN/RST teardown, UDP request/response, ICMP echo.
+    Conversations(gen_cli::ConversationsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match &cli.command {
         Command::Flows(args) => ("flows", flows(args)),
+        Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,114 @@
+//! Command-line arguments of the pcap-generating subcommands other than
+//! `flows` (`conversations`, `policy`, `classbench`, `attack`), kept apart
+//! from `main.rs` so that it only dispatches.
+
+use std::path::PathBuf;
+
+use bulkhead_pktgen::conversation::{
+    write_conversations, ConversationsConfig, Family, ProtoChoice, TeardownChoice,
+};
+use bulkhead_pktgen::Error;
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ConvProto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FamilyArg {
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TeardownArg {
+    Fin,
+    Rst,
+    Mixed,
+}
+
+impl From<FamilyArg> for Family {
+    fn from(f: FamilyArg) -> Family {
+        match f {
+            FamilyArg::Ipv4 => Family::V4,
+            FamilyArg::Ipv6 => Family::V6,
+            FamilyArg::Both => Family::Both,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ConversationsArgs {
+    /// Output pcap file (Ethernet, microsecond timestamps 1 µs apart).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Number of conversations.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    flows: u32,
+    /// Data packets per conversation, both directions together (request,
+    /// response, request, ...); TCP adds 3 handshake packets and 3 (FIN) or
+    /// 1 (RST) teardown packets.
+    #[arg(long, value_name = "M", default_value_t = 4)]
+    packets: u32,
+    /// Frame sizes on the wire (FCS included), 64..=9018, comma-separated;
+    /// each data packet's size is drawn from the list. Handshake, teardown
+    /// and other control packets are minimum-size.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    frame_size: Vec<usize>,
+    /// Transports, comma-separated, assigned to the flows round robin.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tcp,udp,icmp"
+    )]
+    proto: Vec<ConvProto>,
+    /// Address family: IPv4, IPv6, or both (alternating flows).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    family: FamilyArg,
+    /// 802.1Q VLAN ids, comma-separated, drawn per flow (default untagged).
+    #[arg(long, value_name = "VID", value_delimiter = ',')]
+    vlan: Vec<u16>,
+    /// How TCP conversations end.
+    #[arg(long, value_enum, default_value_t = TeardownArg::Mixed)]
+    teardown: TeardownArg,
+    /// Seed of the deterministic generator: same seed, same file.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+}
+
+pub fn conversations(a: &ConversationsArgs) -> Result<(), Error> {
+    let cfg = ConversationsConfig {
+        flows: a.flows,
+        packets: a.packets,
+        frame_sizes: a.frame_size.clone(),
+        protos: a
+            .proto
+            .iter()
+            .map(|p| match p {
+                ConvProto::Tcp => ProtoChoice::Tcp,
+                ConvProto::Udp => ProtoChoice::Udp,
+                ConvProto::Icmp => ProtoChoice::Icmp,
+            })
+            .collect(),
+        family: a.family.into(),
+        vlans: a.vlan.clone(),
+        teardown: match a.teardown {
+            TeardownArg::Fin => TeardownChoice::Fin,
+            TeardownArg::Rst => TeardownChoice::Rst,
+            TeardownArg::Mixed => TeardownChoice::Mixed,
+        },
+        seed: a.seed,
+    };
+    eprintln!("{}", write_conversations(&cfg, &a.out)?);
+    Ok(())
+}
