@@ -165,7 +165,7 @@ impl Conversation {
             out.push((dir, build(&h, t, payload)));
         };
         let dir_of = |i: usize| {
-            if i % 2 == 0 {
+            if i & 1 == 0 {
                 Direction::Orig
             } else {
                 Direction::Reply
