@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use bulkhead_pktgen::conversation::{
     write_conversations, ConversationsConfig, Family, ProtoChoice, TeardownChoice,
 };
+use bulkhead_pktgen::policy_traffic::{load_policy, write_policy_traffic, PolicyTrafficConfig};
+use bulkhead_pktgen::verdicts::Expect;
 use bulkhead_pktgen::Error;
 use clap::{Args, ValueEnum};
 
@@ -110,5 +112,50 @@ pub fn conversations(a: &ConversationsArgs) -> Result<(), Error> {
         seed: a.seed,
     };
     eprintln!("{}", write_conversations(&cfg, &a.out)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    /// The Bulkhead policy (JSON) traffic is drawn from.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Output pcap file; the expected verdicts go to FILE.verdicts.jsonl.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Flows per rule and case (inside the rule; service, source,
+    /// destination or VLAN outside it) and for the default.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    flows_per_case: u32,
+    /// Data packets per conversation, as for `conversations`.
+    #[arg(long, value_name = "M", default_value_t = 2)]
+    packets: u32,
+    /// Frame sizes on the wire (FCS included), comma-separated.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    frame_size: Vec<usize>,
+    /// Seed of the deterministic generator: same seed, same files.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+}
+
+pub fn policy(a: &PolicyArgs) -> Result<(), Error> {
+    let policy = load_policy(&a.policy)?;
+    let cfg = PolicyTrafficConfig {
+        per_case: a.flows_per_case,
+        packets: a.packets,
+        frame_sizes: a.frame_size.clone(),
+        seed: a.seed,
+    };
+    let (written, verdicts) = write_policy_traffic(&policy, &cfg, &a.out)?;
+    let pass = verdicts.iter().filter(|v| v.expect == Expect::Pass).count();
+    eprintln!(
+        "{written} ({pass} expected to pass, {} to drop)",
+        verdicts.len() - pass
+    );
     Ok(())
 }

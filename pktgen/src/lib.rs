@@ -19,6 +19,7 @@ pub mod flows;
 pub mod frame;
 pub mod packet;
 pub mod pcap;
+pub mod policy_traffic;
 pub mod prefix;
 pub mod rng;
 pub mod verdicts;

@@ -29,6 +29,9 @@ enum Command {
     /// Write a pcap of realistic conversations: TCP handshake, data both
     /// ways and FIN/RST teardown, UDP request/response, ICMP echo.
     Conversations(gen_cli::ConversationsArgs),
+    /// Write a pcap of conversations drawn from a Bulkhead policy, allowed
+    /// and denied, and FILE.verdicts.jsonl with each flow's expected verdict.
+    Policy(gen_cli::PolicyArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
     let (name, result) = match &cli.command {
         Command::Flows(args) => ("flows", flows(args)),
         Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
+        Command::Policy(a) => ("policy", gen_cli::policy(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
