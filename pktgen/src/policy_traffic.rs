@@ -230,6 +230,9 @@ fn vlan_for(a: &Option<Vec<u16>>, b: &Option<Vec<u16>>, rng: &mut SplitMix64) ->
     }
 }
 
+/// A drawn flow: source, destination, VLAN, and `(kind, sport, dport)`.
+type Drawn = (IpAddr, IpAddr, Option<u16>, (Kind, u16, u16));
+
 /// Which dimension a case moves out of the rule.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Case {
@@ -293,12 +296,7 @@ fn outside_addr(
 
 /// One flow of `case` for the rule at `index`, or `None` if the case
 /// cannot exist for it (or no address fits).
-fn draw_case(
-    policy: &Policy,
-    index: usize,
-    case: Case,
-    rng: &mut SplitMix64,
-) -> Option<(IpAddr, IpAddr, Option<u16>, (Kind, u16, u16))> {
+fn draw_case(policy: &Policy, index: usize, case: Case, rng: &mut SplitMix64) -> Option<Drawn> {
     let rule = &policy.rules()[index];
     let svc = policy.service(&rule.service);
     let from = members(policy, &rule.from);
@@ -368,10 +366,7 @@ fn draw_case(
 
 /// A default-case flow: random members of any segments (or outsiders),
 /// a random user service (or plain TCP).
-fn draw_default(
-    policy: &Policy,
-    rng: &mut SplitMix64,
-) -> Option<(IpAddr, IpAddr, Option<u16>, (Kind, u16, u16))> {
+fn draw_default(policy: &Policy, rng: &mut SplitMix64) -> Option<Drawn> {
     let all = members(policy, &Selector::Any);
     let (fnet, _) = rng.choose(&all);
     let v6 = fnet.network().is_ipv6();
