@@ -546,7 +546,7 @@ impl std::fmt::Display for Written {
             self.path.display()
         )?;
         if let Some(s) = &self.sidecar {
-            write!(f, ", verdicts to {}", s.display())?;
+            write!(f, ", sidecar {}", s.display())?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use bulkhead_pktgen::classbench_gen::write_classbench;
 use bulkhead_pktgen::conversation::{
     write_conversations, ConversationsConfig, Family, ProtoChoice, TeardownChoice,
 };
@@ -157,5 +158,31 @@ pub fn policy(a: &PolicyArgs) -> Result<(), Error> {
         "{written} ({pass} expected to pass, {} to drop)",
         verdicts.len() - pass
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ClassbenchArgs {
+    /// ClassBench trace (`src dst sport dport proto flags rule` per line).
+    #[arg(long, value_name = "FILE")]
+    trace: PathBuf,
+    /// ClassBench rule file: also write FILE.rules.jsonl, each packet's
+    /// expected first-match rule (0-based).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Output pcap file, one packet per trace line.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Frame size on the wire (FCS included), 64..=9018.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    frame_size: usize,
+    /// Only the first N trace lines.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+pub fn classbench(a: &ClassbenchArgs) -> Result<(), Error> {
+    let w = write_classbench(&a.trace, a.rules.as_deref(), a.frame_size, a.limit, &a.out)?;
+    eprintln!("{w}");
     Ok(())
 }

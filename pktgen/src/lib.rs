@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod classbench;
+pub mod classbench_gen;
 pub mod conversation;
 pub mod error;
 pub mod flows;

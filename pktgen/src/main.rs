@@ -32,6 +32,9 @@ enum Command {
     /// Write a pcap of conversations drawn from a Bulkhead policy, allowed
     /// and denied, and FILE.verdicts.jsonl with each flow's expected verdict.
     Policy(gen_cli::PolicyArgs),
+    /// Turn a ClassBench trace into a pcap (one packet per line), with an
+    /// optional sidecar of each packet's expected first-match rule.
+    Classbench(gen_cli::ClassbenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => ("flows", flows(args)),
         Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
         Command::Policy(a) => ("policy", gen_cli::policy(a)),
+        Command::Classbench(a) => ("classbench", gen_cli::classbench(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
