@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use bulkhead_pktgen::attack::{self, write_attack, AttackConfig, Weighted};
 use bulkhead_pktgen::classbench_gen::write_classbench;
 use bulkhead_pktgen::conversation::{
     write_conversations, ConversationsConfig, Family, ProtoChoice, TeardownChoice,
@@ -184,5 +185,66 @@ pub struct ClassbenchArgs {
 pub fn classbench(a: &ClassbenchArgs) -> Result<(), Error> {
     let w = write_classbench(&a.trace, a.rules.as_deref(), a.frame_size, a.limit, &a.out)?;
     eprintln!("{w}");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AttackArgs {
+    /// Output pcap file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Kinds with optional relative weights, comma-separated, e.g.
+    /// `syn-flood=3,port-scan,bad-ihl`. Kinds: syn-flood, ack-flood,
+    /// udp-flood, port-scan, frag-tiny, frag-overlap, frag-incomplete,
+    /// bad-ihl, truncated-tcp, bad-total-length, bad-payload-length,
+    /// bad-udp-length, bad-tcp-offset, hash-collide.
+    #[arg(
+        long,
+        value_name = "KIND[=WEIGHT]",
+        value_delimiter = ',',
+        required = true
+    )]
+    kind: Vec<Weighted>,
+    /// Packets to write.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    count: u64,
+    /// The attacked IPv4 host.
+    #[arg(long, value_name = "ADDR", default_value = "10.99.0.2")]
+    target: std::net::Ipv4Addr,
+    /// The attacked IPv6 host.
+    #[arg(long, value_name = "ADDR", default_value = "fd00:99::2")]
+    target6: std::net::Ipv6Addr,
+    /// Address family; IPv4-only kinds (bad-ihl, bad-total-length) stay
+    /// IPv4 and bad-payload-length stays IPv6.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+    family: FamilyArg,
+    /// Insert an 802.1Q tag with this VLAN id.
+    #[arg(long, value_name = "VID")]
+    vlan: Option<u16>,
+    /// Seed of the deterministic generator: same seed, same file.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+}
+
+pub fn attack(a: &AttackArgs) -> Result<(), Error> {
+    let cfg = AttackConfig {
+        kinds: a.kind.clone(),
+        count: a.count,
+        target_v4: a.target,
+        target_v6: a.target6,
+        family: match a.family {
+            FamilyArg::Ipv4 => attack::Family::V4,
+            FamilyArg::Ipv6 => attack::Family::V6,
+            FamilyArg::Both => attack::Family::Both,
+        },
+        vlan: a.vlan,
+        seed: a.seed,
+    };
+    let (written, per_kind) = write_attack(&cfg, &a.out)?;
+    let kinds: Vec<String> = per_kind
+        .iter()
+        .map(|(k, n)| format!("{} {n}", k.name()))
+        .collect();
+    eprintln!("{written} ({})", kinds.join(", "));
     Ok(())
 }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attack;
 pub mod classbench;
 pub mod classbench_gen;
 pub mod conversation;

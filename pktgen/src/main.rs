@@ -35,6 +35,9 @@ enum Command {
     /// Turn a ClassBench trace into a pcap (one packet per line), with an
     /// optional sidecar of each packet's expected first-match rule.
     Classbench(gen_cli::ClassbenchArgs),
+    /// Write a pcap of hostile traffic: floods, port scan, fragment
+    /// tricks, malformed headers, low-entropy tuple sets.
+    Attack(gen_cli::AttackArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
         Command::Policy(a) => ("policy", gen_cli::policy(a)),
         Command::Classbench(a) => ("classbench", gen_cli::classbench(a)),
+        Command::Attack(a) => ("attack", gen_cli::attack(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
