@@ -228,6 +228,8 @@ pub const MAX_COUNT: u64 = 1 << 26;
 pub struct AttackPacket {
     /// The kind.
     pub kind: Kind,
+    /// Index of the event (one packet, or a fragment train) it belongs to.
+    pub event: u64,
     /// The frame (FCS excluded).
     pub frame: Vec<u8>,
 }
@@ -470,6 +472,7 @@ pub fn generate(cfg: &AttackConfig) -> Result<Vec<AttackPacket>> {
     };
     let total: u64 = cfg.kinds.iter().map(|w| u64::from(w.weight)).sum();
     let mut out = Vec::with_capacity(cfg.count as usize);
+    let mut event = 0;
     while (out.len() as u64) < cfg.count {
         let mut pick = g.rng.below(total);
         let kind = cfg
@@ -489,9 +492,10 @@ pub fn generate(cfg: &AttackConfig) -> Result<Vec<AttackPacket>> {
         let v6 = if kind.supports(v6) { v6 } else { !v6 };
         for frame in g.event(kind, v6) {
             if (out.len() as u64) < cfg.count {
-                out.push(AttackPacket { kind, frame });
+                out.push(AttackPacket { kind, event, frame });
             }
         }
+        event += 1;
     }
     Ok(out)
 }
@@ -502,6 +506,7 @@ pub fn write_attack(cfg: &AttackConfig, path: &Path) -> Result<(Written, Vec<(Ki
     let packets = generate(cfg)?;
     let mut sink = PcapSink::create(path)?;
     let mut per_kind: Vec<(Kind, u64)> = Vec::new();
+    let events = packets.last().map_or(0, |p| p.event as usize + 1);
     for p in &packets {
         sink.write(&p.frame)?;
         match per_kind.iter_mut().find(|(k, _)| *k == p.kind) {
@@ -514,7 +519,8 @@ pub fn write_attack(cfg: &AttackConfig, path: &Path) -> Result<(Written, Vec<(Ki
     Ok((
         Written {
             packets: written,
-            flows: packets.len(),
+            flows: events,
+            unit: "attack events",
             path: path.to_owned(),
             sidecar: None,
         },

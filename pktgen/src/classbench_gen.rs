@@ -159,6 +159,7 @@ pub fn write_classbench(
     Ok(Written {
         packets: written,
         flows: n,
+        unit: "trace lines",
         path: out.to_owned(),
         sidecar,
     })

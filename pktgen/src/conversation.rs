@@ -528,8 +528,10 @@ pub fn check_vlans(vlans: &[u16]) -> Result<()> {
 pub struct Written {
     /// Frames in the pcap.
     pub packets: u64,
-    /// Flows (conversations, trace lines, attack packets...).
+    /// How many of `unit` the file holds.
     pub flows: usize,
+    /// What `flows` counts: "flows", "trace lines", "attack events".
+    pub unit: &'static str,
     /// The pcap.
     pub path: PathBuf,
     /// The sidecar, if one was written.
@@ -540,9 +542,10 @@ impl std::fmt::Display for Written {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "wrote {} packets ({} flows) to {}",
+            "wrote {} packets ({} {}) to {}",
             self.packets,
             self.flows,
+            self.unit,
             self.path.display()
         )?;
         if let Some(s) = &self.sidecar {
@@ -559,6 +562,7 @@ pub fn write_conversations(cfg: &ConversationsConfig, path: &Path) -> Result<Wri
     Ok(Written {
         packets,
         flows: convs.len(),
+        unit: "flows",
         path: path.to_owned(),
         sidecar: None,
     })

@@ -526,6 +526,7 @@ pub fn write_policy_traffic(
         Written {
             packets,
             flows: convs.len(),
+            unit: "flows",
             path: path.to_owned(),
             sidecar: Some(sidecar),
         },
