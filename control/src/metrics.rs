@@ -150,7 +150,7 @@ const DEFS: &[Def] = &[
     def("bulkhead_dataplane_poll_errors_total", C, &["kind"], "Failed readings of the dataplane's counters, by kind (unreachable, timeout, io, protocol, refused)."),
     def("bulkhead_dataplane_last_poll_success_timestamp_seconds", G, &[], "Unix time of the last successful reading of the dataplane's counters."),
     def("bulkhead_dataplane_poll_duration_seconds", G, &[], "How long the last successful reading of the dataplane's counters took."),
-    def("bulkhead_dataplane_counter_resets_total", C, &[], "Readings in which the dataplane's counters went backwards (the dataplane restarted)."),
+    def("bulkhead_dataplane_restarts_total", C, &[], "Readings in which the dataplane's counters went backwards (the dataplane restarted)."),
     def("bulkhead_port_rx_packets_total", C, &["port"], "Packets received by the port's device."),
     def("bulkhead_port_tx_packets_total", C, &["port"], "Packets sent by the port's device."),
     def("bulkhead_port_rx_bytes_total", C, &["port"], "Bytes received by the port's device."),
@@ -330,7 +330,7 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
         o.add("bulkhead_dataplane_poll_errors_total", &[kind], n as f64);
     }
     o.add(
-        "bulkhead_dataplane_counter_resets_total",
+        "bulkhead_dataplane_restarts_total",
         &[],
         r.resets as f64,
     );
