@@ -329,11 +329,7 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
         let n = r.errors.get(kind).copied().unwrap_or(0);
         o.add("bulkhead_dataplane_poll_errors_total", &[kind], n as f64);
     }
-    o.add(
-        "bulkhead_dataplane_restarts_total",
-        &[],
-        r.resets as f64,
-    );
+    o.add("bulkhead_dataplane_restarts_total", &[], r.resets as f64);
     if let Some(t) = r.last_success {
         let unix = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         o.add(

@@ -64,7 +64,15 @@ impl FakeDataplane {
 }
 
 /// An event in the dataplane's shape (dataplane/src/events.rs `FlowEvent`, plus what management adds).
-fn event(kind: &str, src: &str, dst: &str, sport: u16, dport: u16, proto: u8, rule_id: u32) -> Value {
+fn event(
+    kind: &str,
+    src: &str,
+    dst: &str,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    rule_id: u32,
+) -> Value {
     json!({
         "kind": kind, "time_ms": 1000, "time": "2026-11-21T15:00:01.000Z", "worker": 0,
         "src": src, "dst": dst, "sport": sport, "dport": dport, "proto": proto, "vlan": 0,
@@ -127,10 +135,10 @@ async fn filters_and_paging_select_exactly() {
     fake.push([
         event("new", "10.99.0.1", "10.99.0.2", 40000, 8080, 6, 10), // seq 1
         event("denied", "10.99.0.2", "10.99.0.1", 50000, 22, 6, 90), // 2
-        event("new", "10.99.0.1", "10.99.0.2", 0, 0, 1, 20),         // 3
+        event("new", "10.99.0.1", "10.99.0.2", 0, 0, 1, 20),        // 3
         event("closed", "10.99.0.1", "10.99.0.2", 40000, 8080, 6, 10), // 4
-        event("denied", "10.99.0.2", "10.99.0.1", 0, 0, 1, 0),        // 5
-        event("new", "fd00:99::1", "fd00:99::2", 40001, 502, 6, 30),  // 6
+        event("denied", "10.99.0.2", "10.99.0.1", 0, 0, 1, 0),      // 5
+        event("new", "fd00:99::1", "fd00:99::2", 40001, 502, 6, 30), // 6
         event("denied", "10.99.0.3", "10.99.0.2", 5353, 5353, 17, 0), // 7
     ]);
     assert_eq!(log.poll_once(&fake.client()).await.unwrap(), 0);
@@ -168,17 +176,29 @@ async fn filters_and_paging_select_exactly() {
         assert_eq!(v["count"], want.len(), "{query}");
     }
     let (_, v) = get(addr, "?since=2&limit=3").await;
-    assert_eq!((v["truncated"].clone(), v["next_since"].clone()), (json!(true), json!(5)));
+    assert_eq!(
+        (v["truncated"].clone(), v["next_since"].clone()),
+        (json!(true), json!(5))
+    );
     let (_, v) = get(addr, "?since=5&limit=3").await;
-    assert_eq!((v["truncated"].clone(), v["next_since"].clone()), (json!(false), json!(7)));
+    assert_eq!(
+        (v["truncated"].clone(), v["next_since"].clone()),
+        (json!(false), json!(7))
+    );
     let (_, v) = get(addr, "?since=7").await;
     assert_eq!(v["next_since"], 7, "an empty page keeps the cursor");
-    assert_eq!((v["oldest_seq"].clone(), v["newest_seq"].clone()), (json!(1), json!(7)));
+    assert_eq!(
+        (v["oldest_seq"].clone(), v["newest_seq"].clone()),
+        (json!(1), json!(7))
+    );
     // The event is the dataplane's, plus seq.
     let (_, v) = get(addr, "?rule_id=90").await;
     let mut e = v["events"][0].clone();
     assert_eq!(e.as_object_mut().unwrap().remove("seq"), Some(json!(2)));
-    assert_eq!(e, event("denied", "10.99.0.2", "10.99.0.1", 50000, 22, 6, 90));
+    assert_eq!(
+        e,
+        event("denied", "10.99.0.2", "10.99.0.1", 50000, 22, 6, 90)
+    );
     server.abort();
 }
 
@@ -392,7 +412,10 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_blocks_the_poller() 
     let (_, v) = get(addr, "?limit=1000").await;
     assert_eq!(v["count"], 500);
     let text = metrics.render();
-    assert!(text.contains("bulkhead_flow_log_stream_lagged_events_total 484"), "{text}");
+    assert!(
+        text.contains("bulkhead_flow_log_stream_lagged_events_total 484"),
+        "{text}"
+    );
     assert!(text.contains("bulkhead_flow_log_events_total 500"));
     let lines = std::fs::read_to_string(dir.join("log/flows.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 500);
@@ -438,7 +461,12 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     let path = &cfg.path;
     assert!(!rotated(path, 4).exists(), "only `keep` rotated files");
     let mut kept = Vec::new();
-    for f in [rotated(path, 3), rotated(path, 2), rotated(path, 1), path.clone()] {
+    for f in [
+        rotated(path, 3),
+        rotated(path, 2),
+        rotated(path, 1),
+        path.clone(),
+    ] {
         let len = std::fs::metadata(&f).unwrap().len();
         assert!(len <= cfg.rotate_bytes, "{} is {len} bytes", f.display());
         assert!(len > 0);
@@ -449,17 +477,34 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     assert!(first > 1, "older files were dropped");
     assert_eq!(kept, (first..=total).collect::<Vec<_>>());
     // Each rotated file was full: its successor's first line would not have fitted.
-    let files = [rotated(path, 3), rotated(path, 2), rotated(path, 1), path.clone()];
+    let files = [
+        rotated(path, 3),
+        rotated(path, 2),
+        rotated(path, 1),
+        path.clone(),
+    ];
     for pair in files.windows(2) {
         let len = std::fs::metadata(&pair[0]).unwrap().len();
         let next = std::fs::read_to_string(&pair[1]).unwrap();
         let first = next.lines().next().unwrap().len() as u64 + 1;
-        assert!(len + first > cfg.rotate_bytes, "{} rotated early", pair[0].display());
+        assert!(
+            len + first > cfg.rotate_bytes,
+            "{} rotated early",
+            pair[0].display()
+        );
     }
     // Rotations, counted from the lines' lengths by the documented rule.
     let (mut size, mut rotations) = (0u64, 0);
     for seq in 1..=total {
-        let mut e = event("new", "10.99.0.1", "10.99.0.2", 10000 + seq as u16, 8080, 6, 10);
+        let mut e = event(
+            "new",
+            "10.99.0.1",
+            "10.99.0.2",
+            10000 + seq as u16,
+            8080,
+            6,
+            10,
+        );
         e["seq"] = json!(seq);
         let len = e.to_string().len() as u64 + 1;
         if size > 0 && size + len > cfg.rotate_bytes {
@@ -531,12 +576,21 @@ fn dataplane_binary() -> PathBuf {
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "bulkhead-dataplane", "--bin", "bulkhead-dataplane"])
-            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+        cmd.args([
+            "build",
+            "-p",
+            "bulkhead-dataplane",
+            "--bin",
+            "bulkhead-dataplane",
+        ])
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
         if profile_dir.file_name().unwrap() == "release" {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "building bulkhead-dataplane failed");
+        assert!(
+            cmd.status().unwrap().success(),
+            "building bulkhead-dataplane failed"
+        );
     }
     bin
 }
@@ -576,13 +630,21 @@ async fn a_real_dataplane_logs_admitted_and_denied_flows() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let n = &new["events"][0];
-    assert_eq!((n["dst"].clone(), n["verdict"].clone()), (json!("10.99.0.2"), json!("allow")));
+    assert_eq!(
+        (n["dst"].clone(), n["verdict"].clone()),
+        (json!("10.99.0.2"), json!("allow"))
+    );
     assert_eq!(n["src_segments"], json!(["engineering"]));
     let d = &denied["events"][0];
-    assert_eq!((d["rule_id"].clone(), d["verdict"].clone()), (json!(90), json!("deny")));
+    assert_eq!(
+        (d["rule_id"].clone(), d["verdict"].clone()),
+        (json!(90), json!("deny"))
+    );
     assert_eq!(d["policy_version"], 1);
     let lines = std::fs::read_to_string(dir.join("log/flows.jsonl")).unwrap();
-    assert!(lines.lines().any(|l| l.contains("\"kind\":\"denied\"") && l.contains("\"rule_id\":90")));
+    assert!(lines
+        .lines()
+        .any(|l| l.contains("\"kind\":\"denied\"") && l.contains("\"rule_id\":90")));
     server.abort();
     drop(bed);
 }

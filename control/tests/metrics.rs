@@ -124,7 +124,9 @@ fn report(scale: u64, rules: &[u32]) -> Value {
     };
     let mut totals = worker(0, 0);
     totals["drops"] = drops(7 * scale);
-    let mut rule_list = vec![json!({"rule_id": 0, "packets": 7 * scale, "bytes": 420 * scale, "flows": 7 * scale, "last_hit_ms": 5, "name": "default"})];
+    let mut rule_list = vec![
+        json!({"rule_id": 0, "packets": 7 * scale, "bytes": 420 * scale, "flows": 7 * scale, "last_hit_ms": 5, "name": "default"}),
+    ];
     for id in rules {
         rule_list.push(json!({"rule_id": id, "packets": u64::from(*id) * scale, "bytes": 100 * u64::from(*id) * scale, "flows": scale, "last_hit_ms": null, "name": format!("r{id}")}));
     }
@@ -168,7 +170,10 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
         ("bulkhead_drops_total{reason=\"table_full\"}", 2.0),
         ("bulkhead_flow_table_full_total", 2.0),
         ("bulkhead_malformed_packets_total{error=\"bad_ihl\"}", 1.0),
-        ("bulkhead_conntrack_refusals_total{reason=\"tcp_not_syn\"}", 3.0),
+        (
+            "bulkhead_conntrack_refusals_total{reason=\"tcp_not_syn\"}",
+            3.0,
+        ),
         ("bulkhead_flows_active", 5.0),
         ("bulkhead_flows_created_total", 20.0),
         ("bulkhead_flows_closed_total", 15.0),
@@ -179,15 +184,27 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
         ("bulkhead_policy_active_version", 3.0),
         ("bulkhead_policy_rules", 3.0),
         ("bulkhead_worker_rx_packets_total{worker=\"1\"}", 1000.0),
-        ("bulkhead_worker_polls_total{worker=\"0\",result=\"busy\"}", 25.0),
+        (
+            "bulkhead_worker_polls_total{worker=\"0\",result=\"busy\"}",
+            25.0,
+        ),
         ("bulkhead_worker_busy_ratio{worker=\"0\"}", 0.25),
         ("bulkhead_worker_busy_ratio{worker=\"1\"}", 0.5),
         ("bulkhead_port_rx_bytes_total{port=\"a\"}", 64000.0),
         ("bulkhead_port_rx_missed_total{port=\"a\"}", 1.0),
-        ("bulkhead_flow_events_dropped_total{stage=\"worker_queue\"}", 6.0),
-        ("bulkhead_flow_events_dropped_total{stage=\"dataplane_buffer\"}", 11.0),
+        (
+            "bulkhead_flow_events_dropped_total{stage=\"worker_queue\"}",
+            6.0,
+        ),
+        (
+            "bulkhead_flow_events_dropped_total{stage=\"dataplane_buffer\"}",
+            11.0,
+        ),
         ("bulkhead_flow_events_rate_limited_total", 9.0),
-        ("bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}", 0.0),
+        (
+            "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}",
+            0.0,
+        ),
     ] {
         assert_eq!(sample(&t, series), Some(want), "{series} in\n{t}");
     }
@@ -196,16 +213,28 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
     fake.set(report(3, &[10, 20, 90]));
     m.poll_once(&fake.client()).await.unwrap();
     let t = m.render();
-    assert_eq!(sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"), Some(21.0));
+    assert_eq!(
+        sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"),
+        Some(21.0)
+    );
     // Worker 0 went from 25 busy / 75 idle to 75 / 225: 50 busy of the 200 polls in between.
-    assert_eq!(sample(&t, "bulkhead_worker_busy_ratio{worker=\"0\"}"), Some(0.25));
+    assert_eq!(
+        sample(&t, "bulkhead_worker_busy_ratio{worker=\"0\"}"),
+        Some(0.25)
+    );
 
     // Rule 20 is deleted from the policy: its series go with it.
     fake.set(report(3, &[10, 90]));
     m.poll_once(&fake.client()).await.unwrap();
     let t = m.render();
-    assert_eq!(sample(&t, "bulkhead_rule_packets_total{rule_id=\"20\"}"), None);
-    assert_eq!(sample(&t, "bulkhead_rule_packets_total{rule_id=\"10\"}"), Some(30.0));
+    assert_eq!(
+        sample(&t, "bulkhead_rule_packets_total{rule_id=\"20\"}"),
+        None
+    );
+    assert_eq!(
+        sample(&t, "bulkhead_rule_packets_total{rule_id=\"10\"}"),
+        Some(30.0)
+    );
     assert_eq!(sample(&t, "bulkhead_policy_rules"), Some(2.0));
 
     // The dataplane restarts: its counters start again from zero and are exported as they are (a counter
@@ -213,21 +242,33 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
     fake.set(report(1, &[10, 90]));
     m.poll_once(&fake.client()).await.unwrap();
     let t = m.render();
-    assert_eq!(sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"), Some(7.0));
+    assert_eq!(
+        sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"),
+        Some(7.0)
+    );
     assert_eq!(sample(&t, "bulkhead_dataplane_restarts_total"), Some(1.0));
 
     // The dataplane goes away: up is 0, its series are withdrawn, the failure is counted by kind.
     fake.stop();
-    assert!(m.poll_once(&Dataplane::new(dir.join("dp.sock"))).await.is_err());
+    assert!(m
+        .poll_once(&Dataplane::new(dir.join("dp.sock")))
+        .await
+        .is_err());
     let t = m.render();
     assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(0.0));
     assert_eq!(
-        sample(&t, "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}"),
+        sample(
+            &t,
+            "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}"
+        ),
         Some(1.0)
     );
     assert!(!has_family(&t, "bulkhead_drops_total"), "{t}");
     assert!(!has_family(&t, "bulkhead_rule_packets_total"));
-    assert!(has_family(&t, "bulkhead_dataplane_last_poll_success_timestamp_seconds"));
+    assert!(has_family(
+        &t,
+        "bulkhead_dataplane_last_poll_success_timestamp_seconds"
+    ));
     assert!(m.last_error().unwrap().contains("unreachable"));
     assert!(!m.dataplane_up());
 }
@@ -235,14 +276,20 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
 #[tokio::test]
 async fn a_malformed_report_is_a_counted_protocol_error() {
     let dir = tempdir("malformed");
-    let fake = FakeDataplane::start(&dir.join("dp.sock"), json!({"totals": {"rx_packets": "many"}}));
+    let fake = FakeDataplane::start(
+        &dir.join("dp.sock"),
+        json!({"totals": {"rx_packets": "many"}}),
+    );
     let m = Metrics::new(MetricsConfig::default());
     let err = m.poll_once(&fake.client()).await.unwrap_err();
     assert!(err.to_string().contains("counters report"), "{err}");
     let t = m.render();
     assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(0.0));
     assert_eq!(
-        sample(&t, "bulkhead_dataplane_poll_errors_total{kind=\"protocol\"}"),
+        sample(
+            &t,
+            "bulkhead_dataplane_poll_errors_total{kind=\"protocol\"}"
+        ),
         Some(1.0)
     );
 }
@@ -275,7 +322,11 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
         .await
         .unwrap();
     assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(0.0));
-    let failures = sample(&t, "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}").unwrap();
+    let failures = sample(
+        &t,
+        "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}",
+    )
+    .unwrap();
     // About 10 attempts in that second; a spinning retry would make thousands.
     assert!((2.0..=30.0).contains(&failures), "{failures} attempts");
 
@@ -283,7 +334,11 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
     let fake = FakeDataplane::start(&sock, report(1, &[10]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !m.dataplane_up() {
-        assert!(Instant::now() < deadline, "never came up: {:?}", m.last_error());
+        assert!(
+            Instant::now() < deadline,
+            "never came up: {:?}",
+            m.last_error()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Many scrapes, and the dataplane sees only the poller's requests.
@@ -302,7 +357,10 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
             .unwrap()
             .starts_with("text/plain; version=0.0.4"));
         let t = resp.text().await.unwrap();
-        assert_eq!(sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"), Some(7.0));
+        assert_eq!(
+            sample(&t, "bulkhead_drops_total{reason=\"policy_deny\"}"),
+            Some(7.0)
+        );
     }
     assert_eq!(fake.requests(), before, "a scrape reached the dataplane");
     server.abort();
@@ -406,7 +464,10 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     .unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
@@ -416,17 +477,41 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     let client = reqwest::Client::new();
 
     wait_query(&client, prom, "up{job=\"bulkhead\"}", "1").await;
-    wait_query(&client, prom, "bulkhead_drops_total{reason=\"policy_deny\"}", "7").await;
-    wait_query(&client, prom, "bulkhead_rule_packets_total{rule_id=\"20\"}", "20").await;
+    wait_query(
+        &client,
+        prom,
+        "bulkhead_drops_total{reason=\"policy_deny\"}",
+        "7",
+    )
+    .await;
+    wait_query(
+        &client,
+        prom,
+        "bulkhead_rule_packets_total{rule_id=\"20\"}",
+        "20",
+    )
+    .await;
     wait_query(&client, prom, "bulkhead_dataplane_up", "1").await;
 
     // More traffic, then a dataplane restart: Prometheus sees one counter reset, no negative rate.
     fake.set(report(3, &[10, 20]));
     m.poll_once(&fake.client()).await.unwrap();
-    wait_query(&client, prom, "bulkhead_drops_total{reason=\"policy_deny\"}", "21").await;
+    wait_query(
+        &client,
+        prom,
+        "bulkhead_drops_total{reason=\"policy_deny\"}",
+        "21",
+    )
+    .await;
     fake.set(report(1, &[10, 20]));
     m.poll_once(&fake.client()).await.unwrap();
-    wait_query(&client, prom, "bulkhead_drops_total{reason=\"policy_deny\"}", "7").await;
+    wait_query(
+        &client,
+        prom,
+        "bulkhead_drops_total{reason=\"policy_deny\"}",
+        "7",
+    )
+    .await;
     wait_query(
         &client,
         prom,
@@ -451,7 +536,8 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
 // ---- The Grafana dashboard. ----
 
 fn dashboard() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/grafana/bulkhead-dashboard.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/grafana/bulkhead-dashboard.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -524,9 +610,15 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     let mut used = BTreeSet::new();
     for e in &all {
         let names = metric_names(e);
-        assert!(!names.is_empty(), "a query that uses no gateway metric: {e}");
+        assert!(
+            !names.is_empty(),
+            "a query that uses no gateway metric: {e}"
+        );
         for n in names {
-            assert!(exported.contains(&n), "the dashboard queries {n} ({e}), which is not exported:\n{text}");
+            assert!(
+                exported.contains(&n),
+                "the dashboard queries {n} ({e}), which is not exported:\n{text}"
+            );
             used.insert(n);
         }
     }
@@ -564,8 +656,14 @@ fn dataplane_binary() -> PathBuf {
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "bulkhead-dataplane", "--bin", "bulkhead-dataplane"])
-            .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+        cmd.args([
+            "build",
+            "-p",
+            "bulkhead-dataplane",
+            "--bin",
+            "bulkhead-dataplane",
+        ])
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
         if profile_dir.file_name().unwrap() == "release" {
             cmd.arg("--release");
         }
@@ -588,8 +686,7 @@ async fn a_real_dataplane_with_traffic() {
     let binary = dataplane_binary();
     let bed = tokio::task::spawn_blocking(move || {
         let mut opts = testbed::Options::new(binary);
-        opts.policy =
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.json"));
+        opts.policy = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.json"));
         let bed = testbed::TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"));
         // Allowed by rule 20 (eng-ping); the reverse direction is denied by rule 90.
         assert!(ping(&bed.a, testbed::addr::B4, 3));
@@ -599,7 +696,9 @@ async fn a_real_dataplane_with_traffic() {
     .await
     .unwrap();
     let m = Metrics::new(MetricsConfig::default());
-    m.poll_once(&Dataplane::new(bed.control_socket())).await.unwrap();
+    m.poll_once(&Dataplane::new(bed.control_socket()))
+        .await
+        .unwrap();
     let t = m.render();
     let at_least = |series: &str, n: f64| {
         let v = sample(&t, series).unwrap_or_else(|| panic!("{series} missing:\n{t}"));
@@ -615,10 +714,17 @@ async fn a_real_dataplane_with_traffic() {
     at_least("bulkhead_drops_total{reason=\"policy_deny\"}", 2.0);
     at_least("bulkhead_worker_rx_packets_total{worker=\"0\"}", 8.0);
     at_least("bulkhead_flows_created_total", 1.0);
-    assert_eq!(sample(&t, "bulkhead_rule_packets_total{rule_id=\"30\"}"), Some(0.0));
+    assert_eq!(
+        sample(&t, "bulkhead_rule_packets_total{rule_id=\"30\"}"),
+        Some(0.0)
+    );
     let ratio = sample(&t, "bulkhead_worker_busy_ratio{worker=\"0\"}").unwrap();
     assert!((0.0..=1.0).contains(&ratio), "{ratio}");
     let out = promtool_check(&t);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     drop(bed);
 }
