@@ -148,6 +148,7 @@ use Kind::{Counter as C, Gauge as G};
 const DEFS: &[Def] = &[
     def("bulkhead_dataplane_up", G, &[], "1 if the last reading of the dataplane's counters succeeded, else 0."),
     def("bulkhead_dataplane_poll_errors_total", C, &["kind"], "Failed readings of the dataplane's counters, by kind (unreachable, timeout, io, protocol, refused)."),
+    def("bulkhead_dataplane_last_poll_error", G, &["kind"], "1 for the kind of error that failed the last reading of the dataplane's counters; all 0 when it succeeded."),
     def("bulkhead_dataplane_last_poll_success_timestamp_seconds", G, &[], "Unix time of the last successful reading of the dataplane's counters."),
     def("bulkhead_dataplane_poll_duration_seconds", G, &[], "How long the last successful reading of the dataplane's counters took."),
     def("bulkhead_dataplane_restarts_total", C, &[], "Readings in which the dataplane's counters went backwards (the dataplane restarted)."),
@@ -200,6 +201,7 @@ struct Reading {
     report: Option<CountersReport>,
     busy_ratio: Vec<f64>,
     errors: BTreeMap<&'static str, u64>,
+    last_error_kind: Option<&'static str>,
     last_success: Option<SystemTime>,
     last_duration: Duration,
     last_error: Option<String>,
@@ -211,6 +213,7 @@ impl Reading {
         self.up = false;
         *self.errors.entry(kind).or_default() += 1;
         self.last_error = Some(message);
+        self.last_error_kind = Some(kind);
     }
 
     fn succeed(&mut self, report: CountersReport, took: Duration) {
@@ -250,6 +253,7 @@ impl Reading {
         self.last_success = Some(SystemTime::now());
         self.last_duration = took;
         self.last_error = None;
+        self.last_error_kind = None;
     }
 }
 
@@ -328,6 +332,12 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
     for kind in ERROR_KINDS {
         let n = r.errors.get(kind).copied().unwrap_or(0);
         o.add("bulkhead_dataplane_poll_errors_total", &[kind], n as f64);
+        let last = r.last_error_kind == Some(kind);
+        o.add(
+            "bulkhead_dataplane_last_poll_error",
+            &[kind],
+            f64::from(u8::from(last)),
+        );
     }
     o.add("bulkhead_dataplane_restarts_total", &[], r.resets as f64);
     if let Some(t) = r.last_success {

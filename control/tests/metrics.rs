@@ -263,6 +263,17 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
         ),
         Some(1.0)
     );
+    assert_eq!(
+        sample(
+            &t,
+            "bulkhead_dataplane_last_poll_error{kind=\"unreachable\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, "bulkhead_dataplane_last_poll_error{kind=\"timeout\"}"),
+        Some(0.0)
+    );
     assert!(!has_family(&t, "bulkhead_drops_total"), "{t}");
     assert!(!has_family(&t, "bulkhead_rule_packets_total"));
     assert!(has_family(
@@ -450,6 +461,13 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     let dir = tempdir("prometheus");
     let fake = FakeDataplane::start(&dir.join("dp.sock"), report(1, &[10, 20]));
     let m = Metrics::new(MetricsConfig::default());
+    let log = FlowLog::new(FlowLogConfig {
+        path: dir.join("flows.jsonl"),
+        ..Default::default()
+    })
+    .unwrap();
+    log.register_metrics(m.registry()).unwrap();
+    m.observe_commit(Duration::from_millis(40));
     m.poll_once(&fake.client()).await.unwrap();
     let (addr, server) = serve(m.router()).await;
 
@@ -530,6 +548,31 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     .parse()
     .unwrap();
     assert!(inc >= 14.0, "increase {inc}");
+
+    // Every query of the Grafana dashboard parses and evaluates on a real Prometheus holding our series
+    // (Grafana's variables replaced as Grafana would).
+    let mut all = Vec::new();
+    exprs(&dashboard(), &mut all);
+    for e in &all {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$instance", ".*");
+        let url = format!("http://127.0.0.1:{prom}/api/v1/query");
+        let v: Value = serde_json::from_str(
+            &client
+                .get(url)
+                .query(&[("query", &q)])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["status"], "success", "{q}: {v}");
+    }
     server.abort();
 }
 
