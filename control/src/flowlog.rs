@@ -325,17 +325,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FlowLog {
-    /// Opens (creating it and its directory if needed) the log file; numbering continues after the last
-    /// event it holds.
+    /// Opens (creating it and its directory if needed) the log file. Memory starts with the newest `buffer`
+    /// events of the files, so the API and stream resumption survive a control restart, and numbering
+    /// continues after them.
     pub fn new(config: FlowLogConfig) -> std::io::Result<Arc<FlowLog>> {
         let file = LogFile::open(&config)?;
-        let next_seq = file.last_seq.map_or(1, |s| s + 1);
+        let events = history(&config)?;
+        let next_seq = events.back().map_or(1, |e| e.seq + 1);
         let (tx, _) = broadcast::channel(config.stream_capacity.max(16));
         Ok(Arc::new(FlowLog {
-            ring: Mutex::new(Ring {
-                events: VecDeque::with_capacity(config.buffer.min(1 << 16)),
-                next_seq,
-            }),
+            ring: Mutex::new(Ring { events, next_seq }),
             tx,
             file: Arc::new(Mutex::new(file)),
             stats: Stats::new(),
@@ -475,9 +474,8 @@ impl FlowLog {
         let mut more = false;
         match q.since {
             Some(since) => {
-                // Sequence numbers are consecutive in the ring: jump to the first one after `since`.
-                let first = ring.events.front().map_or(0, |e| e.seq);
-                let skip = since.saturating_add(1).saturating_sub(first) as usize;
+                // Sequence numbers increase through the ring (with gaps where a file lost lines).
+                let skip = ring.events.partition_point(|e| e.seq <= since);
                 for e in ring.events.iter().skip(skip) {
                     if q.filter.matches(&e.key) {
                         if out.len() == limit {
@@ -607,9 +605,11 @@ async fn stream(
     let replay: VecDeque<Arc<StoredEvent>> = match q.since {
         Some(since) => {
             let ring = lock(&log.ring);
+            let skip = ring.events.partition_point(|e| e.seq <= since);
             ring.events
                 .iter()
-                .filter(|e| e.seq > since && q.filter.matches(&e.key))
+                .skip(skip)
+                .filter(|e| q.filter.matches(&e.key))
                 .cloned()
                 .collect()
         }
@@ -674,8 +674,6 @@ struct LogFile {
     file: File,
     size: u64,
     last_sync: Instant,
-    /// The `seq` of the last event in the newest file, when the log was opened.
-    last_seq: Option<u64>,
 }
 
 /// What one append did.
@@ -692,12 +690,22 @@ impl LogFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
-        let last_seq = match last_seq(&path)? {
-            Some(s) => Some(s),
-            None => last_seq(&rotated(&path, 1))?,
-        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        let mut size = file.metadata()?.len();
+        if size > 0 {
+            // A crash mid-write leaves a torn last line: end it, so the next line is not glued onto it.
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(size - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                size += 1;
+            }
+        }
         Ok(LogFile {
             path,
             rotate_bytes: config.rotate_bytes,
@@ -706,7 +714,6 @@ impl LogFile {
             file,
             size,
             last_sync: Instant::now(),
-            last_seq,
         })
     }
 
@@ -787,22 +794,64 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The `seq` of the last complete line of `path` (reads only its tail).
-fn last_seq(path: &Path) -> std::io::Result<Option<u64>> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail)?;
-    // A torn last line (a crash mid-write) is skipped: take the last line that parses.
-    Ok(tail
-        .split(|b| *b == b'\n')
-        .rev()
-        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
-        .find_map(|v| v["seq"].as_u64()))
+/// At most this much of the files is read at start.
+const HISTORY_BYTES: u64 = 64 << 20;
+
+/// The newest `buffer` events of the log files (newest file first, then `.1`, `.2`, ...), reading at most
+/// [`HISTORY_BYTES`]. Lines that do not parse or carry no `seq` (a torn last line after a crash) are skipped.
+fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>> {
+    let mut out: VecDeque<Arc<StoredEvent>> = VecDeque::new();
+    let mut budget = HISTORY_BYTES;
+    let files = std::iter::once(config.path.clone())
+        .chain((1..=config.keep).map(|n| rotated(&config.path, n)));
+    for path in files {
+        if out.len() >= config.buffer || budget == 0 {
+            break;
+        }
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(budget);
+        budget -= len - start;
+        f.seek(SeekFrom::Start(start))?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text)?;
+        let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        if start > 0 {
+            lines.remove(0); // begun mid-line
+        }
+        // This file's events are older than everything collected so far.
+        let mut older = Vec::new();
+        for line in lines.into_iter().rev() {
+            if out.len() + older.len() >= config.buffer {
+                break;
+            }
+            let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let Some(seq) = map.get("seq").and_then(Value::as_u64) else {
+                continue;
+            };
+            // Keep seq increasing even if files were edited or mixed up.
+            if out.front().is_some_and(|newer| seq >= newer.seq)
+                || older
+                    .last()
+                    .is_some_and(|newer: &Arc<StoredEvent>| seq >= newer.seq)
+            {
+                continue;
+            }
+            older.push(Arc::new(StoredEvent {
+                seq,
+                key: Key::of(&map),
+                json: String::from_utf8_lossy(line).into_owned(),
+            }));
+        }
+        for e in older {
+            out.push_front(e);
+        }
+    }
+    Ok(out)
 }

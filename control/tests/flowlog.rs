@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_control::dataplane::Dataplane;
-use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig};
+use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -521,11 +521,33 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     );
     drop(log);
 
-    // A new control process continues the numbering from the file.
+    // A new control process (after a crash that tore the last line) starts with the files' events in
+    // memory and continues the numbering.
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":99999,\"kind\":\"ne").unwrap();
+    drop(f);
     let log = FlowLog::new(cfg.clone()).unwrap();
+    let all = FlowQuery {
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    let (events, _) = log.query(&all);
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), kept);
+    let (events, _) = log.query(&FlowQuery {
+        since: Some(total - 3),
+        ..all
+    });
+    assert_eq!(events.len(), 3);
     fake.push([event("new", "10.99.0.1", "10.99.0.2", 1, 8080, 6, 10)]);
     log.poll_once(&fake.client()).await.unwrap();
-    assert_eq!(*file_seqs(path).last().unwrap(), total + 1);
+    let text = std::fs::read_to_string(path).unwrap();
+    let last: Vec<&str> = text.lines().rev().take(2).collect();
+    assert_eq!(
+        last[1], "{\"seq\":99999,\"kind\":\"ne",
+        "the torn line is ended, not glued to"
+    );
+    let v: Value = serde_json::from_str(last[0]).unwrap();
+    assert_eq!(v["seq"], total + 1);
 }
 
 #[tokio::test]
