@@ -288,6 +288,9 @@ impl<'p> Worker<'_, 'p, '_> {
                 self.counters
                     .flows_active
                     .set(self.tracker.table().len() as u64);
+                self.counters
+                    .flows_evicted
+                    .set(self.tracker.stats().evictions);
                 if let Ok(cmd) = self.commands.try_recv() {
                     self.command(cmd, now);
                 }
