@@ -82,6 +82,7 @@ struct WorkerStats {
     flows_created: u64,
     flows_closed: u64,
     flows_active: u64,
+    flows_evicted: u64,
     rejects_sent: u64,
     events_dropped: u64,
     events_rate_limited: u64,
@@ -170,6 +171,7 @@ const DEFS: &[Def] = &[
     def("bulkhead_flows_active", G, &[], "Connections tracked right now."),
     def("bulkhead_flows_created_total", C, &[], "Connections that started being tracked."),
     def("bulkhead_flows_closed_total", C, &[], "Tracked connections that ended: expired, closed, displaced, revoked or killed."),
+    def("bulkhead_flows_evicted_total", C, &[], "Unestablished flows evicted to make room for new ones in a full connection table."),
     def("bulkhead_flow_table_full_total", C, &[], "New connections refused because the connection table was full of established flows."),
     def("bulkhead_would_deny_packets_total", C, &[], "Packets that passed only because the policy is in monitor mode."),
     def("bulkhead_rejects_sent_total", C, &[], "TCP resets and ICMP unreachables sent for rejected packets."),
@@ -410,6 +412,7 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
     o.add("bulkhead_flows_active", &[], t.flows_active as f64);
     o.add("bulkhead_flows_created_total", &[], t.flows_created as f64);
     o.add("bulkhead_flows_closed_total", &[], t.flows_closed as f64);
+    o.add("bulkhead_flows_evicted_total", &[], t.flows_evicted as f64);
     let table_full = t.drops.get("table_full").copied().unwrap_or(0);
     o.add("bulkhead_flow_table_full_total", &[], table_full as f64);
     o.add(

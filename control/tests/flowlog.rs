@@ -593,28 +593,25 @@ fn config_bounds_are_checked_precisely() {
 
 fn dataplane_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("bulkhead-dataplane");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "bulkhead-dataplane",
-            "--bin",
-            "bulkhead-dataplane",
-        ])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-        if profile_dir.file_name().unwrap() == "release" {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "building bulkhead-dataplane failed"
-        );
+    let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/<test> → target/<profile>
+                                                               // Always through cargo: a no-op when up to date, and never a stale binary.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "bulkhead-dataplane",
+        "--bin",
+        "bulkhead-dataplane",
+    ])
+    .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+    if profile_dir.file_name().unwrap() == "release" {
+        cmd.arg("--release");
     }
-    bin
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "building bulkhead-dataplane failed");
+    profile_dir.join("bulkhead-dataplane")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

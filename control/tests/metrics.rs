@@ -117,7 +117,7 @@ fn report(scale: u64, rules: &[u32]) -> Value {
         json!({
             "rx_packets": 1000 * scale, "tx_packets": 990 * scale, "busy_polls": busy, "idle_polls": idle,
             "would_deny": 4 * scale, "flows_created": 20 * scale, "flows_closed": 15 * scale,
-            "flows_active": 5, "rejects_sent": 0, "events_dropped": 6, "events_rate_limited": 9 * scale,
+            "flows_active": 5, "flows_evicted": 8 * scale, "rejects_sent": 0, "events_dropped": 6, "events_rate_limited": 9 * scale,
             "drops": drops(7 * scale), "malformed": {"bad_ihl": 1, "truncated": 0},
             "conntrack": {"tcp_not_syn": 3},
         })
@@ -177,6 +177,7 @@ async fn counters_are_mirrored_exactly_and_resets_stay_resets() {
         ("bulkhead_flows_active", 5.0),
         ("bulkhead_flows_created_total", 20.0),
         ("bulkhead_flows_closed_total", 15.0),
+        ("bulkhead_flows_evicted_total", 8.0),
         ("bulkhead_would_deny_packets_total", 4.0),
         ("bulkhead_rule_packets_total{rule_id=\"20\"}", 20.0),
         ("bulkhead_rule_bytes_total{rule_id=\"90\"}", 9000.0),
@@ -690,30 +691,29 @@ async fn every_metric_the_dashboard_queries_is_exported() {
 
 // ---- A real dataplane with real traffic. ----
 
-/// The `bulkhead-dataplane` binary of this build, built first if needed (it belongs to another package, so
+/// The `bulkhead-dataplane` binary of this build, brought up to date first (it belongs to another package, so
 /// Cargo does not hand its path to this test).
 fn dataplane_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/<test> → target/<profile>
-    let bin = profile_dir.join("bulkhead-dataplane");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "bulkhead-dataplane",
-            "--bin",
-            "bulkhead-dataplane",
-        ])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-        if profile_dir.file_name().unwrap() == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "building bulkhead-dataplane failed");
+                                                               // Always through cargo: a no-op when up to date, and never a stale binary.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "bulkhead-dataplane",
+        "--bin",
+        "bulkhead-dataplane",
+    ])
+    .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+    if profile_dir.file_name().unwrap() == "release" {
+        cmd.arg("--release");
     }
-    bin
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "building bulkhead-dataplane failed");
+    profile_dir.join("bulkhead-dataplane")
 }
 
 fn ping(side: &testbed::Side, to: &str, count: u32) -> bool {
@@ -757,6 +757,7 @@ async fn a_real_dataplane_with_traffic() {
     at_least("bulkhead_drops_total{reason=\"policy_deny\"}", 2.0);
     at_least("bulkhead_worker_rx_packets_total{worker=\"0\"}", 8.0);
     at_least("bulkhead_flows_created_total", 1.0);
+    assert_eq!(sample(&t, "bulkhead_flows_evicted_total"), Some(0.0));
     assert_eq!(
         sample(&t, "bulkhead_rule_packets_total{rule_id=\"30\"}"),
         Some(0.0)
