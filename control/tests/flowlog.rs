@@ -399,9 +399,7 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_never_blocks_the_poller() 
     // 500 events arrive in one drain on this single-threaded runtime: the subscriber cannot read any of them
     // before all are sent, so it can keep only the last 16.
     fake.push((0..500).map(|i| event("new", "10.0.0.1", "10.0.0.2", i, 80, 6, 1)));
-    let t0 = Instant::now();
     log.poll_once(&fake.client()).await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(10));
     let e = slow.next().await;
     assert_eq!(e.event, "lagged");
     assert_eq!(e.data, json!({"missed": 484}));

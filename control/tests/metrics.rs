@@ -323,24 +323,35 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
         poll_ms: 100,
         ..Default::default()
     });
-    // Start with no dataplane at all.
+    // Start with no dataplane at all: the poller keeps trying, at most once per poll_ms (a spinning retry
+    // would make thousands of attempts), and /metrics says the dataplane is down.
+    let t0 = Instant::now();
     let poller = tokio::spawn(m.clone().run(Dataplane::new(&sock)));
     let (addr, server) = serve(m.router()).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let t = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
+    let failures = loop {
+        let t = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(0.0));
+        let failures = sample(
+            &t,
+            "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}",
+        )
         .unwrap();
-    assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(0.0));
-    let failures = sample(
-        &t,
-        "bulkhead_dataplane_poll_errors_total{kind=\"unreachable\"}",
-    )
-    .unwrap();
-    // About 10 attempts in that second; a spinning retry would make thousands.
-    assert!((2.0..=30.0).contains(&failures), "{failures} attempts");
+        if failures >= 5.0 {
+            break failures;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The first attempt is immediate, then one per 100 ms at most.
+    let allowed = (t0.elapsed().as_millis() / 100 + 1) as f64;
+    assert!(
+        failures <= allowed,
+        "{failures} attempts, at most {allowed} allowed"
+    );
 
     // The dataplane comes up: the poller picks it up by itself.
     let fake = FakeDataplane::start(&sock, report(1, &[10]));
@@ -725,7 +736,7 @@ fn ping(side: &testbed::Side, to: &str, count: u32) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_dataplane_with_traffic() {
+async fn a_real_dataplane_with_traffic_and_a_restart() {
     let binary = dataplane_binary();
     let bed = tokio::task::spawn_blocking(move || {
         let mut opts = testbed::Options::new(binary);
@@ -786,5 +797,29 @@ async fn a_real_dataplane_with_traffic() {
         "measured: counters reading {poll:?} per poll, /metrics rendering {render:?} per scrape ({} bytes)",
         m.render().len()
     );
+
+    // The dataplane restarts: its counters start again from zero, and that is what is exported.
+    let rx_before = sample(
+        &m.render(),
+        "bulkhead_worker_rx_packets_total{worker=\"0\"}",
+    )
+    .unwrap();
+    let mut bed = bed;
+    let bed = tokio::task::spawn_blocking(move || {
+        bed.restart().unwrap();
+        bed
+    })
+    .await
+    .unwrap();
+    m.poll_once(&dp).await.unwrap();
+    let t = m.render();
+    let rx_after = sample(&t, "bulkhead_worker_rx_packets_total{worker=\"0\"}").unwrap();
+    assert!(
+        rx_after < rx_before,
+        "{rx_after} after, {rx_before} before the restart"
+    );
+    assert_eq!(sample(&t, "bulkhead_dataplane_restarts_total"), Some(1.0));
+    assert_eq!(sample(&t, "bulkhead_dataplane_up"), Some(1.0));
+    assert_eq!(sample(&t, "bulkhead_policy_active_version"), Some(1.0));
     drop(bed);
 }
