@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod gen_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,18 @@ enum Command {
     /// RFC 2544 throughput: binary search on the offered rate for the highest
     /// rate without loss, trial by trial, then a confirmation trial.
     Rfc2544(Rfc2544Args),
+    /// Write a pcap of realistic conversations: TCP handshake, data both
+    /// ways and FIN/RST teardown, UDP request/response, ICMP echo.
+    Conversations(gen_cli::ConversationsArgs),
+    /// Write a pcap of conversations drawn from a Bulkhead policy, allowed
+    /// and denied, and FILE.verdicts.jsonl with each flow's expected verdict.
+    Policy(gen_cli::PolicyArgs),
+    /// Turn a ClassBench trace into a pcap (one packet per line), with an
+    /// optional sidecar of each packet's expected first-match rule.
+    Classbench(gen_cli::ClassbenchArgs),
+    /// Write a pcap of hostile traffic: floods, port scan, fragment
+    /// tricks, malformed headers, low-entropy tuple sets.
+    Attack(gen_cli::AttackArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +133,10 @@ fn main() -> ExitCode {
         Command::Flows(args) => ("flows", flows(args)),
         Command::Send(args) => ("send", live_cli::send(args)),
         Command::Rfc2544(args) => ("rfc2544", live_cli::rfc2544(args)),
+        Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
+        Command::Policy(a) => ("policy", gen_cli::policy(a)),
+        Command::Classbench(a) => ("classbench", gen_cli::classbench(a)),
+        Command::Attack(a) => ("attack", gen_cli::attack(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

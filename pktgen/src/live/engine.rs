@@ -268,11 +268,9 @@ impl Engine<'_> {
                     deadline.store(tsc().saturating_add(drain_cycles), Ordering::Release);
                     Ok::<_, Error>(())
                 });
-                if let Err(e) = launched {
-                    // The receive lcore was never started, or sending failed
-                    // to begin; nothing is left running (scope joined).
-                    return Err(e);
-                }
+                // An error here means the receive lcore never started;
+                // nothing is left running either way (the scope joined).
+                launched?;
                 if !joined.panicked.is_empty() {
                     return Err(Error::RxPanicked(lc));
                 }

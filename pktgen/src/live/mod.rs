@@ -3,7 +3,8 @@
 //! - [`signature`]: the 22-byte stamp (magic, sequence number, TSC) written
 //!   into each packet's payload, checksum-neutral, so that a received packet
 //!   is matched to the one sent.
-//! - [`sidecar`]: the expected-verdict file (`X.pcap.verdicts.jsonl`).
+//! - the expected-verdict file (`X.pcap.verdicts.jsonl`) is read with
+//!   [`crate::verdicts`].
 //! - [`plan`]: the packets of a pcap as send templates, each with its
 //!   direction (which port sends it) and its flow.
 //! - [`recorder`]: what arrived — matching, loss, latency, reordering,
@@ -16,7 +17,6 @@ pub mod engine;
 pub mod plan;
 pub mod recorder;
 pub mod rfc2544;
-pub mod sidecar;
 pub mod signature;
 
 use std::path::PathBuf;
@@ -52,15 +52,8 @@ pub enum Error {
         max: usize,
     },
     /// The verdict sidecar cannot be read or has a bad line.
-    #[error("verdict file '{}' line {line}: {reason}", path.display())]
-    Sidecar {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number (0: the file itself).
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error("verdict file: {0}")]
+    Verdicts(#[from] crate::verdicts::VerdictsError),
     /// A port did not come up (a memif peer that never connected, say).
     #[error("port {port} is still down after {waited:?} (is its peer running?)")]
     LinkDown {

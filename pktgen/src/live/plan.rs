@@ -21,9 +21,9 @@ use net::parse::{parse, Parsed};
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 
-use super::sidecar::FlowVerdict;
 use super::signature;
 use super::{Error, Result};
+use crate::verdicts::Verdict as FlowVerdict;
 
 /// Which way a packet crosses the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -199,7 +199,7 @@ impl Plan {
     pub fn load(pcap: &Path, verdicts: Option<&Path>) -> Result<Plan> {
         let frames = read_pcap(pcap)?;
         let verdicts = match verdicts {
-            Some(p) => super::sidecar::read(p)?,
+            Some(p) => crate::verdicts::read(p)?,
             None => Vec::new(),
         };
         Ok(Plan::new(frames, verdicts))
@@ -258,7 +258,7 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::sidecar::Expect;
+    use crate::verdicts::Expect;
 
     fn verdict(flow: u32, k: &Key, expect: Expect) -> FlowVerdict {
         FlowVerdict {

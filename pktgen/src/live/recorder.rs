@@ -17,8 +17,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::plan::{Dir, Plan};
-use super::sidecar::Expect;
 use super::signature;
+use crate::verdicts::Expect;
 
 /// Bits of the sequence number that count packets; the trial is above.
 pub const PACKET_BITS: u32 = 48;
@@ -185,7 +185,7 @@ impl Recorder {
             .map(|(t, &n)| t.bytes.len() as u64 * n)
             .sum();
         let h = &self.latency_ns;
-        let latency = (h.len() > 0).then(|| Latency {
+        let latency = (!h.is_empty()).then(|| Latency {
             samples: h.len(),
             min: h.min(),
             mean: h.mean(),
@@ -493,8 +493,8 @@ mod tests {
     use crate::flows::{FlowSet, FlowsConfig};
     use crate::frame::L4Proto;
     use crate::live::plan::Key;
-    use crate::live::sidecar::FlowVerdict;
     use crate::live::signature::{self, Stamp};
+    use crate::verdicts::Verdict as FlowVerdict;
 
     fn plan(frame_size: usize, flows: u32, with_verdicts: bool) -> Plan {
         let set = FlowSet::new(&FlowsConfig {
