@@ -329,15 +329,23 @@ fn tx_loop_parts<'p>(
     // Up to 1 ms of credit (at least a burst): a loop delayed by an
     // interrupt or a preempting thread catches up at full speed, so the
     // average rate holds, in bursts no larger than `burst`.
-    let depth = spec
-        .rate_pps
-        .map_or(burst as f64, |r| (r / 1000.0).max(burst as f64));
     // Bursts of one or two packets cost nearly as much as full ones (a
     // device call each), which would cap paced rates far below full speed:
     // wait for 20 µs worth of packets (1..=burst) before building a batch.
     let min_batch = spec
         .rate_pps
         .map_or(1.0, |r| (r * 20e-6).clamp(1.0, burst as f64));
+    // With replies in the plan, a request and its reply leave on different
+    // ports, and the gateway polls its ports independently: only time keeps
+    // a reply behind its request. So no catch-up credit (the pacing gap
+    // holds after a stall, at the cost of the average rate), and a batch
+    // never mixes sides.
+    let two_way = plan.templates.iter().any(|t| t.dir.out_side() == 1);
+    let depth = match spec.rate_pps {
+        Some(_) if two_way => min_batch,
+        Some(r) => (r / 1000.0).max(burst as f64),
+        None => burst as f64,
+    };
     let mut tokens = 0.0_f64;
     let mut last = start;
     let mut n: u64 = 0;
@@ -387,12 +395,21 @@ fn tx_loop_parts<'p>(
             budget = budget.min(usize::try_from(c - n).unwrap_or(usize::MAX));
         }
         let mut made = 0;
+        let mut batch_side = None;
         while made < budget {
             let ti = (n % t) as usize;
             let tpl = &plan.templates[ti];
             let side = tpl.dir.out_side();
             if bursts[side].is_full() {
                 break;
+            }
+            if two_way {
+                // Hand packets to the devices in pcap order across sides:
+                // the other side's queued packets go first.
+                if batch_side.is_some_and(|s| s != side) || !bursts[1 - side].is_empty() {
+                    break;
+                }
+                batch_side = Some(side);
             }
             let Some(mut m) = Mbuf::alloc(pool) else {
                 break;

@@ -6,9 +6,10 @@
 //! is a flow's originator tuple goes that way too, and a packet with the
 //! reversed tuple (a reply) goes out the `--rx` port and is expected on
 //! `--tx`, so a stateful gateway sees each conversation the way it would on
-//! the wire. ICMP tuples are matched on addresses only (an echo reply has
-//! another type than its request), so ICMP flows between the same two hosts
-//! share their counts.
+//! the wire. ICMP flows are keyed by type and code (the sidecar's sport and
+//! dport), a reply by its query's reply type (echo request 8 → echo reply 0,
+//! ICMPv6 128 → 129, ...); the ICMP identifier is not in the sidecar, so two
+//! echo flows between the same hosts share their counts.
 //!
 //! A group gathers the packets counted together: one flow's packets in one
 //! direction, or (unlabelled packets) all packets of one tuple.
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use net::parse::{parse, Parsed};
+use net::parse::{parse, Parsed, L4};
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 
@@ -56,24 +57,42 @@ pub struct Key {
     pub src: IpAddr,
     /// Destination address.
     pub dst: IpAddr,
-    /// Source port (0 for ICMP and protocols without ports).
+    /// Source port; ICMP: the type; 0 for other protocols without ports.
     pub sport: u16,
-    /// Destination port (0 likewise).
+    /// Destination port; ICMP: the code; 0 likewise.
     pub dport: u16,
 }
 
-fn portless(proto: u8) -> bool {
-    !matches!(proto, 6 | 17 | 132)
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132)
+}
+
+/// The type of the answer to an ICMP query (echo, timestamp, information,
+/// address mask; ICMPv6 echo); other types are their own "reply".
+fn icmp_reply_type(proto: u8, ty: u8) -> u8 {
+    match (proto, ty) {
+        (ICMP, 8) => 0,
+        (ICMP, 13) => 14,
+        (ICMP, 15) => 16,
+        (ICMP, 17) => 18,
+        (ICMPV6, 128) => 129,
+        _ => ty,
+    }
 }
 
 impl Key {
     /// The key of a parsed IP packet.
     pub fn of(p: &Parsed) -> Option<Key> {
         let proto = p.ip_proto()?.0;
-        let (sport, dport) = if portless(proto) {
-            (0, 0)
-        } else {
-            p.ports().unwrap_or((0, 0))
+        let (sport, dport) = match p.l4 {
+            L4::Icmp { ty, code, .. } | L4::Icmpv6 { ty, code, .. } => {
+                (u16::from(ty), u16::from(code))
+            }
+            _ if has_ports(proto) => p.ports().unwrap_or((0, 0)),
+            _ => (0, 0),
         };
         Some(Key {
             vlan: p.vlans[0],
@@ -92,10 +111,10 @@ impl Key {
 
     /// The originator key of a sidecar flow.
     pub fn of_verdict(v: &FlowVerdict) -> Key {
-        let (sport, dport) = if portless(v.proto) {
-            (0, 0)
-        } else {
+        let (sport, dport) = if has_ports(v.proto) || matches!(v.proto, ICMP | ICMPV6) {
             (v.sport, v.dport)
+        } else {
+            (0, 0)
         };
         Key {
             vlan: v.vlan,
@@ -107,13 +126,21 @@ impl Key {
         }
     }
 
-    /// The same flow seen the other way.
+    /// The same flow seen the other way: addresses and ports swapped; for
+    /// ICMP, the query type becomes its reply type (the code stays).
     pub fn reversed(&self) -> Key {
+        let (sport, dport) = match self.proto {
+            ICMP | ICMPV6 => {
+                let ty = u8::try_from(self.sport).unwrap_or(u8::MAX);
+                (u16::from(icmp_reply_type(self.proto, ty)), self.dport)
+            }
+            _ => (self.dport, self.sport),
+        };
         Key {
             src: self.dst,
             dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
+            sport,
+            dport,
             ..*self
         }
     }
@@ -288,6 +315,28 @@ mod tests {
             l4: L4Spec::Udp { sport, dport },
         };
         spec.build(&vec![0u8; len]).unwrap()
+    }
+
+    #[test]
+    fn icmp_queries_and_replies_are_told_apart_by_type() {
+        let k = |ty: u16, src: [u8; 4], dst: [u8; 4]| Key {
+            vlan: None,
+            proto: 1,
+            src: IpAddr::from(src),
+            dst: IpAddr::from(dst),
+            sport: ty,
+            dport: 0,
+        };
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        assert_eq!(k(8, a, b).reversed(), k(0, b, a));
+        assert_eq!(k(13, a, b).reversed(), k(14, b, a));
+        assert_ne!(k(8, a, b).reversed(), k(13, a, b).reversed());
+        let v6 = Key {
+            proto: 58,
+            sport: 128,
+            ..k(0, a, b)
+        };
+        assert_eq!(v6.reversed().sport, 129);
     }
 
     #[test]
