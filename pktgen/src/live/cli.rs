@@ -64,6 +64,11 @@ pub struct LiveArgs {
     /// After sending, keep receiving this long at most (ms).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub drain_ms: u64,
+    /// With replies in the pcap (a sidecar): before the sending direction
+    /// turns, wait until everything sent has arrived, or this long (ms)
+    /// after the last transmission.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub turn_wait_ms: u64,
     /// Write the JSON report here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -236,6 +241,7 @@ pub fn send(args: &SendArgs) -> Result<()> {
         duration,
         count,
         drain: Duration::from_millis(args.live.drain_ms),
+        turn_wait: Duration::from_millis(args.live.turn_wait_ms),
     };
     let stop = stop_flag();
     let (report, stats) = engine::run(&setup, &plan, &stop, |e| {
@@ -284,6 +290,7 @@ pub fn rfc2544(args: &Rfc2544Args) -> Result<()> {
                 duration: Some(trial),
                 count: None,
                 drain,
+                turn_wait: Duration::from_millis(args.live.turn_wait_ms),
             };
             let r = e.trial(&spec).map_err(|source| LiveError::Trial {
                 rate: rate.unwrap_or(f64::INFINITY),

@@ -101,6 +101,10 @@ pub struct TrialSpec {
     /// After the last packet is sent, keep receiving for at most this long
     /// (less if everything sent has arrived).
     pub drain: Duration,
+    /// With replies in the plan: before the direction changes, wait until
+    /// everything sent so far has arrived, or this long after the last
+    /// transmission (the rest was dropped, or is late).
+    pub turn_wait: Duration,
 }
 
 /// A running DPDK setup; see [`run`].
@@ -223,6 +227,7 @@ impl Engine<'_> {
                     spec,
                     &mut sent,
                     &mut rx,
+                    None,
                 );
                 // Drain: receive until everything sent is in or time is up.
                 let end = tsc().saturating_add(drain_cycles);
@@ -235,14 +240,16 @@ impl Engine<'_> {
             Some(lc) => {
                 let deadline = AtomicU64::new(u64::MAX);
                 let target = AtomicU64::new(u64::MAX);
+                let received = AtomicU64::new(0);
                 let (eal, rxq) = (self.eal, &mut self.rx);
                 let rec_ref = &mut rec;
                 let sides_ref = &sides[..];
                 let (launched, joined) = lcore::scope(eal, |s| {
                     s.spawn(lc, || {
-                        let (deadline, target) = (&deadline, &target);
+                        let (deadline, target, received) = (&deadline, &target, &received);
                         loop {
                             poll(rxq, rec_ref, plan, sides_ref);
+                            received.store(rec_ref.received(), Ordering::Release);
                             if tsc() >= deadline.load(Ordering::Acquire)
                                 || rec_ref.received() >= target.load(Ordering::Acquire)
                             {
@@ -263,6 +270,7 @@ impl Engine<'_> {
                         spec,
                         &mut sent,
                         &mut none,
+                        Some(&received),
                     );
                     target.store(sent.total(), Ordering::Release);
                     deadline.store(tsc().saturating_add(drain_cycles), Ordering::Release);
@@ -319,6 +327,7 @@ fn tx_loop_parts<'p>(
     spec: &TrialSpec,
     sent: &mut Sent,
     rx: &mut RxParts<'_, '_, '_>,
+    rx_count: Option<&AtomicU64>,
 ) {
     let t = plan.templates.len() as u64;
     let mut bursts: [Burst<'p>; 2] = [Burst::with_capacity(burst), Burst::with_capacity(burst)];
@@ -341,6 +350,8 @@ fn tx_loop_parts<'p>(
     // holds after a stall, at the cost of the average rate), and a batch
     // never mixes sides.
     let two_way = plan.templates.iter().any(|t| t.dir.out_side() == 1);
+    let turn_wait = cycles(spec.turn_wait, hz);
+    let mut last_side: Option<usize> = None;
     let depth = match spec.rate_pps {
         Some(_) if two_way => min_batch,
         Some(r) => (r / 1000.0).max(burst as f64),
@@ -409,7 +420,23 @@ fn tx_loop_parts<'p>(
                 if batch_side.is_some_and(|s| s != side) || !bursts[1 - side].is_empty() {
                     break;
                 }
+                // A turn (a reply after requests, say) waits for what was
+                // sent to come out of the gateway, as a real peer would: the
+                // gateway polls its ports independently, and a stall there
+                // would otherwise let the reply overtake.
+                if last_side.is_some_and(|s| s != side) {
+                    let received = match (rx.as_ref(), rx_count) {
+                        (Some((_, rec, _)), _) => rec.received(),
+                        (None, Some(c)) => c.load(Ordering::Acquire),
+                        (None, None) => u64::MAX,
+                    };
+                    let quiet = now.saturating_sub(sent.last_tsc) >= turn_wait;
+                    if received < sent.total() && !quiet {
+                        break;
+                    }
+                }
                 batch_side = Some(side);
+                last_side = Some(side);
             }
             let Some(mut m) = Mbuf::alloc(pool) else {
                 break;
