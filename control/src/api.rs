@@ -103,8 +103,12 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         }
     })?;
     de.end().map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "trailing data after JSON")
-            .detail("(body)", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            "trailing data after JSON",
+        )
+        .detail("(body)", e.to_string())
     })?;
     Ok(value)
 }
@@ -117,9 +121,8 @@ fn strip_position(msg: &str) -> String {
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(t)| t).map_err(|e| {
-        ApiError::bad_request("invalid query string").detail("(query)", e.body_text())
-    })
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid query string").detail("(query)", e.body_text()))
 }
 
 fn draft_etag(rev: u64) -> String {
@@ -252,7 +255,11 @@ pub fn protected_routes() -> Routes {
     let mut r = Routes::new()
         .add(&p("/version"), &[M::GET], get(version))
         .add(&p("/openapi.json"), &[M::GET], get(openapi))
-        .add(&p("/draft"), &[M::GET, M::PUT], get(get_draft).put(put_draft))
+        .add(
+            &p("/draft"),
+            &[M::GET, M::PUT],
+            get(get_draft).put(put_draft),
+        )
         .add(&p("/draft/reset"), &[M::POST], post(reset_draft))
         .add(
             &p("/draft/settings"),
@@ -260,11 +267,7 @@ pub fn protected_routes() -> Routes {
             get(get_settings::<false>).put(put_settings),
         )
         .add(&p("/active"), &[M::GET], get(get_active))
-        .add(
-            &p("/active/settings"),
-            &[M::GET],
-            get(get_settings::<true>),
-        )
+        .add(&p("/active/settings"), &[M::GET], get(get_settings::<true>))
         .add(&p("/export/{which}"), &[M::GET], get(export))
         .add(&p("/validate"), &[M::POST], post(validate))
         .add(&p("/diff"), &[M::GET], get(get_diff))
@@ -288,24 +291,28 @@ fn add_objects<O: Object>(r: Routes) -> Routes {
     use Method as M;
     let coll = format!("{API}/draft/{}", O::KIND);
     let item = format!("{API}/draft/{}/{{key}}", O::KIND);
-    r.add(&coll, &[M::GET, M::POST], get(list_objects::<O, false>).post(create_object::<O>))
-        .add(
-            &item,
-            &[M::GET, M::PUT, M::DELETE],
-            get(get_object::<O, false>)
-                .put(put_object::<O>)
-                .delete(delete_object::<O>),
-        )
-        .add(
-            &format!("{API}/active/{}", O::KIND),
-            &[M::GET],
-            get(list_objects::<O, true>),
-        )
-        .add(
-            &format!("{API}/active/{}/{{key}}", O::KIND),
-            &[M::GET],
-            get(get_object::<O, true>),
-        )
+    r.add(
+        &coll,
+        &[M::GET, M::POST],
+        get(list_objects::<O, false>).post(create_object::<O>),
+    )
+    .add(
+        &item,
+        &[M::GET, M::PUT, M::DELETE],
+        get(get_object::<O, false>)
+            .put(put_object::<O>)
+            .delete(delete_object::<O>),
+    )
+    .add(
+        &format!("{API}/active/{}", O::KIND),
+        &[M::GET],
+        get(list_objects::<O, true>),
+    )
+    .add(
+        &format!("{API}/active/{}/{{key}}", O::KIND),
+        &[M::GET],
+        get(get_object::<O, true>),
+    )
 }
 
 /// Routes without authentication.
@@ -341,7 +348,11 @@ pub fn app(state: Shared, extra: Vec<Router>) -> Router {
 }
 
 async fn fallback(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {method} {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -355,11 +366,15 @@ async fn health(State(app): State<Shared>) -> Json<Value> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let dataplane = match seen {
-        Ok(s) => json!({"reachable": true, "policy_version": s["policy_version"], "flows_active": s["flows_active"]}),
+        Ok(s) => {
+            json!({"reachable": true, "policy_version": s["policy_version"], "flows_active": s["flows_active"]})
+        }
         Err(e) => json!({"reachable": false, "error": e}),
     };
     let in_sync = active.is_some() && dataplane["policy_version"].as_u64() == active;
-    Json(json!({"status": "ok", "active_version": active, "dataplane": dataplane, "in_sync": in_sync}))
+    Json(
+        json!({"status": "ok", "active_version": active, "dataplane": dataplane, "in_sync": in_sync}),
+    )
 }
 
 async fn version() -> Json<Value> {
@@ -551,7 +566,11 @@ impl Object for Rule {
 }
 
 /// Reads a document under the store lock: the draft, or the active policy.
-async fn read_doc<T>(app: &App, active: bool, f: impl FnOnce(&Document) -> T) -> ApiResult<(T, String)> {
+async fn read_doc<T>(
+    app: &App,
+    active: bool,
+    f: impl FnOnce(&Document) -> T,
+) -> ApiResult<(T, String)> {
     let store = app.store.lock().await;
     if active {
         let p = store
@@ -628,7 +647,10 @@ async fn create_object<O: Object>(
             if list.iter().any(|o| o.key() == key) {
                 return Err(ApiError::conflict(
                     "exists",
-                    format!("the draft already has {} {key:?}; PUT it to replace it", O::KIND),
+                    format!(
+                        "the draft already has {} {key:?}; PUT it to replace it",
+                        O::KIND
+                    ),
                 )
                 .detail(O::KEY, "already used"));
             }
@@ -870,7 +892,13 @@ async fn activate(
     }
 }
 
-fn version_meta(store: &Store, who: &str, comment: String, kind: VersionKind, source: Option<u64>) -> VersionMeta {
+fn version_meta(
+    store: &Store,
+    who: &str,
+    comment: String,
+    kind: VersionKind,
+    source: Option<u64>,
+) -> VersionMeta {
     VersionMeta {
         version: store.next_version(),
         created: time::rfc3339(SystemTime::now()),
@@ -893,8 +921,10 @@ async fn commit(
     let who = who(w);
     let window = match (body.confirm_within_s, body.confirm) {
         (Some(s), _) if s == 0 || s > MAX_CONFIRM_S => {
-            return Err(ApiError::bad_request("invalid confirm window")
-                .detail("confirm_within_s", format!("must be in 1..={MAX_CONFIRM_S}")))
+            return Err(ApiError::bad_request("invalid confirm window").detail(
+                "confirm_within_s",
+                format!("must be in 1..={MAX_CONFIRM_S}"),
+            ))
         }
         (Some(s), _) => Some(s),
         (None, true) => Some(app.config.confirm_timeout_s),
@@ -930,12 +960,10 @@ async fn commit(
             deadline_unix_ms: time::unix_ms(SystemTime::now()) + s * 1000,
             revert_to: prev,
         }),
-        (Some(_), None) => {
-            return Err(ApiError::conflict(
-                "nothing_to_revert_to",
-                "the first commit cannot be confirm-within: there is no earlier version to revert to",
-            ))
-        }
+        (Some(_), None) => return Err(ApiError::conflict(
+            "nothing_to_revert_to",
+            "the first commit cannot be confirm-within: there is no earlier version to revert to",
+        )),
         _ => None,
     };
     let meta = version_meta(&store, &who, body.comment, VersionKind::Commit, None);
@@ -969,7 +997,10 @@ async fn confirm(
     let mut store = app.store.lock().await;
     if_match(&headers, &active_etag(&store))?;
     let Some(active) = store.active().cloned() else {
-        return Err(ApiError::conflict("nothing_pending", "no version is active"));
+        return Err(ApiError::conflict(
+            "nothing_pending",
+            "no version is active",
+        ));
     };
     let Some(p) = active.pending else {
         return Err(ApiError::conflict(
@@ -1024,7 +1055,13 @@ async fn rollback(
     } else {
         body.comment
     };
-    let meta = version_meta(&store, &who, comment, VersionKind::Rollback, Some(body.version));
+    let meta = version_meta(
+        &store,
+        &who,
+        comment,
+        VersionKind::Rollback,
+        Some(body.version),
+    );
     let version = meta.version;
     let pushed = activate(&app, &mut store, policy, meta, None).await?;
     app.metrics.observe_commit(started.elapsed());
@@ -1035,7 +1072,9 @@ async fn rollback(
     store.append_audit(entry)?;
     Ok(with_etag(
         active_etag(&store),
-        Json(json!({"version": version, "source": body.version, "previous": before, "dataplane": pushed})),
+        Json(
+            json!({"version": version, "source": body.version, "previous": before, "dataplane": pushed}),
+        ),
     ))
 }
 
@@ -1105,7 +1144,8 @@ async fn list_versions(State(app): State<Shared>) -> Json<Value> {
 
 async fn get_version(State(app): State<Shared>, Path(v): Path<String>) -> ApiResult<Json<Value>> {
     let v: u64 = v.parse().map_err(|_| {
-        ApiError::bad_request("not a version number").detail("version", "expected a positive integer")
+        ApiError::bad_request("not a version number")
+            .detail("version", "expected a positive integer")
     })?;
     let store = app.store.lock().await;
     let meta = store
@@ -1113,13 +1153,18 @@ async fn get_version(State(app): State<Shared>, Path(v): Path<String>) -> ApiRes
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no version {v}")))?;
     let doc = store.version_document(v)?;
-    Ok(Json(json!({"meta": meta, "active": store.active_version() == Some(v), "policy": doc})))
+    Ok(Json(
+        json!({"meta": meta, "active": store.active_version() == Some(v), "policy": doc}),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Explain, flows
 
-async fn explain_flow(State(app): State<Shared>, Body(req): Body<explain::Request>) -> ApiResult<Json<Value>> {
+async fn explain_flow(
+    State(app): State<Shared>,
+    Body(req): Body<explain::Request>,
+) -> ApiResult<Json<Value>> {
     let flow = req.flow()?;
     let (draft, active) = {
         let store = app.store.lock().await;
@@ -1129,10 +1174,14 @@ async fn explain_flow(State(app): State<Shared>, Body(req): Body<explain::Reques
     let mut out = json!({"flow": req});
     out["draft"] = match &draft {
         Ok(p) => explain::judge(p, &flow),
-        Err(e) => json!({"error": ApiError::invalid_policy("the draft does not validate", e).message,
-                          "details": ApiError::invalid_policy("", e).details}),
+        Err(e) => {
+            json!({"error": ApiError::invalid_policy("the draft does not validate", e).message,
+                          "details": ApiError::invalid_policy("", e).details})
+        }
     };
-    out["active"] = active.as_ref().map_or(Value::Null, |p| explain::judge(p, &flow));
+    out["active"] = active
+        .as_ref()
+        .map_or(Value::Null, |p| explain::judge(p, &flow));
     out["connections"] = match &draft {
         Ok(p) => explain::connections_cut(&app.dataplane, p).await,
         Err(_) => json!({"error": "the draft does not validate"}),
@@ -1166,18 +1215,25 @@ async fn list_flows(
     let mut filter = FlowFilter::default();
     let mut limit = 1000usize;
     for (k, v) in &raw {
-        let bad = |what: &str| ApiError::bad_request("invalid flow filter").detail(k.clone(), format!("{v:?} is not {what}"));
+        let bad = |what: &str| {
+            ApiError::bad_request("invalid flow filter")
+                .detail(k.clone(), format!("{v:?} is not {what}"))
+        };
         match k.as_str() {
             "addr" => filter.addr = Some(v.parse().map_err(|_| bad("an IP address"))?),
             "src" => filter.src = Some(v.parse().map_err(|_| bad("an IP address"))?),
             "dst" => filter.dst = Some(v.parse().map_err(|_| bad("an IP address"))?),
             "port" => filter.port = Some(v.parse().map_err(|_| bad("a port"))?),
-            "proto" => filter.proto = Some(explain::parse_proto(v).ok_or_else(|| bad("a protocol"))?),
+            "proto" => {
+                filter.proto = Some(explain::parse_proto(v).ok_or_else(|| bad("a protocol"))?)
+            }
             "rule_id" => filter.rule_id = Some(v.parse().map_err(|_| bad("a rule id"))?),
             "limit" => limit = v.parse().map_err(|_| bad("a count"))?,
             _ => {
-                return Err(ApiError::bad_request("unknown query parameter")
-                    .detail(k.clone(), "expected addr, src, dst, port, proto, rule_id or limit"))
+                return Err(ApiError::bad_request("unknown query parameter").detail(
+                    k.clone(),
+                    "expected addr, src, dst, port, proto, rule_id or limit",
+                ))
             }
         }
     }
@@ -1238,14 +1294,23 @@ async fn read_audit(
     Ok(Json(json!({"entries": entries})))
 }
 
-async fn rotate_token(State(app): State<Shared>, w: Option<axum::Extension<Who>>) -> ApiResult<Json<Value>> {
+async fn rotate_token(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+) -> ApiResult<Json<Value>> {
     let who = who(w);
     let secret = app
         .tokens
         .write()
         .unwrap_or_else(|p| p.into_inner())
         .rotate(&who)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token_error", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token_error",
+                e.to_string(),
+            )
+        })?;
     let mut store = app.store.lock().await;
     let mut entry = audit(&who, "token.rotate");
     entry.version_before = store.active_version();

@@ -189,7 +189,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pol_ms"), "{e}");
-        let e = parse("dataplane_socket = \"/d\"\n").unwrap_err().to_string();
+        let e = parse("dataplane_socket = \"/d\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("store_dir"), "{e}");
         let e = parse("store_dir = \"/s\"\ndataplane_socket = \"/d\"\nconfirm_timeout_s = 0\n")
             .unwrap_err()

@@ -32,8 +32,16 @@ fn by_key<T: Serialize>(key: impl Fn(&T) -> String, a: &[T], b: &[T]) -> Value {
 
 /// What changes going from `a` to `b`.
 pub fn diff(a: &Document, b: &Document) -> Value {
-    let segments = by_key(|s: &policy::Segment| s.name.clone(), &a.segments, &b.segments);
-    let services = by_key(|s: &policy::Service| s.name.clone(), &a.services, &b.services);
+    let segments = by_key(
+        |s: &policy::Segment| s.name.clone(),
+        &a.segments,
+        &b.segments,
+    );
+    let services = by_key(
+        |s: &policy::Service| s.name.clone(),
+        &a.services,
+        &b.services,
+    );
     let mut rules = by_key(|r: &policy::Rule| r.id.to_string(), &a.rules, &b.rules);
     // Order of the rules both sides have: a move changes which rule matches first.
     let common_a: Vec<u32> = a

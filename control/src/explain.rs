@@ -66,12 +66,14 @@ impl Request {
         };
         let p = match &self.protocol {
             ProtoSpec::Number(n) => *n,
-            ProtoSpec::Name(s) => parse_proto(s).ok_or_else(|| {
-                invalid("protocol", "expected tcp, udp, icmp, icmpv6 or 0..=255")
-            })?,
+            ProtoSpec::Name(s) => parse_proto(s)
+                .ok_or_else(|| invalid("protocol", "expected tcp, udp, icmp, icmpv6 or 0..=255"))?,
         };
         if self.src.is_ipv4() != self.dst.is_ipv4() {
-            return Err(invalid("dst", "src and dst must be of the same address family"));
+            return Err(invalid(
+                "dst",
+                "src and dst must be of the same address family",
+            ));
         }
         if self.vlan.is_some_and(|v| v == 0 || v > 4094) {
             return Err(invalid("vlan", "must be in 1..=4094"));
@@ -82,13 +84,23 @@ impl Request {
             return Err(invalid("port", "ports apply to tcp and udp only"));
         }
         if !icmp && (self.icmp_type.is_some() || self.icmp_code.is_some()) {
-            return Err(invalid("icmp_type", "icmp_type/icmp_code apply to icmp and icmpv6 only"));
+            return Err(invalid(
+                "icmp_type",
+                "icmp_type/icmp_code apply to icmp and icmpv6 only",
+            ));
         }
         Ok(if ported {
             let dport = self
                 .port
                 .ok_or_else(|| invalid("port", "required for tcp and udp"))?;
-            Flow::new(self.src, self.dst, self.vlan, p, self.source_port.unwrap_or(EPHEMERAL), dport)
+            Flow::new(
+                self.src,
+                self.dst,
+                self.vlan,
+                p,
+                self.source_port.unwrap_or(EPHEMERAL),
+                dport,
+            )
         } else if icmp {
             let echo = if p == proto::ICMP { 8 } else { 128 };
             Flow::icmp(
@@ -106,7 +118,10 @@ impl Request {
 }
 
 fn names(p: &Policy, a: IpAddr, vlan: Option<u16>) -> Vec<String> {
-    p.segments_of(a, vlan).into_iter().map(|s| s.name.clone()).collect()
+    p.segments_of(a, vlan)
+        .into_iter()
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// Verdict, deciding rule or default, and segment membership of both ends.
@@ -123,7 +138,12 @@ pub fn judge(p: &Policy, flow: &Flow) -> Value {
         }
     };
     let matched = match d {
-        Decision::Rule { index, id, action, mode } => {
+        Decision::Rule {
+            index,
+            id,
+            action,
+            mode,
+        } => {
             let r = &p.rules()[index];
             json!({"type": "rule", "id": id, "name": r.name, "position": index, "action": action, "mode": mode})
         }
@@ -146,7 +166,9 @@ fn tracked_flow(f: &Value) -> Option<Flow> {
     let src: IpAddr = f["src"].as_str()?.parse().ok()?;
     let dst: IpAddr = f["dst"].as_str()?.parse().ok()?;
     let p = u8::try_from(f["proto"].as_u64()?).ok()?;
-    let vlan = u16::try_from(f["vlan"].as_u64().unwrap_or(0)).ok().filter(|v| *v != 0);
+    let vlan = u16::try_from(f["vlan"].as_u64().unwrap_or(0))
+        .ok()
+        .filter(|v| *v != 0);
     let port = |k: &str| u16::try_from(f[k].as_u64().unwrap_or(0)).unwrap_or(0);
     Some(match p {
         // Tracked ICMP connections are echo exchanges: the original direction is the request.
@@ -174,7 +196,9 @@ pub async fn connections_cut(dp: &Dataplane, draft: &Policy) -> Value {
     let mut count = 0usize;
     if !keep {
         for f in &flows {
-            let Some(flow) = tracked_flow(f) else { continue };
+            let Some(flow) = tracked_flow(f) else {
+                continue;
+            };
             if !draft.evaluate(&flow).passes() {
                 count += 1;
                 if cut.len() < LIST_LIMIT {

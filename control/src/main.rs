@@ -22,7 +22,11 @@ use clap::Parser;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "bulkhead-control", version, about = "Bulkhead control: REST API, policy store, metrics")]
+#[command(
+    name = "bulkhead-control",
+    version,
+    about = "Bulkhead control: REST API, policy store, metrics"
+)]
 struct Cli {
     /// The config file (see config/control.toml).
     #[arg(long, default_value = "/etc/bulkhead/control.toml")]

@@ -21,7 +21,10 @@ pub enum Outcome {
     /// The dataplane runs the active version: nothing pushed.
     InSync(u64),
     /// The active version was pushed (the dataplane ran `from`).
-    Pushed { version: u64, from: Option<u64> },
+    Pushed {
+        version: u64,
+        from: Option<u64>,
+    },
     /// The store was empty; the dataplane's running policy became version `0`.
     Adopted(u64),
     /// Neither side has a policy.
@@ -69,7 +72,9 @@ pub async fn reconcile(app: &App) -> Outcome {
         };
         let policy = match Policy::from_value(got["policy"].clone()) {
             Ok(p) => p,
-            Err(e) => return Outcome::Failed(format!("the dataplane's policy does not validate: {e}")),
+            Err(e) => {
+                return Outcome::Failed(format!("the dataplane's policy does not validate: {e}"))
+            }
         };
         let meta = VersionMeta {
             version: v,
@@ -82,7 +87,13 @@ pub async fn reconcile(app: &App) -> Outcome {
         };
         let result = (|| {
             store.add_version(meta, &policy)?;
-            store.set_active(ActiveFile { version: v, pending: None }, policy.clone())?;
+            store.set_active(
+                ActiveFile {
+                    version: v,
+                    pending: None,
+                },
+                policy.clone(),
+            )?;
             if store.draft() == &policy::Document::default() {
                 store.set_draft(policy.document().clone())?;
             }
@@ -107,8 +118,13 @@ pub async fn reconcile(app: &App) -> Outcome {
             Err(e) => Outcome::Failed(e.to_string()),
         };
     };
-    let doc = serde_json::to_value(store.active_policy().expect("active has a policy").document())
-        .unwrap_or_default();
+    let doc = serde_json::to_value(
+        store
+            .active_policy()
+            .expect("active has a policy")
+            .document(),
+    )
+    .unwrap_or_default();
     if running == Some(active) {
         // Same number: compare the documents once per dataplane run (uptime resets when it restarts).
         let known = *app.verified.lock().unwrap_or_else(|p| p.into_inner());

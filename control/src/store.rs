@@ -62,9 +62,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// How a version came to be.
@@ -296,7 +294,10 @@ impl Store {
             None => 0,
         };
         if keep < bytes.len() {
-            let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
             f.set_len(keep as u64).map_err(io(&path))?;
             f.sync_all().map_err(io(&path))?;
         }

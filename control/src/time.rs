@@ -28,9 +28,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 pub fn from_unix_ms(ms: u64) -> SystemTime {

@@ -89,7 +89,15 @@ fn auth_limits_and_openapi_match_the_routes() {
             if path.ends_with("/stream") {
                 // An endless event stream: only check it is there and authorized.
                 let out = std::process::Command::new("curl")
-                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1"])
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "1",
+                    ])
                     .args(["-H", &format!("Authorization: Bearer {}", c.token)])
                     .arg(format!("{}{concrete}", c.url))
                     .output()
@@ -107,7 +115,10 @@ fn auth_limits_and_openapi_match_the_routes() {
         }
     }
     let r = c.call("GET", "/api/v1/nonsense", None).unwrap();
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("no_route")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("no_route"))
+    );
 
     // Body limit: 413 with a JSON error.
     let big = vec![b' '; 2 << 20];
@@ -123,9 +134,13 @@ fn auth_limits_and_openapi_match_the_routes() {
     ok(&r);
     let new = r.body["token"].as_str().unwrap().to_string();
     assert_eq!(r.body["identity"], "admin");
-    let r = c.request("GET", "/api/v1/draft", None, &[], Some(&old)).unwrap();
+    let r = c
+        .request("GET", "/api/v1/draft", None, &[], Some(&old))
+        .unwrap();
     assert_eq!(r.status, 401);
-    let r = c.request("GET", "/api/v1/audit", None, &[], Some(&new)).unwrap();
+    let r = c
+        .request("GET", "/api/v1/audit", None, &[], Some(&new))
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body["entries"][0]["action"], "token.rotate");
     assert_eq!(r.body["entries"][0]["who"], "admin");
@@ -141,11 +156,18 @@ fn draft_crud_etags_validation_and_diff() {
     assert!(e0.starts_with("\"draft-"), "{e0}");
     let seg = json!({"name": "db", "prefixes": ["10.99.0.2/32"]});
     // 428 without If-Match, 409 with a stale one.
-    let r = c.call("POST", "/api/v1/draft/segments", Some(&seg)).unwrap();
+    let r = c
+        .call("POST", "/api/v1/draft/segments", Some(&seg))
+        .unwrap();
     assert_eq!(r.status, 428, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "precondition_required");
     let r = c
-        .write("POST", "/api/v1/draft/segments", Some(&seg), "\"draft-999\"")
+        .write(
+            "POST",
+            "/api/v1/draft/segments",
+            Some(&seg),
+            "\"draft-999\"",
+        )
         .unwrap();
     assert_eq!(r.status, 409);
     assert_eq!(r.body["error"]["code"], "stale_etag");
@@ -164,7 +186,10 @@ fn draft_crud_etags_validation_and_diff() {
     let r = c
         .write("POST", "/api/v1/draft/segments", Some(&seg), &e1)
         .unwrap();
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("exists")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("exists"))
+    );
     // Type errors name the field.
     let r = c
         .write(
@@ -194,7 +219,10 @@ fn draft_crud_etags_validation_and_diff() {
             Some(&c.token),
         )
         .unwrap();
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("bad_json")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("bad_json"))
+    );
 
     // A rule that refers to an unknown service: stored (a draft may be invalid), reported precisely.
     let rule = json!({"id": 10, "name": "r", "from": "any", "to": {"segment": "db"}, "service": "smb", "action": "allow"});
@@ -222,13 +250,23 @@ fn draft_crud_etags_validation_and_diff() {
     assert_eq!(r.body["validation"]["valid"], true);
     let rule2 = json!({"id": 5, "name": "first", "from": "any", "to": "any", "service": "any", "action": "deny"});
     let r = c
-        .write("POST", "/api/v1/draft/rules?position=0", Some(&rule2), &r.etag())
+        .write(
+            "POST",
+            "/api/v1/draft/rules?position=0",
+            Some(&rule2),
+            &r.etag(),
+        )
         .unwrap();
     assert_eq!(r.status, 201);
     let rules = c.call("GET", "/api/v1/draft/rules", None).unwrap();
     assert_eq!(rules.body[0]["id"], 5);
     let r = c
-        .write("PUT", "/api/v1/draft/rules/5?position=1", Some(&rule2), &rules.etag())
+        .write(
+            "PUT",
+            "/api/v1/draft/rules/5?position=1",
+            Some(&rule2),
+            &rules.etag(),
+        )
         .unwrap();
     ok(&r);
     let r1 = c.call("GET", "/api/v1/draft/rules/5", None).unwrap();
@@ -268,7 +306,9 @@ fn draft_crud_etags_validation_and_diff() {
     // Active is read-only and empty before the first commit.
     let r = c.call("GET", "/api/v1/active", None).unwrap();
     assert_eq!(r.status, 404);
-    let r = c.call("PUT", "/api/v1/active/segments/db", Some(&seg)).unwrap();
+    let r = c
+        .call("PUT", "/api/v1/active/segments/db", Some(&seg))
+        .unwrap();
     assert_eq!(r.status, 405);
 
     // Commit, then edit, diff shows changes; export; import of a bad document names the field.
@@ -289,7 +329,10 @@ fn draft_crud_etags_validation_and_diff() {
     assert_eq!(d.body["changes"], 1);
     let ex = c.call("GET", "/api/v1/export/active", None).unwrap();
     assert_eq!(ex.body["services"][0]["name"], "smb");
-    assert!(ex.header("content-disposition").unwrap().contains("attachment"));
+    assert!(ex
+        .header("content-disposition")
+        .unwrap()
+        .contains("attachment"));
     let ex1 = c.call("GET", "/api/v1/export/1", None).unwrap();
     assert_eq!(ex1.body, ex.body);
     let r = c.call("GET", "/api/v1/export/latest", None).unwrap();
@@ -300,7 +343,10 @@ fn draft_crud_etags_validation_and_diff() {
         .write("PUT", "/api/v1/draft", Some(&bad), &draft_etag(&c))
         .unwrap();
     assert_eq!(r.status, 422, "{}", r.body);
-    assert_eq!(r.body["error"]["details"][0]["path"], "segments[0].vlans[0]");
+    assert_eq!(
+        r.body["error"]["details"][0]["path"],
+        "segments[0].vlans[0]"
+    );
     // Reset the draft to the active policy.
     let r = c
         .write("POST", "/api/v1/draft/reset", None, &draft_etag(&c))
@@ -310,7 +356,10 @@ fn draft_crud_etags_validation_and_diff() {
     assert_eq!(d.body["identical"], true);
     // Nothing to commit now.
     let r = commit(&c, json!({}));
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("no_changes")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("no_changes"))
+    );
 
     let actions = audit_actions(&c);
     for a in [
@@ -339,7 +388,12 @@ fn commit_confirm_revert_rollback_and_audit() {
 
     import(&c, &policy_doc());
     let r = c
-        .write("POST", "/api/v1/commit", Some(&json!({"comment": "v1"})), "\"draft-1\"")
+        .write(
+            "POST",
+            "/api/v1/commit",
+            Some(&json!({"comment": "v1"})),
+            "\"draft-1\"",
+        )
         .unwrap();
     assert_eq!(r.status, 409, "the import moved the revision: {}", r.body);
     let r = commit(&c, json!({"comment": "v1", "confirm_within_s": 30}));
@@ -370,7 +424,10 @@ fn commit_confirm_revert_rollback_and_audit() {
         .unwrap();
     ok(&r);
     let r = commit(&c, json!({}));
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("confirm_pending")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("confirm_pending"))
+    );
     wait_for(15, "the automatic revert", || {
         (dp.status()?["policy_version"] == 3).then_some(())
     });
@@ -403,7 +460,10 @@ fn commit_confirm_revert_rollback_and_audit() {
     let r = c
         .write("POST", "/api/v1/confirm", None, &active_etag(&c))
         .unwrap();
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("nothing_pending")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("nothing_pending"))
+    );
 
     // A pending deadline survives a control restart: commit with a window, kill -9 control, start it again.
     let e = draft_etag(&c);
@@ -415,7 +475,11 @@ fn commit_confirm_revert_rollback_and_audit() {
     assert_eq!(r.body["version"], 5, "{}", r.body);
     c.kill9();
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(dp.status().unwrap()["policy_version"], 5, "no control, no revert");
+    assert_eq!(
+        dp.status().unwrap()["policy_version"],
+        5,
+        "no control, no revert"
+    );
     let c = start_control(&opts);
     wait_for(15, "the revert after restart", || {
         (dp.status()?["policy_version"] == 6).then_some(())
@@ -425,11 +489,21 @@ fn commit_confirm_revert_rollback_and_audit() {
 
     // Rollback to any version: v1 comes back as v7.
     let r = c
-        .write("POST", "/api/v1/rollback", Some(&json!({"version": 1})), "\"active-1\"")
+        .write(
+            "POST",
+            "/api/v1/rollback",
+            Some(&json!({"version": 1})),
+            "\"active-1\"",
+        )
         .unwrap();
     assert_eq!(r.status, 409);
     let r = c
-        .write("POST", "/api/v1/rollback", Some(&json!({"version": 42})), &active_etag(&c))
+        .write(
+            "POST",
+            "/api/v1/rollback",
+            Some(&json!({"version": 42})),
+            &active_etag(&c),
+        )
         .unwrap();
     assert_eq!(r.status, 404);
     let r = c
@@ -475,11 +549,18 @@ fn commit_confirm_revert_rollback_and_audit() {
     let reverts = find("revert");
     assert_eq!(reverts.len(), 2);
     assert_eq!(
-        (&reverts[0]["version_before"], &reverts[0]["version_after"], &reverts[0]["who"]),
+        (
+            &reverts[0]["version_before"],
+            &reverts[0]["version_after"],
+            &reverts[0]["who"]
+        ),
         (&json!(2), &json!(3), &json!("system"))
     );
     let rb = find("rollback");
-    assert_eq!((&rb[0]["version_before"], &rb[0]["version_after"]), (&json!(6), &json!(7)));
+    assert_eq!(
+        (&rb[0]["version_before"], &rb[0]["version_after"]),
+        (&json!(6), &json!(7))
+    );
     assert_eq!(find("confirm").len(), 1);
     let since = entries[entries.len() - 2]["seq"].as_u64().unwrap();
     let tail = c
@@ -541,12 +622,30 @@ fn explain_flows_and_a_dataplane_that_is_down() {
     assert_eq!(x.body["active"]["verdict"], "deny");
     assert_eq!(x.body["active"]["src_segments"], json!(["legacy"]));
     for (bad, field) in [
-        (json!({"src": "10.99.0.1", "dst": "fd00::1", "protocol": "tcp", "port": 1}), "dst"),
-        (json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "tcp"}), "port"),
-        (json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "gre"}), "protocol"),
-        (json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "icmp", "port": 3}), "port"),
-        (json!({"src": "10.99.0.300", "dst": "10.99.0.2", "protocol": "udp", "port": 3}), "src"),
-        (json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "udp", "port": 3, "vlan": 5000}), "vlan"),
+        (
+            json!({"src": "10.99.0.1", "dst": "fd00::1", "protocol": "tcp", "port": 1}),
+            "dst",
+        ),
+        (
+            json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "tcp"}),
+            "port",
+        ),
+        (
+            json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "gre"}),
+            "protocol",
+        ),
+        (
+            json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "icmp", "port": 3}),
+            "port",
+        ),
+        (
+            json!({"src": "10.99.0.300", "dst": "10.99.0.2", "protocol": "udp", "port": 3}),
+            "src",
+        ),
+        (
+            json!({"src": "10.99.0.1", "dst": "10.99.0.2", "protocol": "udp", "port": 3, "vlan": 5000}),
+            "vlan",
+        ),
     ] {
         let r = c.call("POST", "/api/v1/explain", Some(&bad)).unwrap();
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
@@ -555,16 +654,26 @@ fn explain_flows_and_a_dataplane_that_is_down() {
 
     // Flows: proxied with the filter; bad filters are precise errors.
     let f = c
-        .call("GET", "/api/v1/flows?addr=10.99.0.2&proto=tcp&limit=5", None)
+        .call(
+            "GET",
+            "/api/v1/flows?addr=10.99.0.2&proto=tcp&limit=5",
+            None,
+        )
         .unwrap();
     assert_eq!(f.status, 200, "{}", f.body);
     assert_eq!(f.body["flows"], json!([]));
-    for (q, field) in [("port=http", "port"), ("adr=1.2.3.4", "adr"), ("src=x", "src")] {
+    for (q, field) in [
+        ("port=http", "port"),
+        ("adr=1.2.3.4", "adr"),
+        ("src=x", "src"),
+    ] {
         let r = c.call("GET", &format!("/api/v1/flows?{q}"), None).unwrap();
         assert_eq!(r.status, 400, "{q}");
         assert_eq!(r.body["error"]["details"][0]["path"], field);
     }
-    let r = c.call("POST", "/api/v1/flows/kill", Some(&json!({}))).unwrap();
+    let r = c
+        .call("POST", "/api/v1/flows/kill", Some(&json!({})))
+        .unwrap();
     assert_eq!(r.status, 400, "an empty filter needs all: true");
     let r = c
         .call("POST", "/api/v1/flows/kill", Some(&json!({"port": 5432})))
@@ -611,7 +720,11 @@ fn explain_flows_and_a_dataplane_that_is_down() {
     });
     let loaded = dp.status().unwrap()["policy_loaded_at"].clone();
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(dp.status().unwrap()["policy_loaded_at"], loaded, "nothing pushed");
+    assert_eq!(
+        dp.status().unwrap()["policy_loaded_at"],
+        loaded,
+        "nothing pushed"
+    );
     drop(dp);
     std::fs::remove_dir_all(dir.join("dp-state")).unwrap();
     let dp = NullDataplane::start(&dir);
@@ -634,7 +747,10 @@ fn restart_reconciles_and_adopts() {
     let a = c.call("GET", "/api/v1/active", None).unwrap();
     assert_eq!(a.body["version"], 41);
     assert_eq!(a.body["meta"]["kind"], "adopted");
-    assert_eq!(c.call("GET", "/api/v1/diff", None).unwrap().body["identical"], true);
+    assert_eq!(
+        c.call("GET", "/api/v1/diff", None).unwrap().body["identical"],
+        true
+    );
     c.stop().unwrap();
     // Restart: in sync, nothing pushed.
     let loaded = dp.status().unwrap()["policy_loaded_at"].clone();
@@ -662,5 +778,8 @@ fn restart_reconciles_and_adopts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("active.json") && err.contains("version"), "{err}");
+    assert!(
+        err.contains("active.json") && err.contains("version"),
+        "{err}"
+    );
 }

@@ -5,7 +5,11 @@ use std::process::Command;
 const EXAMPLE: &str = include_str!("../../config/control.toml");
 
 fn run(config: &str) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("bh-ctl-cli-{}-{}", std::process::id(), config.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "bh-ctl-cli-{}-{}",
+        std::process::id(),
+        config.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("control.toml");
     std::fs::write(&path, config).unwrap();
@@ -15,7 +19,10 @@ fn run(config: &str) -> (Option<i32>, String) {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -28,10 +35,19 @@ fn example_config_checks() {
 fn invalid_configs_name_the_field_and_exit_2() {
     let cases = [
         (EXAMPLE.replace("127.0.0.1:8180", "localhost"), "listen"),
-        (EXAMPLE.replace("confirm_timeout_s = 120", "confirm_timeout_s = 0"), "confirm_timeout_s"),
-        (EXAMPLE.replace("body_limit_bytes = 1048576", "body_limit_bytes = 10"), "body_limit_bytes"),
+        (
+            EXAMPLE.replace("confirm_timeout_s = 120", "confirm_timeout_s = 0"),
+            "confirm_timeout_s",
+        ),
+        (
+            EXAMPLE.replace("body_limit_bytes = 1048576", "body_limit_bytes = 10"),
+            "body_limit_bytes",
+        ),
         (EXAMPLE.replace("[metrics]", "[metrics]\npoll = 3"), "poll"),
-        (EXAMPLE.replace("keep = 5", "keep = \"five\""), "flow_log.keep"),
+        (
+            EXAMPLE.replace("keep = 5", "keep = \"five\""),
+            "flow_log.keep",
+        ),
         (EXAMPLE.replace("store_dir =", "# store_dir ="), "store_dir"),
         (EXAMPLE.replace("[web]", "[web]\nroot = 1"), "root"),
         ("listen = [".to_string(), "line 1"),

@@ -23,19 +23,41 @@ impl Rng {
     }
 }
 
+/// Policy `i`, in the normalized form the API answers with (defaults filled in).
 fn doc(i: usize) -> Value {
     let mut d = policy_doc();
     d["rules"][0]["name"] = json!(format!("clients-db-{i}"));
-    d
+    serde_json::to_value(serde_json::from_value::<policy::Document>(d).unwrap()).unwrap()
 }
 
 /// Starts a write in a curl process; returns it so the test can kill control while it runs.
-fn spawn_write(c: &Control, method: &str, path: &str, body: &Value, etag: &str) -> std::process::Child {
+fn spawn_write(
+    c: &Control,
+    method: &str,
+    path: &str,
+    body: &Value,
+    etag: &str,
+) -> std::process::Child {
     let mut child = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-H", "Expect:"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            method,
+            "-H",
+            "Expect:",
+        ])
         .args(["-H", &format!("Authorization: Bearer {}", c.token)])
         .args(["-H", &format!("If-Match: {etag}")])
-        .args(["-H", "Content-Type: application/json", "--data-binary", "@-"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
         .arg(format!("{}{path}", c.url))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -59,17 +81,34 @@ fn kill9_during_writes_leaves_old_or_new_state() {
     let opts = control_opts(&dir, &dp.socket);
     let mut c = start_control(&opts);
     let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    assert_eq!(c.write("PUT", "/api/v1/draft", Some(&doc(0)), &etag).unwrap().status, 200);
+    assert_eq!(
+        c.write("PUT", "/api/v1/draft", Some(&doc(0)), &etag)
+            .unwrap()
+            .status,
+        200
+    );
     let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    let r = c.write("POST", "/api/v1/commit", Some(&json!({})), &etag).unwrap();
+    let r = c
+        .write("POST", "/api/v1/commit", Some(&json!({})), &etag)
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     // Kill delays spread over about twice a commit's duration, so kills land before, inside and after it.
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+    assert_eq!(
+        c.write("PUT", "/api/v1/draft", Some(&doc(1)), &etag)
+            .unwrap()
+            .status,
+        200
+    );
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
     let t0 = Instant::now();
-    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    assert_eq!(c.write("PUT", "/api/v1/draft", Some(&doc(1)), &etag).unwrap().status, 200);
-    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    assert_eq!(c.write("POST", "/api/v1/commit", Some(&json!({})), &etag).unwrap().status, 200);
-    let span_us = (t0.elapsed().as_micros() as u64).max(2000);
+    assert_eq!(
+        c.write("POST", "/api/v1/commit", Some(&json!({})), &etag)
+            .unwrap()
+            .status,
+        200
+    );
+    let span_us = (2 * t0.elapsed().as_micros() as u64).max(2000);
     let seed = std::process::id() as u64 * 0x9E37_79B9 + 1;
     eprintln!("seed {seed}, kill delays up to {span_us} us");
     let mut rng = Rng(seed);
@@ -88,7 +127,13 @@ fn kill9_during_writes_leaves_old_or_new_state() {
                 .unwrap();
             assert_eq!(r.status, 200);
             draft_before = c.call("GET", "/api/v1/draft", None).unwrap();
-            spawn_write(&c, "POST", "/api/v1/commit", &json!({"comment": format!("iteration {i}")}), &r.etag())
+            spawn_write(
+                &c,
+                "POST",
+                "/api/v1/commit",
+                &json!({"comment": format!("iteration {i}")}),
+                &r.etag(),
+            )
         } else {
             spawn_write(&c, "PUT", "/api/v1/draft", &doc(i), &before_draft.etag())
         };
@@ -99,25 +144,48 @@ fn kill9_during_writes_leaves_old_or_new_state() {
         let acknowledged = String::from_utf8_lossy(&out.stdout) == "200";
 
         // The store loads, and is the old or the new state.
-        c = Control::start(&opts).unwrap_or_else(|e| panic!("iteration {i}: the store did not load: {e}"));
+        c = Control::start(&opts)
+            .unwrap_or_else(|e| panic!("iteration {i}: the store did not load: {e}"));
         let active = c.call("GET", "/api/v1/active", None).unwrap();
         let draft = c.call("GET", "/api/v1/draft", None).unwrap();
         let v = active.body["version"].as_u64().unwrap();
         if commit_now {
-            assert!(v == v_before || v == v_before + 1, "iteration {i}: version {v} after {v_before}");
+            assert!(
+                v == v_before || v == v_before + 1,
+                "iteration {i}: version {v} after {v_before}"
+            );
             if acknowledged {
-                assert_eq!(v, v_before + 1, "iteration {i}: an acknowledged commit was lost");
+                assert_eq!(
+                    v,
+                    v_before + 1,
+                    "iteration {i}: an acknowledged commit was lost"
+                );
             }
-            let expected = if v == v_before { &before_active.body["policy"] } else { &draft_before.body };
+            let expected = if v == v_before {
+                &before_active.body["policy"]
+            } else {
+                &draft_before.body
+            };
             assert_eq!(&active.body["policy"], expected, "iteration {i}");
-            assert_eq!(draft.body, draft_before.body, "iteration {i}: the commit changed the draft");
+            assert_eq!(
+                draft.body, draft_before.body,
+                "iteration {i}: the commit changed the draft"
+            );
             outcomes[usize::from(v != v_before)] += 1;
             // The versions list is whole: every version up to the active one has its file.
             let h = c.call("GET", "/api/v1/versions", None).unwrap();
-            assert_eq!(h.body["versions"].as_array().unwrap().len() as u64, v, "iteration {i}");
+            assert_eq!(
+                h.body["versions"].as_array().unwrap().len() as u64,
+                v,
+                "iteration {i}"
+            );
         } else {
             let new = draft.body == doc(i);
-            assert!(new || draft.body == before_draft.body, "iteration {i}: torn draft {}", draft.body);
+            assert!(
+                new || draft.body == before_draft.body,
+                "iteration {i}: torn draft {}",
+                draft.body
+            );
             if acknowledged {
                 assert!(new, "iteration {i}: an acknowledged draft write was lost");
             }
@@ -133,5 +201,8 @@ fn kill9_during_writes_leaves_old_or_new_state() {
         // The audit log still parses (a torn last line is dropped at start).
         assert_eq!(c.call("GET", "/api/v1/audit", None).unwrap().status, 200);
     }
-    eprintln!("old state kept {} times, new state {} times", outcomes[0], outcomes[1]);
+    eprintln!(
+        "old state kept {} times, new state {} times",
+        outcomes[0], outcomes[1]
+    );
 }

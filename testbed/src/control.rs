@@ -219,7 +219,10 @@ fn read_token(path: &Path) -> Result<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("admin "))
         .map(|s| s.trim().to_string())
-        .ok_or(Error::Protocol(format!("no admin token in {}", path.display())))
+        .ok_or(Error::Protocol(format!(
+            "no admin token in {}",
+            path.display()
+        )))
 }
 
 /// One HTTP request with curl; the status, headers and body it got.
@@ -232,7 +235,16 @@ pub fn curl(
     token: Option<&str>,
 ) -> Result<Response> {
     let mut c = Command::new("curl");
-    c.args(["-sS", "-i", "--max-time", "60", "-X", method, "-H", "Expect:"]);
+    c.args([
+        "-sS",
+        "-i",
+        "--max-time",
+        "60",
+        "-X",
+        method,
+        "-H",
+        "Expect:",
+    ]);
     if let Some(t) = token {
         c.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
