@@ -68,3 +68,10 @@ fn missing_config_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/control.toml"));
 }
+
+#[test]
+fn demo_policy_validates() {
+    let text = include_str!("../../config/policy-demo.json");
+    let p = policy::Policy::from_json(text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.segments().iter().any(|s| s.labels.get("zone").map(String::as_str) == Some("legacy")));
+}
