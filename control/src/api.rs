@@ -338,9 +338,12 @@ pub fn app(state: Shared, extra: Vec<Router>) -> Router {
         .fallback(fallback);
     let web = &state.config.web.dir;
     if web.is_dir() {
-        router = router.fallback_service(
-            tower_http::services::ServeDir::new(web).append_index_html_on_directories(true),
-        );
+        // Unknown API paths keep their JSON 404; everything else may be a console file.
+        router = router
+            .route("/api/{*rest}", axum::routing::any(fallback))
+            .fallback_service(
+                tower_http::services::ServeDir::new(web).append_index_html_on_directories(true),
+            );
     }
     router.layer(axum::extract::DefaultBodyLimit::max(
         state.config.body_limit_bytes,
@@ -404,9 +407,8 @@ async fn put_draft(
     State(app): State<Shared>,
     w: Option<axum::Extension<Who>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    Body(value): Body<Value>,
 ) -> ApiResult {
-    let value: Value = parse_json(&body)?;
     if let Err(e @ policy::PolicyError::Syntax { .. }) = policy::Policy::from_value(value.clone()) {
         return Err(ApiError::invalid_policy("import", &e));
     }
@@ -788,14 +790,13 @@ async fn write_draft(
 // ---------------------------------------------------------------------------------------------------------
 // Validate, diff
 
-async fn validate(State(app): State<Shared>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+async fn validate(State(app): State<Shared>, Body(value): Body<Value>) -> ApiResult<Json<Value>> {
+    if value.is_null() {
         let store = app.store.lock().await;
         let mut v = validation(store.draft());
         v["revision"] = json!(store.revision());
         return Ok(Json(v));
     }
-    let value: Value = parse_json(&body)?;
     match Policy::from_value(value) {
         Ok(_) => Ok(Json(json!({"valid": true, "errors": []}))),
         Err(policy::PolicyError::Invalid(errors)) => Ok(Json(

@@ -51,7 +51,14 @@ fn audit_actions(c: &Control) -> Vec<String> {
 fn auth_limits_and_openapi_match_the_routes() {
     let dir = test_dir("auth");
     let dp = NullDataplane::start(&dir);
-    let c = start_control(&control_opts(&dir, &dp.socket));
+    let opts = control_opts(&dir, &dp.socket);
+    // The web console's static files, served at / without a token when the directory exists.
+    std::fs::create_dir_all(opts.dir.join("web")).unwrap();
+    std::fs::write(opts.dir.join("web/index.html"), "<title>console</title>").unwrap();
+    let c = start_control(&opts);
+    let page = c.request("GET", "/", None, &[], None).unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, json!("<title>console</title>"));
 
     // Health needs no token; everything else does.
     let h = c.request("GET", "/api/v1/health", None, &[], None).unwrap();

@@ -73,5 +73,8 @@ fn missing_config_is_an_error() {
 fn demo_policy_validates() {
     let text = include_str!("../../config/policy-demo.json");
     let p = policy::Policy::from_json(text).unwrap_or_else(|e| panic!("{e}"));
-    assert!(p.segments().iter().any(|s| s.labels.get("zone").map(String::as_str) == Some("legacy")));
+    assert!(p
+        .segments()
+        .iter()
+        .any(|s| s.labels.get("zone").map(String::as_str) == Some("legacy")));
 }

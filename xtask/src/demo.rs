@@ -225,7 +225,13 @@ const OFFICE: &str = "10.99.0.11";
 const SCADA: &str = "10.99.0.3";
 
 /// Calls the REST API with curl, printing the command (token elided) and a summary of the answer.
-fn api(c: &Control, method: &str, path: &str, body: Option<&Value>, etag: Option<&str>) -> Result<Value> {
+fn api(
+    c: &Control,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    etag: Option<&str>,
+) -> Result<Value> {
     let mut shown = format!("$ curl -X {method} -H 'Authorization: Bearer $TOKEN'");
     let mut headers = Vec::new();
     if let Some(e) = etag {
@@ -241,7 +247,11 @@ fn api(c: &Control, method: &str, path: &str, body: Option<&Value>, etag: Option
         return Err(format!("{method} {path}: {} {}", r.status, r.body).into());
     }
     let mut v = r.body;
-    if let Some(e) = r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("etag")) {
+    if let Some(e) = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+    {
         if v.is_object() {
             v["_etag"] = json!(e.1);
         }
@@ -267,14 +277,35 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     println!("$ curl {}/api/v1/health\n  {}", c.url, health.body);
 
     // Side A gets an office client, side B the old SCADA host next to the database.
-    bed.a.ok(&["ip", "addr", "add", &format!("{OFFICE}/24"), "dev", &bed.a.iface])?;
-    bed.b.ok(&["ip", "addr", "add", &format!("{SCADA}/24"), "dev", &bed.b.iface])?;
+    bed.a.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{OFFICE}/24"),
+        "dev",
+        &bed.a.iface,
+    ])?;
+    bed.b.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{SCADA}/24"),
+        "dev",
+        &bed.b.iface,
+    ])?;
     let www = bed.dir.join("www");
     let www_s = www.to_str().unwrap_or(".");
     let mut servers = Vec::new();
     for (host, port) in [(addr::B4, "5432"), (SCADA, "8080"), (SCADA, "502")] {
         servers.push(bed.b.spawn(&[
-            "python3", "-m", "http.server", port, "--bind", host, "--directory", www_s,
+            "python3",
+            "-m",
+            "http.server",
+            port,
+            "--bind",
+            host,
+            "--directory",
+            www_s,
         ])?);
     }
     for port in [5432, 8080, 502] {
@@ -288,7 +319,10 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     let draft = api(&c, "GET", "/api/v1/draft", None, None)?;
     let etag = draft["_etag"].as_str().unwrap_or_default().to_string();
     let put = api(&c, "PUT", "/api/v1/draft", Some(&doc), Some(&etag))?;
-    println!("  revision {}, valid: {}", put["revision"], put["validation"]["valid"]);
+    println!(
+        "  revision {}, valid: {}",
+        put["revision"], put["validation"]["valid"]
+    );
     let diff = api(&c, "GET", "/api/v1/diff", None, None)?;
     for kind in ["segments", "services", "rules"] {
         let names = |k: &str| -> Vec<String> {
@@ -296,7 +330,10 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|o| o.get("name").or_else(|| o.get("key")).map_or(String::new(), |n| n.to_string()))
+                .map(|o| {
+                    let n = o.get("name").or_else(|| o.get("key"));
+                    n.and_then(Value::as_str).unwrap_or_default().to_string()
+                })
                 .collect()
         };
         println!(
@@ -326,9 +363,26 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
         );
     }
     println!(
-        "  tracked connections: {}, the draft would cut {}",
+        "  tracked connections: {}, the draft would cut {}:",
         x["connections"]["tracked"], x["connections"]["would_cut"]
     );
+    for f in x["connections"]["cut"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        println!(
+            "    proto {} {}:{} -> {}:{} ({}), admitted by rule {}",
+            f["proto"],
+            f["src"].as_str().unwrap_or(""),
+            f["sport"],
+            f["dst"].as_str().unwrap_or(""),
+            f["dport"],
+            f["state"].as_str().unwrap_or(""),
+            f["rule_id"]
+        );
+    }
 
     step("Commit the draft with a confirm window (it reverts by itself unless confirmed), then confirm");
     let draft = api(&c, "GET", "/api/v1/draft", None, None)?;
@@ -337,7 +391,9 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
         &c,
         "POST",
         "/api/v1/commit",
-        Some(&json!({"comment": "legacy segment: database and SCADA host", "confirm_within_s": 60})),
+        Some(
+            &json!({"comment": "legacy segment: database and SCADA host", "confirm_within_s": 60}),
+        ),
         Some(&etag),
     )?;
     println!(
@@ -354,10 +410,20 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     step("Real traffic under the committed policy");
     let small = |host: &str, port: &str| format!("http://{host}:{port}/blob");
     let curl = |from: &str, url: String| -> Vec<String> {
-        ["curl", "-sS", "--max-time", "2", "-o", "/dev/null", "--interface", from, &url]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+            "--interface",
+            from,
+            &url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let run = |side: &Side, args: Vec<String>, through: bool| -> Result {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -371,7 +437,11 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     run(&bed.a, curl(addr::A4, small(SCADA, "8080")), true)?;
     run(&bed.a, curl(addr::A4, small(SCADA, "502")), true)?;
     println!("Denied: the SCADA host may initiate nothing (rule 190)");
-    client(&bed.b, &["ping", "-c", "1", "-W", "1", "-I", SCADA, addr::A4], false)?;
+    client(
+        &bed.b,
+        &["ping", "-c", "1", "-W", "1", "-I", SCADA, addr::A4],
+        false,
+    )?;
 
     step("History, flows and audit through the API");
     let versions = api(&c, "GET", "/api/v1/versions", None, None)?;
@@ -385,7 +455,13 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
             if v["active"] == true { "(active)" } else { "" }
         );
     }
-    let flows = api(&c, "GET", &format!("/api/v1/flows?addr={SCADA}&limit=5"), None, None)?;
+    let flows = api(
+        &c,
+        "GET",
+        &format!("/api/v1/flows?addr={SCADA}&limit=5"),
+        None,
+        None,
+    )?;
     for f in flows["flows"].as_array().into_iter().flatten() {
         println!(
             "  {} {}:{} -> {}:{} {} rule {}",
@@ -394,14 +470,15 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     }
     let audit = api(&c, "GET", "/api/v1/audit?limit=5", None, None)?;
     for e in audit["entries"].as_array().into_iter().flatten() {
+        let v = |k: &str| e[k].as_u64().map_or("-".to_string(), |n| format!("v{n}"));
         println!(
-            "  #{} {} {} {} v{} -> v{}",
+            "  #{} {} {:<6} {:<14} {} -> {}",
             e["seq"],
             e["time"].as_str().unwrap_or(""),
             e["who"].as_str().unwrap_or(""),
             e["action"].as_str().unwrap_or(""),
-            e["version_before"],
-            e["version_after"]
+            v("version_before"),
+            v("version_after")
         );
     }
 
