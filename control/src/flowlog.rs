@@ -1,29 +1,63 @@
 //! Flow log: flow events (new, denied, closed) drained from the dataplane, kept in a bounded buffer for
 //! `GET /api/v1/flow-log`, streamed to subscribers (`GET /api/v1/flow-log/stream`, server-sent events) and
 //! appended to a JSON-lines file with size-based rotation.
+//!
+//! One poller ([`FlowLog::run`]) owns the drain. Each event gets a sequence number (`seq`, increasing, and
+//! continued from the file across control restarts) that clients page and resume with. Subscribers hang off
+//! a broadcast channel: a slow one loses the oldest events it has not read and is told how many (an SSE
+//! `lagged` event); the poller never waits for anyone.
+//!
+//! File durability: each drained batch is written with plain writes before the poller asks for more, so a
+//! crash of control loses at most the batch in hand; `fdatasync` runs at most every `fsync_ms` (0: after every
+//! batch) and always before a rotation, so a power loss loses at most the last `fsync_ms` of events.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
+use futures_util::Stream;
+use prometheus::{IntCounter, IntGauge, Registry};
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::metrics::at_least;
 
 /// `[flow_log]` in the control config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowLogConfig {
-    /// The JSON-lines file; rotated files get `.1`, `.2`, ... suffixes.
+    /// The JSON-lines file; rotated files get `.1` (newest) ... `.keep` (oldest) suffixes.
     pub path: PathBuf,
-    /// Rotate when the file would grow past this many bytes.
+    /// Rotate before the file would grow past this many bytes (at least 1024).
+    #[serde(deserialize_with = "at_least::<_, 1024>")]
     pub rotate_bytes: u64,
-    /// Rotated files kept.
+    /// Rotated files kept (0: the file is started afresh at each rotation).
     pub keep: u32,
-    /// Events kept in memory for the API.
+    /// Events kept in memory for the API (at least 1); also the largest `limit` a query may ask for.
+    #[serde(deserialize_with = "at_least_usize::<_, 1>")]
     pub buffer: usize,
-    /// How often the dataplane's event queue is drained, in milliseconds.
+    /// How often the dataplane's event queue is drained, in milliseconds (at least 10).
+    #[serde(deserialize_with = "at_least::<_, 10>")]
     pub poll_ms: u64,
+    /// Longest time written events may wait for `fdatasync`, in milliseconds (0: after every batch).
+    pub fsync_ms: u64,
+    /// Events a stream subscriber may fall behind before it loses some (at least 16).
+    #[serde(deserialize_with = "at_least_usize::<_, 16>")]
+    pub stream_capacity: usize,
 }
 
 impl Default for FlowLogConfig {
@@ -34,32 +68,790 @@ impl Default for FlowLogConfig {
             keep: 5,
             buffer: 10_000,
             poll_ms: 500,
+            fsync_ms: 1000,
+            stream_capacity: 4096,
+        }
+    }
+}
+
+fn at_least_usize<'de, D: serde::Deserializer<'de>, const MIN: u64>(
+    d: D,
+) -> Result<usize, D::Error> {
+    let v = at_least::<D, MIN>(d)?;
+    usize::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is too large")))
+}
+
+/// Events asked for per request; more are fetched at once while the dataplane reports some remaining.
+const BATCH: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    New,
+    Denied,
+    Closed,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "new" => Some(Kind::New),
+            "denied" => Some(Kind::Denied),
+            "closed" => Some(Kind::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// The fields filters look at, parsed once when the event arrives.
+#[derive(Debug, Default, Clone)]
+struct Key {
+    kind: Option<Kind>,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    proto: Option<u8>,
+    rule_id: Option<u32>,
+}
+
+impl Key {
+    fn of(e: &Map<String, Value>) -> Key {
+        let ip = |k: &str| e.get(k)?.as_str()?.parse().ok();
+        let int = |k: &str| e.get(k)?.as_u64();
+        Key {
+            kind: e.get("kind").and_then(Value::as_str).and_then(Kind::parse),
+            src: ip("src"),
+            dst: ip("dst"),
+            sport: int("sport").and_then(|n| u16::try_from(n).ok()),
+            dport: int("dport").and_then(|n| u16::try_from(n).ok()),
+            proto: int("proto").and_then(|n| u8::try_from(n).ok()),
+            rule_id: int("rule_id").and_then(|n| u32::try_from(n).ok()),
+        }
+    }
+
+    /// Whether the dataplane sent every field a filter may look at.
+    fn complete(&self) -> bool {
+        self.kind.is_some()
+            && self.src.is_some()
+            && self.dst.is_some()
+            && self.sport.is_some()
+            && self.dport.is_some()
+            && self.proto.is_some()
+            && self.rule_id.is_some()
+    }
+}
+
+/// One event as stored: its sequence number, its filter fields, and its JSON text (with `seq`).
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub seq: u64,
+    key: Key,
+    pub json: String,
+}
+
+/// Selects events; every given field must match.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Filter {
+    /// Any of these kinds (empty: all).
+    pub kinds: Vec<Kind>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// Either endpoint.
+    pub addr: Option<IpAddr>,
+    /// Either port.
+    pub port: Option<u16>,
+    pub proto: Option<u8>,
+    pub rule_id: Option<u32>,
+}
+
+impl Filter {
+    fn matches(&self, k: &Key) -> bool {
+        (self.kinds.is_empty() || k.kind.is_some_and(|x| self.kinds.contains(&x)))
+            && self.src.is_none_or(|a| k.src == Some(a))
+            && self.dst.is_none_or(|a| k.dst == Some(a))
+            && self
+                .addr
+                .is_none_or(|a| k.src == Some(a) || k.dst == Some(a))
+            && self
+                .port
+                .is_none_or(|p| k.sport == Some(p) || k.dport == Some(p))
+            && self.proto.is_none_or(|p| k.proto == Some(p))
+            && self.rule_id.is_none_or(|r| k.rule_id == Some(r))
+    }
+}
+
+/// A query string: the filter, and paging.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FlowQuery {
+    pub filter: Filter,
+    /// Only events with a greater `seq`.
+    pub since: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// Parses `kind, src, dst, addr, port, proto, rule_id, since, limit` (`limit` only if `paged`), with a
+/// message naming the parameter and what it must be.
+pub fn parse_query(pairs: &[(String, String)], paged: bool) -> Result<FlowQuery, String> {
+    let mut q = FlowQuery::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, v) in pairs {
+        if seen.contains(&k.as_str()) {
+            return Err(format!("query parameter `{k}` is given more than once"));
+        }
+        seen.push(k);
+        let bad = |what: &str| format!("query parameter `{k}`: {v:?} is not {what}");
+        let ip = || {
+            v.parse::<IpAddr>()
+                .map_err(|_| bad("an IPv4 or IPv6 address"))
+        };
+        match k.as_str() {
+            "kind" => {
+                for part in v.split(',') {
+                    let kind = Kind::parse(part).ok_or_else(|| {
+                        bad("new, denied or closed (or a comma-separated list of them)")
+                    })?;
+                    q.filter.kinds.push(kind);
+                }
+            }
+            "src" => q.filter.src = Some(ip()?),
+            "dst" => q.filter.dst = Some(ip()?),
+            "addr" => q.filter.addr = Some(ip()?),
+            "port" => q.filter.port = Some(v.parse().map_err(|_| bad("a port (0-65535)"))?),
+            "proto" => {
+                q.filter.proto = Some(match v.to_ascii_lowercase().as_str() {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    "icmpv6" | "ipv6-icmp" => 58,
+                    _ => v
+                        .parse()
+                        .map_err(|_| bad("a protocol: tcp, udp, icmp, icmpv6 or a number 0-255"))?,
+                })
+            }
+            "rule_id" => {
+                q.filter.rule_id = Some(
+                    v.parse()
+                        .map_err(|_| bad("a rule id (0-4294967295; 0 is the default action)"))?,
+                )
+            }
+            "since" => {
+                q.since = Some(
+                    v.parse()
+                        .map_err(|_| bad("an event sequence number (a non-negative integer)"))?,
+                )
+            }
+            "limit" if paged => {
+                q.limit = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("a positive integer"))?,
+                )
+            }
+            _ => {
+                let known = if paged {
+                    "kind, src, dst, addr, port, proto, rule_id, since, limit"
+                } else {
+                    "kind, src, dst, addr, port, proto, rule_id, since"
+                };
+                return Err(format!("unknown query parameter `{k}`; known: {known}"));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// The newest events, and the next sequence number.
+struct Ring {
+    events: VecDeque<Arc<StoredEvent>>,
+    next_seq: u64,
+}
+
+/// Control-side counters of the flow log (exported once [`FlowLog::register_metrics`] is called).
+struct Stats {
+    events: IntCounter,
+    malformed: IntCounter,
+    write_errors: IntCounter,
+    lost: IntCounter,
+    rotations: IntCounter,
+    lagged: IntCounter,
+    subscribers: IntGauge,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        let c = |n: &str, h: &str| IntCounter::new(n, h).expect("a valid counter name");
+        Stats {
+            events: c("bulkhead_flow_log_events_total", "Flow events drained from the dataplane."),
+            malformed: c(
+                "bulkhead_flow_log_malformed_events_total",
+                "Flow events from the dataplane that lacked fields filters use (kept, but only unfiltered queries show them), or were not objects (dropped).",
+            ),
+            write_errors: c(
+                "bulkhead_flow_log_write_errors_total",
+                "Failed writes or rotations of the flow-log file.",
+            ),
+            lost: c(
+                "bulkhead_flow_log_file_lost_events_total",
+                "Flow events that could not be written to the flow-log file.",
+            ),
+            rotations: c(
+                "bulkhead_flow_log_rotations_total",
+                "Rotations of the flow-log file.",
+            ),
+            lagged: c(
+                "bulkhead_flow_log_stream_lagged_events_total",
+                "Flow events stream subscribers missed because they fell behind.",
+            ),
+            subscribers: IntGauge::new(
+                "bulkhead_flow_log_stream_subscribers",
+                "Open flow-log streams.",
+            )
+            .expect("a valid gauge name"),
         }
     }
 }
 
 pub struct FlowLog {
     config: FlowLogConfig,
+    ring: Mutex<Ring>,
+    tx: broadcast::Sender<Arc<StoredEvent>>,
+    file: Arc<Mutex<LogFile>>,
+    stats: Stats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FlowLog {
+    /// Opens (creating it and its directory if needed) the log file. Memory starts with the newest `buffer`
+    /// events of the files, so the API and stream resumption survive a control restart, and numbering
+    /// continues after them.
     pub fn new(config: FlowLogConfig) -> std::io::Result<Arc<FlowLog>> {
-        Ok(Arc::new(FlowLog { config }))
+        let file = LogFile::open(&config)?;
+        let events = history(&config)?;
+        let next_seq = events.back().map_or(1, |e| e.seq + 1);
+        let (tx, _) = broadcast::channel(config.stream_capacity.max(16));
+        Ok(Arc::new(FlowLog {
+            ring: Mutex::new(Ring { events, next_seq }),
+            tx,
+            file: Arc::new(Mutex::new(file)),
+            stats: Stats::new(),
+            config,
+        }))
     }
 
-    /// Drains the dataplane's events until the process ends.
+    /// Adds the flow log's own counters to `registry` (the one `/metrics` renders).
+    pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
+        let s = &self.stats;
+        for c in [
+            &s.events,
+            &s.malformed,
+            &s.write_errors,
+            &s.lost,
+            &s.rotations,
+            &s.lagged,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(s.subscribers.clone()))
+    }
+
+    /// Drains the dataplane's events every `poll_ms` until the process ends; an unreachable dataplane is
+    /// retried at the same pace (no spinning, no crash), and state changes are logged once.
     pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(
-            self.config.poll_ms.max(50),
-        ));
+        let dataplane = dataplane.with_timeout(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_up = None;
         loop {
             tick.tick().await;
-            let _ = dataplane.events(10_000).await;
+            // Drain what is queued now, in batches, before waiting again.
+            let result = loop {
+                match self.poll_once(&dataplane).await {
+                    Ok(remaining) if remaining > 0 => continue,
+                    other => break other,
+                }
+            };
+            let up = result.is_ok();
+            if was_up != Some(up) {
+                match result {
+                    Ok(_) => eprintln!("bulkhead-control: flow log: draining the dataplane's events"),
+                    Err(e) => eprintln!(
+                        "bulkhead-control: flow log: cannot read the dataplane's events ({e}); retrying every {} ms",
+                        self.config.poll_ms
+                    ),
+                }
+                was_up = Some(up);
+            }
         }
+    }
+
+    /// Drains one batch of events: numbered, kept, streamed, written. Returns how many the dataplane still
+    /// holds.
+    pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<u64, DataplaneError> {
+        let mut answer = dataplane.events(BATCH).await?;
+        let remaining = answer["remaining"].as_u64().unwrap_or(0);
+        let Value::Array(events) = answer["events"].take() else {
+            return Err(DataplaneError::Protocol(format!(
+                "events answer without an \"events\" array: {answer}"
+            )));
+        };
+        self.stats.subscribers.set(self.tx.receiver_count() as i64);
+        if events.is_empty() {
+            return Ok(remaining);
+        }
+        let stored = self.ingest(events);
+        let file = self.file.clone();
+        let lines = stored.clone();
+        let written = tokio::task::spawn_blocking(move || lock(&file).append(&lines)).await;
+        match written {
+            Ok(w) => {
+                self.stats.rotations.inc_by(w.rotations);
+                if let Some(e) = w.error {
+                    self.stats.write_errors.inc();
+                    self.stats.lost.inc_by((stored.len() - w.lines) as u64);
+                    eprintln!(
+                        "bulkhead-control: flow log: {}: {e}; {} event(s) not written",
+                        self.config.path.display(),
+                        stored.len() - w.lines
+                    );
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.inc();
+                self.stats.lost.inc_by(stored.len() as u64);
+                eprintln!("bulkhead-control: flow log: writer failed: {e}");
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// Numbers `events`, puts them in the ring and sends them to subscribers.
+    fn ingest(&self, events: Vec<Value>) -> Vec<Arc<StoredEvent>> {
+        let mut out = Vec::with_capacity(events.len());
+        {
+            let mut ring = lock(&self.ring);
+            for e in events {
+                let Value::Object(mut map) = e else {
+                    self.stats.malformed.inc();
+                    continue;
+                };
+                let key = Key::of(&map);
+                if !key.complete() {
+                    self.stats.malformed.inc();
+                }
+                let seq = ring.next_seq;
+                ring.next_seq += 1;
+                map.insert("seq".into(), json!(seq));
+                let ev = Arc::new(StoredEvent {
+                    seq,
+                    key,
+                    json: Value::Object(map).to_string(),
+                });
+                if ring.events.len() >= self.config.buffer {
+                    ring.events.pop_front();
+                }
+                ring.events.push_back(ev.clone());
+                out.push(ev);
+            }
+        }
+        self.stats.events.inc_by(out.len() as u64);
+        for ev in &out {
+            // No subscriber is not an error.
+            let _ = self.tx.send(ev.clone());
+        }
+        out
+    }
+
+    /// Events matching `q`, oldest first: with `since`, the first `limit` after it (page forward with the
+    /// returned `next_since`); without, the newest `limit`. Also whether more matched than were returned.
+    pub fn query(&self, q: &FlowQuery) -> (Vec<Arc<StoredEvent>>, bool) {
+        let limit = q.limit.unwrap_or(100).min(self.config.buffer);
+        let ring = lock(&self.ring);
+        let mut out = Vec::new();
+        let mut more = false;
+        match q.since {
+            Some(since) => {
+                // Sequence numbers increase through the ring (with gaps where a file lost lines).
+                let skip = ring.events.partition_point(|e| e.seq <= since);
+                for e in ring.events.iter().skip(skip) {
+                    if q.filter.matches(&e.key) {
+                        if out.len() == limit {
+                            more = true;
+                            break;
+                        }
+                        out.push(e.clone());
+                    }
+                }
+            }
+            None => {
+                for e in ring.events.iter().rev() {
+                    if q.filter.matches(&e.key) {
+                        if out.len() == limit {
+                            more = true;
+                            break;
+                        }
+                        out.push(e.clone());
+                    }
+                }
+                out.reverse();
+            }
+        }
+        (out, more)
+    }
+
+    /// The oldest and newest sequence numbers held in memory.
+    fn bounds(&self) -> (Option<u64>, Option<u64>) {
+        let ring = lock(&self.ring);
+        (
+            ring.events.front().map(|e| e.seq),
+            ring.events.back().map(|e| e.seq),
+        )
     }
 
     /// The flow-log routes.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
+            .route("/api/v1/flow-log", get(list))
+            .route("/api/v1/flow-log/stream", get(stream))
+            .with_state(self.clone())
     }
+}
+
+/// A 400 with a JSON body naming the problem.
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"code": "bad_request", "message": self.0}})),
+        )
+            .into_response()
+    }
+}
+
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn pairs(q: Pairs) -> Result<Vec<(String, String)>, BadRequest> {
+    q.map(|Query(p)| p)
+        .map_err(|e| BadRequest(format!("malformed query string: {}", e.body_text())))
+}
+
+/// `GET /api/v1/flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&since=&limit=`.
+async fn list(State(log): State<Arc<FlowLog>>, q: Pairs) -> Result<Response, BadRequest> {
+    let q = parse_query(&pairs(q)?, true).map_err(BadRequest)?;
+    if let Some(limit) = q.limit.filter(|l| *l > log.config.buffer) {
+        return Err(BadRequest(format!(
+            "query parameter `limit`: {limit} is more than the {} events kept in memory",
+            log.config.buffer
+        )));
+    }
+    let (events, truncated) = log.query(&q);
+    let (oldest, newest) = log.bounds();
+    let next_since = events.last().map(|e| e.seq).or(q.since);
+    // The events are JSON text already: splice them in rather than parse them again.
+    let mut body = String::from("{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.json);
+    }
+    let tail = json!({
+        "count": events.len(),
+        "truncated": truncated,
+        "next_since": next_since,
+        "oldest_seq": oldest,
+        "newest_seq": newest,
+    });
+    let tail = tail.to_string();
+    body.push_str("],");
+    body.push_str(&tail[1..]);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&since=`: server-sent events
+/// `flow` (id: the event's `seq`, data: the event) and `lagged` (data: `{"missed": n}`, events this stream
+/// skipped because it fell behind, counted before filtering). `since` or a `Last-Event-ID` header first
+/// replays what memory still holds after that sequence number.
+async fn stream(
+    State(log): State<Arc<FlowLog>>,
+    headers: HeaderMap,
+    q: Pairs,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, BadRequest> {
+    let mut q = parse_query(&pairs(q)?, false).map_err(BadRequest)?;
+    if let Some(h) = headers.get("last-event-id") {
+        let id = h
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                BadRequest(format!(
+                    "header Last-Event-ID: {h:?} is not an event sequence number"
+                ))
+            })?;
+        q.since = Some(q.since.map_or(id, |s| s.max(id)));
+    }
+    // Subscribe before reading the replay so nothing falls between them; duplicates are skipped by seq.
+    let rx = log.tx.subscribe();
+    let replay: VecDeque<Arc<StoredEvent>> = match q.since {
+        Some(since) => {
+            let ring = lock(&log.ring);
+            let skip = ring.events.partition_point(|e| e.seq <= since);
+            ring.events
+                .iter()
+                .skip(skip)
+                .filter(|e| q.filter.matches(&e.key))
+                .cloned()
+                .collect()
+        }
+        None => VecDeque::new(),
+    };
+    let last = replay.back().map(|e| e.seq).or(q.since).unwrap_or(0);
+    log.stats.subscribers.set(log.tx.receiver_count() as i64);
+    let state = StreamState {
+        rx,
+        replay,
+        filter: q.filter,
+        last,
+        log: log.clone(),
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(e) = st.replay.pop_front() {
+            return Some((Ok(sse_event(&e)), st));
+        }
+        loop {
+            match st.rx.recv().await {
+                Ok(e) if e.seq > st.last && st.filter.matches(&e.key) => {
+                    st.last = e.seq;
+                    return Some((Ok(sse_event(&e)), st));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    st.log.stats.lagged.inc_by(n);
+                    let ev = Event::default()
+                        .event("lagged")
+                        .data(json!({"missed": n}).to_string());
+                    return Some((Ok(ev), st));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+struct StreamState {
+    rx: broadcast::Receiver<Arc<StoredEvent>>,
+    replay: VecDeque<Arc<StoredEvent>>,
+    filter: Filter,
+    last: u64,
+    log: Arc<FlowLog>,
+}
+
+fn sse_event(e: &StoredEvent) -> Event {
+    Event::default()
+        .id(e.seq.to_string())
+        .event("flow")
+        .data(&e.json)
+}
+
+// ---- The file. ----
+
+struct LogFile {
+    path: PathBuf,
+    rotate_bytes: u64,
+    keep: u32,
+    fsync_every: Duration,
+    file: File,
+    size: u64,
+    last_sync: Instant,
+}
+
+/// What one append did.
+struct Written {
+    /// Lines written (all of them unless `error`).
+    lines: usize,
+    rotations: u64,
+    error: Option<std::io::Error>,
+}
+
+impl LogFile {
+    fn open(config: &FlowLogConfig) -> std::io::Result<LogFile> {
+        let path = config.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        let mut size = file.metadata()?.len();
+        if size > 0 {
+            // A crash mid-write leaves a torn last line: end it, so the next line is not glued onto it.
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(size - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                size += 1;
+            }
+        }
+        Ok(LogFile {
+            path,
+            rotate_bytes: config.rotate_bytes,
+            keep: config.keep,
+            fsync_every: Duration::from_millis(config.fsync_ms),
+            file,
+            size,
+            last_sync: Instant::now(),
+        })
+    }
+
+    /// Appends one line per event, rotating whenever the next line would not fit; a line is never split
+    /// across files.
+    fn append(&mut self, events: &[Arc<StoredEvent>]) -> Written {
+        let mut w = Written {
+            lines: 0,
+            rotations: 0,
+            error: None,
+        };
+        let mut buf = Vec::new();
+        let mut in_buf = 0;
+        for e in events {
+            let len = e.json.len() as u64 + 1;
+            if self.size > 0 && self.size + len > self.rotate_bytes {
+                let done = self.file.write_all(&buf).and_then(|()| self.rotate());
+                if let Err(err) = done {
+                    w.error = Some(err);
+                    return w;
+                }
+                w.lines += in_buf;
+                w.rotations += 1;
+                buf.clear();
+                in_buf = 0;
+            }
+            buf.extend_from_slice(e.json.as_bytes());
+            buf.push(b'\n');
+            self.size += len;
+            in_buf += 1;
+        }
+        if let Err(err) = self.file.write_all(&buf) {
+            w.error = Some(err);
+            return w;
+        }
+        w.lines += in_buf;
+        if self.last_sync.elapsed() >= self.fsync_every {
+            if let Err(err) = self.file.sync_data() {
+                w.error = Some(err);
+            }
+            self.last_sync = Instant::now();
+        }
+        w
+    }
+
+    /// `path` → `path.1` → ... → `path.keep` (the oldest is dropped), then a fresh `path`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for i in (1..self.keep).rev() {
+                let from = rotated(&self.path, i);
+                if from.exists() {
+                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        // Make the renames and the new file durable.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.size = 0;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+/// `path.n`.
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// At most this much of the files is read at start.
+const HISTORY_BYTES: u64 = 64 << 20;
+
+/// The newest `buffer` events of the log files (newest file first, then `.1`, `.2`, ...), reading at most
+/// [`HISTORY_BYTES`]. Lines that do not parse or carry no `seq` (a torn last line after a crash) are skipped.
+fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>> {
+    let mut out: VecDeque<Arc<StoredEvent>> = VecDeque::new();
+    let mut budget = HISTORY_BYTES;
+    let files = std::iter::once(config.path.clone())
+        .chain((1..=config.keep).map(|n| rotated(&config.path, n)));
+    for path in files {
+        if out.len() >= config.buffer || budget == 0 {
+            break;
+        }
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(budget);
+        budget -= len - start;
+        f.seek(SeekFrom::Start(start))?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text)?;
+        let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        if start > 0 {
+            lines.remove(0); // begun mid-line
+        }
+        // This file's events are older than everything collected so far.
+        let mut older = Vec::new();
+        for line in lines.into_iter().rev() {
+            if out.len() + older.len() >= config.buffer {
+                break;
+            }
+            let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let Some(seq) = map.get("seq").and_then(Value::as_u64) else {
+                continue;
+            };
+            // Keep seq increasing even if files were edited or mixed up.
+            if out.front().is_some_and(|newer| seq >= newer.seq)
+                || older
+                    .last()
+                    .is_some_and(|newer: &Arc<StoredEvent>| seq >= newer.seq)
+            {
+                continue;
+            }
+            older.push(Arc::new(StoredEvent {
+                seq,
+                key: Key::of(&map),
+                json: String::from_utf8_lossy(line).into_owned(),
+            }));
+        }
+        for e in older {
+            out.push_front(e);
+        }
+    }
+    Ok(out)
 }

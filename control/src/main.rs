@@ -77,6 +77,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new(config.metrics.clone());
     let flowlog = FlowLog::new(config.flow_log.clone())
         .map_err(|e| format!("flow log {}: {e}", config.flow_log.path.display()))?;
+    flowlog
+        .register_metrics(metrics.registry())
+        .map_err(|e| format!("flow-log metrics: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

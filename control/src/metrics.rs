@@ -1,34 +1,484 @@
 //! Prometheus metrics: `GET /metrics` in the text exposition format, from the `prometheus` crate.
 //!
-//! Scrapes never reach the workers: they are answered from the registry, which a poller refreshes from the
-//! dataplane's `counters` report (aggregated by its management thread) at a fixed interval.
+//! Scrapes never reach the dataplane: a poller ([`Metrics::run`]) reads the dataplane's `counters` report
+//! (which its management thread aggregates from the workers' single-writer counters) once per `poll_ms`, and
+//! every scrape is answered from the last reading. Any number of scrapers cost the dataplane nothing more.
+//!
+//! The dataplane's counters are monotonic for the life of its process and restart from zero when it restarts.
+//! They are exported as Prometheus counters whose value IS the dataplane's value (a custom [`Collector`]
+//! reports the last reading as is), never as deltas accumulated here: a dataplane restart then shows as an
+//! ordinary counter reset, which `rate()`/`increase()` handle, and a control restart changes nothing. While the
+//! dataplane is unreachable its series are not exported at all (Prometheus marks them stale) and
+//! `bulkhead_dataplane_up` is 0. See `docs/metrics.md` for the list.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Histogram, HistogramOpts, Registry, TextEncoder};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DataplaneError};
 
 /// `[metrics]` in the control config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// How often the dataplane's counters are read, in milliseconds.
+    /// How often the dataplane's counters are read, in milliseconds (at least 100).
+    #[serde(deserialize_with = "at_least::<_, 100>")]
     pub poll_ms: u64,
+    /// How long one reading may wait for the dataplane, in milliseconds (at least 10).
+    #[serde(deserialize_with = "at_least::<_, 10>")]
+    pub timeout_ms: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { poll_ms: 1000 }
+        MetricsConfig {
+            poll_ms: 1000,
+            timeout_ms: 2000,
+        }
     }
+}
+
+/// A config integer with a lower bound, rejected with a precise message (serde adds the key's path).
+pub(crate) fn at_least<'de, D: Deserializer<'de>, const MIN: u64>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v < MIN {
+        return Err(serde::de::Error::custom(format!(
+            "must be at least {MIN}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+// ---- What the dataplane reports (`counters`; see dataplane/src/management.rs `counters_report`). Unknown
+// fields are ignored and absent ones default, so a newer dataplane still reads. ----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct CountersReport {
+    policy_version: Option<u64>,
+    totals: WorkerStats,
+    workers: Vec<WorkerStats>,
+    rules: Vec<RuleStats>,
+    events_buffer_overflow: u64,
+    /// Device counters per port. The dataplane's `counters` answer does not carry them yet (its stdout
+    /// `stats` events do, in this shape); exported as soon as it does.
+    ports: Vec<PortStats>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct WorkerStats {
+    rx_packets: u64,
+    tx_packets: u64,
+    busy_polls: u64,
+    idle_polls: u64,
+    would_deny: u64,
+    flows_created: u64,
+    flows_closed: u64,
+    flows_active: u64,
+    flows_evicted: u64,
+    rejects_sent: u64,
+    events_dropped: u64,
+    events_rate_limited: u64,
+    drops: BTreeMap<String, u64>,
+    malformed: BTreeMap<String, u64>,
+    conntrack: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct RuleStats {
+    rule_id: u32,
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct PortStats {
+    name: String,
+    rx_packets: u64,
+    tx_packets: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    rx_missed: u64,
+    rx_errors: u64,
+    tx_errors: u64,
+    rx_nombuf: u64,
+}
+
+// ---- The exported families. ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Def {
+    Def {
+        name,
+        help,
+        kind,
+        labels,
+    }
+}
+
+use Kind::{Counter as C, Gauge as G};
+
+/// Every family the poller exports, in output order (plus the commit histogram, registered separately).
+const DEFS: &[Def] = &[
+    def("bulkhead_dataplane_up", G, &[], "1 if the last reading of the dataplane's counters succeeded, else 0."),
+    def("bulkhead_dataplane_poll_errors_total", C, &["kind"], "Failed readings of the dataplane's counters, by kind (unreachable, timeout, io, protocol, refused)."),
+    def("bulkhead_dataplane_last_poll_error", G, &["kind"], "1 for the kind of error that failed the last reading of the dataplane's counters; all 0 when it succeeded."),
+    def("bulkhead_dataplane_last_poll_success_timestamp_seconds", G, &[], "Unix time of the last successful reading of the dataplane's counters."),
+    def("bulkhead_dataplane_poll_duration_seconds", G, &[], "How long the last successful reading of the dataplane's counters took."),
+    def("bulkhead_dataplane_restarts_total", C, &[], "Readings in which the dataplane's counters went backwards (the dataplane restarted)."),
+    def("bulkhead_port_rx_packets_total", C, &["port"], "Packets received by the port's device."),
+    def("bulkhead_port_tx_packets_total", C, &["port"], "Packets sent by the port's device."),
+    def("bulkhead_port_rx_bytes_total", C, &["port"], "Bytes received by the port's device."),
+    def("bulkhead_port_tx_bytes_total", C, &["port"], "Bytes sent by the port's device."),
+    def("bulkhead_port_rx_missed_total", C, &["port"], "Packets the port's device dropped because no receive descriptor was free."),
+    def("bulkhead_port_rx_nombuf_total", C, &["port"], "Receive failures of the port for lack of packet buffers."),
+    def("bulkhead_port_rx_errors_total", C, &["port"], "Erroneous packets received by the port's device."),
+    def("bulkhead_port_tx_errors_total", C, &["port"], "Failed transmissions of the port's device."),
+    def("bulkhead_worker_rx_packets_total", C, &["worker"], "Packets the worker received."),
+    def("bulkhead_worker_tx_packets_total", C, &["worker"], "Packets the worker sent."),
+    def("bulkhead_worker_polls_total", C, &["worker", "result"], "Poll-loop iterations of the worker: busy (moved packets) or idle."),
+    def("bulkhead_worker_busy_ratio", G, &["worker"], "Share of the worker's poll-loop iterations that moved packets since the previous reading (0..1)."),
+    def("bulkhead_drops_total", C, &["reason"], "Packets dropped, by reason."),
+    def("bulkhead_malformed_packets_total", C, &["error"], "Malformed packets dropped, by parse error."),
+    def("bulkhead_conntrack_refusals_total", C, &["reason"], "Packets refused by connection tracking, by reason."),
+    def("bulkhead_flows_active", G, &[], "Connections tracked right now."),
+    def("bulkhead_flows_created_total", C, &[], "Connections that started being tracked."),
+    def("bulkhead_flows_closed_total", C, &[], "Tracked connections that ended: expired, closed, displaced, revoked or killed."),
+    def("bulkhead_flows_evicted_total", C, &[], "Unestablished flows evicted to make room for new ones in a full connection table."),
+    def("bulkhead_flow_table_full_total", C, &[], "New connections refused because the connection table was full of established flows."),
+    def("bulkhead_would_deny_packets_total", C, &[], "Packets that passed only because the policy is in monitor mode."),
+    def("bulkhead_rejects_sent_total", C, &[], "TCP resets and ICMP unreachables sent for rejected packets."),
+    def("bulkhead_rule_packets_total", C, &["rule_id"], "Packets decided by the rule (rule_id 0: the default action)."),
+    def("bulkhead_rule_bytes_total", C, &["rule_id"], "Bytes decided by the rule (rule_id 0: the default action)."),
+    def("bulkhead_rule_flows_total", C, &["rule_id"], "New flows and denied packets decided by the rule (rule_id 0: the default action)."),
+    def("bulkhead_policy_active_version", G, &[], "Version of the policy the dataplane enforces (0: none)."),
+    def("bulkhead_policy_rules", G, &[], "Rules in the active policy."),
+    def("bulkhead_flow_events_dropped_total", C, &["stage"], "Flow events lost inside the dataplane: worker_queue (a worker's queue was full) or dataplane_buffer (not drained in time)."),
+    def("bulkhead_flow_events_rate_limited_total", C, &[], "Denied-flow events not emitted because of the dataplane's per-worker rate limit."),
+];
+
+const ERROR_KINDS: [&str; 5] = ["unreachable", "timeout", "io", "protocol", "refused"];
+
+fn error_kind(e: &DataplaneError) -> &'static str {
+    match e {
+        DataplaneError::Unreachable { .. } => "unreachable",
+        DataplaneError::Timeout(_) => "timeout",
+        DataplaneError::Io(_) => "io",
+        DataplaneError::Protocol(_) => "protocol",
+        DataplaneError::Refused { .. } => "refused",
+    }
+}
+
+/// What the poller last learned; scrapes read only this.
+#[derive(Debug, Default)]
+struct Reading {
+    up: bool,
+    report: Option<CountersReport>,
+    busy_ratio: Vec<f64>,
+    errors: BTreeMap<&'static str, u64>,
+    last_error_kind: Option<&'static str>,
+    last_success: Option<SystemTime>,
+    last_duration: Duration,
+    last_error: Option<String>,
+    resets: u64,
+}
+
+impl Reading {
+    fn fail(&mut self, kind: &'static str, message: String) {
+        self.up = false;
+        *self.errors.entry(kind).or_default() += 1;
+        self.last_error = Some(message);
+        self.last_error_kind = Some(kind);
+    }
+
+    fn succeed(&mut self, report: CountersReport, took: Duration) {
+        let prev = self.report.take();
+        // Busy ratio over the last interval, from the deltas; the lifetime ratio after a restart or at first.
+        self.busy_ratio = report
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let old = prev.as_ref().and_then(|p| p.workers.get(i));
+                let (busy, idle) = match old {
+                    Some(o) if w.busy_polls >= o.busy_polls && w.idle_polls >= o.idle_polls => {
+                        (w.busy_polls - o.busy_polls, w.idle_polls - o.idle_polls)
+                    }
+                    _ => (w.busy_polls, w.idle_polls),
+                };
+                if busy + idle == 0 {
+                    0.0
+                } else {
+                    busy as f64 / (busy + idle) as f64
+                }
+            })
+            .collect();
+        if let Some(p) = &prev {
+            let (a, b) = (&p.totals, &report.totals);
+            if b.rx_packets < a.rx_packets
+                || b.busy_polls < a.busy_polls
+                || b.idle_polls < a.idle_polls
+                || b.flows_created < a.flows_created
+            {
+                self.resets += 1;
+            }
+        }
+        self.report = Some(report);
+        self.up = true;
+        self.last_success = Some(SystemTime::now());
+        self.last_duration = took;
+        self.last_error = None;
+        self.last_error_kind = None;
+    }
+}
+
+/// Builds the families of one scrape.
+struct Out {
+    families: Vec<MetricFamily>,
+    index: HashMap<&'static str, usize>,
+}
+
+impl Out {
+    fn new() -> Self {
+        let families = DEFS
+            .iter()
+            .map(|d| {
+                let mut f = MetricFamily::default();
+                f.set_name(d.name.to_string());
+                f.set_help(d.help.to_string());
+                f.set_field_type(match d.kind {
+                    Kind::Counter => MetricType::COUNTER,
+                    Kind::Gauge => MetricType::GAUGE,
+                });
+                f
+            })
+            .collect();
+        let index = DEFS.iter().enumerate().map(|(i, d)| (d.name, i)).collect();
+        Out { families, index }
+    }
+
+    /// One sample; `values` in the order of the family's labels.
+    fn add(&mut self, name: &str, values: &[&str], value: f64) {
+        let Some(&i) = self.index.get(name) else {
+            debug_assert!(false, "{name} is not in DEFS");
+            return;
+        };
+        let def = &DEFS[i];
+        debug_assert_eq!(def.labels.len(), values.len(), "{name}");
+        let mut m = proto::Metric::default();
+        m.set_label(
+            def.labels
+                .iter()
+                .zip(values)
+                .map(|(k, v)| {
+                    let mut l = proto::LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        match def.kind {
+            Kind::Counter => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            Kind::Gauge => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.families[i].mut_metric().push(m);
+    }
+
+    fn finish(self) -> Vec<MetricFamily> {
+        self.families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+}
+
+fn render_reading(r: &Reading) -> Vec<MetricFamily> {
+    let mut o = Out::new();
+    o.add("bulkhead_dataplane_up", &[], if r.up { 1.0 } else { 0.0 });
+    for kind in ERROR_KINDS {
+        let n = r.errors.get(kind).copied().unwrap_or(0);
+        o.add("bulkhead_dataplane_poll_errors_total", &[kind], n as f64);
+        let last = r.last_error_kind == Some(kind);
+        o.add(
+            "bulkhead_dataplane_last_poll_error",
+            &[kind],
+            f64::from(u8::from(last)),
+        );
+    }
+    o.add("bulkhead_dataplane_restarts_total", &[], r.resets as f64);
+    if let Some(t) = r.last_success {
+        let unix = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        o.add(
+            "bulkhead_dataplane_last_poll_success_timestamp_seconds",
+            &[],
+            unix.as_secs_f64(),
+        );
+    }
+    let Some(rep) = r.report.as_ref().filter(|_| r.up) else {
+        return o.finish();
+    };
+    o.add(
+        "bulkhead_dataplane_poll_duration_seconds",
+        &[],
+        r.last_duration.as_secs_f64(),
+    );
+    for p in &rep.ports {
+        let n = p.name.as_str();
+        for (name, v) in [
+            ("bulkhead_port_rx_packets_total", p.rx_packets),
+            ("bulkhead_port_tx_packets_total", p.tx_packets),
+            ("bulkhead_port_rx_bytes_total", p.rx_bytes),
+            ("bulkhead_port_tx_bytes_total", p.tx_bytes),
+            ("bulkhead_port_rx_missed_total", p.rx_missed),
+            ("bulkhead_port_rx_nombuf_total", p.rx_nombuf),
+            ("bulkhead_port_rx_errors_total", p.rx_errors),
+            ("bulkhead_port_tx_errors_total", p.tx_errors),
+        ] {
+            o.add(name, &[n], v as f64);
+        }
+    }
+    for (i, w) in rep.workers.iter().enumerate() {
+        let i = i.to_string();
+        o.add(
+            "bulkhead_worker_rx_packets_total",
+            &[&i],
+            w.rx_packets as f64,
+        );
+        o.add(
+            "bulkhead_worker_tx_packets_total",
+            &[&i],
+            w.tx_packets as f64,
+        );
+        o.add(
+            "bulkhead_worker_polls_total",
+            &[&i, "busy"],
+            w.busy_polls as f64,
+        );
+        o.add(
+            "bulkhead_worker_polls_total",
+            &[&i, "idle"],
+            w.idle_polls as f64,
+        );
+    }
+    for (i, ratio) in r.busy_ratio.iter().enumerate() {
+        o.add("bulkhead_worker_busy_ratio", &[&i.to_string()], *ratio);
+    }
+    let t = &rep.totals;
+    for (reason, n) in &t.drops {
+        o.add("bulkhead_drops_total", &[reason], *n as f64);
+    }
+    for (error, n) in &t.malformed {
+        o.add("bulkhead_malformed_packets_total", &[error], *n as f64);
+    }
+    for (reason, n) in &t.conntrack {
+        o.add("bulkhead_conntrack_refusals_total", &[reason], *n as f64);
+    }
+    o.add("bulkhead_flows_active", &[], t.flows_active as f64);
+    o.add("bulkhead_flows_created_total", &[], t.flows_created as f64);
+    o.add("bulkhead_flows_closed_total", &[], t.flows_closed as f64);
+    o.add("bulkhead_flows_evicted_total", &[], t.flows_evicted as f64);
+    let table_full = t.drops.get("table_full").copied().unwrap_or(0);
+    o.add("bulkhead_flow_table_full_total", &[], table_full as f64);
+    o.add(
+        "bulkhead_would_deny_packets_total",
+        &[],
+        t.would_deny as f64,
+    );
+    o.add("bulkhead_rejects_sent_total", &[], t.rejects_sent as f64);
+    // The report lists exactly the active policy's rules (and 0, the default action): a rule deleted from
+    // the policy disappears from the output with it.
+    for rule in &rep.rules {
+        let id = rule.rule_id.to_string();
+        o.add("bulkhead_rule_packets_total", &[&id], rule.packets as f64);
+        o.add("bulkhead_rule_bytes_total", &[&id], rule.bytes as f64);
+        o.add("bulkhead_rule_flows_total", &[&id], rule.flows as f64);
+    }
+    o.add(
+        "bulkhead_policy_active_version",
+        &[],
+        rep.policy_version.unwrap_or(0) as f64,
+    );
+    let rules = rep.rules.iter().filter(|r| r.rule_id != 0).count();
+    o.add("bulkhead_policy_rules", &[], rules as f64);
+    o.add(
+        "bulkhead_flow_events_dropped_total",
+        &["worker_queue"],
+        t.events_dropped as f64,
+    );
+    o.add(
+        "bulkhead_flow_events_dropped_total",
+        &["dataplane_buffer"],
+        rep.events_buffer_overflow as f64,
+    );
+    o.add(
+        "bulkhead_flow_events_rate_limited_total",
+        &[],
+        t.events_rate_limited as f64,
+    );
+    o.finish()
+}
+
+/// Reports the last reading as is (see the module docs for why not deltas).
+struct DataplaneCollector {
+    descs: Vec<Desc>,
+    reading: Arc<Mutex<Reading>>,
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        render_reading(&lock(&self.reading))
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while holding it; the reading is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Metrics {
     registry: Registry,
     commit_latency: Histogram,
+    reading: Arc<Mutex<Reading>>,
     config: MetricsConfig,
 }
 
@@ -48,9 +498,29 @@ impl Metrics {
         registry
             .register(Box::new(commit_latency.clone()))
             .expect("registered once");
+        let reading = Arc::new(Mutex::new(Reading::default()));
+        let descs = DEFS
+            .iter()
+            .map(|d| {
+                Desc::new(
+                    d.name.to_string(),
+                    d.help.to_string(),
+                    d.labels.iter().map(|l| l.to_string()).collect(),
+                    HashMap::new(),
+                )
+                .expect("valid metric names (checked by the tests)")
+            })
+            .collect();
+        registry
+            .register(Box::new(DataplaneCollector {
+                descs,
+                reading: reading.clone(),
+            }))
+            .expect("names distinct from the histogram's");
         Arc::new(Metrics {
             registry,
             commit_latency,
+            reading,
             config,
         })
     }
@@ -60,12 +530,63 @@ impl Metrics {
         self.commit_latency.observe(took.as_secs_f64());
     }
 
-    /// Refreshes the registry from the dataplane until the process ends.
+    /// The registry `/metrics` renders: other parts of control (the flow log) add their collectors here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether the last reading of the dataplane succeeded.
+    pub fn dataplane_up(&self) -> bool {
+        lock(&self.reading).up
+    }
+
+    /// Why the last reading failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.reading).last_error.clone()
+    }
+
+    /// Reads the dataplane's counters once and makes them what scrapes see.
+    pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<(), DataplaneError> {
+        let t0 = Instant::now();
+        let answer = dataplane.counters().await.and_then(|v| {
+            serde_json::from_value::<CountersReport>(v)
+                .map_err(|e| DataplaneError::Protocol(format!("counters report: {e}")))
+        });
+        let took = t0.elapsed();
+        let mut r = lock(&self.reading);
+        match answer {
+            Ok(report) => {
+                r.succeed(report, took);
+                Ok(())
+            }
+            Err(e) => {
+                r.fail(error_kind(&e), e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes the readings from the dataplane every `poll_ms`, until the process ends. An unreachable
+    /// dataplane is retried at the same pace (no spinning, no crash); state changes are logged once.
     pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
+        let dataplane = dataplane.with_timeout(Duration::from_millis(self.config.timeout_ms));
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_up = None;
         loop {
             tick.tick().await;
-            let _ = dataplane.counters().await;
+            let result = self.poll_once(&dataplane).await;
+            let up = result.is_ok();
+            if was_up != Some(up) {
+                match result {
+                    Ok(()) => eprintln!("bulkhead-control: metrics: reading the dataplane's counters"),
+                    Err(e) => eprintln!(
+                        "bulkhead-control: metrics: cannot read the dataplane's counters ({e}); retrying every {} ms",
+                        self.config.poll_ms
+                    ),
+                }
+                was_up = Some(up);
+            }
         }
     }
 
@@ -76,12 +597,27 @@ impl Metrics {
             .with_state(self.clone())
     }
 
+    /// The text exposition of everything registered.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// The names of every family `/metrics` can export (whether or not it has samples right now).
+    pub fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = DEFS.iter().map(|d| d.name.to_string()).collect();
+        names.extend(
+            self.registry
+                .gather()
+                .into_iter()
+                .map(|f| f.name().to_string()),
+        );
+        names.sort();
+        names.dedup();
+        names
     }
 }
 
@@ -93,4 +629,61 @@ async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
         )],
         m.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_a_valid_distinct_name() {
+        let mut seen = std::collections::HashSet::new();
+        for d in DEFS {
+            assert!(seen.insert(d.name), "{} twice", d.name);
+            assert!(d.name.starts_with("bulkhead_"), "{}", d.name);
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                d.name
+            );
+        }
+        // Metrics::new builds a Desc per family, which validates names and labels.
+        let m = Metrics::new(MetricsConfig::default());
+        assert!(m.family_names().len() > DEFS.len());
+    }
+
+    #[test]
+    fn busy_ratio_is_per_interval_and_survives_a_restart() {
+        let report = |busy: u64, idle: u64| CountersReport {
+            workers: vec![WorkerStats {
+                busy_polls: busy,
+                idle_polls: idle,
+                ..Default::default()
+            }],
+            totals: WorkerStats {
+                busy_polls: busy,
+                idle_polls: idle,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut r = Reading::default();
+        r.succeed(report(10, 90), Duration::ZERO);
+        assert_eq!(r.busy_ratio, [0.1]);
+        r.succeed(report(60, 140), Duration::ZERO);
+        assert_eq!(
+            r.busy_ratio,
+            [0.5],
+            "50 busy of 100 polls since the last reading"
+        );
+        assert_eq!(r.resets, 0);
+        r.succeed(report(3, 1), Duration::ZERO);
+        assert_eq!(
+            r.busy_ratio,
+            [0.75],
+            "after a restart: the new process's own ratio"
+        );
+        assert_eq!(r.resets, 1);
+    }
 }

@@ -175,6 +175,8 @@ pub struct WorkerCounters {
     pub flows_closed: Counter,
     /// Flows tracked right now (set by the worker).
     pub flows_active: Counter,
+    /// Unestablished flows evicted to make room for new ones in a full table (set by the worker).
+    pub flows_evicted: Counter,
     pub rejects_sent: Counter,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: Counter,
@@ -198,6 +200,7 @@ impl WorkerCounters {
             flows_created: Counter::default(),
             flows_closed: Counter::default(),
             flows_active: Counter::default(),
+            flows_evicted: Counter::default(),
             rejects_sent: Counter::default(),
             events_dropped: Counter::default(),
             events_rate_limited: Counter::default(),
@@ -246,6 +249,7 @@ impl WorkerCounters {
             flows_created: self.flows_created.get(),
             flows_closed: self.flows_closed.get(),
             flows_active: self.flows_active.get(),
+            flows_evicted: self.flows_evicted.get(),
             rejects_sent: self.rejects_sent.get(),
             events_dropped: self.events_dropped.get(),
             events_rate_limited: self.events_rate_limited.get(),
@@ -327,6 +331,7 @@ pub struct WorkerSnapshot {
     pub flows_created: u64,
     pub flows_closed: u64,
     pub flows_active: u64,
+    pub flows_evicted: u64,
     pub rejects_sent: u64,
     pub events_dropped: u64,
     pub events_rate_limited: u64,
@@ -348,6 +353,7 @@ impl WorkerSnapshot {
             acc.flows_created += w.flows_created;
             acc.flows_closed += w.flows_closed;
             acc.flows_active += w.flows_active;
+            acc.flows_evicted += w.flows_evicted;
             acc.rejects_sent += w.rejects_sent;
             acc.events_dropped += w.events_dropped;
             acc.events_rate_limited += w.events_rate_limited;

@@ -247,7 +247,13 @@ pub fn run(
                     break;
                 }
                 if let Ok((request, reply)) = req_rx.recv_timeout(Duration::from_millis(20)) {
-                    let _ = reply.send(mgmt.handle(request));
+                    // The ports belong to this loop, not to management: their counters join here.
+                    let counters_request = matches!(request, Request::Counters {});
+                    let mut answer = mgmt.handle(request);
+                    if let (true, Ok(v)) = (counters_request, &mut answer) {
+                        v["ports"] = port_reports(cfg, &ports).into();
+                    }
+                    let _ = reply.send(answer);
                 }
                 mgmt.collect_events();
                 if !interval.is_zero() && Instant::now() >= next_report {
@@ -351,14 +357,9 @@ fn emit(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
     out.flush()
 }
 
-fn report(
-    event: &str,
-    since: Instant,
-    cfg: &Config,
-    ports: &[Port<'_>],
-    snaps: &[WorkerSnapshot],
-) -> serde_json::Value {
-    let ports: Vec<_> = ports
+/// Every port's device counters, by configured name.
+fn port_reports(cfg: &Config, ports: &[Port<'_>]) -> Vec<serde_json::Value> {
+    ports
         .iter()
         .zip(&cfg.ports)
         .map(|(p, pc)| {
@@ -369,7 +370,17 @@ fn report(
             })
             .unwrap_or_default()
         })
-        .collect();
+        .collect()
+}
+
+fn report(
+    event: &str,
+    since: Instant,
+    cfg: &Config,
+    ports: &[Port<'_>],
+    snaps: &[WorkerSnapshot],
+) -> serde_json::Value {
+    let ports = port_reports(cfg, ports);
     let workers: Vec<_> = snaps
         .iter()
         .zip(&cfg.workers.cores)

@@ -288,6 +288,9 @@ impl<'p> Worker<'_, 'p, '_> {
                 self.counters
                     .flows_active
                     .set(self.tracker.table().len() as u64);
+                self.counters
+                    .flows_evicted
+                    .set(self.tracker.stats().evictions);
                 if let Ok(cmd) = self.commands.try_recv() {
                     self.command(cmd, now);
                 }
@@ -480,6 +483,17 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
             rs.classify(v6, &batch[..k], &mut out[..k]);
             for j in 0..k {
                 s.results[which[j]] = out[j];
+                rs.prefetch_rule(out[j]);
+            }
+        }
+    }
+    // Start the memory accesses of pass 3 for the whole burst before any is needed: the counter slot of each
+    // deciding rule (its metadata was prefetched just above) and, in a full table, the eviction scan.
+    for i in 0..n {
+        if matches!(s.notes[i], Note::New | Note::Recheck(_)) {
+            dpdk::prefetch(cx.counters.rule(rs.judge(s.results[i]).slot));
+            if matches!(s.notes[i], Note::New) {
+                cx.tracker.prefetch_commit(&s.prepared[i]);
             }
         }
     }

@@ -468,4 +468,15 @@ fn killed_flows_are_judged_again() {
     assert!(after["flows"].as_array().unwrap().is_empty(), "{after}");
     // A killed echo flow's next request is a new flow, allowed again by rule 20.
     assert!(ping(&bed.a, addr::B4, 2));
+    // The counters answer carries the ports' device counters too.
+    let counters = ctl(&bed, json!({"op": "counters"}));
+    let ports = counters["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 2, "{counters}");
+    for p in ports {
+        assert!(
+            p["name"].is_string() && count(p, &["rx_packets"]) > 0,
+            "{p}"
+        );
+        assert!(count(p, &["tx_packets"]) > 0, "{p}");
+    }
 }

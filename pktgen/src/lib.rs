@@ -7,16 +7,23 @@
 //! - [`pcap`]: the pcap writer every file-producing subcommand uses.
 //! - [`prefix`], [`rng`]: address prefixes and the seedable SplitMix64
 //!   generator that makes every output reproducible from its seed.
+//! - [`verdicts`]: the expected-verdict sidecar (`X.pcap.verdicts.jsonl`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attack;
 pub mod classbench;
+pub mod classbench_gen;
+pub mod conversation;
 pub mod error;
 pub mod flows;
 pub mod frame;
+pub mod packet;
 pub mod pcap;
+pub mod policy_traffic;
 pub mod prefix;
 pub mod rng;
+pub mod verdicts;
 
 pub use error::{Error, Result};

@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod gen_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +26,18 @@ enum Command {
     /// Write a pcap of N distinct TCP or UDP flows (deterministic from --seed)
     /// with fixed-size frames, flow-interleaved.
     Flows(FlowsArgs),
+    /// Write a pcap of realistic conversations: TCP handshake, data both
+    /// ways and FIN/RST teardown, UDP request/response, ICMP echo.
+    Conversations(gen_cli::ConversationsArgs),
+    /// Write a pcap of conversations drawn from a Bulkhead policy, allowed
+    /// and denied, and FILE.verdicts.jsonl with each flow's expected verdict.
+    Policy(gen_cli::PolicyArgs),
+    /// Turn a ClassBench trace into a pcap (one packet per line), with an
+    /// optional sidecar of each packet's expected first-match rule.
+    Classbench(gen_cli::ClassbenchArgs),
+    /// Write a pcap of hostile traffic: floods, port scan, fragment
+    /// tricks, malformed headers, low-entropy tuple sets.
+    Attack(gen_cli::AttackArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +121,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match &cli.command {
         Command::Flows(args) => ("flows", flows(args)),
+        Command::Conversations(a) => ("conversations", gen_cli::conversations(a)),
+        Command::Policy(a) => ("policy", gen_cli::policy(a)),
+        Command::Classbench(a) => ("classbench", gen_cli::classbench(a)),
+        Command::Attack(a) => ("attack", gen_cli::attack(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,8 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "iperf3",
     "coreutils",
+    // A real Prometheus server and promtool for the metrics tests.
+    "prometheus",
 ];
 
 fn installed(package: &str) -> bool {

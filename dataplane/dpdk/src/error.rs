@@ -21,6 +21,9 @@ pub enum Error {
     NotConfigured(String),
     #[error("port {0} is already started: its queues were handed out")]
     AlreadyStarted(u16),
+    #[error("port {port:?} ({driver}) cannot hash flows to queues (no RSS on IP/TCP/UDP): with several workers, \
+             the two directions of a connection could reach different workers; run one worker on this device")]
+    NoRss { port: String, driver: String },
     #[error("invalid ACL field layout: {0}")]
     AclLayout(#[from] crate::acl::LayoutError),
     #[error("invalid ACL rule: {0}")]

@@ -26,6 +26,20 @@ pub struct DevInfo {
     pub max_rx_queues: u16,
     pub max_tx_queues: u16,
     pub rss_offloads: u64,
+    /// RSS hash key length in bytes (0: the driver did not say).
+    pub hash_key_size: u8,
+}
+
+/// Toeplitz key length used when a driver does not report its own.
+const DEFAULT_RSS_KEY_LEN: usize = 40;
+
+/// A Toeplitz key that hashes (src, dst, sport, dport) and (dst, src, dport, sport) alike: the 16-bit pattern
+/// 0x6d5a repeated (Woo and Park, "Scalable TCP Session Monitoring with Symmetric Receive-side Scaling",
+/// 2012). Both directions of a connection then land in the same queue, hence the same worker.
+pub fn symmetric_rss_key(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+        .collect()
 }
 
 /// Device-level counters (`rte_eth_stats`).
@@ -100,6 +114,7 @@ impl<'a> Port<'a> {
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
             rss_offloads: info.flow_type_rss_offloads,
+            hash_key_size: info.hash_key_size,
         })
     }
 
@@ -120,11 +135,31 @@ impl<'a> Port<'a> {
         }
         let info = self.info()?;
         let mut conf = dpdk_sys::rte_eth_conf::default();
-        if cfg.rx_queues > 1 && info.rss_offloads != 0 {
+        // Several queues: spread by a symmetric Toeplitz (DPDK 22.11's default RSS function) hash over addresses and ports, so both directions
+        // of a connection meet in one queue. A multi-queue device that cannot hash cannot promise that.
+        // (`key` lives until after rte_eth_dev_configure, which copies it.)
+        let mut key = symmetric_rss_key(match info.hash_key_size {
+            0 => DEFAULT_RSS_KEY_LEN,
+            n => usize::from(n),
+        });
+        if cfg.rx_queues > 1 {
+            // SAFETY: pure functions returning DPDK's RSS hash-type constants.
+            let wanted =
+                unsafe { dpdk_sys::bh_rss_ip() | dpdk_sys::bh_rss_tcp() | dpdk_sys::bh_rss_udp() };
+            let hf = info.rss_offloads & wanted;
+            if hf == 0 {
+                return Err(Error::NoRss {
+                    port: self.name.clone(),
+                    driver: info.driver,
+                });
+            }
             conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
-            conf.rx_adv_conf.rss_conf.rss_hf = info.rss_offloads;
+            conf.rx_adv_conf.rss_conf.rss_hf = hf;
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = key.len() as u8;
         }
-        // SAFETY: valid port id and configuration; the port is not started.
+        // SAFETY: valid port id and configuration (its RSS key pointer, if set, points into `key`, alive
+        // until the end of this function); the port is not started.
         check("rte_eth_dev_configure", unsafe {
             dpdk_sys::rte_eth_dev_configure(self.id, cfg.rx_queues, cfg.tx_queues, &conf)
         })?;
@@ -309,5 +344,59 @@ impl<'p> TxQueue<'p> {
         let sent = unsafe { dpdk_sys::rte_eth_tx_burst(self.port, self.queue, pkts, n) };
         burst.consumed(sent);
         usize::from(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symmetric_rss_key;
+
+    /// The Toeplitz hash RSS computes over `input` (Microsoft's RSS specification).
+    fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+        let bit = |i: usize| (key[i / 8] >> (7 - i % 8)) & 1;
+        let window = |start: usize| (0..32).fold(0u32, |w, j| (w << 1) | u32::from(bit(start + j)));
+        let mut hash = 0;
+        for (i, byte) in input.iter().enumerate() {
+            for b in 0..8 {
+                if byte & (0x80 >> b) != 0 {
+                    hash ^= window(i * 8 + b);
+                }
+            }
+        }
+        hash
+    }
+
+    fn tuple(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        [&src[..], &dst, &sport.to_be_bytes(), &dport.to_be_bytes()].concat()
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_hash_alike() {
+        let key = symmetric_rss_key(40);
+        let flows = [
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 443),
+            ([192, 168, 7, 200], [172, 16, 9, 1], 502, 61234),
+            ([1, 2, 3, 4], [5, 6, 7, 8], 1, 65535),
+        ];
+        let mut hashes = Vec::new();
+        for (a, b, pa, pb) in flows {
+            let there = toeplitz(&key, &tuple(a, b, pa, pb));
+            assert_eq!(there, toeplitz(&key, &tuple(b, a, pb, pa)));
+            hashes.push(there);
+        }
+        // Still a hash: different flows spread.
+        hashes.dedup();
+        assert_eq!(hashes.len(), flows.len());
+        // Microsoft's default key is not symmetric: the property comes from the key.
+        let msft: Vec<u8> = vec![
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        ];
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        assert_ne!(
+            toeplitz(&msft, &tuple(a, b, 40000, 443)),
+            toeplitz(&msft, &tuple(b, a, 443, 40000))
+        );
     }
 }

@@ -58,6 +58,17 @@ fn eal_mbufs_ports_and_lcores() {
         tx_ring: 512,
         promiscuous: true,
     };
+    // Two queues on a device that cannot hash flows to queues: refused, since the two directions of a
+    // connection could reach different workers.
+    let two = PortConfig {
+        rx_queues: 2,
+        tx_queues: 2,
+        ..cfg.clone()
+    };
+    assert!(matches!(
+        port.configure(&two, &pool),
+        Err(Error::NoRss { .. })
+    ));
     port.configure(&cfg, &pool).expect("configure");
     {
         let mut queues = port.start().expect("start");

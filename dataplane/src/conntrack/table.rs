@@ -650,6 +650,19 @@ impl ConnTable {
         });
     }
 
+    /// When the table is full, starts loading the first entries [`insert`](Self::insert) will scan for a
+    /// victim for a flow with `hash`; otherwise nothing (a free slot is at hand).
+    #[inline]
+    pub(super) fn prefetch_victims(&self, hash: u64) {
+        if self.free_head != NIL || self.slab.is_empty() {
+            return;
+        }
+        let start = ((hash >> 32) as usize) % self.slab.len();
+        for e in self.slab[start..].iter().take(2) {
+            dpdk::prefetch(e);
+        }
+    }
+
     /// Starts loading the entry in `slot` into the cache (see [`probe`](Self::probe)).
     #[inline]
     pub(super) fn prefetch(&self, slot: u32) {

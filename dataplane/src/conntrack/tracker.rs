@@ -397,6 +397,15 @@ impl Tracker {
         }
     }
 
+    /// For a packet that found no flow (a new flow, to be committed after classification): starts loading
+    /// what committing it will touch first when the table is full (the eviction scan's first entries).
+    #[inline]
+    pub fn prefetch_commit(&self, p: &Prepared) {
+        if matches!(p.stage, Stage::Flow) && p.slot == NO_SLOT {
+            self.table.prefetch_victims(p.hash);
+        }
+    }
+
     /// Stage 3 of [`process`](Self::process): the verdict, updating the flow's state and counters. `parsed` and
     /// `p` must be of the same frame, and `p` probed on this tracker with no flow inserted or removed since
     /// (a worker prepares and probes a burst, then finishes its packets in order, and commits new flows only

@@ -1,0 +1,438 @@
+//! The packet-rate suites: Bulkhead and `dpdk-testpmd` io forwarding, alternately, on the same pcap and sink.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::{inputs, median, stop_after, warm, Args, Row, Stat, Suite};
+use crate::util::{build_release, root, run, show, target_dir, Result};
+
+/// How one rate benchmark is set up; testpmd and Bulkhead get the same pcap, memory and mbuf count.
+struct Setup<'a> {
+    name: &'static str,
+    pcap: &'a Path,
+    /// The policy Bulkhead enforces (bootstrap).
+    policy: &'a Path,
+    /// Mbufs in the pool: `net_pcap` with `infinite_rx` holds the whole pcap in mbufs.
+    mbufs: u32,
+    memory_mb: u32,
+    flows_per_worker: u32,
+}
+
+/// Per-second rates Bulkhead reported: packets received and forwarded, flows created.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rx: f64,
+    tx: f64,
+    created: f64,
+    evicted: f64,
+}
+
+fn out_dir() -> Result<PathBuf> {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Frames the open policy passes without state (an experimental EtherType): the poll loop, the parser and
+/// the L2 forward, nothing else.
+pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
+    let bin = build_release(&["bulkhead-dataplane"])?;
+    let pcap = out_dir()?.join(format!("l2-{}B.pcap", args.frame_size));
+    inputs::l2_frames(&pcap, args.frame_size as usize, 4096)?;
+    let setup = Setup {
+        name: "forwarding",
+        pcap: &pcap,
+        policy: &testbed::policy_file("open.json"),
+        mbufs: 32767,
+        memory_mb: 1024,
+        flows_per_worker: 65536,
+    };
+    let (t, b) = alternate(args, &bin, &setup)?;
+    let tx = Stat::of(b.iter().map(|s| median_of(s, |x| x.tx)).collect());
+    report(args, &setup, &t, &b, json!({}))?;
+    Ok(vec![Row {
+        suite: Suite::Forwarding,
+        what: format!(
+            "L2 forwarding, {} B frames (EtherType passed by policy, no state)",
+            args.frame_size
+        ),
+        unit: "Mpps",
+        scale: 1e6,
+        bulkhead: tx,
+        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
+        target: Some("≥ 0.9"),
+    }])
+}
+
+/// Established flows: a pcap of TCP data segments over `--flows` flows, allowed by the open policy (loose
+/// TCP: picked up mid-stream), so after the first round every packet belongs to a tracked connection.
+pub fn stateful(args: &Args) -> Result<Vec<Row>> {
+    let bin = build_release(&["bulkhead-dataplane", "bulkhead-pktgen"])?;
+    let pcap = out_dir()?.join(format!("tcp-{}flows-{}B.pcap", args.flows, args.frame_size));
+    run(Command::new(bin.join("bulkhead-pktgen"))
+        .args(["flows", "--proto", "tcp", "--seed", "1"])
+        .args(["--flows", &args.flows.to_string()])
+        .args(["--frame-size", &args.frame_size.to_string(), "--out"])
+        .arg(&pcap))?;
+    let setup = Setup {
+        name: "stateful",
+        pcap: &pcap,
+        policy: &testbed::policy_file("open.json"),
+        mbufs: 32767,
+        memory_mb: 1024,
+        flows_per_worker: 65536,
+    };
+    let (t, b) = alternate(args, &bin, &setup)?;
+    let tx = Stat::of(b.iter().map(|s| median_of(s, |x| x.tx)).collect());
+    report(args, &setup, &t, &b, json!({"flows": args.flows}))?;
+    Ok(vec![Row {
+        suite: Suite::Stateful,
+        what: format!(
+            "established flows, {} TCP flows, {} B frames, open policy",
+            args.flows, args.frame_size
+        ),
+        unit: "Mpps",
+        scale: 1e6,
+        bulkhead: tx,
+        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
+        target: Some("≥ 0.7"),
+    }])
+}
+
+/// Flows in the new-flow input, and the table they overflow (4×), so a flow's next packet finds its entry
+/// evicted and is judged as a new flow again.
+const NEW_FLOWS: u32 = 262_144;
+const NEW_FLOWS_TABLE: u32 = 65_536;
+
+/// Every packet a new flow: SYNs (and UDP datagrams) of distinct connections sampled inside the rules of
+/// ClassBench acl1_10k, judged against acl1_10k as a Bulkhead policy. The connection table holds a quarter of
+/// them, so each replayed packet's flow has been evicted (half-open flows are evictable; established ones
+/// never are) and the packet goes the whole new-flow way: lookup miss, rte_acl classification, insertion
+/// (with an eviction). The share of packets that really were new flows is measured and reported.
+pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
+    let bin = build_release(&["bulkhead-dataplane"])?;
+    let dir = out_dir()?;
+    let text = std::fs::read_to_string(super::classbench_dir().join("acl1_10k"))
+        .map_err(|e| format!("ClassBench acl1_10k: {e}"))?;
+    let rules = bulkhead_pktgen::classbench::parse_rules(&text)?;
+    let policy = dir.join("acl1_10k.policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_string(&super::swap::classbench_policy(&rules))?,
+    )?;
+    let pcap = dir.join(format!("newflows-acl1_10k-{}B.pcap", args.frame_size));
+    let input = inputs::classbench_new_flows(&rules, NEW_FLOWS, args.frame_size as usize, &pcap)?;
+    eprintln!(
+        "xtask: {} new-flow packets from {} of {} acl1_10k rules (the others are not TCP/UDP)",
+        input.packets, input.rules_used, input.rules_total
+    );
+    let setup = Setup {
+        name: "newflows",
+        pcap: &pcap,
+        policy: &policy,
+        mbufs: NEW_FLOWS + 32767,
+        memory_mb: 2048,
+        flows_per_worker: NEW_FLOWS_TABLE,
+    };
+    let (t, b) = alternate(args, &bin, &setup)?;
+    let rx = Stat::of(b.iter().map(|s| median_of(s, |x| x.rx)).collect());
+    let new_share = median(
+        &b.iter()
+            .map(|s| median_of(s, |x| x.created / x.rx.max(1.0)))
+            .collect::<Vec<_>>(),
+    );
+    let evicted = median(
+        &b.iter()
+            .map(|s| median_of(s, |x| x.evicted / x.rx.max(1.0)))
+            .collect::<Vec<_>>(),
+    );
+    report(
+        args,
+        &setup,
+        &t,
+        &b,
+        json!({"flows": NEW_FLOWS, "table": NEW_FLOWS_TABLE, "rules": rules.len(),
+               "new_flow_share": new_share, "evicted_share": evicted}),
+    )?;
+    println!(
+        "new-flow share of received packets: {:.1} % (evictions per packet {:.3})",
+        new_share * 100.0,
+        evicted
+    );
+    Ok(vec![Row {
+        suite: Suite::Newflows,
+        what: format!(
+            "every packet a new flow ({:.1} % measured), acl1_10k ({} rules), {} B",
+            new_share * 100.0,
+            rules.len(),
+            args.frame_size
+        ),
+        unit: "Mpps",
+        scale: 1e6,
+        bulkhead: rx,
+        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
+        target: None,
+    }])
+}
+
+fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(&samples.iter().map(f).collect::<Vec<_>>())
+}
+
+/// Runs testpmd and Bulkhead `--runs` times each, alternating; returns testpmd's run medians and Bulkhead's
+/// samples per run.
+fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Vec<f64>, Vec<Vec<Sample>>)> {
+    let mut testpmd = Vec::new();
+    let mut bulkhead = Vec::new();
+    for i in 1..=args.runs {
+        eprintln!("xtask: {} run {i}/{}: dpdk-testpmd", setup.name, args.runs);
+        testpmd.push(median(&run_testpmd(args, setup)?));
+        eprintln!(
+            "xtask: {} run {i}/{}: bulkhead-dataplane",
+            setup.name, args.runs
+        );
+        bulkhead.push(run_bulkhead(args, bin, setup)?);
+    }
+    Ok((testpmd, bulkhead))
+}
+
+/// Prints the per-run table and writes `bench-results/<name>.json`.
+fn report(
+    args: &Args,
+    setup: &Setup,
+    testpmd: &[f64],
+    bulkhead: &[Vec<Sample>],
+    extra: Value,
+) -> Result {
+    println!(
+        "\n{}: {}, {} B frames, net_pcap(infinite_rx) -> net_null(no-rx), 1 worker core",
+        setup.name,
+        setup.pcap.display(),
+        args.frame_size
+    );
+    println!(
+        "| run | dpdk-testpmd io (Mpps) | bulkhead rx (Mpps) | bulkhead tx (Mpps) | tx ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut runs = Vec::new();
+    for (i, (t, b)) in testpmd.iter().zip(bulkhead).enumerate() {
+        let (rx, tx) = (median_of(b, |s| s.rx), median_of(b, |s| s.tx));
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.3} |",
+            i + 1,
+            t / 1e6,
+            rx / 1e6,
+            tx / 1e6,
+            tx / t
+        );
+        runs.push(
+            json!({"testpmd_pps": t, "bulkhead_rx_pps": rx, "bulkhead_tx_pps": tx,
+            "bulkhead_created_per_s": median_of(b, |s| s.created)}),
+        );
+    }
+    let results = root().join("bench-results");
+    std::fs::create_dir_all(&results)?;
+    let out = results.join(format!("{}.json", setup.name));
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json!({
+            "benchmark": setup.name, "frame_size": args.frame_size, "seconds": args.seconds,
+            "hugepages": args.hugepages, "runs": runs, "setup": extra,
+        }))?,
+    )?;
+    println!("written: {}", out.display());
+    Ok(())
+}
+
+fn memory_args(args: &Args, setup: &Setup) -> Vec<String> {
+    let mut v = Vec::new();
+    if !args.hugepages {
+        v.push("--no-huge".to_string());
+    }
+    v.extend(["-m".to_string(), setup.memory_mb.to_string()]);
+    v
+}
+
+fn vdevs(pcap: &Path) -> [String; 2] {
+    [
+        format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
+        "net_null0,no-rx=1".into(),
+    ]
+}
+
+/// testpmd with `--stats-period 1` prints, per port and second, `Tx-pps: N`; the sum over ports is what it
+/// forwarded (the pcap port transmits nothing: the sink receives nothing).
+fn run_testpmd(args: &Args, setup: &Setup) -> Result<Vec<f64>> {
+    let mut cmd = Command::new("dpdk-testpmd");
+    cmd.args([
+        "-l",
+        "0,1",
+        "--no-pci",
+        &format!("--file-prefix=bench-testpmd-{}", std::process::id()),
+        "--log-level=warning",
+    ])
+    .args(memory_args(args, setup))
+    .args(vdevs(setup.pcap).map(|d| format!("--vdev={d}")))
+    .args([
+        "--",
+        "--forward-mode=io",
+        "--auto-start",
+        "--stats-period=1",
+        "--nb-cores=1",
+        "--burst=32",
+        &format!("--total-num-mbufs={}", setup.mbufs),
+    ]);
+    eprintln!("$ {}", show(&cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let (started, on_start) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut per_period = Vec::new();
+        let mut current = 0.0;
+        let mut ports_seen = 0;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.contains("NIC statistics for port") {
+                ports_seen += 1;
+            }
+            if let Some(rest) = line.trim().strip_prefix("Tx-pps:") {
+                current += rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                if ports_seen == 2 {
+                    if current > 0.0 {
+                        let _ = started.send(());
+                    }
+                    per_period.push(current);
+                    current = 0.0;
+                    ports_seen = 0;
+                }
+            }
+        }
+        per_period
+    });
+    stop_after(&mut child, &on_start, args.seconds)?;
+    let samples = reader.join().map_err(|_| "testpmd reader panicked")?;
+    warm(samples, "dpdk-testpmd", |&pps| pps > 0.0)
+}
+
+fn run_bulkhead(args: &Args, bin: &Path, setup: &Setup) -> Result<Vec<Sample>> {
+    let dir = out_dir()?.join(setup.name);
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("bench.toml");
+    // A fresh state directory each run, so the bootstrap policy is the one enforced.
+    let state = dir.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let socket = dir.join("control.sock");
+    let [pcap_dev, null_dev] = vdevs(setup.pcap);
+    // Unique per run: two benchmarks on one machine must not share DPDK runtime files.
+    let pid = std::process::id();
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Written by `cargo xtask bench {name}`.
+[eal]
+file_prefix = "bench-bulkhead-{pid}"
+main_core = 0
+hugepages = {hugepages}
+memory_mb = {memory}
+log_level = "warning"
+
+[workers]
+cores = [1]
+burst = 32
+
+[mempool]
+mbufs = {mbufs}
+cache = 256
+
+[[ports]]
+name = "pcap"
+device = "{pcap_dev}"
+
+[[ports]]
+name = "sink"
+device = "{null_dev}"
+
+[[links]]
+ports = ["pcap", "sink"]
+
+[stats]
+interval_ms = 1000
+
+[policy]
+state_dir = {state:?}
+control_socket = {socket:?}
+bootstrap = {policy:?}
+max_rules = 16384
+
+[conntrack]
+flows_per_worker = {flows}
+"#,
+            name = setup.name,
+            hugepages = args.hugepages,
+            memory = setup.memory_mb,
+            mbufs = setup.mbufs,
+            policy = setup.policy,
+            flows = setup.flows_per_worker,
+        ),
+    )?;
+    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
+    cmd.arg("--config").arg(&config);
+    eprintln!("$ {}", show(&cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let (started, on_start) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut last: Option<(f64, [u64; 4])> = None;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["event"] != "stats" {
+                continue;
+            }
+            let t = &v["totals"];
+            let (Some(time), Some(rx), Some(tx), Some(created)) = (
+                v["uptime_s"].as_f64(),
+                t["rx_packets"].as_u64(),
+                t["tx_packets"].as_u64(),
+                t["flows_created"].as_u64(),
+            ) else {
+                continue;
+            };
+            let evicted = t["flows_evicted"].as_u64().unwrap_or(0);
+            let now = [rx, tx, created, evicted];
+            if let Some((t0, before)) = last {
+                let rate = |i: usize| (now[i] - before[i]) as f64 / (time - t0);
+                if now[0] > before[0] {
+                    let _ = started.send(());
+                }
+                samples.push(Sample {
+                    rx: rate(0),
+                    tx: rate(1),
+                    created: rate(2),
+                    evicted: rate(3),
+                });
+            }
+            last = Some((time, now));
+        }
+        samples
+    });
+    stop_after(&mut child, &on_start, args.seconds)?;
+    let samples = reader.join().map_err(|_| "bulkhead reader panicked")?;
+    warm(samples, "bulkhead-dataplane", |s| s.rx > 0.0)
+}
