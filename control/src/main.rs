@@ -94,10 +94,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         verified: Mutex::new(None),
     });
     let router = api::app(app.clone(), vec![metrics.router(), flowlog.router()]);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Serve first: the API must answer even when the dataplane is down or slow.
-    let server = tokio::spawn(async move {
+    let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
             .await
     });
     let first = reconcile::reconcile(&app).await;
@@ -109,9 +112,25 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(metrics.clone().run(dataplane.clone()));
     tokio::spawn(flowlog.clone().run(dataplane.clone()));
     tokio::spawn(reconcile::run(app.clone()));
-    server.await??;
+    tokio::select! {
+        r = &mut server => return Ok(r??),
+        () = shutdown() => {}
+    }
+    // Requests in flight may finish; open event streams would hold a graceful shutdown forever, so they get a
+    // bounded grace period. Every store write is atomic, so cutting a request short never tears the store.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "bulkhead-control: connections still open after {SHUTDOWN_GRACE:?}; closing them"
+        );
+    }
     Ok(())
 }
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn shutdown() {
     use tokio::signal::unix::{signal, SignalKind};

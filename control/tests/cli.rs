@@ -78,3 +78,49 @@ fn demo_policy_validates() {
         .iter()
         .any(|s| s.labels.get("zone").map(String::as_str) == Some("legacy")));
 }
+
+/// Control starts and serves without a dataplane, and SIGTERM stops it promptly and cleanly even while an event
+/// stream is open (a graceful shutdown would otherwise wait for the stream forever).
+#[test]
+fn serves_without_a_dataplane_and_stops_promptly_with_a_stream_open() {
+    use std::time::{Duration, Instant};
+    use testbed::control::{Control, ControlOptions};
+    let dir = std::env::temp_dir().join(format!("bh-ctl-cli-{}-stop", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = ControlOptions::new(
+        env!("CARGO_BIN_EXE_bulkhead-control"),
+        &dir,
+        &dir.join("no-dataplane.sock"),
+    );
+    let mut c = Control::start(&opts).unwrap();
+    assert_eq!(
+        c.ready["reconcile"]["outcome"], "dataplane_unreachable",
+        "{}",
+        c.ready
+    );
+    let h = c.request("GET", "/api/v1/health", None, &[], None).unwrap();
+    assert_eq!(
+        (h.status, &h.body["dataplane"]["reachable"]),
+        (200, &serde_json::json!(false))
+    );
+    let d = c.call("GET", "/api/v1/draft", None).unwrap();
+    assert_eq!(d.status, 200);
+    let mut stream = Command::new("curl")
+        .args(["-sN", "--max-time", "30", "-o", "/dev/null"])
+        .args(["-H", &format!("Authorization: Bearer {}", c.token)])
+        .arg(format!("{}/api/v1/flow-log/stream", c.url))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let status = c.stop().unwrap();
+    assert!(status.success(), "{status}: {}", c.stderr());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
