@@ -1176,8 +1176,8 @@ async fn explain_flow(
     out["draft"] = match &draft {
         Ok(p) => explain::judge(p, &flow),
         Err(e) => {
-            json!({"error": ApiError::invalid_policy("the draft does not validate", e).message,
-                          "details": ApiError::invalid_policy("", e).details})
+            let why = ApiError::invalid_policy("the draft does not validate", e);
+            json!({"error": why.message, "details": why.details})
         }
     };
     out["active"] = active

@@ -114,11 +114,12 @@ fn kill9_during_writes_leaves_old_or_new_state() {
     let mut rng = Rng(seed);
     let mut outcomes = [0usize; 2];
 
-    for i in 2..32 {
+    // 40 kills: 30 during commits, 10 during draft writes.
+    for i in 2..42 {
         let before_active = c.call("GET", "/api/v1/active", None).unwrap();
         let before_draft = c.call("GET", "/api/v1/draft", None).unwrap();
         let v_before = before_active.body["version"].as_u64().unwrap();
-        let commit_now = i % 2 == 0;
+        let commit_now = i % 4 != 1;
         let mut draft_before = before_draft.clone();
         let write = if commit_now {
             // Change the draft first (acknowledged), then kill during the commit.
