@@ -84,6 +84,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let listen = listener.local_addr()?;
+    if !listen.ip().is_loopback() {
+        // Plain HTTP: bearer tokens cross the network in clear unless a TLS proxy fronts the API.
+        eprintln!(
+            "bulkhead-control: warning: listening on {listen}, beyond localhost, in plain HTTP; \
+             put a TLS-terminating proxy in front or keep the API on 127.0.0.1"
+        );
+    }
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(store),
         tokens: RwLock::new(tokens),

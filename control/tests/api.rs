@@ -790,3 +790,50 @@ fn restart_reconciles_and_adopts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_policy_the_dataplane_refuses_changes_nothing() {
+    let dir = test_dir("refused");
+    let dp = NullDataplane::start_with(&dir, "max_rules = 2");
+    let c = start_control(&control_opts(&dir, &dp.socket));
+    import(&c, &policy_doc());
+    ok(&commit(&c, json!({"comment": "two rules"})));
+    let rule = json!({"id": 30, "name": "third", "from": "any", "to": "any", "service": "any", "action": "deny"});
+    let r = c
+        .write("POST", "/api/v1/draft/rules", Some(&rule), &draft_etag(&c))
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let r = commit(&c, json!({"comment": "three rules"}));
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "dataplane_refused");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_rules"),
+        "{}",
+        r.body
+    );
+    // The store and the dataplane stay on version 1; the refused version leaves no trace but its absence.
+    let h = c.call("GET", "/api/v1/versions", None).unwrap();
+    assert_eq!(h.body["active"], 1);
+    assert_eq!(h.body["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(dp.status().unwrap()["policy_version"], 1);
+    assert_eq!(
+        audit_actions(&c).iter().filter(|a| *a == "commit").count(),
+        1
+    );
+    // Fixed, the next commit is version 2.
+    let r = c
+        .write("DELETE", "/api/v1/draft/rules/20", None, &draft_etag(&c))
+        .unwrap();
+    ok(&r);
+    let r = commit(&c, json!({}));
+    assert_eq!(
+        (r.status, &r.body["version"]),
+        (200, &json!(2)),
+        "{}",
+        r.body
+    );
+    assert_eq!(dp.status().unwrap()["policy_version"], 2);
+}

@@ -45,6 +45,11 @@ pub struct NullDataplane {
 
 impl NullDataplane {
     pub fn start(dir: &Path) -> NullDataplane {
+        NullDataplane::start_with(dir, "")
+    }
+
+    /// `policy_extra` is added to the `[policy]` section (e.g. `max_rules = 2`).
+    pub fn start_with(dir: &Path, policy_extra: &str) -> NullDataplane {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let state = dir.join("dp-state");
         let socket = dir.join("dp.sock");
@@ -84,6 +89,7 @@ interval_ms = 0
 [policy]
 state_dir = {state:?}
 control_socket = {socket:?}
+{policy_extra}
 
 [conntrack]
 flows_per_worker = 1024
