@@ -650,15 +650,17 @@ impl ConnTable {
         });
     }
 
-    /// When the table is full, starts loading the first entries [`insert`](Self::insert) will scan for a
-    /// victim for a flow with `hash`; otherwise nothing (a free slot is at hand).
+    /// When the table is full, starts loading the entries [`insert`](Self::insert) will scan for a victim
+    /// for a flow with `hash`; otherwise nothing (a free slot is at hand).
     #[inline]
     pub(super) fn prefetch_victims(&self, hash: u64) {
         if self.free_head != NIL || self.slab.is_empty() {
             return;
         }
+        // The whole window the scan may read: ~2 KiB of consecutive entries, i.e. some 30 lines requested at
+        // once instead of missing on them one after the other.
         let start = ((hash >> 32) as usize) % self.slab.len();
-        for e in self.slab[start..].iter().take(2) {
+        for e in self.slab[start..].iter().take(EVICT_SCAN) {
             dpdk::prefetch(e);
         }
     }
