@@ -3,6 +3,16 @@
 //! dataplane keeps enforcing its last committed policy when control is down.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
+pub mod config;
 pub mod dataplane;
+pub mod diff;
+pub mod error;
+pub mod explain;
 pub mod flowlog;
 pub mod metrics;
+pub mod openapi;
+pub mod reconcile;
+pub mod store;
+pub mod time;

@@ -12,6 +12,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

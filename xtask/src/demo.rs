@@ -1,10 +1,13 @@
 //! The demo: the dataplane as a bump in the wire in front of a legacy OT host, enforcing the example policy
-//! (`config/policy.json`) on real clients, observed through its control socket.
+//! (`config/policy.json`) on real clients, observed through its control socket; then `bulkhead-control` beside
+//! it: the REST API imports, explains and commits `config/policy-demo.json` (a legacy database and an old SCADA
+//! host behind the gateway, clients on the other side), real traffic follows, and the metrics show it.
 
 use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testbed::control::{Control, ControlOptions};
 use testbed::{addr, Options, Side, TestBed};
 
 use crate::util::{build_release, root, show, Result};
@@ -47,7 +50,7 @@ fn control(bed: &TestBed, request: Value) -> Result<Value> {
 }
 
 pub fn run(args: &Args) -> Result {
-    let bin = build_release(&["bulkhead-dataplane"])?;
+    let bin = build_release(&["bulkhead-dataplane", "bulkhead-control"])?;
     let policy = root().join("config/policy.json");
     let mut opts = Options::new(bin.join("bulkhead-dataplane"));
     opts.stats_interval_ms = 1000;
@@ -182,15 +185,22 @@ pub fn run(args: &Args) -> Result {
         );
     }
 
+    drop(servers);
+    let control = control_demo(&bed, &bin)?;
+
     if args.keep {
         step("The bed stays up. Try, in another shell:");
         println!("  ip netns exec {} ping {}", bed.a.netns, addr::B4);
+        println!(
+            "  curl -H 'Authorization: Bearer {}' {}/api/v1/active",
+            control.token, control.url
+        );
         let socket = bed.control_socket();
         println!("  echo '{{\"v\":1,\"op\":\"counters\"}}' | python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(\"{}\"); s.sendall(sys.stdin.buffer.read()); print(s.makefile().readline())'", socket.display());
         println!("Press Enter to stop.");
         let _ = std::io::stdin().lock().lines().next();
     }
-    drop(servers);
+    drop(control);
 
     step("Stopping (SIGTERM): the dataplane stops its ports and prints its counters");
     std::thread::sleep(Duration::from_millis(200));
@@ -208,4 +218,288 @@ pub fn run(args: &Args) -> Result {
         return Err(format!("the dataplane exited with {}", stopped.status).into());
     }
     Ok(())
+}
+
+/// Extra addresses for the control part: a second client on side A, the SCADA host beside the database on B.
+const OFFICE: &str = "10.99.0.11";
+const SCADA: &str = "10.99.0.3";
+
+/// Calls the REST API with curl, printing the command (token elided) and a summary of the answer.
+fn api(
+    c: &Control,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    etag: Option<&str>,
+) -> Result<Value> {
+    let mut shown = format!("$ curl -X {method} -H 'Authorization: Bearer $TOKEN'");
+    let mut headers = Vec::new();
+    if let Some(e) = etag {
+        shown.push_str(&format!(" -H 'If-Match: {e}'"));
+        headers.push(("If-Match", e));
+    }
+    if body.is_some() {
+        shown.push_str(" -d @body.json");
+    }
+    println!("{shown} {}{path}", c.url);
+    let r = c.request(method, path, body, &headers, Some(&c.token))?;
+    if r.status >= 300 {
+        return Err(format!("{method} {path}: {} {}", r.status, r.body).into());
+    }
+    let mut v = r.body;
+    if let Some(e) = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+    {
+        if v.is_object() {
+            v["_etag"] = json!(e.1);
+        }
+    }
+    Ok(v)
+}
+
+fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
+    step("Starting bulkhead-control beside the dataplane (REST API on localhost, token created at first start)");
+    let opts = ControlOptions::new(
+        bin.join("bulkhead-control"),
+        &bed.dir.join("control"),
+        &bed.control_socket(),
+    );
+    let c = Control::start(&opts)?;
+    println!("  ready: {}", c.ready);
+    println!(
+        "  token file: {} (mode 0600); the store: {}",
+        opts.store_dir().join("tokens").display(),
+        opts.store_dir().display()
+    );
+    let health = c.request("GET", "/api/v1/health", None, &[], None)?;
+    println!("$ curl {}/api/v1/health\n  {}", c.url, health.body);
+
+    // Side A gets an office client, side B the old SCADA host next to the database.
+    bed.a.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{OFFICE}/24"),
+        "dev",
+        &bed.a.iface,
+    ])?;
+    bed.b.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{SCADA}/24"),
+        "dev",
+        &bed.b.iface,
+    ])?;
+    let www = bed.dir.join("www");
+    let www_s = www.to_str().unwrap_or(".");
+    let mut servers = Vec::new();
+    for (host, port) in [(addr::B4, "5432"), (SCADA, "8080"), (SCADA, "502")] {
+        servers.push(bed.b.spawn(&[
+            "python3",
+            "-m",
+            "http.server",
+            port,
+            "--bind",
+            host,
+            "--directory",
+            www_s,
+        ])?);
+    }
+    for port in [5432, 8080, 502] {
+        bed.b.wait_listening(port)?;
+    }
+
+    step("Policy as code: import config/policy-demo.json into the draft, validate it, diff it against the active policy");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(
+        crate::util::root().join("config/policy-demo.json"),
+    )?)?;
+    let draft = api(&c, "GET", "/api/v1/draft", None, None)?;
+    let etag = draft["_etag"].as_str().unwrap_or_default().to_string();
+    let put = api(&c, "PUT", "/api/v1/draft", Some(&doc), Some(&etag))?;
+    println!(
+        "  revision {}, valid: {}",
+        put["revision"], put["validation"]["valid"]
+    );
+    let diff = api(&c, "GET", "/api/v1/diff", None, None)?;
+    for kind in ["segments", "services", "rules"] {
+        let names = |k: &str| -> Vec<String> {
+            diff[kind][k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    let n = o.get("name").or_else(|| o.get("key"));
+                    n.and_then(Value::as_str).unwrap_or_default().to_string()
+                })
+                .collect()
+        };
+        println!(
+            "  {kind}: added {:?}, removed {:?}, changed {:?}",
+            names("added"),
+            names("removed"),
+            names("changed")
+        );
+    }
+
+    step("Explain before committing: office -> database tcp/5432, and what the draft would cut");
+    let x = api(
+        &c,
+        "POST",
+        "/api/v1/explain",
+        Some(&json!({"src": OFFICE, "dst": addr::B4, "protocol": "tcp", "port": 5432})),
+        None,
+    )?;
+    for side in ["active", "draft"] {
+        let v = &x[side];
+        println!(
+            "  {side:<6}: {:<6} by {} (src in {}, dst in {})",
+            v["verdict"].as_str().unwrap_or(""),
+            v["matched"],
+            v["src_segments"],
+            v["dst_segments"]
+        );
+    }
+    println!(
+        "  tracked connections: {}, the draft would cut {}:",
+        x["connections"]["tracked"], x["connections"]["would_cut"]
+    );
+    for f in x["connections"]["cut"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        println!(
+            "    proto {} {}:{} -> {}:{} ({}), admitted by rule {}",
+            f["proto"],
+            f["src"].as_str().unwrap_or(""),
+            f["sport"],
+            f["dst"].as_str().unwrap_or(""),
+            f["dport"],
+            f["state"].as_str().unwrap_or(""),
+            f["rule_id"]
+        );
+    }
+
+    step("Commit the draft with a confirm window (it reverts by itself unless confirmed), then confirm");
+    let draft = api(&c, "GET", "/api/v1/draft", None, None)?;
+    let etag = draft["_etag"].as_str().unwrap_or_default().to_string();
+    let commit = api(
+        &c,
+        "POST",
+        "/api/v1/commit",
+        Some(
+            &json!({"comment": "legacy segment: database and SCADA host", "confirm_within_s": 60}),
+        ),
+        Some(&etag),
+    )?;
+    println!(
+        "  version {} enforced in {:.1} ms; pending confirm: {}",
+        commit["version"],
+        commit["commit_ms"].as_f64().unwrap_or(0.0),
+        commit["pending_confirm"]
+    );
+    let active = api(&c, "GET", "/api/v1/active", None, None)?;
+    let etag = active["_etag"].as_str().unwrap_or_default().to_string();
+    let confirmed = api(&c, "POST", "/api/v1/confirm", None, Some(&etag))?;
+    println!("  {confirmed}");
+
+    step("Real traffic under the committed policy");
+    let small = |host: &str, port: &str| format!("http://{host}:{port}/blob");
+    let curl = |from: &str, url: String| -> Vec<String> {
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+            "--interface",
+            from,
+            &url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |side: &Side, args: Vec<String>, through: bool| -> Result {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        client(side, &refs, through)
+    };
+    println!("Allowed: the office client queries the database (tcp/5432)");
+    run(&bed.a, curl(OFFICE, small(addr::B4, "5432")), true)?;
+    println!("Denied: the office client may not reach the SCADA HMI (tcp/8080)");
+    run(&bed.a, curl(OFFICE, small(SCADA, "8080")), false)?;
+    println!("Allowed: engineering reaches the SCADA HMI (tcp/8080) and Modbus (tcp/502)");
+    run(&bed.a, curl(addr::A4, small(SCADA, "8080")), true)?;
+    run(&bed.a, curl(addr::A4, small(SCADA, "502")), true)?;
+    println!("Denied: the SCADA host may initiate nothing (rule 190)");
+    client(
+        &bed.b,
+        &["ping", "-c", "1", "-W", "1", "-I", SCADA, addr::A4],
+        false,
+    )?;
+
+    step("History, flows and audit through the API");
+    let versions = api(&c, "GET", "/api/v1/versions", None, None)?;
+    for v in versions["versions"].as_array().into_iter().flatten() {
+        println!(
+            "  v{} {:<8} by {:<6} {} {}",
+            v["version"],
+            v["kind"].as_str().unwrap_or(""),
+            v["author"].as_str().unwrap_or(""),
+            v["comment"].as_str().unwrap_or(""),
+            if v["active"] == true { "(active)" } else { "" }
+        );
+    }
+    let flows = api(
+        &c,
+        "GET",
+        &format!("/api/v1/flows?addr={SCADA}&limit=5"),
+        None,
+        None,
+    )?;
+    for f in flows["flows"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {}:{} -> {}:{} {} rule {}",
+            f["proto"], f["src"], f["sport"], f["dst"], f["dport"], f["state"], f["rule_id"]
+        );
+    }
+    let audit = api(&c, "GET", "/api/v1/audit?limit=5", None, None)?;
+    for e in audit["entries"].as_array().into_iter().flatten() {
+        let v = |k: &str| e[k].as_u64().map_or("-".to_string(), |n| format!("v{n}"));
+        println!(
+            "  #{} {} {:<6} {:<14} {} -> {}",
+            e["seq"],
+            e["time"].as_str().unwrap_or(""),
+            e["who"].as_str().unwrap_or(""),
+            e["action"].as_str().unwrap_or(""),
+            v("version_before"),
+            v("version_after")
+        );
+    }
+
+    step("Metrics (Prometheus text format): GET /metrics");
+    println!("$ curl -H 'Authorization: Bearer $TOKEN' {}/metrics", c.url);
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = c.call("GET", "/metrics", None)?;
+    let text = m.body.as_str().unwrap_or_default().to_string();
+    for line in text
+        .lines()
+        // The non-zero series tell the story (the zero ones are there too, for dashboards and alerts).
+        .filter(|l| {
+            l.starts_with("bulkhead_")
+                && !l.contains("_bucket{")
+                && !l.ends_with(" 0")
+                && !l.contains("timestamp")
+        })
+        .take(30)
+    {
+        println!("  {line}");
+    }
+    drop(servers);
+    Ok(c)
 }

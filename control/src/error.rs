@@ -1,0 +1,146 @@
+//! The API's error answers: `{"error": {"code", "message", "details": [{"path", "message"}]}}` — a code for
+//! programs, a sentence for people, and for validation problems every offending field by its JSON path.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::dataplane::DataplaneError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<Detail>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn detail(mut self, path: impl Into<String>, message: impl Into<String>) -> Self {
+        self.details.push(Detail {
+            path: path.into(),
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    /// A policy that does not validate: every error with its path.
+    pub fn invalid_policy(context: &str, e: &policy::PolicyError) -> Self {
+        let mut out = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", "");
+        match e {
+            policy::PolicyError::Invalid(errors) => {
+                out.message = format!("{context}: {} validation error(s)", errors.len());
+                out.details = errors
+                    .iter()
+                    .map(|e| Detail {
+                        path: e.path.clone(),
+                        message: e.message.clone(),
+                    })
+                    .collect();
+            }
+            policy::PolicyError::Syntax { line, col, msg } => {
+                out.message = format!("{context}: not JSON");
+                out.details.push(Detail {
+                    path: format!("line {line}, column {col}"),
+                    message: msg.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<DataplaneError> for ApiError {
+    fn from(e: DataplaneError) -> Self {
+        match &e {
+            DataplaneError::Unreachable { .. } | DataplaneError::Timeout(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dataplane_unavailable",
+                e.to_string(),
+            ),
+            DataplaneError::Refused {
+                code,
+                message,
+                details,
+            } => {
+                let mut out = ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "dataplane_refused",
+                    format!("the dataplane refused ({code}): {message}"),
+                );
+                out.details = details
+                    .iter()
+                    .map(|d| match d.split_once(": ") {
+                        Some((p, m)) => Detail {
+                            path: p.into(),
+                            message: m.into(),
+                        },
+                        None => Detail {
+                            path: String::new(),
+                            message: d.clone(),
+                        },
+                    })
+                    .collect();
+                out
+            }
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, "dataplane_error", e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        (self.status, Json(body)).into_response()
+    }
+}

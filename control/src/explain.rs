@@ -1,0 +1,220 @@
+//! Explain: how a policy judges one flow, and which tracked connections a draft would cut.
+
+use std::net::IpAddr;
+
+use axum::http::StatusCode;
+use policy::{proto, Decision, Flow, Policy};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::dataplane::Dataplane;
+use crate::error::ApiError;
+
+/// The flow to explain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or a protocol number.
+    pub protocol: ProtoSpec,
+    /// Destination port (tcp/udp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Source port (tcp/udp); absent means an ephemeral one (it matters only for services with source_ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
+    /// ICMP type and code (default: echo request, code 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    /// 802.1Q VLAN id; absent for untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProtoSpec {
+    Number(u8),
+    Name(String),
+}
+
+pub fn parse_proto(s: &str) -> Option<u8> {
+    match s {
+        "tcp" => Some(proto::TCP),
+        "udp" => Some(proto::UDP),
+        "icmp" => Some(proto::ICMP),
+        "icmpv6" => Some(proto::ICMPV6),
+        n => n.parse().ok(),
+    }
+}
+
+/// The source port a client would use when none is given: any ephemeral port.
+const EPHEMERAL: u16 = 49152;
+
+impl Request {
+    pub fn flow(&self) -> Result<Flow, ApiError> {
+        let invalid = |field: &str, msg: &str| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_flow",
+                "the flow cannot be judged",
+            )
+            .detail(field, msg)
+        };
+        let p = match &self.protocol {
+            ProtoSpec::Number(n) => *n,
+            ProtoSpec::Name(s) => parse_proto(s)
+                .ok_or_else(|| invalid("protocol", "expected tcp, udp, icmp, icmpv6 or 0..=255"))?,
+        };
+        if self.src.is_ipv4() != self.dst.is_ipv4() {
+            return Err(invalid(
+                "dst",
+                "src and dst must be of the same address family",
+            ));
+        }
+        if self.vlan.is_some_and(|v| v == 0 || v > 4094) {
+            return Err(invalid("vlan", "must be in 1..=4094"));
+        }
+        let ported = p == proto::TCP || p == proto::UDP;
+        let icmp = p == proto::ICMP || p == proto::ICMPV6;
+        if !ported && (self.port.is_some() || self.source_port.is_some()) {
+            return Err(invalid("port", "ports apply to tcp and udp only"));
+        }
+        if !icmp && (self.icmp_type.is_some() || self.icmp_code.is_some()) {
+            return Err(invalid(
+                "icmp_type",
+                "icmp_type/icmp_code apply to icmp and icmpv6 only",
+            ));
+        }
+        Ok(if ported {
+            let dport = self
+                .port
+                .ok_or_else(|| invalid("port", "required for tcp and udp"))?;
+            Flow::new(
+                self.src,
+                self.dst,
+                self.vlan,
+                p,
+                self.source_port.unwrap_or(EPHEMERAL),
+                dport,
+            )
+        } else if icmp {
+            let echo = if p == proto::ICMP { 8 } else { 128 };
+            Flow::icmp(
+                self.src,
+                self.dst,
+                self.vlan,
+                p == proto::ICMPV6,
+                self.icmp_type.unwrap_or(echo),
+                self.icmp_code.unwrap_or(0),
+            )
+        } else {
+            Flow::other(self.src, self.dst, self.vlan, p)
+        })
+    }
+}
+
+fn names(p: &Policy, a: IpAddr, vlan: Option<u16>) -> Vec<String> {
+    p.segments_of(a, vlan)
+        .into_iter()
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Verdict, deciding rule or default, and segment membership of both ends.
+pub fn judge(p: &Policy, flow: &Flow) -> Value {
+    let d = p.evaluate(flow);
+    let verdict = if d.would_deny() {
+        "allow (monitor: would deny)"
+    } else if d.passes() {
+        "allow"
+    } else {
+        match d.action() {
+            policy::Action::Reject => "reject",
+            _ => "deny",
+        }
+    };
+    let matched = match d {
+        Decision::Rule {
+            index,
+            id,
+            action,
+            mode,
+        } => {
+            let r = &p.rules()[index];
+            json!({"type": "rule", "id": id, "name": r.name, "position": index, "action": action, "mode": mode})
+        }
+        Decision::Default { action, monitored } => {
+            json!({"type": "default", "action": action, "monitored": monitored})
+        }
+    };
+    json!({
+        "verdict": verdict,
+        "passes": d.passes(),
+        "would_deny": d.would_deny(),
+        "matched": matched,
+        "src_segments": names(p, flow.src, flow.vlan),
+        "dst_segments": names(p, flow.dst, flow.vlan),
+    })
+}
+
+/// A tracked connection as the dataplane lists it, judged again in its original direction.
+fn tracked_flow(f: &Value) -> Option<Flow> {
+    let src: IpAddr = f["src"].as_str()?.parse().ok()?;
+    let dst: IpAddr = f["dst"].as_str()?.parse().ok()?;
+    let p = u8::try_from(f["proto"].as_u64()?).ok()?;
+    let vlan = u16::try_from(f["vlan"].as_u64().unwrap_or(0))
+        .ok()
+        .filter(|v| *v != 0);
+    let port = |k: &str| u16::try_from(f[k].as_u64().unwrap_or(0)).unwrap_or(0);
+    Some(match p {
+        // Tracked ICMP connections are echo exchanges: the original direction is the request.
+        proto::ICMP => Flow::icmp(src, dst, vlan, false, 8, 0),
+        proto::ICMPV6 => Flow::icmp(src, dst, vlan, true, 128, 0),
+        proto::TCP | proto::UDP => Flow::new(src, dst, vlan, p, port("sport"), port("dport")),
+        _ => Flow::other(src, dst, vlan, p),
+    })
+}
+
+/// Most connections examined for one explain request.
+const SCAN_LIMIT: usize = 100_000;
+/// Most cut connections listed in the answer (all are counted).
+const LIST_LIMIT: usize = 1000;
+
+/// Which currently tracked connections `draft` would cut if committed.
+pub async fn connections_cut(dp: &Dataplane, draft: &Policy) -> Value {
+    let listed = match dp.flows(&json!({}), SCAN_LIMIT).await {
+        Ok(v) => v,
+        Err(e) => return json!({"error": format!("tracked connections unavailable: {e}")}),
+    };
+    let flows = listed["flows"].as_array().cloned().unwrap_or_default();
+    let keep = draft.settings().on_policy_change == policy::OnPolicyChange::Keep;
+    let mut cut = Vec::new();
+    let mut count = 0usize;
+    if !keep {
+        for f in &flows {
+            let Some(flow) = tracked_flow(f) else {
+                continue;
+            };
+            if !draft.evaluate(&flow).passes() {
+                count += 1;
+                if cut.len() < LIST_LIMIT {
+                    let mut c = f.clone();
+                    c["draft"] = judge(draft, &flow);
+                    cut.push(c);
+                }
+            }
+        }
+    }
+    json!({
+        "tracked": flows.len(),
+        "scan_truncated": listed["truncated"],
+        "on_policy_change": draft.settings().on_policy_change,
+        "would_cut": count,
+        "cut": cut,
+        "list_truncated": count > cut.len(),
+    })
+}

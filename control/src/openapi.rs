@@ -1,0 +1,482 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`. A test checks that its operations are exactly the
+//! routes the router serves.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, request body, If-Match needed)
+type Op = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// Every operation. Bodies name a schema in `components`; If-Match names which ETag it takes.
+pub const OPERATIONS: &[Op] = &[
+    (
+        "get",
+        "/api/v1/health",
+        "Liveness, active version, dataplane reachability (no token needed)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/version",
+        "Versions of control, API, policy format, dataplane protocol",
+        None,
+        None,
+    ),
+    ("get", "/api/v1/openapi.json", "This document", None, None),
+    (
+        "get",
+        "/api/v1/draft",
+        "The whole draft document (ETag: draft revision)",
+        None,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/draft",
+        "Import: replace the whole draft",
+        Some("Document"),
+        Some("draft"),
+    ),
+    (
+        "post",
+        "/api/v1/draft/reset",
+        "Replace the draft by the active policy",
+        None,
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/settings",
+        "Draft settings",
+        None,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/draft/settings",
+        "Replace the draft settings",
+        Some("Settings"),
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/segments",
+        "Draft segments",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/draft/segments",
+        "Add a segment (?position=N)",
+        Some("Segment"),
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/segments/{key}",
+        "One draft segment by name",
+        None,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/draft/segments/{key}",
+        "Create or replace a segment",
+        Some("Segment"),
+        Some("draft"),
+    ),
+    (
+        "delete",
+        "/api/v1/draft/segments/{key}",
+        "Delete a segment",
+        None,
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/services",
+        "Draft services",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/draft/services",
+        "Add a service (?position=N)",
+        Some("Service"),
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/services/{key}",
+        "One draft service by name",
+        None,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/draft/services/{key}",
+        "Create or replace a service",
+        Some("Service"),
+        Some("draft"),
+    ),
+    (
+        "delete",
+        "/api/v1/draft/services/{key}",
+        "Delete a service",
+        None,
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/rules",
+        "Draft rules, in order",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/draft/rules",
+        "Add a rule (?position=N; default: last)",
+        Some("Rule"),
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/draft/rules/{key}",
+        "One draft rule by id",
+        None,
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/draft/rules/{key}",
+        "Create or replace a rule (?position=N moves it)",
+        Some("Rule"),
+        Some("draft"),
+    ),
+    (
+        "delete",
+        "/api/v1/draft/rules/{key}",
+        "Delete a rule",
+        None,
+        Some("draft"),
+    ),
+    (
+        "get",
+        "/api/v1/active",
+        "The active version: metadata, pending confirm, document (ETag: active version)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/settings",
+        "Active settings (read-only)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/segments",
+        "Active segments (read-only)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/segments/{key}",
+        "One active segment",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/services",
+        "Active services (read-only)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/services/{key}",
+        "One active service",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/rules",
+        "Active rules (read-only)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/active/rules/{key}",
+        "One active rule",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/export/{which}",
+        "Export a document: draft, active or a version number",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/validate",
+        "Validate the draft (empty body) or the posted document",
+        Some("Document"),
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/diff",
+        "Objects added/removed/changed (?from=active&to=draft; also version numbers)",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/commit",
+        "Commit the draft as the next version and push it to the dataplane",
+        Some("Commit"),
+        Some("draft"),
+    ),
+    (
+        "post",
+        "/api/v1/confirm",
+        "Confirm a commit made with confirm_within_s",
+        None,
+        Some("active"),
+    ),
+    (
+        "post",
+        "/api/v1/rollback",
+        "Activate a copy of an earlier version as the next version",
+        Some("Rollback"),
+        Some("active"),
+    ),
+    (
+        "get",
+        "/api/v1/versions",
+        "Version history, newest first",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/versions/{version}",
+        "One version: metadata and document",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/explain",
+        "Verdict for a flow under draft and active; connections the draft would cut",
+        Some("Flow"),
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/flows",
+        "Tracked connections (?addr&src&dst&port&proto&rule_id&limit)",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/flows/kill",
+        "Kill tracked connections matching a filter",
+        Some("FlowFilter"),
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        "Audit log (?since=SEQ&limit=N)",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/token/rotate",
+        "Replace the caller's token; the old one stops working",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/flow-log",
+        "Recent flow events (new, denied, closed) with filters",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/flow-log/stream",
+        "Flow events as they happen (server-sent events)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/metrics",
+        "Prometheus metrics (text exposition format)",
+        None,
+        None,
+    ),
+];
+
+fn schemas() -> Value {
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+            "required": ["code", "message", "details"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object", "properties": {
+                    "path": {"type": "string"}, "message": {"type": "string"}}}}}}}},
+        "Document": {"type": "object", "description": "A bulkhead.policy/v1 document (see the policy crate)",
+            "required": ["format"], "properties": {"format": {"const": "bulkhead.policy/v1"},
+            "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}},
+            "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
+            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
+            "settings": {"$ref": "#/components/schemas/Settings"}}},
+        "Segment": {"type": "object", "required": ["name", "prefixes"], "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "prefixes": {"type": "array", "items": {"type": "string"}},
+            "vlans": {"type": "array", "items": {"type": "integer"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "mode": {"enum": ["enforce", "monitor"]}}},
+        "Service": {"type": "object", "required": ["name", "protocol"], "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "protocol": {"oneOf": [{"enum": ["tcp", "udp", "icmp", "icmpv6", "any"]}, {"type": "integer"}]},
+            "ports": {"type": "array", "items": {"type": "string"}},
+            "source_ports": {"type": "array", "items": {"type": "string"}},
+            "icmp_type": {"type": "integer"}, "icmp_code": {"type": "integer"}}},
+        "Rule": {"type": "object", "required": ["id", "name", "from", "to", "service", "action"], "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "description": {"type": "string"},
+            "from": {}, "to": {}, "service": {"type": "string"},
+            "action": {"enum": ["allow", "deny", "reject"]}, "log": {"type": "boolean"},
+            "mode": {"enum": ["enforce", "monitor"]}}},
+        "Settings": {"type": "object"},
+        "Commit": {"type": "object", "properties": {"comment": {"type": "string"},
+            "confirm_within_s": {"type": "integer", "minimum": 1, "maximum": 86400},
+            "confirm": {"type": "boolean"}}},
+        "Rollback": {"type": "object", "required": ["version"], "properties": {
+            "version": {"type": "integer"}, "comment": {"type": "string"}}},
+        "Flow": {"type": "object", "required": ["src", "dst", "protocol"], "properties": {
+            "src": {"type": "string"}, "dst": {"type": "string"},
+            "protocol": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+            "port": {"type": "integer"}, "source_port": {"type": "integer"},
+            "icmp_type": {"type": "integer"}, "icmp_code": {"type": "integer"}, "vlan": {"type": "integer"}}},
+        "FlowFilter": {"type": "object", "properties": {
+            "addr": {"type": "string"}, "src": {"type": "string"}, "dst": {"type": "string"},
+            "port": {"type": "integer"}, "proto": {"type": "integer"}, "rule_id": {"type": "integer"},
+            "all": {"type": "boolean"}}},
+    })
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, body, etag) in OPERATIONS {
+        let mut op = json!({
+            "summary": summary,
+            "operationId": format!("{method} {path}"),
+            "responses": {
+                "200": {"description": "OK"},
+                "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if *path == "/api/v1/health" {
+            op["security"] = json!([]);
+        }
+        let mut params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if let Some(which) = etag {
+            params.push(json!({"name": "If-Match", "in": "header", "required": true,
+                "description": format!("The current {which} ETag (\"{which}-N\"); 428 when missing, 409 when stale"),
+                "schema": {"type": "string"}}));
+        }
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(schema) = body {
+            op["requestBody"] = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+        }
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("an object")
+            .insert(method.to_string(), op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Bulkhead control API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Policy lifecycle, explain, flows, audit, metrics and flow log of a Bulkhead gateway. See docs/api.md."},
+        "servers": [{"url": "http://127.0.0.1:8180"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The document lists exactly the routes the router serves: the API's own route table plus the metrics and
+    /// flow-log routers' routes.
+    #[test]
+    fn documents_exactly_the_served_routes() {
+        let mut served: BTreeSet<(String, String)> = crate::api::protected_routes()
+            .table
+            .into_iter()
+            .chain(crate::api::public_routes().table)
+            .map(|(m, p)| (m.as_str().to_lowercase(), p))
+            .collect();
+        for p in ["/metrics", "/api/v1/flow-log", "/api/v1/flow-log/stream"] {
+            served.insert(("get".into(), p.into()));
+        }
+        let doc = document();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(missing.is_empty(), "served but undocumented: {missing:?}");
+        assert!(extra.is_empty(), "documented but not served: {extra:?}");
+        assert_eq!(
+            documented.len(),
+            OPERATIONS.len(),
+            "no operation listed twice"
+        );
+    }
+}

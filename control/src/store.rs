@@ -1,0 +1,570 @@
+//! The policy store: committed versions, the draft, the active pointer and the audit log, in one directory.
+//!
+//! ```text
+//! <store_dir>/
+//!   versions/0000000007.json   one immutable file per committed version: metadata + policy document
+//!   draft.json                 the draft document and its revision (the ETag's number)
+//!   active.json                the active version and a pending confirm deadline, if any
+//!   audit.jsonl                append-only audit log, one JSON object per line
+//! ```
+//!
+//! Every file write is atomic and durable: a temporary file is written and fsynced, renamed over the target,
+//! and the directory is fsynced. A commit writes the version file first and the active pointer second, so a crash
+//! between the two leaves a version newer than the active one: such an orphan is removed at load (the commit
+//! never completed and was never acknowledged). Every version activation — commit, rollback, automatic revert —
+//! creates a new version number, so the active version is always the newest one and version numbers the
+//! dataplane sees only grow.
+//!
+//! Files that exist but cannot be read or parsed are errors at load, never a silent reset.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use policy::{Document, Policy};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt store file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// How a version came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionKind {
+    /// The draft, committed.
+    Commit,
+    /// A copy of an earlier version, activated on request.
+    Rollback,
+    /// A copy of the previous version, activated because a commit was not confirmed in time.
+    Revert,
+    /// The policy the dataplane already ran when the store was empty.
+    Adopted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionMeta {
+    pub version: u64,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub author: String,
+    pub comment: String,
+    /// The version that was active when this one was created.
+    pub parent: Option<u64>,
+    pub kind: VersionKind,
+    /// For rollbacks and reverts: the version whose document this one copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<u64>,
+}
+
+// No deny_unknown_fields here: serde does not support it together with flatten (VersionMeta denies).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VersionFile {
+    #[serde(flatten)]
+    meta: VersionMeta,
+    policy: Document,
+}
+
+/// A commit awaiting confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    /// Unix time in milliseconds after which the commit is reverted.
+    pub deadline_unix_ms: u64,
+    /// The version reinstated (as a new version) if the deadline passes.
+    pub revert_to: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveFile {
+    pub version: u64,
+    pub pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DraftFile {
+    revision: u64,
+    policy: Document,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub time: String,
+    /// The token identity that made the change (`system` for automatic actions).
+    pub who: String,
+    /// What was done, e.g. `draft.rules.put`, `commit`, `rollback`, `revert`, `flows.kill`.
+    pub action: String,
+    /// The object concerned, if any (e.g. `rules/10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    pub version_before: Option<u64>,
+    pub version_after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    versions: BTreeMap<u64, VersionMeta>,
+    active: Option<ActiveFile>,
+    active_policy: Option<Policy>,
+    draft: Document,
+    revision: u64,
+    audit_seq: u64,
+}
+
+impl Store {
+    /// Opens (or, when the directory holds nothing yet, initialises) the store.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir.join("versions")).map_err(io(dir))?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            versions: BTreeMap::new(),
+            active: None,
+            active_policy: None,
+            draft: Document::default(),
+            revision: 0,
+            audit_seq: 0,
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.dir.join("versions")
+    }
+    fn version_path(&self, v: u64) -> PathBuf {
+        self.versions_dir().join(format!("{v:010}.json"))
+    }
+    fn draft_path(&self) -> PathBuf {
+        self.dir.join("draft.json")
+    }
+    fn active_path(&self) -> PathBuf {
+        self.dir.join("active.json")
+    }
+    fn audit_path(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+
+    fn load(&mut self) -> Result<(), StoreError> {
+        let vdir = self.versions_dir();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&vdir).map_err(io(&vdir))? {
+            let entry = entry.map_err(io(&vdir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A write interrupted before its rename: never part of the store.
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                continue;
+            }
+            let number = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: "unexpected file in versions/ (expected NNNNNNNNNN.json)".into(),
+                })?;
+            files.push((number, path));
+        }
+        for tmp in [".draft.json.tmp", ".active.json.tmp"] {
+            let p = self.dir.join(tmp);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+        let active: Option<ActiveFile> = read_json(&self.active_path())?;
+        let active_v = active.as_ref().map_or(0, |a| a.version);
+        for (number, path) in files {
+            if number > active_v {
+                // Written by a commit that crashed before it moved the active pointer.
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                sync_dir(&vdir)?;
+                continue;
+            }
+            let file: VersionFile = read_json(&path)?.ok_or_else(|| StoreError::Corrupt {
+                path: path.clone(),
+                reason: "vanished while loading".into(),
+            })?;
+            if file.meta.version != number {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: format!("holds version {}", file.meta.version),
+                });
+            }
+            let policy = Policy::new(file.policy).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("the policy does not validate: {e}"),
+            })?;
+            if number == active_v {
+                self.active_policy = Some(policy);
+            }
+            self.versions.insert(number, file.meta);
+        }
+        if let Some(a) = &active {
+            if self.active_policy.is_none() {
+                return Err(StoreError::Corrupt {
+                    path: self.active_path(),
+                    reason: format!("active version {} has no file in versions/", a.version),
+                });
+            }
+            if let Some(p) = &a.pending {
+                if !self.versions.contains_key(&p.revert_to) {
+                    return Err(StoreError::Corrupt {
+                        path: self.active_path(),
+                        reason: format!("pending revert_to {} does not exist", p.revert_to),
+                    });
+                }
+            }
+        }
+        self.active = active;
+        match read_json::<DraftFile>(&self.draft_path())? {
+            Some(d) => {
+                self.draft = d.policy;
+                self.revision = d.revision;
+            }
+            None if self.active.is_none() => {
+                self.revision = 1;
+                self.write_draft()?;
+            }
+            None => {
+                return Err(StoreError::Corrupt {
+                    path: self.draft_path(),
+                    reason: "missing, but the store has an active version".into(),
+                })
+            }
+        }
+        self.audit_seq = self.repair_audit()?;
+        Ok(())
+    }
+
+    /// Drops a torn last line (a crash during an append) and returns the last sequence number.
+    fn repair_audit(&self) -> Result<u64, StoreError> {
+        let path = self.audit_path();
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(0);
+        };
+        let keep = match bytes.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if keep < bytes.len() {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            f.set_len(keep as u64).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
+        }
+        let text = String::from_utf8_lossy(&bytes[..keep]);
+        let mut last = 0;
+        for (i, line) in text.lines().enumerate() {
+            let e: AuditEntry = serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("line {}: {e}", i + 1),
+            })?;
+            last = e.seq;
+        }
+        Ok(last)
+    }
+
+    // ---- reading ----
+
+    pub fn draft(&self) -> &Document {
+        &self.draft
+    }
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+    pub fn active(&self) -> Option<&ActiveFile> {
+        self.active.as_ref()
+    }
+    pub fn active_version(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.version)
+    }
+    pub fn active_policy(&self) -> Option<&Policy> {
+        self.active_policy.as_ref()
+    }
+    pub fn versions(&self) -> impl DoubleEndedIterator<Item = &VersionMeta> {
+        self.versions.values()
+    }
+    pub fn meta(&self, v: u64) -> Option<&VersionMeta> {
+        self.versions.get(&v)
+    }
+    pub fn next_version(&self) -> u64 {
+        self.versions.keys().next_back().map_or(1, |v| v + 1)
+    }
+
+    /// The document of a committed version.
+    pub fn version_document(&self, v: u64) -> Result<Option<Document>, StoreError> {
+        if !self.versions.contains_key(&v) {
+            return Ok(None);
+        }
+        let path = self.version_path(v);
+        let file: Option<VersionFile> = read_json(&path)?;
+        Ok(file.map(|f| f.policy))
+    }
+
+    pub fn audit(&self, since: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let path = self.audit_path();
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (i, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+            let e: AuditEntry = serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("line {}: {e}", i + 1),
+            })?;
+            if e.seq > since {
+                out.push(e);
+            }
+        }
+        // The newest `limit` entries, oldest first.
+        let skip = out.len().saturating_sub(limit);
+        Ok(out.split_off(skip))
+    }
+
+    // ---- writing ----
+
+    fn write_draft(&self) -> Result<(), StoreError> {
+        let file = DraftFile {
+            revision: self.revision,
+            policy: self.draft.clone(),
+        };
+        write_atomic(&self.draft_path(), &to_bytes(&file))
+    }
+
+    /// Replaces the draft; returns the new revision.
+    pub fn set_draft(&mut self, doc: Document) -> Result<u64, StoreError> {
+        let before = (std::mem::replace(&mut self.draft, doc), self.revision);
+        self.revision += 1;
+        if let Err(e) = self.write_draft() {
+            (self.draft, self.revision) = before;
+            return Err(e);
+        }
+        Ok(self.revision)
+    }
+
+    /// Writes a new version file (not yet active).
+    pub fn add_version(&mut self, meta: VersionMeta, policy: &Policy) -> Result<(), StoreError> {
+        let v = meta.version;
+        let file = VersionFile {
+            meta: meta.clone(),
+            policy: policy.document().clone(),
+        };
+        write_atomic(&self.version_path(v), &to_bytes(&file))?;
+        self.versions.insert(v, meta);
+        Ok(())
+    }
+
+    /// Removes a version that never became active (its push failed).
+    pub fn discard_version(&mut self, v: u64) -> Result<(), StoreError> {
+        if self.active_version() == Some(v) {
+            return Ok(());
+        }
+        let path = self.version_path(v);
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        sync_dir(&self.versions_dir())?;
+        self.versions.remove(&v);
+        Ok(())
+    }
+
+    /// Moves the active pointer (the version file must exist).
+    pub fn set_active(&mut self, active: ActiveFile, policy: Policy) -> Result<(), StoreError> {
+        write_atomic(&self.active_path(), &to_bytes(&active))?;
+        self.active = Some(active);
+        self.active_policy = Some(policy);
+        Ok(())
+    }
+
+    /// Back to "nothing committed" (undoing a first commit whose push failed).
+    pub fn clear_active(&mut self) -> Result<(), StoreError> {
+        let path = self.active_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        }
+        self.active = None;
+        self.active_policy = None;
+        Ok(())
+    }
+
+    /// Appends one audit entry durably (the caller fills everything but `seq` and `time`).
+    pub fn append_audit(&mut self, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+        entry.seq = self.audit_seq + 1;
+        entry.time = crate::time::rfc3339(std::time::SystemTime::now());
+        let path = self.audit_path();
+        let mut line = serde_json::to_vec(&entry).expect("an audit entry serializes");
+        line.push(b'\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(&line).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+        if self.audit_seq == 0 {
+            sync_dir(&self.dir)?;
+        }
+        self.audit_seq = entry.seq;
+        Ok(entry)
+    }
+}
+
+fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(v).expect("store files serialize");
+    b.push(b'\n');
+    b
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
+    let Some(bytes) = read_if_exists(path)? else {
+        return Ok(None);
+    };
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("at {}: {}", e.path(), e.inner()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bh-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn meta(v: u64) -> VersionMeta {
+        VersionMeta {
+            version: v,
+            created: "t".into(),
+            author: "a".into(),
+            comment: String::new(),
+            parent: v.checked_sub(1).filter(|p| *p > 0),
+            kind: VersionKind::Commit,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn orphans_are_dropped_and_corruption_is_an_error() {
+        let d = dir("orphan");
+        let mut s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 1);
+        let p = Policy::new(Document::default()).unwrap();
+        s.add_version(meta(1), &p).unwrap();
+        s.set_active(
+            ActiveFile {
+                version: 1,
+                pending: None,
+            },
+            p.clone(),
+        )
+        .unwrap();
+        s.add_version(meta(2), &p).unwrap();
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.active_version(), Some(1));
+        assert_eq!(s.next_version(), 2);
+        assert!(!d.join("versions/0000000002.json").exists());
+        std::fs::write(d.join("draft.json"), "{\"revision\": 3, \"policy\": {").unwrap();
+        let e = Store::open(&d).err().unwrap().to_string();
+        assert!(e.contains("draft.json") && e.contains("corrupt"), "{e}");
+        std::fs::remove_file(d.join("draft.json")).unwrap();
+        let e = Store::open(&d).err().unwrap().to_string();
+        assert!(e.contains("missing"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn torn_audit_line_is_dropped() {
+        let d = dir("audit");
+        let mut s = Store::open(&d).unwrap();
+        let e = AuditEntry {
+            seq: 0,
+            time: String::new(),
+            who: "admin".into(),
+            action: "x".into(),
+            object: None,
+            version_before: None,
+            version_after: None,
+            draft_revision: None,
+            details: Value::Null,
+        };
+        s.append_audit(e.clone()).unwrap();
+        drop(s);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("audit.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"seq\":2,\"ti").unwrap();
+        let mut s = Store::open(&d).unwrap();
+        assert_eq!(s.append_audit(e).unwrap().seq, 2);
+        assert_eq!(s.audit(0, 10).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,211 @@
+//! Shared by the control tests: a real `bulkhead-dataplane` on `net_null` ports (no namespaces: enough for
+//! every route that reaches the dataplane), a control process beside it, and small helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testbed::control::{Control, ControlOptions};
+
+pub fn control_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bulkhead-control"))
+}
+
+/// Built beside this package's binary by `cargo test --workspace` (or `cargo build -p bulkhead-dataplane`).
+pub fn dataplane_bin() -> PathBuf {
+    let p = control_bin().with_file_name("bulkhead-dataplane");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build -p bulkhead-dataplane (same profile and target dir)",
+        p.display()
+    );
+    p
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("bh-ctl-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A dataplane whose ports are `net_null` devices: it answers every control op; no traffic.
+pub struct NullDataplane {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl NullDataplane {
+    pub fn start(dir: &Path) -> NullDataplane {
+        NullDataplane::start_with(dir, "")
+    }
+
+    /// `policy_extra` is added to the `[policy]` section (e.g. `max_rules = 2`).
+    pub fn start_with(dir: &Path, policy_extra: &str) -> NullDataplane {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let state = dir.join("dp-state");
+        let socket = dir.join("dp.sock");
+        let config = format!(
+            r#"[eal]
+file_prefix = "ctl-{pid}-{n}"
+main_core = 0
+hugepages = false
+memory_mb = 256
+log_level = "warning"
+
+[workers]
+cores = [1]
+
+[mempool]
+mbufs = 4095
+cache = 64
+
+[rings]
+rx = 256
+tx = 256
+
+[[ports]]
+name = "a"
+device = "net_null{n}0,no-rx=1"
+
+[[ports]]
+name = "b"
+device = "net_null{n}1,no-rx=1"
+
+[[links]]
+ports = ["a", "b"]
+
+[stats]
+interval_ms = 0
+
+[policy]
+state_dir = {state:?}
+control_socket = {socket:?}
+{policy_extra}
+
+[conntrack]
+flows_per_worker = 1024
+"#,
+            pid = std::process::id(),
+            state = state.display().to_string(),
+            socket = socket.display().to_string(),
+        );
+        let path = dir.join("dataplane.toml");
+        std::fs::write(&path, config).unwrap();
+        let stderr = std::fs::File::create(dir.join("dataplane.stderr")).unwrap();
+        let child = Command::new(dataplane_bin())
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let dp = NullDataplane {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dp.status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "dataplane not ready: {}",
+                std::fs::read_to_string(dir.join("dataplane.stderr")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dp
+    }
+
+    /// One control-socket request; `None` when the dataplane does not answer.
+    pub fn request(&self, mut req: Value) -> Option<Value> {
+        use std::io::{BufRead, BufReader, Write};
+        req["v"] = json!(1);
+        let s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        (&s).write_all(format!("{req}\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).ok()?;
+        let v: Value = serde_json::from_str(&line).ok()?;
+        (v["ok"] == true).then(|| v["result"].clone())
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        self.request(json!({"op": "status"}))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NullDataplane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn control_opts(dir: &Path, socket: &Path) -> ControlOptions {
+    ControlOptions::new(control_bin(), &dir.join("control"), socket)
+}
+
+pub fn start_control(opts: &ControlOptions) -> Control {
+    Control::start(opts).unwrap_or_else(|e| panic!("control did not start: {e}"))
+}
+
+/// A small valid policy: clients on one side, a database and a SCADA host on the other.
+pub fn policy_doc() -> Value {
+    json!({
+        "format": "bulkhead.policy/v1",
+        "segments": [
+            {"name": "clients", "prefixes": ["10.99.0.1/32"], "labels": {"zone": "it"}},
+            {"name": "legacy", "prefixes": ["10.99.0.2/32"], "labels": {"zone": "ot"}}
+        ],
+        "services": [
+            {"name": "postgres", "protocol": "tcp", "ports": ["5432"]},
+            {"name": "hmi", "protocol": "tcp", "ports": ["8080"]},
+            {"name": "ping", "protocol": "icmp", "icmp_type": 8}
+        ],
+        "rules": [
+            {"id": 10, "name": "clients-db", "from": {"segment": "clients"}, "to": {"segment": "legacy"},
+             "service": "postgres", "action": "allow"},
+            {"id": 20, "name": "clients-ping", "from": {"segment": "clients"}, "to": {"segment": "legacy"},
+             "service": "ping", "action": "allow"}
+        ],
+        "settings": {"default_action": "deny"}
+    })
+}
+
+/// Polls `f` until it returns `Some` (or panics after `secs`).
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
