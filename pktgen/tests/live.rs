@@ -47,6 +47,9 @@ fn dataplane_bin() -> PathBuf {
 struct Dataplane {
     child: Option<Child>,
     dir: PathBuf,
+    /// DPDK file prefixes used (the dataplane's and pktgen's), whose runtime
+    /// directories under /var/run/dpdk are removed on drop.
+    prefixes: Mutex<Vec<String>>,
     a: String,
     b: String,
     stdout: mpsc::Receiver<Value>,
@@ -61,12 +64,13 @@ impl Dataplane {
         );
         let dir = std::env::temp_dir().join(format!("bulkhead-live-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
+        let prefix = format!("live-dp-{id}");
         // socket-abstract=no: the sockets are files in `dir`, removed with it.
         let a = format!("socket={},socket-abstract=no", dir.join("a.sock").display());
         let b = format!("socket={},socket-abstract=no", dir.join("b.sock").display());
         let config = format!(
             r#"[eal]
-file_prefix = "live-dp-{id}"
+file_prefix = "{prefix}"
 main_core = 0
 hugepages = false
 memory_mb = 256
@@ -132,6 +136,7 @@ flows_per_worker = 16384
         let dp = Dataplane {
             child: Some(child),
             dir,
+            prefixes: Mutex::new(vec![prefix]),
             a,
             b,
             stdout: rx,
@@ -205,6 +210,10 @@ impl Drop for Dataplane {
             terminate(&mut child);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let prefixes = self.prefixes.get_mut().unwrap_or_else(|p| p.into_inner());
+        for prefix in prefixes.drain(..) {
+            let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+        }
     }
 }
 
@@ -246,6 +255,10 @@ fn send(dp: &Dataplane, pcap: &Path, extra: &[&str]) -> (i32, Value, Output) {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    dp.prefixes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(prefix.clone());
     let out = Command::new(PKTGEN)
         .args([
             "send",
