@@ -34,6 +34,7 @@ pub enum Error {
         source: pcap_file::PcapError,
     },
     /// A live run (`send`, `rfc2544`) failed.
+    #[cfg(feature = "live")]
     #[error(transparent)]
     Live(#[from] crate::live::Error),
 }
@@ -53,6 +54,7 @@ impl Error {
         match self {
             Error::InvalidArgument { .. } => 2,
             Error::Io { .. } | Error::Pcap { .. } => 1,
+            #[cfg(feature = "live")]
             Error::Live(e) => e.exit_code(),
         }
     }

@@ -19,6 +19,7 @@ pub mod conversation;
 pub mod error;
 pub mod flows;
 pub mod frame;
+#[cfg(feature = "live")]
 pub mod live;
 pub mod packet;
 pub mod pcap;
