@@ -187,27 +187,11 @@ flows_per_worker = 16384
     }
 }
 
-/// SIGTERM, then SIGKILL after 30 s (a debug build on a busy machine can
-/// take a while to shut down).
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 impl Drop for Dataplane {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            terminate(&mut child);
+            // A debug build on a busy machine can take a while to shut down.
+            let _ = testbed::terminate(&mut child, Duration::from_secs(30));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         let prefixes = self.prefixes.get_mut().unwrap_or_else(|p| p.into_inner());

@@ -161,7 +161,7 @@ impl Control {
         let Some(mut child) = self.child.take() else {
             return Err(Error::Timeout(Duration::ZERO, "a running control process"));
         };
-        crate::terminate(&mut child)
+        crate::terminate(&mut child, crate::STOP_GRACE)
     }
 
     /// A request with the admin token.
@@ -209,7 +209,7 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = crate::terminate(&mut child);
+            let _ = crate::terminate(&mut child, crate::STOP_GRACE);
         }
     }
 }

@@ -502,7 +502,7 @@ impl TestBed {
                 "a running dataplane (already stopped)",
             ));
         };
-        let status = terminate(&mut child)?;
+        let status = terminate(&mut child, STOP_GRACE)?;
         // The reader thread sees EOF once the process is gone.
         let (lock, cv) = &*self.events;
         let mut e = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -526,7 +526,7 @@ impl TestBed {
 impl Drop for TestBed {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = terminate(&mut child);
+            let _ = terminate(&mut child, STOP_GRACE);
         }
         for ns in self.netns_created.drain(..) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
@@ -535,12 +535,15 @@ impl Drop for TestBed {
     }
 }
 
-/// SIGTERM, then SIGKILL if the process has not exited within 10 s.
-fn terminate(child: &mut Child) -> Result<ExitStatus> {
+/// How long [`terminate`] waits after SIGTERM by default.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM, then SIGKILL if the process has not exited within `grace`; its exit status.
+pub fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
