@@ -14,11 +14,25 @@ struct Setup<'a> {
     name: &'static str,
     pcap: &'a Path,
     /// The policy Bulkhead enforces (bootstrap).
-    policy: &'a Path,
+    policy: PathBuf,
     /// Mbufs in the pool: `net_pcap` with `infinite_rx` holds the whole pcap in mbufs.
     mbufs: u32,
     memory_mb: u32,
     flows_per_worker: u32,
+}
+
+impl<'a> Setup<'a> {
+    /// The allow-everything policy, the default pool and table sizes.
+    fn open_policy(name: &'static str, pcap: &'a Path) -> Self {
+        Setup {
+            name,
+            pcap,
+            policy: testbed::policy_file("open.json"),
+            mbufs: 32767,
+            memory_mb: 1024,
+            flows_per_worker: 65536,
+        }
+    }
 }
 
 /// Per-second rates Bulkhead reported: packets received and forwarded, flows created.
@@ -42,29 +56,20 @@ pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
     let bin = build_release(&["bulkhead-dataplane"])?;
     let pcap = out_dir()?.join(format!("l2-{}B.pcap", args.frame_size));
     inputs::l2_frames(&pcap, args.frame_size as usize, 4096)?;
-    let setup = Setup {
-        name: "forwarding",
-        pcap: &pcap,
-        policy: &testbed::policy_file("open.json"),
-        mbufs: 32767,
-        memory_mb: 1024,
-        flows_per_worker: 65536,
-    };
+    let setup = Setup::open_policy("forwarding", &pcap);
     let (t, b) = alternate(args, &bin, &setup)?;
-    let tx = Stat::of(b.iter().map(|s| median_of(s, |x| x.tx)).collect());
     report(args, &setup, &t, &b, json!({}))?;
-    Ok(vec![Row {
-        suite: Suite::Forwarding,
-        what: format!(
+    Ok(vec![testpmd_row(
+        Suite::Forwarding,
+        format!(
             "L2 forwarding, {} B frames (EtherType passed by policy, no state)",
             args.frame_size
         ),
-        unit: "Mpps",
-        scale: 1e6,
-        bulkhead: tx,
-        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
-        target: Some("≥ 0.9"),
-    }])
+        &b,
+        |x| x.tx,
+        t,
+        Some("≥ 0.9"),
+    )])
 }
 
 /// Established flows: a pcap of TCP data segments over `--flows` flows, allowed by the open policy (loose
@@ -77,29 +82,40 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         .args(["--flows", &args.flows.to_string()])
         .args(["--frame-size", &args.frame_size.to_string(), "--out"])
         .arg(&pcap))?;
-    let setup = Setup {
-        name: "stateful",
-        pcap: &pcap,
-        policy: &testbed::policy_file("open.json"),
-        mbufs: 32767,
-        memory_mb: 1024,
-        flows_per_worker: 65536,
-    };
+    let setup = Setup::open_policy("stateful", &pcap);
     let (t, b) = alternate(args, &bin, &setup)?;
-    let tx = Stat::of(b.iter().map(|s| median_of(s, |x| x.tx)).collect());
     report(args, &setup, &t, &b, json!({"flows": args.flows}))?;
-    Ok(vec![Row {
-        suite: Suite::Stateful,
-        what: format!(
+    Ok(vec![testpmd_row(
+        Suite::Stateful,
+        format!(
             "established flows, {} TCP flows, {} B frames, open policy",
             args.flows, args.frame_size
         ),
+        &b,
+        |x| x.tx,
+        t,
+        Some("≥ 0.7"),
+    )])
+}
+
+/// A summary row: Bulkhead's per-run medians of `rate` beside testpmd's.
+fn testpmd_row(
+    suite: Suite,
+    what: String,
+    bulkhead: &[Vec<Sample>],
+    rate: impl Fn(&Sample) -> f64 + Copy,
+    testpmd: Vec<f64>,
+    target: Option<&'static str>,
+) -> Row {
+    Row {
+        suite,
+        what,
         unit: "Mpps",
         scale: 1e6,
-        bulkhead: tx,
-        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
-        target: Some("≥ 0.7"),
-    }])
+        bulkhead: Stat::of(bulkhead.iter().map(|s| median_of(s, rate)).collect()),
+        baseline: Some(("dpdk-testpmd io", Stat::of(testpmd))),
+        target,
+    }
 }
 
 /// Flows in the new-flow input, and the table they overflow (4×), so a flow's next packet finds its entry
@@ -132,13 +148,12 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
     let setup = Setup {
         name: "newflows",
         pcap: &pcap,
-        policy: &policy,
+        policy,
         mbufs: NEW_FLOWS + 32767,
         memory_mb: 2048,
         flows_per_worker: NEW_FLOWS_TABLE,
     };
     let (t, b) = alternate(args, &bin, &setup)?;
-    let rx = Stat::of(b.iter().map(|s| median_of(s, |x| x.rx)).collect());
     let new_share = median(
         &b.iter()
             .map(|s| median_of(s, |x| x.created / x.rx.max(1.0)))
@@ -162,20 +177,19 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         new_share * 100.0,
         evicted
     );
-    Ok(vec![Row {
-        suite: Suite::Newflows,
-        what: format!(
+    Ok(vec![testpmd_row(
+        Suite::Newflows,
+        format!(
             "every packet a new flow ({:.1} % measured), acl1_10k ({} rules), {} B",
             new_share * 100.0,
             rules.len(),
             args.frame_size
         ),
-        unit: "Mpps",
-        scale: 1e6,
-        bulkhead: rx,
-        baseline: Some(("dpdk-testpmd io", Stat::of(t))),
-        target: None,
-    }])
+        &b,
+        |x| x.rx,
+        t,
+        None,
+    )])
 }
 
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
