@@ -497,9 +497,15 @@ mod tests {
         let v = rule_entry(hit, "web", &clock);
         assert_eq!(v["rule_id"], 7);
         assert_eq!(v["name"], "web");
-        assert_eq!((v["packets"].clone(), v["bytes"].clone(), v["flows"].clone()), (3.into(), 180.into(), 1.into()));
+        assert_eq!(
+            (v["packets"].clone(), v["bytes"].clone(), v["flows"].clone()),
+            (3.into(), 180.into(), 1.into())
+        );
         assert_eq!(v["last_hit_ms"], 1_500);
-        assert_eq!(v["last_hit"], humantime(start + Duration::from_millis(1_500)));
+        assert_eq!(
+            v["last_hit"],
+            humantime(start + Duration::from_millis(1_500))
+        );
         let never = RuleSnapshot {
             rule_id: 8,
             ..Default::default()
