@@ -1,0 +1,205 @@
+//! `GET /api/v1/traffic/map`: what talks to what, by segment, aggregated from the flow log's events in memory
+//! whose `time` falls within the window.
+//!
+//! Nodes are every segment of the active policy (observed or not) plus [`UNSEGMENTED`] when an address in no
+//! segment was seen (and any segment named by an event but absent from the active policy, e.g. removed since).
+//! An event with several segments on a side counts for every (src, dst) pair. Counting, so that a flow is
+//! never counted twice:
+//! * `new`: one flow, `allowed` or `would_deny` by its verdict;
+//! * `denied`: one flow in `denied` (deny and reject), and its packets and bytes;
+//! * `closed`: only packets and bytes (both directions, the whole flow: its `new` event was counted already).
+//!
+//! Services (protocol, destination port) and deciding rules are counted per flow (`new` and `denied`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+use policy::Policy;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::flowlog::{self, Filter, FlowLog, Key, Kind, UNSEGMENTED};
+use crate::time;
+
+pub const DEFAULT_WINDOW_S: u64 = 900;
+pub const MAX_WINDOW_S: u64 = 86_400;
+/// Services listed per edge, the busiest first.
+const TOP_SERVICES: usize = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub window_s: u64,
+    /// Only `proto` and `port` are ever set.
+    pub filter: Filter,
+}
+
+/// Parses `window_s` (1..=86400, default 900), `proto` and `port` (as the flow log takes them); anything else
+/// is a 400 naming the parameter.
+pub fn parse_query(pairs: &[(String, String)]) -> Result<Query, ApiError> {
+    crate::api::check_unique(pairs)?;
+    let mut window_s = DEFAULT_WINDOW_S;
+    let mut passed = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "window_s" => {
+                window_s = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WINDOW_S).contains(n))
+                    .ok_or_else(|| crate::api::bad_param(k, v, "a number of seconds, 1 to 86400"))?
+            }
+            "proto" | "port" => passed.push((k.clone(), v.clone())),
+            _ => return Err(crate::api::unknown_param(k, "window_s, proto, port")),
+        }
+    }
+    // The flow log's own parser, so the two endpoints take exactly the same values.
+    let q = flowlog::parse_query(&passed, false).map_err(|message| {
+        let name = passed
+            .iter()
+            .find(|(k, _)| message.contains(&format!("`{k}`")))
+            .map_or("(query)", |(k, _)| k.as_str());
+        ApiError::bad_request(message.clone()).detail(name, message)
+    })?;
+    Ok(Query {
+        window_s,
+        filter: q.filter,
+    })
+}
+
+#[derive(Default)]
+struct Edge {
+    allowed: u64,
+    denied: u64,
+    would_deny: u64,
+    packets: u64,
+    bytes: u64,
+    last_seen: Option<SystemTime>,
+    services: HashMap<(u8, u16), u64>,
+    rules: HashMap<u32, u64>,
+}
+
+/// The map of the events `log` holds within `q.window_s` before `now`, with `active`'s segments as nodes.
+pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -> Value {
+    let from = now
+        .checked_sub(Duration::from_secs(q.window_s))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
+    let mut considered = 0u64;
+    let unsegmented = vec![UNSEGMENTED.to_string()];
+    let (full, oldest) = log.scan(|k: &Key| {
+        // Not bounded above: the dataplane's clock may run a few milliseconds ahead of this one.
+        let Some(t) = k.time.filter(|t| *t >= from) else {
+            return;
+        };
+        let Some(kind) = k.kind else { return };
+        if !q.filter.matches(k) {
+            return;
+        }
+        considered += 1;
+        let side = |l: &Option<Vec<String>>| match l {
+            Some(l) if !l.is_empty() => l.clone(),
+            _ => unsegmented.clone(),
+        };
+        let (srcs, dsts) = (side(&k.src_segments), side(&k.dst_segments));
+        for s in &srcs {
+            for d in &dsts {
+                let e = edges.entry((s.clone(), d.clone())).or_default();
+                e.last_seen = e.last_seen.max(Some(t));
+                let flow = match kind {
+                    Kind::New => {
+                        if k.verdict.as_deref() == Some("would_deny") {
+                            e.would_deny += 1;
+                        } else {
+                            e.allowed += 1;
+                        }
+                        true
+                    }
+                    Kind::Denied => {
+                        e.denied += 1;
+                        e.packets += k.packets;
+                        e.bytes += k.bytes;
+                        true
+                    }
+                    Kind::Closed => {
+                        e.packets += k.packets;
+                        e.bytes += k.bytes;
+                        false
+                    }
+                };
+                if flow {
+                    if let Some(proto) = k.proto {
+                        *e.services.entry((proto, k.dport.unwrap_or(0))).or_default() += 1;
+                    }
+                    if let Some(id) = k.rule_id {
+                        *e.rules.entry(id).or_default() += 1;
+                    }
+                }
+            }
+        }
+    });
+    let rule_name = |id: u32| -> Value {
+        if id == 0 {
+            return json!("default");
+        }
+        active
+            .and_then(|p| p.rules().iter().find(|r| r.id == id))
+            .map_or(Value::Null, |r| json!(r.name))
+    };
+    let observed: BTreeSet<&str> = edges
+        .keys()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    let mut nodes: Vec<Value> = active
+        .map(|p| p.segments())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.name, "name": s.name, "labels": s.labels,
+                "prefixes": s.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mode": s.mode, "observed": observed.contains(s.name.as_str()),
+            })
+        })
+        .collect();
+    for name in &observed {
+        let known = active.is_some_and(|p| p.segment(name).is_some());
+        if !known {
+            let label = if *name == UNSEGMENTED {
+                "(no segment)"
+            } else {
+                name
+            };
+            nodes.push(
+                json!({"id": name, "name": label, "labels": {}, "prefixes": [],
+                              "mode": null, "observed": true}),
+            );
+        }
+    }
+    let edges: Vec<Value> = edges
+        .into_iter()
+        .map(|((from, to), e)| {
+            let mut services: Vec<((u8, u16), u64)> = e.services.into_iter().collect();
+            services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            services.truncate(TOP_SERVICES);
+            let mut rules: Vec<(u32, u64)> = e.rules.into_iter().collect();
+            rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            json!({
+                "from": from, "to": to,
+                "allowed": e.allowed, "denied": e.denied, "would_deny": e.would_deny,
+                "packets": e.packets, "bytes": e.bytes,
+                "last_seen": e.last_seen.map(time::rfc3339),
+                "services": services.iter().map(|((proto, port), n)| json!({"proto": proto, "port": port, "flows": n})).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|(id, n)| json!({"id": id, "name": rule_name(*id), "flows": n})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "window_s": q.window_s,
+        "from": time::rfc3339(from),
+        "to": time::rfc3339(now),
+        "events_considered": considered,
+        "truncated": full && oldest.is_some_and(|t| t >= from),
+        "nodes": nodes,
+        "edges": edges,
+    })
+}
