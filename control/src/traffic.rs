@@ -276,9 +276,39 @@ mod tests {
         l.ingest(vec![
             // Too old for a 600 s window.
             ev("new", "allow", s(700), &["a"], &["b"], 6, 80, 5, [1, 0]),
-            ev("new", "allow", s(100), &["a", "a2"], &["b"], 6, 80, 5, [1, 0]),
-            ev("closed", "allow", s(50), &["a", "a2"], &["b"], 6, 80, 5, [4, 3]),
-            ev("new", "would_deny", s(40), &["a"], &["b"], 17, 53, 0, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(100),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [1, 0],
+            ),
+            ev(
+                "closed",
+                "allow",
+                s(50),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [4, 3],
+            ),
+            ev(
+                "new",
+                "would_deny",
+                s(40),
+                &["a"],
+                &["b"],
+                17,
+                53,
+                0,
+                [1, 0],
+            ),
             ev("denied", "deny", s(30), &[], &["b"], 6, 22, 0, [1, 0]),
             ev("denied", "reject", s(20), &[], &["b"], 6, 22, 0, [1, 0]),
             ev("new", "allow", s(10), &["gone"], &["a"], 1, 0, 77, [1, 0]),
@@ -288,10 +318,18 @@ mod tests {
         assert_eq!(m["truncated"], false);
         let ab = edge(&m, "a", "b");
         assert_eq!(
-            (ab["allowed"].clone(), ab["would_deny"].clone(), ab["denied"].clone()),
+            (
+                ab["allowed"].clone(),
+                ab["would_deny"].clone(),
+                ab["denied"].clone()
+            ),
             (json!(1), json!(1), json!(0))
         );
-        assert_eq!((ab["packets"].clone(), ab["bytes"].clone()), (json!(7), json!(700)), "only from closed");
+        assert_eq!(
+            (ab["packets"].clone(), ab["bytes"].clone()),
+            (json!(7), json!(700)),
+            "only from closed"
+        );
         assert_eq!(ab["last_seen"], time::rfc3339(s(40)));
         assert_eq!(
             ab["services"],
@@ -302,9 +340,15 @@ mod tests {
             json!([{"id": 0, "name": "default", "flows": 1}, {"id": 5, "name": "a-b", "flows": 1}])
         );
         let a2b = edge(&m, "a2", "b");
-        assert_eq!((a2b["allowed"].clone(), a2b["packets"].clone()), (json!(1), json!(7)));
+        assert_eq!(
+            (a2b["allowed"].clone(), a2b["packets"].clone()),
+            (json!(1), json!(7))
+        );
         let denied = edge(&m, UNSEGMENTED, "b");
-        assert_eq!((denied["denied"].clone(), denied["packets"].clone()), (json!(2), json!(2)));
+        assert_eq!(
+            (denied["denied"].clone(), denied["packets"].clone()),
+            (json!(2), json!(2))
+        );
         let gone = edge(&m, "gone", "a");
         assert_eq!(gone["rules"], json!([{"id": 77, "name": null, "flows": 1}]));
         assert_eq!(m["edges"].as_array().unwrap().len(), 4);
@@ -342,7 +386,19 @@ mod tests {
     fn truncated_when_the_full_buffer_starts_inside_the_window() {
         let now = SystemTime::now();
         let l = log("trunc", 2);
-        let e = |secs| ev("new", "allow", now - Duration::from_secs(secs), &["a"], &["b"], 6, 80, 5, [1, 0]);
+        let e = |secs| {
+            ev(
+                "new",
+                "allow",
+                now - Duration::from_secs(secs),
+                &["a"],
+                &["b"],
+                6,
+                80,
+                5,
+                [1, 0],
+            )
+        };
         l.ingest(vec![e(500), e(400), e(300)]);
         assert_eq!(map(&l, None, &query(600, &[]), now)["truncated"], true);
         assert_eq!(map(&l, None, &query(350, &[]), now)["truncated"], false);

@@ -298,12 +298,12 @@ async fn segment_filters_match_by_name_and_dash_means_no_segment() {
     let mut unsegmented_src = SseReader::open(format!("{stream_url}?src_segment=-"), None).await;
     let mut to_db = SseReader::open(format!("{stream_url}?dst_segment=db&kind=new"), None).await;
     fake.push([
-        segmented("new", &["office"], &["db"]),            // 1
-        segmented("new", &["office", "it"], &["db"]),      // 2
-        segmented("denied", &[], &["db"]),                 // 3
-        segmented("new", &["it"], &[]),                    // 4
-        segmented("closed", &["office"], &["db", "ot"]),   // 5
-        segmented("denied", &[], &[]),                     // 6
+        segmented("new", &["office"], &["db"]),          // 1
+        segmented("new", &["office", "it"], &["db"]),    // 2
+        segmented("denied", &[], &["db"]),               // 3
+        segmented("new", &["it"], &[]),                  // 4
+        segmented("closed", &["office"], &["db", "ot"]), // 5
+        segmented("denied", &[], &[]),                   // 6
     ]);
     let mut without = event("new", "10.99.0.1", "10.99.0.2", 1, 80, 6, 10); // 7: no segment lists at all
     without.as_object_mut().unwrap().remove("src_segments");
