@@ -9,7 +9,8 @@
 //! * `denied`: one flow in `denied` (deny and reject), and its packets and bytes;
 //! * `closed`: only packets and bytes (both directions, the whole flow: its `new` event was counted already).
 //!
-//! Services (protocol, destination port) and deciding rules are counted per flow (`new` and `denied`).
+//! Services (protocol, destination port; port 0 for ICMP and ICMPv6, whose events carry an echo identifier or
+//! type/code there) and deciding rules are counted per flow (`new` and `denied`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
@@ -128,7 +129,14 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
                 };
                 if flow {
                     if let Some(proto) = k.proto {
-                        *e.services.entry((proto, k.dport.unwrap_or(0))).or_default() += 1;
+                        // An ICMP event's "ports" are an echo identifier or type/code, not a service: port 0.
+                        let port = if proto == policy::proto::ICMP || proto == policy::proto::ICMPV6
+                        {
+                            0
+                        } else {
+                            k.dport.unwrap_or(0)
+                        };
+                        *e.services.entry((proto, port)).or_default() += 1;
                     }
                     if let Some(id) = k.rule_id {
                         *e.rules.entry(id).or_default() += 1;
@@ -311,7 +319,17 @@ mod tests {
             ),
             ev("denied", "deny", s(30), &[], &["b"], 6, 22, 0, [1, 0]),
             ev("denied", "reject", s(20), &[], &["b"], 6, 22, 0, [1, 0]),
-            ev("new", "allow", s(10), &["gone"], &["a"], 1, 0, 77, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(10),
+                &["gone"],
+                &["a"],
+                1,
+                4242,
+                77,
+                [1, 0],
+            ),
         ]);
         let m = map(&l, Some(&policy()), &query(600, &[]), now);
         assert_eq!(m["events_considered"], 6);
@@ -351,6 +369,11 @@ mod tests {
         );
         let gone = edge(&m, "gone", "a");
         assert_eq!(gone["rules"], json!([{"id": 77, "name": null, "flows": 1}]));
+        assert_eq!(
+            gone["services"],
+            json!([{"proto": 1, "port": 0, "flows": 1}]),
+            "ICMP: port 0"
+        );
         assert_eq!(m["edges"].as_array().unwrap().len(), 4);
         let nodes: BTreeMap<String, Value> = m["nodes"]
             .as_array()
