@@ -39,6 +39,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The flow log's memory, for the traffic map (its own routes are served by its router).
     pub flowlog: Arc<FlowLog>,
+    /// Shadowed rules of the last policy `rules/health` was asked about.
+    pub shadow_cache: rulehealth::ShadowCache,
     pub config: Config,
     /// The last `status` answer of the dataplane (or why there was none), for `health`.
     pub dataplane_seen: Mutex<Result<Value, String>>,
@@ -1324,27 +1326,28 @@ async fn get_stats(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>
 
 async fn rules_health(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
     let q = rulehealth::parse_query(&pairs(q)?)?;
-    let (version, policy) = {
+    let (version, key, policy) = {
         let store = app.store.lock().await;
         match q.which {
-            rulehealth::Which::Active => (store.active_version(), store.active_policy().cloned()),
+            rulehealth::Which::Active => {
+                let v = store.active_version();
+                let key = rulehealth::CacheKey::Active(v.unwrap_or(0));
+                (v, key, store.active_policy().cloned())
+            }
             rulehealth::Which::Draft => {
                 let p = Policy::new(store.draft().clone())
                     .map_err(|e| ApiError::invalid_policy("the draft does not validate", &e))?;
-                (None, Some(p))
+                (None, rulehealth::CacheKey::Draft(store.revision()), Some(p))
             }
         }
     };
     let counters = app.metrics.with_reading(rulehealth::rule_counters);
-    // Shadowing compiles the policy: CPU work, kept off the async workers.
+    // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
+    let cache = app.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        rulehealth::report(
-            &q,
-            version,
-            policy.as_ref(),
-            counters.as_ref(),
-            SystemTime::now(),
-        )
+        let shadowed = policy.as_ref().map(|p| cache.shadow_cache.get(key, p));
+        let with = policy.as_ref().zip(shadowed.as_deref());
+        rulehealth::report(&q, version, with, counters.as_ref(), SystemTime::now())
     })
     .await
     .map_err(|e| {

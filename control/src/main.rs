@@ -97,6 +97,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
         flowlog: flowlog.clone(),
+        shadow_cache: Default::default(),
         config,
         dataplane_seen: Mutex::new(Err("not asked yet".into())),
         verified: Mutex::new(None),

@@ -7,6 +7,7 @@
 //! last hits and staleness are `null`; shadowing, which depends only on the policy, is still given.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use policy::{Policy, ShadowReason};
@@ -76,11 +77,57 @@ pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, Rul
     ))
 }
 
-/// The answer for `policy` (`None`: there is no active policy yet).
+/// What identifies a policy's content: an active version is immutable, and every draft write changes the
+/// revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKey {
+    Active(u64),
+    Draft(u64),
+}
+
+/// The shadowing of the last policy asked about. Finding it compiles the policy, which takes long for a large
+/// one, and the console asks again every few seconds about the same version.
+#[derive(Default)]
+pub struct ShadowCache(Mutex<Option<(CacheKey, Arc<Shadowing>)>>);
+
+/// Rule id → `{"reason", "by"}` for the shadowed rules.
+pub type Shadowing = HashMap<u32, Value>;
+
+impl ShadowCache {
+    /// The shadowing of `policy` (identified by `key`), computed at most once per key in a row.
+    pub fn get(&self, key: CacheKey, policy: &Policy) -> Arc<Shadowing> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, s)) = slot.as_ref() {
+            if *k == key {
+                return s.clone();
+            }
+        }
+        let s = Arc::new(shadowing(policy));
+        *slot = Some((key, s.clone()));
+        s
+    }
+}
+
+/// Rules of `policy` that can never be the first match, and why.
+pub fn shadowing(policy: &Policy) -> Shadowing {
+    policy
+        .shadowed_rules()
+        .into_iter()
+        .map(|s| {
+            let v = match s.reason {
+                ShadowReason::CoveredBy(ids) => json!({"reason": "covered_by", "by": ids}),
+                ShadowReason::MatchesNothing => json!({"reason": "matches_nothing", "by": []}),
+            };
+            (s.id, v)
+        })
+        .collect()
+}
+
+/// The answer for `policy` (`None`: there is no active policy yet) with its `shadowed` rules.
 pub(crate) fn report(
     q: &Query,
     version: Option<u64>,
-    policy: Option<&Policy>,
+    policy: Option<(&Policy, &Shadowing)>,
     counters: Option<&(SystemTime, HashMap<u32, RuleStats>)>,
     now: SystemTime,
 ) -> Value {
@@ -103,21 +150,10 @@ pub(crate) fn report(
         json!({"packets": s.packets, "bytes": s.bytes, "flows": s.flows, "last_hit": s.last_hit, "stale": stale})
     };
     let read_at = counters.map(|(at, _)| crate::time::rfc3339(*at));
-    let Some(policy) = policy else {
+    let Some((policy, shadowed)) = policy else {
         return json!({"policy": which, "version": version, "stale_after_s": q.stale_after_s,
                       "read_at": read_at, "rules": [], "default": null});
     };
-    let shadowed: HashMap<u32, Value> = policy
-        .shadowed_rules()
-        .into_iter()
-        .map(|s| {
-            let v = match s.reason {
-                ShadowReason::CoveredBy(ids) => json!({"reason": "covered_by", "by": ids}),
-                ShadowReason::MatchesNothing => json!({"reason": "matches_nothing", "by": []}),
-            };
-            (s.id, v)
-        })
-        .collect();
     let rules: Vec<Value> = policy
         .rules()
         .iter()
@@ -206,7 +242,9 @@ mod tests {
             which: Which::Active,
             stale_after_s: 1800,
         };
-        let v = report(&q, Some(4), Some(&policy()), Some(&counters), now);
+        let p = policy();
+        let sh = shadowing(&p);
+        let v = report(&q, Some(4), Some((&p, &sh)), Some(&counters), now);
         assert_eq!(v["version"], 4);
         assert_eq!(v["read_at"], "2026-11-21T12:00:00.000Z");
         let r = &v["rules"];
@@ -235,7 +273,7 @@ mod tests {
             which: Which::Active,
             stale_after_s: 7200,
         };
-        let v = report(&q, Some(4), Some(&policy()), Some(&counters), now);
+        let v = report(&q, Some(4), Some((&p, &sh)), Some(&counters), now);
         assert_eq!(v["rules"][0]["stale"], false, "within two hours");
     }
 
@@ -245,7 +283,14 @@ mod tests {
             which: Which::Draft,
             stale_after_s: 60,
         };
-        let v = report(&q, None, Some(&policy()), None, SystemTime::now());
+        let p = policy();
+        let v = report(
+            &q,
+            None,
+            Some((&p, &shadowing(&p))),
+            None,
+            SystemTime::now(),
+        );
         assert_eq!(v["policy"], "draft");
         assert_eq!(v["read_at"], Value::Null);
         let r = &v["rules"][1];
@@ -253,6 +298,21 @@ mod tests {
         assert_eq!(r["stale"], Value::Null);
         assert_eq!(r["shadowed"]["reason"], "covered_by");
         assert_eq!(v["default"]["packets"], Value::Null);
+    }
+
+    #[test]
+    fn the_cache_answers_per_key() {
+        let cache = ShadowCache::default();
+        let p = policy();
+        let a = cache.get(CacheKey::Active(1), &p);
+        assert!(
+            Arc::ptr_eq(&a, &cache.get(CacheKey::Active(1), &p)),
+            "computed once"
+        );
+        let open = Policy::from_value(json!({"format": "bulkhead.policy/v1"})).unwrap();
+        let d = cache.get(CacheKey::Draft(1), &open);
+        assert!(d.is_empty(), "another key: computed for that policy");
+        assert_eq!(cache.get(CacheKey::Active(1), &p).len(), 2);
     }
 
     #[test]
