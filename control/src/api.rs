@@ -26,9 +26,10 @@ use crate::auth::Tokens;
 use crate::config::{Config, MAX_CONFIRM_S};
 use crate::dataplane::Dataplane;
 use crate::error::ApiError;
+use crate::flowlog::FlowLog;
 use crate::metrics::Metrics;
 use crate::store::{ActiveFile, AuditEntry, Pending, Store, VersionKind, VersionMeta};
-use crate::{diff, explain, time};
+use crate::{diff, explain, rulehealth, stats, time, traffic};
 
 /// Everything the handlers share.
 pub struct App {
@@ -36,6 +37,10 @@ pub struct App {
     pub tokens: RwLock<Tokens>,
     pub dataplane: Dataplane,
     pub metrics: Arc<Metrics>,
+    /// The flow log's memory, for the traffic map (its own routes are served by its router).
+    pub flowlog: Arc<FlowLog>,
+    /// Shadowed rules of the last policy `rules/health` was asked about.
+    pub shadow_cache: rulehealth::ShadowCache,
     pub config: Config,
     /// The last `status` answer of the dataplane (or why there was none), for `health`.
     pub dataplane_seen: Mutex<Result<Value, String>>,
@@ -118,6 +123,37 @@ fn strip_position(msg: &str) -> String {
         Some(i) => msg[..i].replace('`', "\""),
         None => msg.replace('`', "\""),
     }
+}
+
+/// A query parameter with a bad value: 400 naming it and what it must be.
+pub(crate) fn bad_param(name: &str, value: &str, what: &str) -> ApiError {
+    let message = format!("query parameter `{name}`: {value:?} is not {what}");
+    ApiError::bad_request(message.clone()).detail(name, message)
+}
+
+/// An unknown query parameter: 400 naming it and the known ones (a typo must not widen the answer silently).
+pub(crate) fn unknown_param(name: &str, known: &str) -> ApiError {
+    ApiError::bad_request(format!("unknown query parameter `{name}`"))
+        .detail(name, format!("unknown; known: {known}"))
+}
+
+/// A parameter given twice is refused rather than one of them silently winning.
+pub(crate) fn check_unique(pairs: &[(String, String)]) -> ApiResult<()> {
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `{k}` is given more than once"
+            ))
+            .detail(k.clone(), "given more than once"));
+        }
+    }
+    Ok(())
+}
+
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn pairs(q: Pairs) -> ApiResult<Vec<(String, String)>> {
+    query(q)
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
@@ -279,6 +315,9 @@ pub fn protected_routes() -> Routes {
         .add(&p("/explain"), &[M::POST], post(explain_flow))
         .add(&p("/flows"), &[M::GET], get(list_flows))
         .add(&p("/flows/kill"), &[M::POST], post(kill_flows))
+        .add(&p("/stats"), &[M::GET], get(get_stats))
+        .add(&p("/rules/health"), &[M::GET], get(rules_health))
+        .add(&p("/traffic/map"), &[M::GET], get(traffic_map))
         .add(&p("/audit"), &[M::GET], get(read_audit))
         .add(&p("/token/rotate"), &[M::POST], post(rotate_token));
     r = add_objects::<Segment>(r);
@@ -1273,6 +1312,63 @@ async fn kill_flows(
     entry.details = json!({"filter": filter, "killed": result["killed"]});
     store.append_audit(entry)?;
     Ok(Json(result))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Stats, rules health, traffic map (for the console; from the pollers' memory, never a dataplane request)
+
+async fn get_stats(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
+    if let Some((k, _)) = pairs(q)?.first() {
+        return Err(unknown_param(k, "(none)"));
+    }
+    Ok(Json(app.metrics.with_reading(stats::stats)))
+}
+
+async fn rules_health(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
+    let q = rulehealth::parse_query(&pairs(q)?)?;
+    let (version, key, policy) = {
+        let store = app.store.lock().await;
+        match q.which {
+            rulehealth::Which::Active => {
+                let v = store.active_version();
+                let key = rulehealth::CacheKey::Active(v.unwrap_or(0));
+                (v, key, store.active_policy().cloned())
+            }
+            rulehealth::Which::Draft => {
+                let p = Policy::new(store.draft().clone())
+                    .map_err(|e| ApiError::invalid_policy("the draft does not validate", &e))?;
+                (None, rulehealth::CacheKey::Draft(store.revision()), Some(p))
+            }
+        }
+    };
+    let counters = app.metrics.with_reading(rulehealth::rule_counters);
+    // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
+    let cache = app.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let shadowed = policy.as_ref().map(|p| cache.shadow_cache.get(key, p));
+        let with = policy.as_ref().zip(shadowed.as_deref());
+        rulehealth::report(&q, version, with, counters.as_ref(), SystemTime::now())
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("rules health: {e}"),
+        )
+    })?;
+    Ok(Json(answer))
+}
+
+async fn traffic_map(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
+    let q = traffic::parse_query(&pairs(q)?)?;
+    let active = app.store.lock().await.active_policy().cloned();
+    Ok(Json(traffic::map(
+        &app.flowlog,
+        active.as_ref(),
+        &q,
+        SystemTime::now(),
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------------------

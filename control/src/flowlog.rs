@@ -18,7 +18,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -102,22 +102,45 @@ impl Kind {
     }
 }
 
-/// The fields filters look at, parsed once when the event arrives.
+/// The fields filters (and the traffic map) look at, parsed once when the event arrives.
 #[derive(Debug, Default, Clone)]
-struct Key {
-    kind: Option<Kind>,
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    proto: Option<u8>,
-    rule_id: Option<u32>,
+pub struct Key {
+    pub kind: Option<Kind>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub proto: Option<u8>,
+    pub rule_id: Option<u32>,
+    /// Segment names of each address (`None`: the event has no such list).
+    pub src_segments: Option<Vec<String>>,
+    pub dst_segments: Option<Vec<String>>,
+    /// The event's wall time (its `time`).
+    pub time: Option<SystemTime>,
+    /// `allow`, `deny`, `reject` or `would_deny`.
+    pub verdict: Option<String>,
+    /// Both directions together.
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl Key {
     fn of(e: &Map<String, Value>) -> Key {
         let ip = |k: &str| e.get(k)?.as_str()?.parse().ok();
         let int = |k: &str| e.get(k)?.as_u64();
+        let names = |k: &str| -> Option<Vec<String>> {
+            e.get(k)?
+                .as_array()?
+                .iter()
+                .map(|n| n.as_str().map(String::from))
+                .collect()
+        };
+        // `[original, reply]` per the dataplane; a plain number is taken as is.
+        let both = |k: &str| match e.get(k) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).sum(),
+            Some(v) => v.as_u64().unwrap_or(0),
+            None => 0,
+        };
         Key {
             kind: e.get("kind").and_then(Value::as_str).and_then(Kind::parse),
             src: ip("src"),
@@ -126,6 +149,15 @@ impl Key {
             dport: int("dport").and_then(|n| u16::try_from(n).ok()),
             proto: int("proto").and_then(|n| u8::try_from(n).ok()),
             rule_id: int("rule_id").and_then(|n| u32::try_from(n).ok()),
+            src_segments: names("src_segments"),
+            dst_segments: names("dst_segments"),
+            time: e
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339(t).ok()),
+            verdict: e.get("verdict").and_then(Value::as_str).map(String::from),
+            packets: both("packets"),
+            bytes: both("bytes"),
         }
     }
 
@@ -162,10 +194,26 @@ pub struct Filter {
     pub port: Option<u16>,
     pub proto: Option<u8>,
     pub rule_id: Option<u32>,
+    /// A segment name in the event's `src_segments` / `dst_segments` ([`UNSEGMENTED`]: an empty list).
+    pub src_segment: Option<String>,
+    pub dst_segment: Option<String>,
+}
+
+/// The segment "name" of an address that is in no segment.
+pub const UNSEGMENTED: &str = "-";
+
+fn in_segment(list: Option<&Vec<String>>, name: &str) -> bool {
+    list.is_some_and(|l| {
+        if name == UNSEGMENTED {
+            l.is_empty()
+        } else {
+            l.iter().any(|n| n == name)
+        }
+    })
 }
 
 impl Filter {
-    fn matches(&self, k: &Key) -> bool {
+    pub fn matches(&self, k: &Key) -> bool {
         (self.kinds.is_empty() || k.kind.is_some_and(|x| self.kinds.contains(&x)))
             && self.src.is_none_or(|a| k.src == Some(a))
             && self.dst.is_none_or(|a| k.dst == Some(a))
@@ -177,6 +225,14 @@ impl Filter {
                 .is_none_or(|p| k.sport == Some(p) || k.dport == Some(p))
             && self.proto.is_none_or(|p| k.proto == Some(p))
             && self.rule_id.is_none_or(|r| k.rule_id == Some(r))
+            && self
+                .src_segment
+                .as_ref()
+                .is_none_or(|n| in_segment(k.src_segments.as_ref(), n))
+            && self
+                .dst_segment
+                .as_ref()
+                .is_none_or(|n| in_segment(k.dst_segments.as_ref(), n))
     }
 }
 
@@ -189,8 +245,8 @@ pub struct FlowQuery {
     pub limit: Option<usize>,
 }
 
-/// Parses `kind, src, dst, addr, port, proto, rule_id, since, limit` (`limit` only if `paged`), with a
-/// message naming the parameter and what it must be.
+/// Parses `kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit` (`limit` only
+/// if `paged`), with a message naming the parameter and what it must be.
 pub fn parse_query(pairs: &[(String, String)], paged: bool) -> Result<FlowQuery, String> {
     let mut q = FlowQuery::default();
     let mut seen: Vec<&str> = Vec::new();
@@ -234,6 +290,17 @@ pub fn parse_query(pairs: &[(String, String)], paged: bool) -> Result<FlowQuery,
                         .map_err(|_| bad("a rule id (0-4294967295; 0 is the default action)"))?,
                 )
             }
+            "src_segment" | "dst_segment" => {
+                if v.is_empty() {
+                    return Err(bad("a segment name (or - for addresses in no segment)"));
+                }
+                let slot = if k == "src_segment" {
+                    &mut q.filter.src_segment
+                } else {
+                    &mut q.filter.dst_segment
+                };
+                *slot = Some(v.clone());
+            }
             "since" => {
                 q.since = Some(
                     v.parse()
@@ -250,9 +317,9 @@ pub fn parse_query(pairs: &[(String, String)], paged: bool) -> Result<FlowQuery,
             }
             _ => {
                 let known = if paged {
-                    "kind, src, dst, addr, port, proto, rule_id, since, limit"
+                    "kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit"
                 } else {
-                    "kind, src, dst, addr, port, proto, rule_id, since"
+                    "kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since"
                 };
                 return Err(format!("unknown query parameter `{k}`; known: {known}"));
             }
@@ -429,7 +496,7 @@ impl FlowLog {
     }
 
     /// Numbers `events`, puts them in the ring and sends them to subscribers.
-    fn ingest(&self, events: Vec<Value>) -> Vec<Arc<StoredEvent>> {
+    pub(crate) fn ingest(&self, events: Vec<Value>) -> Vec<Arc<StoredEvent>> {
         let mut out = Vec::with_capacity(events.len());
         {
             let mut ring = lock(&self.ring);
@@ -502,6 +569,19 @@ impl FlowLog {
         (out, more)
     }
 
+    /// Calls `f` with the filter fields of every event held in memory, oldest first; answers whether the
+    /// buffer is full (older events were let go) and the oldest event's time.
+    pub fn scan(&self, mut f: impl FnMut(&Key)) -> (bool, Option<SystemTime>) {
+        let ring = lock(&self.ring);
+        for e in &ring.events {
+            f(&e.key);
+        }
+        (
+            ring.events.len() >= self.config.buffer,
+            ring.events.front().and_then(|e| e.key.time),
+        )
+    }
+
     /// The oldest and newest sequence numbers held in memory.
     fn bounds(&self) -> (Option<u64>, Option<u64>) {
         let ring = lock(&self.ring);
@@ -541,7 +621,7 @@ fn pairs(q: Pairs) -> Result<Vec<(String, String)>, BadRequest> {
         .map_err(|e| BadRequest(format!("malformed query string: {}", e.body_text())))
 }
 
-/// `GET /api/v1/flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&since=&limit=`.
+/// `GET /api/v1/flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=&limit=`.
 async fn list(State(log): State<Arc<FlowLog>>, q: Pairs) -> Result<Response, BadRequest> {
     let q = parse_query(&pairs(q)?, true).map_err(BadRequest)?;
     if let Some(limit) = q.limit.filter(|l| *l > log.config.buffer) {
@@ -578,7 +658,8 @@ async fn list(State(log): State<Arc<FlowLog>>, q: Pairs) -> Result<Response, Bad
         .into_response())
 }
 
-/// `GET /api/v1/flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&since=`: server-sent events
+/// `GET /api/v1/flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=`:
+/// server-sent events
 /// `flow` (id: the event's `seq`, data: the event) and `lagged` (data: `{"missed": n}`, events this stream
 /// skipped because it fell behind, counted before filtering). `since` or a `Last-Event-ID` header first
 /// replays what memory still holds after that sequence number.

@@ -14,5 +14,8 @@ pub mod flowlog;
 pub mod metrics;
 pub mod openapi;
 pub mod reconcile;
+pub mod rulehealth;
+pub mod stats;
 pub mod store;
 pub mod time;
+pub mod traffic;

@@ -96,6 +96,8 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tokens: RwLock::new(tokens),
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
+        flowlog: flowlog.clone(),
+        shadow_cache: Default::default(),
         config,
         dataplane_seen: Mutex::new(Err("not asked yet".into())),
         verified: Mutex::new(None),

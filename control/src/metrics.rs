@@ -60,58 +60,59 @@ pub(crate) fn at_least<'de, D: Deserializer<'de>, const MIN: u64>(d: D) -> Resul
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-struct CountersReport {
-    policy_version: Option<u64>,
-    totals: WorkerStats,
-    workers: Vec<WorkerStats>,
-    rules: Vec<RuleStats>,
-    events_buffer_overflow: u64,
-    /// Device counters per port. The dataplane's `counters` answer does not carry them yet (its stdout
-    /// `stats` events do, in this shape); exported as soon as it does.
-    ports: Vec<PortStats>,
+pub(crate) struct CountersReport {
+    pub(crate) policy_version: Option<u64>,
+    pub(crate) totals: WorkerStats,
+    pub(crate) workers: Vec<WorkerStats>,
+    pub(crate) rules: Vec<RuleStats>,
+    pub(crate) events_buffer_overflow: u64,
+    /// Device counters per port (the dataplane's main loop adds them to its management thread's answer).
+    pub(crate) ports: Vec<PortStats>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-struct WorkerStats {
-    rx_packets: u64,
-    tx_packets: u64,
-    busy_polls: u64,
-    idle_polls: u64,
-    would_deny: u64,
-    flows_created: u64,
-    flows_closed: u64,
-    flows_active: u64,
-    flows_evicted: u64,
-    rejects_sent: u64,
-    events_dropped: u64,
-    events_rate_limited: u64,
-    drops: BTreeMap<String, u64>,
-    malformed: BTreeMap<String, u64>,
-    conntrack: BTreeMap<String, u64>,
+pub(crate) struct WorkerStats {
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) busy_polls: u64,
+    pub(crate) idle_polls: u64,
+    pub(crate) would_deny: u64,
+    pub(crate) flows_created: u64,
+    pub(crate) flows_closed: u64,
+    pub(crate) flows_active: u64,
+    pub(crate) flows_evicted: u64,
+    pub(crate) rejects_sent: u64,
+    pub(crate) events_dropped: u64,
+    pub(crate) events_rate_limited: u64,
+    pub(crate) drops: BTreeMap<String, u64>,
+    pub(crate) malformed: BTreeMap<String, u64>,
+    pub(crate) conntrack: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-struct RuleStats {
-    rule_id: u32,
-    packets: u64,
-    bytes: u64,
-    flows: u64,
+pub(crate) struct RuleStats {
+    pub(crate) rule_id: u32,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
+    pub(crate) flows: u64,
+    /// RFC 3339 wall time of the rule's last hit (`null`: never hit).
+    pub(crate) last_hit: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-struct PortStats {
-    name: String,
-    rx_packets: u64,
-    tx_packets: u64,
-    rx_bytes: u64,
-    tx_bytes: u64,
-    rx_missed: u64,
-    rx_errors: u64,
-    tx_errors: u64,
-    rx_nombuf: u64,
+pub(crate) struct PortStats {
+    pub(crate) name: String,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_missed: u64,
+    pub(crate) rx_errors: u64,
+    pub(crate) tx_errors: u64,
+    pub(crate) rx_nombuf: u64,
 }
 
 // ---- The exported families. ----
@@ -196,18 +197,22 @@ fn error_kind(e: &DataplaneError) -> &'static str {
     }
 }
 
-/// What the poller last learned; scrapes read only this.
+/// What the poller last learned; scrapes (and `GET /api/v1/stats`) read only this.
 #[derive(Debug, Default)]
-struct Reading {
-    up: bool,
-    report: Option<CountersReport>,
-    busy_ratio: Vec<f64>,
-    errors: BTreeMap<&'static str, u64>,
-    last_error_kind: Option<&'static str>,
-    last_success: Option<SystemTime>,
-    last_duration: Duration,
-    last_error: Option<String>,
-    resets: u64,
+pub(crate) struct Reading {
+    pub(crate) up: bool,
+    /// The last good reading, when it arrived (wall time and monotonic time).
+    pub(crate) report: Option<CountersReport>,
+    pub(crate) read_at: Option<(SystemTime, Instant)>,
+    /// The good reading before it, and when it arrived: rates are the deltas between the two.
+    pub(crate) previous: Option<(CountersReport, Instant)>,
+    pub(crate) busy_ratio: Vec<f64>,
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+    pub(crate) last_error_kind: Option<&'static str>,
+    pub(crate) last_success: Option<SystemTime>,
+    pub(crate) last_duration: Duration,
+    pub(crate) last_error: Option<String>,
+    pub(crate) resets: u64,
 }
 
 impl Reading {
@@ -250,9 +255,12 @@ impl Reading {
                 self.resets += 1;
             }
         }
+        let now = (SystemTime::now(), Instant::now());
+        self.previous = prev.zip(self.read_at.map(|(_, at)| at));
         self.report = Some(report);
+        self.read_at = Some(now);
         self.up = true;
-        self.last_success = Some(SystemTime::now());
+        self.last_success = Some(now.0);
         self.last_duration = took;
         self.last_error = None;
         self.last_error_kind = None;
@@ -538,6 +546,12 @@ impl Metrics {
     /// Whether the last reading of the dataplane succeeded.
     pub fn dataplane_up(&self) -> bool {
         lock(&self.reading).up
+    }
+
+    /// Runs `f` on the poller's last readings (for the stats and rules-health endpoints: never a new request
+    /// to the dataplane).
+    pub(crate) fn with_reading<R>(&self, f: impl FnOnce(&Reading) -> R) -> R {
+        f(&lock(&self.reading))
     }
 
     /// Why the last reading failed, if it did.

@@ -304,6 +304,27 @@ pub const OPERATIONS: &[Op] = &[
     ),
     (
         "get",
+        "/api/v1/stats",
+        "Gateway counters and rates from the metrics poller's last two readings (never a dataplane request)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/rules/health",
+        "Per rule: counters, last hit, stale, shadowed (?policy=active|draft&stale_after_s=N)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/traffic/map",
+        "Segment-to-segment traffic from the flow log in memory (?window_s=N&proto=&port=)",
+        None,
+        None,
+    ),
+    (
+        "get",
         "/api/v1/audit",
         "Audit log (?since=SEQ&limit=N)",
         None,
@@ -338,6 +359,188 @@ pub const OPERATIONS: &[Op] = &[
         None,
     ),
 ];
+
+/// Query parameters: (path, name, schema, description).
+const QUERY: &[(&str, &str, &str, &str)] = &[
+    (
+        "/api/v1/rules/health",
+        "policy",
+        r#"{"enum": ["active", "draft"], "default": "active"}"#,
+        "Which policy's rules to report",
+    ),
+    (
+        "/api/v1/rules/health",
+        "stale_after_s",
+        r#"{"type": "integer", "minimum": 1, "default": 86400}"#,
+        "A rule not hit for longer than this (or never) is stale",
+    ),
+    (
+        "/api/v1/traffic/map",
+        "window_s",
+        r#"{"type": "integer", "minimum": 1, "maximum": 86400, "default": 900}"#,
+        "Only events whose time is within this many seconds before now",
+    ),
+    (
+        "/api/v1/traffic/map",
+        "proto",
+        r#"{"type": "string"}"#,
+        "tcp, udp, icmp, icmpv6 or 0-255",
+    ),
+    (
+        "/api/v1/traffic/map",
+        "port",
+        PORT,
+        "Either port of the flow",
+    ),
+    (
+        "/api/v1/flow-log",
+        "kind",
+        S,
+        "new, denied, closed or a comma-separated list",
+    ),
+    ("/api/v1/flow-log", "src", S, "Source address"),
+    ("/api/v1/flow-log", "dst", S, "Destination address"),
+    ("/api/v1/flow-log", "addr", S, "Either address"),
+    ("/api/v1/flow-log", "port", PORT, "Either port"),
+    (
+        "/api/v1/flow-log",
+        "proto",
+        S,
+        "tcp, udp, icmp, icmpv6 or 0-255",
+    ),
+    (
+        "/api/v1/flow-log",
+        "rule_id",
+        INT,
+        "The deciding rule (0: the default action)",
+    ),
+    (
+        "/api/v1/flow-log",
+        "src_segment",
+        S,
+        "A segment in the event's src_segments (-: in no segment)",
+    ),
+    (
+        "/api/v1/flow-log",
+        "dst_segment",
+        S,
+        "A segment in the event's dst_segments (-: in no segment)",
+    ),
+    (
+        "/api/v1/flow-log",
+        "since",
+        INT,
+        "Only events with a greater seq (then the oldest limit after it)",
+    ),
+    (
+        "/api/v1/flow-log",
+        "limit",
+        r#"{"type": "integer", "minimum": 1, "default": 100}"#,
+        "At most this many events",
+    ),
+    (
+        "/api/v1/flow-log/stream",
+        "kind",
+        S,
+        "new, denied, closed or a comma-separated list",
+    ),
+    ("/api/v1/flow-log/stream", "src", S, "Source address"),
+    ("/api/v1/flow-log/stream", "dst", S, "Destination address"),
+    ("/api/v1/flow-log/stream", "addr", S, "Either address"),
+    ("/api/v1/flow-log/stream", "port", PORT, "Either port"),
+    (
+        "/api/v1/flow-log/stream",
+        "proto",
+        S,
+        "tcp, udp, icmp, icmpv6 or 0-255",
+    ),
+    (
+        "/api/v1/flow-log/stream",
+        "rule_id",
+        INT,
+        "The deciding rule (0: the default action)",
+    ),
+    (
+        "/api/v1/flow-log/stream",
+        "src_segment",
+        S,
+        "A segment in the event's src_segments (-: in no segment)",
+    ),
+    (
+        "/api/v1/flow-log/stream",
+        "dst_segment",
+        S,
+        "A segment in the event's dst_segments (-: in no segment)",
+    ),
+    (
+        "/api/v1/flow-log/stream",
+        "since",
+        INT,
+        "Replay what memory holds after this seq first",
+    ),
+];
+const S: &str = r#"{"type": "string"}"#;
+const INT: &str = r#"{"type": "integer", "minimum": 0}"#;
+const PORT: &str = r#"{"type": "integer", "minimum": 0, "maximum": 65535}"#;
+
+/// Answer schemas of the console's endpoints: (path, schema name).
+const ANSWERS: &[(&str, &str)] = &[
+    ("/api/v1/stats", "Stats"),
+    ("/api/v1/rules/health", "RulesHealth"),
+    ("/api/v1/traffic/map", "TrafficMap"),
+];
+
+fn answer_schemas() -> Value {
+    let n = json!({"type": "integer"});
+    let nn = json!({"type": ["integer", "null"]});
+    let f = json!({"type": ["number", "null"]});
+    let t = json!({"type": ["string", "null"], "format": "date-time"});
+    json!({
+        "Stats": {"type": "object", "required": ["up", "read_at", "interval_s", "policy_version", "last_error",
+                  "totals", "rates", "workers", "ports"], "properties": {
+            "up": {"type": "boolean"}, "read_at": t, "interval_s": f, "policy_version": nn,
+            "last_error": {"type": ["string", "null"]},
+            "totals": {"type": ["object", "null"], "properties": {
+                "rx_packets": n, "tx_packets": n, "flows_active": n, "flows_created": n, "flows_closed": n,
+                "flows_evicted": n, "would_deny": n, "rejects_sent": n,
+                "drops": {"type": "object", "additionalProperties": n}, "drops_total": n}},
+            "rates": {"type": ["object", "null"], "description": "null at the first reading and across a dataplane restart",
+                "properties": {"rx_pps": f, "tx_pps": f, "drops_pps": f, "new_flows_ps": f, "closed_flows_ps": f,
+                    "would_deny_pps": f, "drops_pps_by_reason": {"type": "object", "additionalProperties": f}}},
+            "workers": {"type": "array", "items": {"type": "object", "properties": {
+                "worker": n, "rx_packets": n, "tx_packets": n, "flows_active": n, "busy_ratio": f, "rx_pps": f}}},
+            "ports": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "rx_packets": n, "tx_packets": n, "rx_bytes": n, "tx_bytes": n,
+                "rx_missed": n, "rx_errors": n, "tx_errors": n, "rx_nombuf": n,
+                "rx_pps": f, "tx_pps": f, "rx_bps": f, "tx_bps": f}}}}},
+        "RulesHealth": {"type": "object", "required": ["policy", "version", "stale_after_s", "read_at", "rules", "default"],
+            "properties": {
+            "policy": {"enum": ["active", "draft"]}, "version": nn, "stale_after_s": n, "read_at": t,
+            "rules": {"type": "array", "items": {"type": "object", "properties": {
+                "position": n, "id": n, "name": {"type": "string"}, "description": {"type": ["string", "null"]},
+                "action": {"enum": ["allow", "deny", "reject"]}, "mode": {"enum": ["enforce", "monitor"]},
+                "packets": nn, "bytes": nn, "flows": nn, "last_hit": t, "stale": {"type": ["boolean", "null"]},
+                "shadowed": {"type": ["object", "null"], "properties": {
+                    "reason": {"enum": ["covered_by", "matches_nothing"]}, "by": {"type": "array", "items": n}}}}}},
+            "default": {"type": ["object", "null"], "properties": {"action": {"enum": ["allow", "deny", "reject"]},
+                "packets": nn, "bytes": nn, "flows": nn, "last_hit": t}}}},
+        "TrafficMap": {"type": "object", "required": ["window_s", "from", "to", "events_considered", "truncated", "nodes", "edges"],
+            "properties": {
+            "window_s": n, "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+            "events_considered": n, "truncated": {"type": "boolean"},
+            "nodes": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "prefixes": {"type": "array", "items": {"type": "string"}},
+                "mode": {"enum": ["enforce", "monitor", null]}, "observed": {"type": "boolean"}}}},
+            "edges": {"type": "array", "items": {"type": "object", "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"}, "allowed": n, "denied": n, "would_deny": n,
+                "packets": n, "bytes": n, "last_seen": {"type": "string", "format": "date-time"},
+                "services": {"type": "array", "items": {"type": "object", "properties": {"proto": n, "port": n, "flows": n}}},
+                "rules": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": n, "name": {"type": ["string", "null"]}, "flows": n}}}}}}}},
+    })
+}
 
 fn schemas() -> Value {
     json!({
@@ -406,6 +609,11 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        for (_, name, schema, description) in QUERY.iter().filter(|q| q.0 == *path) {
+            let schema: Value = serde_json::from_str(schema).expect("valid schema JSON");
+            params.push(json!({"name": name, "in": "query", "required": false,
+                "description": description, "schema": schema}));
+        }
         if let Some(which) = etag {
             params.push(json!({"name": "If-Match", "in": "header", "required": true,
                 "description": format!("The current {which} ETag (\"{which}-N\"); 428 when missing, 409 when stale"),
@@ -413,6 +621,9 @@ pub fn document() -> Value {
         }
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
+        }
+        if let Some((_, schema)) = ANSWERS.iter().find(|a| a.0 == *path) {
+            op["responses"]["200"]["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
         }
         if let Some(schema) = body {
             op["requestBody"] = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
@@ -424,6 +635,10 @@ pub fn document() -> Value {
             .expect("an object")
             .insert(method.to_string(), op);
     }
+    let mut all_schemas = schemas();
+    if let (Some(a), Value::Object(b)) = (all_schemas.as_object_mut(), answer_schemas()) {
+        a.extend(b);
+    }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Bulkhead control API", "version": env!("CARGO_PKG_VERSION"),
@@ -433,7 +648,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
+            "schemas": all_schemas,
         },
     })
 }
@@ -478,5 +693,30 @@ mod tests {
             OPERATIONS.len(),
             "no operation listed twice"
         );
+    }
+
+    /// Every documented query parameter is one the endpoint's parser knows (a bad value, not "unknown").
+    #[test]
+    fn documented_query_parameters_are_the_parsed_ones() {
+        for (path, name, _, _) in QUERY {
+            assert!(OPERATIONS.iter().any(|op| op.1 == *path), "{path}");
+            let pairs = vec![(name.to_string(), String::new())];
+            let message = match *path {
+                "/api/v1/rules/health" => {
+                    crate::rulehealth::parse_query(&pairs).unwrap_err().message
+                }
+                "/api/v1/traffic/map" => crate::traffic::parse_query(&pairs).unwrap_err().message,
+                "/api/v1/flow-log" => crate::flowlog::parse_query(&pairs, true).unwrap_err(),
+                "/api/v1/flow-log/stream" => {
+                    crate::flowlog::parse_query(&pairs, false).unwrap_err()
+                }
+                other => panic!("no parser for {other}"),
+            };
+            assert!(!message.contains("unknown"), "{path} {name}: {message}");
+            assert!(
+                message.contains(&format!("`{name}`")),
+                "{path} {name}: {message}"
+            );
+        }
     }
 }

@@ -246,7 +246,9 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
         ("?limit=0", "query parameter `limit`: \"0\" is not a positive integer"),
         ("?limit=ten", "query parameter `limit`: \"ten\" is not a positive integer"),
         ("?port=80&port=443", "query parameter `port` is given more than once"),
-        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, since, limit"),
+        ("?src_segment=", "query parameter `src_segment`: \"\" is not a segment name (or - for addresses in no segment)"),
+        ("?src_segment=a&src_segment=b", "query parameter `src_segment` is given more than once"),
+        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit"),
     ] {
         let (status, v) = get(addr, query).await;
         assert_eq!(status, 400, "{query}");
@@ -261,7 +263,7 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(
         v["error"]["message"],
-        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, since"
+        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since"
     );
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/api/v1/flow-log/stream"))
@@ -275,6 +277,62 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
         v["error"]["message"],
         "header Last-Event-ID: \"abc\" is not an event sequence number"
     );
+    server.abort();
+}
+
+/// An event with the given segment lists.
+fn segmented(kind: &str, src: &[&str], dst: &[&str]) -> Value {
+    let mut e = event(kind, "10.99.0.1", "10.99.0.2", 40000, 80, 6, 10);
+    e["src_segments"] = json!(src);
+    e["dst_segments"] = json!(dst);
+    e
+}
+
+#[tokio::test]
+async fn segment_filters_match_by_name_and_dash_means_no_segment() {
+    let dir = tempdir("segments");
+    let fake = FakeDataplane::start(&dir.join("dp.sock"));
+    let log = FlowLog::new(config(&dir)).unwrap();
+    let (addr, server) = serve(&log).await;
+    let stream_url = format!("http://{addr}/api/v1/flow-log/stream");
+    let mut unsegmented_src = SseReader::open(format!("{stream_url}?src_segment=-"), None).await;
+    let mut to_db = SseReader::open(format!("{stream_url}?dst_segment=db&kind=new"), None).await;
+    fake.push([
+        segmented("new", &["office"], &["db"]),          // 1
+        segmented("new", &["office", "it"], &["db"]),    // 2
+        segmented("denied", &[], &["db"]),               // 3
+        segmented("new", &["it"], &[]),                  // 4
+        segmented("closed", &["office"], &["db", "ot"]), // 5
+        segmented("denied", &[], &[]),                   // 6
+    ]);
+    let mut without = event("new", "10.99.0.1", "10.99.0.2", 1, 80, 6, 10); // 7: no segment lists at all
+    without.as_object_mut().unwrap().remove("src_segments");
+    without.as_object_mut().unwrap().remove("dst_segments");
+    fake.push([without]);
+    log.poll_once(&fake.client()).await.unwrap();
+    for (query, want) in [
+        ("?src_segment=office", vec![1, 2, 5]),
+        ("?src_segment=it", vec![2, 4]),
+        ("?dst_segment=db", vec![1, 2, 3, 5]),
+        ("?dst_segment=ot", vec![5]),
+        ("?src_segment=-", vec![3, 6]),
+        ("?dst_segment=-", vec![4, 6]),
+        ("?src_segment=-&dst_segment=db", vec![3]),
+        ("?src_segment=office&dst_segment=db&kind=new", vec![1, 2]),
+        ("?src_segment=nowhere", vec![]),
+        ("", vec![1, 2, 3, 4, 5, 6, 7]),
+    ] {
+        let (status, v) = get(addr, query).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        assert_eq!(seqs(&v), want, "{query}: {v}");
+    }
+    // The stream applies the same filters.
+    for want in [3, 6] {
+        assert_eq!(unsegmented_src.next().await.id, Some(want));
+    }
+    for want in [1, 2] {
+        assert_eq!(to_db.next().await.id, Some(want));
+    }
     server.abort();
 }
 

@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::conntrack::FlowInfo;
 use crate::control::{ApiError, ErrorCode, FlowFilter, Request};
-use crate::counters::{Counters, WorkerSnapshot};
+use crate::counters::{Counters, RuleSnapshot, WorkerSnapshot};
 use crate::events::{EventSource, FlowEvent};
 use crate::persist;
 use crate::ruleset::Ruleset;
@@ -338,10 +338,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
                     } else {
                         self.slots.by_id.get(&id).copied().unwrap_or(u32::MAX)
                     };
-                    let mut v =
-                        serde_json::to_value(self.counters.rule(id, slot)).unwrap_or_default();
-                    v["name"] = json!(name);
-                    v
+                    rule_entry(self.counters.rule(id, slot), &name, &self.clock)
                 })
                 .collect(),
             None => Vec::new(),
@@ -465,6 +462,15 @@ fn policy_error(e: policy::PolicyError) -> ApiError {
     }
 }
 
+/// One rule's line of the `counters` report: its counters, its name, and `last_hit` as wall-clock time
+/// (`null`: never hit), so a client need not know when the dataplane started.
+fn rule_entry(r: RuleSnapshot, name: &str, clock: &Clock) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["name"] = json!(name);
+    v["last_hit"] = json!(r.last_hit_ms.map(|ms| humantime(clock.wall(ms))));
+    v
+}
+
 /// RFC 3339 UTC with milliseconds.
 fn humantime(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -472,8 +478,42 @@ fn humantime(t: std::time::SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::humantime;
+    use super::{humantime, rule_entry};
+    use crate::clock::Clock;
+    use crate::counters::RuleSnapshot;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn management_rule_entry_gives_last_hit_as_wall_time() {
+        let clock = Clock::new(0, 1_000_000_000);
+        let start = clock.wall(0);
+        let hit = RuleSnapshot {
+            rule_id: 7,
+            packets: 3,
+            bytes: 180,
+            flows: 1,
+            last_hit_ms: Some(1_500),
+        };
+        let v = rule_entry(hit, "web", &clock);
+        assert_eq!(v["rule_id"], 7);
+        assert_eq!(v["name"], "web");
+        assert_eq!(
+            (v["packets"].clone(), v["bytes"].clone(), v["flows"].clone()),
+            (3.into(), 180.into(), 1.into())
+        );
+        assert_eq!(v["last_hit_ms"], 1_500);
+        assert_eq!(
+            v["last_hit"],
+            humantime(start + Duration::from_millis(1_500))
+        );
+        let never = RuleSnapshot {
+            rule_id: 8,
+            ..Default::default()
+        };
+        let v = rule_entry(never, "unused", &clock);
+        assert!(v["last_hit"].is_null(), "{v}");
+        assert!(v["last_hit_ms"].is_null(), "{v}");
+    }
 
     #[test]
     fn formats_rfc3339() {

@@ -50,7 +50,25 @@ impl NullDataplane {
 
     /// `policy_extra` is added to the `[policy]` section (e.g. `max_rules = 2`).
     pub fn start_with(dir: &Path, policy_extra: &str) -> NullDataplane {
+        NullDataplane::start_ports(
+            dir,
+            policy_extra,
+            "net_null{n}0,no-rx=1",
+            "net_null{n}1,no-rx=1",
+        )
+    }
+
+    /// With the given port devices (`{n}` is replaced by a number unique to this dataplane, for device names):
+    /// e.g. `net_pcap{n}0,rx_pcap=FILE` replays a capture into port a, a plain `net_null{n}0` generates packets.
+    pub fn start_ports(
+        dir: &Path,
+        policy_extra: &str,
+        port_a: &str,
+        port_b: &str,
+    ) -> NullDataplane {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port_a = port_a.replace("{n}", &n.to_string());
+        let port_b = port_b.replace("{n}", &n.to_string());
         let state = dir.join("dp-state");
         let socket = dir.join("dp.sock");
         let config = format!(
@@ -74,11 +92,11 @@ tx = 256
 
 [[ports]]
 name = "a"
-device = "net_null{n}0,no-rx=1"
+device = {port_a:?}
 
 [[ports]]
 name = "b"
-device = "net_null{n}1,no-rx=1"
+device = {port_b:?}
 
 [[links]]
 ports = ["a", "b"]

@@ -1,0 +1,450 @@
+//! `GET /api/v1/traffic/map`: what talks to what, by segment, aggregated from the flow log's events in memory
+//! whose `time` falls within the window.
+//!
+//! Nodes are every segment of the active policy (observed or not) plus [`UNSEGMENTED`] when an address in no
+//! segment was seen (and any segment named by an event but absent from the active policy, e.g. removed since).
+//! An event with several segments on a side counts for every (src, dst) pair. Counting, so that a flow is
+//! never counted twice:
+//! * `new`: one flow, `allowed` or `would_deny` by its verdict;
+//! * `denied`: one flow in `denied` (deny and reject), and its packets and bytes;
+//! * `closed`: only packets and bytes (both directions, the whole flow: its `new` event was counted already).
+//!
+//! Services (protocol, destination port; port 0 for ICMP and ICMPv6, whose events carry an echo identifier or
+//! type/code there) and deciding rules are counted per flow (`new` and `denied`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+use policy::Policy;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::flowlog::{self, Filter, FlowLog, Key, Kind, UNSEGMENTED};
+use crate::time;
+
+pub const DEFAULT_WINDOW_S: u64 = 900;
+pub const MAX_WINDOW_S: u64 = 86_400;
+/// Services listed per edge, the busiest first.
+const TOP_SERVICES: usize = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub window_s: u64,
+    /// Only `proto` and `port` are ever set.
+    pub filter: Filter,
+}
+
+/// Parses `window_s` (1..=86400, default 900), `proto` and `port` (as the flow log takes them); anything else
+/// is a 400 naming the parameter.
+pub fn parse_query(pairs: &[(String, String)]) -> Result<Query, ApiError> {
+    crate::api::check_unique(pairs)?;
+    let mut window_s = DEFAULT_WINDOW_S;
+    let mut passed = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "window_s" => {
+                window_s = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WINDOW_S).contains(n))
+                    .ok_or_else(|| crate::api::bad_param(k, v, "a number of seconds, 1 to 86400"))?
+            }
+            "proto" | "port" => passed.push((k.clone(), v.clone())),
+            _ => return Err(crate::api::unknown_param(k, "window_s, proto, port")),
+        }
+    }
+    // The flow log's own parser, so the two endpoints take exactly the same values.
+    let q = flowlog::parse_query(&passed, false).map_err(|message| {
+        let name = passed
+            .iter()
+            .find(|(k, _)| message.contains(&format!("`{k}`")))
+            .map_or("(query)", |(k, _)| k.as_str());
+        ApiError::bad_request(message.clone()).detail(name, message)
+    })?;
+    Ok(Query {
+        window_s,
+        filter: q.filter,
+    })
+}
+
+#[derive(Default)]
+struct Edge {
+    allowed: u64,
+    denied: u64,
+    would_deny: u64,
+    packets: u64,
+    bytes: u64,
+    last_seen: Option<SystemTime>,
+    services: HashMap<(u8, u16), u64>,
+    rules: HashMap<u32, u64>,
+}
+
+/// The map of the events `log` holds within `q.window_s` before `now`, with `active`'s segments as nodes.
+pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -> Value {
+    let from = now
+        .checked_sub(Duration::from_secs(q.window_s))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
+    let mut considered = 0u64;
+    let unsegmented = vec![UNSEGMENTED.to_string()];
+    let (full, oldest) = log.scan(|k: &Key| {
+        // Not bounded above: the dataplane's clock may run a few milliseconds ahead of this one.
+        let Some(t) = k.time.filter(|t| *t >= from) else {
+            return;
+        };
+        let Some(kind) = k.kind else { return };
+        if !q.filter.matches(k) {
+            return;
+        }
+        considered += 1;
+        let side = |l: &Option<Vec<String>>| match l {
+            Some(l) if !l.is_empty() => l.clone(),
+            _ => unsegmented.clone(),
+        };
+        let (srcs, dsts) = (side(&k.src_segments), side(&k.dst_segments));
+        for s in &srcs {
+            for d in &dsts {
+                let e = edges.entry((s.clone(), d.clone())).or_default();
+                e.last_seen = e.last_seen.max(Some(t));
+                let flow = match kind {
+                    Kind::New => {
+                        if k.verdict.as_deref() == Some("would_deny") {
+                            e.would_deny += 1;
+                        } else {
+                            e.allowed += 1;
+                        }
+                        true
+                    }
+                    Kind::Denied => {
+                        e.denied += 1;
+                        e.packets += k.packets;
+                        e.bytes += k.bytes;
+                        true
+                    }
+                    Kind::Closed => {
+                        e.packets += k.packets;
+                        e.bytes += k.bytes;
+                        false
+                    }
+                };
+                if flow {
+                    if let Some(proto) = k.proto {
+                        // An ICMP event's "ports" are an echo identifier or type/code, not a service: port 0.
+                        let port = if proto == policy::proto::ICMP || proto == policy::proto::ICMPV6
+                        {
+                            0
+                        } else {
+                            k.dport.unwrap_or(0)
+                        };
+                        *e.services.entry((proto, port)).or_default() += 1;
+                    }
+                    if let Some(id) = k.rule_id {
+                        *e.rules.entry(id).or_default() += 1;
+                    }
+                }
+            }
+        }
+    });
+    let rule_name = |id: u32| -> Value {
+        if id == 0 {
+            return json!("default");
+        }
+        active
+            .and_then(|p| p.rules().iter().find(|r| r.id == id))
+            .map_or(Value::Null, |r| json!(r.name))
+    };
+    let observed: BTreeSet<&str> = edges
+        .keys()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    let mut nodes: Vec<Value> = active
+        .map(|p| p.segments())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.name, "name": s.name, "labels": s.labels,
+                "prefixes": s.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mode": s.mode, "observed": observed.contains(s.name.as_str()),
+            })
+        })
+        .collect();
+    for name in &observed {
+        let known = active.is_some_and(|p| p.segment(name).is_some());
+        if !known {
+            let label = if *name == UNSEGMENTED {
+                "(no segment)"
+            } else {
+                name
+            };
+            nodes.push(
+                json!({"id": name, "name": label, "labels": {}, "prefixes": [],
+                              "mode": null, "observed": true}),
+            );
+        }
+    }
+    let edges: Vec<Value> = edges
+        .into_iter()
+        .map(|((from, to), e)| {
+            let mut services: Vec<((u8, u16), u64)> = e.services.into_iter().collect();
+            services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            services.truncate(TOP_SERVICES);
+            let mut rules: Vec<(u32, u64)> = e.rules.into_iter().collect();
+            rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            json!({
+                "from": from, "to": to,
+                "allowed": e.allowed, "denied": e.denied, "would_deny": e.would_deny,
+                "packets": e.packets, "bytes": e.bytes,
+                "last_seen": e.last_seen.map(time::rfc3339),
+                "services": services.iter().map(|((proto, port), n)| json!({"proto": proto, "port": port, "flows": n})).collect::<Vec<_>>(),
+                "rules": rules.iter().map(|(id, n)| json!({"id": id, "name": rule_name(*id), "flows": n})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "window_s": q.window_s,
+        "from": time::rfc3339(from),
+        "to": time::rfc3339(now),
+        "events_considered": considered,
+        "truncated": full && oldest.is_some_and(|t| t >= from),
+        "nodes": nodes,
+        "edges": edges,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flowlog::FlowLogConfig;
+
+    fn log(name: &str, buffer: usize) -> std::sync::Arc<FlowLog> {
+        let dir = std::env::temp_dir().join(format!("bh-traffic-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        FlowLog::new(FlowLogConfig {
+            path: dir.join("flows.jsonl"),
+            buffer,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ev(
+        kind: &str,
+        verdict: &str,
+        at: SystemTime,
+        src: &[&str],
+        dst: &[&str],
+        proto: u8,
+        dport: u16,
+        rule_id: u32,
+        packets: [u64; 2],
+    ) -> Value {
+        json!({"kind": kind, "time": time::rfc3339(at), "src": "10.0.0.1", "dst": "10.0.1.1", "sport": 40000,
+               "dport": dport, "proto": proto, "verdict": verdict, "rule_id": rule_id,
+               "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
+               "src_segments": src, "dst_segments": dst})
+    }
+
+    fn policy() -> Policy {
+        Policy::from_value(json!({
+            "format": "bulkhead.policy/v1",
+            "segments": [
+                {"name": "a", "prefixes": ["10.0.0.0/24"], "labels": {"zone": "it"}},
+                {"name": "a2", "prefixes": ["10.0.0.0/25"]},
+                {"name": "b", "prefixes": ["10.0.1.0/24"], "mode": "monitor"},
+                {"name": "quiet", "prefixes": ["10.0.9.0/24"]}
+            ],
+            "rules": [{"id": 5, "name": "a-b", "from": {"segment": "a"}, "to": {"segment": "b"},
+                       "service": "any", "action": "allow"}]
+        }))
+        .unwrap()
+    }
+
+    fn query(window_s: u64, extra: &[(&str, &str)]) -> Query {
+        let mut pairs = vec![("window_s".to_string(), window_s.to_string())];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        parse_query(&pairs).unwrap()
+    }
+
+    fn edge<'a>(m: &'a Value, from: &str, to: &str) -> &'a Value {
+        m["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .unwrap_or_else(|| panic!("no edge {from} -> {to}: {m}"))
+    }
+
+    #[test]
+    fn counts_flows_once_and_every_segment_pair() {
+        let now = SystemTime::now();
+        let s = |secs: u64| now - Duration::from_secs(secs);
+        let l = log("count", 100);
+        l.ingest(vec![
+            // Too old for a 600 s window.
+            ev("new", "allow", s(700), &["a"], &["b"], 6, 80, 5, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(100),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [1, 0],
+            ),
+            ev(
+                "closed",
+                "allow",
+                s(50),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [4, 3],
+            ),
+            ev(
+                "new",
+                "would_deny",
+                s(40),
+                &["a"],
+                &["b"],
+                17,
+                53,
+                0,
+                [1, 0],
+            ),
+            ev("denied", "deny", s(30), &[], &["b"], 6, 22, 0, [1, 0]),
+            ev("denied", "reject", s(20), &[], &["b"], 6, 22, 0, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(10),
+                &["gone"],
+                &["a"],
+                1,
+                4242,
+                77,
+                [1, 0],
+            ),
+        ]);
+        let m = map(&l, Some(&policy()), &query(600, &[]), now);
+        assert_eq!(m["events_considered"], 6);
+        assert_eq!(m["truncated"], false);
+        let ab = edge(&m, "a", "b");
+        assert_eq!(
+            (
+                ab["allowed"].clone(),
+                ab["would_deny"].clone(),
+                ab["denied"].clone()
+            ),
+            (json!(1), json!(1), json!(0))
+        );
+        assert_eq!(
+            (ab["packets"].clone(), ab["bytes"].clone()),
+            (json!(7), json!(700)),
+            "only from closed"
+        );
+        assert_eq!(ab["last_seen"], time::rfc3339(s(40)));
+        assert_eq!(
+            ab["services"],
+            json!([{"proto": 6, "port": 80, "flows": 1}, {"proto": 17, "port": 53, "flows": 1}])
+        );
+        assert_eq!(
+            ab["rules"],
+            json!([{"id": 0, "name": "default", "flows": 1}, {"id": 5, "name": "a-b", "flows": 1}])
+        );
+        let a2b = edge(&m, "a2", "b");
+        assert_eq!(
+            (a2b["allowed"].clone(), a2b["packets"].clone()),
+            (json!(1), json!(7))
+        );
+        let denied = edge(&m, UNSEGMENTED, "b");
+        assert_eq!(
+            (denied["denied"].clone(), denied["packets"].clone()),
+            (json!(2), json!(2))
+        );
+        let gone = edge(&m, "gone", "a");
+        assert_eq!(gone["rules"], json!([{"id": 77, "name": null, "flows": 1}]));
+        assert_eq!(
+            gone["services"],
+            json!([{"proto": 1, "port": 0, "flows": 1}]),
+            "ICMP: port 0"
+        );
+        assert_eq!(m["edges"].as_array().unwrap().len(), 4);
+        let nodes: BTreeMap<String, Value> = m["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["id"].as_str().unwrap().to_string(), n.clone()))
+            .collect();
+        assert_eq!(
+            nodes.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["-", "a", "a2", "b", "gone", "quiet"]
+        );
+        assert_eq!(
+            nodes["a"],
+            json!({"id": "a", "name": "a", "labels": {"zone": "it"}, "prefixes": ["10.0.0.0/24"],
+                   "mode": "enforce", "observed": true})
+        );
+        assert_eq!(nodes["b"]["mode"], "monitor");
+        assert_eq!(nodes["quiet"]["observed"], false);
+        assert_eq!(nodes["-"]["mode"], Value::Null);
+        assert_eq!(nodes["gone"]["observed"], true);
+
+        // Filters and a narrower window.
+        let m = map(&l, Some(&policy()), &query(600, &[("proto", "udp")]), now);
+        assert_eq!(m["events_considered"], 1);
+        assert_eq!(edge(&m, "a", "b")["would_deny"], 1);
+        let m = map(&l, Some(&policy()), &query(600, &[("port", "22")]), now);
+        assert_eq!(m["edges"].as_array().unwrap().len(), 1);
+        let m = map(&l, Some(&policy()), &query(15, &[]), now);
+        assert_eq!(m["events_considered"], 1);
+    }
+
+    #[test]
+    fn truncated_when_the_full_buffer_starts_inside_the_window() {
+        let now = SystemTime::now();
+        let l = log("trunc", 2);
+        let e = |secs| {
+            ev(
+                "new",
+                "allow",
+                now - Duration::from_secs(secs),
+                &["a"],
+                &["b"],
+                6,
+                80,
+                5,
+                [1, 0],
+            )
+        };
+        l.ingest(vec![e(500), e(400), e(300)]);
+        assert_eq!(map(&l, None, &query(600, &[]), now)["truncated"], true);
+        assert_eq!(map(&l, None, &query(350, &[]), now)["truncated"], false);
+        assert!(map(&l, None, &query(350, &[]), now)["nodes"][0]["id"] == "a");
+    }
+
+    #[test]
+    fn parameters_are_checked_by_name() {
+        let p = |k: &str, v: &str| parse_query(&[(k.to_string(), v.to_string())]);
+        assert_eq!(p("window_s", "86400").unwrap().window_s, 86400);
+        assert_eq!(parse_query(&[]).unwrap().window_s, 900);
+        for (k, v) in [
+            ("window_s", "0"),
+            ("window_s", "86401"),
+            ("window_s", "x"),
+            ("proto", "sctp-ish"),
+            ("port", "70000"),
+            ("kind", "new"),
+        ] {
+            let e = p(k, v).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(&format!("`{k}`")), "{}", e.message);
+            assert_eq!(e.details[0].path, k);
+        }
+    }
+}
