@@ -151,7 +151,7 @@ export function mount(main, params) {
         h('dt', {}, 'Allowed'), h('dd', {}, fmtInt(e.allowed)),
         h('dt', {}, 'Would deny'), h('dd', {}, fmtInt(e.would_deny)),
         h('dt', {}, 'Denied'), h('dd', {}, fmtInt(e.denied)),
-        h('dt', {}, 'Ended flows'), h('dd', {}, `${fmtInt(e.packets)} packets, ${fmtBytes(e.bytes)}`),
+        h('dt', {}, 'Traffic'), h('dd', {}, `${fmtInt(e.packets)} packets, ${fmtBytes(e.bytes)}`, h('div', { class: 'muted small' }, 'of denied packets and of flows that ended')),
         h('dt', {}, 'Last seen'), h('dd', {}, fmtAgo(e.last_seen))),
       h('h3', {}, 'Services'),
       h('ul', { class: 'plain' }, e.services.map((s) => h('li', {}, `${protoName(s.proto)}${s.proto === 6 || s.proto === 17 ? `/${s.port}` : ''}: ${s.flows} flow(s)`))),
