@@ -23,6 +23,8 @@ pub struct ControlOptions {
     pub reconcile_interval_ms: u64,
     /// Appended to the generated config verbatim (e.g. `confirm_timeout_s = 5`).
     pub extra: String,
+    /// The web console's directory (`[web] dir`); by default one that does not exist, so none is served.
+    pub web_dir: PathBuf,
 }
 
 impl ControlOptions {
@@ -33,6 +35,7 @@ impl ControlOptions {
             dataplane_socket: dataplane_socket.to_path_buf(),
             reconcile_interval_ms: 500,
             extra: String::new(),
+            web_dir: dir.join("web"),
         }
     }
 
@@ -50,7 +53,7 @@ impl ControlOptions {
             self.reconcile_interval_ms,
             self.extra,
             self.dir.join("flows.jsonl").display().to_string(),
-            self.dir.join("web").display().to_string(),
+            self.web_dir.display().to_string(),
         )
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
-use testbed::{addr, Options, Side, TestBed};
+use testbed::{addr, Background, Options, Side, TestBed};
 
 use crate::util::{build_release, root, show, Result};
 
@@ -186,10 +186,12 @@ pub fn run(args: &Args) -> Result {
     }
 
     drop(servers);
-    let control = control_demo(&bed, &bin)?;
+    let (control, _servers) = control_demo(&bed, &bin)?;
 
     if args.keep {
-        step("The bed stays up. Try, in another shell:");
+        let _chatter = chatter(&bed)?;
+        step("The bed stays up. Open the web console, or try in another shell:");
+        println!("  console: {}/  (token: {})", control.url, control.token);
         println!("  ip netns exec {} ping {}", bed.a.netns, addr::B4);
         println!(
             "  curl -H 'Authorization: Bearer {}' {}/api/v1/active",
@@ -259,13 +261,15 @@ fn api(
     Ok(v)
 }
 
-fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
+/// The control part of the demo. Returns control and the servers on side B, which `--keep` leaves running.
+fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<(Control, Vec<Background>)> {
     step("Starting bulkhead-control beside the dataplane (REST API on localhost, token created at first start)");
-    let opts = ControlOptions::new(
+    let mut opts = ControlOptions::new(
         bin.join("bulkhead-control"),
         &bed.dir.join("control"),
         &bed.control_socket(),
     );
+    opts.web_dir = crate::util::root().join("web");
     let c = Control::start(&opts)?;
     println!("  ready: {}", c.ready);
     println!(
@@ -500,6 +504,23 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<Control> {
     {
         println!("  {line}");
     }
-    drop(servers);
-    Ok(c)
+    Ok((c, servers))
+}
+
+/// Light, steady traffic for `--keep`, so the console's dashboard and segment map have something to show:
+/// every few seconds the allowed and the denied conversations of the demo policy.
+fn chatter(bed: &TestBed) -> Result<Vec<Background>> {
+    let get = |from: &str, host: &str, port: &str| {
+        format!("curl -s --max-time 1 -o /dev/null --interface {from} http://{host}:{port}/blob")
+    };
+    let a = format!(
+        "while :; do {}; {}; {}; {}; ping -c 1 -W 1 {} >/dev/null; sleep 3; done",
+        get(OFFICE, addr::B4, "5432"),
+        get(addr::A4, SCADA, "8080"),
+        get(addr::A4, SCADA, "502"),
+        get(OFFICE, SCADA, "8080"),
+        addr::B4
+    );
+    let b = format!("while :; do ping -c 1 -W 1 -I {SCADA} {} >/dev/null; sleep 7; done", addr::A4);
+    Ok(vec![bed.a.spawn(&["sh", "-c", &a])?, bed.b.spawn(&["sh", "-c", &b])?])
 }

@@ -23,6 +23,11 @@ const PACKAGES: &[&str] = &[
     "coreutils",
     // A real Prometheus server and promtool for the metrics tests.
     "prometheus",
+    // The web console's browser tests: headless Chromium driven through ChromeDriver, and a font to render
+    // its screenshots with (a recommendation of chromium, which --no-install-recommends leaves out).
+    "chromium",
+    "chromium-driver",
+    "fonts-liberation",
 ];
 
 fn installed(package: &str) -> bool {

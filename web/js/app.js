@@ -1,0 +1,97 @@
+// The console's shell: sign-in with a token, the status bar, and a hash router over the pages. Each page
+// module exports `mount(main, params)` and returns a function that stops its timers when the page is left.
+
+import { request, get, token, setToken, onUnauthorized } from './api.js';
+import { h, replace, every } from './dom.js';
+import * as dashboard from './pages/dashboard.js';
+import * as map from './pages/map.js';
+import * as policy from './pages/policy.js';
+import * as explain from './pages/explain.js';
+import * as health from './pages/health.js';
+import * as connections from './pages/connections.js';
+
+const PAGES = { dashboard, map, policy, explain, health, connections };
+const main = document.getElementById('main');
+let unmount = null;
+let stopStatus = null;
+
+function signIn(message) {
+  if (unmount) { unmount(); unmount = null; }
+  if (stopStatus) { stopStatus(); stopStatus = null; }
+  document.body.classList.add('signed-out');
+  document.getElementById('logout').hidden = true;
+  replace(document.getElementById('who'));
+  replace(document.getElementById('status'));
+  const input = h('input', {
+    type: 'password', name: 'token', id: 'token', autocomplete: 'current-password', required: true,
+    spellcheck: 'false', placeholder: 'bearer token',
+  });
+  const err = h('div', { class: 'field-error', role: 'alert', id: 'token-err' }, message || '');
+  const form = h('form', { class: 'signin card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    const t = input.value.trim();
+    try {
+      await request('GET', '/version', { authToken: t });
+      setToken(t);
+      start();
+    } catch (e) {
+      err.textContent = e.status === 401 ? 'This token is not valid.' : e.message;
+      input.focus();
+    }
+  } },
+  h('h1', {}, 'Sign in to Bulkhead'),
+  h('p', {}, 'Paste an API token. Tokens live in the control process\'s token file (',
+    h('code', {}, '<store_dir>/tokens'), ', one "identity secret" per line).'),
+  h('label', { for: 'token' }, 'Token'), input, err,
+  h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Sign in')));
+  replace(main, form);
+  input.focus();
+}
+
+async function start() {
+  document.body.classList.remove('signed-out');
+  const logout = document.getElementById('logout');
+  logout.hidden = false;
+  logout.onclick = () => { setToken(null); signIn('Signed out.'); };
+  try {
+    const v = await get('/version');
+    replace(document.getElementById('who'), `control ${v.control} · API ${v.api}`);
+  } catch { /* a 401 already brought back the sign-in page */ }
+  if (!token()) return;
+  stopStatus = every(5000, refreshStatus);
+  route();
+}
+
+async function refreshStatus() {
+  const [hl, active] = await Promise.all([get('/health'), get('/active').catch(() => null)]);
+  const dp = hl.dataplane || {};
+  const pending = active && active.pending_confirm;
+  replace(document.getElementById('status'),
+    h('span', { class: `pill ${dp.reachable ? 'ok' : 'bad'}`, title: 'dataplane control socket' },
+      dp.reachable ? 'dataplane up' : 'dataplane unreachable'),
+    h('span', { class: `pill ${hl.in_sync ? 'ok' : 'warn'}`, id: 'active-version' },
+      `policy v${hl.active_version ?? '–'}`, hl.in_sync ? '' : ' (not in sync)'),
+    dp.reachable ? h('span', { class: 'pill' }, `${dp.flows_active ?? 0} flows`) : null,
+    pending ? h('a', { class: 'pill warn', href: '#/policy/commit' },
+      `confirm v${active.meta.version} before ${new Date(pending.deadline).toLocaleTimeString('en-GB')}`) : null);
+}
+
+function route() {
+  if (!token()) return signIn();
+  const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
+  const page = PAGES[name] ? name : 'dashboard';
+  for (const a of document.querySelectorAll('#nav a')) {
+    if (a.dataset.page === page) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  if (unmount) unmount();
+  replace(main);
+  document.title = `${document.querySelector(`#nav a[data-page="${page}"]`).textContent} · Bulkhead`;
+  unmount = PAGES[page].mount(main, rest.map(decodeURIComponent)) || null;
+}
+
+onUnauthorized(() => { setToken(null); signIn('The token was refused (wrong, or rotated): sign in again.'); });
+window.addEventListener('hashchange', () => { if (token()) route(); });
+
+if (token()) start();
+else signIn();

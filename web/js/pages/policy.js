@@ -1,0 +1,574 @@
+// Policy: the draft's segments, services and rules in searchable tables, editors that show validation errors
+// on the field they concern, the diff against the active policy, commit (optionally with confirm-within),
+// and the version history with rollback. Every write carries the draft's (or the active version's) ETag in
+// If-Match, so an edit made by someone else meanwhile is never overwritten silently.
+
+import { request, get, ApiError } from '../api.js';
+import {
+  h, replace, table, field, showFieldErrors, toast, modal, reportError, badge, selectorText, fmtTime, fmtAgo,
+} from '../dom.js';
+
+const TABS = [
+  ['rules', 'Rules'], ['segments', 'Segments'], ['services', 'Services'], ['settings', 'Settings'],
+  ['commit', 'Diff & commit'], ['history', 'History'],
+];
+
+// The draft as last read: document, ETag, validation.
+const draft = { doc: null, etag: null, validation: { valid: true, errors: [] } };
+
+async function loadDraft() {
+  const [d, v] = await Promise.all([request('GET', '/draft'), request('POST', '/validate')]);
+  draft.doc = d.data;
+  draft.etag = d.etag;
+  draft.validation = v.data;
+}
+
+/**
+ * A draft write with If-Match. Keeps the ETag and validation from the answer and reloads the document.
+ * A stale ETag (someone else changed the draft) reloads and says so; nothing is overwritten.
+ */
+async function write(method, path, body, query) {
+  try {
+    const r = await request(method, path, { body, etag: draft.etag, query });
+    draft.etag = r.etag || draft.etag;
+    if (r.data && r.data.validation) draft.validation = r.data.validation;
+    const d = await request('GET', '/draft');
+    draft.doc = d.data;
+    draft.etag = d.etag;
+    return r.data;
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'stale_etag') {
+      await loadDraft();
+      throw new ApiError(409, e.code, 'The draft was changed meanwhile (another user or script). It has been reloaded: check it and redo your edit.');
+    }
+    throw e;
+  }
+}
+
+const errorsAt = (prefix) => draft.validation.errors.filter((e) => e.path.startsWith(prefix));
+
+function validationBanner() {
+  const v = draft.validation;
+  if (v.valid) return h('div', { class: 'banner ok', id: 'validation' }, 'The draft validates.');
+  return h('div', { class: 'banner bad', id: 'validation' },
+    h('strong', {}, `The draft does not validate: ${v.errors.length} error(s). It cannot be committed until they are fixed.`),
+    h('ul', {}, v.errors.map((e) => h('li', {}, h('code', {}, e.path), ' ', e.message))));
+}
+
+// ---- Form helpers ----
+
+const input = (name, value = '', attrs = {}) => h('input', { name, value: value ?? '', ...attrs });
+const select = (name, options, value) => h('select', { name },
+  options.map((o) => (Array.isArray(o) ? o : [o, o])).map(([v, l]) => h('option', { value: v, selected: String(v) === String(value) }, l)));
+const lines = (text) => text.split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+const labelsText = (labels) => Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+function parseLabels(text) {
+  const out = {};
+  for (const l of lines(text)) {
+    const i = l.indexOf('=');
+    if (i < 0) out[l] = ''; // the API names the problem
+    else out[l.slice(0, i).trim()] = l.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** A selector field: kind (any, segment, labels, prefix) and its value. */
+function selectorField(name, label, sel, segments) {
+  const kind = sel === 'any' || !sel ? 'any' : Object.keys(sel)[0];
+  const value = kind === 'any' ? '' : kind === 'labels' ? labelsText(sel.labels).replace(/\n/g, ', ') : sel[kind];
+  const kindSel = select(`${name}_kind`, [['any', 'any address'], ['segment', 'segment'], ['labels', 'segments with labels'], ['prefix', 'prefix']], kind);
+  const val = input(`${name}_value`, value, { list: 'segment-names', placeholder: 'engineering · zone=it · 10.0.0.0/8', 'aria-label': `${label} value` });
+  val.disabled = kind === 'any';
+  kindSel.addEventListener('change', () => { val.disabled = kindSel.value === 'any'; if (!val.disabled) val.focus(); });
+  const wrap = h('div', { class: 'selector' }, kindSel, val);
+  const f = field(label, kindSel);
+  f.dataset.field = name;
+  f.querySelector('select').replaceWith(wrap);
+  f.append(h('datalist', { id: 'segment-names' }, segments.map((s) => h('option', { value: s.name }))));
+  return f;
+}
+
+function readSelector(form, name) {
+  const kind = form.elements[`${name}_kind`].value;
+  const v = form.elements[`${name}_value`].value.trim();
+  if (kind === 'any') return 'any';
+  if (kind === 'labels') return { labels: parseLabels(v) };
+  return { [kind]: v };
+}
+
+/**
+ * An editor dialog. `save(form)` returns the path prefix of the saved object in the draft (e.g. "rules[3].")
+ * so the draft's validation errors for it can be shown on its fields; the dialog stays open while there are.
+ */
+function editor(title, fields, save) {
+  const note = h('div', { class: 'form-note', role: 'status' });
+  const form = h('form', { class: 'editor', novalidate: true }, fields, note,
+    h('div', { class: 'actions' },
+      h('button', { type: 'button', value: 'cancel', onclick: () => dlg.close() }, 'Close'),
+      h('button', { type: 'submit', class: 'primary' }, 'Save to draft')));
+  const dlg = h('dialog', { class: 'modal wide', 'aria-label': title }, h('h2', {}, title), form);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    replace(note);
+    try {
+      const prefix = await save(form);
+      const errs = prefix ? errorsAt(prefix) : [];
+      if (errs.length) {
+        const rest = showFieldErrors(form, errs, prefix);
+        replace(note, h('div', { class: 'banner warn' }, 'Saved to the draft, but it does not validate yet: fix the field(s) marked in red.',
+          rest.length ? h('ul', {}, rest.map((e) => h('li', {}, e.message))) : null));
+      } else {
+        dlg.close();
+        toast(`${title}: saved to the draft.`, 'ok');
+      }
+    } catch (e) {
+      if (e instanceof ApiError && e.details.length) {
+        const rest = showFieldErrors(form, e.details);
+        replace(note, h('div', { class: 'banner bad' }, `Not saved: ${e.message}.`,
+          rest.length ? h('ul', {}, rest.map((d) => h('li', {}, d.path ? `${d.path}: ` : '', d.message))) : null));
+      } else {
+        replace(note, h('div', { class: 'banner bad' }, `Not saved: ${e.message}`));
+      }
+    }
+  });
+  dlg.addEventListener('close', () => { dlg.remove(); rerender(); });
+  document.body.append(dlg);
+  dlg.showModal();
+  const first = form.querySelector('input:not([readonly]), select, textarea');
+  if (first) first.focus();
+  return dlg;
+}
+
+let rerender = () => {};
+
+// ---- Rules ----
+
+function ruleEditor(rule) {
+  const isNew = !rule;
+  const r = rule || { id: nextRuleId(), name: '', from: 'any', to: 'any', service: 'any', action: 'allow', mode: 'enforce', log: false };
+  const segs = draft.doc.segments || [];
+  const fields = [
+    h('div', { class: 'row' },
+      field('Id', input('id', r.id, { type: 'number', min: 1, readonly: !isNew })),
+      field('Name', input('name', r.name, { required: true }))),
+    field('Description', input('description', r.description || '')),
+    h('div', { class: 'row' }, selectorField('from', 'From', r.from, segs), selectorField('to', 'To', r.to, segs)),
+    h('div', { class: 'row' },
+      field('Service', input('service', r.service, { list: 'service-names' }), 'a service name, or "any"'),
+      field('Action', select('action', [['allow', 'allow'], ['deny', 'deny (drop silently)'], ['reject', 'reject (RST / unreachable)']], r.action)),
+      field('Mode', select('mode', [['enforce', 'enforce'], ['monitor', 'monitor (pass, count would-deny)']], r.mode))),
+    h('datalist', { id: 'service-names' }, h('option', { value: 'any' }), (draft.doc.services || []).map((s) => h('option', { value: s.name }))),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'log', checked: r.log }), ' Log every flow this rule decides'),
+    isNew ? field('Position', input('position', (draft.doc.rules || []).length, { type: 'number', min: 0 }), '0 = first; the first matching rule decides') : null,
+  ];
+  editor(isNew ? 'New rule' : `Rule #${r.id}`, fields, async (form) => {
+    const el = form.elements;
+    const body = {
+      id: Number(el.id.value),
+      name: el.name.value.trim(),
+      from: readSelector(form, 'from'),
+      to: readSelector(form, 'to'),
+      service: el.service.value.trim(),
+      action: el.action.value,
+      mode: el.mode.value,
+      log: el.log.checked,
+    };
+    if (el.description.value.trim()) body.description = el.description.value.trim();
+    if (isNew) await write('POST', '/draft/rules', body, { position: el.position.value });
+    else await write('PUT', `/draft/rules/${body.id}`, body);
+    const i = draft.doc.rules.findIndex((x) => x.id === body.id);
+    return `rules[${i}].`;
+  });
+}
+
+function nextRuleId() {
+  const ids = (draft.doc.rules || []).map((r) => r.id);
+  return ids.length ? Math.ceil((Math.max(...ids) + 1) / 10) * 10 : 100;
+}
+
+async function moveRule(rule, to) {
+  try {
+    await write('PUT', `/draft/rules/${rule.id}`, rule, { position: to });
+    rerender();
+  } catch (e) { reportError(e); }
+}
+
+async function remove(kind, key, label) {
+  const ok = await modal(`Delete ${label}?`, h('p', {}, `${label} is removed from the draft. Nothing changes in the network until you commit.`),
+    [{ label: 'Cancel', value: '' }, { label: 'Delete', value: 'yes', class: 'danger' }]);
+  if (ok !== 'yes') return;
+  try {
+    await write('DELETE', `/draft/${kind}/${encodeURIComponent(key)}`);
+    toast(`${label} deleted from the draft.`, 'ok');
+    rerender();
+  } catch (e) { reportError(e); }
+}
+
+function searchBox(value, onInput) {
+  return h('input', { type: 'search', class: 'search', placeholder: 'Search…', 'aria-label': 'Search', value, oninput: (ev) => onInput(ev.target.value) });
+}
+
+const matches = (q, ...texts) => !q || texts.some((t) => String(t ?? '').toLowerCase().includes(q.toLowerCase()));
+const issues = (prefix) => {
+  const errs = errorsAt(prefix);
+  return errs.length ? h('span', { class: 'badge badge-deny', title: errs.map((e) => `${e.path}: ${e.message}`).join('\n') }, `${errs.length} error(s)`) : '';
+};
+
+function rulesTab(body, query) {
+  const rules = draft.doc.rules || [];
+  const rows = rules.map((r, i) => ({ r, i })).filter(({ r }) => matches(query.q, r.id, r.name, r.description, selectorText(r.from), selectorText(r.to), r.service, r.action));
+  const list = h('div');
+  const render = () => replace(list, table({
+    columns: [
+      { label: '#', class: 'num', cell: ({ i }) => i },
+      { label: 'Id', class: 'num', cell: ({ r }) => r.id },
+      { label: 'Name', cell: ({ r }) => h('span', {}, h('strong', {}, r.name), r.description ? h('div', { class: 'muted small' }, r.description) : null) },
+      { label: 'From', cell: ({ r }) => selectorText(r.from) },
+      { label: 'To', cell: ({ r }) => selectorText(r.to) },
+      { label: 'Service', cell: ({ r }) => r.service },
+      { label: 'Action', cell: ({ r }) => h('span', {}, badge(r.action), r.mode === 'monitor' ? badge('monitor') : null, r.log ? badge('log', 'info') : null) },
+      { label: 'Issues', cell: ({ i }) => issues(`rules[${i}].`) },
+      { label: '', class: 'row-actions', cell: ({ r, i }) => h('span', {},
+        h('button', { type: 'button', class: 'small', onclick: () => ruleEditor(r), 'aria-label': `Edit rule ${r.id}` }, 'Edit'),
+        h('button', { type: 'button', class: 'small', disabled: i === 0, onclick: () => moveRule(r, i - 1), 'aria-label': `Move rule ${r.id} up` }, '↑'),
+        h('button', { type: 'button', class: 'small', disabled: i === rules.length - 1, onclick: () => moveRule(r, i + 1), 'aria-label': `Move rule ${r.id} down` }, '↓'),
+        h('button', { type: 'button', class: 'small danger', onclick: () => remove('rules', r.id, `rule #${r.id} ${r.name}`), 'aria-label': `Delete rule ${r.id}` }, 'Delete')) },
+    ],
+    rows,
+    rowAttrs: ({ r }) => ({ 'data-rule': r.id }),
+    empty: query.q ? 'No rule matches the search.' : 'No rules: everything gets the default action.',
+  }));
+  render();
+  replace(body,
+    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; rulesTab(body, query); body.querySelector('.search').focus(); }),
+      h('button', { type: 'button', class: 'primary', onclick: () => ruleEditor(null) }, 'New rule'),
+      h('span', { class: 'muted' }, `Rules are evaluated top to bottom; the first match decides. Default action: ${draft.doc.settings?.default_action ?? 'deny'}.`)),
+    list);
+}
+
+// ---- Segments ----
+
+function segmentEditor(seg) {
+  const isNew = !seg;
+  const s = seg || { name: '', prefixes: [], labels: {}, mode: 'enforce' };
+  const fields = [
+    h('div', { class: 'row' },
+      field('Name', input('name', s.name, { readonly: !isNew, required: true })),
+      field('Mode', select('mode', [['enforce', 'enforce'], ['monitor', 'monitor (visibility phase: pass and count)']], s.mode))),
+    field('Description', input('description', s.description || '')),
+    field('Prefixes', h('textarea', { name: 'prefixes', rows: 3 }, (s.prefixes || []).join('\n')), 'one CIDR per line, e.g. 10.20.0.0/24 or 2001:db8::/64'),
+    field('VLANs', input('vlans', (s.vlans || []).join(', ')), 'optional: only frames tagged with these VLAN ids (comma-separated)'),
+    field('Labels', h('textarea', { name: 'labels', rows: 3 }, labelsText(s.labels)), 'key=value, one per line (e.g. zone=pci)'),
+  ];
+  editor(isNew ? 'New segment' : `Segment ${s.name}`, fields, async (form) => {
+    const el = form.elements;
+    const body = { name: el.name.value.trim(), prefixes: lines(el.prefixes.value), labels: parseLabels(el.labels.value), mode: el.mode.value };
+    if (el.description.value.trim()) body.description = el.description.value.trim();
+    if (el.vlans.value.trim()) body.vlans = lines(el.vlans.value).map((v) => (/^\d+$/.test(v) ? Number(v) : v));
+    if (isNew) await write('POST', '/draft/segments', body);
+    else await write('PUT', `/draft/segments/${encodeURIComponent(body.name)}`, body);
+    return `segments[${draft.doc.segments.findIndex((x) => x.name === body.name)}].`;
+  });
+}
+
+function segmentsTab(body, query) {
+  const segs = (draft.doc.segments || []).map((s, i) => ({ s, i }))
+    .filter(({ s }) => matches(query.q, s.name, s.description, (s.prefixes || []).join(' '), labelsText(s.labels)));
+  replace(body,
+    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; segmentsTab(body, query); body.querySelector('.search').focus(); }),
+      h('button', { type: 'button', class: 'primary', onclick: () => segmentEditor(null) }, 'New segment')),
+    table({
+      columns: [
+        { label: 'Name', cell: ({ s }) => h('span', {}, h('strong', {}, s.name), s.description ? h('div', { class: 'muted small' }, s.description) : null), sort: ({ s }) => s.name },
+        { label: 'Prefixes', cell: ({ s }) => (s.prefixes || []).join(', ') },
+        { label: 'VLANs', cell: ({ s }) => (s.vlans ? s.vlans.join(', ') : 'any') },
+        { label: 'Labels', cell: ({ s }) => Object.entries(s.labels || {}).map(([k, v]) => h('span', { class: 'label' }, `${k}=${v}`)) },
+        { label: 'Mode', cell: ({ s }) => badge(s.mode || 'enforce') },
+        { label: 'Issues', cell: ({ i }) => issues(`segments[${i}].`) },
+        { label: '', class: 'row-actions', cell: ({ s }) => h('span', {},
+          h('button', { type: 'button', class: 'small', onclick: () => segmentEditor(s), 'aria-label': `Edit segment ${s.name}` }, 'Edit'),
+          h('button', { type: 'button', class: 'small danger', onclick: () => remove('segments', s.name, `segment ${s.name}`), 'aria-label': `Delete segment ${s.name}` }, 'Delete')) },
+      ],
+      rows: segs,
+      rowAttrs: ({ s }) => ({ 'data-segment': s.name }),
+      empty: query.q ? 'No segment matches the search.' : 'No segments yet.',
+    }));
+}
+
+// ---- Services ----
+
+function serviceEditor(svc) {
+  const isNew = !svc;
+  const s = svc || { name: '', protocol: 'tcp' };
+  const fields = [
+    h('div', { class: 'row' },
+      field('Name', input('name', s.name, { readonly: !isNew, required: true })),
+      field('Protocol', input('protocol', s.protocol, { list: 'protocols' }), 'tcp, udp, icmp, icmpv6, any, or a number')),
+    h('datalist', { id: 'protocols' }, ['tcp', 'udp', 'icmp', 'icmpv6', 'any'].map((p) => h('option', { value: p }))),
+    field('Description', input('description', s.description || '')),
+    h('div', { class: 'row' },
+      field('Ports', input('ports', (s.ports || []).join(', ')), 'destination ports: 443, 8000-8080; empty = all'),
+      field('Source ports', input('source_ports', (s.source_ports || []).join(', ')), 'empty = all')),
+    h('div', { class: 'row' },
+      field('ICMP type', input('icmp_type', s.icmp_type ?? '', { type: 'number', min: 0, max: 255 })),
+      field('ICMP code', input('icmp_code', s.icmp_code ?? '', { type: 'number', min: 0, max: 255 }))),
+  ];
+  editor(isNew ? 'New service' : `Service ${s.name}`, fields, async (form) => {
+    const el = form.elements;
+    const proto = el.protocol.value.trim();
+    const body = { name: el.name.value.trim(), protocol: /^\d+$/.test(proto) ? Number(proto) : proto };
+    if (el.description.value.trim()) body.description = el.description.value.trim();
+    if (el.ports.value.trim()) body.ports = lines(el.ports.value);
+    if (el.source_ports.value.trim()) body.source_ports = lines(el.source_ports.value);
+    if (el.icmp_type.value !== '') body.icmp_type = Number(el.icmp_type.value);
+    if (el.icmp_code.value !== '') body.icmp_code = Number(el.icmp_code.value);
+    if (isNew) await write('POST', '/draft/services', body);
+    else await write('PUT', `/draft/services/${encodeURIComponent(body.name)}`, body);
+    return `services[${draft.doc.services.findIndex((x) => x.name === body.name)}].`;
+  });
+}
+
+function servicesTab(body, query) {
+  const svcs = (draft.doc.services || []).map((s, i) => ({ s, i }))
+    .filter(({ s }) => matches(query.q, s.name, s.description, s.protocol, (s.ports || []).join(' ')));
+  replace(body,
+    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; servicesTab(body, query); body.querySelector('.search').focus(); }),
+      h('button', { type: 'button', class: 'primary', onclick: () => serviceEditor(null) }, 'New service')),
+    table({
+      columns: [
+        { label: 'Name', cell: ({ s }) => h('span', {}, h('strong', {}, s.name), s.description ? h('div', { class: 'muted small' }, s.description) : null), sort: ({ s }) => s.name },
+        { label: 'Protocol', cell: ({ s }) => String(s.protocol) },
+        { label: 'Ports', cell: ({ s }) => (s.ports ? s.ports.join(', ') : s.icmp_type !== undefined ? `type ${s.icmp_type}${s.icmp_code !== undefined ? ` code ${s.icmp_code}` : ''}` : 'all') },
+        { label: 'Source ports', cell: ({ s }) => (s.source_ports ? s.source_ports.join(', ') : 'all') },
+        { label: 'Issues', cell: ({ i }) => issues(`services[${i}].`) },
+        { label: '', class: 'row-actions', cell: ({ s }) => h('span', {},
+          h('button', { type: 'button', class: 'small', onclick: () => serviceEditor(s), 'aria-label': `Edit service ${s.name}` }, 'Edit'),
+          h('button', { type: 'button', class: 'small danger', onclick: () => remove('services', s.name, `service ${s.name}`), 'aria-label': `Delete service ${s.name}` }, 'Delete')) },
+      ],
+      rows: svcs,
+      rowAttrs: ({ s }) => ({ 'data-service': s.name }),
+      empty: query.q ? 'No service matches the search.' : 'No services yet.',
+    }));
+}
+
+// ---- Settings ----
+
+function settingsTab(body) {
+  const s = draft.doc.settings || {};
+  const t = s.timeouts || {};
+  const bool = (name, label, value) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name, checked: value !== false }), ` ${label}`);
+  const note = h('div', { class: 'form-note' });
+  const timeouts = ['tcp_syn', 'tcp_established', 'tcp_fin', 'tcp_time_wait', 'tcp_close', 'udp', 'udp_stream', 'icmp', 'other'];
+  const form = h('form', { class: 'editor card', novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    replace(note);
+    const el = form.elements;
+    const settings = {
+      default_action: el.default_action.value,
+      tcp_strictness: el.tcp_strictness.value,
+      on_policy_change: el.on_policy_change.value,
+      pass_arp: el.pass_arp.checked,
+      pass_neighbor_discovery: el.pass_neighbor_discovery.checked,
+      drop_other_ethertypes: el.drop_other_ethertypes.checked,
+      timeouts: Object.fromEntries(timeouts.map((k) => [k, el[`timeouts.${k}`].value === '' ? null : Number(el[`timeouts.${k}`].value)])),
+    };
+    try {
+      await write('PUT', '/draft/settings', settings);
+      const errs = errorsAt('settings.');
+      if (errs.length) showFieldErrors(form, errs, 'settings.');
+      replace(note, errs.length ? h('div', { class: 'banner warn' }, 'Saved to the draft, but it does not validate yet.') : h('div', { class: 'banner ok' }, 'Settings saved to the draft.'));
+    } catch (e) {
+      if (e instanceof ApiError) showFieldErrors(form, e.details);
+      replace(note, h('div', { class: 'banner bad' }, `Not saved: ${e.message}`));
+    }
+  } },
+  h('div', { class: 'row' },
+    field('Default action', select('default_action', ['deny', 'reject', 'allow'], s.default_action), 'what a flow no rule matches gets'),
+    field('TCP strictness', select('tcp_strictness', [['strict', 'strict (a connection starts with a SYN)'], ['loose', 'loose (mid-stream pickup)']], s.tcp_strictness)),
+    field('On policy change', select('on_policy_change', [['reevaluate', 're-evaluate existing connections'], ['keep', 'keep existing connections']], s.on_policy_change))),
+  h('fieldset', {}, h('legend', {}, 'Non-IP traffic'),
+    bool('pass_arp', 'Pass ARP', s.pass_arp), bool('pass_neighbor_discovery', 'Pass IPv6 neighbour discovery', s.pass_neighbor_discovery),
+    bool('drop_other_ethertypes', 'Drop other ethertypes', s.drop_other_ethertypes)),
+  h('fieldset', {}, h('legend', {}, 'Idle timeouts (seconds)'),
+    h('div', { class: 'row wrap' }, timeouts.map((k) => field(k.replace(/_/g, ' '), input(`timeouts.${k}`, t[k], { type: 'number', min: 1 }))))),
+  note,
+  h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings to draft')));
+  replace(body, form);
+}
+
+// ---- Diff & commit ----
+
+/** Pretty JSON of before and after, with the lines that differ marked. */
+function jsonDiff(before, after) {
+  const a = before === undefined ? [] : JSON.stringify(before, null, 2).split('\n');
+  const b = after === undefined ? [] : JSON.stringify(after, null, 2).split('\n');
+  const sa = new Set(a);
+  const sb = new Set(b);
+  return h('div', { class: 'jsondiff' },
+    h('pre', { class: 'before', 'aria-label': 'before' }, a.map((l) => h('span', { class: sb.has(l) ? '' : 'del' }, `${l}\n`))),
+    h('pre', { class: 'after', 'aria-label': 'after' }, b.map((l) => h('span', { class: sa.has(l) ? '' : 'add' }, `${l}\n`))));
+}
+
+function diffView(d) {
+  if (d.identical) return h('p', { class: 'banner ok', id: 'diff' }, `No differences between ${d.from} and ${d.to}.`);
+  const kind = (k, keyOf) => {
+    const x = d[k];
+    const items = [
+      ...x.added.map((o) => h('li', { class: 'added' }, badge('added', 'allow'), ' ', keyOf(o), jsonDiff(undefined, o))),
+      ...x.removed.map((o) => h('li', { class: 'removed' }, badge('removed', 'deny'), ' ', keyOf(o), jsonDiff(o, undefined))),
+      ...x.changed.map((c) => h('li', { class: 'changed' }, badge('changed', 'monitor'), ' ', c.key, jsonDiff(c.before, c.after))),
+    ];
+    if (k === 'rules' && x.order_changed) items.push(h('li', {}, badge('order', 'monitor'), ' the order of the rules changed'));
+    return items.length ? h('section', {}, h('h3', {}, k), h('ul', { class: 'diff-list' }, items)) : null;
+  };
+  return h('div', { id: 'diff' },
+    h('p', {}, `${d.changes} change(s) from ${d.from} to ${d.to}.`),
+    kind('segments', (o) => o.name), kind('services', (o) => o.name), kind('rules', (o) => `#${o.id} ${o.name}`),
+    d.settings ? h('section', {}, h('h3', {}, 'settings'), jsonDiff(d.settings.before, d.settings.after)) : null);
+}
+
+async function commitTab(body) {
+  const [d, active] = await Promise.all([get('/diff', { from: 'active', to: 'draft' }), request('GET', '/active').catch(() => null)]);
+  const pending = active && active.data && active.data.pending_confirm;
+  const comment = input('comment', '', { placeholder: 'what and why (kept in the history)', size: 50 });
+  const withConfirm = h('input', { type: 'checkbox', name: 'with_confirm', id: 'with-confirm' });
+  const within = input('confirm_within_s', 120, { type: 'number', min: 1, max: 86400, 'aria-label': 'confirm within seconds' });
+  const note = h('div', { class: 'form-note' });
+  const form = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    replace(note);
+    await commit(comment.value.trim(), withConfirm.checked ? Number(within.value) : null, note, body);
+  } },
+  h('h2', {}, 'Commit the draft'),
+  field('Comment', comment),
+  h('label', { class: 'check' }, withConfirm, ' Revert by itself unless confirmed within ', within, ' seconds'),
+  note,
+  h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', disabled: d.identical || !draft.validation.valid }, 'Commit…')));
+  replace(body,
+    pending ? pendingBanner(active, body) : null,
+    h('div', { class: 'card' }, h('h2', {}, 'Draft against active'), diffView(d)),
+    form);
+}
+
+function pendingBanner(active, body) {
+  const p = active.data.pending_confirm;
+  return h('div', { class: 'banner warn', id: 'pending' },
+    `Version ${active.data.meta.version} is on trial: unless confirmed before ${fmtTime(p.deadline)}, control reverts to version ${p.revert_to}. `,
+    h('button', { type: 'button', class: 'primary', onclick: async () => {
+      try {
+        await request('POST', '/confirm', { etag: active.etag });
+        toast(`Version ${active.data.meta.version} confirmed.`, 'ok');
+        commitTab(body);
+      } catch (e) { reportError(e); }
+    } }, 'Confirm'));
+}
+
+async function commit(comment, confirmWithin, note, body) {
+  // What the commit would do to live connections: explain judges every tracked connection by the draft
+  // (the flow asked about does not matter for that part of the answer).
+  let cut = null;
+  try {
+    const x = await request('POST', '/explain', { body: { src: '192.0.2.1', dst: '192.0.2.2', protocol: 'icmp' } });
+    cut = x.data.connections;
+  } catch (e) { cut = null; }
+  const answer = await modal('Commit the draft?', h('div', {},
+    h('p', {}, 'The draft becomes the next version and the dataplane enforces it at once.'),
+    cut ? h('p', { class: cut.would_cut ? 'banner warn' : '' },
+      `${cut.would_cut} of ${cut.tracked} connections tracked now would be cut${cut.on_policy_change === 'keep' ? ' (none: existing connections are kept)' : ''}.`) : null,
+    confirmWithin ? h('p', {}, `Unless you confirm within ${confirmWithin} s, control reverts to the current version by itself.`) : null),
+  [{ label: 'Cancel', value: '' }, { label: 'Commit', value: 'commit', class: 'primary' }]);
+  if (answer !== 'commit') return;
+  try {
+    const req = {};
+    if (comment) req.comment = comment;
+    if (confirmWithin) req.confirm_within_s = confirmWithin;
+    const r = await request('POST', '/commit', { body: req, etag: draft.etag });
+    toast(`Committed: version ${r.data.version} enforced in ${Number(r.data.commit_ms).toFixed(0)} ms.`, 'ok');
+    await loadDraft();
+    await commitTab(body);
+  } catch (e) {
+    if (e.code === 'stale_etag') await loadDraft();
+    replace(note, h('div', { class: 'banner bad' }, `Not committed: ${e.message}`,
+      e.details && e.details.length ? h('ul', {}, e.details.map((x) => h('li', {}, x.path ? h('code', {}, x.path) : '', ' ', x.message))) : null));
+  }
+}
+
+// ---- History ----
+
+async function historyTab(body) {
+  const v = await get('/versions');
+  replace(body, h('div', { class: 'card' }, h('h2', {}, 'Versions'), table({
+    columns: [
+      { label: 'Version', class: 'num', cell: (x) => `v${x.version}` },
+      { label: 'Kind', cell: (x) => h('span', {}, x.kind, x.source ? ` of v${x.source}` : '') },
+      { label: 'Author', cell: (x) => x.author },
+      { label: 'Comment', cell: (x) => x.comment || '' },
+      { label: 'Created', cell: (x) => h('span', { title: x.created }, fmtAgo(x.created)) },
+      { label: '', cell: (x) => (x.active ? badge('active', 'allow') : '') },
+      { label: '', class: 'row-actions', cell: (x) => h('span', {},
+        h('button', { type: 'button', class: 'small', onclick: () => showVersion(x.version) }, 'View'),
+        x.active ? null : h('button', { type: 'button', class: 'small', onclick: () => rollback(x, body), 'aria-label': `Roll back to version ${x.version}` }, 'Roll back…')) },
+    ],
+    rows: v.versions,
+    rowAttrs: (x) => ({ 'data-version': x.version }),
+  })));
+}
+
+async function showVersion(n) {
+  try {
+    const [v, d] = await Promise.all([get(`/versions/${n}`), get('/diff', { from: 'active', to: String(n) })]);
+    await modal(`Version ${n}`, h('div', {},
+      h('p', {}, `${v.kind ?? v.meta?.kind ?? ''} by ${v.author ?? v.meta?.author ?? ''}: ${v.comment ?? v.meta?.comment ?? ''}`),
+      h('h3', {}, 'Compared with the active version'), diffView(d)));
+  } catch (e) { reportError(e); }
+}
+
+async function rollback(x, body) {
+  const comment = input('comment', `roll back to v${x.version}`, { size: 40, 'aria-label': 'comment' });
+  const [active, d] = await Promise.all([request('GET', '/active'), get('/diff', { from: 'active', to: String(x.version) })]);
+  const answer = await modal(`Roll back to version ${x.version}?`, h('div', {},
+    h('p', {}, `A copy of version ${x.version} becomes the next version and is enforced at once. The draft is not changed.`),
+    diffView(d), field('Comment', comment)),
+  [{ label: 'Cancel', value: '' }, { label: 'Roll back', value: 'yes', class: 'danger' }]);
+  if (answer !== 'yes') return;
+  try {
+    const r = await request('POST', '/rollback', { body: { version: x.version, comment: comment.value }, etag: active.etag });
+    toast(`Rolled back: version ${r.data.version} (a copy of v${x.version}) is enforced.`, 'ok');
+    historyTab(body);
+  } catch (e) { reportError(e); }
+}
+
+// ---- The page ----
+
+export function mount(main, params) {
+  const tab = TABS.some(([t]) => t === params[0]) ? params[0] : 'rules';
+  const query = { q: '' };
+  const banner = h('div');
+  const body = h('div', { class: 'tab-body' });
+  const nav = h('nav', { class: 'tabs', 'aria-label': 'Policy sections' }, TABS.map(([t, label]) =>
+    h('a', { href: `#/policy/${t}`, 'aria-current': t === tab ? 'page' : null }, label)));
+  replace(main, h('h1', {}, 'Policy ', h('span', { class: 'muted', id: 'draft-rev' })), nav, banner, body);
+  let alive = true;
+  rerender = async () => {
+    if (!alive) return;
+    replace(banner, validationBanner());
+    replace(document.getElementById('draft-rev'), `draft ${draft.etag ? draft.etag.replace(/"/g, '') : ''}`);
+    try {
+      if (tab === 'rules') rulesTab(body, query);
+      else if (tab === 'segments') segmentsTab(body, query);
+      else if (tab === 'services') servicesTab(body, query);
+      else if (tab === 'settings') settingsTab(body);
+      else if (tab === 'commit') await commitTab(body);
+      else await historyTab(body);
+    } catch (e) { reportError(e); }
+  };
+  loadDraft().then(() => {
+    rerender();
+    // #/policy/rules/<id> opens that rule's editor (links from the map and rules health).
+    if (tab === 'rules' && params[1]) {
+      const r = (draft.doc.rules || []).find((x) => String(x.id) === params[1]);
+      if (r) ruleEditor(r);
+    }
+  }, reportError);
+  return () => { alive = false; };
+}
