@@ -92,6 +92,7 @@ function route() {
 
 onUnauthorized(() => { setToken(null); signIn('The token was refused (wrong, or rotated): sign in again.'); });
 window.addEventListener('hashchange', () => { if (token()) route(); });
+window.addEventListener('bulkhead:policy-changed', () => { if (token()) refreshStatus().catch(() => {}); });
 
 if (token()) start();
 else signIn();

@@ -33,8 +33,11 @@ function chart(el, title, series, data) {
     height: 190,
     cursor: { drag: { x: false, y: false } },
     scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
-    axes: [{}, { size: 60, values: (u, vals) => vals.map((v) => fmtSi(v)) }],
-    series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, value: (u, v) => fmtSi(v) }))],
+    axes: [
+      { values: (u, vals) => vals.map((v) => new Date(v * 1000).toLocaleTimeString('en-GB')) },
+      { size: 60, values: (u, vals) => vals.map((v) => fmtSi(v)) },
+    ],
+    series: [{ value: (u, v) => (v === null ? '–' : new Date(v * 1000).toLocaleTimeString('en-GB')) }, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, value: (u, v) => fmtSi(v) }))],
   };
   return new uPlot(opts, data, el);
 }
@@ -83,7 +86,7 @@ export function mount(main) {
         'these figures come back with the next good reading.'));
     } else {
       replace(tiles,
-        tile('Throughput', `${fmtSi(r.rx_pps)}pps`, `${fmtSi(r.tx_pps)}pps forwarded`, 'tile-throughput'),
+        tile('Throughput', fmtSi(r.rx_pps, 'pps'), `${fmtSi(r.tx_pps, 'pps')} forwarded`, 'tile-throughput'),
         tile('Drops', `${fmtSi(r.drops_pps)}/s`, `${fmtInt(t.drops_total)} in all`, 'tile-drops'),
         tile('Active flows', fmtInt(t.flows_active), `${fmtInt(t.flows_created)} created`, 'tile-flows'),
         tile('New flows', `${fmtSi(r.new_flows_ps)}/s`, `${fmtInt(t.flows_evicted)} evicted`, 'tile-new-flows'),

@@ -41,7 +41,7 @@ export function mount(main) {
       replace(note, h('div', { class: 'banner bad' }, e.message, rest.length ? h('ul', {}, rest.map((d) => h('li', {}, d.path ? `${d.path}: ` : '', d.message))) : null));
     }
   } },
-  h('div', { class: 'row' },
+  h('div', { class: 'row wrap' },
     field('Source address', inp('src', { placeholder: '10.99.0.11', required: true })),
     field('Destination address', inp('dst', { placeholder: '10.99.0.2', required: true })),
     field('Protocol', proto),

@@ -22,7 +22,16 @@ function layout(nodes) {
   const pos = new Map();
   nodes.forEach((node, i) => {
     const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, n);
-    pos.set(node.id, { x: W / 2 + r * Math.cos(a), y: HGT / 2 + r * Math.sin(a) });
+    // Labels sit outside the circle of nodes, where no edge runs.
+    const cos = n <= 1 ? 0 : Math.cos(a);
+    const sin = n <= 1 ? 1 : Math.sin(a);
+    pos.set(node.id, {
+      x: W / 2 + r * Math.cos(a),
+      y: HGT / 2 + r * Math.sin(a),
+      lx: 32 * cos,
+      ly: sin < -0.3 ? -46 : sin > 0.3 ? 40 : 5,
+      anchor: cos > 0.3 ? 'start' : cos < -0.3 ? 'end' : 'middle',
+    });
   });
   return pos;
 }
@@ -63,7 +72,7 @@ export function mount(main, params) {
     h('button', { type: 'submit' }, 'Apply'),
     h('span', { class: 'legend' }, CLASSES.map(([, label, color]) =>
       h('span', { class: 'legend-item' }, h('span', { class: 'swatch', style: `background:${color}` }), label))));
-  const info = h('div', { class: 'muted', id: 'map-info' });
+  const info = h('p', { class: 'muted', id: 'map-info' });
   const canvas = h('div', { class: 'card map-card' });
   const detail = h('aside', { class: 'card map-detail', id: 'edge-detail', 'aria-live': 'polite' },
     h('p', { class: 'muted' }, 'Select an edge (click it, or Tab to it and press Enter) to see its flows and the rules that decided them.'));
@@ -93,7 +102,8 @@ export function mount(main, params) {
     const maxFlows = Math.max(1, ...edges.map((x) => x.e[x.key]));
     const root = svg('svg', { viewBox: `0 0 ${W} ${HGT}`, class: 'map', role: 'group', 'aria-label': 'Segments and the traffic between them' },
       svg('defs', {}, CLASSES.map(([key, , color]) => svg('marker', {
-        id: `arrow-${key}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse',
+        id: `arrow-${key}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 11, markerHeight: 11,
+        markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse',
       }, svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: color })))));
     for (const x of edges) {
       const a = pos.get(x.e.from);
@@ -120,8 +130,8 @@ export function mount(main, params) {
       root.append(svg('g', { class: `node${node.observed ? '' : ' quiet'}${node.mode === 'monitor' ? ' monitor' : ''}`, 'data-node': node.id },
         svg('title', {}, `${node.name}${labels ? ` (${labels})` : ''}${node.prefixes ? `\n${node.prefixes.join(', ')}` : ''}${node.mode === 'monitor' ? '\nmonitor mode' : ''}`),
         svg('circle', { cx: p.x, cy: p.y, r: 22 }),
-        svg('text', { x: p.x, y: p.y + 40, 'text-anchor': 'middle', class: 'node-name' }, node.id === '-' ? 'unsegmented' : node.name),
-        labels ? svg('text', { x: p.x, y: p.y + 55, 'text-anchor': 'middle', class: 'node-labels' }, labels) : null));
+        svg('text', { x: p.x + p.lx, y: p.y + p.ly, 'text-anchor': p.anchor, class: 'node-name' }, node.id === '-' ? 'unsegmented' : node.name),
+        labels ? svg('text', { x: p.x + p.lx, y: p.y + p.ly + 15, 'text-anchor': p.anchor, class: 'node-labels' }, labels) : null));
     }
     replace(canvas, m.nodes.length ? root : h('p', { class: 'muted' }, 'The active policy has no segments.'),
       m.edges.length ? null : h('p', { class: 'muted' }, 'No traffic observed in this window.'));
@@ -141,7 +151,7 @@ export function mount(main, params) {
         h('dt', {}, 'Allowed'), h('dd', {}, fmtInt(e.allowed)),
         h('dt', {}, 'Would deny'), h('dd', {}, fmtInt(e.would_deny)),
         h('dt', {}, 'Denied'), h('dd', {}, fmtInt(e.denied)),
-        h('dt', {}, 'Traffic'), h('dd', {}, `${fmtInt(e.packets)} packets, ${fmtBytes(e.bytes)}`),
+        h('dt', {}, 'Ended flows'), h('dd', {}, `${fmtInt(e.packets)} packets, ${fmtBytes(e.bytes)}`),
         h('dt', {}, 'Last seen'), h('dd', {}, fmtAgo(e.last_seen))),
       h('h3', {}, 'Services'),
       h('ul', { class: 'plain' }, e.services.map((s) => h('li', {}, `${protoName(s.proto)}${s.proto === 6 || s.proto === 17 ? `/${s.port}` : ''}: ${s.flows} flow(s)`))),

@@ -80,10 +80,12 @@ function selectorField(name, label, sel, segments) {
   const val = input(`${name}_value`, value, { list: 'segment-names', placeholder: 'engineering · zone=it · 10.0.0.0/8', 'aria-label': `${label} value` });
   val.disabled = kind === 'any';
   kindSel.addEventListener('change', () => { val.disabled = kindSel.value === 'any'; if (!val.disabled) val.focus(); });
-  const wrap = h('div', { class: 'selector' }, kindSel, val);
   const f = field(label, kindSel);
   f.dataset.field = name;
-  f.querySelector('select').replaceWith(wrap);
+  // The kind and the value side by side, in the field's place for its control.
+  const wrap = h('div', { class: 'selector' });
+  kindSel.replaceWith(wrap);
+  wrap.append(kindSel, val);
   f.append(h('datalist', { id: 'segment-names' }, segments.map((s) => h('option', { value: s.name }))));
   return f;
 }
@@ -140,6 +142,9 @@ function editor(title, fields, save) {
 }
 
 let rerender = () => {};
+
+/** Tells the shell the active version changed, so the status bar does not wait for its next poll. */
+const policyChanged = () => window.dispatchEvent(new Event('bulkhead:policy-changed'));
 
 // ---- Rules ----
 
@@ -458,6 +463,7 @@ function pendingBanner(active, body) {
       try {
         await request('POST', '/confirm', { etag: active.etag });
         toast(`Version ${active.data.meta.version} confirmed.`, 'ok');
+        policyChanged();
         commitTab(body);
       } catch (e) { reportError(e); }
     } }, 'Confirm'));
@@ -484,6 +490,7 @@ async function commit(comment, confirmWithin, note, body) {
     if (confirmWithin) req.confirm_within_s = confirmWithin;
     const r = await request('POST', '/commit', { body: req, etag: draft.etag });
     toast(`Committed: version ${r.data.version} enforced in ${Number(r.data.commit_ms).toFixed(0)} ms.`, 'ok');
+    policyChanged();
     await loadDraft();
     await commitTab(body);
   } catch (e) {
@@ -534,6 +541,7 @@ async function rollback(x, body) {
   try {
     const r = await request('POST', '/rollback', { body: { version: x.version, comment: comment.value }, etag: active.etag });
     toast(`Rolled back: version ${r.data.version} (a copy of v${x.version}) is enforced.`, 'ok');
+    policyChanged();
     historyTab(body);
   } catch (e) { reportError(e); }
 }
@@ -552,7 +560,7 @@ export function mount(main, params) {
   rerender = async () => {
     if (!alive) return;
     replace(banner, validationBanner());
-    replace(document.getElementById('draft-rev'), `draft ${draft.etag ? draft.etag.replace(/"/g, '') : ''}`);
+    replace(document.getElementById('draft-rev'), draft.etag ? `draft revision ${draft.etag.replace(/\D/g, '')}` : '');
     try {
       if (tab === 'rules') rulesTab(body, query);
       else if (tab === 'segments') segmentsTab(body, query);
