@@ -150,11 +150,8 @@ pub(crate) fn check_unique(pairs: &[(String, String)]) -> ApiResult<()> {
     Ok(())
 }
 
+/// Query parameters in order, repeats kept (so they can be refused).
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
-
-fn pairs(q: Pairs) -> ApiResult<Vec<(String, String)>> {
-    query(q)
-}
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(t)| t)
@@ -1318,14 +1315,14 @@ async fn kill_flows(
 // Stats, rules health, traffic map (for the console; from the pollers' memory, never a dataplane request)
 
 async fn get_stats(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
-    if let Some((k, _)) = pairs(q)?.first() {
-        return Err(unknown_param(k, "(none)"));
+    if let Some((k, _)) = query(q)?.first() {
+        return Err(unknown_param(k, "none (this endpoint takes no parameters)"));
     }
     Ok(Json(app.metrics.with_reading(stats::stats)))
 }
 
 async fn rules_health(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
-    let q = rulehealth::parse_query(&pairs(q)?)?;
+    let q = rulehealth::parse_query(&query(q)?)?;
     let (version, key, policy) = {
         let store = app.store.lock().await;
         match q.which {
@@ -1361,7 +1358,7 @@ async fn rules_health(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Val
 }
 
 async fn traffic_map(State(app): State<Shared>, q: Pairs) -> ApiResult<Json<Value>> {
-    let q = traffic::parse_query(&pairs(q)?)?;
+    let q = traffic::parse_query(&query(q)?)?;
     let active = app.store.lock().await.active_policy().cloned();
     Ok(Json(traffic::map(
         &app.flowlog,

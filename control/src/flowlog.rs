@@ -177,7 +177,7 @@ impl Key {
 #[derive(Debug)]
 pub struct StoredEvent {
     pub seq: u64,
-    key: Key,
+    pub key: Key,
     pub json: String,
 }
 
@@ -569,16 +569,13 @@ impl FlowLog {
         (out, more)
     }
 
-    /// Calls `f` with the filter fields of every event held in memory, oldest first; answers whether the
-    /// buffer is full (older events were let go) and the oldest event's time.
-    pub fn scan(&self, mut f: impl FnMut(&Key)) -> (bool, Option<SystemTime>) {
+    /// Every event held in memory, oldest first (shared, so the lock is held only to copy pointers), and
+    /// whether the buffer is full (older events were let go).
+    pub fn snapshot(&self) -> (Vec<Arc<StoredEvent>>, bool) {
         let ring = lock(&self.ring);
-        for e in &ring.events {
-            f(&e.key);
-        }
         (
+            ring.events.iter().cloned().collect(),
             ring.events.len() >= self.config.buffer,
-            ring.events.front().and_then(|e| e.key.time),
         )
     }
 

@@ -12,14 +12,14 @@
 //! Services (protocol, destination port; port 0 for ICMP and ICMPv6, whose events carry an echo identifier or
 //! type/code there) and deciding rules are counted per flow (`new` and `denied`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use policy::Policy;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::flowlog::{self, Filter, FlowLog, Key, Kind, UNSEGMENTED};
+use crate::flowlog::{self, Filter, FlowLog, Kind, UNSEGMENTED};
 use crate::time;
 
 pub const DEFAULT_WINDOW_S: u64 = 900;
@@ -79,32 +79,46 @@ struct Edge {
     rules: HashMap<u32, u64>,
 }
 
+/// A side's segments; an address in no segment is [`UNSEGMENTED`].
+fn side<'a>(l: &'a Option<Vec<String>>, unsegmented: &'a [String]) -> &'a [String] {
+    match l {
+        Some(l) if !l.is_empty() => l,
+        _ => unsegmented,
+    }
+}
+
 /// The map of the events `log` holds within `q.window_s` before `now`, with `active`'s segments as nodes.
 pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -> Value {
     let from = now
         .checked_sub(Duration::from_secs(q.window_s))
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
+    // Keyed by source, then destination: looked up by reference, a key is allocated once per pair.
+    let mut edges: HashMap<String, HashMap<String, Edge>> = HashMap::new();
     let mut considered = 0u64;
-    let unsegmented = vec![UNSEGMENTED.to_string()];
-    let (full, oldest) = log.scan(|k: &Key| {
+    let unsegmented = [UNSEGMENTED.to_string()];
+    let side = |l| side(l, &unsegmented);
+    let (events, full) = log.snapshot();
+    let oldest = events.first().and_then(|e| e.key.time);
+    for k in events.iter().map(|e| &e.key) {
         // Not bounded above: the dataplane's clock may run a few milliseconds ahead of this one.
         let Some(t) = k.time.filter(|t| *t >= from) else {
-            return;
+            continue;
         };
-        let Some(kind) = k.kind else { return };
+        let Some(kind) = k.kind else { continue };
         if !q.filter.matches(k) {
-            return;
+            continue;
         }
         considered += 1;
-        let side = |l: &Option<Vec<String>>| match l {
-            Some(l) if !l.is_empty() => l.clone(),
-            _ => unsegmented.clone(),
-        };
-        let (srcs, dsts) = (side(&k.src_segments), side(&k.dst_segments));
-        for s in &srcs {
-            for d in &dsts {
-                let e = edges.entry((s.clone(), d.clone())).or_default();
+        for s in side(&k.src_segments) {
+            if !edges.contains_key(s) {
+                edges.insert(s.clone(), HashMap::new());
+            }
+            let row = edges.get_mut(s).expect("inserted above");
+            for d in side(&k.dst_segments) {
+                if !row.contains_key(d) {
+                    row.insert(d.clone(), Edge::default());
+                }
+                let e = row.get_mut(d).expect("inserted above");
                 e.last_seen = e.last_seen.max(Some(t));
                 let flow = match kind {
                     Kind::New => {
@@ -144,7 +158,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
                 }
             }
         }
-    });
+    }
     let rule_name = |id: u32| -> Value {
         if id == 0 {
             return json!("default");
@@ -153,9 +167,14 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
             .and_then(|p| p.rules().iter().find(|r| r.id == id))
             .map_or(Value::Null, |r| json!(r.name))
     };
+    let mut edges: Vec<(String, String, Edge)> = edges
+        .into_iter()
+        .flat_map(|(from, row)| row.into_iter().map(move |(to, e)| (from.clone(), to, e)))
+        .collect();
+    edges.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let observed: BTreeSet<&str> = edges
-        .keys()
-        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .iter()
+        .flat_map(|(a, b, _)| [a.as_str(), b.as_str()])
         .collect();
     let mut nodes: Vec<Value> = active
         .map(|p| p.segments())
@@ -185,7 +204,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
     }
     let edges: Vec<Value> = edges
         .into_iter()
-        .map(|((from, to), e)| {
+        .map(|(from, to, e)| {
             let mut services: Vec<((u8, u16), u64)> = e.services.into_iter().collect();
             services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             services.truncate(TOP_SERVICES);
@@ -214,6 +233,8 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::flowlog::FlowLogConfig;
 
