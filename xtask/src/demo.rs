@@ -521,6 +521,12 @@ fn chatter(bed: &TestBed) -> Result<Vec<Background>> {
         get(OFFICE, SCADA, "8080"),
         addr::B4
     );
-    let b = format!("while :; do ping -c 1 -W 1 -I {SCADA} {} >/dev/null; sleep 7; done", addr::A4);
-    Ok(vec![bed.a.spawn(&["sh", "-c", &a])?, bed.b.spawn(&["sh", "-c", &b])?])
+    let b = format!(
+        "while :; do ping -c 1 -W 1 -I {SCADA} {} >/dev/null; sleep 7; done",
+        addr::A4
+    );
+    Ok(vec![
+        bed.a.spawn(&["sh", "-c", &a])?,
+        bed.b.spawn(&["sh", "-c", &b])?,
+    ])
 }
