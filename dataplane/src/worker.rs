@@ -361,30 +361,51 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     let n = burst.len();
 
     // Pass 1: parse and look every packet up, in three stages over the burst so the table's memory accesses
-    // overlap: (a) parse, key and hash each packet; (b) probe the hash index for all of them, prefetching the
-    // entries; (c) in packet order, finish tracking (state, counters) and apply stateless policy.
-    for (i, frame) in burst.iter().enumerate() {
-        s.lens[i] = frame.len() as u32;
-        match net::parse_into(frame, &mut s.parsed[i]) {
-            Ok(()) => {
-                cx.tracker
-                    .prepare_into(frame, &s.parsed[i], &mut s.prepared[i]);
-                s.notes[i] = Note::Forward;
-            }
-            Err(e) => {
-                cx.counters.malformed(e);
-                s.prepared[i] = Prepared::EMPTY;
-                s.notes[i] = Note::Dropped;
-            }
-        }
-    }
-    cx.tracker.probe_burst(&mut s.prepared[..n]);
+    // overlap: (a) parse, key and hash each packet, and start loading the hash-index buckets of those that
+    // belong to a flow — the others (not IP, fragments, ...) are decided there and then, without the table;
+    // (b) probe the index for the flows, prefetching their entries; (c) in packet order, finish tracking
+    // (state, counters).
+    let mut flows = [0u8; MAX_BURST];
+    let mut nflows = 0;
     let mut undecided = 0;
     let mut forwarded = 0;
-    for i in 0..n {
-        if matches!(s.notes[i], Note::Dropped) {
+    let mut tally = |note: Note, counters: &WorkerCounters| match note {
+        Note::Forward => forwarded += 1,
+        Note::New | Note::Recheck(_) => undecided += 1,
+        Note::Drop(reason) => counters.drop(reason, 1),
+        Note::Dropped => {}
+    };
+    for (i, frame) in burst.iter().enumerate() {
+        s.lens[i] = frame.len() as u32;
+        let parsed = &mut s.parsed[i];
+        if let Err(e) = net::parse_into(frame, parsed) {
+            cx.counters.malformed(e);
+            s.notes[i] = Note::Dropped;
             continue;
         }
+        let prepared = &mut s.prepared[i];
+        cx.tracker.prepare_into(frame, parsed, prepared);
+        let note = match prepared.decided() {
+            None => {
+                cx.tracker.prefetch_index(prepared);
+                flows[nflows] = i as u8;
+                nflows += 1;
+                continue;
+            }
+            Some(Ok(u)) => untracked(rs, parsed, u),
+            Some(Err(reason)) => {
+                cx.counters.conntrack_drop(reason);
+                Note::Dropped
+            }
+        };
+        tally(note, cx.counters);
+        s.notes[i] = note;
+    }
+    for &i in &flows[..nflows] {
+        cx.tracker.probe(&mut s.prepared[usize::from(i)]);
+    }
+    for &i in &flows[..nflows] {
+        let i = usize::from(i);
         let note = match cx.tracker.finish(&s.parsed[i], &s.prepared[i], cx.now) {
             Track::Known {
                 id,
@@ -409,12 +430,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
                 Note::Dropped
             }
         };
-        match note {
-            Note::Forward => forwarded += 1,
-            Note::New | Note::Recheck(_) => undecided += 1,
-            Note::Drop(reason) => cx.counters.drop(reason, 1),
-            Note::Dropped => {}
-        }
+        tally(note, cx.counters);
         s.notes[i] = note;
     }
     cx.cache.flush(cx.counters, cx.now);
@@ -442,10 +458,14 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
 /// packet of the same flow in the burst). Counts the drops it decides.
 fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s: &mut Scratch) {
     let n = burst.len();
+    let mut news = 0;
     for i in 0..n {
         match s.notes[i] {
             Note::New => match flow_input(&s.parsed[i], &mut s.inputs[i]) {
-                Some((v6, _)) => s.families[i] = v6,
+                Some((v6, _)) => {
+                    s.families[i] = v6;
+                    news += 1;
+                }
                 None => {
                     cx.counters.drop(DropReason::Malformed, 1);
                     s.notes[i] = Note::Dropped;
@@ -462,6 +482,8 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
             _ => {}
         }
     }
+    // In a full table, the evictions' memory accesses overlap the classification.
+    cx.tracker.prefetch_commits(news, cx.now);
     for v6 in [false, true] {
         let len = if v6 {
             V6_INPUT
@@ -488,13 +510,10 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
         }
     }
     // Start the memory accesses of pass 3 for the whole burst before any is needed: the counter slot of each
-    // deciding rule (its metadata was prefetched just above) and, in a full table, the eviction scan.
+    // deciding rule (its metadata was prefetched just above).
     for i in 0..n {
         if matches!(s.notes[i], Note::New | Note::Recheck(_)) {
             dpdk::prefetch(cx.counters.rule(rs.judge(s.results[i]).slot));
-            if matches!(s.notes[i], Note::New) {
-                cx.tracker.prefetch_commit(&s.prepared[i]);
-            }
         }
     }
 

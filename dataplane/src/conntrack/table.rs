@@ -24,8 +24,7 @@ use super::Timeouts;
 /// Largest supported capacity (slab indices are `u32`, with one value reserved).
 pub const MAX_CAPACITY: usize = 1 << 31;
 
-/// Slots examined, starting at a position derived from the new key's hash, when the table is full and a
-/// victim is sought.
+/// Most slots examined, from the eviction hand on, when the table is full and a victim is sought.
 pub const EVICT_SCAN: usize = 16;
 
 /// Longest timeout honoured, in milliseconds (~12.4 days; longer ones are clamped): idle times are computed
@@ -507,6 +506,8 @@ pub struct ConnTable {
     free_head: u32,
     len: usize,
     cursor: usize,
+    /// Where the next victim search starts when the table is full (see [`insert`](Self::insert)).
+    hand: usize,
     hasher: KeyHasher,
     timeouts: TimeoutsMs,
     stats: TableStats,
@@ -551,6 +552,7 @@ impl ConnTable {
             free_head: if capacity == 0 { NIL } else { 0 },
             len: 0,
             cursor: 0,
+            hand: 0,
             hasher: KeyHasher::new(seed),
             timeouts: TimeoutsMs::new(timeouts),
             stats: TableStats::default(),
@@ -650,18 +652,24 @@ impl ConnTable {
         });
     }
 
-    /// When the table is full, starts loading the entries [`insert`](Self::insert) will scan for a victim
-    /// for a flow with `hash`; otherwise nothing (a free slot is at hand).
-    #[inline]
-    pub(super) fn prefetch_victims(&self, hash: u64) {
+    /// When the table is full, starts loading what the next `count` inserts will touch to make room: the
+    /// entries from the eviction hand on and, for those that will be evicted, their hash-index buckets (the
+    /// removal's lookup). Nothing when a free slot is at hand. Reads the entries (their keys are hashed to find
+    /// the buckets), so call it early enough for the entries' own loads to overlap: one call per burst.
+    pub(super) fn prefetch_victims(&self, count: usize, now: u64) {
         if self.free_head != NIL || self.slab.is_empty() {
             return;
         }
-        // The whole window the scan may read: ~2 KiB of consecutive entries, i.e. some 30 lines requested at
-        // once instead of missing on them one after the other.
-        let start = ((hash >> 32) as usize) % self.slab.len();
-        for e in self.slab[start..].iter().take(EVICT_SCAN) {
-            dpdk::prefetch(e);
+        let cap = self.slab.len();
+        let count = count.min(EVICT_SCAN).min(cap);
+        for k in 0..count {
+            dpdk::prefetch(&self.slab[(self.hand + k) % cap]);
+        }
+        for k in 0..count {
+            let e = &self.slab[(self.hand + k) % cap];
+            if e.is_occupied() && (!e.is_assured() || self.is_expired(e, now)) {
+                self.prefetch_index(self.hasher.hash_entry(e));
+            }
         }
     }
 
@@ -723,8 +731,10 @@ impl ConnTable {
 
     /// Inserts a flow first seen from the key's `originator` side at `now`, with zeroed counters, state and
     /// admission (set them through [`get_mut`](Self::get_mut)). An existing entry with the same key is
-    /// replaced in place. When the table is full, an unestablished (or expired) flow among [`EVICT_SCAN`]
-    /// slots starting at a hash-derived position is evicted; established flows never are. Bounded work.
+    /// replaced in place. When the table is full, the first expired or unestablished flow among [`EVICT_SCAN`]
+    /// slots from the eviction hand is evicted (established flows never are), and the hand moves past it: a
+    /// clock over the slots, so in a full table slots are reused in turn and the flow evicted is the one that
+    /// has held its slot longest. Bounded, and normally O(1), work.
     pub fn insert(&mut self, key: FlowKey, originator: Side, now: u64) -> Result<Inserted, Full> {
         let hash = self.hash(&key);
         self.insert_hashed(hash, &key, originator, now)
@@ -748,7 +758,7 @@ impl ConnTable {
         }
         let mut displaced = None;
         if self.free_head == NIL {
-            let victim = self.find_victim(hash, now).ok_or(Full)?;
+            let victim = self.find_victim(now).ok_or(Full)?;
             displaced = self.remove(victim);
             self.stats.evictions += 1;
         }
@@ -775,32 +785,24 @@ impl ConnTable {
         })
     }
 
-    /// An evictable slot near `hash`: an expired flow, else the idlest unestablished one.
-    fn find_victim(&mut self, hash: u64, now: u64) -> Option<FlowId> {
+    /// The first evictable flow (expired, or not established) among [`EVICT_SCAN`] slots from the hand; the
+    /// hand moves past it, or past the slots examined when there is none.
+    fn find_victim(&mut self, now: u64) -> Option<FlowId> {
         let cap = self.slab.len();
         if cap == 0 {
             return None;
         }
-        let start = ((hash >> 32) as usize) % cap;
-        let mut best: Option<(usize, u32)> = None;
-        for k in 0..EVICT_SCAN.min(cap) {
+        let scan = EVICT_SCAN.min(cap);
+        for _ in 0..scan {
             self.stats.evict_slots_scanned += 1;
-            let i = (start + k) % cap;
+            let i = self.hand;
+            self.hand = if i + 1 == cap { 0 } else { i + 1 };
             let e = &self.slab[i];
-            if !e.is_occupied() {
-                continue;
-            }
-            if self.is_expired(e, now) {
+            if e.is_occupied() && (!e.is_assured() || self.is_expired(e, now)) {
                 return Some(FlowId(i as u32));
             }
-            if !e.is_assured() {
-                let idle = idle(e.last_seen, now);
-                if best.is_none_or(|(_, b)| idle > b) {
-                    best = Some((i, idle));
-                }
-            }
         }
-        best.map(|(i, _)| FlowId(i as u32))
+        None
     }
 
     /// Rebuilds the index from the slab, reusing its allocation: clears tombstones without a rehash that

@@ -206,6 +206,21 @@ impl Prepared {
     };
 }
 
+impl Prepared {
+    /// The verdict of a packet decided by the packet alone — not IP, a non-first fragment, ICMP that is
+    /// neither echo nor a relatable error, an error quoting nothing usable — exactly what
+    /// [`Tracker::finish`] would answer ([`Track::Untracked`] as `Ok`, [`Track::Drop`] as `Err`); `None` when
+    /// its flow has to be looked up (probe, then finish).
+    #[inline]
+    pub fn decided(&self) -> Option<Result<Untracked, DropReason>> {
+        match self.stage {
+            Stage::Untracked(u) => Some(Ok(u)),
+            Stage::Drop(r) => Some(Err(r)),
+            Stage::Flow | Stage::Related => None,
+        }
+    }
+}
+
 impl Default for Prepared {
     fn default() -> Self {
         Self::EMPTY
@@ -380,6 +395,15 @@ impl Tracker {
         }
     }
 
+    /// Starts loading the hash-index buckets [`probe`](Self::probe) will compare for this packet (it reads the
+    /// index's control bytes): call it as soon as the packet is prepared, so the misses of a burst overlap.
+    #[inline]
+    pub fn prefetch_index(&self, p: &Prepared) {
+        if matches!(p.stage, Stage::Flow | Stage::Related) {
+            self.table.prefetch_index(p.hash);
+        }
+    }
+
     /// [`probe`](Self::probe) for each packet of a burst: all the index lookups first, so their cache misses
     /// overlap, each starting the load of its entry for [`finish`](Self::finish). Same result as probing each.
     #[inline]
@@ -388,22 +412,18 @@ impl Tracker {
         // find their buckets in the cache. Each loop's misses overlap across the burst instead of every
         // lookup waiting for a control-byte miss and then a bucket miss in turn.
         for p in prepared.iter() {
-            if matches!(p.stage, Stage::Flow | Stage::Related) {
-                self.table.prefetch_index(p.hash);
-            }
+            self.prefetch_index(p);
         }
         for p in prepared {
             self.probe(p);
         }
     }
 
-    /// For a packet that found no flow (a new flow, to be committed after classification): starts loading
-    /// what committing it will touch first when the table is full (the eviction scan's first entries).
+    /// Before committing `count` new flows (after classification): when the table is full, starts loading
+    /// what their evictions will touch (see [`ConnTable::insert`]); otherwise nothing.
     #[inline]
-    pub fn prefetch_commit(&self, p: &Prepared) {
-        if matches!(p.stage, Stage::Flow) && p.slot == NO_SLOT {
-            self.table.prefetch_victims(p.hash);
-        }
+    pub fn prefetch_commits(&self, count: usize, now: u64) {
+        self.table.prefetch_victims(count, now);
     }
 
     /// Stage 3 of [`process`](Self::process): the verdict, updating the flow's state and counters. `parsed` and

@@ -104,18 +104,32 @@ fn capacity_cap_evicts_unestablished_never_established() {
 }
 
 #[test]
-fn eviction_prefers_the_idlest_unestablished_and_expired_flows() {
+fn eviction_takes_slots_in_turn_skipping_established_flows_until_they_expire() {
     let mut t = ConnTable::new(4, 7);
     assured_udp(&mut t, 0, 0);
-    t.insert(udp_key(1), Side::First, 1_000).unwrap();
-    t.insert(udp_key(2), Side::First, 500).unwrap(); // idlest unanswered
+    let first = t.insert(udp_key(1), Side::First, 1_000).unwrap().id;
+    let second = t.insert(udp_key(2), Side::First, 500).unwrap().id;
     t.insert(udp_key(3), Side::First, 2_000).unwrap();
+    // Full: the hand passes the established flow and takes the next unestablished one; the newcomer takes
+    // its slot.
     let ins = t.insert(udp_key(4), Side::First, 3_000).unwrap();
+    assert_eq!(ins.displaced.unwrap().key(), udp_key(1));
+    assert_eq!(ins.id, first);
+    // The hand has moved on: the next victim is the flow in the next slot, not the newcomer.
+    let ins = t.insert(udp_key(5), Side::First, 3_000).unwrap();
     assert_eq!(ins.displaced.unwrap().key(), udp_key(2));
-    // Past the UDP-stream timeout even the answered flow is fair game: it is dead.
-    let late = 1_000 * u64::from(Timeouts::default().udp_stream) + 10_000;
-    let ins = t.insert(udp_key(5), Side::First, late).unwrap();
-    assert!(ins.displaced.is_some());
+    assert_eq!(ins.id, second);
+    // Once every flow is established nothing gives way...
+    for i in [3, 4, 5] {
+        let id = t.find(&udp_key(i)).unwrap();
+        t.get_mut(id).unwrap().record(Dir::Reply, 1, 3_000);
+    }
+    assert_eq!(t.insert(udp_key(6), Side::First, 3_000), Err(Full));
+    // ...until one is past its timeout: it is dead, and evicted although it was established.
+    let late = 1_000 * u64::from(Timeouts::default().udp_stream) + 2_000;
+    let ins = t.insert(udp_key(6), Side::First, late).unwrap();
+    assert_eq!(ins.displaced.unwrap().key(), udp_key(0));
+    assert_eq!(t.stats().evictions, 3);
 }
 
 #[test]
