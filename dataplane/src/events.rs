@@ -75,6 +75,17 @@ impl EventSink {
     pub fn emit_counted(&self, ev: FlowEvent, counters: &WorkerCounters) {
         self.emit(ev, &counters.events_dropped)
     }
+
+    /// [`emit_counted`](Self::emit_counted) of the event `make` builds, built only if the queue has room: in a
+    /// flood of new flows, when most events are dropped anyway, the worker does not build them first.
+    #[inline]
+    pub fn emit_counted_with(&self, make: impl FnOnce() -> FlowEvent, counters: &WorkerCounters) {
+        if self.tx.is_full() {
+            counters.events_dropped.add(1);
+            return;
+        }
+        self.emit(make(), &counters.events_dropped)
+    }
 }
 
 /// The management side's end of every worker's queue.
@@ -142,6 +153,28 @@ mod tests {
         drop(source);
         sink.emit(ev(11), &dropped);
         assert_eq!(dropped.get(), 7, "a gone reader is a drop, not a hang");
+    }
+
+    #[test]
+    fn a_full_queue_does_not_build_the_event() {
+        let (sink, source) = queue(2);
+        let all = crate::counters::Counters::new(1, 1);
+        let counters = all.worker(0);
+        let mut built = 0;
+        for n in 0..5 {
+            sink.emit_counted_with(
+                || {
+                    built += 1;
+                    ev(n)
+                },
+                counters,
+            );
+        }
+        assert_eq!(built, 2, "only the events that fit were built");
+        assert_eq!(counters.events_dropped.get(), 3);
+        let mut got = Vec::new();
+        assert_eq!(source.drain(100, &mut got), 2);
+        assert_eq!(got.iter().map(|e| e.sport).collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

@@ -278,8 +278,8 @@ impl<'p> Worker<'_, 'p, '_> {
             let (counters, events, worker) = (self.counters, &self.events, self.index);
             self.tracker.expire(now, self.expiry_budget, |id, e| {
                 counters.flows_closed.add(1);
-                events.emit_counted(
-                    closed_event(&FlowInfo::new(id, e, now), worker, now),
+                events.emit_counted_with(
+                    || closed_event(&FlowInfo::new(id, e, now), worker, now),
                     counters,
                 );
             });
@@ -626,9 +626,11 @@ fn new_flow(
         Ok(c) => {
             if let Some(old) = c.displaced {
                 cx.counters.flows_closed.add(1);
-                let info = FlowInfo::new(c.id, &old, cx.now);
-                cx.events
-                    .emit_counted(closed_event(&info, cx.worker, cx.now), cx.counters);
+                let (worker, now) = (cx.worker, cx.now);
+                cx.events.emit_counted_with(
+                    || closed_event(&FlowInfo::new(c.id, &old, now), worker, now),
+                    cx.counters,
+                );
             }
             cx.counters.flows_created.add(1);
             cx.counters
@@ -638,14 +640,22 @@ fn new_flow(
                 cx.counters.would_deny.add(1);
             }
             if let Some(e) = cx.tracker.table().get(c.id) {
-                let info = FlowInfo::new(c.id, e, cx.now);
                 let verdict = if j.monitored {
                     Verdict::WouldDeny
                 } else {
                     Verdict::Allow
                 };
-                cx.events.emit_counted(
-                    event(EventKind::New, &info, verdict, cx.worker, cx.now),
+                let (worker, now) = (cx.worker, cx.now);
+                cx.events.emit_counted_with(
+                    || {
+                        event(
+                            EventKind::New,
+                            &FlowInfo::new(c.id, e, now),
+                            verdict,
+                            worker,
+                            now,
+                        )
+                    },
                     cx.counters,
                 );
             }
