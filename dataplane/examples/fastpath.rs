@@ -16,9 +16,9 @@
 //!
 //! * (a) `net::parse_into` alone, into the burst's array;
 //! * (b) parse + `Tracker::process` one packet at a time (no batching);
-//! * (c) the worker's pass 1: parse and `Tracker::prepare_into` each packet of the burst, `probe_burst`
-//!   (index lookups back to back, entries prefetched), `finish` in packet order, then one expiry step of
-//!   the default budget, as the poll loop does once per burst.
+//! * (c) the worker's pass 1: parse, `Tracker::prepare_into` and `prefetch_index` each packet of the burst,
+//!   `probe` them (index lookups back to back, entries prefetched), `finish` in packet order, then one expiry
+//!   step of the default budget, as the poll loop does once per burst.
 //!
 //! `--only a|b|c` runs one of them (e.g. under `perf record`). It measures and prints; it asserts nothing
 //! about timings.
@@ -264,11 +264,14 @@ fn main() {
                 ok[i] = net::parse_into(f, &mut parsed[i]).is_ok();
                 if ok[i] {
                     tracker.prepare_into(f, &parsed[i], &mut prepared[i]);
+                    tracker.prefetch_index(&prepared[i]);
                 } else {
                     prepared[i] = Prepared::EMPTY;
                 }
             }
-            tracker.probe_burst(&mut prepared[..burst.len()]);
+            for p in &mut prepared[..burst.len()] {
+                tracker.probe(p);
+            }
             for i in 0..burst.len() {
                 if !ok[i] {
                     continue;

@@ -396,26 +396,13 @@ impl Tracker {
     }
 
     /// Starts loading the hash-index buckets [`probe`](Self::probe) will compare for this packet (it reads the
-    /// index's control bytes): call it as soon as the packet is prepared, so the misses of a burst overlap.
+    /// index's control bytes). Call it for every packet of a burst as it is prepared, then probe them all, then
+    /// finish them in order: each step's cache misses overlap across the burst instead of every lookup waiting
+    /// for a control-byte miss, then a bucket miss, then an entry miss in turn. Same results as `process`.
     #[inline]
     pub fn prefetch_index(&self, p: &Prepared) {
         if matches!(p.stage, Stage::Flow | Stage::Related) {
             self.table.prefetch_index(p.hash);
-        }
-    }
-
-    /// [`probe`](Self::probe) for each packet of a burst: all the index lookups first, so their cache misses
-    /// overlap, each starting the load of its entry for [`finish`](Self::finish). Same result as probing each.
-    #[inline]
-    pub fn probe_burst(&self, prepared: &mut [Prepared]) {
-        // First only the control bytes, prefetching the buckets they point at; then the lookups proper, which
-        // find their buckets in the cache. Each loop's misses overlap across the burst instead of every
-        // lookup waiting for a control-byte miss and then a bucket miss in turn.
-        for p in prepared.iter() {
-            self.prefetch_index(p);
-        }
-        for p in prepared {
-            self.probe(p);
         }
     }
 

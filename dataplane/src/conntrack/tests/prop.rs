@@ -338,7 +338,13 @@ mod hostile {
                     .zip(&parsed)
                     .filter_map(|(f, p)| Some(b.prepare(f, p.as_ref()?)))
                     .collect();
-                b.probe_burst(&mut prepared);
+                // As the worker does: every index prefetch, then every probe, then the finishes in order.
+                for p in &prepared {
+                    b.prefetch_index(p);
+                }
+                for p in &mut prepared {
+                    b.probe(p);
+                }
                 let pipelined: Vec<Track> = parsed
                     .iter()
                     .flatten()
