@@ -3,26 +3,24 @@
 
 /** Creates an element: h('td', {class: 'num', onclick: fn}, 'text', child, [more], null). */
 export function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
-    else if (k === 'class') el.className = v;
-    else if (k === 'value') el.value = v;
-    else if (k === 'checked' || k === 'selected' || k === 'disabled' || k === 'hidden') el[k] = true;
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  append(el, children);
-  return el;
+  return build(document.createElement(tag), attrs, children, true);
 }
 
-/** SVG element with attributes (same rules as `h`). */
+/** SVG element with attributes (same rules as `h`, attributes only). */
 export function svg(tag, attrs = {}, ...children) {
-  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  return build(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, children, false);
+}
+
+// Absent attributes (undefined, null, false) are left out; functions under on* become listeners. HTML
+// elements also take `class`, form `value`, and boolean properties, which must be set as properties.
+function build(el, attrs, children, html) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, String(v));
+    else if (html && k === 'class') el.className = v;
+    else if (html && k === 'value') el.value = v;
+    else if (html && ['checked', 'selected', 'disabled', 'hidden'].includes(k)) el[k] = true;
+    else el.setAttribute(k, v === true ? '' : String(v));
   }
   append(el, children);
   return el;
@@ -107,6 +105,11 @@ export function selectorText(sel) {
   if (sel.prefix !== undefined) return sel.prefix;
   if (sel.labels !== undefined) return Object.entries(sel.labels).map(([k, v]) => `${k}=${v}`).join(', ') || 'labels: none';
   return JSON.stringify(sel);
+}
+
+/** An object's name in bold with its description, if any, below it (table cells). */
+export function named(o) {
+  return h('span', {}, h('strong', {}, o.name), o.description ? h('div', { class: 'muted small' }, o.description) : null);
 }
 
 /** A coloured badge for a verdict or action. */

@@ -2,7 +2,7 @@
 // window) and rules that can never decide anything because earlier rules shadow them.
 
 import { get } from '../api.js';
-import { h, replace, every, table, badge, fmtInt, fmtBytes, fmtAgo, selectorText } from '../dom.js';
+import { h, replace, every, table, named, badge, fmtInt, fmtBytes, fmtAgo } from '../dom.js';
 
 const state = { policy: 'active', stale_after_s: '86400', only: 'all' };
 
@@ -50,7 +50,7 @@ export function mount(main) {
       columns: [
         { label: '#', class: 'num', cell: (r) => r.position, sort: (r) => r.position },
         { label: 'Id', class: 'num', cell: (r) => h('a', { href: `#/policy/rules/${r.id}` }, `#${r.id}`) },
-        { label: 'Name', cell: (r) => h('span', {}, h('strong', {}, r.name), r.description ? h('div', { class: 'muted small' }, r.description) : null) },
+        { label: 'Name', cell: (r) => named(r) },
         { label: 'Action', cell: (r) => h('span', {}, badge(r.action), r.mode === 'monitor' ? badge('monitor') : null) },
         { label: 'Packets', class: 'num', cell: (r) => fmtInt(r.packets), sort: (r) => r.packets ?? -1 },
         { label: 'Flows', class: 'num', cell: (r) => fmtInt(r.flows), sort: (r) => r.flows ?? -1 },

@@ -5,7 +5,7 @@
 
 import { request, get, ApiError } from '../api.js';
 import {
-  h, replace, table, field, showFieldErrors, toast, modal, reportError, badge, selectorText, fmtTime, fmtAgo,
+  h, replace, table, named, field, showFieldErrors, toast, modal, reportError, badge, selectorText, fmtTime, fmtAgo,
 } from '../dom.js';
 
 const TABS = [
@@ -209,8 +209,12 @@ async function remove(kind, key, label) {
   } catch (e) { reportError(e); }
 }
 
-function searchBox(value, onInput) {
-  return h('input', { type: 'search', class: 'search', placeholder: 'Search…', 'aria-label': 'Search', value, oninput: (ev) => onInput(ev.target.value) });
+/** The search field of a table tab: each keystroke re-renders the tab (`render`) and keeps the focus here. */
+function searchBox(query, body, render) {
+  return h('input', {
+    type: 'search', class: 'search', placeholder: 'Search…', 'aria-label': 'Search', value: query.q,
+    oninput: (ev) => { query.q = ev.target.value; render(body, query); body.querySelector('.search').focus(); },
+  });
 }
 
 const matches = (q, ...texts) => !q || texts.some((t) => String(t ?? '').toLowerCase().includes(q.toLowerCase()));
@@ -222,12 +226,11 @@ const issues = (prefix) => {
 function rulesTab(body, query) {
   const rules = draft.doc.rules || [];
   const rows = rules.map((r, i) => ({ r, i })).filter(({ r }) => matches(query.q, r.id, r.name, r.description, selectorText(r.from), selectorText(r.to), r.service, r.action));
-  const list = h('div');
-  const render = () => replace(list, table({
+  const list = table({
     columns: [
       { label: '#', class: 'num', cell: ({ i }) => i },
       { label: 'Id', class: 'num', cell: ({ r }) => r.id },
-      { label: 'Name', cell: ({ r }) => h('span', {}, h('strong', {}, r.name), r.description ? h('div', { class: 'muted small' }, r.description) : null) },
+      { label: 'Name', cell: ({ r }) => named(r) },
       { label: 'From', cell: ({ r }) => selectorText(r.from) },
       { label: 'To', cell: ({ r }) => selectorText(r.to) },
       { label: 'Service', cell: ({ r }) => r.service },
@@ -242,10 +245,9 @@ function rulesTab(body, query) {
     rows,
     rowAttrs: ({ r }) => ({ 'data-rule': r.id }),
     empty: query.q ? 'No rule matches the search.' : 'No rules: everything gets the default action.',
-  }));
-  render();
+  });
   replace(body,
-    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; rulesTab(body, query); body.querySelector('.search').focus(); }),
+    h('div', { class: 'toolbar' }, searchBox(query, body, rulesTab),
       h('button', { type: 'button', class: 'primary', onclick: () => ruleEditor(null) }, 'New rule'),
       h('span', { class: 'muted' }, `Rules are evaluated top to bottom; the first match decides. Default action: ${draft.doc.settings?.default_action ?? 'deny'}.`)),
     list);
@@ -280,11 +282,11 @@ function segmentsTab(body, query) {
   const segs = (draft.doc.segments || []).map((s, i) => ({ s, i }))
     .filter(({ s }) => matches(query.q, s.name, s.description, (s.prefixes || []).join(' '), labelsText(s.labels)));
   replace(body,
-    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; segmentsTab(body, query); body.querySelector('.search').focus(); }),
+    h('div', { class: 'toolbar' }, searchBox(query, body, segmentsTab),
       h('button', { type: 'button', class: 'primary', onclick: () => segmentEditor(null) }, 'New segment')),
     table({
       columns: [
-        { label: 'Name', cell: ({ s }) => h('span', {}, h('strong', {}, s.name), s.description ? h('div', { class: 'muted small' }, s.description) : null), sort: ({ s }) => s.name },
+        { label: 'Name', cell: ({ s }) => named(s), sort: ({ s }) => s.name },
         { label: 'Prefixes', cell: ({ s }) => (s.prefixes || []).join(', ') },
         { label: 'VLANs', cell: ({ s }) => (s.vlans ? s.vlans.join(', ') : 'any') },
         { label: 'Labels', cell: ({ s }) => Object.entries(s.labels || {}).map(([k, v]) => h('span', { class: 'label' }, `${k}=${v}`)) },
@@ -337,11 +339,11 @@ function servicesTab(body, query) {
   const svcs = (draft.doc.services || []).map((s, i) => ({ s, i }))
     .filter(({ s }) => matches(query.q, s.name, s.description, s.protocol, (s.ports || []).join(' ')));
   replace(body,
-    h('div', { class: 'toolbar' }, searchBox(query.q, (q) => { query.q = q; servicesTab(body, query); body.querySelector('.search').focus(); }),
+    h('div', { class: 'toolbar' }, searchBox(query, body, servicesTab),
       h('button', { type: 'button', class: 'primary', onclick: () => serviceEditor(null) }, 'New service')),
     table({
       columns: [
-        { label: 'Name', cell: ({ s }) => h('span', {}, h('strong', {}, s.name), s.description ? h('div', { class: 'muted small' }, s.description) : null), sort: ({ s }) => s.name },
+        { label: 'Name', cell: ({ s }) => named(s), sort: ({ s }) => s.name },
         { label: 'Protocol', cell: ({ s }) => String(s.protocol) },
         { label: 'Ports', cell: ({ s }) => (s.ports ? s.ports.join(', ') : s.icmp_type !== undefined ? `type ${s.icmp_type}${s.icmp_code !== undefined ? ` code ${s.icmp_code}` : ''}` : 'all') },
         { label: 'Source ports', cell: ({ s }) => (s.source_ports ? s.source_ports.join(', ') : 'all') },
