@@ -245,15 +245,8 @@ impl Reading {
                 }
             })
             .collect();
-        if let Some(p) = &prev {
-            let (a, b) = (&p.totals, &report.totals);
-            if b.rx_packets < a.rx_packets
-                || b.busy_polls < a.busy_polls
-                || b.idle_polls < a.idle_polls
-                || b.flows_created < a.flows_created
-            {
-                self.resets += 1;
-            }
+        if prev.as_ref().is_some_and(|p| went_backwards(p, &report)) {
+            self.resets += 1;
         }
         let now = (SystemTime::now(), Instant::now());
         self.previous = prev.zip(self.read_at.map(|(_, at)| at));
@@ -265,6 +258,29 @@ impl Reading {
         self.last_error = None;
         self.last_error_kind = None;
     }
+}
+
+/// Whether any counter is lower in `new` than in `old`: the dataplane restarted in between
+/// (its counters start again from zero), so deltas across the two mean nothing.
+pub(crate) fn went_backwards(old: &CountersReport, new: &CountersReport) -> bool {
+    let (a, b) = (&old.totals, &new.totals);
+    let lower = |k: &BTreeMap<String, u64>, n: &BTreeMap<String, u64>| {
+        k.iter()
+            .any(|(key, v)| n.get(key).copied().unwrap_or(0) < *v)
+    };
+    b.rx_packets < a.rx_packets
+        || b.tx_packets < a.tx_packets
+        || b.busy_polls < a.busy_polls
+        || b.idle_polls < a.idle_polls
+        || b.flows_created < a.flows_created
+        || b.flows_closed < a.flows_closed
+        || b.would_deny < a.would_deny
+        || lower(&a.drops, &b.drops)
+        || new
+            .workers
+            .iter()
+            .zip(&old.workers)
+            .any(|(n, o)| n.rx_packets < o.rx_packets)
 }
 
 /// Builds the families of one scrape.

@@ -6,11 +6,9 @@
 //! a negative or wrapped rate would be a lie. While the dataplane cannot be read, only `up`, `last_error` and
 //! the poller's state are given; no stale number is repeated.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Map, Value};
 
-use crate::metrics::{CountersReport, PortStats, Reading, WorkerStats};
+use crate::metrics::{went_backwards, PortStats, Reading, WorkerStats};
 use crate::time;
 
 /// The `stats` answer for the poller's current readings.
@@ -132,29 +130,6 @@ fn totals(t: &WorkerStats, drops_total: u64) -> Value {
     })
 }
 
-/// Whether any counter the rates use is lower in `new` than in `old`: the dataplane restarted in between
-/// (its counters start again from zero), so deltas across the two mean nothing.
-fn went_backwards(old: &CountersReport, new: &CountersReport) -> bool {
-    let (a, b) = (&old.totals, &new.totals);
-    let lower = |k: &BTreeMap<String, u64>, n: &BTreeMap<String, u64>| {
-        k.iter()
-            .any(|(key, v)| n.get(key).copied().unwrap_or(0) < *v)
-    };
-    b.rx_packets < a.rx_packets
-        || b.tx_packets < a.tx_packets
-        || b.busy_polls < a.busy_polls
-        || b.idle_polls < a.idle_polls
-        || b.flows_created < a.flows_created
-        || b.flows_closed < a.flows_closed
-        || b.would_deny < a.would_deny
-        || lower(&a.drops, &b.drops)
-        || new
-            .workers
-            .iter()
-            .zip(&old.workers)
-            .any(|(n, o)| n.rx_packets < o.rx_packets)
-}
-
 fn port_went_backwards(old: &PortStats, new: &PortStats) -> bool {
     new.rx_packets < old.rx_packets
         || new.tx_packets < old.tx_packets
@@ -165,6 +140,8 @@ fn port_went_backwards(old: &PortStats, new: &PortStats) -> bool {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant, SystemTime};
+
+    use crate::metrics::CountersReport;
 
     use super::*;
 
