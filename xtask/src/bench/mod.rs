@@ -4,7 +4,9 @@
 //! same input (a pcap replayed from memory by `net_pcap`, `infinite_rx=1`) and sink (`net_null`, `no-rx=1`: a
 //! plain net_null would also *generate* packets and testpmd would forward both ways), one forwarding core each
 //! (lcore 1), the main thread on lcore 0. Rates are per-second samples after a warm-up, median per run; the
-//! figure is the median over runs, with the spread (min–max of the run medians). Classification runs
+//! figure is the median over runs, with the spread (min–max of the run medians). The forwarding and stateful
+//! suites also run testpmd's `macswap` and `5tswap` modes, which read every packet as Bulkhead must (io
+//! forwarding never does): the cost of looking at packets at all on these ports. Classification runs
 //! `dpdk-test-acl` with its best algorithm on the same ClassBench sets. Every suite's rows go into one
 //! Markdown table and one JSON file (`bench-results/summary.{md,json}`), stamped with the date, machine and
 //! commit; each suite also writes its own detailed JSON.
@@ -25,9 +27,9 @@ mod swap;
 /// The benchmark suites, in the order `cargo xtask bench` runs them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Suite {
-    /// Plain L2 forwarding (frames the policy passes without state) vs dpdk-testpmd io forwarding.
+    /// Plain L2 forwarding (frames the policy passes without state) vs dpdk-testpmd io and macswap.
     Forwarding,
-    /// Stateful forwarding of established flows vs dpdk-testpmd io forwarding.
+    /// Stateful forwarding of established flows vs dpdk-testpmd io and 5tswap.
     Stateful,
     /// Every packet a new flow judged against ClassBench acl1_10k, vs dpdk-testpmd io forwarding.
     Newflows,

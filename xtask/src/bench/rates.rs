@@ -1,4 +1,6 @@
 //! The packet-rate suites: Bulkhead and `dpdk-testpmd` io forwarding, alternately, on the same pcap and sink.
+//! The forwarding and stateful suites also run testpmd in a forwarding mode that reads every packet (see
+//! [`Touching`]): io forwarding never looks at a packet, and on a software port that is much of the cost.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,40 @@ struct Setup<'a> {
     mbufs: u32,
     memory_mb: u32,
     flows_per_worker: u32,
+    /// A testpmd forwarding mode that touches every packet, run beside io forwarding.
+    touching: Option<Touching>,
+}
+
+/// testpmd forwarding modes that read (and rewrite) every packet: what forwarding costs once a program looks
+/// at the packets at all, measured by DPDK's own reference application on the same input.
+#[derive(Debug, Clone, Copy)]
+enum Touching {
+    /// Reads and swaps each frame's Ethernet addresses.
+    Macswap,
+    /// Parses each frame to its transport header and swaps its addresses and ports (MAC, IP, L4).
+    FiveTupleSwap,
+}
+
+impl Touching {
+    fn mode(self) -> &'static str {
+        match self {
+            Touching::Macswap => "macswap",
+            Touching::FiveTupleSwap => "5tswap",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Touching::Macswap => "dpdk-testpmd macswap",
+            Touching::FiveTupleSwap => "dpdk-testpmd 5tswap",
+        }
+    }
+}
+
+/// testpmd's per-run medians: io forwarding and, if the suite has one, the touching mode.
+struct Baselines {
+    io: Vec<f64>,
+    touching: Option<(Touching, Vec<f64>)>,
 }
 
 impl<'a> Setup<'a> {
@@ -31,6 +67,14 @@ impl<'a> Setup<'a> {
             mbufs: 32767,
             memory_mb: 1024,
             flows_per_worker: 65536,
+            touching: None,
+        }
+    }
+
+    fn touching(self, t: Touching) -> Self {
+        Setup {
+            touching: Some(t),
+            ..self
         }
     }
 }
@@ -56,10 +100,10 @@ pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
     let bin = build_release(&["bulkhead-dataplane"])?;
     let pcap = out_dir()?.join(format!("l2-{}B.pcap", args.frame_size));
     inputs::l2_frames(&pcap, args.frame_size as usize, 4096)?;
-    let setup = Setup::open_policy("forwarding", &pcap);
+    let setup = Setup::open_policy("forwarding", &pcap).touching(Touching::Macswap);
     let (t, b) = alternate(args, &bin, &setup)?;
     report(args, &setup, &t, &b, json!({}))?;
-    Ok(vec![testpmd_row(
+    Ok(testpmd_rows(
         Suite::Forwarding,
         format!(
             "L2 forwarding, {} B frames (EtherType passed by policy, no state)",
@@ -69,7 +113,7 @@ pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.9"),
-    )])
+    ))
 }
 
 /// Established flows: a pcap of TCP data segments over `--flows` flows, allowed by the open policy (loose
@@ -82,10 +126,10 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         .args(["--flows", &args.flows.to_string()])
         .args(["--frame-size", &args.frame_size.to_string(), "--out"])
         .arg(&pcap))?;
-    let setup = Setup::open_policy("stateful", &pcap);
+    let setup = Setup::open_policy("stateful", &pcap).touching(Touching::FiveTupleSwap);
     let (t, b) = alternate(args, &bin, &setup)?;
     report(args, &setup, &t, &b, json!({"flows": args.flows}))?;
-    Ok(vec![testpmd_row(
+    Ok(testpmd_rows(
         Suite::Stateful,
         format!(
             "established flows, {} TCP flows, {} B frames, open policy",
@@ -95,27 +139,41 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.7"),
-    )])
+    ))
 }
 
-/// A summary row: Bulkhead's per-run medians of `rate` beside testpmd's.
-fn testpmd_row(
+/// Summary rows: Bulkhead's per-run medians of `rate` beside testpmd io forwarding's (with the issue's
+/// `target`) and, if the suite ran one, beside the touching mode's.
+fn testpmd_rows(
     suite: Suite,
     what: String,
     bulkhead: &[Vec<Sample>],
     rate: impl Fn(&Sample) -> f64 + Copy,
-    testpmd: Vec<f64>,
+    testpmd: Baselines,
     target: Option<&'static str>,
-) -> Row {
-    Row {
+) -> Vec<Row> {
+    let ours = Stat::of(bulkhead.iter().map(|s| median_of(s, rate)).collect());
+    let mut rows = vec![Row {
         suite,
-        what,
+        what: what.clone(),
         unit: "Mpps",
         scale: 1e6,
-        bulkhead: Stat::of(bulkhead.iter().map(|s| median_of(s, rate)).collect()),
-        baseline: Some(("dpdk-testpmd io", Stat::of(testpmd))),
+        bulkhead: ours.clone(),
+        baseline: Some(("dpdk-testpmd io", Stat::of(testpmd.io))),
         target,
+    }];
+    if let Some((t, runs)) = testpmd.touching {
+        rows.push(Row {
+            suite,
+            what: format!("{what}; beside testpmd reading every packet"),
+            unit: "Mpps",
+            scale: 1e6,
+            bulkhead: ours,
+            baseline: Some((t.name(), Stat::of(runs))),
+            target: None,
+        });
     }
+    rows
 }
 
 /// Flows in the new-flow input, and the table they overflow (4×), so a flow's next packet finds its entry
@@ -152,6 +210,7 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         mbufs: NEW_FLOWS + 32767,
         memory_mb: 2048,
         flows_per_worker: NEW_FLOWS_TABLE,
+        touching: None,
     };
     let (t, b) = alternate(args, &bin, &setup)?;
     let new_share = median(
@@ -177,7 +236,7 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         new_share * 100.0,
         evicted
     );
-    Ok(vec![testpmd_row(
+    Ok(testpmd_rows(
         Suite::Newflows,
         format!(
             "every packet a new flow ({:.1} % measured), acl1_10k ({} rules), {} B",
@@ -189,21 +248,36 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         |x| x.rx,
         t,
         None,
-    )])
+    ))
 }
 
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     median(&samples.iter().map(f).collect::<Vec<_>>())
 }
 
-/// Runs testpmd and Bulkhead `--runs` times each, alternating; returns testpmd's run medians and Bulkhead's
-/// samples per run.
-fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Vec<f64>, Vec<Vec<Sample>>)> {
-    let mut testpmd = Vec::new();
+/// Runs testpmd (io, then the touching mode if any) and Bulkhead `--runs` times each, alternating; returns
+/// testpmd's run medians and Bulkhead's samples per run.
+fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Baselines, Vec<Vec<Sample>>)> {
+    let mut testpmd = Baselines {
+        io: Vec::new(),
+        touching: setup.touching.map(|t| (t, Vec::new())),
+    };
     let mut bulkhead = Vec::new();
     for i in 1..=args.runs {
-        eprintln!("xtask: {} run {i}/{}: dpdk-testpmd", setup.name, args.runs);
-        testpmd.push(median(&run_testpmd(args, setup)?));
+        eprintln!(
+            "xtask: {} run {i}/{}: dpdk-testpmd io",
+            setup.name, args.runs
+        );
+        testpmd.io.push(median(&run_testpmd(args, setup, "io")?));
+        if let Some((t, runs)) = &mut testpmd.touching {
+            eprintln!(
+                "xtask: {} run {i}/{}: dpdk-testpmd {}",
+                setup.name,
+                args.runs,
+                t.mode()
+            );
+            runs.push(median(&run_testpmd(args, setup, t.mode())?));
+        }
         eprintln!(
             "xtask: {} run {i}/{}: bulkhead-dataplane",
             setup.name, args.runs
@@ -217,7 +291,7 @@ fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Vec<f64>, Vec<Ve
 fn report(
     args: &Args,
     setup: &Setup,
-    testpmd: &[f64],
+    testpmd: &Baselines,
     bulkhead: &[Vec<Sample>],
     extra: Value,
 ) -> Result {
@@ -227,15 +301,31 @@ fn report(
         setup.pcap.display(),
         args.frame_size
     );
+    let touching = testpmd.touching.as_ref();
+    let (head, rule) = match touching {
+        Some((t, _)) => (
+            format!(
+                " {0} (Mpps) | {0} / io | bulkhead tx / {1} |",
+                t.name(),
+                t.mode()
+            ),
+            "---|---|---|",
+        ),
+        None => (String::new(), ""),
+    };
     println!(
-        "| run | dpdk-testpmd io (Mpps) | bulkhead rx (Mpps) | bulkhead tx (Mpps) | tx ratio |"
+        "| run | dpdk-testpmd io (Mpps) | bulkhead rx (Mpps) | bulkhead tx (Mpps) | tx ratio |{head}"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|{rule}");
     let mut runs = Vec::new();
-    for (i, (t, b)) in testpmd.iter().zip(bulkhead).enumerate() {
+    for (i, (t, b)) in testpmd.io.iter().zip(bulkhead).enumerate() {
         let (rx, tx) = (median_of(b, |s| s.rx), median_of(b, |s| s.tx));
+        let touched = touching.and_then(|(_, runs)| runs.get(i)).copied();
+        let extra_cells = touched.map_or(String::new(), |x| {
+            format!(" {:.2} | {:.3} | {:.3} |", x / 1e6, x / t, tx / x)
+        });
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.3} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.3} |{extra_cells}",
             i + 1,
             t / 1e6,
             rx / 1e6,
@@ -244,7 +334,8 @@ fn report(
         );
         runs.push(
             json!({"testpmd_pps": t, "bulkhead_rx_pps": rx, "bulkhead_tx_pps": tx,
-            "bulkhead_created_per_s": median_of(b, |s| s.created)}),
+            "bulkhead_created_per_s": median_of(b, |s| s.created),
+            "testpmd_touching": touching.map(|(t, _)| t.mode()), "testpmd_touching_pps": touched}),
         );
     }
     let results = root().join("bench-results");
@@ -279,7 +370,7 @@ fn vdevs(pcap: &Path) -> [String; 2] {
 
 /// testpmd with `--stats-period 1` prints, per port and second, `Tx-pps: N`; the sum over ports is what it
 /// forwarded (the pcap port transmits nothing: the sink receives nothing).
-fn run_testpmd(args: &Args, setup: &Setup) -> Result<Vec<f64>> {
+fn run_testpmd(args: &Args, setup: &Setup, mode: &str) -> Result<Vec<f64>> {
     let mut cmd = Command::new("dpdk-testpmd");
     cmd.args([
         "-l",
@@ -292,7 +383,7 @@ fn run_testpmd(args: &Args, setup: &Setup) -> Result<Vec<f64>> {
     .args(vdevs(setup.pcap).map(|d| format!("--vdev={d}")))
     .args([
         "--",
-        "--forward-mode=io",
+        &format!("--forward-mode={mode}"),
         "--auto-start",
         "--stats-period=1",
         "--nb-cores=1",
