@@ -20,8 +20,10 @@
 //!   `probe` them (index lookups back to back, entries prefetched), `finish` in packet order, then one expiry
 //!   step of the default budget, as the poll loop does once per burst.
 //!
-//! `--only a|b|c` runs one of them (e.g. under `perf record`). It measures and prints; it asserts nothing
-//! about timings.
+//! `--only a|b|c` runs one of them (e.g. under `perf record`). `--passes N` makes each repetition exactly N
+//! passes over the frames instead of `--seconds`, for counting instructions: the difference between two
+//! `valgrind --tool=callgrind` runs with different N, divided by the extra packets, is instructions per
+//! packet, whatever else the machine is doing. It measures and prints; it asserts nothing about timings.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -41,12 +43,13 @@ struct Args {
     seconds: f64,
     reps: usize,
     only: Option<char>,
+    passes: Option<u64>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: fastpath [--pcap FILE | --flows N] [--capacity SLOTS] [--seconds S per measurement] [--reps R] \
-         [--only a|b|c]"
+         [--only a|b|c] [--passes N]"
     );
     std::process::exit(2)
 }
@@ -59,6 +62,7 @@ fn args() -> Args {
         seconds: 1.0,
         reps: 5,
         only: None,
+        passes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,6 +74,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = val().parse().unwrap_or_else(|_| usage()),
             "--reps" => a.reps = val().parse().unwrap_or_else(|_| usage()),
             "--only" => a.only = val().chars().next(),
+            "--passes" => a.passes = Some(val().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -140,9 +145,16 @@ fn cpu_ns(wall: Instant) -> u64 {
         .unwrap_or_else(|| wall.elapsed().as_nanos() as u64)
 }
 
-/// Runs `pass` (one pass over every frame) until `seconds` elapse, `reps` times; the median and best
-/// ns/packet of on-CPU time.
-fn measure(frames: usize, seconds: f64, reps: usize, mut pass: impl FnMut()) -> Figure {
+/// How long one repetition runs: `seconds`, or exactly `passes` passes.
+#[derive(Clone, Copy)]
+struct Length {
+    seconds: f64,
+    passes: Option<u64>,
+}
+
+/// Runs `pass` (one pass over every frame) for `len`, `reps` times; the median and best ns/packet of on-CPU
+/// time.
+fn measure(frames: usize, len: Length, reps: usize, mut pass: impl FnMut()) -> Figure {
     if reps == 0 {
         return Figure {
             median: f64::NAN,
@@ -155,7 +167,10 @@ fn measure(frames: usize, seconds: f64, reps: usize, mut pass: impl FnMut()) -> 
         let start = Instant::now();
         let cpu0 = cpu_ns(start);
         let mut passes = 0u64;
-        while start.elapsed() < Duration::from_secs_f64(seconds) {
+        while match len.passes {
+            Some(n) => passes < n,
+            None => start.elapsed() < Duration::from_secs_f64(len.seconds),
+        } {
             pass();
             passes += 1;
         }
@@ -229,9 +244,14 @@ fn main() {
         }
     };
 
+    let len = Length {
+        seconds: a.seconds,
+        passes: a.passes,
+    };
+
     // (a) Parse alone, burst by burst, into the burst's array as the worker does.
     let mut parsed = [net::Parsed::EMPTY; BURST];
-    let parse_ns = measure(n, a.seconds, reps('a'), || {
+    let parse_ns = measure(n, len, reps('a'), || {
         for burst in frames.chunks(BURST) {
             for (i, f) in burst.iter().enumerate() {
                 let _ = black_box(net::parse_into(black_box(f), &mut parsed[i]));
@@ -242,7 +262,7 @@ fn main() {
 
     // (b) Parse + Tracker::process, one packet at a time (pass 1 of the worker before batching).
     let mut known = 0u64;
-    let per_packet_ns = measure(n, a.seconds, reps('b'), || {
+    let per_packet_ns = measure(n, len, reps('b'), || {
         let t = now();
         for burst in frames.chunks(BURST) {
             for f in burst {
@@ -257,7 +277,7 @@ fn main() {
     // (c) The worker's pass 1: parse and prepare the burst, probe it, then finish packet by packet.
     let mut ok = [false; BURST];
     let mut prepared = [Prepared::EMPTY; BURST];
-    let burst_ns = measure(n, a.seconds, reps('c'), || {
+    let burst_ns = measure(n, len, reps('c'), || {
         let t = now();
         for burst in frames.chunks(BURST) {
             for (i, f) in burst.iter().enumerate() {

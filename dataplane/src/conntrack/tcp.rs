@@ -517,6 +517,39 @@ impl TcpState {
     /// Processes one segment of this flow travelling in `dir`. See the module documentation.
     #[inline]
     pub fn track(&mut self, dir: Dir, seg: &TcpSegment, strictness: Strictness) -> TcpVerdict {
+        let liberal = strictness == Strictness::Loose || self.picked_up();
+        if let Some(verdict) = self.established_ack(dir.index(), seg, liberal) {
+            return verdict;
+        }
+        self.track_general(dir, seg, strictness)
+    }
+
+    /// Nearly every packet of a flow: a plain ACK (with or without data, URG and PSH aside) of an established
+    /// connection in which neither side has sent a FIN, from a side that has spoken before. For such a segment
+    /// the flag, state and closing checks of [`track_general`](Self::track_general) are decided in advance —
+    /// its verdict and resulting state are the same (a property test holds them equal) — leaving only the
+    /// window check and update. `None` for any other segment.
+    #[inline(always)]
+    fn established_ack(&mut self, d: usize, seg: &TcpSegment, liberal: bool) -> Option<TcpVerdict> {
+        const CONTROL: u16 = TcpFlags::FIN.0 | TcpFlags::SYN.0 | TcpFlags::RST.0 | TcpFlags::ACK.0;
+        let plain_ack = seg.flags.bits() & CONTROL == TcpFlags::ACK.0;
+        let no_fin = (self.wflags[0] | self.wflags[1]) & WF_FIN == 0;
+        if !(plain_ack && no_fin && self.state == TcpConnState::Established && self.maxwin[d] != 0)
+        {
+            return None;
+        }
+        Some(if self.window_ok(d, seg) {
+            self.window_update(d, seg);
+            TcpVerdict::Accept
+        } else if liberal {
+            TcpVerdict::Accept
+        } else {
+            TcpVerdict::Drop(TcpDropReason::OutOfWindow)
+        })
+    }
+
+    /// [`track`](Self::track) for any segment, without the shortcut for the common case.
+    fn track_general(&mut self, dir: Dir, seg: &TcpSegment, strictness: Strictness) -> TcpVerdict {
         if !valid_flags(seg.flags) {
             return TcpVerdict::Drop(TcpDropReason::InvalidFlags);
         }
@@ -675,4 +708,118 @@ pub fn track(
     strictness: Strictness,
 ) -> TcpVerdict {
     state.track(dir, seg, strictness)
+}
+
+#[cfg(test)]
+mod fast_path {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Sequence numbers near a few bases, so segments land inside, at the edges of and outside the windows.
+    fn seqno(bases: [u32; 3]) -> impl Strategy<Value = u32> {
+        (0..3usize, -70_000i64..70_000).prop_map(move |(b, d)| bases[b].wrapping_add(d as u32))
+    }
+
+    fn state() -> impl Strategy<Value = TcpState> {
+        let bases = [0x1000_0000, 0x8000_0000, 0xffff_f000];
+        (
+            prop::array::uniform8(seqno(bases)),
+            (
+                prop::array::uniform2(prop_oneof![Just(0u32), 1u32..70_000, 1u32..0x4000_0000]),
+                any::<[u8; 2]>(),
+                prop::sample::select(TcpConnState::ALL.to_vec()),
+                prop_oneof![4 => Just(TcpConnState::Established), 1 => Just(TcpConnState::FinWait)],
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(s, (maxwin, wflags, any_state, likely, liberal))| TcpState {
+                    end: [s[0], s[1]],
+                    maxend: [s[2], s[3]],
+                    maxwin,
+                    maxack: [s[4], s[5]],
+                    // The shortcut's conditions hold most of the time, not always.
+                    wflags: [wflags[0] & !(WF_FIN | WF_FIN_ACKED), wflags[1]].map(|w| {
+                        if w & 0x80 != 0 {
+                            w
+                        } else {
+                            w & !(WF_FIN | WF_FIN_ACKED)
+                        }
+                    }),
+                    state: if s[6] % 4 == 0 { any_state } else { likely },
+                    tflags: u8::from(liberal),
+                },
+            )
+    }
+
+    fn segment() -> impl Strategy<Value = TcpSegment> {
+        let bases = [0x1000_0000, 0x8000_0000, 0xffff_f000];
+        (
+            prop_oneof![
+                6 => Just(TcpFlags::ACK.0),
+                2 => Just(TcpFlags::ACK.0 | TcpFlags::PSH.0),
+                1 => Just(TcpFlags::ACK.0 | TcpFlags::URG.0),
+                1 => 0u16..0x200,
+            ],
+            seqno(bases),
+            seqno(bases),
+            any::<u16>(),
+            prop_oneof![Just(0u16), 1u16..1500],
+        )
+            .prop_map(|(flags, seq, ack, window, payload_len)| TcpSegment {
+                flags: TcpFlags(flags),
+                seq,
+                ack,
+                window,
+                payload_len,
+                wscale: None,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The established-ACK shortcut gives exactly the verdict and state of the general path.
+        #[test]
+        fn shortcut_matches_general_path(
+            s in state(),
+            seg in segment(),
+            reply in any::<bool>(),
+            strict in any::<bool>(),
+        ) {
+            let dir = if reply { Dir::Reply } else { Dir::Original };
+            let strictness = if strict { Strictness::Strict } else { Strictness::Loose };
+            let (mut fast, mut general) = (s, s);
+            let v_fast = fast.track(dir, &seg, strictness);
+            let v_general = general.track_general(dir, &seg, strictness);
+            prop_assert_eq!(v_fast, v_general);
+            prop_assert_eq!(fast, general);
+        }
+    }
+
+    /// The generator reaches the shortcut, in and out of window, and the cases it must leave alone.
+    #[test]
+    fn generator_covers_the_shortcut() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let (mut taken, mut in_window, mut declined) = (0, 0, 0);
+        for _ in 0..5_000 {
+            let mut s = state().new_tree(&mut runner).unwrap().current();
+            let seg = segment().new_tree(&mut runner).unwrap().current();
+            let ok = s.maxwin[0] != 0 && s.window_ok(0, &seg);
+            match s.established_ack(0, &seg, false) {
+                Some(_) => {
+                    taken += 1;
+                    in_window += usize::from(ok);
+                }
+                None => declined += 1,
+            }
+        }
+        assert!(
+            taken > 500 && in_window > 50 && declined > 500,
+            "{taken} {in_window} {declined}"
+        );
+    }
 }
