@@ -387,7 +387,6 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
         cx.tracker.prepare_into(frame, parsed, prepared);
         let note = match prepared.decided() {
             None => {
-                cx.tracker.prefetch_index(prepared);
                 flows[nflows] = i as u8;
                 nflows += 1;
                 continue;
@@ -400,6 +399,9 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
         };
         tally(note, cx.counters);
         s.notes[i] = note;
+    }
+    for &i in &flows[..nflows] {
+        cx.tracker.prefetch_index(&s.prepared[usize::from(i)]);
     }
     for &i in &flows[..nflows] {
         cx.tracker.probe(&mut s.prepared[usize::from(i)]);
