@@ -16,9 +16,10 @@
 //!
 //! * (a) `net::parse_into` alone, into the burst's array;
 //! * (b) parse + `Tracker::process` one packet at a time (no batching);
-//! * (c) the worker's pass 1: parse, `Tracker::prepare_into` and `prefetch_index` each packet of the burst,
-//!   `probe` them (index lookups back to back, entries prefetched), `finish` in packet order, then one expiry
-//!   step of the default budget, as the poll loop does once per burst.
+//! * (c) the worker's pass 1: parse and `Tracker::prepare_into` each packet of the burst, `prefetch_index`
+//!   them (control-byte loads back to back), `probe` them (index lookups back to back, entries prefetched),
+//!   `finish` in packet order, then one expiry step of the default budget, as the poll loop does once per
+//!   burst.
 //!
 //! `--only a|b|c` runs one of them (e.g. under `perf record`). `--passes N` makes each repetition exactly N
 //! passes over the frames instead of `--seconds`, for counting instructions: the difference between two
@@ -284,10 +285,12 @@ fn main() {
                 ok[i] = net::parse_into(f, &mut parsed[i]).is_ok();
                 if ok[i] {
                     tracker.prepare_into(f, &parsed[i], &mut prepared[i]);
-                    tracker.prefetch_index(&prepared[i]);
                 } else {
                     prepared[i] = Prepared::EMPTY;
                 }
+            }
+            for p in &prepared[..burst.len()] {
+                tracker.prefetch_index(p);
             }
             for p in &mut prepared[..burst.len()] {
                 tracker.probe(p);

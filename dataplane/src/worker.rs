@@ -360,11 +360,11 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     };
     let n = burst.len();
 
-    // Pass 1: parse and look every packet up, in three stages over the burst so the table's memory accesses
-    // overlap: (a) parse, key and hash each packet, and start loading the hash-index buckets of those that
-    // belong to a flow — the others (not IP, fragments, ...) are decided there and then, without the table;
-    // (b) probe the index for the flows, prefetching their entries; (c) in packet order, finish tracking
-    // (state, counters).
+    // Pass 1: parse and look every packet up, in stages over the burst so the table's memory accesses overlap:
+    // (a) parse, key and hash each packet — those that belong to no flow (not IP, fragments, ...) are decided
+    // there and then, without the table; (b) load the flows' hash-index control bytes and start loading the
+    // buckets they point to, in a loop that does nothing else so the loads' misses overlap; (c) probe the
+    // index, prefetching the entries; (d) in packet order, finish tracking (state, counters).
     let mut flows = [0u8; MAX_BURST];
     let mut nflows = 0;
     let mut undecided = 0;
