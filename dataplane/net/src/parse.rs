@@ -390,6 +390,122 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 /// unspecified (but valid) values.
 #[inline]
 pub fn parse_into(frame: &[u8], out: &mut Parsed) -> Result<(), ParseError> {
+    if shortcut(frame, out) {
+        return Ok(());
+    }
+    parse_general(frame, out)
+}
+
+/// Decodes the overwhelmingly common frame, IPv4 with a 20-byte header,
+/// not a fragment, carrying TCP or UDP, untagged or behind one VLAN tag,
+/// in a few loads and compares. Returns `false`, having written nothing,
+/// for anything else, which [`parse_general`] then decides; where it
+/// returns `true`, `out` holds exactly what `parse_general` would produce
+/// (held equal by a property test).
+#[inline(always)]
+fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
+    // The shortest frame it takes: Ethernet, IPv4 and 20 bytes after that.
+    let Some(eth) = frame.first_chunk::<54>() else {
+        return false;
+    };
+    let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
+    if ethertype == EtherType::IPV4 {
+        return shortcut_ipv4::<14>(frame, [None; MAX_VLAN_TAGS], out);
+    }
+    // One tag; a second one (or anything but IPv4) fails the check of the
+    // inner EtherType and takes the general path.
+    if ethertype.is_vlan() && u16::from_be_bytes([eth[16], eth[17]]) == EtherType::IPV4.0 {
+        let vid = u16::from_be_bytes([eth[14], eth[15]]) & 0x0fff;
+        return shortcut_ipv4::<18>(frame, [Some(vid), None], out);
+    }
+    false
+}
+
+/// The IPv4/TCP-or-UDP part of [`shortcut`], for an IPv4 header at `OFF`
+/// (the caller has checked the EtherType).
+#[inline(always)]
+fn shortcut_ipv4<const OFF: usize>(
+    frame: &[u8],
+    vlans: [Option<u16>; MAX_VLAN_TAGS],
+    out: &mut Parsed,
+) -> bool {
+    // One length check covers every fixed-offset read below: the IPv4
+    // header and the 20 bytes after it (a TCP header, or a UDP header and
+    // more: the smallest UDP frame on the wire is padded to 60 bytes).
+    let Some((ip, l4)) = frame
+        .get(OFF..)
+        .and_then(|b| b.first_chunk::<40>())
+        .map(|h| h.split_at(20))
+    else {
+        return false;
+    };
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    // Version 4 with IHL 5; neither the MF flag nor a fragment offset; the
+    // total length within the frame (and covering the headers: checked
+    // below, per protocol).
+    if ip[0] != 0x45
+        || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+        || total > frame.len() - OFF
+    {
+        return false;
+    }
+    let proto = IpProtocol(ip[9]);
+    // Every check is done before the first write to `out`, so on `false`
+    // it is untouched; each protocol writes its own `l4` (assembling one
+    // `L4` for both and writing it once spilled fields to the stack).
+    match proto {
+        IpProtocol::TCP => {
+            let off_flags = u16::from_be_bytes([l4[12], l4[13]]);
+            let hl = usize::from(off_flags >> 12) * 4;
+            // Data offset 5 or more and within the segment, which implies
+            // a total length of at least 40.
+            if hl < 20 || hl + 20 > total {
+                return false;
+            }
+            out.l4 = L4::Tcp {
+                sport: u16::from_be_bytes([l4[0], l4[1]]),
+                dport: u16::from_be_bytes([l4[2], l4[3]]),
+                flags: TcpFlags::from_bits_truncate(off_flags),
+                seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+                ack: u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]),
+                window: u16::from_be_bytes([l4[14], l4[15]]),
+                // Less than `total`, a u16: the cast does not truncate.
+                payload_len: (total - 20 - hl) as u16,
+            };
+        }
+        IpProtocol::UDP => {
+            let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            // Length 8 or more and within the datagram, which implies a
+            // total length of at least 28.
+            if len < 8 || len + 20 > total {
+                return false;
+            }
+            out.l4 = L4::Udp {
+                sport: u16::from_be_bytes([l4[0], l4[1]]),
+                dport: u16::from_be_bytes([l4[2], l4[3]]),
+            };
+        }
+        _ => return false,
+    }
+    out.vlans = vlans;
+    out.ethertype = EtherType::IPV4;
+    out.l3_offset = OFF;
+    out.l3 = L3::Ipv4 {
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        proto,
+        frag: None,
+        ttl: ip[8],
+    };
+    out.l4_offset = Some(OFF + 20);
+    true
+}
+
+/// The parser for every frame: VLAN stacks, IPv6 and its extension
+/// headers, fragments, ARP, ICMP, and the precise error for malformed
+/// input. [`parse_into`] goes here when its shortcut does not apply.
+#[inline]
+fn parse_general(frame: &[u8], out: &mut Parsed) -> Result<(), ParseError> {
     if frame.len() < 14 {
         return Err(truncated(Layer::Ethernet));
     }
@@ -586,5 +702,7 @@ fn parse_l4(proto: IpProtocol, b: &[u8], v6: bool, fragmented: bool) -> Result<L
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;
