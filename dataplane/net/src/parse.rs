@@ -408,13 +408,17 @@ fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
     let Some(eth) = frame.first_chunk::<54>() else {
         return false;
     };
-    let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
-    if ethertype == EtherType::IPV4 {
+    // EtherType IPv4 and version 4 with IHL 5, in one compare (comparing
+    // the EtherType alone, the compiler merged it with the tag checks
+    // into a switch).
+    if [eth[12], eth[13], eth[14]] == [0x08, 0x00, 0x45] {
         return shortcut_ipv4::<14>(frame, [None; MAX_VLAN_TAGS], out);
     }
     // One tag; a second one (or anything but IPv4) fails the check of the
     // inner EtherType and takes the general path.
-    if ethertype.is_vlan() && u16::from_be_bytes([eth[16], eth[17]]) == EtherType::IPV4.0 {
+    if EtherType(u16::from_be_bytes([eth[12], eth[13]])).is_vlan()
+        && [eth[16], eth[17], eth[18]] == [0x08, 0x00, 0x45]
+    {
         let vid = u16::from_be_bytes([eth[14], eth[15]]) & 0x0fff;
         return shortcut_ipv4::<18>(frame, [Some(vid), None], out);
     }
@@ -422,7 +426,8 @@ fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
 }
 
 /// The IPv4/TCP-or-UDP part of [`shortcut`], for an IPv4 header at `OFF`
-/// (the caller has checked the EtherType).
+/// (the caller has checked the EtherType and that the header starts with
+/// version 4, IHL 5).
 #[inline(always)]
 fn shortcut_ipv4<const OFF: usize>(
     frame: &[u8],
@@ -440,13 +445,9 @@ fn shortcut_ipv4<const OFF: usize>(
         return false;
     };
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    // Version 4 with IHL 5; neither the MF flag nor a fragment offset; the
-    // total length within the frame (and covering the headers: checked
-    // below, per protocol).
-    if ip[0] != 0x45
-        || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
-        || total > frame.len() - OFF
-    {
+    // Neither the MF flag nor a fragment offset; the total length within
+    // the frame (and covering the headers: checked below, per protocol).
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || total > frame.len() - OFF {
         return false;
     }
     let proto = IpProtocol(ip[9]);
@@ -457,9 +458,10 @@ fn shortcut_ipv4<const OFF: usize>(
         IpProtocol::TCP => {
             let off_flags = u16::from_be_bytes([l4[12], l4[13]]);
             let hl = usize::from(off_flags >> 12) * 4;
+            let headers = 20 + hl;
             // Data offset 5 or more and within the segment, which implies
             // a total length of at least 40.
-            if hl < 20 || hl + 20 > total {
+            if hl < 20 || headers > total {
                 return false;
             }
             out.l4 = L4::Tcp {
@@ -470,7 +472,7 @@ fn shortcut_ipv4<const OFF: usize>(
                 ack: u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]),
                 window: u16::from_be_bytes([l4[14], l4[15]]),
                 // Less than `total`, a u16: the cast does not truncate.
-                payload_len: (total - 20 - hl) as u16,
+                payload_len: (total - headers) as u16,
             };
         }
         IpProtocol::UDP => {
