@@ -360,125 +360,84 @@ pub const OPERATIONS: &[Op] = &[
     ),
 ];
 
-/// Query parameters: (path, name, schema, description).
-const QUERY: &[(&str, &str, &str, &str)] = &[
+/// Query parameters: (the paths that take it, name, schema, description).
+const QUERY: &[(&[&str], &str, &str, &str)] = &[
     (
-        "/api/v1/rules/health",
+        &["/api/v1/rules/health"],
         "policy",
         r#"{"enum": ["active", "draft"], "default": "active"}"#,
         "Which policy's rules to report",
     ),
     (
-        "/api/v1/rules/health",
+        &["/api/v1/rules/health"],
         "stale_after_s",
         r#"{"type": "integer", "minimum": 1, "default": 86400}"#,
         "A rule not hit for longer than this (or never) is stale",
     ),
     (
-        "/api/v1/traffic/map",
+        &["/api/v1/traffic/map"],
         "window_s",
         r#"{"type": "integer", "minimum": 1, "maximum": 86400, "default": 900}"#,
         "Only events whose time is within this many seconds before now",
     ),
+    (&["/api/v1/traffic/map"], "proto", S, PROTO),
     (
-        "/api/v1/traffic/map",
-        "proto",
-        r#"{"type": "string"}"#,
-        "tcp, udp, icmp, icmpv6 or 0-255",
-    ),
-    (
-        "/api/v1/traffic/map",
+        &["/api/v1/traffic/map"],
         "port",
         PORT,
         "Either port of the flow",
     ),
     (
-        "/api/v1/flow-log",
+        FLOW_LOG,
         "kind",
         S,
         "new, denied, closed or a comma-separated list",
     ),
-    ("/api/v1/flow-log", "src", S, "Source address"),
-    ("/api/v1/flow-log", "dst", S, "Destination address"),
-    ("/api/v1/flow-log", "addr", S, "Either address"),
-    ("/api/v1/flow-log", "port", PORT, "Either port"),
+    (FLOW_LOG, "src", S, "Source address"),
+    (FLOW_LOG, "dst", S, "Destination address"),
+    (FLOW_LOG, "addr", S, "Either address"),
+    (FLOW_LOG, "port", PORT, "Either port"),
+    (FLOW_LOG, "proto", S, PROTO),
     (
-        "/api/v1/flow-log",
-        "proto",
-        S,
-        "tcp, udp, icmp, icmpv6 or 0-255",
-    ),
-    (
-        "/api/v1/flow-log",
+        FLOW_LOG,
         "rule_id",
         INT,
         "The deciding rule (0: the default action)",
     ),
     (
-        "/api/v1/flow-log",
+        FLOW_LOG,
         "src_segment",
         S,
         "A segment in the event's src_segments (-: in no segment)",
     ),
     (
-        "/api/v1/flow-log",
+        FLOW_LOG,
         "dst_segment",
         S,
         "A segment in the event's dst_segments (-: in no segment)",
     ),
     (
-        "/api/v1/flow-log",
+        &["/api/v1/flow-log"],
         "since",
         INT,
         "Only events with a greater seq (then the oldest limit after it)",
     ),
     (
-        "/api/v1/flow-log",
+        &["/api/v1/flow-log"],
         "limit",
         r#"{"type": "integer", "minimum": 1, "default": 100}"#,
         "At most this many events",
     ),
     (
-        "/api/v1/flow-log/stream",
-        "kind",
-        S,
-        "new, denied, closed or a comma-separated list",
-    ),
-    ("/api/v1/flow-log/stream", "src", S, "Source address"),
-    ("/api/v1/flow-log/stream", "dst", S, "Destination address"),
-    ("/api/v1/flow-log/stream", "addr", S, "Either address"),
-    ("/api/v1/flow-log/stream", "port", PORT, "Either port"),
-    (
-        "/api/v1/flow-log/stream",
-        "proto",
-        S,
-        "tcp, udp, icmp, icmpv6 or 0-255",
-    ),
-    (
-        "/api/v1/flow-log/stream",
-        "rule_id",
-        INT,
-        "The deciding rule (0: the default action)",
-    ),
-    (
-        "/api/v1/flow-log/stream",
-        "src_segment",
-        S,
-        "A segment in the event's src_segments (-: in no segment)",
-    ),
-    (
-        "/api/v1/flow-log/stream",
-        "dst_segment",
-        S,
-        "A segment in the event's dst_segments (-: in no segment)",
-    ),
-    (
-        "/api/v1/flow-log/stream",
+        &["/api/v1/flow-log/stream"],
         "since",
         INT,
         "Replay what memory holds after this seq first",
     ),
 ];
+/// The flow log and its stream take the same filters.
+const FLOW_LOG: &[&str] = &["/api/v1/flow-log", "/api/v1/flow-log/stream"];
+const PROTO: &str = "tcp, udp, icmp, icmpv6 or 0-255";
 const S: &str = r#"{"type": "string"}"#;
 const INT: &str = r#"{"type": "integer", "minimum": 0}"#;
 const PORT: &str = r#"{"type": "integer", "minimum": 0, "maximum": 65535}"#;
@@ -609,7 +568,7 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        for (_, name, schema, description) in QUERY.iter().filter(|q| q.0 == *path) {
+        for (_, name, schema, description) in QUERY.iter().filter(|q| q.0.contains(path)) {
             let schema: Value = serde_json::from_str(schema).expect("valid schema JSON");
             params.push(json!({"name": name, "in": "query", "required": false,
                 "description": description, "schema": schema}));
@@ -698,7 +657,10 @@ mod tests {
     /// Every documented query parameter is one the endpoint's parser knows (a bad value, not "unknown").
     #[test]
     fn documented_query_parameters_are_the_parsed_ones() {
-        for (path, name, _, _) in QUERY {
+        for (path, name) in QUERY
+            .iter()
+            .flat_map(|(paths, name, _, _)| paths.iter().map(move |p| (p, name)))
+        {
             assert!(OPERATIONS.iter().any(|op| op.1 == *path), "{path}");
             let pairs = vec![(name.to_string(), String::new())];
             let message = match *path {
