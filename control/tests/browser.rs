@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
@@ -136,25 +138,29 @@ impl Browser {
         self.wait_text(css, "");
     }
 
-    fn click(&self, css: &str) {
+    /// Waits for an element matching `css`, then does `action` to it; `what` names the action if it fails.
+    fn act<F, Fut>(&self, css: &str, what: &str, action: F)
+    where
+        F: FnOnce(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<(), CmdError>>,
+    {
         self.wait(css);
         self.rt
-            .block_on(async { self.c().find(Locator::Css(css)).await?.click().await })
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+            .block_on(async { action(self.c().find(Locator::Css(css)).await?).await })
+            .unwrap_or_else(|e| panic!("{what} {css}: {e}"));
+    }
+
+    fn click(&self, css: &str) {
+        self.act(css, "click", |e| async move { e.click().await });
     }
 
     /// Focuses the element matching `css` and presses Enter on it, as a keyboard user would.
     fn press_enter(&self, css: &str) {
-        self.wait(css);
-        self.rt
-            .block_on(async {
-                self.c()
-                    .find(Locator::Css(css))
-                    .await?
-                    .send_keys("\u{E007}")
-                    .await
-            })
-            .unwrap_or_else(|e| panic!("Enter on {css}: {e}"));
+        self.act(
+            css,
+            "Enter on",
+            |e| async move { e.send_keys("\u{E007}").await },
+        );
     }
 
     /// Clicks the element matching `css` whose text contains `text`.
@@ -174,27 +180,16 @@ impl Browser {
 
     /// Replaces the value of a form control by typing, as a user would.
     fn fill(&self, css: &str, text: &str) {
-        self.wait(css);
-        self.rt
-            .block_on(async {
-                let e = self.c().find(Locator::Css(css)).await?;
-                e.clear().await?;
-                e.send_keys(text).await
-            })
-            .unwrap_or_else(|e| panic!("fill {css}: {e}"));
+        self.act(css, "fill", |e| async move {
+            e.clear().await?;
+            e.send_keys(text).await
+        });
     }
 
     fn select(&self, css: &str, value: &str) {
-        self.wait(css);
-        self.rt
-            .block_on(async {
-                self.c()
-                    .find(Locator::Css(css))
-                    .await?
-                    .select_by_value(value)
-                    .await
-            })
-            .unwrap_or_else(|e| panic!("select {css}={value}: {e}"));
+        self.act(css, &format!("select {value} in"), |e| async move {
+            e.select_by_value(value).await
+        });
     }
 
     fn count(&self, css: &str) -> usize {
@@ -291,20 +286,7 @@ impl Drop for Browser {
 }
 
 fn get(side: &Side, from: &str, host: &str, port: u16) -> bool {
-    side.run(&[
-        "curl",
-        "-sS",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "2",
-        "--interface",
-        from,
-        &format!("http://{host}:{port}/small"),
-    ])
-    .unwrap()
-    .status
-    .success()
+    fetches(side, Some(from), host, port)
 }
 
 fn active_version(c: &Control) -> u64 {

@@ -13,18 +13,7 @@ use testbed::control::{Control, ControlOptions};
 use testbed::{addr, Options, Side, TestBed};
 
 fn reaches(side: &Side, port: u16) -> bool {
-    side.run(&[
-        "curl",
-        "-sS",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "2",
-        &format!("http://{}:{port}/small", addr::B4),
-    ])
-    .unwrap()
-    .status
-    .success()
+    fetches(side, None, addr::B4, port)
 }
 
 fn flows_on(bed: &TestBed, port: u16) -> Vec<Value> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
+use testbed::Side;
 
 pub fn control_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bulkhead-control"))
@@ -215,4 +216,16 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether `side` can download `http://host:port/small` (the test bed's file server) within 2 s, from its
+/// address `from` when given.
+pub fn fetches(side: &Side, from: Option<&str>, host: &str, port: u16) -> bool {
+    let url = format!("http://{host}:{port}/small");
+    let mut args = vec!["curl", "-sS", "-o", "/dev/null", "--max-time", "2"];
+    if let Some(from) = from {
+        args.extend(["--interface", from]);
+    }
+    args.push(&url);
+    side.run(&args).unwrap().status.success()
 }
