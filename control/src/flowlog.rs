@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +36,7 @@ use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::metrics::at_least;
+use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 
 /// `[flow_log]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -766,12 +768,17 @@ impl LogFile {
     fn open(config: &FlowLogConfig) -> std::io::Result<LogFile> {
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            // Private when we create it; an existing directory (say /var/log) is left as it is.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)?;
         }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
+            .mode(PRIVATE_FILE)
             .open(&path)?;
         let mut size = file.metadata()?.len();
         if size > 0 {
@@ -854,6 +861,7 @@ impl LogFile {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(PRIVATE_FILE)
             .open(&self.path)?;
         // Make the renames and the new file durable.
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -516,6 +517,10 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     let total = u64::from(n);
     let path = &cfg.path;
     assert!(!rotated(path, 4).exists(), "only `keep` rotated files");
+    for f in [path.to_path_buf(), rotated(path, 1), rotated(path, 3)] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is readable by others", f.display());
+    }
     let mut kept = Vec::new();
     for f in [
         rotated(path, 3),
