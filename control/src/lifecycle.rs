@@ -101,23 +101,10 @@ pub async fn commit(
         _ => None,
     };
     let meta = version_meta(store, who, comment, VersionKind::Commit, None);
-    let version = meta.version;
-    let dataplane = activate(app, store, policy, meta, pending.clone()).await?;
-    let took = started.elapsed();
-    app.metrics.observe_commit(took);
     let mut entry = AuditEntry::new(who, "commit");
-    entry.version_before = previous;
-    entry.version_after = Some(version);
     entry.draft_revision = Some(store.revision());
     entry.details = json!({"confirm_within_s": window});
-    store.append_audit(entry)?;
-    Ok(Activated {
-        version,
-        previous,
-        dataplane,
-        took,
-        pending,
-    })
+    activate(app, store, policy, meta, pending, entry, started).await
 }
 
 /// Keeps the active version, which awaits confirmation; answers its number.
@@ -155,29 +142,15 @@ pub async fn rollback(
     started: Instant,
 ) -> Result<Activated> {
     let policy = stored_policy(store, source)?;
-    let previous = store.active_version();
     let comment = if comment.is_empty() {
         format!("rollback to version {source}")
     } else {
         comment
     };
     let meta = version_meta(store, who, comment, VersionKind::Rollback, Some(source));
-    let version = meta.version;
-    let dataplane = activate(app, store, policy, meta, None).await?;
-    let took = started.elapsed();
-    app.metrics.observe_commit(took);
     let mut entry = AuditEntry::new(who, "rollback");
-    entry.version_before = previous;
-    entry.version_after = Some(version);
     entry.details = json!({"source": source});
-    store.append_audit(entry)?;
-    Ok(Activated {
-        version,
-        previous,
-        dataplane,
-        took,
-        pending: None,
-    })
+    activate(app, store, policy, meta, None, entry, started).await
 }
 
 /// Reverts an unconfirmed commit whose deadline has passed (called by the background task); answers the new
@@ -235,25 +208,35 @@ fn stored_policy(store: &Store, version: u64) -> Result<Policy> {
     Policy::new(doc).map_err(LifecycleError::InvalidStoredVersion)
 }
 
-/// Activates `policy` as a new version and pushes it to the dataplane. If the push fails the store goes back to
-/// what it was (the dataplane keeps its version; reconciliation fixes any disagreement a timeout left).
+/// Activates `policy` as a new version, pushes it to the dataplane, observes the time since `started` and
+/// appends `audit` (with the versions before and after). If the push fails the store goes back to what it was
+/// and nothing is audited (the dataplane keeps its version; reconciliation fixes any disagreement a timeout left).
 async fn activate(
     app: &App,
     store: &mut Store,
     policy: Policy,
     meta: VersionMeta,
     pending: Option<Pending>,
-) -> Result<Value> {
+    mut audit: AuditEntry,
+    started: Instant,
+) -> Result<Activated> {
     let before = store.active().cloned();
     let before_policy = store.active_policy().cloned();
+    let previous = before.as_ref().map(|a| a.version);
     let version = meta.version;
     store.add_version(meta, &policy)?;
-    store.set_active(ActiveFile { version, pending }, policy.clone())?;
+    store.set_active(
+        ActiveFile {
+            version,
+            pending: pending.clone(),
+        },
+        policy.clone(),
+    )?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    match app.dataplane.load_policy(&doc, version).await {
+    let dataplane = match app.dataplane.load_policy(&doc, version).await {
         Ok(result) => {
             app.unverify();
-            Ok(result)
+            result
         }
         Err(e) => {
             match (before, before_policy) {
@@ -261,9 +244,21 @@ async fn activate(
                 _ => store.clear_active()?,
             }
             store.discard_version(version)?;
-            Err(e.into())
+            return Err(e.into());
         }
-    }
+    };
+    let took = started.elapsed();
+    app.metrics.observe_commit(took);
+    audit.version_before = previous;
+    audit.version_after = Some(version);
+    store.append_audit(audit)?;
+    Ok(Activated {
+        version,
+        previous,
+        dataplane,
+        took,
+        pending,
+    })
 }
 
 fn version_meta(

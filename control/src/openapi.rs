@@ -394,13 +394,13 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         S,
         "new, denied, closed or a comma-separated list",
     ),
-    (FLOW_LOG, "src", S, "Source address"),
-    (FLOW_LOG, "dst", S, "Destination address"),
-    (FLOW_LOG, "addr", S, "Either address"),
-    (FLOW_LOG, "port", PORT, "Either port"),
-    (FLOW_LOG, "proto", S, PROTO),
+    (FLOWS, "src", S, "Source address"),
+    (FLOWS, "dst", S, "Destination address"),
+    (FLOWS, "addr", S, "Either address"),
+    (FLOWS, "port", PORT, "Either port"),
+    (FLOWS, "proto", S, PROTO),
     (
-        FLOW_LOG,
+        FLOWS,
         "rule_id",
         INT,
         "The deciding rule (0: the default action)",
@@ -435,19 +435,8 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         INT,
         "Replay what memory holds after this seq first",
     ),
-    (FLOWS, "addr", S, "Either address"),
-    (FLOWS, "src", S, "Source address"),
-    (FLOWS, "dst", S, "Destination address"),
-    (FLOWS, "port", PORT, "Either port"),
-    (FLOWS, "proto", S, PROTO),
     (
-        FLOWS,
-        "rule_id",
-        INT,
-        "The rule that admitted the connection",
-    ),
-    (
-        FLOWS,
+        &["get /api/v1/flows"],
         "limit",
         r#"{"type": "integer", "minimum": 0, "default": 1000, "maximum": 100000}"#,
         "At most this many connections",
@@ -490,9 +479,13 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         "Where the object goes in its list (0-based; default: last when created, unchanged when replaced)",
     ),
 ];
-/// The flow log and its stream take the same filters.
+/// The flow log and its stream take the same filters; tracked connections take those of a single flow.
 const FLOW_LOG: &[&str] = &["get /api/v1/flow-log", "get /api/v1/flow-log/stream"];
-const FLOWS: &[&str] = &["get /api/v1/flows"];
+const FLOWS: &[&str] = &[
+    "get /api/v1/flow-log",
+    "get /api/v1/flow-log/stream",
+    "get /api/v1/flows",
+];
 const PROTO: &str = "tcp, udp, icmp, icmpv6 or 0-255";
 const S: &str = r#"{"type": "string"}"#;
 const INT: &str = r#"{"type": "integer", "minimum": 0}"#;

@@ -259,7 +259,12 @@ mod tests {
         .unwrap()
     }
 
-    fn query(window_s: u64, filter: FlowLogFilter) -> TrafficMapQuery {
+    fn query(window_s: u64, proto: Option<u8>, port: Option<u16>) -> TrafficMapQuery {
+        let filter = FlowLogFilter {
+            proto,
+            port,
+            ..Default::default()
+        };
         TrafficMapQuery { window_s, filter }
     }
 
@@ -327,12 +332,7 @@ mod tests {
                 [1, 0],
             ),
         ]);
-        let m = map(
-            &l,
-            Some(&policy()),
-            &query(600, FlowLogFilter::default()),
-            now,
-        );
+        let m = map(&l, Some(&policy()), &query(600, None, None), now);
         assert_eq!(m["events_considered"], 6);
         assert_eq!(m["truncated"], false);
         let ab = edge(&m, "a", "b");
@@ -397,39 +397,12 @@ mod tests {
         assert_eq!(nodes["gone"]["observed"], true);
 
         // Filters and a narrower window.
-        let m = map(
-            &l,
-            Some(&policy()),
-            &query(
-                600,
-                FlowLogFilter {
-                    proto: Some(17),
-                    ..Default::default()
-                },
-            ),
-            now,
-        );
+        let m = map(&l, Some(&policy()), &query(600, Some(17), None), now);
         assert_eq!(m["events_considered"], 1);
         assert_eq!(edge(&m, "a", "b")["would_deny"], 1);
-        let m = map(
-            &l,
-            Some(&policy()),
-            &query(
-                600,
-                FlowLogFilter {
-                    port: Some(22),
-                    ..Default::default()
-                },
-            ),
-            now,
-        );
+        let m = map(&l, Some(&policy()), &query(600, None, Some(22)), now);
         assert_eq!(m["edges"].as_array().unwrap().len(), 1);
-        let m = map(
-            &l,
-            Some(&policy()),
-            &query(15, FlowLogFilter::default()),
-            now,
-        );
+        let m = map(&l, Some(&policy()), &query(15, None, None), now);
         assert_eq!(m["events_considered"], 1);
     }
 
@@ -452,13 +425,13 @@ mod tests {
         };
         l.ingest(vec![e(500), e(400), e(300)]);
         assert_eq!(
-            map(&l, None, &query(600, FlowLogFilter::default()), now)["truncated"],
+            map(&l, None, &query(600, None, None), now)["truncated"],
             true
         );
         assert_eq!(
-            map(&l, None, &query(350, FlowLogFilter::default()), now)["truncated"],
+            map(&l, None, &query(350, None, None), now)["truncated"],
             false
         );
-        assert!(map(&l, None, &query(350, FlowLogFilter::default()), now)["nodes"][0]["id"] == "a");
+        assert!(map(&l, None, &query(350, None, None), now)["nodes"][0]["id"] == "a");
     }
 }
