@@ -174,6 +174,23 @@ pub struct AuditEntry {
     pub details: Value,
 }
 
+impl AuditEntry {
+    /// An entry of `who` doing `action`; `seq` and `time` are set when it is appended.
+    pub fn new(who: &str, action: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            time: String::new(),
+            who: who.to_string(),
+            action: action.to_string(),
+            object: None,
+            version_before: None,
+            version_after: None,
+            draft_revision: None,
+            details: Value::Null,
+        }
+    }
+}
+
 pub struct Store {
     dir: PathBuf,
     versions: BTreeMap<u64, VersionMeta>,

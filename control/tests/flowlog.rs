@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_control::dataplane::Dataplane;
-use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowQuery};
+use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -100,7 +100,7 @@ fn config(dir: &Path) -> FlowLogConfig {
 async fn serve(log: &Arc<FlowLog>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = log.router();
+    let router = bulkhead_control::api::flow_log::router(log);
     let task = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
@@ -588,13 +588,13 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     std::io::Write::write_all(&mut f, b"{\"seq\":99999,\"kind\":\"ne").unwrap();
     drop(f);
     let log = FlowLog::new(cfg.clone()).unwrap();
-    let all = FlowQuery {
+    let all = FlowLogQuery {
         limit: Some(10_000),
         ..Default::default()
     };
     let (events, _) = log.query(&all);
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), kept);
-    let (events, _) = log.query(&FlowQuery {
+    let (events, _) = log.query(&FlowLogQuery {
         since: Some(total - 3),
         ..all
     });
