@@ -12,15 +12,20 @@ use dpdk::{lcore, Eal, Error};
 use support::{run_checks, Check};
 use FieldKind::{Bitmask, Mask, Range};
 
+/// Shorthand for the many layouts below.
+fn def(kind: FieldKind, size: u8, field_index: u8, input_index: u8, offset: u32) -> FieldDef {
+    FieldDef::new(kind, size, field_index, input_index, offset)
+}
+
 /// The classic 5-tuple layout of l3fwd-acl and dpdk-test-acl, at IPv4-header offsets (the ports follow a
 /// 20-byte header): protocol 1 byte, addresses 4 bytes each, ports 2 + 2 bytes sharing one input group.
 fn ipv4_layout() -> Layout {
     Layout::new(&[
-        FieldDef::new(Bitmask, 1, 0, 0, 9),
-        FieldDef::new(Mask, 4, 1, 1, 12),
-        FieldDef::new(Mask, 4, 2, 2, 16),
-        FieldDef::new(Range, 2, 3, 3, 20),
-        FieldDef::new(Range, 2, 4, 3, 22),
+        def(Bitmask, 1, 0, 0, 9),
+        def(Mask, 4, 1, 1, 12),
+        def(Mask, 4, 2, 2, 16),
+        def(Range, 2, 3, 3, 20),
+        def(Range, 2, 4, 3, 22),
     ])
     .expect("the classic IPv4 layout")
 }
@@ -255,11 +260,11 @@ fn priority_not_insertion_order_decides(eal: &Eal) {
 fn byte_order_host_values_network_inputs(eal: &Eal) {
     // One field of every kind and width: 4-byte prefix, 2-byte range, 2-byte bitmask, 8-byte prefix.
     let layout = Layout::new(&[
-        FieldDef::new(Bitmask, 1, 0, 0, 0),
-        FieldDef::new(Mask, 4, 1, 1, 4),
-        FieldDef::new(Range, 2, 2, 2, 8),
-        FieldDef::new(Bitmask, 2, 3, 2, 10),
-        FieldDef::new(Mask, 8, 4, 3, 16),
+        def(Bitmask, 1, 0, 0, 0),
+        def(Mask, 4, 1, 1, 4),
+        def(Range, 2, 2, 2, 8),
+        def(Bitmask, 2, 3, 2, 10),
+        def(Mask, 8, 4, 3, 16),
     ])
     .unwrap();
     assert_eq!(layout.input_len(), 24);
@@ -466,9 +471,9 @@ impl V6 {
 /// IPv6 5-tuple with addresses as `chunk`-byte Mask fields, each chunk its own input group.
 fn ipv6_layout(chunk: u8) -> Layout {
     let n = 16 / chunk;
-    let mut defs = vec![FieldDef::new(Bitmask, 1, 0, 0, 6)];
+    let mut defs = vec![def(Bitmask, 1, 0, 0, 6)];
     for k in 0..2 * n {
-        defs.push(FieldDef::new(
+        defs.push(def(
             Mask,
             chunk,
             1 + k,
@@ -476,8 +481,8 @@ fn ipv6_layout(chunk: u8) -> Layout {
             8 + u32::from(k) * u32::from(chunk),
         ));
     }
-    defs.push(FieldDef::new(Range, 2, 1 + 2 * n, 1 + 2 * n, 40));
-    defs.push(FieldDef::new(Range, 2, 2 + 2 * n, 1 + 2 * n, 42));
+    defs.push(def(Range, 2, 1 + 2 * n, 1 + 2 * n, 40));
+    defs.push(def(Range, 2, 2 + 2 * n, 1 + 2 * n, 42));
     Layout::new(&defs).unwrap()
 }
 
@@ -593,10 +598,10 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         Err(Error::AclLayout(e)) => e,
         other => panic!("{defs:?} gave {other:?}"),
     };
-    let proto = FieldDef::new(Bitmask, 1, 0, 0, 0);
+    let proto = def(Bitmask, 1, 0, 0, 0);
     assert_eq!(bad(&[]), LayoutError::Empty);
     let many: Vec<FieldDef> = std::iter::once(proto)
-        .chain((1..=MAX_FIELDS as u8).map(|i| FieldDef::new(Mask, 4, i, i, 4 * u32::from(i))))
+        .chain((1..=MAX_FIELDS as u8).map(|i| def(Mask, 4, i, i, 4 * u32::from(i))))
         .collect();
     assert_eq!(bad(&many), LayoutError::TooManyFields(MAX_FIELDS + 1));
     assert!(
@@ -604,33 +609,23 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         "{MAX_FIELDS} fields are fine"
     );
     assert_eq!(
-        bad(&[proto, FieldDef::new(Mask, 3, 1, 1, 4)]),
+        bad(&[proto, def(Mask, 3, 1, 1, 4)]),
         LayoutError::BadSize { field: 1, size: 3 }
     );
     assert_eq!(
-        bad(&[
-            FieldDef::new(Range, 2, 0, 0, 0),
-            FieldDef::new(Mask, 4, 1, 1, 4)
-        ]),
+        bad(&[def(Range, 2, 0, 0, 0), def(Mask, 4, 1, 1, 4)]),
         LayoutError::FirstFieldSize(2)
     );
     assert_eq!(
-        bad(&[
-            FieldDef::new(Bitmask, 1, 1, 0, 0),
-            FieldDef::new(Mask, 4, 0, 1, 4)
-        ]),
+        bad(&[def(Bitmask, 1, 1, 0, 0), def(Mask, 4, 0, 1, 4)]),
         LayoutError::FirstFieldIndex(1)
     );
     assert_eq!(
-        bad(&[proto, FieldDef::new(Mask, 4, 1, 0, 4)]),
+        bad(&[proto, def(Mask, 4, 1, 0, 4)]),
         LayoutError::FirstFieldShared(0)
     );
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Mask, 4, 1, 1, 4),
-            FieldDef::new(Mask, 4, 1, 2, 8)
-        ]),
+        bad(&[proto, def(Mask, 4, 1, 1, 4), def(Mask, 4, 1, 2, 8)]),
         LayoutError::FieldIndex {
             field: 2,
             index: 1,
@@ -638,11 +633,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         }
     );
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Mask, 4, 1, 1, 4),
-            FieldDef::new(Mask, 4, 3, 2, 8)
-        ]),
+        bad(&[proto, def(Mask, 4, 1, 1, 4), def(Mask, 4, 3, 2, 8)]),
         LayoutError::FieldIndex {
             field: 2,
             index: 3,
@@ -652,9 +643,9 @@ fn invalid_layouts_rejected(_eal: &Eal) {
     assert_eq!(
         bad(&[
             proto,
-            FieldDef::new(Mask, 4, 1, 1, 4),
-            FieldDef::new(Mask, 4, 2, 2, 8),
-            FieldDef::new(Mask, 4, 3, 1, 12)
+            def(Mask, 4, 1, 1, 4),
+            def(Mask, 4, 2, 2, 8),
+            def(Mask, 4, 3, 1, 12)
         ]),
         LayoutError::InputIndexReused {
             field: 3,
@@ -664,11 +655,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
     // rte_acl accepts these two and then silently misclassifies (observed on 22.11): a group's fields must be
     // adjacent and fill exactly 4 bytes.
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Range, 2, 1, 1, 4),
-            FieldDef::new(Range, 2, 2, 1, 8)
-        ]),
+        bad(&[proto, def(Range, 2, 1, 1, 4), def(Range, 2, 2, 1, 8)]),
         LayoutError::GroupGap {
             field: 2,
             input_index: 1,
@@ -677,11 +664,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         }
     );
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Range, 2, 1, 1, 4),
-            FieldDef::new(Mask, 4, 2, 2, 8)
-        ]),
+        bad(&[proto, def(Range, 2, 1, 1, 4), def(Mask, 4, 2, 2, 8)]),
         LayoutError::GroupSize {
             field: 1,
             input_index: 1,
@@ -689,11 +672,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         }
     );
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Mask, 4, 1, 1, 4),
-            FieldDef::new(Mask, 4, 2, 1, 8)
-        ]),
+        bad(&[proto, def(Mask, 4, 1, 1, 4), def(Mask, 4, 2, 1, 8)]),
         LayoutError::GroupSize {
             field: 1,
             input_index: 1,
@@ -701,11 +680,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         }
     );
     assert_eq!(
-        bad(&[
-            proto,
-            FieldDef::new(Mask, 8, 1, 1, 4),
-            FieldDef::new(Mask, 4, 2, 1, 12)
-        ]),
+        bad(&[proto, def(Mask, 8, 1, 1, 4), def(Mask, 4, 2, 1, 12)]),
         LayoutError::GroupSize {
             field: 1,
             input_index: 1,
@@ -713,12 +688,7 @@ fn invalid_layouts_rejected(_eal: &Eal) {
         }
     );
     // Field indexes may be any permutation, as long as the first field has index 0.
-    let permuted = Layout::new(&[
-        proto,
-        FieldDef::new(Mask, 4, 2, 1, 4),
-        FieldDef::new(Mask, 4, 1, 2, 8),
-    ])
-    .unwrap();
+    let permuted = Layout::new(&[proto, def(Mask, 4, 2, 1, 4), def(Mask, 4, 1, 2, 8)]).unwrap();
     assert_eq!(permuted.input_len(), 12);
 }
 
