@@ -12,7 +12,8 @@
 //! ```
 //! use std::net::Ipv4Addr;
 //! use net::ethernet::{EtherType, EthernetFrame, MacAddr};
-//! use net::ipv4::{IpProtocol, Ipv4Packet};
+//! use net::ip::IpProtocol;
+//! use net::ipv4::Ipv4Packet;
 //! use net::udp::UdpPacket;
 //! use net::{parse, L3, L4};
 //!
@@ -69,8 +70,10 @@ mod error;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod icmpv6;
+pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod link;
 pub mod parse;
 pub mod tcp;
 pub mod udp;
@@ -79,8 +82,8 @@ pub mod vlan;
 #[cfg(test)]
 mod fixtures;
 
-pub use error::{Error, Result};
+pub use error::{EmitError, Error, Result};
 pub use ethernet::{EtherType, MacAddr};
-pub use ipv4::IpProtocol;
-pub use parse::{parse, parse_into, Fragment, Layer, ParseError, Parsed, L3, L4};
+pub use ip::{Fragment, IpAddrs, IpProtocol};
+pub use parse::{parse, parse_into, Layer, ParseError, Parsed, L3, L4};
 pub use tcp::TcpFlags;
