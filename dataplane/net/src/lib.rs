@@ -87,3 +87,6 @@ pub use ethernet::{EtherType, MacAddr};
 pub use ip::{Fragment, IpAddrs, IpProtocol};
 pub use parse::{parse, parse_into, Layer, ParseError, Parsed, L3, L4};
 pub use tcp::TcpFlags;
+
+#[cfg(test)]
+mod tests;

@@ -649,7 +649,8 @@ impl<'a> TcpRepr<'a> {
     }
 
     /// Reads the header of a checked segment.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &'a TcpPacket<&'a T>) -> TcpRepr<'a> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &TcpPacket<&'a T>) -> TcpRepr<'a> {
+        let buffer: &'a [u8] = T::as_ref(p.buffer);
         TcpRepr {
             src_port: p.src_port(),
             dst_port: p.dst_port(),
@@ -658,7 +659,9 @@ impl<'a> TcpRepr<'a> {
             flags: p.flags(),
             window: p.window_len(),
             urgent: p.urgent_at(),
-            options: p.options_bytes(),
+            options: buffer
+                .get(TcpPacket::<&[u8]>::MIN_HEADER_LEN..p.header_len())
+                .unwrap_or_default(),
         }
     }
 
