@@ -21,7 +21,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use net::ethernet::{EtherType, EthernetFrame, MacAddr};
-use net::ipv4::{IpProtocol, Ipv4Packet};
+use net::ip::IpProtocol;
+use net::ipv4::Ipv4Packet;
 use net::ipv6::Ipv6Packet;
 use net::tcp::{TcpFlags, TcpPacket};
 use net::udp::UdpPacket;

@@ -262,6 +262,15 @@ impl Icmpv6Repr {
         }
     }
 
+    /// A destination-unreachable header with `msg_code` (the 4 bytes after the checksum unused, zero).
+    pub const fn dest_unreachable(msg_code: u8) -> Self {
+        Icmpv6Repr {
+            msg_type: types::DEST_UNREACHABLE,
+            msg_code,
+            rest_of_header: 0,
+        }
+    }
+
     /// Reads the header of a checked message.
     pub fn parse<T: AsRef<[u8]>>(p: &Icmpv6Packet<T>) -> Self {
         Icmpv6Repr {
