@@ -21,7 +21,6 @@ pub mod flows;
 pub mod frame;
 #[cfg(feature = "live")]
 pub mod live;
-pub mod packet;
 pub mod pcap;
 pub mod policy_traffic;
 pub mod prefix;
