@@ -210,18 +210,12 @@ impl IpSpec {
 
     /// Source address.
     pub fn src(&self) -> IpAddr {
-        match *self {
-            IpSpec::V4 { src, .. } => src.into(),
-            IpSpec::V6 { src, .. } => src.into(),
-        }
+        self.addrs().src()
     }
 
     /// Destination address.
     pub fn dst(&self) -> IpAddr {
-        match *self {
-            IpSpec::V4 { dst, .. } => dst.into(),
-            IpSpec::V6 { dst, .. } => dst.into(),
-        }
+        self.addrs().dst()
     }
 
     /// Source and destination, as transport checksums cover them.
