@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bulkhead_pktgen::packet::{build, IpHeader, Transport};
+use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
 use bulkhead_pktgen::pcap::PcapSink;
 use common::*;
 use net::tcp::TcpFlags;
@@ -68,20 +67,19 @@ fn policy() -> Value {
     })
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+/// A padded frame from `src` to `dst` carrying `l4` and `payload`.
+fn frame(src: &str, dst: &str, l4: L4Spec, payload: &[u8]) -> Vec<u8> {
+    let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
+    FrameSpec::new(ip, l4).build_padded(payload).unwrap()
 }
 
 fn syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
-    let t = Transport::Tcp {
-        sport,
-        dport,
-        seq: 1000,
-        ack: 0,
-        flags: TcpFlags::SYN,
-        window: 64240,
-    };
-    build(&IpHeader::new(ip(src), ip(dst), 0), &t, &[])
+    frame(
+        src,
+        dst,
+        L4Spec::tcp(sport, dport, 1000, 0, TcpFlags::SYN),
+        &[],
+    )
 }
 
 /// Five flows into port a: three allowed (one only by monitor mode), two denied by the default action (one
@@ -89,19 +87,8 @@ fn syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
 fn write_pcap(path: &Path) {
     let frames = [
         syn("10.99.0.1", "10.99.0.2", 40000, 5432),
-        build(
-            &IpHeader::new(ip("10.99.0.1"), ip("10.99.0.2"), 0),
-            &Transport::echo(8, 7, 1),
-            &[0u8; 32],
-        ),
-        build(
-            &IpHeader::new(ip("10.99.0.1"), ip("10.99.0.2"), 0),
-            &Transport::Udp {
-                sport: 5000,
-                dport: 161,
-            },
-            &[0u8; 40],
-        ),
+        frame("10.99.0.1", "10.99.0.2", L4Spec::echo(8, 7, 1), &[0u8; 32]),
+        frame("10.99.0.1", "10.99.0.2", L4Spec::udp(5000, 161), &[0u8; 40]),
         syn("10.99.0.9", "10.99.0.2", 40001, 22),
         syn("10.99.0.1", "10.99.0.2", 40002, 22),
     ];

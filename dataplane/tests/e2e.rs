@@ -205,7 +205,9 @@ fn ipv6_ping_and_tcp() {
 /// `vid` and, when `outer` is given, an outer tag `(tpid, tci)` in front of it.
 fn tagged_udp(vid: u16, outer: Option<(u16, u16)>, sport: u16) -> Vec<u8> {
     use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
-    use net::ethernet::MacAddr;
+    use net::ethernet::{EtherType, MacAddr};
+    use net::link::EthernetRepr;
+    use net::vlan::VlanRepr;
     let spec = FrameSpec {
         src_mac: MacAddr([0x02, 0, 0, 0, 0xbe, 0xef]),
         dst_mac: MacAddr([0x02, 0, 0, 0, 0, 0x02]),
@@ -213,16 +215,25 @@ fn tagged_udp(vid: u16, outer: Option<(u16, u16)>, sport: u16) -> Vec<u8> {
         ip: IpSpec::v4("10.7.0.1".parse().unwrap(), "10.7.0.2".parse().unwrap()),
         l4: L4Spec::udp(sport, 9),
     };
-    let mut f = spec.build(&[0x5a; 40]).unwrap();
-    if let Some((tpid, tci)) = outer {
-        let tag: Vec<u8> = tpid
-            .to_be_bytes()
-            .into_iter()
-            .chain(tci.to_be_bytes())
-            .collect();
-        f.splice(12..12, tag);
-    }
-    f
+    let f = spec.build(&[0x5a; 40]).unwrap();
+    let Some((tpid, tci)) = outer else {
+        return f;
+    };
+    // The same frame with the outer tag in front of the 802.1Q one.
+    let inner = EthernetRepr::parse(&f).unwrap();
+    let outer = VlanRepr {
+        tpid: EtherType(tpid),
+        tci,
+    };
+    let eth = EthernetRepr {
+        vlans: [Some(outer), inner.vlans[0]],
+        ..inner
+    };
+    let ip = &f[inner.header_len()..];
+    let mut tagged = vec![0u8; eth.header_len() + ip.len()];
+    let l3 = eth.emit(&mut tagged).unwrap();
+    tagged[l3..].copy_from_slice(ip);
+    tagged
 }
 
 #[test]

@@ -34,11 +34,11 @@ use std::str::FromStr;
 
 use net::parse::Layer;
 use net::tcp::TcpFlags;
-use net::ParseError;
+use net::{Fragment, ParseError};
 
 use crate::conversation::Written;
 use crate::error::{Error, Result};
-use crate::packet::{build, pattern, segment, IpHeader, Transport};
+use crate::frame::{pattern, FrameSpec, IpSpec, L4Spec};
 use crate::pcap::PcapSink;
 use crate::rng::SplitMix64;
 
@@ -263,12 +263,22 @@ struct Gen<'a> {
 }
 
 impl Gen<'_> {
-    fn header(&self, src: IpAddr, dst: IpAddr, proto: u8) -> IpHeader {
-        IpHeader {
+    /// The frame of `l4` from `src` to `dst`, tagged as configured, IPv4 identification from the event
+    /// counter.
+    fn spec(&self, src: IpAddr, dst: IpAddr, l4: L4Spec) -> FrameSpec {
+        let ip = IpSpec::from_addrs(src, dst).expect("attack addresses share a family");
+        FrameSpec {
             vlan: self.cfg.vlan,
-            ident: self.ident,
-            ..IpHeader::new(src, dst, proto)
+            // IPv4 identifications are 16 bits wide: the counter wraps there.
+            ..FrameSpec::new(ip.with_ident(self.ident as u16), l4)
         }
+    }
+
+    /// [`spec`](Self::spec) built into a padded frame; generated frames always fit.
+    fn build(&self, src: IpAddr, dst: IpAddr, l4: L4Spec, payload: &[u8]) -> Vec<u8> {
+        self.spec(src, dst, l4)
+            .build_padded(payload)
+            .expect("attack frames fit their length fields")
     }
 
     fn target(&self, v6: bool) -> IpAddr {
@@ -288,59 +298,55 @@ impl Gen<'_> {
         let seq = self.rng.next_u32();
         match kind {
             Kind::SynFlood => {
-                let t = Transport::tcp(sport, 80, seq, 0, TcpFlags::SYN);
-                vec![build(&self.header(src, dst, 6), &t, &[])]
+                let t = L4Spec::tcp(sport, 80, seq, 0, TcpFlags::SYN);
+                vec![self.build(src, dst, t, &[])]
             }
             Kind::AckFlood => {
                 let ack = self.rng.next_u32();
-                let t = Transport::tcp(sport, 80, seq, ack, TcpFlags::ACK);
-                vec![build(&self.header(src, dst, 6), &t, &[])]
+                let t = L4Spec::tcp(sport, 80, seq, ack, TcpFlags::ACK);
+                vec![self.build(src, dst, t, &[])]
             }
             Kind::UdpFlood => {
                 let dport = self.rng.range_inclusive(1, 65535) as u16;
-                let t = Transport::Udp { sport, dport };
-                vec![build(&self.header(src, dst, 17), &t, &pattern(18, 0))]
+                let t = L4Spec::Udp { sport, dport };
+                vec![self.build(src, dst, t, &pattern(18, 0))]
             }
             Kind::PortScan => {
                 let src = self.scan_src[usize::from(v6)];
                 let dport = self.scan_port;
                 self.scan_port = self.scan_port.checked_add(1).unwrap_or(1);
-                let t = Transport::tcp(sport, dport, seq, 0, TcpFlags::SYN);
-                vec![build(&self.header(src, dst, 6), &t, &[])]
+                let t = L4Spec::tcp(sport, dport, seq, 0, TcpFlags::SYN);
+                vec![self.build(src, dst, t, &[])]
             }
             Kind::FragTiny | Kind::FragOverlap | Kind::FragIncomplete => {
-                let t = Transport::tcp(sport, 80, seq, 0, TcpFlags::SYN);
+                let t = L4Spec::tcp(sport, 80, seq, 0, TcpFlags::SYN);
                 // A 20-byte header and 44 bytes of data: 64 bytes, 8 blocks.
-                let seg = segment(src, dst, &t, &pattern(44, 0x40));
-                let mut h = self.header(src, dst, 6);
-                let frag = |h: &mut IpHeader, off: u16, more: bool, data: &[u8]| {
-                    h.frag = Some((off, more));
-                    h.frame(data)
+                let spec = self.spec(src, dst, t);
+                let seg = spec.segment(&pattern(44, 0x40)).expect("a 64-byte segment");
+                let ident = self.ident;
+                let frag = |offset: u16, more: bool, data: &[u8]| {
+                    let f = Fragment {
+                        offset,
+                        more,
+                        ident,
+                    };
+                    spec.fragment(Some(f), data).expect("fragments fit")
                 };
                 match kind {
-                    Kind::FragTiny => vec![
-                        frag(&mut h, 0, true, &seg[..8]),
-                        frag(&mut h, 8, false, &seg[8..]),
-                    ],
+                    Kind::FragTiny => vec![frag(0, true, &seg[..8]), frag(8, false, &seg[8..])],
                     Kind::FragOverlap => {
                         // The second fragment starts at 16, inside the
                         // first's 24 bytes, with different bytes there.
                         let mut second = seg[16..].to_vec();
                         second[..8].fill(0xee);
-                        vec![
-                            frag(&mut h, 0, true, &seg[..24]),
-                            frag(&mut h, 16, false, &second),
-                        ]
+                        vec![frag(0, true, &seg[..24]), frag(16, false, &second)]
                     }
-                    _ => vec![
-                        frag(&mut h, 0, true, &seg[..24]),
-                        frag(&mut h, 24, true, &seg[24..48]),
-                    ],
+                    _ => vec![frag(0, true, &seg[..24]), frag(24, true, &seg[24..48])],
                 }
             }
             Kind::BadIhl => {
-                let t = Transport::tcp(sport, 80, seq, 0, TcpFlags::SYN);
-                let mut f = build(&self.header(src, dst, 6), &t, &[]);
+                let t = L4Spec::tcp(sport, 80, seq, 0, TcpFlags::SYN);
+                let mut f = self.build(src, dst, t, &[]);
                 let l3 = self.l3_offset();
                 // IHL 4 (below the minimum) or 15 (60 bytes, past the 46
                 // bytes after the Ethernet header here), alternating.
@@ -350,16 +356,16 @@ impl Gen<'_> {
                 vec![f]
             }
             Kind::TruncatedTcp => {
-                let t = Transport::tcp(sport, 80, seq, 0, TcpFlags::SYN);
-                let h = self.header(src, dst, 6);
-                let seg = segment(src, dst, &t, &[]);
+                let t = L4Spec::tcp(sport, 80, seq, 0, TcpFlags::SYN);
+                let spec = self.spec(src, dst, t);
+                let seg = spec.segment(&[]).expect("a 20-byte segment");
                 // Only 12 bytes of the 20-byte header, and the IP length
                 // says so: the frame ends (before padding) inside TCP.
-                vec![h.frame(&seg[..12])]
+                vec![spec.fragment(None, &seg[..12]).expect("fits")]
             }
             Kind::BadTotalLength => {
-                let t = Transport::udp_like(sport);
-                let mut f = build(&self.header(src, dst, 17), &t, &pattern(10, 0));
+                let t = udp_like(sport);
+                let mut f = self.build(src, dst, t, &pattern(10, 0));
                 let l3 = self.l3_offset();
                 let avail = (f.len() - l3) as u16;
                 let bogus = if self.ident & 1 == 0 { avail + 100 } else { 12 };
@@ -368,24 +374,24 @@ impl Gen<'_> {
                 vec![f]
             }
             Kind::BadPayloadLength => {
-                let t = Transport::udp_like(sport);
-                let mut f = build(&self.header(src, dst, 17), &t, &pattern(10, 0));
+                let t = udp_like(sport);
+                let mut f = self.build(src, dst, t, &pattern(10, 0));
                 let l3 = self.l3_offset();
                 let avail = (f.len() - l3 - 40) as u16;
                 f[l3 + 4..l3 + 6].copy_from_slice(&(avail + 200).to_be_bytes());
                 vec![f]
             }
             Kind::BadUdpLength => {
-                let t = Transport::udp_like(sport);
-                let mut f = build(&self.header(src, dst, 17), &t, &pattern(10, 0));
+                let t = udp_like(sport);
+                let mut f = self.build(src, dst, t, &pattern(10, 0));
                 let l4 = self.l3_offset() + if v6 { 40 } else { 20 };
                 let bogus: u16 = if self.ident & 1 == 0 { 4 } else { 18 + 64 };
                 f[l4 + 4..l4 + 6].copy_from_slice(&bogus.to_be_bytes());
                 vec![f]
             }
             Kind::BadTcpOffset => {
-                let t = Transport::tcp(sport, 80, seq, 0, TcpFlags::SYN);
-                let mut f = build(&self.header(src, dst, 6), &t, &[]);
+                let t = L4Spec::tcp(sport, 80, seq, 0, TcpFlags::SYN);
+                let mut f = self.build(src, dst, t, &[]);
                 let l4 = self.l3_offset() + if v6 { 40 } else { 20 };
                 // Data offset 2 words, or 15 (60 bytes) in a 20-byte segment.
                 let doff: u8 = if self.ident & 1 == 0 { 2 } else { 15 };
@@ -404,22 +410,27 @@ impl Gen<'_> {
                     let j = ((k / 2) & 0x3ff) as u16;
                     (xor_low(base_src, m), xor_low(dst, m), 40000 ^ j, 443 ^ j)
                 };
-                let t = Transport::tcp(sport, dport, seq, 0, TcpFlags::SYN);
-                vec![build(&self.header(src, dst, 6), &t, &[])]
+                let t = L4Spec::tcp(sport, dport, seq, 0, TcpFlags::SYN);
+                vec![self.build(src, dst, t, &[])]
             }
         }
     }
 
     fn l3_offset(&self) -> usize {
-        14 + if self.cfg.vlan.is_some() { 4 } else { 0 }
+        FrameSpec {
+            vlan: self.cfg.vlan,
+            ..FrameSpec::new(
+                IpSpec::v4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+                udp_like(0),
+            )
+        }
+        .l2_len()
     }
 }
 
-impl Transport {
-    /// A UDP header to port 53 from `sport`.
-    fn udp_like(sport: u16) -> Transport {
-        Transport::Udp { sport, dport: 53 }
-    }
+/// A UDP header to port 53 from `sport`.
+fn udp_like(sport: u16) -> L4Spec {
+    L4Spec::udp(sport, 53)
 }
 
 /// Fixed source of the collision sets: 10.99.x.y-style, or fd00:99::.

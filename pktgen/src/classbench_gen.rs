@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use classbench::{first_match, parse_rules, parse_trace, Packet, Rule};
@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversation::Written;
 use crate::error::{Error, Result};
-use crate::frame::FCS_LEN;
-use crate::packet::{build, pattern, IpHeader, Transport};
+use crate::frame::{pattern, FrameSpec, IpSpec, L4Spec, FCS_LEN};
 use crate::pcap::PcapSink;
 
 /// Suffix of the expected-rule sidecar.
@@ -69,25 +68,17 @@ pub fn carried(p: &Packet) -> Packet {
 /// The frame of trace line `i` at `frame_len` bytes (FCS excluded; never
 /// shorter than the headers).
 pub fn frame(i: u64, p: &Packet, frame_len: usize) -> Vec<u8> {
-    let (src, dst) = (
-        IpAddr::V4(Ipv4Addr::from(p.src)),
-        IpAddr::V4(Ipv4Addr::from(p.dst)),
-    );
     let t = match p.proto {
-        6 => Transport::tcp(p.sport, p.dport, i as u32, 0x1000_0000, TcpFlags::ACK),
-        17 => Transport::Udp {
-            sport: p.sport,
-            dport: p.dport,
-        },
-        1 => Transport::echo(8, i as u16, 0),
-        proto => Transport::Raw { proto },
+        6 => L4Spec::tcp(p.sport, p.dport, i as u32, 0x1000_0000, TcpFlags::ACK),
+        17 => L4Spec::udp(p.sport, p.dport),
+        1 => L4Spec::echo(8, i as u16, 0),
+        proto => L4Spec::Raw { proto },
     };
-    let h = IpHeader {
-        ident: i as u32,
-        ..IpHeader::new(src, dst, p.proto)
-    };
-    let payload = frame_len.saturating_sub(h.header_len() + t.header_len());
-    build(&h, &t, &pattern(payload, i as u8))
+    let ip = IpSpec::v4(Ipv4Addr::from(p.src), Ipv4Addr::from(p.dst)).with_ident(i as u16);
+    let spec = FrameSpec::new(ip, t);
+    let payload = frame_len.saturating_sub(spec.header_len());
+    spec.build_padded(&pattern(payload, i as u8))
+        .expect("trace frames fit their length fields")
 }
 
 /// The `classbench` subcommand.

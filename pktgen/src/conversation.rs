@@ -19,8 +19,7 @@ use crate::flows::{
     is_source_port, DEFAULT_DST_NET_V4, DEFAULT_DST_NET_V6, DEFAULT_SRC_NET_V4, DEFAULT_SRC_NET_V6,
     DST_PORTS, SRC_PORTS,
 };
-use crate::frame::{FCS_LEN, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
-use crate::packet::{build, pattern, IpHeader, Transport};
+use crate::frame::{pattern, FrameSpec, IpSpec, L4Spec, FCS_LEN, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use crate::pcap::PcapSink;
 use crate::prefix::Prefix;
 use crate::rng::SplitMix64;
@@ -145,24 +144,41 @@ impl Conversation {
     /// Every frame in wire order with its direction.
     pub fn frames(&self) -> Vec<(Direction, Vec<u8>)> {
         let mut out = Vec::new();
-        let base = IpHeader {
+        let ip = match IpSpec::from_addrs(self.src, self.dst)
+            .expect("conversations never mix families")
+        {
+            IpSpec::V6 {
+                src,
+                dst,
+                hop_limit,
+                ..
+            } => IpSpec::V6 {
+                src,
+                dst,
+                flow_label: (u32::from(self.ident.0) << 4 | 0x5) & 0x000f_ffff,
+                hop_limit,
+            },
+            v4 => v4,
+        };
+        let base = FrameSpec {
             vlan: self.vlan,
-            flow_label: u32::from(self.ident.0) << 4 | 0x5,
-            ..IpHeader::new(self.src, self.dst, self.proto())
+            ..FrameSpec::new(ip, L4Spec::Raw { proto: 0 })
         };
         let mut idents = (self.ident.0, self.ident.1);
         // Appends one frame, advancing that side's IPv4 identification.
-        let mut push = |dir: Direction, t: &Transport, payload: &[u8]| {
+        let mut push = |dir: Direction, t: &L4Spec, payload: &[u8]| {
             let (h, id) = match dir {
                 Direction::Orig => (base, &mut idents.0),
                 Direction::Reply => (base.reversed(), &mut idents.1),
             };
-            let h = IpHeader {
-                ident: u32::from(*id),
+            let spec = FrameSpec {
+                ip: h.ip.with_ident(*id),
+                l4: *t,
                 ..h
             };
             *id = id.wrapping_add(1);
-            out.push((dir, build(&h, t, payload)));
+            let frame = spec.build_padded(payload).expect("conversation frames fit");
+            out.push((dir, frame));
         };
         let dir_of = |i: usize| {
             if i & 1 == 0 {
@@ -171,8 +187,8 @@ impl Conversation {
                 Direction::Reply
             }
         };
-        let hl = |t: &Transport| base.header_len() + t.header_len();
-        let payload = |frame_len: usize, t: &Transport, i: usize| {
+        let hl = |t: &L4Spec| FrameSpec { l4: *t, ..base }.header_len();
+        let payload = |frame_len: usize, t: &L4Spec, i: usize| {
             pattern(frame_len.saturating_sub(hl(t)).max(1), i as u8)
         };
         let (sp, dp) = (self.sport, self.dport);
@@ -181,8 +197,8 @@ impl Conversation {
                 use TcpFlags as F;
                 let (mut c, mut s) = (self.isn.0, self.isn.1);
                 let tcp = |dir: Direction, seq, ack, flags| match dir {
-                    Direction::Orig => Transport::tcp(sp, dp, seq, ack, flags),
-                    Direction::Reply => Transport::tcp(dp, sp, seq, ack, flags),
+                    Direction::Orig => L4Spec::tcp(sp, dp, seq, ack, flags),
+                    Direction::Reply => L4Spec::tcp(dp, sp, seq, ack, flags),
                 };
                 push(Direction::Orig, &tcp(Direction::Orig, c, 0, F::SYN), &[]);
                 c = c.wrapping_add(1);
@@ -237,11 +253,11 @@ impl Conversation {
                 for (i, &len) in self.data_frames.iter().enumerate() {
                     let dir = dir_of(i);
                     let t = match dir {
-                        Direction::Orig => Transport::Udp {
+                        Direction::Orig => L4Spec::Udp {
                             sport: sp,
                             dport: dp,
                         },
-                        Direction::Reply => Transport::Udp {
+                        Direction::Reply => L4Spec::Udp {
                             sport: dp,
                             dport: sp,
                         },
@@ -254,7 +270,7 @@ impl Conversation {
                 for (i, &len) in self.data_frames.iter().enumerate() {
                     let dir = dir_of(i);
                     let ty = if dir == Direction::Orig { req } else { rep };
-                    let t = Transport::echo(ty, ident, (i / 2) as u16);
+                    let t = L4Spec::echo(ty, ident, (i / 2) as u16);
                     // A reply echoes the request's data.
                     let data = payload(len, &t, i & !1);
                     push(dir, &t, &data);
@@ -262,13 +278,13 @@ impl Conversation {
             }
             Kind::IcmpMessage { ty, code } => {
                 for (i, &len) in self.data_frames.iter().enumerate() {
-                    let t = Transport::Icmp { ty, code, rest: 0 };
+                    let t = L4Spec::Icmp { ty, code, rest: 0 };
                     push(Direction::Orig, &t, &payload(len, &t, i));
                 }
             }
             Kind::Raw { proto } => {
                 for (i, &len) in self.data_frames.iter().enumerate() {
-                    let t = Transport::Raw { proto };
+                    let t = L4Spec::Raw { proto };
                     push(dir_of(i), &t, &payload(len, &t, i));
                 }
             }

@@ -1,8 +1,10 @@
-//! Building Ethernet [+ 802.1Q] + IPv4/IPv6 + TCP/UDP frames in place.
+//! The one frame builder of every workload: Ethernet [+ 802.1Q] + IPv4/IPv6 + TCP (any flags), UDP,
+//! ICMP/ICMPv6 or a raw protocol, in place into a caller's buffer ([`FrameSpec::write`], the benchmark
+//! flows) or into a new one ([`FrameSpec::build`], [`FrameSpec::build_padded`]); IPv4 fragments and IPv6
+//! fragment headers for the attack workload ([`FrameSpec::segment`], [`FrameSpec::fragment`]).
 //!
-//! Every header is written through the `net` crate's views and setters and
-//! every checksum is filled by its helpers, so the generator and the
-//! dataplane share one definition of each wire format.
+//! Every header is written by the `net` crate's emit side (`Repr::emit`), checksums included, so the
+//! generator and the dataplane share one definition of each wire format.
 //!
 //! ```
 //! use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
@@ -21,11 +23,15 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use net::ethernet::{EtherType, EthernetFrame, MacAddr};
-use net::ipv4::{IpProtocol, Ipv4Packet};
-use net::ipv6::Ipv6Packet;
-use net::tcp::{TcpFlags, TcpPacket};
-use net::udp::UdpPacket;
-use net::vlan::VlanTag;
+use net::icmpv4::Icmpv4Repr;
+use net::icmpv6::Icmpv6Repr;
+use net::ipv4::{Ipv4Packet, Ipv4Repr};
+use net::ipv6::{Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, FRAGMENT_HEADER_LEN};
+use net::link::EthernetRepr;
+use net::tcp::{TcpFlags, TcpPacket, TcpRepr};
+use net::udp::{UdpPacket, UdpRepr};
+use net::vlan::{VlanRepr, VlanTag};
+use net::{EmitError, Fragment, IpAddrs, IpProtocol};
 
 /// Length of the Ethernet frame check sequence, which is on the wire (and
 /// in RFC 2544 frame sizes) but not in pcap records.
@@ -35,6 +41,10 @@ pub const MIN_FRAME_SIZE: usize = 64;
 /// Largest (jumbo) frame on the wire supported, FCS included: a 9000-byte
 /// MTU plus Ethernet header, one VLAN tag and FCS.
 pub const MAX_FRAME_SIZE: usize = 9018;
+
+/// Shortest frame [`FrameSpec::build_padded`] and [`FrameSpec::fragment`] write, FCS excluded: shorter
+/// frames get zero padding after the IP packet, as an Ethernet sender adds.
+pub const MIN_FRAME_LEN: usize = MIN_FRAME_SIZE - FCS_LEN;
 
 /// Locally administered source MAC used by default.
 pub const DEFAULT_SRC_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -200,17 +210,127 @@ impl IpSpec {
 
     /// Source address.
     pub fn src(&self) -> IpAddr {
-        match *self {
-            IpSpec::V4 { src, .. } => src.into(),
-            IpSpec::V6 { src, .. } => src.into(),
-        }
+        self.addrs().src()
     }
 
     /// Destination address.
     pub fn dst(&self) -> IpAddr {
+        self.addrs().dst()
+    }
+
+    /// Source and destination, as transport checksums cover them.
+    pub const fn addrs(&self) -> IpAddrs {
         match *self {
-            IpSpec::V4 { dst, .. } => dst.into(),
-            IpSpec::V6 { dst, .. } => dst.into(),
+            IpSpec::V4 { src, dst, .. } => IpAddrs::V4 { src, dst },
+            IpSpec::V6 { src, dst, .. } => IpAddrs::V6 { src, dst },
+        }
+    }
+
+    /// The mirror image: source and destination swapped.
+    pub const fn reversed(self) -> IpSpec {
+        match self {
+            IpSpec::V4 {
+                src,
+                dst,
+                ident,
+                ttl,
+                dont_frag,
+            } => IpSpec::V4 {
+                src: dst,
+                dst: src,
+                ident,
+                ttl,
+                dont_frag,
+            },
+            IpSpec::V6 {
+                src,
+                dst,
+                flow_label,
+                hop_limit,
+            } => IpSpec::V6 {
+                src: dst,
+                dst: src,
+                flow_label,
+                hop_limit,
+            },
+        }
+    }
+
+    /// With IPv4 identification `ident` (IPv6 has none).
+    pub const fn with_ident(self, ident: u16) -> IpSpec {
+        match self {
+            IpSpec::V4 {
+                src,
+                dst,
+                ttl,
+                dont_frag,
+                ..
+            } => IpSpec::V4 {
+                src,
+                dst,
+                ident,
+                ttl,
+                dont_frag,
+            },
+            v6 => v6,
+        }
+    }
+
+    /// Length of the header.
+    pub const fn header_len(&self) -> usize {
+        match self {
+            IpSpec::V4 { .. } => Ipv4Repr::HEADER_LEN,
+            IpSpec::V6 { .. } => Ipv6Repr::HEADER_LEN,
+        }
+    }
+
+    /// The header for `payload_len` bytes of `protocol`, possibly a fragment (flags and offset for IPv4,
+    /// whose identification is then the fragment's; IPv6 takes a fragment header, written separately).
+    fn emit(
+        &self,
+        buf: &mut [u8],
+        protocol: IpProtocol,
+        payload_len: usize,
+        frag: Option<Fragment>,
+    ) -> Result<(), EmitError> {
+        match *self {
+            IpSpec::V4 {
+                src,
+                dst,
+                ident,
+                ttl,
+                dont_frag,
+            } => {
+                let repr = Ipv4Repr {
+                    ttl,
+                    ident,
+                    dont_frag,
+                    ..Ipv4Repr::new(src, dst, protocol, payload_len)
+                };
+                let repr = match frag {
+                    None => repr,
+                    Some(f) => Ipv4Repr {
+                        // Fragment identifications are 16 bits wide in IPv4.
+                        ident: f.ident as u16,
+                        dont_frag: false,
+                        more_frags: f.more,
+                        frag_offset: f.offset,
+                        ..repr
+                    },
+                };
+                repr.emit(buf)
+            }
+            IpSpec::V6 {
+                src,
+                dst,
+                flow_label,
+                hop_limit,
+            } => Ipv6Repr {
+                flow_label,
+                hop_limit,
+                ..Ipv6Repr::new(src, dst, protocol, payload_len)
+            }
+            .emit(buf),
         }
     }
 }
@@ -240,22 +360,47 @@ pub enum L4Spec {
         /// Destination port.
         dport: u16,
     },
+    /// ICMP over IPv4, or ICMPv6 over IPv6 (chosen by the address family).
+    Icmp {
+        /// Message type.
+        ty: u8,
+        /// Message code.
+        code: u8,
+        /// The 4 bytes after the checksum (echo: ident << 16 | seq).
+        rest: u32,
+    },
+    /// Any other protocol: the payload follows the IP header directly.
+    Raw {
+        /// IP protocol number.
+        proto: u8,
+    },
 }
 
 impl L4Spec {
-    /// Window used by [`tcp_data`](Self::tcp_data).
+    /// Window used by [`tcp_data`](Self::tcp_data) and [`tcp`](Self::tcp).
     pub const DEFAULT_WINDOW: u16 = 64240;
 
-    /// An established-connection data segment: ACK|PSH.
-    pub const fn tcp_data(sport: u16, dport: u16, seq: u32, ack: u32) -> L4Spec {
+    /// A TCP header with any flags and the default window.
+    pub const fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: TcpFlags) -> L4Spec {
         L4Spec::Tcp {
             sport,
             dport,
             seq,
             ack,
-            flags: TcpFlags(TcpFlags::ACK.0 | TcpFlags::PSH.0),
+            flags,
             window: Self::DEFAULT_WINDOW,
         }
+    }
+
+    /// An established-connection data segment: ACK|PSH.
+    pub const fn tcp_data(sport: u16, dport: u16, seq: u32, ack: u32) -> L4Spec {
+        Self::tcp(
+            sport,
+            dport,
+            seq,
+            ack,
+            TcpFlags(TcpFlags::ACK.0 | TcpFlags::PSH.0),
+        )
     }
 
     /// A UDP datagram.
@@ -263,11 +408,68 @@ impl L4Spec {
         L4Spec::Udp { sport, dport }
     }
 
-    /// Which protocol.
-    pub const fn proto(&self) -> L4Proto {
+    /// An ICMP/ICMPv6 echo request or reply header.
+    pub const fn echo(ty: u8, ident: u16, seq: u16) -> L4Spec {
+        L4Spec::Icmp {
+            ty,
+            code: 0,
+            rest: Icmpv4Repr::echo(ty, ident, seq).rest_of_header,
+        }
+    }
+
+    /// Header length in bytes.
+    pub const fn header_len(&self) -> usize {
         match self {
-            L4Spec::Tcp { .. } => L4Proto::Tcp,
-            L4Spec::Udp { .. } => L4Proto::Udp,
+            L4Spec::Tcp { .. } => TcpPacket::<&[u8]>::MIN_HEADER_LEN,
+            L4Spec::Udp { .. } => UdpRepr::HEADER_LEN,
+            L4Spec::Icmp { .. } => Icmpv4Repr::HEADER_LEN,
+            L4Spec::Raw { .. } => 0,
+        }
+    }
+
+    /// The IP protocol number, given the family (ICMP is 1 or 58).
+    pub const fn ip_protocol(&self, ipv6: bool) -> IpProtocol {
+        match *self {
+            L4Spec::Tcp { .. } => IpProtocol::TCP,
+            L4Spec::Udp { .. } => IpProtocol::UDP,
+            L4Spec::Icmp { .. } if ipv6 => IpProtocol::ICMPV6,
+            L4Spec::Icmp { .. } => IpProtocol::ICMP,
+            L4Spec::Raw { proto } => IpProtocol(proto),
+        }
+    }
+
+    /// Writes the header at the start of `seg` (header and payload, the payload in place) with its
+    /// checksum over all of `seg`.
+    fn emit(&self, seg: &mut [u8], addrs: &IpAddrs) -> Result<(), EmitError> {
+        match *self {
+            L4Spec::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                window,
+            } => TcpRepr::new(sport, dport, seq, ack, flags, window).emit(seg, addrs),
+            L4Spec::Udp { sport, dport } => UdpRepr {
+                src_port: sport,
+                dst_port: dport,
+            }
+            .emit(seg, addrs),
+            L4Spec::Icmp { ty, code, rest } => match *addrs {
+                IpAddrs::V4 { .. } => Icmpv4Repr {
+                    msg_type: ty,
+                    msg_code: code,
+                    rest_of_header: rest,
+                }
+                .emit(seg),
+                IpAddrs::V6 { src, dst } => Icmpv6Repr {
+                    msg_type: ty,
+                    msg_code: code,
+                    rest_of_header: rest,
+                }
+                .emit(seg, src, dst),
+            },
+            L4Spec::Raw { .. } => Ok(()),
         }
     }
 }
@@ -322,25 +524,35 @@ impl FrameSpec {
         }
     }
 
-    /// The header stack.
-    pub const fn layers(&self) -> Layers {
-        Layers {
-            vlan: self.vlan.is_some(),
-            ipv6: self.ip.is_ipv6(),
-            l4: self.l4.proto(),
+    /// The mirror image: MACs and addresses swapped (the transport is kept).
+    pub const fn reversed(&self) -> FrameSpec {
+        FrameSpec {
+            src_mac: self.dst_mac,
+            dst_mac: self.src_mac,
+            ip: self.ip.reversed(),
+            ..*self
         }
     }
 
-    /// Total header length; the payload starts here.
+    /// Length of the Ethernet header and VLAN tag.
+    pub const fn l2_len(&self) -> usize {
+        let tag = if self.vlan.is_some() {
+            VlanTag::<&[u8]>::HEADER_LEN
+        } else {
+            0
+        };
+        EthernetFrame::<&[u8]>::HEADER_LEN + tag
+    }
+
+    /// Total header length (Ethernet through transport); the payload starts here.
     pub const fn header_len(&self) -> usize {
-        self.layers().header_len()
+        self.l2_len() + self.ip.header_len() + self.l4.header_len()
     }
 
     /// Writes the headers into `frame` (a frame without FCS), treating every
     /// byte after [`header_len`](Self::header_len) as payload: the caller
     /// puts the payload in place first, then this sets the IP and UDP
-    /// lengths from `frame.len()` and fills the IPv4 header and L4
-    /// checksums.
+    /// lengths from `frame.len()` and fills every checksum.
     pub fn write(&self, frame: &mut [u8]) -> Result<(), FrameError> {
         let header_len = self.header_len();
         if frame.len() < header_len {
@@ -349,144 +561,122 @@ impl FrameSpec {
                 header_len,
             });
         }
-        if let Some(vid) = self.vlan.filter(|&v| v > 0x0fff) {
-            return Err(FrameError::BadVlanId(vid));
-        }
-        let ip_type = if self.ip.is_ipv6() {
-            EtherType::IPV6
-        } else {
-            EtherType::IPV4
-        };
-        let l2_len = header_len - self.layers().l3_l4_header_len();
-        // IPv4 total length counts its header, IPv6 payload length does not.
-        let ip_len_field = match self.ip {
-            IpSpec::V4 { .. } => frame.len() - l2_len,
-            IpSpec::V6 { .. } => frame.len() - l2_len - Ipv6Packet::<&[u8]>::HEADER_LEN,
-        };
-        let ip_len_field =
-            u16::try_from(ip_len_field).map_err(|_| FrameError::TooLong { len: frame.len() })?;
-
-        let mut eth = EthernetFrame::new_unchecked(&mut *frame);
-        eth.set_dst_addr(self.dst_mac);
-        eth.set_src_addr(self.src_mac);
-        match self.vlan {
-            None => eth.set_ethertype(ip_type),
-            Some(vid) => {
-                eth.set_ethertype(EtherType::VLAN);
-                let mut tag = VlanTag::new_unchecked(eth.payload_mut());
-                tag.set_tci(0);
-                tag.set_vid(vid);
-                tag.set_ethertype(ip_type);
-            }
-        }
-        let l3 = &mut frame[l2_len..];
-        let proto = self.l4.proto().ip_protocol();
-        match self.ip {
-            IpSpec::V4 {
-                src,
-                dst,
-                ident,
-                ttl,
-                dont_frag,
-            } => {
-                let mut ip = Ipv4Packet::new_unchecked(l3);
-                ip.set_version(4);
-                ip.set_header_len(Ipv4Packet::<&[u8]>::MIN_HEADER_LEN);
-                ip.set_dscp(0);
-                ip.set_ecn(0);
-                ip.set_total_len(ip_len_field);
-                ip.set_ident(ident);
-                ip.clear_flags();
-                ip.set_dont_frag(dont_frag);
-                ip.set_ttl(ttl);
-                ip.set_protocol(proto);
-                ip.set_src_addr(src);
-                ip.set_dst_addr(dst);
-                ip.fill_checksum();
-                write_l4(&self.l4, ip.payload_mut(), |seg| match seg {
-                    Segment::Tcp(mut t) => t.fill_checksum_v4(src, dst),
-                    Segment::Udp(mut u) => u.fill_checksum_v4(src, dst),
-                });
-            }
-            IpSpec::V6 {
-                src,
-                dst,
-                flow_label,
-                hop_limit,
-            } => {
-                let mut ip = Ipv6Packet::new_unchecked(l3);
-                ip.set_version(6);
-                ip.set_traffic_class(0);
-                ip.set_flow_label(flow_label);
-                ip.set_payload_len(ip_len_field);
-                ip.set_next_header(proto);
-                ip.set_hop_limit(hop_limit);
-                ip.set_src_addr(src);
-                ip.set_dst_addr(dst);
-                write_l4(&self.l4, ip.payload_mut(), |seg| match seg {
-                    Segment::Tcp(mut t) => t.fill_checksum_v6(src, dst),
-                    Segment::Udp(mut u) => u.fill_checksum_v6(src, dst),
-                });
-            }
-        }
-        Ok(())
+        let len = frame.len();
+        let too_long = |e| frame_error(e, len);
+        let l3 = self.write_link(frame).map_err(too_long)?;
+        let l4 = l3 + self.ip.header_len();
+        let protocol = self.l4.ip_protocol(self.ip.is_ipv6());
+        let seg_len = frame.len() - l4;
+        self.ip
+            .emit(&mut frame[l3..], protocol, seg_len, None)
+            .map_err(too_long)?;
+        self.l4
+            .emit(&mut frame[l4..], &self.ip.addrs())
+            .map_err(too_long)
     }
 
-    /// Convenience for tests and one-off frames: a new buffer holding the
-    /// headers followed by `payload`.
+    /// A new buffer holding the headers followed by `payload`.
     pub fn build(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
         let mut frame = vec![0u8; self.header_len() + payload.len()];
         frame[self.header_len()..].copy_from_slice(payload);
         self.write(&mut frame)?;
         Ok(frame)
     }
-}
 
-/// A transport header view over exactly the segment, ready for its
-/// checksum.
-enum Segment<'a> {
-    Tcp(TcpPacket<&'a mut [u8]>),
-    Udp(UdpPacket<&'a mut [u8]>),
-}
-
-/// Writes the transport header into `seg` (the whole IP payload) and hands
-/// the view to `checksum`.
-fn write_l4(l4: &L4Spec, seg: &mut [u8], checksum: impl FnOnce(Segment<'_>)) {
-    match *l4 {
-        L4Spec::Tcp {
-            sport,
-            dport,
-            seq,
-            ack,
-            flags,
-            window,
-        } => {
-            let mut tcp = TcpPacket::new_unchecked(seg);
-            tcp.set_src_port(sport);
-            tcp.set_dst_port(dport);
-            tcp.set_seq_number(seq);
-            tcp.set_ack_number(ack);
-            tcp.set_header_len(TcpPacket::<&[u8]>::MIN_HEADER_LEN);
-            tcp.set_flags(flags);
-            tcp.set_window_len(window);
-            tcp.set_urgent_at(0);
-            checksum(Segment::Tcp(tcp));
-        }
-        L4Spec::Udp { sport, dport } => {
-            // The IP length already fits 16 bits and includes the IP header.
-            let len = seg.len() as u16;
-            let mut udp = UdpPacket::new_unchecked(seg);
-            udp.set_src_port(sport);
-            udp.set_dst_port(dport);
-            udp.set_len(len);
-            checksum(Segment::Udp(udp));
-        }
+    /// [`build`](Self::build), zero-padded to [`MIN_FRAME_LEN`] after the IP packet.
+    pub fn build_padded(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut frame = self.build(payload)?;
+        frame.resize(frame.len().max(MIN_FRAME_LEN), 0);
+        Ok(frame)
     }
+
+    /// The transport segment (header + `payload`) alone, its checksum computed for the whole datagram
+    /// (as the sender's stack computes it), for [`fragment`](Self::fragment) to cut.
+    pub fn segment(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let hl = self.l4.header_len();
+        let mut seg = vec![0u8; hl + payload.len()];
+        seg[hl..].copy_from_slice(payload);
+        let len = seg.len();
+        self.l4
+            .emit(&mut seg, &self.ip.addrs())
+            .map_err(|_| FrameError::TooLong { len })?;
+        Ok(seg)
+    }
+
+    /// The frame carrying `ip_payload` (a [`segment`](Self::segment) or a slice of one) as it is, with
+    /// the transport's protocol number, zero-padded to [`MIN_FRAME_LEN`]. With `frag`, an IPv4 fragment
+    /// (flags, offset, the fragment's identification) or an IPv6 packet with a fragment header.
+    pub fn fragment(
+        &self,
+        frag: Option<Fragment>,
+        ip_payload: &[u8],
+    ) -> Result<Vec<u8>, FrameError> {
+        let frag_header = match (frag, &self.ip) {
+            (Some(_), IpSpec::V6 { .. }) => FRAGMENT_HEADER_LEN,
+            _ => 0,
+        };
+        let l3 = self.l2_len();
+        let l4 = l3 + self.ip.header_len() + frag_header;
+        let mut f = vec![0u8; (l4 + ip_payload.len()).max(MIN_FRAME_LEN)];
+        let too_long = |e| frame_error(e, l4 + ip_payload.len());
+        self.write_link(&mut f).map_err(too_long)?;
+        f[l4..l4 + ip_payload.len()].copy_from_slice(ip_payload);
+        let protocol = self.l4.ip_protocol(self.ip.is_ipv6());
+        let payload_len = frag_header + ip_payload.len();
+        match (frag, self.ip.is_ipv6()) {
+            (Some(fragment), true) => {
+                let ext = Ipv6FragmentRepr {
+                    next_header: protocol,
+                    fragment,
+                };
+                ext.emit(&mut f[l4 - FRAGMENT_HEADER_LEN..])
+                    .map_err(too_long)?;
+                self.ip
+                    .emit(&mut f[l3..], IpProtocol::IPV6_FRAG, payload_len, None)
+                    .map_err(too_long)?;
+            }
+            _ => self
+                .ip
+                .emit(&mut f[l3..], protocol, payload_len, frag)
+                .map_err(too_long)?,
+        }
+        Ok(f)
+    }
+
+    /// Writes the Ethernet header and tag; returns where the IP header starts.
+    fn write_link(&self, frame: &mut [u8]) -> Result<usize, EmitError> {
+        let ethertype = if self.ip.is_ipv6() {
+            EtherType::IPV6
+        } else {
+            EtherType::IPV4
+        };
+        let mut eth = EthernetRepr::new(self.src_mac, self.dst_mac, ethertype);
+        if let Some(vid) = self.vlan {
+            eth.vlans[0] = Some(VlanRepr::dot1q(vid)?);
+        }
+        eth.emit(frame)
+    }
+}
+
+/// What an emit error means for a `len`-byte frame whose buffer was sized for its headers: a VLAN id out
+/// of range, or a length past its field.
+fn frame_error(e: EmitError, len: usize) -> FrameError {
+    match e {
+        EmitError::BadVlanId(vid) => FrameError::BadVlanId(vid),
+        _ => FrameError::TooLong { len },
+    }
+}
+
+/// A deterministic, recognisable payload: byte `i` is `(seed + i) as u8`.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use net::icmpv4::Icmpv4Packet;
+    use net::icmpv6::Icmpv6Packet;
     use net::{parse, L3, L4};
 
     const V4_SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
@@ -553,7 +743,7 @@ mod tests {
         };
         assert_eq!(p.l3_offset, l3_offset);
         let l3 = &frame[l3_offset..];
-        let proto = spec.l4.proto().ip_protocol();
+        let proto = spec.l4.ip_protocol(spec.ip.is_ipv6());
 
         let seg: &[u8] = match spec.ip {
             IpSpec::V4 {
@@ -586,7 +776,7 @@ mod tests {
                     L4Spec::Tcp { .. } => assert!(TcpPacket::new_checked(seg)
                         .unwrap()
                         .verify_checksum_v4(src, dst)),
-                    L4Spec::Udp { .. } => {
+                    _ => {
                         let udp = UdpPacket::new_checked(seg).unwrap();
                         assert_ne!(udp.checksum(), 0);
                         assert!(udp.verify_checksum_v4(src, dst));
@@ -620,14 +810,14 @@ mod tests {
                     L4Spec::Tcp { .. } => assert!(TcpPacket::new_checked(seg)
                         .unwrap()
                         .verify_checksum_v6(src, dst)),
-                    L4Spec::Udp { .. } => assert!(UdpPacket::new_checked(seg)
+                    _ => assert!(UdpPacket::new_checked(seg)
                         .unwrap()
                         .verify_checksum_v6(src, dst)),
                 }
                 seg
             }
         };
-        assert_eq!(p.l4_offset, Some(hl - spec.l4.proto().header_len()));
+        assert_eq!(p.l4_offset, Some(hl - spec.l4.header_len()));
 
         match spec.l4 {
             L4Spec::Tcp {
@@ -661,6 +851,7 @@ mod tests {
                 assert_eq!(usize::from(udp.len()), seg.len());
                 assert_eq!(udp.payload(), &payload[..]);
             }
+            other => panic!("round trips cover TCP and UDP, not {other:?}"),
         }
     }
 
@@ -671,7 +862,13 @@ mod tests {
             for l4 in [L4Proto::Tcp, L4Proto::Udp] {
                 for vlan in [None, Some(1), Some(100), Some(4094)] {
                     let s = spec(ipv6, l4, vlan);
-                    let min = s.layers().min_frame_size() - FCS_LEN;
+                    let layers = Layers {
+                        vlan: vlan.is_some(),
+                        ipv6,
+                        l4,
+                    };
+                    let min = layers.min_frame_size() - FCS_LEN;
+                    assert_eq!(layers.header_len(), s.header_len());
                     for len in [min, min + 1, 1500 + 14, MAX_FRAME_SIZE - FCS_LEN] {
                         check_round_trip(&s, len);
                         n += 1;
@@ -754,6 +951,107 @@ mod tests {
         assert_eq!(
             IpSpec::from_addrs(V6_SRC.into(), V6_DST.into()),
             Some(IpSpec::v6(V6_SRC, V6_DST))
+        );
+    }
+
+    fn spec_of(src: &str, dst: &str, l4: L4Spec) -> FrameSpec {
+        let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
+        FrameSpec::new(ip, l4)
+    }
+
+    #[test]
+    fn icmp_echo_both_families_parse_and_verify() {
+        let f = spec_of("10.0.0.1", "10.0.0.2", L4Spec::echo(8, 0x1234, 7))
+            .build_padded(b"abcd")
+            .unwrap();
+        assert_eq!(f.len(), MIN_FRAME_LEN);
+        let p = parse(&f).unwrap();
+        assert_eq!(
+            p.l4,
+            L4::Icmp {
+                ty: 8,
+                code: 0,
+                ident: Some(0x1234)
+            }
+        );
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(usize::from(ip.total_len()), 20 + 8 + 4);
+        assert!(Icmpv4Packet::new_checked(ip.into_payload())
+            .unwrap()
+            .verify_checksum());
+
+        let spec = FrameSpec {
+            vlan: Some(30),
+            ..spec_of("fd00::1", "fd00::2", L4Spec::echo(128, 9, 1))
+        };
+        let f = spec.build_padded(&[0; 100]).unwrap();
+        let p = parse(&f).unwrap();
+        assert_eq!(p.vlans, [Some(30), None]);
+        assert_eq!(
+            p.l4,
+            L4::Icmpv6 {
+                ty: 128,
+                code: 0,
+                ident: Some(9)
+            }
+        );
+        let ip = Ipv6Packet::new_checked(&f[18..]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        assert!(Icmpv6Packet::new_checked(ip.into_payload())
+            .unwrap()
+            .verify_checksum(src, dst));
+    }
+
+    #[test]
+    fn fragments_carry_the_fragment_fields() {
+        for (s, d) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+            let spec = spec_of(s, d, L4Spec::udp(1, 2));
+            let frag = Fragment {
+                offset: 16,
+                more: true,
+                ident: 0xabcd,
+            };
+            let f = spec.fragment(Some(frag), &[0u8; 24]).unwrap();
+            let p = parse(&f).unwrap();
+            assert_eq!(p.fragment(), Some(frag));
+            assert_eq!(p.l4, L4::None);
+            assert_eq!(p.ip_proto(), Some(IpProtocol::UDP));
+        }
+        // A segment cut short and carried whole: the IP length says where it ends.
+        let spec = spec_of(
+            "10.0.0.1",
+            "10.0.0.2",
+            L4Spec::tcp(1, 2, 3, 4, TcpFlags::SYN),
+        );
+        let seg = spec.segment(&[]).unwrap();
+        assert_eq!(seg.len(), 20);
+        let f = spec.fragment(None, &seg[..12]).unwrap();
+        assert_eq!(f.len(), MIN_FRAME_LEN);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.total_len(), ip.dont_frag()), (32, true));
+        assert!(ip.verify_checksum());
+    }
+
+    #[test]
+    fn raw_protocol_and_reversal() {
+        let spec = spec_of("10.0.0.1", "10.0.0.2", L4Spec::Raw { proto: 47 });
+        let f = spec.reversed().build_padded(&[1; 40]).unwrap();
+        let p = parse(&f).unwrap();
+        assert!(matches!(
+            p.l3,
+            L3::Ipv4 {
+                proto: IpProtocol(47),
+                ..
+            }
+        ));
+        assert_eq!(p.src_ip(), Some(spec.ip.dst()));
+        assert_eq!(p.l4, L4::None);
+        assert_eq!(f.len(), 14 + 20 + 40);
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!(
+            (eth.src_addr(), eth.dst_addr()),
+            (DEFAULT_DST_MAC, DEFAULT_SRC_MAC)
         );
     }
 }

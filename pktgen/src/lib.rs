@@ -1,8 +1,9 @@
 //! Bulkhead's traffic generator as a library: frame building, workloads
 //! and output, shared by the `bulkhead-pktgen` binary's subcommands.
 //!
-//! - [`frame`]: Ethernet [+ 802.1Q] + IPv4/IPv6 + TCP/UDP headers written in
-//!   place through the `net` crate's views.
+//! - [`frame`]: the one frame builder, Ethernet [+ 802.1Q] + IPv4/IPv6 +
+//!   TCP/UDP/ICMP/raw, fragments, every header written by the `net` crate's
+//!   emit side.
 //! - [`flows`]: the `flows` workload, N distinct deterministic 5-tuples.
 //! - [`pcap`]: the pcap writer every file-producing subcommand uses.
 //! - [`prefix`], [`rng`]: address prefixes and the seedable SplitMix64
@@ -20,7 +21,6 @@ pub mod flows;
 pub mod frame;
 #[cfg(feature = "live")]
 pub mod live;
-pub mod packet;
 pub mod pcap;
 pub mod policy_traffic;
 pub mod prefix;

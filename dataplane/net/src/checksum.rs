@@ -5,10 +5,6 @@
 //! one's-complement sum, partial sums are added with [`combine`], and
 //! [`finish`] folds and complements the result into the on-wire value.
 
-use core::net::{Ipv4Addr, Ipv6Addr};
-
-use crate::ipv4::IpProtocol;
-
 /// Partial one's-complement sum of `data` read as big-endian 16-bit words.
 ///
 /// An odd trailing byte is padded with a zero low byte, as RFC 1071 requires.
@@ -72,28 +68,6 @@ pub fn verify(initial: u32, data: &[u8]) -> bool {
     fold(combine(initial, sum(data))) == 0xffff
 }
 
-/// Partial sum of the IPv4 pseudo header used by TCP and UDP (RFC 793/768).
-pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, len: u16) -> u32 {
-    let s = src.octets();
-    let d = dst.octets();
-    let words = [
-        u16::from_be_bytes([s[0], s[1]]),
-        u16::from_be_bytes([s[2], s[3]]),
-        u16::from_be_bytes([d[0], d[1]]),
-        u16::from_be_bytes([d[2], d[3]]),
-        u16::from(proto.0),
-        len,
-    ];
-    fold(words.iter().map(|&w| u32::from(w)).sum()).into()
-}
-
-/// Partial sum of the IPv6 pseudo header (RFC 8200 section 8.1).
-pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: IpProtocol, len: u32) -> u32 {
-    let mut acc = combine(sum(&src.octets()), sum(&dst.octets()));
-    acc = combine(acc, (len >> 16) + (len & 0xffff));
-    combine(acc, u32::from(next_header.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,32 +123,6 @@ mod tests {
         assert!(verify(0, &data));
         data[0] ^= 1;
         assert!(!verify(0, &data));
-    }
-
-    #[test]
-    fn pseudo_headers() {
-        // Pseudo header sums equal the sum of the laid-out bytes.
-        let s4 = Ipv4Addr::new(192, 0, 2, 1);
-        let d4 = Ipv4Addr::new(198, 51, 100, 7);
-        let mut b = Vec::new();
-        b.extend_from_slice(&s4.octets());
-        b.extend_from_slice(&d4.octets());
-        b.extend_from_slice(&[0, 17, 0x12, 0x34]);
-        assert_eq!(
-            fold(pseudo_header_v4(s4, d4, IpProtocol::UDP, 0x1234)),
-            reference(&b)
-        );
-        let s6: Ipv6Addr = "2001:db8::ffff:1".parse().unwrap();
-        let d6: Ipv6Addr = "fe80::abcd".parse().unwrap();
-        let mut b = Vec::new();
-        b.extend_from_slice(&s6.octets());
-        b.extend_from_slice(&d6.octets());
-        b.extend_from_slice(&0x0001_0203u32.to_be_bytes());
-        b.extend_from_slice(&[0, 0, 0, 58]);
-        assert_eq!(
-            fold(pseudo_header_v6(s6, d6, IpProtocol::ICMPV6, 0x0001_0203)),
-            reference(&b)
-        );
     }
 
     proptest! {

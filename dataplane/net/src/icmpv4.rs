@@ -1,7 +1,7 @@
 //! ICMP for IPv4 (RFC 792).
 
 use crate::checksum;
-use crate::error::{Error, Result};
+use crate::error::{check_room, EmitError, Error, Result};
 use crate::ipv4::Ipv4Packet;
 
 /// ICMPv4 message types.
@@ -226,11 +226,67 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv4Packet<&'a T> {
     }
 }
 
+/// An ICMPv4 header, as emitted and parsed: the message body (echo data, a quoted packet) is whatever
+/// follows the 8-byte header in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Icmpv4Repr {
+    /// Message type.
+    pub msg_type: u8,
+    /// Message code.
+    pub msg_code: u8,
+    /// The 4 bytes after the checksum (echo: identifier << 16 | sequence number).
+    pub rest_of_header: u32,
+}
+
+impl Icmpv4Repr {
+    /// Length of the header.
+    pub const HEADER_LEN: usize = Icmpv4Packet::<&[u8]>::HEADER_LEN;
+
+    /// An echo request or reply header.
+    pub const fn echo(msg_type: u8, ident: u16, seq: u16) -> Self {
+        Icmpv4Repr {
+            msg_type,
+            msg_code: 0,
+            rest_of_header: ((ident as u32) << 16) | seq as u32,
+        }
+    }
+
+    /// A destination-unreachable header with `msg_code` (the 4 bytes after the checksum unused, zero).
+    pub const fn dest_unreachable(msg_code: u8) -> Self {
+        Icmpv4Repr {
+            msg_type: types::DEST_UNREACHABLE,
+            msg_code,
+            rest_of_header: 0,
+        }
+    }
+
+    /// Reads the header of a checked message.
+    pub fn parse<T: AsRef<[u8]>>(p: &Icmpv4Packet<T>) -> Self {
+        Icmpv4Repr {
+            msg_type: p.msg_type(),
+            msg_code: p.msg_code(),
+            rest_of_header: p.rest_of_header(),
+        }
+    }
+
+    /// Writes the header at the start of `message` (header and body, the body already in place) and the
+    /// checksum over all of it.
+    pub fn emit(&self, message: &mut [u8]) -> core::result::Result<(), EmitError> {
+        check_room(message, Self::HEADER_LEN)?;
+        let mut icmp = Icmpv4Packet::new_unchecked(message);
+        icmp.set_msg_type(self.msg_type);
+        icmp.set_msg_code(self.msg_code);
+        icmp.set_rest_of_header(self.rest_of_header);
+        icmp.fill_checksum();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
-    use crate::ipv4::IpProtocol;
+    use crate::ip::IpProtocol;
     use crate::udp::UdpPacket;
     use std::net::Ipv4Addr;
 

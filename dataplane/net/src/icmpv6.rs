@@ -3,8 +3,8 @@
 use std::net::Ipv6Addr;
 
 use crate::checksum;
-use crate::error::{Error, Result};
-use crate::ipv4::IpProtocol;
+use crate::error::{check_room, EmitError, Error, Result};
+use crate::ip::{self, IpProtocol};
 
 /// ICMPv6 message types.
 pub mod types {
@@ -159,7 +159,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
         let Ok(len) = u32::try_from(self.buffer.as_ref().len()) else {
             return false;
         };
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::ICMPV6, len);
+        let ph = ip::pseudo_header_v6(src, dst, IpProtocol::ICMPV6, len);
         checksum::verify(ph, self.buffer.as_ref())
     }
 }
@@ -216,7 +216,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
         let len = u32::try_from(self.buffer.as_ref().len()).unwrap_or(u32::MAX);
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::ICMPV6, len);
+        let ph = ip::pseudo_header_v6(src, dst, IpProtocol::ICMPV6, len);
         let c = checksum::finish(checksum::combine(ph, checksum::sum(self.buffer.as_ref())));
         self.set_checksum(c);
     }
@@ -234,6 +234,69 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv6Packet<&'a T> {
     pub fn into_payload(self) -> &'a [u8] {
         let b: &'a [u8] = T::as_ref(self.buffer);
         b.get(Self::HEADER_LEN..).unwrap_or_default()
+    }
+}
+
+/// An ICMPv6 header, as emitted and parsed: the message body (echo data, a quoted packet) is whatever
+/// follows the 8-byte header in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Icmpv6Repr {
+    /// Message type.
+    pub msg_type: u8,
+    /// Message code.
+    pub msg_code: u8,
+    /// The 4 bytes after the checksum (echo: identifier << 16 | sequence number).
+    pub rest_of_header: u32,
+}
+
+impl Icmpv6Repr {
+    /// Length of the header.
+    pub const HEADER_LEN: usize = Icmpv6Packet::<&[u8]>::HEADER_LEN;
+
+    /// An echo request or reply header.
+    pub const fn echo(msg_type: u8, ident: u16, seq: u16) -> Self {
+        Icmpv6Repr {
+            msg_type,
+            msg_code: 0,
+            rest_of_header: ((ident as u32) << 16) | seq as u32,
+        }
+    }
+
+    /// A destination-unreachable header with `msg_code` (the 4 bytes after the checksum unused, zero).
+    pub const fn dest_unreachable(msg_code: u8) -> Self {
+        Icmpv6Repr {
+            msg_type: types::DEST_UNREACHABLE,
+            msg_code,
+            rest_of_header: 0,
+        }
+    }
+
+    /// Reads the header of a checked message.
+    pub fn parse<T: AsRef<[u8]>>(p: &Icmpv6Packet<T>) -> Self {
+        Icmpv6Repr {
+            msg_type: p.msg_type(),
+            msg_code: p.msg_code(),
+            rest_of_header: p.rest_of_header(),
+        }
+    }
+
+    /// Writes the header at the start of `message` (header and body, the body already in place) and the
+    /// checksum over all of it with the pseudo header of `src` and `dst`.
+    pub fn emit(
+        &self,
+        message: &mut [u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    ) -> core::result::Result<(), EmitError> {
+        check_room(message, Self::HEADER_LEN)?;
+        let len = message.len();
+        u32::try_from(len).map_err(|_| EmitError::TooLong(len))?;
+        let mut icmp = Icmpv6Packet::new_unchecked(message);
+        icmp.set_msg_type(self.msg_type);
+        icmp.set_msg_code(self.msg_code);
+        icmp.set_rest_of_header(self.rest_of_header);
+        icmp.fill_checksum(src, dst);
+        Ok(())
     }
 }
 

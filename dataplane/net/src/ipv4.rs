@@ -1,85 +1,10 @@
-//! IPv4 headers (RFC 791) and the IP protocol number space.
+//! IPv4 headers (RFC 791).
 
-use core::fmt;
 use std::net::Ipv4Addr;
 
 use crate::checksum;
-use crate::error::{Error, Result};
-
-/// An IP protocol / IPv6 next-header number. A newtype rather than an enum
-/// so unknown values round-trip losslessly.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct IpProtocol(pub u8);
-
-impl IpProtocol {
-    /// IPv6 hop-by-hop options.
-    pub const HOPOPT: IpProtocol = IpProtocol(0);
-    /// ICMP for IPv4.
-    pub const ICMP: IpProtocol = IpProtocol(1);
-    /// TCP.
-    pub const TCP: IpProtocol = IpProtocol(6);
-    /// UDP.
-    pub const UDP: IpProtocol = IpProtocol(17);
-    /// IPv6 routing header.
-    pub const IPV6_ROUTE: IpProtocol = IpProtocol(43);
-    /// IPv6 fragment header.
-    pub const IPV6_FRAG: IpProtocol = IpProtocol(44);
-    /// Encapsulating security payload.
-    pub const ESP: IpProtocol = IpProtocol(50);
-    /// Authentication header.
-    pub const AH: IpProtocol = IpProtocol(51);
-    /// ICMP for IPv6.
-    pub const ICMPV6: IpProtocol = IpProtocol(58);
-    /// IPv6 "no next header".
-    pub const IPV6_NONXT: IpProtocol = IpProtocol(59);
-    /// IPv6 destination options.
-    pub const IPV6_OPTS: IpProtocol = IpProtocol(60);
-
-    /// Short lowercase name for known values.
-    pub const fn name(self) -> Option<&'static str> {
-        Some(match self.0 {
-            0 => "hopopt",
-            1 => "icmp",
-            6 => "tcp",
-            17 => "udp",
-            43 => "ipv6_route",
-            44 => "ipv6_frag",
-            50 => "esp",
-            51 => "ah",
-            58 => "icmpv6",
-            59 => "ipv6_nonxt",
-            60 => "ipv6_opts",
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for IpProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(n) => f.write_str(n),
-            None => write!(f, "{}", self.0),
-        }
-    }
-}
-
-impl fmt::Debug for IpProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IpProtocol({self})")
-    }
-}
-
-impl From<u8> for IpProtocol {
-    fn from(v: u8) -> Self {
-        IpProtocol(v)
-    }
-}
-
-impl From<IpProtocol> for u8 {
-    fn from(v: IpProtocol) -> Self {
-        v.0
-    }
-}
+use crate::error::{check_room, EmitError, Error, Result};
+use crate::ip::IpProtocol;
 
 mod field {
     pub const VER_IHL: usize = 0;
@@ -421,6 +346,101 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
         let b: &'a [u8] = T::as_ref(self.buffer);
         let (start, end) = self.payload_range(b.len());
         &b[start..end]
+    }
+}
+
+/// An option-less IPv4 header, as emitted and parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Repr {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Protocol of the payload.
+    pub protocol: IpProtocol,
+    /// Length of the payload (total length less the header).
+    pub payload_len: usize,
+    /// Time to live.
+    pub ttl: u8,
+    /// Differentiated services code point (6 bits).
+    pub dscp: u8,
+    /// Explicit congestion notification (2 bits).
+    pub ecn: u8,
+    /// Identification.
+    pub ident: u16,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// More-fragments flag.
+    pub more_frags: bool,
+    /// Fragment offset in bytes (a multiple of 8).
+    pub frag_offset: u16,
+}
+
+impl Ipv4Repr {
+    /// Length of the emitted header.
+    pub const HEADER_LEN: usize = Ipv4Packet::<&[u8]>::MIN_HEADER_LEN;
+
+    /// A header with TTL 64, DF set, identification 0, DSCP and ECN 0: an atomic datagram.
+    pub const fn new(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+    ) -> Self {
+        Ipv4Repr {
+            src,
+            dst,
+            protocol,
+            payload_len,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
+    /// Reads the header of a checked packet; options are skipped (the payload starts after them).
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Ipv4Repr {
+        Ipv4Repr {
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            protocol: p.protocol(),
+            payload_len: usize::from(p.total_len()).saturating_sub(p.header_len()),
+            ttl: p.ttl(),
+            dscp: p.dscp(),
+            ecn: p.ecn(),
+            ident: p.ident(),
+            dont_frag: p.dont_frag(),
+            more_frags: p.more_frags(),
+            frag_offset: p.frag_offset(),
+        }
+    }
+
+    /// Writes the 20-byte header at the start of `buf`, checksum included. The payload is not touched.
+    pub fn emit(&self, buf: &mut [u8]) -> core::result::Result<(), EmitError> {
+        check_room(buf, Self::HEADER_LEN)?;
+        let total = Self::HEADER_LEN + self.payload_len;
+        let total = u16::try_from(total).map_err(|_| EmitError::TooLong(total))?;
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[..Self::HEADER_LEN]);
+        ip.set_version(4);
+        ip.set_header_len(Self::HEADER_LEN);
+        ip.set_dscp(self.dscp);
+        ip.set_ecn(self.ecn);
+        ip.set_total_len(total);
+        ip.set_ident(self.ident);
+        ip.clear_flags();
+        ip.set_dont_frag(self.dont_frag);
+        ip.set_more_frags(self.more_frags);
+        ip.set_frag_offset(self.frag_offset);
+        ip.set_ttl(self.ttl);
+        ip.set_protocol(self.protocol);
+        ip.set_src_addr(self.src);
+        ip.set_dst_addr(self.dst);
+        ip.fill_checksum();
+        Ok(())
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::net::Ipv6Addr;
 
-use crate::error::{Error, Result};
-use crate::ipv4::IpProtocol;
+use crate::error::{check_room, EmitError, Error, Result};
+use crate::ip::{Fragment, IpProtocol};
 
 /// The walker gives up after this many extension headers. RFC 8200 allows
 /// any number, but real traffic carries at most a handful and an unbounded
@@ -201,9 +201,6 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Ipv6Packet<T> {
     }
 }
 
-/// What an IPv6 fragment header says (the same shape as IPv4 fragment info).
-pub type Ipv6Fragment = crate::parse::Fragment;
-
 /// Outcome of walking the extension-header chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv6Walk {
@@ -214,7 +211,7 @@ pub struct Ipv6Walk {
     /// Where that header starts (relative to the base passed to the walker).
     pub upper_offset: usize,
     /// The fragment header, if one was crossed.
-    pub fragment: Option<Ipv6Fragment>,
+    pub fragment: Option<Fragment>,
 }
 
 /// Why the extension-header chain could not be walked.
@@ -434,8 +431,8 @@ impl<T: AsRef<[u8]>> FragmentHeader<T> {
     }
 
     /// All fragment fields at once.
-    pub fn fragment(&self) -> Ipv6Fragment {
-        Ipv6Fragment {
+    pub fn fragment(&self) -> Fragment {
+        Fragment {
             offset: self.frag_offset(),
             more: self.more_frags(),
             ident: self.ident(),
@@ -479,6 +476,111 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv6Packet<&'a T> {
     }
 }
 
+/// An IPv6 fixed header, as emitted and parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Repr {
+    /// Source address.
+    pub src: Ipv6Addr,
+    /// Destination address.
+    pub dst: Ipv6Addr,
+    /// Type of the first header after this one.
+    pub next_header: IpProtocol,
+    /// Length of everything after the fixed header.
+    pub payload_len: usize,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Traffic class.
+    pub traffic_class: u8,
+    /// Flow label (20 bits).
+    pub flow_label: u32,
+}
+
+impl Ipv6Repr {
+    /// Length of the emitted header.
+    pub const HEADER_LEN: usize = Ipv6Packet::<&[u8]>::HEADER_LEN;
+
+    /// A header with hop limit 64, traffic class and flow label 0.
+    pub const fn new(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        next_header: IpProtocol,
+        payload_len: usize,
+    ) -> Self {
+        Ipv6Repr {
+            src,
+            dst,
+            next_header,
+            payload_len,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        }
+    }
+
+    /// Reads the fixed header of a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Ipv6Repr {
+        Ipv6Repr {
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            next_header: p.next_header(),
+            payload_len: usize::from(p.payload_len()),
+            hop_limit: p.hop_limit(),
+            traffic_class: p.traffic_class(),
+            flow_label: p.flow_label(),
+        }
+    }
+
+    /// Writes the 40-byte fixed header at the start of `buf`. The payload is not touched.
+    pub fn emit(&self, buf: &mut [u8]) -> core::result::Result<(), EmitError> {
+        check_room(buf, Self::HEADER_LEN)?;
+        let len =
+            u16::try_from(self.payload_len).map_err(|_| EmitError::TooLong(self.payload_len))?;
+        let mut ip = Ipv6Packet::new_unchecked(&mut buf[..Self::HEADER_LEN]);
+        ip.set_version(6);
+        ip.set_traffic_class(self.traffic_class);
+        ip.set_flow_label(self.flow_label);
+        ip.set_payload_len(len);
+        ip.set_next_header(self.next_header);
+        ip.set_hop_limit(self.hop_limit);
+        ip.set_src_addr(self.src);
+        ip.set_dst_addr(self.dst);
+        Ok(())
+    }
+}
+
+/// An IPv6 fragment header, as emitted and parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6FragmentRepr {
+    /// Type of the header the fragmented packet starts with.
+    pub next_header: IpProtocol,
+    /// Offset, more-fragments flag and identification.
+    pub fragment: Fragment,
+}
+
+impl Ipv6FragmentRepr {
+    /// Reads a checked fragment header.
+    pub fn parse<T: AsRef<[u8]>>(h: &FragmentHeader<T>) -> Ipv6FragmentRepr {
+        Ipv6FragmentRepr {
+            next_header: h.next_header(),
+            fragment: h.fragment(),
+        }
+    }
+
+    /// Writes the 8-byte header at the start of `buf`.
+    pub fn emit(&self, buf: &mut [u8]) -> core::result::Result<(), EmitError> {
+        check_room(buf, FRAGMENT_HEADER_LEN)?;
+        let buf = &mut buf[..FRAGMENT_HEADER_LEN];
+        // The setters keep the reserved bits; a fresh header has them zero.
+        buf.fill(0);
+        let mut h = FragmentHeader::new_unchecked(buf);
+        h.set_next_header(self.next_header);
+        h.set_frag_offset(self.fragment.offset);
+        h.set_more_frags(self.fragment.more);
+        h.set_ident(self.fragment.ident);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +607,7 @@ mod tests {
         assert_eq!(w.upper_offset, 56);
         assert_eq!(
             w.fragment,
-            Some(Ipv6Fragment {
+            Some(Fragment {
                 offset: 0,
                 more: false,
                 ident: 0xdeadbeef
@@ -588,7 +690,7 @@ mod tests {
         assert_eq!(w.upper_offset, 48);
         assert_eq!(
             w.fragment,
-            Some(Ipv6Fragment {
+            Some(Fragment {
                 offset: 1232,
                 more: true,
                 ident: 9
@@ -648,7 +750,7 @@ mod tests {
         assert_eq!(w.upper_offset, 56);
         assert_eq!(
             w.fragment,
-            Some(Ipv6Fragment {
+            Some(Fragment {
                 offset: 64,
                 more: false,
                 ident: 77

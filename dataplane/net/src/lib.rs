@@ -1,4 +1,4 @@
-//! Zero-copy, panic-free packet views for the Bulkhead dataplane.
+//! Zero-copy, panic-free packet views for the Bulkhead dataplane, and the one header writer of the project.
 //!
 //! Each protocol module offers a view `Foo<T: AsRef<[u8]>>` over a buffer in
 //! the style of smoltcp's `wire` module: `new_checked` validates every
@@ -7,42 +7,35 @@
 //! the `set_*` methods. [`parse()`] is the single-pass per-packet parser the
 //! dataplane calls on every frame.
 //!
+//! The emit side: a `FooRepr` per header ([`link::EthernetRepr`] with its VLAN tags, [`ipv4::Ipv4Repr`],
+//! [`ipv6::Ipv6Repr`], [`ipv6::Ipv6FragmentRepr`], [`tcp::TcpRepr`], [`udp::UdpRepr`],
+//! [`icmpv4::Icmpv4Repr`], [`icmpv6::Icmpv6Repr`]) whose `emit` writes the header through the view's
+//! setters into a caller's buffer, checksum included (transport checksums over the pseudo header of
+//! [`IpAddrs`]), and whose `parse` reads it back. `emit` never allocates and never panics: a buffer too
+//! short, or a length that does not fit its field, is an [`EmitError`] before anything is written.
+//!
 //! Building an Ethernet + IPv4 + UDP frame in place and parsing it back:
 //!
 //! ```
 //! use std::net::Ipv4Addr;
-//! use net::ethernet::{EtherType, EthernetFrame, MacAddr};
-//! use net::ipv4::{IpProtocol, Ipv4Packet};
-//! use net::udp::UdpPacket;
-//! use net::{parse, L3, L4};
+//! use net::ethernet::{EtherType, MacAddr};
+//! use net::ipv4::{Ipv4Packet, Ipv4Repr};
+//! use net::link::EthernetRepr;
+//! use net::udp::{UdpPacket, UdpRepr};
+//! use net::{parse, IpAddrs, IpProtocol, L3, L4};
 //!
 //! let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
 //! let payload = b"ping";
 //! let mut buf = [0u8; 14 + 20 + 8 + 4];
 //!
-//! let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-//! eth.set_dst_addr(MacAddr([0x02, 0, 0, 0, 0, 2]));
-//! eth.set_src_addr(MacAddr([0x02, 0, 0, 0, 0, 1]));
-//! eth.set_ethertype(EtherType::IPV4);
-//!
-//! let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-//! ip.set_version(4);
-//! ip.set_header_len(20);
-//! ip.set_total_len(20 + 8 + 4);
-//! ip.set_ident(1);
-//! ip.set_dont_frag(true);
-//! ip.set_ttl(64);
-//! ip.set_protocol(IpProtocol::UDP);
-//! ip.set_src_addr(src);
-//! ip.set_dst_addr(dst);
-//! ip.fill_checksum();
-//!
-//! let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-//! udp.set_src_port(40000);
-//! udp.set_dst_port(53);
-//! udp.set_len(8 + 4);
-//! udp.payload_mut().copy_from_slice(payload);
-//! udp.fill_checksum_v4(src, dst);
+//! let eth = EthernetRepr::new(MacAddr([0x02, 0, 0, 0, 0, 1]), MacAddr([0x02, 0, 0, 0, 0, 2]), EtherType::IPV4);
+//! let l3 = eth.emit(&mut buf).unwrap();
+//! let ip = Ipv4Repr { ident: 1, ..Ipv4Repr::new(src, dst, IpProtocol::UDP, 8 + payload.len()) };
+//! ip.emit(&mut buf[l3..]).unwrap();
+//! let l4 = l3 + Ipv4Repr::HEADER_LEN;
+//! buf[l4 + UdpRepr::HEADER_LEN..].copy_from_slice(payload);
+//! let udp = UdpRepr { src_port: 40000, dst_port: 53 };
+//! udp.emit(&mut buf[l4..], &IpAddrs::V4 { src, dst }).unwrap();
 //!
 //! let p = parse(&buf).unwrap();
 //! assert_eq!(p.vlans, [None, None]);
@@ -53,11 +46,12 @@
 //! assert_eq!(p.l4_offset, Some(34));
 //!
 //! // The views agree, and the checksums verify.
-//! let ip = Ipv4Packet::new_checked(&buf[14..]).unwrap();
-//! assert!(ip.verify_checksum());
-//! let udp = UdpPacket::new_checked(ip.payload()).unwrap();
-//! assert!(udp.verify_checksum_v4(src, dst));
-//! assert_eq!(udp.payload(), payload);
+//! let view = Ipv4Packet::new_checked(&buf[14..]).unwrap();
+//! assert!(view.verify_checksum());
+//! assert_eq!(Ipv4Repr::parse(&view), ip);
+//! let datagram = UdpPacket::new_checked(view.payload()).unwrap();
+//! assert!(datagram.verify_checksum_v4(src, dst));
+//! assert_eq!(datagram.payload(), payload);
 //! ```
 
 #![forbid(unsafe_code)]
@@ -69,8 +63,10 @@ mod error;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod icmpv6;
+pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod link;
 pub mod parse;
 pub mod tcp;
 pub mod udp;
@@ -79,8 +75,11 @@ pub mod vlan;
 #[cfg(test)]
 mod fixtures;
 
-pub use error::{Error, Result};
+pub use error::{EmitError, Error, Result};
 pub use ethernet::{EtherType, MacAddr};
-pub use ipv4::IpProtocol;
-pub use parse::{parse, parse_into, Fragment, Layer, ParseError, Parsed, L3, L4};
+pub use ip::{Fragment, IpAddrs, IpProtocol};
+pub use parse::{parse, parse_into, Layer, ParseError, Parsed, L3, L4};
 pub use tcp::TcpFlags;
+
+#[cfg(test)]
+mod tests;

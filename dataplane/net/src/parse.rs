@@ -10,29 +10,10 @@ use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ethernet::EtherType;
-use crate::ipv4::IpProtocol;
+use crate::ip::{Fragment, IpProtocol};
 use crate::ipv6::{walk_extension_headers, Ipv6WalkError};
 use crate::tcp::TcpFlags;
 use crate::{icmpv4, icmpv6};
-
-/// Fragmentation info of an IPv4 or IPv6 packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Fragment {
-    /// Offset of this fragment's data in bytes.
-    pub offset: u16,
-    /// More-fragments flag.
-    pub more: bool,
-    /// Identification shared by all fragments of a datagram (16 bits for
-    /// IPv4, 32 for IPv6).
-    pub ident: u32,
-}
-
-impl Fragment {
-    /// Whether this fragment carries the upper-layer header.
-    pub fn is_first(&self) -> bool {
-        self.offset == 0
-    }
-}
 
 /// The network layer of a parsed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,8 +5,8 @@ use core::ops::{BitAnd, BitOr, BitOrAssign};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::checksum;
-use crate::error::{Error, Result};
-use crate::ipv4::IpProtocol;
+use crate::error::{check_room, EmitError, Error, Result};
+use crate::ip::{self, IpAddrs, IpProtocol};
 
 /// TCP control bits, NS included (hence 16 bits wide).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -465,7 +465,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let Ok(len) = u16::try_from(self.segment_len()) else {
             return false;
         };
-        let ph = checksum::pseudo_header_v4(src, dst, IpProtocol::TCP, len);
+        let ph = ip::pseudo_header_v4(src, dst, IpProtocol::TCP, len);
         checksum::verify(ph, self.buffer.as_ref())
     }
 
@@ -474,7 +474,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let Ok(len) = u32::try_from(self.segment_len()) else {
             return false;
         };
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::TCP, len);
+        let ph = ip::pseudo_header_v6(src, dst, IpProtocol::TCP, len);
         checksum::verify(ph, self.buffer.as_ref())
     }
 }
@@ -554,19 +554,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 
     /// Computes the checksum over the whole buffer with an IPv4 pseudo header.
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        self.set_checksum(0);
         let len = u16::try_from(self.segment_len()).unwrap_or(u16::MAX);
-        let ph = checksum::pseudo_header_v4(src, dst, IpProtocol::TCP, len);
-        let c = checksum::finish(checksum::combine(ph, checksum::sum(self.buffer.as_ref())));
-        self.set_checksum(c);
+        self.finish_checksum(ip::pseudo_header_v4(src, dst, IpProtocol::TCP, len));
     }
 
     /// Computes the checksum over the whole buffer with an IPv6 pseudo header.
     pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
-        self.set_checksum(0);
         let len = u32::try_from(self.segment_len()).unwrap_or(u32::MAX);
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::TCP, len);
-        let c = checksum::finish(checksum::combine(ph, checksum::sum(self.buffer.as_ref())));
+        self.finish_checksum(ip::pseudo_header_v6(src, dst, IpProtocol::TCP, len));
+    }
+
+    /// Computes the checksum over the whole buffer, given the pseudo header's partial sum.
+    fn finish_checksum(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let c = checksum::finish(checksum::combine(
+            pseudo,
+            checksum::sum(self.buffer.as_ref()),
+        ));
         self.set_checksum(c);
     }
 }
@@ -592,6 +596,99 @@ impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
             b.get(Self::MIN_HEADER_LEN..self.header_len())
                 .unwrap_or_default(),
         )
+    }
+}
+
+/// A TCP header, as emitted and parsed. The payload is whatever follows the header in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpRepr<'a> {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Control bits.
+    pub flags: TcpFlags,
+    /// Receive window.
+    pub window: u16,
+    /// Urgent pointer.
+    pub urgent: u16,
+    /// The options as on the wire (see [`TcpOption::emit`]): a whole number of 32-bit words, at most 40
+    /// bytes.
+    pub options: &'a [u8],
+}
+
+impl<'a> TcpRepr<'a> {
+    /// A header without options or urgent data.
+    pub const fn new(
+        src_port: u16,
+        dst_port: u16,
+        seq: u32,
+        ack: u32,
+        flags: TcpFlags,
+        window: u16,
+    ) -> Self {
+        TcpRepr {
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            flags,
+            window,
+            urgent: 0,
+            options: &[],
+        }
+    }
+
+    /// Length of the emitted header.
+    pub const fn header_len(&self) -> usize {
+        TcpPacket::<&[u8]>::MIN_HEADER_LEN + self.options.len()
+    }
+
+    /// Reads the header of a checked segment.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &TcpPacket<&'a T>) -> TcpRepr<'a> {
+        let buffer: &'a [u8] = T::as_ref(p.buffer);
+        TcpRepr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq: p.seq_number(),
+            ack: p.ack_number(),
+            flags: p.flags(),
+            window: p.window_len(),
+            urgent: p.urgent_at(),
+            options: buffer
+                .get(TcpPacket::<&[u8]>::MIN_HEADER_LEN..p.header_len())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Writes the header at the start of `segment` (header and payload, the payload already in place) and
+    /// the checksum over all of it with the pseudo header of `addrs`.
+    pub fn emit(&self, segment: &mut [u8], addrs: &IpAddrs) -> core::result::Result<(), EmitError> {
+        let options = self.options.len();
+        if options % 4 != 0 || options > 40 {
+            return Err(EmitError::BadTcpOptions(options));
+        }
+        let header_len = self.header_len();
+        check_room(segment, header_len)?;
+        let pseudo = addrs.pseudo_header(IpProtocol::TCP, segment.len())?;
+        // The setters keep the reserved bits; a fresh header has them zero.
+        segment[..header_len].fill(0);
+        let mut tcp = TcpPacket::new_unchecked(segment);
+        tcp.set_src_port(self.src_port);
+        tcp.set_dst_port(self.dst_port);
+        tcp.set_seq_number(self.seq);
+        tcp.set_ack_number(self.ack);
+        tcp.set_header_len(header_len);
+        tcp.set_flags(self.flags);
+        tcp.set_window_len(self.window);
+        tcp.set_urgent_at(self.urgent);
+        tcp.options_mut().copy_from_slice(self.options);
+        tcp.finish_checksum(pseudo);
+        Ok(())
     }
 }
 

@@ -3,8 +3,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::checksum;
-use crate::error::{Error, Result};
-use crate::ipv4::IpProtocol;
+use crate::error::{check_room, EmitError, Error, Result};
+use crate::ip::{self, IpAddrs, IpProtocol};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -108,7 +108,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 {
             return true;
         }
-        let ph = checksum::pseudo_header_v4(src, dst, IpProtocol::UDP, self.len());
+        let ph = ip::pseudo_header_v4(src, dst, IpProtocol::UDP, self.len());
         checksum::verify(ph, self.datagram())
     }
 
@@ -118,7 +118,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 {
             return false;
         }
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::UDP, u32::from(self.len()));
+        let ph = ip::pseudo_header_v6(src, dst, IpProtocol::UDP, u32::from(self.len()));
         checksum::verify(ph, self.datagram())
     }
 }
@@ -166,13 +166,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
 
     /// Computes the checksum with an IPv4 pseudo header; set the length first.
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        let ph = checksum::pseudo_header_v4(src, dst, IpProtocol::UDP, self.len());
+        let ph = ip::pseudo_header_v4(src, dst, IpProtocol::UDP, self.len());
         self.finish_checksum(ph);
     }
 
     /// Computes the checksum with an IPv6 pseudo header; set the length first.
     pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
-        let ph = checksum::pseudo_header_v6(src, dst, IpProtocol::UDP, u32::from(self.len()));
+        let ph = ip::pseudo_header_v6(src, dst, IpProtocol::UDP, u32::from(self.len()));
         self.finish_checksum(ph);
     }
 }
@@ -190,6 +190,47 @@ impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
         let b: &'a [u8] = T::as_ref(self.buffer);
         let end = self.datagram_end();
         b.get(Self::HEADER_LEN..end).unwrap_or_default()
+    }
+}
+
+/// A UDP header, as emitted and parsed. The payload is whatever follows the header in the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpRepr {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+}
+
+impl UdpRepr {
+    /// Length of the header.
+    pub const HEADER_LEN: usize = UdpPacket::<&[u8]>::HEADER_LEN;
+
+    /// Reads the ports of a checked datagram.
+    pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> UdpRepr {
+        UdpRepr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+        }
+    }
+
+    /// Writes the header at the start of `datagram` (header and payload, the payload already in place),
+    /// its length set to all of `datagram`, and the checksum with the pseudo header of `addrs`.
+    pub fn emit(
+        &self,
+        datagram: &mut [u8],
+        addrs: &IpAddrs,
+    ) -> core::result::Result<(), EmitError> {
+        check_room(datagram, Self::HEADER_LEN)?;
+        let len = datagram.len();
+        let len = u16::try_from(len).map_err(|_| EmitError::TooLong(len))?;
+        let pseudo = addrs.pseudo_header(IpProtocol::UDP, usize::from(len))?;
+        let mut udp = UdpPacket::new_unchecked(datagram);
+        udp.set_src_port(self.src_port);
+        udp.set_dst_port(self.dst_port);
+        udp.set_len(len);
+        udp.finish_checksum(pseudo);
+        Ok(())
     }
 }
 

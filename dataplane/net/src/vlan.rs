@@ -3,7 +3,7 @@
 //! The view starts *after* the TPID (which lives in the preceding
 //! EtherType field), so it covers the TCI and the encapsulated EtherType.
 
-use crate::error::{Error, Result};
+use crate::error::{EmitError, Error, Result};
 use crate::ethernet::EtherType;
 
 /// A 4-byte VLAN tag: TCI followed by the inner EtherType.
@@ -115,6 +115,33 @@ impl<'a, T: AsRef<[u8]> + ?Sized> VlanTag<&'a T> {
     pub fn into_payload(self) -> &'a [u8] {
         let b: &'a [u8] = T::as_ref(self.buffer);
         b.get(Self::HEADER_LEN..).unwrap_or_default()
+    }
+}
+
+/// One 802.1Q/802.1ad tag as written: the TPID that announces it and its TCI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VlanRepr {
+    /// The EtherType announcing the tag (0x8100, 0x88a8, 0x9100).
+    pub tpid: EtherType,
+    /// Priority (3 bits), drop eligibility (1 bit) and VLAN id (12 bits).
+    pub tci: u16,
+}
+
+impl VlanRepr {
+    /// An 802.1Q tag (TPID 0x8100) with priority 0 carrying `vid`, which must fit 12 bits.
+    pub const fn dot1q(vid: u16) -> core::result::Result<VlanRepr, EmitError> {
+        if vid > 0x0fff {
+            return Err(EmitError::BadVlanId(vid));
+        }
+        Ok(VlanRepr {
+            tpid: EtherType::VLAN,
+            tci: vid,
+        })
+    }
+
+    /// The VLAN id.
+    pub const fn vid(&self) -> u16 {
+        self.tci & 0x0fff
     }
 }
 

@@ -1,8 +1,17 @@
-//! Builders of test frames.
+//! Builders of test frames, through `net`'s emit side.
 
 use std::net::IpAddr;
 
-use net::TcpFlags;
+use net::ethernet::{EtherType, MacAddr};
+use net::icmpv4::{self, Icmpv4Repr};
+use net::icmpv6::{self, Icmpv6Repr};
+use net::ipv4::Ipv4Repr;
+use net::ipv6::Ipv6Repr;
+use net::link::EthernetRepr;
+use net::tcp::TcpRepr;
+use net::udp::UdpRepr;
+use net::vlan::VlanRepr;
+use net::{IpAddrs, IpProtocol, TcpFlags};
 
 /// Transport layer of a test packet.
 #[derive(Debug, Clone)]
@@ -43,19 +52,15 @@ pub enum L4Spec {
     },
 }
 
-fn push16(b: &mut Vec<u8>, v: u16) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-fn push32(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-/// The IP packet (no Ethernet header).
-pub fn ip_packet(src: IpAddr, dst: IpAddr, l4: &L4Spec) -> Vec<u8> {
-    let v6 = src.is_ipv6();
-    let mut t = Vec::new();
-    let proto = match l4 {
+/// The transport segment of `l4` and its protocol, checksum filled for `addrs`.
+fn segment(addrs: &IpAddrs, l4: &L4Spec) -> (IpProtocol, Vec<u8>) {
+    let v6 = addrs.is_ipv6();
+    let icmp = if v6 {
+        IpProtocol::ICMPV6
+    } else {
+        IpProtocol::ICMP
+    };
+    match l4 {
         L4Spec::Tcp {
             sport,
             dport,
@@ -66,107 +71,102 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, l4: &L4Spec) -> Vec<u8> {
             wscale,
             len,
         } => {
-            push16(&mut t, *sport);
-            push16(&mut t, *dport);
-            push32(&mut t, *seq);
-            push32(&mut t, *ack);
-            let opt_words: u16 = if wscale.is_some() { 1 } else { 0 };
-            push16(&mut t, ((5 + opt_words) << 12) | flags.bits());
-            push16(&mut t, *window);
-            push32(&mut t, 0);
-            if let Some(ws) = wscale {
-                t.extend_from_slice(&[1, 3, 3, *ws]);
-            }
-            t.resize(t.len() + len, 0xab);
-            6
+            // NOP + window scale: one 32-bit word of options.
+            let ws = wscale.map(|ws| [1, 3, 3, ws]);
+            let repr = TcpRepr {
+                options: ws.as_ref().map_or(&[][..], |o| &o[..]),
+                ..TcpRepr::new(*sport, *dport, *seq, *ack, *flags, *window)
+            };
+            let mut t = vec![0xab; repr.header_len() + len];
+            repr.emit(&mut t, addrs).unwrap();
+            (IpProtocol::TCP, t)
         }
         L4Spec::Udp { sport, dport, len } => {
-            push16(&mut t, *sport);
-            push16(&mut t, *dport);
-            push16(&mut t, (8 + len) as u16);
-            push16(&mut t, 0);
-            t.resize(t.len() + len, 0xcd);
-            17
+            let mut t = vec![0xcd; UdpRepr::HEADER_LEN + len];
+            let repr = UdpRepr {
+                src_port: *sport,
+                dst_port: *dport,
+            };
+            repr.emit(&mut t, addrs).unwrap();
+            (IpProtocol::UDP, t)
         }
         L4Spec::Echo { request, ident } => {
             let ty = match (v6, request) {
-                (false, true) => 8,
-                (false, false) => 0,
-                (true, true) => 128,
-                (true, false) => 129,
+                (false, true) => icmpv4::types::ECHO_REQUEST,
+                (false, false) => icmpv4::types::ECHO_REPLY,
+                (true, true) => icmpv6::types::ECHO_REQUEST,
+                (true, false) => icmpv6::types::ECHO_REPLY,
             };
-            t.extend_from_slice(&[ty, 0, 0, 0]);
-            push16(&mut t, *ident);
-            push16(&mut t, 1);
-            t.extend_from_slice(b"abcdefgh");
-            if v6 {
-                58
-            } else {
-                1
-            }
+            let rest = Icmpv4Repr::echo(ty, *ident, 1).rest_of_header;
+            (icmp, icmp_message(addrs, ty, 0, rest, b"abcdefgh"))
         }
-        L4Spec::Error { ty, code, quoted } => {
-            t.extend_from_slice(&[*ty, *code, 0, 0, 0, 0, 0, 0]);
-            t.extend_from_slice(quoted);
-            if v6 {
-                58
-            } else {
-                1
-            }
-        }
+        L4Spec::Error { ty, code, quoted } => (icmp, icmp_message(addrs, *ty, *code, 0, quoted)),
         L4Spec::IcmpOther { ty } => {
-            t.extend_from_slice(&[*ty, 0, 0, 0, 0, 0, 0, 0]);
-            if v6 {
-                t.extend_from_slice(&[0; 16]);
-                58
-            } else {
-                1
-            }
+            let body: &[u8] = if v6 { &[0; 16] } else { &[] };
+            (icmp, icmp_message(addrs, *ty, 0, 0, body))
         }
-        L4Spec::Raw { proto } => {
-            t.extend_from_slice(&[0; 12]);
-            *proto
-        }
-    };
-    let mut ip = Vec::new();
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            ip.extend_from_slice(&[0x45, 0]);
-            push16(&mut ip, (20 + t.len()) as u16);
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            ip.extend_from_slice(&[0x60, 0, 0, 0]);
-            push16(&mut ip, t.len() as u16);
-            ip.extend_from_slice(&[proto, 64]);
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-        }
-        _ => panic!("mixed address families"),
+        L4Spec::Raw { proto } => (IpProtocol(*proto), vec![0; 12]),
     }
-    ip.extend_from_slice(&t);
+}
+
+/// An ICMP (IPv4) or ICMPv6 (IPv6) message.
+fn icmp_message(addrs: &IpAddrs, msg_type: u8, msg_code: u8, rest: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; Icmpv4Repr::HEADER_LEN + body.len()];
+    m[Icmpv4Repr::HEADER_LEN..].copy_from_slice(body);
+    match *addrs {
+        IpAddrs::V4 { .. } => Icmpv4Repr {
+            msg_type,
+            msg_code,
+            rest_of_header: rest,
+        }
+        .emit(&mut m),
+        IpAddrs::V6 { src, dst } => Icmpv6Repr {
+            msg_type,
+            msg_code,
+            rest_of_header: rest,
+        }
+        .emit(&mut m, src, dst),
+    }
+    .unwrap();
+    m
+}
+
+/// The IP packet (no Ethernet header): TTL/hop limit 64, IPv4 with DF.
+pub fn ip_packet(src: IpAddr, dst: IpAddr, l4: &L4Spec) -> Vec<u8> {
+    let addrs = IpAddrs::new(src, dst).expect("one address family");
+    let (proto, seg) = segment(&addrs, l4);
+    let hl = if addrs.is_ipv6() {
+        Ipv6Repr::HEADER_LEN
+    } else {
+        Ipv4Repr::HEADER_LEN
+    };
+    let mut ip = vec![0u8; hl + seg.len()];
+    ip[hl..].copy_from_slice(&seg);
+    match addrs {
+        IpAddrs::V4 { src, dst } => Ipv4Repr::new(src, dst, proto, seg.len()).emit(&mut ip),
+        IpAddrs::V6 { src, dst } => Ipv6Repr::new(src, dst, proto, seg.len()).emit(&mut ip),
+    }
+    .unwrap();
     ip
 }
 
-/// An Ethernet frame, optionally 802.1Q-tagged.
+/// An Ethernet frame, optionally 802.1Q-tagged, zero-padded to 60 bytes.
 pub fn frame(vlan: Option<u16>, src: IpAddr, dst: IpAddr, l4: &L4Spec) -> Vec<u8> {
     let ip = ip_packet(src, dst, l4);
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-    if let Some(v) = vlan {
-        f.extend_from_slice(&[0x81, 0x00]);
-        push16(&mut f, v);
-    }
-    f.extend_from_slice(if src.is_ipv6() {
-        &[0x86, 0xdd]
+    let ethertype = if src.is_ipv6() {
+        EtherType::IPV6
     } else {
-        &[0x08, 0x00]
-    });
-    f.extend_from_slice(&ip);
-    if f.len() < 60 {
-        f.resize(60, 0);
-    }
+        EtherType::IPV4
+    };
+    let mut eth = EthernetRepr::new(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        MacAddr([2, 0, 0, 0, 0, 2]),
+        ethertype,
+    );
+    eth.vlans[0] = vlan.map(|v| VlanRepr::dot1q(v).unwrap());
+    let mut f = vec![0u8; (eth.header_len() + ip.len()).max(60)];
+    let l3 = eth.emit(&mut f).unwrap();
+    f[l3..l3 + ip.len()].copy_from_slice(&ip);
     f
 }
 

@@ -1,4 +1,4 @@
-//! Tests of the connection tracker. Frames are built byte by byte (checksums are not verified by the parser).
+//! Tests of the connection tracker. Frames are built with `net`'s emit side.
 
 mod frames;
 mod mem;
