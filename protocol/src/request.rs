@@ -1,0 +1,116 @@
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    // Empty struct variants rather than unit variants: serde ignores unknown fields on unit variants of an
+    // internally tagged enum, and a typo in a request must be an error.
+    /// Process, policy version, workers, uptime ([`crate::Status`]).
+    Status {},
+    /// Every counter: per worker and totals, drops by reason, per rule, per port ([`crate::CountersReport`]).
+    Counters {},
+    /// Validate, compile, persist and publish a policy document. `version` is the control process's version
+    /// number for it (the dataplane numbers it itself when absent) ([`crate::LoadPolicyResult`]).
+    LoadPolicy {
+        policy: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    /// The active policy document and its version ([`crate::PolicyState`]).
+    GetPolicy {},
+    /// Tracked connections matching `filter`, at most `limit` (default 1000) ([`crate::FlowList`]).
+    Flows {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// Remove the tracked connections matching `filter`; their next packet is judged as a new flow
+    /// ([`crate::KillResult`]).
+    KillFlows {
+        #[serde(default)]
+        filter: FlowFilter,
+    },
+    /// Flow events (new, denied, closed) queued since the last call, at most `max` (default 10000)
+    /// ([`crate::EventBatch`]).
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<usize>,
+    },
+}
+
+/// Selects connections; every given field must match (an empty filter selects all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    /// Either endpoint's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<IpAddr>,
+    /// The originator's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpAddr>,
+    /// The responder's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    /// Either endpoint's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// IP protocol number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u8>,
+    /// The rule that admitted the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
+}
+
+impl FlowFilter {
+    /// Whether the filter selects everything.
+    pub fn is_empty(&self) -> bool {
+        *self == FlowFilter::default()
+    }
+}
+
+/// Why a request was refused, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not JSON.
+    BadJson,
+    /// `v` is not the version this dataplane speaks.
+    UnsupportedVersion,
+    /// Not a request: unknown op, unknown or ill-typed field.
+    BadRequest,
+    /// The policy document does not validate or compile.
+    InvalidPolicy,
+    /// The request line is longer than the dataplane accepts.
+    TooLarge,
+    /// The dataplane could not do what was asked (a worker did not answer, the state file is not writable...).
+    Internal,
+    /// A code this build does not know (sent by a newer peer); never sent.
+    #[serde(other)]
+    Other,
+}
+
+/// A refusal: a code for programs, a message for people, and details (e.g. every validation error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
