@@ -38,7 +38,10 @@ pub fn decode_request(line: &str) -> (Value, Result<Request, ErrorReply>) {
         Err(e) => {
             return (
                 Value::Null,
-                Err(ErrorReply::new(ErrorCode::BadJson, format!("not JSON: {e}"))),
+                Err(ErrorReply::new(
+                    ErrorCode::BadJson,
+                    format!("not JSON: {e}"),
+                )),
             )
         }
     };
@@ -58,7 +61,10 @@ pub fn decode_request(line: &str) -> (Value, Result<Request, ErrorReply>) {
             let message = format!(
                 "protocol version {other} is not supported; this dataplane speaks v{PROTOCOL_VERSION}"
             );
-            return (id, Err(ErrorReply::new(ErrorCode::UnsupportedVersion, message)));
+            return (
+                id,
+                Err(ErrorReply::new(ErrorCode::UnsupportedVersion, message)),
+            );
         }
         None => {
             let message = "missing protocol version \"v\"";
@@ -73,16 +79,16 @@ pub fn decode_request(line: &str) -> (Value, Result<Request, ErrorReply>) {
 /// The line (without its newline) answering the request `id`.
 pub fn encode_reply<T: Serialize>(id: &Value, answer: &Result<T, ErrorReply>) -> String {
     let body = match answer {
-        Ok(result) => json!({"v": PROTOCOL_VERSION, "id": id, "ok": true, "result": to_value(result)}),
+        Ok(result) => {
+            json!({"v": PROTOCOL_VERSION, "id": id, "ok": true, "result": to_value(result)})
+        }
         Err(e) => json!({"v": PROTOCOL_VERSION, "id": id, "ok": false, "error": to_value(e)}),
     };
     body.to_string()
 }
 
 /// Reads a reply line: the result as `T`, or the dataplane's refusal.
-pub fn decode_reply<T: DeserializeOwned>(
-    line: &str,
-) -> Result<Result<T, ErrorReply>, DecodeError> {
+pub fn decode_reply<T: DeserializeOwned>(line: &str) -> Result<Result<T, ErrorReply>, DecodeError> {
     let mut answer: Value = serde_json::from_str(line)?;
     match &answer["v"] {
         Value::Number(n) if n.as_u64() == Some(PROTOCOL_VERSION) => {}
@@ -147,7 +153,10 @@ mod tests {
     fn replies_from_other_versions_and_shapes_are_errors() {
         let unknown_code = r#"{"v":1,"id":null,"ok":false,"error":{"code":"new_thing","message":"m","details":[]}}"#;
         assert_eq!(
-            decode_reply::<Status>(unknown_code).unwrap().unwrap_err().code,
+            decode_reply::<Status>(unknown_code)
+                .unwrap()
+                .unwrap_err()
+                .code,
             ErrorCode::Other
         );
         assert!(matches!(

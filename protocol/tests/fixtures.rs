@@ -91,7 +91,10 @@ fn requests() {
 #[test]
 fn status() {
     let s = reply::<Status>("status").unwrap();
-    assert_eq!((s.policy_version, s.rules, s.workers), (Some(3), 7, vec![1]));
+    assert_eq!(
+        (s.policy_version, s.rules, s.workers),
+        (Some(3), 7, vec![1])
+    );
     let s = reply::<Status>("status_before_policy").unwrap();
     assert_eq!((s.policy_version, s.policy_loaded_at), (None, None));
 }
@@ -121,7 +124,10 @@ fn policy() {
 #[test]
 fn flows_and_events() {
     let f = reply::<FlowList>("flows").unwrap();
-    assert_eq!((f.flows[0].dport, f.flows[0].state.as_str()), (8080, "syn_sent"));
+    assert_eq!(
+        (f.flows[0].dport, f.flows[0].state.as_str()),
+        (8080, "syn_sent")
+    );
     assert_eq!(reply::<KillResult>("kill_flows").unwrap().killed, 1);
     let e = reply::<EventBatch>("events").unwrap();
     assert_eq!(
