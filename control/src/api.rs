@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use policy::{Document, Policy, Rule, Segment, Service, Settings};
+use protocol::FlowFilter;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -43,7 +44,7 @@ pub struct App {
     pub shadow_cache: rulehealth::ShadowCache,
     pub config: Config,
     /// The last `status` answer of the dataplane (or why there was none), for `health`.
-    pub dataplane_seen: Mutex<Result<Value, String>>,
+    pub dataplane_seen: Mutex<Result<protocol::Status, String>>,
     /// The last reconciliation that verified the dataplane runs the active version: (version, dataplane uptime).
     pub verified: Mutex<Option<(u64, f64)>>,
 }
@@ -406,7 +407,7 @@ async fn health(State(app): State<Shared>) -> Json<Value> {
         .clone();
     let dataplane = match seen {
         Ok(s) => {
-            json!({"reachable": true, "policy_version": s["policy_version"], "flows_active": s["flows_active"]})
+            json!({"reachable": true, "policy_version": s.policy_version, "flows_active": s.flows_active})
         }
         Err(e) => json!({"reachable": false, "error": e}),
     };
@@ -916,7 +917,7 @@ async fn activate(
     match app.dataplane.load_policy(&doc, version).await {
         Ok(result) => {
             *app.verified.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            Ok(result)
+            Ok(serde_json::to_value(result).unwrap_or_default())
         }
         Err(e) => {
             match (before, before_policy) {
@@ -1226,23 +1227,6 @@ async fn explain_flow(
     Ok(Json(out))
 }
 
-#[derive(Deserialize, Serialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct FlowFilter {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    addr: Option<std::net::IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src: Option<std::net::IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dst: Option<std::net::IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proto: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule_id: Option<u32>,
-}
-
 async fn list_flows(
     State(app): State<Shared>,
     q: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -1274,9 +1258,8 @@ async fn list_flows(
             }
         }
     }
-    let filter = serde_json::to_value(&filter).unwrap_or_default();
     let result = app.dataplane.flows(&filter, limit.min(100_000)).await?;
-    Ok(Json(result))
+    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
@@ -1294,8 +1277,8 @@ async fn kill_flows(
     w: Option<axum::Extension<Who>>,
     Body(body): Body<KillBody>,
 ) -> ApiResult<Json<Value>> {
-    let filter = serde_json::to_value(&body.filter).unwrap_or_default();
-    if filter.as_object().is_none_or(|o| o.is_empty()) && !body.all {
+    let filter = body.filter;
+    if filter.is_empty() && !body.all {
         return Err(ApiError::bad_request(
             "an empty filter kills every connection: give a filter or \"all\": true",
         )
@@ -1306,9 +1289,9 @@ async fn kill_flows(
     let mut entry = audit(&who(w), "flows.kill");
     entry.version_before = store.active_version();
     entry.version_after = store.active_version();
-    entry.details = json!({"filter": filter, "killed": result["killed"]});
+    entry.details = json!({"filter": filter, "killed": result.killed});
     store.append_audit(entry)?;
-    Ok(Json(result))
+    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ use policy::{Policy, ShadowReason};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::metrics::{Reading, RuleStats};
+use crate::metrics::Reading;
+use protocol::RuleCounters;
 
 pub const DEFAULT_STALE_AFTER_S: u64 = 86_400;
 
@@ -61,7 +62,7 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<Query, ApiError> {
 
 /// The counters of the last good reading (rule id → counters), and when it was taken; `None` when the dataplane
 /// cannot be read now.
-pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleStats>)> {
+pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
     if !r.up {
         return None;
     }
@@ -128,7 +129,7 @@ pub(crate) fn report(
     q: &Query,
     version: Option<u64>,
     policy: Option<(&Policy, &Shadowing)>,
-    counters: Option<&(SystemTime, HashMap<u32, RuleStats>)>,
+    counters: Option<&(SystemTime, HashMap<u32, RuleCounters>)>,
     now: SystemTime,
 ) -> Value {
     let which = match q.which {
@@ -215,15 +216,16 @@ mod tests {
         .unwrap()
     }
 
-    fn stats(id: u32, packets: u64, last_hit: Option<&str>) -> (u32, RuleStats) {
+    fn stats(id: u32, packets: u64, last_hit: Option<&str>) -> (u32, RuleCounters) {
         (
             id,
-            RuleStats {
+            RuleCounters {
                 rule_id: id,
                 packets,
                 bytes: packets * 100,
                 flows: 1,
                 last_hit: last_hit.map(String::from),
+                ..Default::default()
             },
         )
     }

@@ -19,8 +19,9 @@ use policy::Policy;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::flowlog::{self, Filter, FlowLog, Kind, UNSEGMENTED};
+use crate::flowlog::{self, Filter, FlowLog, UNSEGMENTED};
 use crate::time;
+use protocol::EventKind;
 
 pub const DEFAULT_WINDOW_S: u64 = 900;
 pub const MAX_WINDOW_S: u64 = 86_400;
@@ -121,7 +122,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
                 let e = row.get_mut(d).expect("inserted above");
                 e.last_seen = e.last_seen.max(Some(t));
                 let flow = match kind {
-                    Kind::New => {
+                    EventKind::New => {
                         if k.verdict.as_deref() == Some("would_deny") {
                             e.would_deny += 1;
                         } else {
@@ -129,13 +130,13 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -
                         }
                         true
                     }
-                    Kind::Denied => {
+                    EventKind::Denied => {
                         e.denied += 1;
                         e.packets += k.packets;
                         e.bytes += k.bytes;
                         true
                     }
-                    Kind::Closed => {
+                    EventKind::Closed => {
                         e.packets += k.packets;
                         e.bytes += k.bytes;
                         false
@@ -237,6 +238,7 @@ mod tests {
 
     use super::*;
     use crate::flowlog::FlowLogConfig;
+    use protocol::FlowEvent;
 
     fn log(name: &str, buffer: usize) -> std::sync::Arc<FlowLog> {
         let dir = std::env::temp_dir().join(format!("bh-traffic-{}-{name}", std::process::id()));
@@ -260,11 +262,15 @@ mod tests {
         dport: u16,
         rule_id: u32,
         packets: [u64; 2],
-    ) -> Value {
-        json!({"kind": kind, "time": time::rfc3339(at), "src": "10.0.0.1", "dst": "10.0.1.1", "sport": 40000,
-               "dport": dport, "proto": proto, "verdict": verdict, "rule_id": rule_id,
-               "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
-               "src_segments": src, "dst_segments": dst})
+    ) -> FlowEvent {
+        serde_json::from_value(json!({
+            "kind": kind, "time": time::rfc3339(at), "time_ms": 0, "worker": 0, "vlan": 0,
+            "src": "10.0.0.1", "dst": "10.0.1.1", "sport": 40000, "dport": dport, "proto": proto,
+            "verdict": verdict, "rule_id": rule_id, "policy_version": 1, "duration_ms": 0, "tcp_state": null,
+            "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
+            "src_segments": src, "dst_segments": dst,
+        }))
+        .unwrap()
     }
 
     fn policy() -> Policy {

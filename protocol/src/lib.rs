@@ -23,6 +23,8 @@
 //! [`PROTOCOL_VERSION`] changes when a peer that speaks the old version could misread the new one:
 //! - removing or renaming an op, a field or an error code;
 //! - changing a field's type, unit or meaning, or making a field optional (`null`) that was always present;
+//! - a new value of an enumerated field other than the error code (an event `kind`, a `verdict`): a peer
+//!   cannot read an event it has no variant for;
 //! - making an absent request field mean something other than it meant before.
 //!
 //! It does not change for additions that an older peer handles safely:

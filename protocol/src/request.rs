@@ -95,6 +95,27 @@ pub enum ErrorCode {
     Other,
 }
 
+impl ErrorCode {
+    /// The code as it travels (`invalid_policy`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidPolicy => "invalid_policy",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A refusal: a code for programs, a message for people, and details (e.g. every validation error).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
@@ -111,6 +132,26 @@ impl ErrorReply {
             code,
             message: message.into(),
             details: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_display_as_they_travel() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::BadRequest,
+            ErrorCode::InvalidPolicy,
+            ErrorCode::TooLarge,
+            ErrorCode::Internal,
+            ErrorCode::Other,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.to_string());
         }
     }
 }
