@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::metrics::at_least;
-use protocol::{EventBatch, EventKind, FlowEvent, Verdict};
+use protocol::{EventBatch, EventKind, FlowEvent};
 
 /// `[flow_log]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -130,7 +130,7 @@ impl Key {
             src_segments: Some(e.src_segments.clone()),
             dst_segments: Some(e.dst_segments.clone()),
             time: humantime::parse_rfc3339(&e.time).ok(),
-            verdict: Some(verdict_name(e.verdict).to_string()),
+            verdict: Some(e.verdict.as_str().to_string()),
             packets: e.packets.iter().sum(),
             bytes: e.bytes.iter().sum(),
         }
@@ -142,16 +142,6 @@ impl Key {
         serde_json::from_value::<FlowEvent>(Value::Object(line))
             .map(|e| Key::of(&e))
             .unwrap_or_default()
-    }
-}
-
-/// A verdict as events and queries spell it.
-fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::Reject => "reject",
-        Verdict::WouldDeny => "would_deny",
     }
 }
 

@@ -269,6 +269,17 @@ pub enum EventKind {
     Closed,
 }
 
+impl EventKind {
+    /// The kind as it travels (`new`, `denied`, `closed`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::New => "new",
+            EventKind::Denied => "denied",
+            EventKind::Closed => "closed",
+        }
+    }
+}
+
 /// What the policy decided for the flow (or its first packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -278,6 +289,18 @@ pub enum Verdict {
     Reject,
     /// Would have been denied; passed because of monitor mode.
     WouldDeny,
+}
+
+impl Verdict {
+    /// The verdict as it travels (`allow`, `would_deny`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Reject => "reject",
+            Verdict::WouldDeny => "would_deny",
+        }
+    }
 }
 
 /// A flow admitted, denied or closed.

@@ -139,6 +139,22 @@ impl ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::ErrorCode;
+    use crate::{EventKind, Verdict};
+
+    #[test]
+    fn event_names_are_as_they_travel() {
+        for kind in [EventKind::New, EventKind::Denied, EventKind::Closed] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for verdict in [
+            Verdict::Allow,
+            Verdict::Deny,
+            Verdict::Reject,
+            Verdict::WouldDeny,
+        ] {
+            assert_eq!(serde_json::to_value(verdict).unwrap(), verdict.as_str());
+        }
+    }
 
     #[test]
     fn error_codes_display_as_they_travel() {
