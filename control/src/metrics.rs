@@ -519,7 +519,12 @@ impl Metrics {
     /// Reads the dataplane's counters once and makes them what scrapes see.
     pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<(), DataplaneError> {
         let t0 = Instant::now();
-        let answer = dataplane.counters().await;
+        let answer = dataplane.counters().await.map_err(|e| match e {
+            DataplaneError::Protocol(m) => {
+                DataplaneError::Protocol(format!("counters report: {m}"))
+            }
+            other => other,
+        });
         let took = t0.elapsed();
         let mut r = lock(&self.reading);
         match answer {

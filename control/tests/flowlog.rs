@@ -151,7 +151,7 @@ async fn filters_and_paging_select_exactly() {
     let (addr, server) = serve(&log).await;
 
     for (query, want) in [
-        ("", vec![1, 2, 3, 4, 5, 6]),
+        ("", vec![1, 2, 3, 4, 5, 6, 7]),
         ("?kind=denied", vec![2, 5, 7]),
         ("?kind=new,closed", vec![1, 3, 4, 6]),
         ("?src=10.99.0.2", vec![2, 5]),
