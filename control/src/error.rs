@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::dataplane::DataplaneError;
+use crate::lifecycle::LifecycleError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -133,6 +134,38 @@ impl From<DataplaneError> for ApiError {
                 out
             }
             _ => ApiError::new(StatusCode::BAD_GATEWAY, "dataplane_error", e.to_string()),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        let message = e.to_string();
+        match e {
+            LifecycleError::ConfirmWindow => ApiError::bad_request("invalid confirm window")
+                .detail(
+                    "confirm_within_s",
+                    format!("must be in 1..={}", crate::config::MAX_CONFIRM_S),
+                ),
+            LifecycleError::InvalidDraft(e) => {
+                ApiError::invalid_policy("the draft does not validate", &e)
+            }
+            LifecycleError::ConfirmPending { .. } => ApiError::conflict("confirm_pending", message),
+            LifecycleError::NoChanges(_) => ApiError::conflict("no_changes", message),
+            LifecycleError::NothingToRevertTo => {
+                ApiError::conflict("nothing_to_revert_to", message)
+            }
+            LifecycleError::NoActiveVersion | LifecycleError::NotPending(_) => {
+                ApiError::conflict("nothing_pending", message)
+            }
+            LifecycleError::UnknownVersion(_) => {
+                ApiError::not_found(message).detail("version", "unknown")
+            }
+            LifecycleError::InvalidStoredVersion(e) => {
+                ApiError::invalid_policy("stored version", &e)
+            }
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Dataplane(e) => e.into(),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Flow log: flow events (new, denied, closed) drained from the dataplane, kept in a bounded buffer for
-//! `GET /api/v1/flow-log`, streamed to subscribers (`GET /api/v1/flow-log/stream`, server-sent events) and
-//! appended to a JSON-lines file with size-based rotation.
+//! Flow log: flow events (new, denied, closed) drained from the dataplane, kept in a bounded buffer for queries
+//! (`GET /api/v1/flow-log`), delivered to subscribers (`GET /api/v1/flow-log/stream`, server-sent events; both
+//! served by `api::flow_log`) and appended to a JSON-lines file with size-based rotation.
 //!
 //! One poller ([`FlowLog::run`]) owns the drain. Each event gets a sequence number (`seq`, increasing, and
 //! continued from the file across control restarts) that clients page and resume with. Subscribers hang off
@@ -12,22 +12,14 @@
 //! batch) and always before a rotation, so a power loss loses at most the last `fsync_ms` of events.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use futures_util::Stream;
 use prometheus::{IntCounter, IntGauge, Registry};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -35,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::metrics::at_least;
+use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 use protocol::{EventBatch, EventKind, FlowEvent};
 
 /// `[flow_log]` in the control config.
@@ -86,7 +79,7 @@ fn at_least_usize<'de, D: serde::Deserializer<'de>, const MIN: u64>(
 const BATCH: usize = 10_000;
 
 /// A flow event kind as query parameters spell it.
-fn parse_kind(s: &str) -> Option<EventKind> {
+pub fn parse_kind(s: &str) -> Option<EventKind> {
     match s {
         "new" => Some(EventKind::New),
         "denied" => Some(EventKind::Denied),
@@ -153,9 +146,9 @@ pub struct StoredEvent {
     pub json: String,
 }
 
-/// Selects events; every given field must match.
+/// Selects flow-log events; every given field must match.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Filter {
+pub struct FlowLogFilter {
     /// Any of these kinds (empty: all).
     pub kinds: Vec<EventKind>,
     pub src: Option<IpAddr>,
@@ -184,7 +177,7 @@ fn in_segment(list: Option<&Vec<String>>, name: &str) -> bool {
     })
 }
 
-impl Filter {
+impl FlowLogFilter {
     pub fn matches(&self, k: &Key) -> bool {
         (self.kinds.is_empty() || k.kind.is_some_and(|x| self.kinds.contains(&x)))
             && self.src.is_none_or(|a| k.src == Some(a))
@@ -208,96 +201,13 @@ impl Filter {
     }
 }
 
-/// A query string: the filter, and paging.
+/// A flow-log query: the filter, and paging.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct FlowQuery {
-    pub filter: Filter,
+pub struct FlowLogQuery {
+    pub filter: FlowLogFilter,
     /// Only events with a greater `seq`.
     pub since: Option<u64>,
     pub limit: Option<usize>,
-}
-
-/// Parses `kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit` (`limit` only
-/// if `paged`), with a message naming the parameter and what it must be.
-pub fn parse_query(pairs: &[(String, String)], paged: bool) -> Result<FlowQuery, String> {
-    let mut q = FlowQuery::default();
-    let mut seen: Vec<&str> = Vec::new();
-    for (k, v) in pairs {
-        if seen.contains(&k.as_str()) {
-            return Err(format!("query parameter `{k}` is given more than once"));
-        }
-        seen.push(k);
-        let bad = |what: &str| format!("query parameter `{k}`: {v:?} is not {what}");
-        let ip = || {
-            v.parse::<IpAddr>()
-                .map_err(|_| bad("an IPv4 or IPv6 address"))
-        };
-        match k.as_str() {
-            "kind" => {
-                for part in v.split(',') {
-                    let kind = parse_kind(part).ok_or_else(|| {
-                        bad("new, denied or closed (or a comma-separated list of them)")
-                    })?;
-                    q.filter.kinds.push(kind);
-                }
-            }
-            "src" => q.filter.src = Some(ip()?),
-            "dst" => q.filter.dst = Some(ip()?),
-            "addr" => q.filter.addr = Some(ip()?),
-            "port" => q.filter.port = Some(v.parse().map_err(|_| bad("a port (0-65535)"))?),
-            "proto" => {
-                q.filter.proto = Some(match v.to_ascii_lowercase().as_str() {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    "icmpv6" | "ipv6-icmp" => 58,
-                    _ => v
-                        .parse()
-                        .map_err(|_| bad("a protocol: tcp, udp, icmp, icmpv6 or a number 0-255"))?,
-                })
-            }
-            "rule_id" => {
-                q.filter.rule_id = Some(
-                    v.parse()
-                        .map_err(|_| bad("a rule id (0-4294967295; 0 is the default action)"))?,
-                )
-            }
-            "src_segment" | "dst_segment" => {
-                if v.is_empty() {
-                    return Err(bad("a segment name (or - for addresses in no segment)"));
-                }
-                let slot = if k == "src_segment" {
-                    &mut q.filter.src_segment
-                } else {
-                    &mut q.filter.dst_segment
-                };
-                *slot = Some(v.clone());
-            }
-            "since" => {
-                q.since = Some(
-                    v.parse()
-                        .map_err(|_| bad("an event sequence number (a non-negative integer)"))?,
-                )
-            }
-            "limit" if paged => {
-                q.limit = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("a positive integer"))?,
-                )
-            }
-            _ => {
-                let known = if paged {
-                    "kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit"
-                } else {
-                    "kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since"
-                };
-                return Err(format!("unknown query parameter `{k}`; known: {known}"));
-            }
-        }
-    }
-    Ok(q)
 }
 
 /// The newest events, and the next sequence number.
@@ -489,7 +399,7 @@ impl FlowLog {
 
     /// Events matching `q`, oldest first: with `since`, the first `limit` after it (page forward with the
     /// returned `next_since`); without, the newest `limit`. Also whether more matched than were returned.
-    pub fn query(&self, q: &FlowQuery) -> (Vec<Arc<StoredEvent>>, bool) {
+    pub fn query(&self, q: &FlowLogQuery) -> (Vec<Arc<StoredEvent>>, bool) {
         let limit = q.limit.unwrap_or(100).min(self.config.buffer);
         let ring = lock(&self.ring);
         let mut out = Vec::new();
@@ -535,7 +445,7 @@ impl FlowLog {
     }
 
     /// The oldest and newest sequence numbers held in memory.
-    fn bounds(&self) -> (Option<u64>, Option<u64>) {
+    pub fn bounds(&self) -> (Option<u64>, Option<u64>) {
         let ring = lock(&self.ring);
         (
             ring.events.front().map(|e| e.seq),
@@ -543,158 +453,78 @@ impl FlowLog {
         )
     }
 
-    /// The flow-log routes.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/api/v1/flow-log", get(list))
-            .route("/api/v1/flow-log/stream", get(stream))
-            .with_state(self.clone())
+    /// Events held in memory at most (`[flow_log] buffer`): also the largest `limit` a query may ask for.
+    pub fn capacity(&self) -> usize {
+        self.config.buffer
     }
-}
 
-/// A 400 with a JSON body naming the problem.
-#[derive(Debug)]
-pub struct BadRequest(pub String);
-
-impl IntoResponse for BadRequest {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": {"code": "bad_request", "message": self.0}})),
-        )
-            .into_response()
-    }
-}
-
-type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
-
-fn pairs(q: Pairs) -> Result<Vec<(String, String)>, BadRequest> {
-    q.map(|Query(p)| p)
-        .map_err(|e| BadRequest(format!("malformed query string: {}", e.body_text())))
-}
-
-/// `GET /api/v1/flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=&limit=`.
-async fn list(State(log): State<Arc<FlowLog>>, q: Pairs) -> Result<Response, BadRequest> {
-    let q = parse_query(&pairs(q)?, true).map_err(BadRequest)?;
-    if let Some(limit) = q.limit.filter(|l| *l > log.config.buffer) {
-        return Err(BadRequest(format!(
-            "query parameter `limit`: {limit} is more than the {} events kept in memory",
-            log.config.buffer
-        )));
-    }
-    let (events, truncated) = log.query(&q);
-    let (oldest, newest) = log.bounds();
-    let next_since = events.last().map(|e| e.seq).or(q.since);
-    // The events are JSON text already: splice them in rather than parse them again.
-    let mut body = String::from("{\"events\":[");
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&e.json);
-    }
-    let tail = json!({
-        "count": events.len(),
-        "truncated": truncated,
-        "next_since": next_since,
-        "oldest_seq": oldest,
-        "newest_seq": newest,
-    });
-    let tail = tail.to_string();
-    body.push_str("],");
-    body.push_str(&tail[1..]);
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
-}
-
-/// `GET /api/v1/flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=`:
-/// server-sent events
-/// `flow` (id: the event's `seq`, data: the event) and `lagged` (data: `{"missed": n}`, events this stream
-/// skipped because it fell behind, counted before filtering). `since` or a `Last-Event-ID` header first
-/// replays what memory still holds after that sequence number.
-async fn stream(
-    State(log): State<Arc<FlowLog>>,
-    headers: HeaderMap,
-    q: Pairs,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, BadRequest> {
-    let mut q = parse_query(&pairs(q)?, false).map_err(BadRequest)?;
-    if let Some(h) = headers.get("last-event-id") {
-        let id = h
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                BadRequest(format!(
-                    "header Last-Event-ID: {h:?} is not an event sequence number"
-                ))
-            })?;
-        q.since = Some(q.since.map_or(id, |s| s.max(id)));
-    }
-    // Subscribe before reading the replay so nothing falls between them; duplicates are skipped by seq.
-    let rx = log.tx.subscribe();
-    let replay: VecDeque<Arc<StoredEvent>> = match q.since {
-        Some(since) => {
-            let ring = lock(&log.ring);
-            let skip = ring.events.partition_point(|e| e.seq <= since);
-            ring.events
-                .iter()
-                .skip(skip)
-                .filter(|e| q.filter.matches(&e.key))
-                .cloned()
-                .collect()
-        }
-        None => VecDeque::new(),
-    };
-    let last = replay.back().map(|e| e.seq).or(q.since).unwrap_or(0);
-    log.stats.subscribers.set(log.tx.receiver_count() as i64);
-    let state = StreamState {
-        rx,
-        replay,
-        filter: q.filter,
-        last,
-        log: log.clone(),
-    };
-    let events = futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(e) = st.replay.pop_front() {
-            return Some((Ok(sse_event(&e)), st));
-        }
-        loop {
-            match st.rx.recv().await {
-                Ok(e) if e.seq > st.last && st.filter.matches(&e.key) => {
-                    st.last = e.seq;
-                    return Some((Ok(sse_event(&e)), st));
-                }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    st.log.stats.lagged.inc_by(n);
-                    let ev = Event::default()
-                        .event("lagged")
-                        .data(json!({"missed": n}).to_string());
-                    return Some((Ok(ev), st));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+    /// Subscribes to the events matching `filter` as they arrive, first replaying what memory still holds after
+    /// `since`.
+    pub fn subscribe(self: &Arc<Self>, filter: FlowLogFilter, since: Option<u64>) -> Subscription {
+        // Subscribe before reading the replay so nothing falls between them; duplicates are skipped by seq.
+        let rx = self.tx.subscribe();
+        let replay: VecDeque<Arc<StoredEvent>> = match since {
+            Some(since) => {
+                let ring = lock(&self.ring);
+                let skip = ring.events.partition_point(|e| e.seq <= since);
+                ring.events
+                    .iter()
+                    .skip(skip)
+                    .filter(|e| filter.matches(&e.key))
+                    .cloned()
+                    .collect()
             }
+            None => VecDeque::new(),
+        };
+        let last = replay.back().map(|e| e.seq).or(since).unwrap_or(0);
+        self.stats.subscribers.set(self.tx.receiver_count() as i64);
+        Subscription {
+            rx,
+            replay,
+            filter,
+            last,
+            log: self.clone(),
         }
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    }
 }
 
-struct StreamState {
+/// What a subscriber receives.
+pub enum Delivery {
+    Event(Arc<StoredEvent>),
+    /// This many events were skipped because the subscriber fell behind (counted before filtering).
+    Lagged(u64),
+}
+
+/// One subscriber's view of the flow log ([`FlowLog::subscribe`]).
+pub struct Subscription {
     rx: broadcast::Receiver<Arc<StoredEvent>>,
     replay: VecDeque<Arc<StoredEvent>>,
-    filter: Filter,
+    filter: FlowLogFilter,
     last: u64,
     log: Arc<FlowLog>,
 }
 
-fn sse_event(e: &StoredEvent) -> Event {
-    Event::default()
-        .id(e.seq.to_string())
-        .event("flow")
-        .data(&e.json)
+impl Subscription {
+    /// The next matching event (or lag notice); `None` once the flow log is gone.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        if let Some(e) = self.replay.pop_front() {
+            return Some(Delivery::Event(e));
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(e) if e.seq > self.last && self.filter.matches(&e.key) => {
+                    self.last = e.seq;
+                    return Some(Delivery::Event(e));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.log.stats.lagged.inc_by(n);
+                    return Some(Delivery::Lagged(n));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 // ---- The file. ----
@@ -721,12 +551,17 @@ impl LogFile {
     fn open(config: &FlowLogConfig) -> std::io::Result<LogFile> {
         let path = config.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            // Private when we create it; an existing directory (say /var/log) is left as it is.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)?;
         }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
+            .mode(PRIVATE_FILE)
             .open(&path)?;
         let mut size = file.metadata()?.len();
         if size > 0 {
@@ -809,6 +644,7 @@ impl LogFile {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(PRIVATE_FILE)
             .open(&self.path)?;
         // Make the renames and the new file durable.
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dataplane;
@@ -11,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod explain;
 pub mod flowlog;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod reconcile;

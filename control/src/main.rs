@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bulkhead_control::api::{self, App};
+use bulkhead_control::api;
+use bulkhead_control::app::App;
 use bulkhead_control::auth::Tokens;
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
@@ -102,7 +103,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         dataplane_seen: Mutex::new(Err("not asked yet".into())),
         verified: Mutex::new(None),
     });
-    let router = api::app(app.clone(), vec![metrics.router(), flowlog.router()]);
+    let router = api::app(app.clone(), vec![metrics.router()]);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Serve first: the API must answer even when the dataplane is down or slow.
     let mut server = tokio::spawn(async move {

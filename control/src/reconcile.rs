@@ -7,12 +7,13 @@
 //! retried at the next tick; the API keeps serving meanwhile. Pending confirm deadlines are checked on the same
 //! tick.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use policy::Policy;
 use serde_json::{json, Value};
 
-use crate::api::App;
+use crate::app::App;
+use crate::lifecycle;
 use crate::store::{ActiveFile, AuditEntry, VersionKind, VersionMeta};
 
 /// What one reconciliation did.
@@ -98,17 +99,10 @@ pub async fn reconcile(app: &App) -> Outcome {
                 store.set_draft(policy.document().clone())?;
             }
             let revision = store.revision();
-            store.append_audit(AuditEntry {
-                seq: 0,
-                time: String::new(),
-                who: "system".into(),
-                action: "adopt".into(),
-                object: None,
-                version_before: None,
-                version_after: Some(v),
-                draft_revision: Some(revision),
-                details: Value::Null,
-            })
+            let mut entry = AuditEntry::new("system", "adopt");
+            entry.version_after = Some(v);
+            entry.draft_revision = Some(revision);
+            store.append_audit(entry)
         })();
         return match result {
             Ok(_) => {
@@ -155,15 +149,15 @@ pub async fn reconcile(app: &App) -> Outcome {
 
 /// The background task: confirm deadlines and reconciliation, forever.
 pub async fn run(app: std::sync::Arc<App>) {
-    let mut tick = tokio::time::interval(crate::api::reconcile_interval(&app.config));
+    let mut tick = tokio::time::interval(Duration::from_millis(app.config.reconcile_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<Outcome> = None;
     loop {
         tick.tick().await;
-        match crate::api::revert_if_due(&app).await {
+        match lifecycle::revert_if_due(&app).await {
             Ok(Some(v)) => log(&json!({"event": "reverted", "version": v})),
             Ok(None) => {}
-            Err(e) => log(&json!({"event": "revert_failed", "error": e.message})),
+            Err(e) => log(&json!({"event": "revert_failed", "error": e.to_string()})),
         }
         let outcome = reconcile(&app).await;
         // Log changes only: an unreachable dataplane must not flood the log every tick.

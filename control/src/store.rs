@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use policy::{Document, Policy};
@@ -44,7 +45,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content. The file is private (0600).
+/// On any error the temporary file is removed, so a failed write on a full disk does not keep the disk full.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -52,13 +54,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    written?;
     sync_dir(dir)
+}
+
+/// Store and flow-log files describe the network's weak spots: only control's own user may read them.
+pub const PRIVATE_FILE: u32 = 0o600;
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) private, and makes an existing one private too (a store created by an
+/// older version may be world-readable).
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR)).map_err(io(dir))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -147,6 +174,23 @@ pub struct AuditEntry {
     pub details: Value,
 }
 
+impl AuditEntry {
+    /// An entry of `who` doing `action`; `seq` and `time` are set when it is appended.
+    pub fn new(who: &str, action: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            time: String::new(),
+            who: who.to_string(),
+            action: action.to_string(),
+            object: None,
+            version_before: None,
+            version_after: None,
+            draft_revision: None,
+            details: Value::Null,
+        }
+    }
+}
+
 pub struct Store {
     dir: PathBuf,
     versions: BTreeMap<u64, VersionMeta>,
@@ -155,12 +199,15 @@ pub struct Store {
     draft: Document,
     revision: u64,
     audit_seq: u64,
+    /// The last append failed: the file may end in a partial line, to be dropped before the next append.
+    audit_torn: bool,
 }
 
 impl Store {
     /// Opens (or, when the directory holds nothing yet, initialises) the store.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir.join("versions")).map_err(io(dir))?;
+        create_private_dir(dir)?;
+        create_private_dir(&dir.join("versions"))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             versions: BTreeMap::new(),
@@ -169,6 +216,7 @@ impl Store {
             draft: Document::default(),
             revision: 0,
             audit_seq: 0,
+            audit_torn: false,
         };
         store.load()?;
         Ok(store)
@@ -440,16 +488,26 @@ impl Store {
     pub fn append_audit(&mut self, mut entry: AuditEntry) -> Result<AuditEntry, StoreError> {
         entry.seq = self.audit_seq + 1;
         entry.time = crate::time::rfc3339(std::time::SystemTime::now());
+        if self.audit_torn {
+            self.repair_audit()?;
+            self.audit_torn = false;
+        }
         let path = self.audit_path();
         let mut line = serde_json::to_vec(&entry).expect("an audit entry serializes");
         line.push(b'\n');
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(PRIVATE_FILE)
             .open(&path)
             .map_err(io(&path))?;
-        f.write_all(&line).map_err(io(&path))?;
-        f.sync_all().map_err(io(&path))?;
+        let before = f.metadata().map_err(io(&path))?.len();
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_all()) {
+            // A partial line (a full disk) must not stay: the next append would be glued onto it and the log
+            // would no longer load. If even the truncation fails, the repair at the next start drops it.
+            self.audit_torn = f.set_len(before).and_then(|()| f.sync_all()).is_err();
+            return Err(io(&path)(e));
+        }
         if self.audit_seq == 0 {
             sync_dir(&self.dir)?;
         }
@@ -565,6 +623,139 @@ mod tests {
         let mut s = Store::open(&d).unwrap();
         assert_eq!(s.append_audit(e).unwrap().seq, 2);
         assert_eq!(s.audit(0, 10).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A tmpfs of `kib` KiB mounted for one test and unmounted on drop: a disk that really fills up. Mounting needs
+    /// root, as the whole suite does; a failed mount fails the test.
+    struct SmallDisk(PathBuf);
+
+    impl SmallDisk {
+        fn new(name: &str, kib: u32) -> SmallDisk {
+            let d = dir(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+                .arg(&d)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "cannot mount a tmpfs on {} (run as root)", d.display());
+            SmallDisk(d)
+        }
+
+        /// Fills the disk with one file (whose removal frees the space again).
+        fn fill(&self) -> PathBuf {
+            let filler = self.0.join("filler");
+            let mut f = File::create(&filler).unwrap();
+            let block = [0u8; 4096];
+            while f.write_all(&block).is_ok() {}
+            filler
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            time: String::new(),
+            who: "admin".into(),
+            action: action.into(),
+            object: None,
+            version_before: None,
+            version_after: None,
+            draft_revision: None,
+            details: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_failed_audit_append_leaves_no_partial_line() {
+        let disk = SmallDisk::new("audit-full", 64);
+        let d = disk.0.join("store");
+        let mut s = Store::open(&d).unwrap();
+        // Grow the log until the next line would cross a page boundary: tmpfs then writes the part that fits in
+        // the last page and fails on the rest.
+        let path = d.join("audit.jsonl");
+        loop {
+            s.append_audit(entry("kill_flows")).unwrap();
+            let size = std::fs::metadata(&path).unwrap().len();
+            let line = size / s.audit_seq;
+            if size % 4096 + line > 4096 && size % 4096 < 4096 - 16 {
+                break;
+            }
+        }
+        let before = std::fs::read(&path).unwrap();
+        let filler = disk.fill();
+        let err = s.append_audit(entry("kill_flows")).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "a partial line stayed"
+        );
+        std::fs::remove_file(filler).unwrap();
+        let seq = s.audit_seq;
+        assert_eq!(s.append_audit(entry("commit")).unwrap().seq, seq + 1);
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        let all = s.audit(0, 1000).unwrap();
+        assert_eq!(all.len() as u64, seq + 1);
+        assert_eq!(all.last().unwrap().action, "commit");
+    }
+
+    #[test]
+    fn failed_atomic_writes_leave_no_temporary_file() {
+        let disk = SmallDisk::new("draft-full", 64);
+        let target = disk.0.join("draft.json");
+        let err = write_atomic(&target, &vec![b' '; 1 << 20]).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(!disk.0.join(".draft.json.tmp").exists());
+        // The space is free again for the next write.
+        write_atomic(&target, &vec![b' '; 32 << 10]).unwrap();
+        // A rename that fails (the target is a non-empty directory) also cleans up.
+        let blocked = disk.0.join("blocked");
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        assert!(write_atomic(&blocked, b"{}").is_err());
+        assert!(!disk.0.join(".blocked.tmp").exists());
+    }
+
+    #[test]
+    fn store_files_are_private() {
+        let d = dir("modes");
+        std::fs::create_dir_all(&d).unwrap();
+        // A store directory made world-readable by an older version is tightened.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = Store::open(&d).unwrap();
+        let p = Policy::new(Document::default()).unwrap();
+        s.add_version(meta(1), &p).unwrap();
+        s.set_active(
+            ActiveFile {
+                version: 1,
+                pending: None,
+            },
+            p,
+        )
+        .unwrap();
+        s.set_draft(Document::default()).unwrap();
+        s.append_audit(entry("commit")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&d.join("versions")), 0o700);
+        for f in [
+            "draft.json",
+            "active.json",
+            "audit.jsonl",
+            "versions/0000000001.json",
+        ] {
+            assert_eq!(mode(&d.join(f)), 0o600, "{f}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 }

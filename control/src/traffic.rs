@@ -18,8 +18,7 @@ use std::time::{Duration, SystemTime};
 use policy::Policy;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::flowlog::{self, Filter, FlowLog, UNSEGMENTED};
+use crate::flowlog::{FlowLog, FlowLogFilter, UNSEGMENTED};
 use crate::time;
 use protocol::EventKind;
 
@@ -28,44 +27,22 @@ pub const MAX_WINDOW_S: u64 = 86_400;
 /// Services listed per edge, the busiest first.
 const TOP_SERVICES: usize = 10;
 
+/// What the map is asked (`?window_s=N&proto=&port=`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Query {
+pub struct TrafficMapQuery {
+    /// Only events whose time is within this many seconds before now (1..=[`MAX_WINDOW_S`]).
     pub window_s: u64,
     /// Only `proto` and `port` are ever set.
-    pub filter: Filter,
+    pub filter: FlowLogFilter,
 }
 
-/// Parses `window_s` (1..=86400, default 900), `proto` and `port` (as the flow log takes them); anything else
-/// is a 400 naming the parameter.
-pub fn parse_query(pairs: &[(String, String)]) -> Result<Query, ApiError> {
-    crate::api::check_unique(pairs)?;
-    let mut window_s = DEFAULT_WINDOW_S;
-    let mut passed = Vec::new();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "window_s" => {
-                window_s = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_WINDOW_S).contains(n))
-                    .ok_or_else(|| crate::api::bad_param(k, v, "a number of seconds, 1 to 86400"))?
-            }
-            "proto" | "port" => passed.push((k.clone(), v.clone())),
-            _ => return Err(crate::api::unknown_param(k, "window_s, proto, port")),
+impl Default for TrafficMapQuery {
+    fn default() -> Self {
+        TrafficMapQuery {
+            window_s: DEFAULT_WINDOW_S,
+            filter: FlowLogFilter::default(),
         }
     }
-    // The flow log's own parser, so the two endpoints take exactly the same values.
-    let q = flowlog::parse_query(&passed, false).map_err(|message| {
-        let name = passed
-            .iter()
-            .find(|(k, _)| message.contains(&format!("`{k}`")))
-            .map_or("(query)", |(k, _)| k.as_str());
-        ApiError::bad_request(message.clone()).detail(name, message)
-    })?;
-    Ok(Query {
-        window_s,
-        filter: q.filter,
-    })
 }
 
 #[derive(Default)]
@@ -89,7 +66,7 @@ fn side<'a>(l: &'a Option<Vec<String>>, unsegmented: &'a [String]) -> &'a [Strin
 }
 
 /// The map of the events `log` holds within `q.window_s` before `now`, with `active`'s segments as nodes.
-pub fn map(log: &FlowLog, active: Option<&Policy>, q: &Query, now: SystemTime) -> Value {
+pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: SystemTime) -> Value {
     let from = now
         .checked_sub(Duration::from_secs(q.window_s))
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -288,10 +265,13 @@ mod tests {
         .unwrap()
     }
 
-    fn query(window_s: u64, extra: &[(&str, &str)]) -> Query {
-        let mut pairs = vec![("window_s".to_string(), window_s.to_string())];
-        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        parse_query(&pairs).unwrap()
+    fn query(window_s: u64, proto: Option<u8>, port: Option<u16>) -> TrafficMapQuery {
+        let filter = FlowLogFilter {
+            proto,
+            port,
+            ..Default::default()
+        };
+        TrafficMapQuery { window_s, filter }
     }
 
     fn edge<'a>(m: &'a Value, from: &str, to: &str) -> &'a Value {
@@ -358,7 +338,7 @@ mod tests {
                 [1, 0],
             ),
         ]);
-        let m = map(&l, Some(&policy()), &query(600, &[]), now);
+        let m = map(&l, Some(&policy()), &query(600, None, None), now);
         assert_eq!(m["events_considered"], 6);
         assert_eq!(m["truncated"], false);
         let ab = edge(&m, "a", "b");
@@ -423,12 +403,12 @@ mod tests {
         assert_eq!(nodes["gone"]["observed"], true);
 
         // Filters and a narrower window.
-        let m = map(&l, Some(&policy()), &query(600, &[("proto", "udp")]), now);
+        let m = map(&l, Some(&policy()), &query(600, Some(17), None), now);
         assert_eq!(m["events_considered"], 1);
         assert_eq!(edge(&m, "a", "b")["would_deny"], 1);
-        let m = map(&l, Some(&policy()), &query(600, &[("port", "22")]), now);
+        let m = map(&l, Some(&policy()), &query(600, None, Some(22)), now);
         assert_eq!(m["edges"].as_array().unwrap().len(), 1);
-        let m = map(&l, Some(&policy()), &query(15, &[]), now);
+        let m = map(&l, Some(&policy()), &query(15, None, None), now);
         assert_eq!(m["events_considered"], 1);
     }
 
@@ -450,28 +430,14 @@ mod tests {
             )
         };
         l.ingest(vec![e(500), e(400), e(300)]);
-        assert_eq!(map(&l, None, &query(600, &[]), now)["truncated"], true);
-        assert_eq!(map(&l, None, &query(350, &[]), now)["truncated"], false);
-        assert!(map(&l, None, &query(350, &[]), now)["nodes"][0]["id"] == "a");
-    }
-
-    #[test]
-    fn parameters_are_checked_by_name() {
-        let p = |k: &str, v: &str| parse_query(&[(k.to_string(), v.to_string())]);
-        assert_eq!(p("window_s", "86400").unwrap().window_s, 86400);
-        assert_eq!(parse_query(&[]).unwrap().window_s, 900);
-        for (k, v) in [
-            ("window_s", "0"),
-            ("window_s", "86401"),
-            ("window_s", "x"),
-            ("proto", "sctp-ish"),
-            ("port", "70000"),
-            ("kind", "new"),
-        ] {
-            let e = p(k, v).unwrap_err();
-            assert_eq!(e.status, 400);
-            assert!(e.message.contains(&format!("`{k}`")), "{}", e.message);
-            assert_eq!(e.details[0].path, k);
-        }
+        assert_eq!(
+            map(&l, None, &query(600, None, None), now)["truncated"],
+            true
+        );
+        assert_eq!(
+            map(&l, None, &query(350, None, None), now)["truncated"],
+            false
+        );
+        assert!(map(&l, None, &query(350, None, None), now)["nodes"][0]["id"] == "a");
     }
 }

@@ -3,13 +3,14 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_control::dataplane::Dataplane;
-use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowQuery};
+use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
 use protocol::{ErrorReply, EventBatch, Request};
 use serde_json::{json, Value};
@@ -105,7 +106,7 @@ fn config(dir: &Path) -> FlowLogConfig {
 async fn serve(log: &Arc<FlowLog>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = log.router();
+    let router = bulkhead_control::api::flow_log::router(log);
     let task = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
@@ -518,6 +519,10 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     let total = u64::from(n);
     let path = &cfg.path;
     assert!(!rotated(path, 4).exists(), "only `keep` rotated files");
+    for f in [path.to_path_buf(), rotated(path, 1), rotated(path, 3)] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is readable by others", f.display());
+    }
     let mut kept = Vec::new();
     for f in [
         rotated(path, 3),
@@ -585,13 +590,13 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     std::io::Write::write_all(&mut f, b"{\"seq\":99999,\"kind\":\"ne").unwrap();
     drop(f);
     let log = FlowLog::new(cfg.clone()).unwrap();
-    let all = FlowQuery {
+    let all = FlowLogQuery {
         limit: Some(10_000),
         ..Default::default()
     };
     let (events, _) = log.query(&all);
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), kept);
-    let (events, _) = log.query(&FlowQuery {
+    let (events, _) = log.query(&FlowLogQuery {
         since: Some(total - 3),
         ..all
     });

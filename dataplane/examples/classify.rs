@@ -8,7 +8,8 @@
 //! cargo run --release -p bulkhead-dataplane --example classify -- RULES TRACE ITERATIONS ALG LCORE
 //! ```
 
-use bulkhead_pktgen::classbench;
+use std::path::Path;
+
 use dpdk::acl::{AclBuilder, Alg, FieldDef, FieldKind, FieldValue, Layout, Rule, MAX_PRIORITY};
 use dpdk::Eal;
 
@@ -32,8 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "avx512x32" => Alg::Avx512x32,
         other => return Err(format!("unknown algorithm {other}").into()),
     };
-    let rules = classbench::parse_rules(&std::fs::read_to_string(rules_path)?)?;
-    let trace = classbench::parse_trace(&std::fs::read_to_string(trace_path)?)?;
+    let rules = classbench::read_rules(Path::new(rules_path))?;
+    let trace = classbench::read_trace(Path::new(trace_path))?;
     let prefix = format!("--file-prefix=bench-classify-{}", std::process::id());
     let eal = Eal::init(&[
         "classify",
@@ -49,19 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ])?;
 
     use FieldKind::{Bitmask, Mask, Range};
-    let def = |kind, size, field_index, input_index, offset| FieldDef {
-        kind,
-        size,
-        field_index,
-        input_index,
-        offset,
-    };
     let layout = Layout::new(&[
-        def(Bitmask, 1, 0, 0, 0),
-        def(Mask, 4, 1, 1, 4),
-        def(Mask, 4, 2, 2, 8),
-        def(Range, 2, 3, 3, 12),
-        def(Range, 2, 4, 3, 14),
+        FieldDef::new(Bitmask, 1, 0, 0, 0),
+        FieldDef::new(Mask, 4, 1, 1, 4),
+        FieldDef::new(Mask, 4, 2, 2, 8),
+        FieldDef::new(Range, 2, 3, 3, 12),
+        FieldDef::new(Range, 2, 4, 3, 14),
     ])?;
     let t0 = std::time::Instant::now();
     let mut b = AclBuilder::new(&eal, "classbench", &layout, rules.len() as u32)?;

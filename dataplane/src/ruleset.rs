@@ -127,29 +127,22 @@ impl std::fmt::Debug for Ruleset<'_> {
     }
 }
 
-fn def(kind: FieldKind, size: u8, field_index: u8, input_index: u8, offset: u32) -> FieldDef {
-    FieldDef {
-        kind,
-        size,
-        field_index,
-        input_index,
-        offset,
-    }
-}
-
 fn layout(v6: bool) -> Layout {
     use FieldKind::*;
-    let mut defs = vec![def(Bitmask, 1, 0, 0, 0), def(Range, 4, 1, 1, 4)];
+    let mut defs = vec![
+        FieldDef::new(Bitmask, 1, 0, 0, 0),
+        FieldDef::new(Range, 4, 1, 1, 4),
+    ];
     let words = if v6 { 4 } else { 1 };
     for side in 0..2u8 {
         for w in 0..words {
             let i = 2 + side * words + w;
-            defs.push(def(Mask, 4, i, i, 8 + 4 * u32::from(i - 2)));
+            defs.push(FieldDef::new(Mask, 4, i, i, 8 + 4 * u32::from(i - 2)));
         }
     }
     let (i, off) = (2 + 2 * words, 8 + 8 * u32::from(words));
-    defs.push(def(Range, 2, i, i, off));
-    defs.push(def(Range, 2, i + 1, i, off + 2));
+    defs.push(FieldDef::new(Range, 2, i, i, off));
+    defs.push(FieldDef::new(Range, 2, i + 1, i, off + 2));
     Layout::new(&defs).expect("the ruleset layouts are valid")
 }
 

@@ -16,10 +16,10 @@ use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use classbench::{first_match, parse_rules, parse_trace, Packet, Rule};
 use net::tcp::TcpFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::classbench::{first_match, parse_rules, parse_trace, Packet, Rule};
 use crate::conversation::Written;
 use crate::error::{Error, Result};
 use crate::frame::FCS_LEN;

@@ -13,7 +13,6 @@
 #![warn(missing_docs)]
 
 pub mod attack;
-pub mod classbench;
 pub mod classbench_gen;
 pub mod conversation;
 pub mod error;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bulkhead_pktgen::classbench::{first_match, parse_rules, parse_trace};
 use bulkhead_pktgen::classbench_gen::{carried, ExpectedRule};
 use bulkhead_pktgen::verdicts::{self, Expect};
+use classbench::first_match;
 use net::icmpv4::Icmpv4Packet;
 use net::icmpv6::Icmpv6Packet;
 use net::ipv4::Ipv4Packet;
@@ -600,29 +600,14 @@ fn policy_traffic_uses_segment_vlans_and_tags_outside_them() {
 
 #[test]
 fn classbench_trace_becomes_one_packet_per_line_with_expected_rules() {
-    let dir = bulkhead_pktgen::classbench::dir();
-    let (rules_path, trace_path) = if dir.join("acl1_1k_trace").is_file() {
-        (dir.join("acl1_1k"), dir.join("acl1_1k_trace"))
-    } else {
-        // Not on this machine: a small set in the same format.
-        let r = tmp("mini_rules");
-        let t = tmp("mini_trace");
-        std::fs::write(
-            &r,
-            "@10.0.0.0/8\t172.16.0.0/12\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\n\
-             @0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t0x0000/0x0000\n",
-        )
-        .unwrap();
-        std::fs::write(
-            &t,
-            "167772161\t2886729729\t1234\t80\t6\t0\t0\n167772161\t2886729729\t9\t53\t17\t0\t1\n\
-             167772161\t2886729729\t3\t4\t1\t0\t1\n167772161\t2886729729\t0\t0\t47\t0\t1\n",
-        )
-        .unwrap();
-        (r, t)
-    };
-    let rules = parse_rules(&std::fs::read_to_string(&rules_path).unwrap()).unwrap();
-    let trace = parse_trace(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+    // acl1_1k's first lines hold TCP, UDP, ICMP and other protocols.
+    let dir = classbench::dir();
+    let (rules_path, trace_path) = (
+        classbench::rules_path(&dir, "acl1_1k"),
+        classbench::trace_path(&dir, "acl1_1k"),
+    );
+    let rules = classbench::read_rules(&rules_path).unwrap_or_else(|e| panic!("{e}"));
+    let trace = classbench::read_trace(&trace_path).unwrap_or_else(|e| panic!("{e}"));
     let n = trace.len().min(3000);
     let path = tmp("cb.pcap");
     run(

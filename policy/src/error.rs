@@ -58,7 +58,7 @@ impl fmt::Display for InvalidList<'_> {
 }
 
 /// The path serde_path_to_error gives the document root.
-const ROOT: &str = "(document)";
+pub(crate) const ROOT: &str = "(document)";
 
 /// serde_json appends the position to every message; the path already locates a type error, and a syntax error
 /// carries line and column separately.
@@ -138,9 +138,10 @@ pub(crate) fn check_format(value: &Value) -> Result<(), PolicyError> {
 
 pub(crate) fn document_from_json(text: &str) -> Result<Document, PolicyError> {
     // Parse to a tree first: syntax errors get line/column, and the format is checked before the shape.
-    let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(&e))?;
+    // Repeated keys are refused here, with their path: a tree would keep only the last one.
+    let value = crate::json::parse_value(text.as_bytes())?;
     check_format(&value)?;
-    // Then deserialize from the text itself (not from the tree) so repeated keys are caught, not collapsed.
+    // Then deserialize from the text itself (not from the tree), so type errors carry serde's precise path.
     let mut de = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut de).map_err(data_error)
 }

@@ -63,6 +63,7 @@
 pub mod compile;
 mod error;
 mod eval;
+pub mod json;
 mod model;
 mod policy;
 pub mod validate;

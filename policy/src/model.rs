@@ -457,6 +457,14 @@ impl<'de> Deserialize<'de> for Cidr {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Cidr, E> {
                 if let Ok(net) = v.parse::<IpNet>() {
+                    // ipnet reads "010.0.0.0/8" as 10.0.0.0/8, the standard library (and so explain) refuses it,
+                    // and inet_aton-style tools read 010 as octal 8: refuse it here too.
+                    let addr = v.split_once('/').map_or(v, |(addr, _)| addr);
+                    if addr.parse::<std::net::IpAddr>().is_err() {
+                        return Err(E::custom(format!(
+                            "{v:?}: an address with leading zeros is ambiguous (some tools read 010 as octal 8); write \"{net}\""
+                        )));
+                    }
                     return Ok(Cidr(net));
                 }
                 if let Ok(addr) = v.parse::<std::net::IpAddr>() {

@@ -30,7 +30,10 @@ use limits::*;
 
 /// Every problem in `doc`; empty means valid.
 pub fn validate(doc: &Document) -> Vec<ValidationError> {
-    let mut v = Validator::default();
+    let mut v = Validator {
+        errors: Vec::new(),
+        hint_budget: HINT_BUDGET,
+    };
     v.segments(doc);
     v.services(doc);
     v.rules(doc);
@@ -38,9 +41,15 @@ pub fn validate(doc: &Document) -> Vec<ValidationError> {
     v.errors
 }
 
-#[derive(Default)]
+/// Edit-distance cells one validation may spend on "did you mean" hints (about 20 ms). Hints cost the length of
+/// the wrong name times that of each known name, so a hostile document — thousands of segments, rules naming
+/// unknown ones — would otherwise pin a CPU for minutes; past the budget, errors simply come without a hint.
+const HINT_BUDGET: usize = 16 << 20;
+
 struct Validator {
     errors: Vec<ValidationError>,
+    /// What is left of [`HINT_BUDGET`].
+    hint_budget: usize,
 }
 
 impl Validator {
@@ -286,10 +295,14 @@ impl Validator {
                 self.selector(&format!("{at}.{side}"), sel, doc, &segments);
             }
             if r.service != ANY_SERVICE && !services.contains(r.service.as_str()) {
-                let hint = suggestion(&r.service, services.iter().copied().chain([ANY_SERVICE]));
+                let hint = suggestion(
+                    &r.service,
+                    services.iter().copied().chain([ANY_SERVICE]),
+                    &mut self.hint_budget,
+                );
                 self.err(
                     format!("{at}.service"),
-                    format!("unknown service {:?}{hint}", r.service),
+                    format!("unknown service {}{hint}", quoted(&r.service)),
                 );
             }
         }
@@ -300,10 +313,10 @@ impl Validator {
             Selector::Any => {}
             Selector::Segment(name) => {
                 if !segments.contains(name.as_str()) {
-                    let hint = suggestion(name, segments.iter().copied());
+                    let hint = suggestion(name, segments.iter().copied(), &mut self.hint_budget);
                     self.err(
                         format!("{at}.segment"),
-                        format!("unknown segment {name:?}{hint}"),
+                        format!("unknown segment {}{hint}", quoted(name)),
                     );
                 }
             }
@@ -347,16 +360,47 @@ pub(crate) fn labels_match(
 }
 
 /// `; did you mean "x"?` for the closest known name, when it is close enough to be a likely typo (case
-/// differences are free).
-fn suggestion<'a>(wrong: &str, known: impl Iterator<Item = &'a str>) -> String {
+/// differences are free). Spends at most `budget` edit-distance cells, then gives up (no hint).
+fn suggestion<'a>(wrong: &str, known: impl Iterator<Item = &'a str>, budget: &mut usize) -> String {
     let wrong = wrong.to_lowercase();
-    let best = known
-        .map(|k| (edit_distance(&wrong, &k.to_lowercase()), k))
-        .filter(|&(d, k)| d <= 2.max(k.chars().count() / 4))
-        .min();
+    let wrong_len = wrong.chars().count();
+    // No valid name is longer than MAX_NAME, so a longer one is no typo of one.
+    if wrong_len > MAX_NAME {
+        return String::new();
+    }
+    let mut best: Option<(usize, &str)> = None;
+    for k in known {
+        let k_len = k.chars().count();
+        let allowed = 2.max(k_len / 4);
+        // The distance is at least the difference in length.
+        if wrong_len.abs_diff(k_len) > allowed {
+            continue;
+        }
+        let cost = (wrong_len + 1) * (k_len + 1);
+        if cost > *budget {
+            return String::new();
+        }
+        *budget -= cost;
+        let d = edit_distance(&wrong, &k.to_lowercase());
+        if d <= allowed && best.is_none_or(|b| (d, k) < b) {
+            best = Some((d, k));
+        }
+    }
     match best {
         Some((_, k)) => format!("; did you mean {k:?}?"),
         None => String::new(),
+    }
+}
+
+/// A name as an error shows it: quoted, and cut short when it is far longer than any valid name.
+fn quoted(name: &str) -> String {
+    match name.char_indices().nth(MAX_NAME) {
+        Some((end, _)) => format!(
+            "{:?}... ({} characters)",
+            &name[..end],
+            name.chars().count()
+        ),
+        None => format!("{name:?}"),
     }
 }
 
@@ -389,13 +433,47 @@ mod tests {
 
     #[test]
     fn suggestion_only_for_close_names() {
+        let budget = &mut HINT_BUDGET.clone();
         assert_eq!(
-            suggestion("engneering", ["engineering", "ot-legacy"].into_iter()),
+            suggestion(
+                "engneering",
+                ["engineering", "ot-legacy"].into_iter(),
+                budget
+            ),
             "; did you mean \"engineering\"?"
         );
         assert_eq!(
-            suggestion("printers", ["engineering", "ot-legacy"].into_iter()),
+            suggestion("printers", ["engineering", "ot-legacy"].into_iter(), budget),
             ""
         );
+    }
+
+    /// A hostile document: thousands of segments and rules naming unknown ones, one of them very long. Hints stop
+    /// when the budget is spent (so validation time is bounded), and the long name is cut short in its error.
+    #[test]
+    fn hints_cost_a_bounded_amount_of_work() {
+        let names: Vec<String> = (0..3000).map(|i| format!("segment-{i:05}")).collect();
+        let mut budget = HINT_BUDGET;
+        let long = "x".repeat(100_000);
+        assert_eq!(
+            suggestion(&long, names.iter().map(String::as_str), &mut budget),
+            ""
+        );
+        assert_eq!(
+            budget, HINT_BUDGET,
+            "a name longer than any valid one costs nothing"
+        );
+        let mut hinted = 0;
+        for i in 0..10_000 {
+            let typo = format!("segment-{:05}x", i % 3000);
+            if !suggestion(&typo, names.iter().map(String::as_str), &mut budget).is_empty() {
+                hinted += 1;
+            }
+        }
+        assert!(hinted > 10, "the first typos get their hint");
+        assert!(hinted < 10_000, "the budget ran out: {hinted} hints");
+        assert!(quoted(&long).len() < 100, "{}", quoted(&long));
+        assert!(quoted(&long).ends_with("... (100000 characters)"));
+        assert_eq!(quoted("eng"), "\"eng\"");
     }
 }

@@ -310,14 +310,55 @@ fn repeated_keys_are_refused() {
         invalid(&doc(
             r#", "rules": [{"id": 1, "id": 2, "name": "a", "from": "any", "to": "any", "service": "any", "action": "allow"}]"#
         )),
-        pair("rules[0]", r#"duplicate field "id""#)
+        pair(
+            "rules[0]",
+            r#"key "id" appears more than once; write it once"#
+        )
     );
     assert_eq!(
         invalid(&doc(
             r#", "segments": [{"name": "a", "prefixes": ["10.0.0.0/8"], "labels": {"zone": "it", "zone": "ot"}}]"#
         )),
-        pair("segments[0].labels", r#"duplicate label "zone""#)
+        pair(
+            "segments[0].labels",
+            r#"key "zone" appears more than once; write it once"#
+        )
     );
+    // A reviewer reads the first "action"; serde_json alone would keep the last.
+    assert_eq!(
+        invalid(&doc(
+            r#", "rules": [{"id": 1, "name": "a", "from": "any", "to": "any", "service": "any", "action": "deny", "action": "allow"}]"#
+        )),
+        pair(
+            "rules[0]",
+            r#"key "action" appears more than once; write it once"#
+        )
+    );
+}
+
+#[test]
+fn ipv4_addresses_with_leading_zeros_are_refused() {
+    assert_eq!(
+        invalid(&doc(
+            r#", "segments": [{"name": "a", "prefixes": ["010.0.0.0/8"]}]"#
+        )),
+        pair(
+            "segments[0].prefixes[0]",
+            r#""010.0.0.0/8": an address with leading zeros is ambiguous (some tools read 010 as octal 8); write "10.0.0.0/8""#
+        )
+    );
+    assert_eq!(
+        invalid(&rule_with(r#"{"prefix": "10.0.0.01/32"}"#)),
+        pair(
+            "rules[0].from.prefix",
+            r#""10.0.0.01/32": an address with leading zeros is ambiguous (some tools read 010 as octal 8); write "10.0.0.1/32""#
+        )
+    );
+    // Zero itself is not a leading zero.
+    assert!(Policy::from_json(&doc(
+        r#", "segments": [{"name": "a", "prefixes": ["10.0.0.0/8", "0.0.0.0/0"]}]"#
+    ))
+    .is_ok());
 }
 
 fn rule_with(side: &str) -> String {

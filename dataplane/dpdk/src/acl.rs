@@ -23,7 +23,7 @@
 //!
 //! ```compile_fail,E0597
 //! # use dpdk::acl::{AclBuilder, FieldDef, FieldKind, Layout};
-//! let layout = Layout::new(&[FieldDef { kind: FieldKind::Bitmask, size: 1, field_index: 0, input_index: 0, offset: 0 }])?;
+//! let layout = Layout::new(&[FieldDef::new(FieldKind::Bitmask, 1, 0, 0, 0)])?;
 //! let acl = {
 //!     let eal = dpdk::Eal::init(&["app"])?;
 //!     AclBuilder::new(&eal, "acl", &layout, 16)?.build(1)?
@@ -106,6 +106,23 @@ pub struct FieldDef {
 }
 
 impl FieldDef {
+    /// A field definition, arguments in `struct rte_acl_field_def`'s order.
+    pub const fn new(
+        kind: FieldKind,
+        size: u8,
+        field_index: u8,
+        input_index: u8,
+        offset: u32,
+    ) -> Self {
+        FieldDef {
+            kind,
+            size,
+            field_index,
+            input_index,
+            offset,
+        }
+    }
+
     /// The value that matches anything in this field.
     pub fn any(&self) -> FieldValue {
         match self.kind {
@@ -889,24 +906,14 @@ impl AclContext<'_> {
 mod tests {
     use super::*;
 
-    fn f(kind: FieldKind, size: u8, field_index: u8, input_index: u8, offset: u32) -> FieldDef {
-        FieldDef {
-            kind,
-            size,
-            field_index,
-            input_index,
-            offset,
-        }
-    }
-
     fn ipv4() -> Vec<FieldDef> {
         use FieldKind::*;
         vec![
-            f(Bitmask, 1, 0, 0, 9),
-            f(Mask, 4, 1, 1, 12),
-            f(Mask, 4, 2, 2, 16),
-            f(Range, 2, 3, 3, 20),
-            f(Range, 2, 4, 3, 22),
+            FieldDef::new(Bitmask, 1, 0, 0, 9),
+            FieldDef::new(Mask, 4, 1, 1, 12),
+            FieldDef::new(Mask, 4, 2, 2, 16),
+            FieldDef::new(Range, 2, 3, 3, 20),
+            FieldDef::new(Range, 2, 4, 3, 22),
         ]
     }
 
@@ -917,15 +924,15 @@ mod tests {
         assert_eq!(l.rule_size(), 16 + 5 * 16);
         // First field last in memory: DPDK reads it byte-wise, so its extent is its own byte.
         let l = Layout::new(&[
-            f(FieldKind::Bitmask, 1, 0, 0, 8),
-            f(FieldKind::Mask, 4, 1, 1, 0),
+            FieldDef::new(FieldKind::Bitmask, 1, 0, 0, 8),
+            FieldDef::new(FieldKind::Mask, 4, 1, 1, 0),
         ])
         .unwrap();
         assert_eq!(l.input_len(), 9);
         // First field with others after it: DPDK may load 4 bytes there, which the group after it covers.
         let l = Layout::new(&[
-            f(FieldKind::Bitmask, 1, 0, 0, 0),
-            f(FieldKind::Mask, 4, 1, 1, 1),
+            FieldDef::new(FieldKind::Bitmask, 1, 0, 0, 0),
+            FieldDef::new(FieldKind::Mask, 4, 1, 1, 1),
         ])
         .unwrap();
         assert_eq!(l.input_len(), 5);

@@ -1,23 +1,20 @@
-//! `dpdk::acl` against a real EAL and the real rte_acl. The EAL can be initialized once per process, so this is
-//! one test running named checks in order; each prints its name when it passes.
+//! `dpdk::acl` against a real EAL and the real rte_acl: one test running named checks in order (see `support`).
 
-use bulkhead_pktgen::classbench;
+mod support;
+
+use std::time::Duration;
 
 use dpdk::acl::{
     AclBuilder, AclContext, Alg, FieldDef, FieldKind, FieldValue, Layout, LayoutError, Rule,
     RuleError, MAX_FIELDS, MAX_PRIORITY,
 };
 use dpdk::{lcore, Eal, Error};
+use support::{run_checks, Check};
 use FieldKind::{Bitmask, Mask, Range};
 
+/// Shorthand for the many layouts below.
 fn def(kind: FieldKind, size: u8, field_index: u8, input_index: u8, offset: u32) -> FieldDef {
-    FieldDef {
-        kind,
-        size,
-        field_index,
-        input_index,
-        offset,
-    }
+    FieldDef::new(kind, size, field_index, input_index, offset)
 }
 
 /// The classic 5-tuple layout of l3fwd-acl and dpdk-test-acl, at IPv4-header offsets (the ports follow a
@@ -117,24 +114,9 @@ fn all(acl: &AclContext<'_>, inputs: &[&[u8]]) -> Vec<u32> {
     r
 }
 
-/// A named check, run against the one EAL of this process.
-type Check = fn(&Eal);
-
 #[test]
 fn acl_on_a_real_eal() {
-    let prefix = format!("--file-prefix=dpdk-acl-{}", std::process::id());
-    let args = [
-        "acl-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        &prefix,
-        "-l",
-        "0,1",
-        "--log-level=*:warning",
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
+    let eal = support::start_eal("acl", &[]);
 
     let checks: &[(&str, Check)] = &[
         (
@@ -181,10 +163,7 @@ fn acl_on_a_real_eal() {
             classify_concurrently_from_two_lcores,
         ),
     ];
-    for (name, check) in checks {
-        check(&eal);
-        eprintln!("acl check {name} ... ok");
-    }
+    run_checks("acl", &eal, Duration::from_secs(600), checks);
 }
 
 fn five_tuple_rules() -> Vec<Vec<FieldValue>> {
@@ -1039,19 +1018,10 @@ fn algorithms(eal: &Eal) -> Vec<Alg> {
 
 fn classbench_differential_against_linear_scan(eal: &Eal) {
     let dir = classbench::dir();
-    if !dir.is_dir() {
-        eprintln!(
-            "  SKIPPED: no ClassBench data at {} (set BULKHEAD_CLASSBENCH)",
-            dir.display()
-        );
-        return;
-    }
     let usable = algorithms(eal);
     let layout = ipv4_layout();
     for set in ["acl1_1k", "fw1_1k", "ipc1_1k"] {
-        let (rules, trace) = classbench::load(&dir, set)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("{set} in {}", dir.display()));
+        let (rules, trace) = classbench::load(&dir, set).unwrap_or_else(|e| panic!("{e}"));
         let fields: Vec<Vec<FieldValue>> = rules
             .iter()
             .map(|r| {

@@ -1,6 +1,8 @@
 //! The safe layer against a real EAL, with a loopback `net_ring` device (what a port transmits, it receives).
 //! The EAL can be initialized once per process, so this is one test walking through the layer in order.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dpdk::{lcore, Burst, Eal, Error, Mbuf, Mempool, Port, PortConfig, MAX_BURST};
@@ -17,22 +19,12 @@ fn frame(i: usize) -> Vec<u8> {
 
 #[test]
 fn eal_mbufs_ports_and_lcores() {
-    let prefix = format!("--file-prefix=dpdk-layer-{}", std::process::id());
-    let args = [
-        "layer-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        &prefix,
-        "-l",
-        "0,1",
-        "--vdev=net_ring0",
-        "--log-level=*:warning",
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
-    assert!(matches!(Eal::init(&args), Err(Error::AlreadyInitialized)));
-    assert!(eal.lcore_enabled(1));
+    let extra = ["--vdev=net_ring0"];
+    let eal = support::start_eal("layer", &extra);
+    assert!(matches!(
+        Eal::init(&support::eal_args("layer", &extra)),
+        Err(Error::AlreadyInitialized)
+    ));
 
     let pool = Mempool::new(&eal, "layer", POOL, 0, 2048 + 128, None).expect("mempool");
     assert_eq!(pool.in_use(), 0);

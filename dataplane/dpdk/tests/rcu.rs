@@ -1,6 +1,7 @@
-//! `dpdk::rcu` against a real EAL, with the reader on worker lcore 1. The EAL can be initialized once per
-//! process, so this is one test running named checks in order; each prints its name when it passes. A watchdog
-//! aborts the process if a grace period never ends, so a deadlock fails the test instead of hanging it.
+//! `dpdk::rcu` against a real EAL, with the reader on worker lcore 1: one test running named checks in order
+//! (see `support`). The watchdog's limit is short because a grace period that never ends is the bug to catch.
+
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -9,30 +10,7 @@ use std::time::Duration;
 
 use dpdk::rcu::{Qsbr, RcuCell, MAX_THREADS};
 use dpdk::{lcore, Eal, Error};
-
-/// Aborts the process unless dropped within `limit`.
-struct Watchdog(Option<mpsc::Sender<()>>);
-
-impl Watchdog {
-    fn new(what: &'static str, limit: Duration) -> Self {
-        let (tx, rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-                eprintln!("rcu test: {what} did not finish within {limit:?} (deadlock?)");
-                std::process::abort();
-            }
-        });
-        Watchdog(Some(tx))
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
+use support::{run_checks, Check};
 
 /// Who dropped which version, and on which thread.
 struct Tracker {
@@ -84,26 +62,9 @@ impl Drop for V<'_> {
     }
 }
 
-/// A named check, run against the one EAL of this process.
-type Check = fn(&Eal);
-
 #[test]
 fn rcu_on_a_real_eal() {
-    let prefix = format!("--file-prefix=dpdk-rcu-{}", std::process::id());
-    let args = [
-        "rcu-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        &prefix,
-        "-l",
-        "0,1",
-        "--log-level=*:warning",
-    ];
-    let eal = Eal::init(&args).expect("EAL init");
-    assert!(eal.lcore_enabled(1));
-
+    let eal = support::start_eal("rcu", &[]);
     let checks: &[(&str, Check)] = &[
         ("qsbr_and_thread_ids", qsbr_and_thread_ids),
         (
@@ -127,11 +88,7 @@ fn rcu_on_a_real_eal() {
             reader_offline_while_blocked_on_lcore_1,
         ),
     ];
-    for (name, check) in checks {
-        let _watchdog = Watchdog::new(name, Duration::from_secs(60));
-        check(&eal);
-        eprintln!("rcu check {name} ... ok");
-    }
+    run_checks("rcu", &eal, Duration::from_secs(60), checks);
 }
 
 fn qsbr_and_thread_ids(_eal: &Eal) {

@@ -55,7 +55,7 @@ pub fn classify(args: &Args) -> Result<Vec<Row>> {
         "classify",
     ]))?;
     let example = target_dir().join("release/examples/classify");
-    let data = super::classbench_dir();
+    let data = classbench::dir();
     let alg = best_acl_algorithm();
     let mut rows = Vec::new();
     let mut summary = Vec::new();
@@ -65,19 +65,13 @@ pub fn classify(args: &Args) -> Result<Vec<Row>> {
     println!("| set | rules | dpdk-test-acl (Mpps) | bulkhead dpdk::acl (Mpps) | ratio |");
     println!("|---|---|---|---|---|");
     for set in CLASSBENCH_SETS {
-        let (rules, trace) = (data.join(set), data.join(format!("{set}_trace")));
-        if !rules.exists() || !trace.exists() {
-            eprintln!("xtask: {set}: not found under {}, skipped", data.display());
-            continue;
-        }
-        let n_rules = std::fs::read_to_string(&rules)?
-            .lines()
-            .filter(|l| l.starts_with('@'))
-            .count();
-        let n = std::fs::read_to_string(&trace)?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count();
+        let (rules, trace) = (
+            classbench::rules_path(&data, set),
+            classbench::trace_path(&data, set),
+        );
+        // Read here first, so that a missing or malformed set fails the suite with the file's name.
+        let n_rules = classbench::read_rules(&rules)?.len();
+        let n = classbench::read_trace(&trace)?.len();
         let iter = LOOKUPS_PER_RUN.div_ceil(n.max(1)).to_string();
         let (mut theirs, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {

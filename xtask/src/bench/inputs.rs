@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use bulkhead_pktgen::classbench::Rule;
 use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec, FCS_LEN};
 use bulkhead_pktgen::pcap::PcapSink;
 use bulkhead_pktgen::rng::SplitMix64;
+use classbench::Rule;
 use net::TcpFlags;
 
 use crate::util::Result;

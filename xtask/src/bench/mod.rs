@@ -250,12 +250,6 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Where ClassBench lives: `$BULKHEAD_CLASSBENCH`, else `shared/data/classbench` beside the project root.
-pub fn classbench_dir() -> PathBuf {
-    std::env::var_os("BULKHEAD_CLASSBENCH")
-        .map_or_else(|| root().join("../shared/data/classbench"), PathBuf::from)
-}
-
 pub fn run_capture(cmd: &mut Command) -> Result<String> {
     eprintln!("$ {}", show(cmd));
     let out = cmd.output()?;

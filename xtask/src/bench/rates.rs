@@ -189,9 +189,7 @@ const NEW_FLOWS_TABLE: u32 = 65_536;
 pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
     let bin = build_release(&["bulkhead-dataplane"])?;
     let dir = out_dir()?;
-    let text = std::fs::read_to_string(super::classbench_dir().join("acl1_10k"))
-        .map_err(|e| format!("ClassBench acl1_10k: {e}"))?;
-    let rules = bulkhead_pktgen::classbench::parse_rules(&text)?;
+    let rules = classbench::read_rules(&classbench::rules_path(&classbench::dir(), "acl1_10k"))?;
     let policy = dir.join("acl1_10k.policy.json");
     std::fs::write(
         &policy,

@@ -14,7 +14,7 @@ use crate::util::{build_release, root, show, target_dir, Result};
 /// destination prefix on a service with its protocol and port ranges. Rules with a wildcard protocol but port
 /// constraints cannot be written in the policy model (ports belong to TCP or UDP), so they keep their prefixes
 /// and match any protocol and port: the rule count stays that of the set.
-pub fn classbench_policy(rules: &[bulkhead_pktgen::classbench::Rule]) -> serde_json::Value {
+pub fn classbench_policy(rules: &[classbench::Rule]) -> serde_json::Value {
     use std::collections::BTreeMap;
     let net = |(a, l): (u32, u32)| format!("{}/{l}", std::net::Ipv4Addr::from(a));
     let range = |(lo, hi): (u16, u16)| {
@@ -74,10 +74,7 @@ fn vm_kib(pid: u32, field: &str) -> u64 {
 }
 
 pub fn swap(args: &Args) -> Result<Vec<Row>> {
-    let data = super::classbench_dir();
-    let text =
-        std::fs::read_to_string(data.join("acl1_10k")).map_err(|e| format!("acl1_10k: {e}"))?;
-    let rules = bulkhead_pktgen::classbench::parse_rules(&text)?;
+    let rules = classbench::read_rules(&classbench::rules_path(&classbench::dir(), "acl1_10k"))?;
     let doc = classbench_policy(&rules);
     let bin = build_release(&["bulkhead-dataplane"])?;
     let dir = target_dir().join("bench-swap");

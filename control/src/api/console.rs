@@ -1,0 +1,121 @@
+//! What the web console polls: stats, rules health and the traffic map. Each answers from the pollers' memory
+//! (metrics, flow log), never with a dataplane request, so any number of consoles cost the dataplane nothing.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::Json;
+use policy::Policy;
+use serde_json::Value;
+
+use super::extract::{self, ApiResult, Params, QueryParams};
+use super::{p, Routes};
+use crate::app::Shared;
+use crate::error::ApiError;
+use crate::rulehealth::{self, RulesHealthQuery, Which};
+use crate::stats;
+use crate::traffic::{self, TrafficMapQuery, MAX_WINDOW_S};
+
+pub(super) fn routes(r: Routes) -> Routes {
+    use Method as M;
+    r.add(M::GET, &p("/stats"), get_stats)
+        .add_with::<RulesHealthQuery, _, _>(M::GET, &p("/rules/health"), rules_health)
+        .add_with::<TrafficMapQuery, _, _>(M::GET, &p("/traffic/map"), traffic_map)
+}
+
+async fn get_stats(State(app): State<Shared>) -> Json<Value> {
+    Json(app.metrics.with_reading(stats::stats))
+}
+
+impl QueryParams for RulesHealthQuery {
+    const NAMES: &'static [&'static str] = &["policy", "stale_after_s"];
+    fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
+        match name {
+            "policy" => {
+                self.which = match v {
+                    "active" => Which::Active,
+                    "draft" => Which::Draft,
+                    _ => return Err("active or draft"),
+                }
+            }
+            "stale_after_s" => {
+                self.stale_after_s = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or("a number of seconds, at least 1")?
+            }
+            _ => extract::not_a_name(name),
+        }
+        Ok(())
+    }
+}
+
+async fn rules_health(
+    State(app): State<Shared>,
+    Params(q): Params<RulesHealthQuery>,
+) -> ApiResult<Json<Value>> {
+    let (version, key, policy) = {
+        let store = app.store.lock().await;
+        match q.which {
+            Which::Active => {
+                let v = store.active_version();
+                let key = rulehealth::CacheKey::Active(v.unwrap_or(0));
+                (v, key, store.active_policy().cloned())
+            }
+            Which::Draft => {
+                let p = Policy::new(store.draft().clone())
+                    .map_err(|e| ApiError::invalid_policy("the draft does not validate", &e))?;
+                (None, rulehealth::CacheKey::Draft(store.revision()), Some(p))
+            }
+        }
+    };
+    let counters = app.metrics.with_reading(rulehealth::rule_counters);
+    // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
+    let cache = app.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let shadowed = policy.as_ref().map(|p| cache.shadow_cache.get(key, p));
+        let with = policy.as_ref().zip(shadowed.as_deref());
+        rulehealth::report(&q, version, with, counters.as_ref(), SystemTime::now())
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("rules health: {e}"),
+        )
+    })?;
+    Ok(Json(answer))
+}
+
+impl QueryParams for TrafficMapQuery {
+    const NAMES: &'static [&'static str] = &["window_s", "proto", "port"];
+    fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
+        match name {
+            "window_s" => {
+                self.window_s = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WINDOW_S).contains(n))
+                    .ok_or("a number of seconds, 1 to 86400")?
+            }
+            // As the flow log takes them, so the map and the flow log select the same events.
+            "proto" => self.filter.proto = Some(extract::proto(v)?),
+            "port" => self.filter.port = Some(extract::port(v)?),
+            _ => extract::not_a_name(name),
+        }
+        Ok(())
+    }
+}
+
+async fn traffic_map(State(app): State<Shared>, Params(q): Params<TrafficMapQuery>) -> Json<Value> {
+    let active = app.store.lock().await.active_policy().cloned();
+    Json(traffic::map(
+        &app.flowlog,
+        active.as_ref(),
+        &q,
+        SystemTime::now(),
+    ))
+}

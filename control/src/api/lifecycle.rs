@@ -1,0 +1,171 @@
+//! The policy lifecycle over HTTP: commit, confirm, rollback (the work is done by [`crate::lifecycle`]), the
+//! version history and the active version.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResult, Body, Who};
+use super::{p, Routes};
+use crate::app::Shared;
+use crate::error::ApiError;
+use crate::lifecycle;
+use crate::store::Pending;
+use crate::time;
+
+pub(super) fn routes(r: Routes) -> Routes {
+    use Method as M;
+    r.add(M::GET, &p("/active"), get_active)
+        .add(M::POST, &p("/commit"), commit)
+        .add(M::POST, &p("/confirm"), confirm)
+        .add(M::POST, &p("/rollback"), rollback)
+        .add(M::GET, &p("/versions"), list_versions)
+        .add(M::GET, &p("/versions/{version}"), get_version)
+}
+
+async fn get_active(State(app): State<Shared>) -> ApiResult {
+    let store = app.store.lock().await;
+    let (Some(active), Some(policy)) = (store.active(), store.active_policy()) else {
+        return Err(ApiError::not_found("no version has been committed yet"));
+    };
+    let meta = store.meta(active.version);
+    Ok(with_etag(
+        active_etag(&store),
+        Json(json!({
+            "version": active.version,
+            "meta": meta,
+            "pending_confirm": pending_json(active.pending.as_ref()),
+            "policy": policy.document(),
+        })),
+    ))
+}
+
+fn pending_json(p: Option<&Pending>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "deadline": time::rfc3339(time::from_unix_ms(p.deadline_unix_ms)),
+            "deadline_unix_ms": p.deadline_unix_ms,
+            "revert_to": p.revert_to,
+        }),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    #[serde(default)]
+    comment: String,
+    /// Revert by itself unless confirmed within this many seconds.
+    confirm_within_s: Option<u64>,
+    /// Like `confirm_within_s` with the configured `confirm_timeout_s`.
+    #[serde(default)]
+    confirm: bool,
+}
+
+async fn commit(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+    Body(body): Body<Option<CommitBody>>,
+) -> ApiResult {
+    let started = Instant::now();
+    let body = body.unwrap_or_default();
+    let window = lifecycle::confirm_window(&app, body.confirm_within_s, body.confirm)?;
+    let mut store = app.store.lock().await;
+    if_match(&headers, &draft_etag(store.revision()))?;
+    let done = lifecycle::commit(&app, &mut store, &who(w), body.comment, window, started).await?;
+    Ok(with_etag(
+        active_etag(&store),
+        Json(json!({
+            "version": done.version,
+            "previous": done.previous,
+            "dataplane": done.dataplane,
+            "commit_ms": done.took.as_secs_f64() * 1e3,
+            "pending_confirm": pending_json(done.pending.as_ref()),
+        })),
+    ))
+}
+
+async fn confirm(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let mut store = app.store.lock().await;
+    if_match(&headers, &active_etag(&store))?;
+    let version = lifecycle::confirm(&mut store, &who(w))?;
+    Ok(with_etag(
+        active_etag(&store),
+        Json(json!({"version": version, "confirmed": true})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: u64,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn rollback(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+    Body(body): Body<RollbackBody>,
+) -> ApiResult {
+    let started = Instant::now();
+    let mut store = app.store.lock().await;
+    if_match(&headers, &active_etag(&store))?;
+    let done = lifecycle::rollback(
+        &app,
+        &mut store,
+        &who(w),
+        body.version,
+        body.comment,
+        started,
+    )
+    .await?;
+    Ok(with_etag(
+        active_etag(&store),
+        Json(
+            json!({"version": done.version, "source": body.version, "previous": done.previous, "dataplane": done.dataplane}),
+        ),
+    ))
+}
+
+async fn list_versions(State(app): State<Shared>) -> Json<Value> {
+    let store = app.store.lock().await;
+    let active = store.active_version();
+    let list: Vec<Value> = store
+        .versions()
+        .rev()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or_default();
+            v["active"] = json!(Some(m.version) == active);
+            v
+        })
+        .collect();
+    Json(json!({"active": active, "versions": list}))
+}
+
+async fn get_version(State(app): State<Shared>, Path(v): Path<String>) -> ApiResult<Json<Value>> {
+    let v: u64 = v.parse().map_err(|_| {
+        ApiError::bad_request("not a version number")
+            .detail("version", "expected a positive integer")
+    })?;
+    let store = app.store.lock().await;
+    let meta = store
+        .meta(v)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no version {v}")))?;
+    let doc = store.version_document(v)?;
+    Ok(Json(
+        json!({"meta": meta, "active": store.active_version() == Some(v), "policy": doc}),
+    ))
+}
