@@ -2,8 +2,6 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde_json::Value;
-
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::dataplane::Dataplane;
@@ -27,7 +25,7 @@ pub struct App {
     pub shadow_cache: ShadowCache,
     pub config: Config,
     /// The last `status` answer of the dataplane (or why there was none), for `health`.
-    pub dataplane_seen: Mutex<Result<Value, String>>,
+    pub dataplane_seen: Mutex<Result<protocol::Status, String>>,
     /// The last reconciliation that verified the dataplane runs the active version: (version, dataplane uptime).
     pub verified: Mutex<Option<(u64, f64)>>,
 }

@@ -1,16 +1,20 @@
-//! Client of the dataplane's local control socket (JSON lines, protocol v1; see
-//! `dataplane/src/control/protocol.rs`). One connection per request: the dataplane may restart at any time and
-//! control must never hold state that a restart invalidates.
+//! Client of the dataplane's local control socket (the messages of the `protocol` crate, one per line). One
+//! connection per request: the dataplane may restart at any time and control must never hold state that a
+//! restart invalidates.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use protocol::{
+    decode_reply, encode_request, CountersReport, ErrorCode, EventBatch, FlowFilter, FlowList,
+    KillResult, LoadPolicyResult, PolicyState, Request, Status,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-/// The protocol version this client speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
+pub use protocol::PROTOCOL_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -29,7 +33,7 @@ pub enum DataplaneError {
     /// The dataplane answered with an error (`code` is its machine-readable code, e.g. `invalid_policy`).
     #[error("dataplane refused: {message}")]
     Refused {
-        code: String,
+        code: ErrorCode,
         message: String,
         details: Vec<String>,
     },
@@ -59,23 +63,25 @@ impl Dataplane {
         &self.path
     }
 
-    /// Sends `request` (an object with `op` and its arguments; `v` is added) and returns its `result`.
-    pub async fn request(&self, mut request: Value) -> Result<Value, DataplaneError> {
-        request["v"] = json!(PROTOCOL_VERSION);
-        match tokio::time::timeout(self.timeout, self.exchange(&request)).await {
+    /// Sends `request` and returns its result, read as `T` (the result type of the request's op).
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        request: &Request,
+    ) -> Result<T, DataplaneError> {
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(answer) => answer,
             Err(_) => Err(DataplaneError::Timeout(self.timeout)),
         }
     }
 
-    async fn exchange(&self, request: &Value) -> Result<Value, DataplaneError> {
+    async fn exchange<T: DeserializeOwned>(&self, request: &Request) -> Result<T, DataplaneError> {
         let mut stream = UnixStream::connect(&self.path).await.map_err(|source| {
             DataplaneError::Unreachable {
                 path: self.path.clone(),
                 source,
             }
         })?;
-        let mut line = request.to_string();
+        let mut line = encode_request(None, request);
         line.push('\n');
         stream.write_all(line.as_bytes()).await?;
         let mut answer = String::new();
@@ -85,67 +91,72 @@ impl Dataplane {
                 "connection closed without an answer".into(),
             ));
         }
-        let mut answer: Value = serde_json::from_str(&answer)
-            .map_err(|e| DataplaneError::Protocol(format!("{e}: {answer:?}")))?;
-        if answer["ok"] == json!(true) {
-            return Ok(answer["result"].take());
-        }
-        let error = &answer["error"];
-        match error["code"].as_str() {
-            Some(code) => Err(DataplaneError::Refused {
-                code: code.to_string(),
-                message: error["message"].as_str().unwrap_or_default().to_string(),
-                details: error["details"]
-                    .as_array()
-                    .map(|d| {
-                        d.iter()
-                            .filter_map(|s| s.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+        match decode_reply(&answer) {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(refusal)) => Err(DataplaneError::Refused {
+                code: refusal.code,
+                message: refusal.message,
+                details: refusal.details,
             }),
-            None => Err(DataplaneError::Protocol(format!(
-                "neither a result nor an error: {answer}"
+            Err(e) => Err(DataplaneError::Protocol(format!(
+                "{e}: {:?}",
+                answer.trim_end()
             ))),
         }
     }
 
     /// Process, active policy version, workers, uptime.
-    pub async fn status(&self) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "status"})).await
+    pub async fn status(&self) -> Result<Status, DataplaneError> {
+        self.request(&Request::Status {}).await
     }
 
     /// Every counter: totals, per worker, per rule, per port.
-    pub async fn counters(&self) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "counters"})).await
+    pub async fn counters(&self) -> Result<CountersReport, DataplaneError> {
+        self.request(&Request::Counters {}).await
     }
 
     /// Validates, compiles, persists and publishes `policy` as `version`.
-    pub async fn load_policy(&self, policy: &Value, version: u64) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "load_policy", "policy": policy, "version": version}))
-            .await
+    pub async fn load_policy(
+        &self,
+        policy: &Value,
+        version: u64,
+    ) -> Result<LoadPolicyResult, DataplaneError> {
+        let request = Request::LoadPolicy {
+            policy: policy.clone(),
+            version: Some(version),
+        };
+        self.request(&request).await
     }
 
-    /// The active policy document and its version (`null` before the first policy).
-    pub async fn get_policy(&self) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "get_policy"})).await
+    /// The active policy document and its version (`None` before the first policy).
+    pub async fn get_policy(&self) -> Result<PolicyState, DataplaneError> {
+        self.request(&Request::GetPolicy {}).await
     }
 
-    /// Tracked connections matching `filter` (fields: addr, src, dst, port, proto, rule_id), at most `limit`.
-    pub async fn flows(&self, filter: &Value, limit: usize) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "flows", "filter": filter, "limit": limit}))
-            .await
+    /// Tracked connections matching `filter`, at most `limit`.
+    pub async fn flows(
+        &self,
+        filter: &FlowFilter,
+        limit: usize,
+    ) -> Result<FlowList, DataplaneError> {
+        let request = Request::Flows {
+            filter: filter.clone(),
+            limit: Some(limit),
+        };
+        self.request(&request).await
     }
 
     /// Removes the tracked connections matching `filter`.
-    pub async fn kill_flows(&self, filter: &Value) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "kill_flows", "filter": filter}))
-            .await
+    pub async fn kill_flows(&self, filter: &FlowFilter) -> Result<KillResult, DataplaneError> {
+        let request = Request::KillFlows {
+            filter: filter.clone(),
+        };
+        self.request(&request).await
     }
 
     /// Flow events queued since the last call, at most `max`.
-    pub async fn events(&self, max: usize) -> Result<Value, DataplaneError> {
-        self.request(json!({"op": "events", "max": max})).await
+    pub async fn events(&self, max: usize) -> Result<EventBatch, DataplaneError> {
+        self.request(&Request::Events { max: Some(max) }).await
     }
 }
 
@@ -179,21 +190,24 @@ mod tests {
     #[tokio::test]
     async fn results_and_refusals() {
         let d = tempdir("ok");
-        let dp = answer_once(&d, "{\"v\":1,\"ok\":true,\"result\":{\"x\":1}}\n").await;
-        assert_eq!(dp.status().await.unwrap(), json!({"x": 1}));
+        let dp = answer_once(&d, "{\"v\":1,\"ok\":true,\"result\":{\"killed\":4}}\n").await;
+        assert_eq!(
+            dp.kill_flows(&FlowFilter::default()).await.unwrap(),
+            KillResult { killed: 4 }
+        );
         let d = tempdir("err");
         let dp = answer_once(
             &d,
             "{\"v\":1,\"ok\":false,\"error\":{\"code\":\"invalid_policy\",\"message\":\"2 errors\",\"details\":[\"a\",\"b\"]}}\n",
         )
         .await;
-        match dp.load_policy(&json!({}), 3).await {
+        match dp.load_policy(&Value::Null, 3).await {
             Err(DataplaneError::Refused {
                 code,
                 message,
                 details,
             }) => {
-                assert_eq!(code, "invalid_policy");
+                assert_eq!(code, ErrorCode::InvalidPolicy);
                 assert_eq!(message, "2 errors");
                 assert_eq!(details, ["a", "b"]);
             }

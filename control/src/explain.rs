@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use axum::http::StatusCode;
 use policy::{proto, Decision, Flow, Policy};
+use protocol::{FlowFilter, FlowInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -162,21 +163,16 @@ pub fn judge(p: &Policy, flow: &Flow) -> Value {
 }
 
 /// A tracked connection as the dataplane lists it, judged again in its original direction.
-fn tracked_flow(f: &Value) -> Option<Flow> {
-    let src: IpAddr = f["src"].as_str()?.parse().ok()?;
-    let dst: IpAddr = f["dst"].as_str()?.parse().ok()?;
-    let p = u8::try_from(f["proto"].as_u64()?).ok()?;
-    let vlan = u16::try_from(f["vlan"].as_u64().unwrap_or(0))
-        .ok()
-        .filter(|v| *v != 0);
-    let port = |k: &str| u16::try_from(f[k].as_u64().unwrap_or(0)).unwrap_or(0);
-    Some(match p {
+fn tracked_flow(f: &FlowInfo) -> Flow {
+    let vlan = (f.vlan != 0).then_some(f.vlan);
+    let (src, dst) = (f.src, f.dst);
+    match f.proto {
         // Tracked ICMP connections are echo exchanges: the original direction is the request.
         proto::ICMP => Flow::icmp(src, dst, vlan, false, 8, 0),
         proto::ICMPV6 => Flow::icmp(src, dst, vlan, true, 128, 0),
-        proto::TCP | proto::UDP => Flow::new(src, dst, vlan, p, port("sport"), port("dport")),
-        _ => Flow::other(src, dst, vlan, p),
-    })
+        proto::TCP | proto::UDP => Flow::new(src, dst, vlan, f.proto, f.sport, f.dport),
+        p => Flow::other(src, dst, vlan, p),
+    }
 }
 
 /// Most connections examined for one explain request.
@@ -186,23 +182,21 @@ const LIST_LIMIT: usize = 1000;
 
 /// Which currently tracked connections `draft` would cut if committed.
 pub async fn connections_cut(dp: &Dataplane, draft: &Policy) -> Value {
-    let listed = match dp.flows(&json!({}), SCAN_LIMIT).await {
+    let listed = match dp.flows(&FlowFilter::default(), SCAN_LIMIT).await {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("tracked connections unavailable: {e}")}),
     };
-    let flows = listed["flows"].as_array().cloned().unwrap_or_default();
+    let flows = listed.flows;
     let keep = draft.settings().on_policy_change == policy::OnPolicyChange::Keep;
     let mut cut = Vec::new();
     let mut count = 0usize;
     if !keep {
         for f in &flows {
-            let Some(flow) = tracked_flow(f) else {
-                continue;
-            };
+            let flow = tracked_flow(f);
             if !draft.evaluate(&flow).passes() {
                 count += 1;
                 if cut.len() < LIST_LIMIT {
-                    let mut c = f.clone();
+                    let mut c = serde_json::to_value(f).unwrap_or_default();
                     c["draft"] = judge(draft, &flow);
                     cut.push(c);
                 }
@@ -211,7 +205,7 @@ pub async fn connections_cut(dp: &Dataplane, draft: &Policy) -> Value {
     }
     json!({
         "tracked": flows.len(),
-        "scan_truncated": listed["truncated"],
+        "scan_truncated": listed.truncated,
         "on_policy_change": draft.settings().on_policy_change,
         "would_cut": count,
         "cut": cut,

@@ -28,6 +28,7 @@ use tokio::sync::broadcast;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::metrics::at_least;
 use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
+use protocol::{EventBatch, EventKind, FlowEvent};
 
 /// `[flow_log]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -77,28 +78,20 @@ fn at_least_usize<'de, D: serde::Deserializer<'de>, const MIN: u64>(
 /// Events asked for per request; more are fetched at once while the dataplane reports some remaining.
 const BATCH: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    New,
-    Denied,
-    Closed,
-}
-
-impl Kind {
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "new" => Some(Kind::New),
-            "denied" => Some(Kind::Denied),
-            "closed" => Some(Kind::Closed),
-            _ => None,
-        }
+/// A flow event kind as query parameters spell it.
+pub fn parse_kind(s: &str) -> Option<EventKind> {
+    match s {
+        "new" => Some(EventKind::New),
+        "denied" => Some(EventKind::Denied),
+        "closed" => Some(EventKind::Closed),
+        _ => None,
     }
 }
 
 /// The fields filters (and the traffic map) look at, parsed once when the event arrives.
 #[derive(Debug, Default, Clone)]
 pub struct Key {
-    pub kind: Option<Kind>,
+    pub kind: Option<EventKind>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub sport: Option<u16>,
@@ -118,51 +111,30 @@ pub struct Key {
 }
 
 impl Key {
-    fn of(e: &Map<String, Value>) -> Key {
-        let ip = |k: &str| e.get(k)?.as_str()?.parse().ok();
-        let int = |k: &str| e.get(k)?.as_u64();
-        let names = |k: &str| -> Option<Vec<String>> {
-            e.get(k)?
-                .as_array()?
-                .iter()
-                .map(|n| n.as_str().map(String::from))
-                .collect()
-        };
-        // `[original, reply]` per the dataplane; a plain number is taken as is.
-        let both = |k: &str| match e.get(k) {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).sum(),
-            Some(v) => v.as_u64().unwrap_or(0),
-            None => 0,
-        };
+    fn of(e: &FlowEvent) -> Key {
         Key {
-            kind: e.get("kind").and_then(Value::as_str).and_then(Kind::parse),
-            src: ip("src"),
-            dst: ip("dst"),
-            sport: int("sport").and_then(|n| u16::try_from(n).ok()),
-            dport: int("dport").and_then(|n| u16::try_from(n).ok()),
-            proto: int("proto").and_then(|n| u8::try_from(n).ok()),
-            rule_id: int("rule_id").and_then(|n| u32::try_from(n).ok()),
-            src_segments: names("src_segments"),
-            dst_segments: names("dst_segments"),
-            time: e
-                .get("time")
-                .and_then(Value::as_str)
-                .and_then(|t| humantime::parse_rfc3339(t).ok()),
-            verdict: e.get("verdict").and_then(Value::as_str).map(String::from),
-            packets: both("packets"),
-            bytes: both("bytes"),
+            kind: Some(e.kind),
+            src: Some(e.src),
+            dst: Some(e.dst),
+            sport: Some(e.sport),
+            dport: Some(e.dport),
+            proto: Some(e.proto),
+            rule_id: Some(e.rule_id),
+            src_segments: Some(e.src_segments.clone()),
+            dst_segments: Some(e.dst_segments.clone()),
+            time: humantime::parse_rfc3339(&e.time).ok(),
+            verdict: Some(e.verdict.as_str().to_string()),
+            packets: e.packets.iter().sum(),
+            bytes: e.bytes.iter().sum(),
         }
     }
 
-    /// Whether the dataplane sent every field a filter may look at.
-    fn complete(&self) -> bool {
-        self.kind.is_some()
-            && self.src.is_some()
-            && self.dst.is_some()
-            && self.sport.is_some()
-            && self.dport.is_some()
-            && self.proto.is_some()
-            && self.rule_id.is_some()
+    /// The key of a line of the flow log file (an event with its `seq`); empty for a line that is not one.
+    fn of_line(mut line: Map<String, Value>) -> Key {
+        line.remove("seq");
+        serde_json::from_value::<FlowEvent>(Value::Object(line))
+            .map(|e| Key::of(&e))
+            .unwrap_or_default()
     }
 }
 
@@ -178,7 +150,7 @@ pub struct StoredEvent {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FlowLogFilter {
     /// Any of these kinds (empty: all).
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<EventKind>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     /// Either endpoint.
@@ -247,7 +219,6 @@ struct Ring {
 /// Control-side counters of the flow log (exported once [`FlowLog::register_metrics`] is called).
 struct Stats {
     events: IntCounter,
-    malformed: IntCounter,
     write_errors: IntCounter,
     lost: IntCounter,
     rotations: IntCounter,
@@ -259,10 +230,9 @@ impl Stats {
     fn new() -> Stats {
         let c = |n: &str, h: &str| IntCounter::new(n, h).expect("a valid counter name");
         Stats {
-            events: c("bulkhead_flow_log_events_total", "Flow events drained from the dataplane."),
-            malformed: c(
-                "bulkhead_flow_log_malformed_events_total",
-                "Flow events from the dataplane that lacked fields filters use (kept, but only unfiltered queries show them), or were not objects (dropped).",
+            events: c(
+                "bulkhead_flow_log_events_total",
+                "Flow events drained from the dataplane.",
             ),
             write_errors: c(
                 "bulkhead_flow_log_write_errors_total",
@@ -322,14 +292,7 @@ impl FlowLog {
     /// Adds the flow log's own counters to `registry` (the one `/metrics` renders).
     pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
         let s = &self.stats;
-        for c in [
-            &s.events,
-            &s.malformed,
-            &s.write_errors,
-            &s.lost,
-            &s.rotations,
-            &s.lagged,
-        ] {
+        for c in [&s.events, &s.write_errors, &s.lost, &s.rotations, &s.lagged] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(s.subscribers.clone()))
@@ -368,13 +331,8 @@ impl FlowLog {
     /// Drains one batch of events: numbered, kept, streamed, written. Returns how many the dataplane still
     /// holds.
     pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<u64, DataplaneError> {
-        let mut answer = dataplane.events(BATCH).await?;
-        let remaining = answer["remaining"].as_u64().unwrap_or(0);
-        let Value::Array(events) = answer["events"].take() else {
-            return Err(DataplaneError::Protocol(format!(
-                "events answer without an \"events\" array: {answer}"
-            )));
-        };
+        let EventBatch { events, remaining } = dataplane.events(BATCH).await?;
+        let remaining = remaining as u64;
         self.stats.subscribers.set(self.tx.receiver_count() as i64);
         if events.is_empty() {
             return Ok(remaining);
@@ -406,19 +364,16 @@ impl FlowLog {
     }
 
     /// Numbers `events`, puts them in the ring and sends them to subscribers.
-    pub(crate) fn ingest(&self, events: Vec<Value>) -> Vec<Arc<StoredEvent>> {
+    pub(crate) fn ingest(&self, events: Vec<FlowEvent>) -> Vec<Arc<StoredEvent>> {
         let mut out = Vec::with_capacity(events.len());
         {
             let mut ring = lock(&self.ring);
             for e in events {
-                let Value::Object(mut map) = e else {
-                    self.stats.malformed.inc();
+                let key = Key::of(&e);
+                // Through a `Value`: the file and the API have always had the event's keys in sorted order.
+                let Ok(Value::Object(mut map)) = serde_json::to_value(&e) else {
                     continue;
                 };
-                let key = Key::of(&map);
-                if !key.complete() {
-                    self.stats.malformed.inc();
-                }
                 let seq = ring.next_seq;
                 ring.next_seq += 1;
                 map.insert("seq".into(), json!(seq));
@@ -759,8 +714,8 @@ fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>
             }
             older.push(Arc::new(StoredEvent {
                 seq,
-                key: Key::of(&map),
                 json: String::from_utf8_lossy(line).into_owned(),
+                key: Key::of_line(map),
             }));
         }
         for e in older {

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use policy::{Policy, PolicyError};
-use serde_json::{json, Value};
+use protocol::LoadPolicyResult;
+use serde_json::json;
 
 use crate::app::App;
 use crate::config::MAX_CONFIRM_S;
@@ -63,7 +64,7 @@ pub struct Activated {
     /// The version active before.
     pub previous: Option<u64>,
     /// The dataplane's `load_policy` report.
-    pub dataplane: Value,
+    pub dataplane: LoadPolicyResult,
     /// From the request's start to enforcement (also observed in the commit histogram).
     pub took: Duration,
     pub pending: Option<Pending>,

@@ -22,6 +22,7 @@ use prometheus::{Encoder, Histogram, HistogramOpts, Registry, TextEncoder};
 use serde::{Deserialize, Deserializer};
 
 use crate::dataplane::{Dataplane, DataplaneError};
+use protocol::CountersReport;
 
 /// `[metrics]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,66 +54,6 @@ pub(crate) fn at_least<'de, D: Deserializer<'de>, const MIN: u64>(d: D) -> Resul
         )));
     }
     Ok(v)
-}
-
-// ---- What the dataplane reports (`counters`; see dataplane/src/management.rs `counters_report`). Unknown
-// fields are ignored and absent ones default, so a newer dataplane still reads. ----
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct CountersReport {
-    pub(crate) policy_version: Option<u64>,
-    pub(crate) totals: WorkerStats,
-    pub(crate) workers: Vec<WorkerStats>,
-    pub(crate) rules: Vec<RuleStats>,
-    pub(crate) events_buffer_overflow: u64,
-    /// Device counters per port (the dataplane's main loop adds them to its management thread's answer).
-    pub(crate) ports: Vec<PortStats>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct WorkerStats {
-    pub(crate) rx_packets: u64,
-    pub(crate) tx_packets: u64,
-    pub(crate) busy_polls: u64,
-    pub(crate) idle_polls: u64,
-    pub(crate) would_deny: u64,
-    pub(crate) flows_created: u64,
-    pub(crate) flows_closed: u64,
-    pub(crate) flows_active: u64,
-    pub(crate) flows_evicted: u64,
-    pub(crate) rejects_sent: u64,
-    pub(crate) events_dropped: u64,
-    pub(crate) events_rate_limited: u64,
-    pub(crate) drops: BTreeMap<String, u64>,
-    pub(crate) malformed: BTreeMap<String, u64>,
-    pub(crate) conntrack: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RuleStats {
-    pub(crate) rule_id: u32,
-    pub(crate) packets: u64,
-    pub(crate) bytes: u64,
-    pub(crate) flows: u64,
-    /// RFC 3339 wall time of the rule's last hit (`null`: never hit).
-    pub(crate) last_hit: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct PortStats {
-    pub(crate) name: String,
-    pub(crate) rx_packets: u64,
-    pub(crate) tx_packets: u64,
-    pub(crate) rx_bytes: u64,
-    pub(crate) tx_bytes: u64,
-    pub(crate) rx_missed: u64,
-    pub(crate) rx_errors: u64,
-    pub(crate) tx_errors: u64,
-    pub(crate) rx_nombuf: u64,
 }
 
 // ---- The exported families. ----
@@ -578,9 +519,11 @@ impl Metrics {
     /// Reads the dataplane's counters once and makes them what scrapes see.
     pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<(), DataplaneError> {
         let t0 = Instant::now();
-        let answer = dataplane.counters().await.and_then(|v| {
-            serde_json::from_value::<CountersReport>(v)
-                .map_err(|e| DataplaneError::Protocol(format!("counters report: {e}")))
+        let answer = dataplane.counters().await.map_err(|e| match e {
+            DataplaneError::Protocol(m) => {
+                DataplaneError::Protocol(format!("counters report: {m}"))
+            }
+            other => other,
         });
         let took = t0.elapsed();
         let mut r = lock(&self.reading);
@@ -686,12 +629,12 @@ mod tests {
     #[test]
     fn busy_ratio_is_per_interval_and_survives_a_restart() {
         let report = |busy: u64, idle: u64| CountersReport {
-            workers: vec![WorkerStats {
+            workers: vec![protocol::WorkerSnapshot {
                 busy_polls: busy,
                 idle_polls: idle,
                 ..Default::default()
             }],
-            totals: WorkerStats {
+            totals: protocol::WorkerSnapshot {
                 busy_polls: busy,
                 idle_polls: idle,
                 ..Default::default()

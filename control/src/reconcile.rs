@@ -60,8 +60,8 @@ pub async fn reconcile(app: &App) -> Outcome {
         }
     };
     *app.dataplane_seen.lock().unwrap_or_else(|p| p.into_inner()) = Ok(status.clone());
-    let running = status["policy_version"].as_u64();
-    let uptime = status["uptime_s"].as_f64().unwrap_or(0.0);
+    let running = status.policy_version.map(u64::from);
+    let uptime = status.uptime_s;
     let Some(active) = store.active_version() else {
         let Some(v) = running else {
             return Outcome::Empty;
@@ -71,7 +71,7 @@ pub async fn reconcile(app: &App) -> Outcome {
             Ok(g) => g,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let policy = match Policy::from_value(got["policy"].clone()) {
+        let policy = match Policy::from_value(got.policy.unwrap_or_default()) {
             Ok(p) => p,
             Err(e) => {
                 return Outcome::Failed(format!("the dataplane's policy does not validate: {e}"))
@@ -127,7 +127,7 @@ pub async fn reconcile(app: &App) -> Outcome {
             return Outcome::InSync(active);
         }
         match app.dataplane.get_policy().await {
-            Ok(g) if g["policy"] == doc => {
+            Ok(g) if g.policy.as_ref() == Some(&doc) => {
                 *app.verified.lock().unwrap_or_else(|p| p.into_inner()) = Some((active, uptime));
                 return Outcome::InSync(active);
             }

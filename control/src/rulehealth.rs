@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use policy::{Policy, ShadowReason};
 use serde_json::{json, Value};
 
-use crate::metrics::{Reading, RuleStats};
+use crate::metrics::Reading;
+use protocol::RuleCounters;
 
 pub const DEFAULT_STALE_AFTER_S: u64 = 86_400;
 
@@ -43,7 +44,7 @@ impl Default for RulesHealthQuery {
 
 /// The counters of the last good reading (rule id → counters), and when it was taken; `None` when the dataplane
 /// cannot be read now.
-pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleStats>)> {
+pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
     if !r.up {
         return None;
     }
@@ -110,7 +111,7 @@ pub(crate) fn report(
     q: &RulesHealthQuery,
     version: Option<u64>,
     policy: Option<(&Policy, &Shadowing)>,
-    counters: Option<&(SystemTime, HashMap<u32, RuleStats>)>,
+    counters: Option<&(SystemTime, HashMap<u32, RuleCounters>)>,
     now: SystemTime,
 ) -> Value {
     let which = match q.which {
@@ -197,15 +198,16 @@ mod tests {
         .unwrap()
     }
 
-    fn stats(id: u32, packets: u64, last_hit: Option<&str>) -> (u32, RuleStats) {
+    fn stats(id: u32, packets: u64, last_hit: Option<&str>) -> (u32, RuleCounters) {
         (
             id,
-            RuleStats {
+            RuleCounters {
                 rule_id: id,
                 packets,
                 bytes: packets * 100,
                 flows: 1,
                 last_hit: last_hit.map(String::from),
+                ..Default::default()
             },
         )
     }

@@ -8,8 +8,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::metrics::{went_backwards, PortStats, Reading, WorkerStats};
+use crate::metrics::{went_backwards, Reading};
 use crate::time;
+use protocol::{PortCounters, WorkerSnapshot};
 
 /// The `stats` answer for the poller's current readings.
 pub(crate) fn stats(r: &Reading) -> Value {
@@ -82,7 +83,7 @@ pub(crate) fn stats(r: &Reading) -> Value {
                 let o = p.ports.iter().find(|o| o.name == port.name)?;
                 (!port_went_backwards(o, port)).then_some((o, dt))
             });
-            let rate = |f: fn(&PortStats) -> u64, scale: f64| {
+            let rate = |f: fn(&PortCounters) -> u64, scale: f64| {
                 old.map(|(o, dt)| (f(port) - f(o)) as f64 * scale / dt)
             };
             json!({
@@ -115,7 +116,7 @@ pub(crate) fn stats(r: &Reading) -> Value {
     })
 }
 
-fn totals(t: &WorkerStats, drops_total: u64) -> Value {
+fn totals(t: &WorkerSnapshot, drops_total: u64) -> Value {
     json!({
         "rx_packets": t.rx_packets,
         "tx_packets": t.tx_packets,
@@ -130,7 +131,7 @@ fn totals(t: &WorkerStats, drops_total: u64) -> Value {
     })
 }
 
-fn port_went_backwards(old: &PortStats, new: &PortStats) -> bool {
+fn port_went_backwards(old: &PortCounters, new: &PortCounters) -> bool {
     new.rx_packets < old.rx_packets
         || new.tx_packets < old.tx_packets
         || new.rx_bytes < old.rx_bytes
@@ -141,12 +142,12 @@ fn port_went_backwards(old: &PortStats, new: &PortStats) -> bool {
 mod tests {
     use std::time::{Duration, Instant, SystemTime};
 
-    use crate::metrics::CountersReport;
+    use protocol::CountersReport;
 
     use super::*;
 
     fn report(rx: u64, drops: u64, port_bytes: u64) -> CountersReport {
-        let w = WorkerStats {
+        let w = WorkerSnapshot {
             rx_packets: rx,
             tx_packets: rx - drops,
             flows_created: rx / 10,
@@ -157,7 +158,7 @@ mod tests {
             policy_version: Some(3),
             totals: w.clone(),
             workers: vec![w],
-            ports: vec![PortStats {
+            ports: vec![PortCounters {
                 name: "a".into(),
                 rx_packets: rx,
                 rx_bytes: port_bytes,

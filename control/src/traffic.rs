@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime};
 use policy::Policy;
 use serde_json::{json, Value};
 
-use crate::flowlog::{FlowLog, FlowLogFilter, Kind, UNSEGMENTED};
+use crate::flowlog::{FlowLog, FlowLogFilter, UNSEGMENTED};
 use crate::time;
+use protocol::EventKind;
 
 pub const DEFAULT_WINDOW_S: u64 = 900;
 pub const MAX_WINDOW_S: u64 = 86_400;
@@ -98,7 +99,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: Sys
                 let e = row.get_mut(d).expect("inserted above");
                 e.last_seen = e.last_seen.max(Some(t));
                 let flow = match kind {
-                    Kind::New => {
+                    EventKind::New => {
                         if k.verdict.as_deref() == Some("would_deny") {
                             e.would_deny += 1;
                         } else {
@@ -106,13 +107,13 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: Sys
                         }
                         true
                     }
-                    Kind::Denied => {
+                    EventKind::Denied => {
                         e.denied += 1;
                         e.packets += k.packets;
                         e.bytes += k.bytes;
                         true
                     }
-                    Kind::Closed => {
+                    EventKind::Closed => {
                         e.packets += k.packets;
                         e.bytes += k.bytes;
                         false
@@ -214,6 +215,7 @@ mod tests {
 
     use super::*;
     use crate::flowlog::FlowLogConfig;
+    use protocol::FlowEvent;
 
     fn log(name: &str, buffer: usize) -> std::sync::Arc<FlowLog> {
         let dir = std::env::temp_dir().join(format!("bh-traffic-{}-{name}", std::process::id()));
@@ -237,11 +239,15 @@ mod tests {
         dport: u16,
         rule_id: u32,
         packets: [u64; 2],
-    ) -> Value {
-        json!({"kind": kind, "time": time::rfc3339(at), "src": "10.0.0.1", "dst": "10.0.1.1", "sport": 40000,
-               "dport": dport, "proto": proto, "verdict": verdict, "rule_id": rule_id,
-               "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
-               "src_segments": src, "dst_segments": dst})
+    ) -> FlowEvent {
+        serde_json::from_value(json!({
+            "kind": kind, "time": time::rfc3339(at), "time_ms": 0, "worker": 0, "vlan": 0,
+            "src": "10.0.0.1", "dst": "10.0.1.1", "sport": 40000, "dport": dport, "proto": proto,
+            "verdict": verdict, "rule_id": rule_id, "policy_version": 1, "duration_ms": 0, "tcp_state": null,
+            "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
+            "src_segments": src, "dst_segments": dst,
+        }))
+        .unwrap()
     }
 
     fn policy() -> Policy {

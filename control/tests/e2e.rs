@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
+use protocol::{FlowFilter, Request};
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
 use testbed::{addr, Options, Side, TestBed};
@@ -18,7 +19,13 @@ fn reaches(side: &Side, port: u16) -> bool {
 
 fn flows_on(bed: &TestBed, port: u16) -> Vec<Value> {
     let r = bed
-        .control(json!({"op": "flows", "filter": {"port": port}}))
+        .control(&Request::Flows {
+            filter: FlowFilter {
+                port: Some(port),
+                ..Default::default()
+            },
+            limit: None,
+        })
         .unwrap();
     r["result"]["flows"].as_array().cloned().unwrap_or_default()
 }
@@ -155,12 +162,12 @@ fn rest_commits_change_traffic_and_control_crashes_do_not() {
         .any(|f| f["sport"] == flow["sport"]));
 
     // Restart control: it finds version 2 running, pushes nothing, and every tracked flow stays.
-    let before = bed.control(json!({"op": "status"})).unwrap()["result"].clone();
+    let before = bed.control(&Request::Status {}).unwrap()["result"].clone();
     let flows_before = flows_on(&bed, 8080).len();
     let c = Control::start(&copts).unwrap();
     assert_eq!(c.ready["reconcile"]["outcome"], "in_sync", "{}", c.ready);
     assert_eq!(c.ready["active_version"], 2);
-    let after = bed.control(json!({"op": "status"})).unwrap()["result"].clone();
+    let after = bed.control(&Request::Status {}).unwrap()["result"].clone();
     assert_eq!(after["policy_version"], 2);
     assert_eq!(
         after["policy_loaded_at"], before["policy_loaded_at"],

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::{FlowLog, FlowLogConfig};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
+use protocol::{ErrorReply, EventBatch, Request};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -51,22 +52,29 @@ impl FakeDataplane {
                     let (r, mut w) = stream.into_split();
                     let mut line = String::new();
                     BufReader::new(r).read_line(&mut line).await.unwrap();
-                    let req: Value = serde_json::from_str(&line).unwrap();
+                    let (_, request) = protocol::decode_request(&line);
                     let result = {
                         let mut s = st.lock().unwrap();
                         s.requests += 1;
-                        match req["op"].as_str().unwrap() {
-                            "counters" => s.counters.clone(),
-                            "events" => {
-                                let max = req["max"].as_u64().unwrap() as usize;
+                        // Counters as the test wrote them (some tests send a malformed report on purpose).
+                        match request {
+                            Ok(Request::Counters {}) => s.counters.clone(),
+                            Ok(Request::Events { max: Some(max) }) => {
                                 let n = max.min(s.events.len());
-                                let events: Vec<Value> = s.events.drain(..n).collect();
-                                json!({"events": events, "remaining": s.events.len()})
+                                let events = s
+                                    .events
+                                    .drain(..n)
+                                    .map(|e| serde_json::from_value(e).unwrap());
+                                let batch = EventBatch {
+                                    events: events.collect(),
+                                    remaining: s.events.len(),
+                                };
+                                serde_json::to_value(batch).unwrap()
                             }
-                            op => panic!("unexpected op {op}"),
+                            other => panic!("unexpected request {other:?}"),
                         }
                     };
-                    let answer = json!({"v": 1, "ok": true, "result": result});
+                    let answer = protocol::encode_reply(&Value::Null, &Ok::<_, ErrorReply>(result));
                     w.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
                 });
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 use net::ParseError;
-use serde::Serialize;
+pub use protocol::{RuleCounters, WorkerSnapshot};
 
 use crate::conntrack;
 
@@ -78,13 +78,13 @@ impl DropReason {
     }
 
     /// The top-level reason of a connection-tracking refusal.
-    pub const fn of_conntrack(r: conntrack::DropReason) -> Self {
-        use conntrack::TcpDropReason as T;
+    pub const fn of_refusal(r: conntrack::Refusal) -> Self {
+        use conntrack::TcpRefusal as T;
         match r {
-            conntrack::DropReason::Tcp(T::OutOfWindow | T::RstOutOfWindow) => {
+            conntrack::Refusal::Tcp(T::OutOfWindow | T::RstOutOfWindow) => {
                 DropReason::TcpOutOfWindow
             }
-            conntrack::DropReason::Tcp(_) => DropReason::TcpInvalid,
+            conntrack::Refusal::Tcp(_) => DropReason::TcpInvalid,
             _ => DropReason::IcmpInvalid,
         }
     }
@@ -184,7 +184,7 @@ pub struct WorkerCounters {
     pub events_rate_limited: Counter,
     pub drops: [Counter; DropReason::COUNT],
     pub malformed: [Counter; ParseError::ALL.len()],
-    pub conntrack: [Counter; conntrack::DropReason::COUNT],
+    pub conntrack: [Counter; conntrack::Refusal::COUNT],
     /// Indexed by rule counter slot; slot 0 counts the default action.
     pub rules: Box<[RuleSlot]>,
 }
@@ -225,8 +225,8 @@ impl WorkerCounters {
     }
 
     #[inline]
-    pub fn conntrack_drop(&self, r: conntrack::DropReason) {
-        self.drop(DropReason::of_conntrack(r), 1);
+    pub fn refused(&self, r: conntrack::Refusal) {
+        self.drop(DropReason::of_refusal(r), 1);
         self.conntrack[r.index()].add(1);
     }
 
@@ -236,9 +236,13 @@ impl WorkerCounters {
         self.rules.get(slot as usize).unwrap_or(&self.rules[0])
     }
 
+    /// Reads every counter (on the management thread: it allocates the name maps).
     pub fn snapshot(&self) -> WorkerSnapshot {
         let named = |names: &mut dyn Iterator<Item = &'static str>, values: &[Counter]| {
-            names.zip(values).map(|(n, c)| (n, c.get())).collect()
+            names
+                .zip(values)
+                .map(|(n, c)| (n.to_string(), c.get()))
+                .collect::<BTreeMap<_, _>>()
         };
         WorkerSnapshot {
             rx_packets: self.rx_packets.get(),
@@ -259,7 +263,7 @@ impl WorkerCounters {
                 &self.malformed,
             ),
             conntrack: named(
-                &mut conntrack::DropReason::ALL.iter().map(|r| r.as_str()),
+                &mut conntrack::Refusal::ALL.iter().map(|r| r.as_str()),
                 &self.conntrack,
             ),
         }
@@ -290,9 +294,10 @@ impl Counters {
         self.workers.iter().map(|w| w.snapshot()).collect()
     }
 
-    /// Counters of rule `rule_id` (0: the default action) counted in `slot`, summed over workers.
-    pub fn rule(&self, rule_id: u32, slot: u32) -> RuleSnapshot {
-        let mut r = RuleSnapshot {
+    /// Counters of rule `rule_id` (0: the default action) counted in `slot`, summed over workers. The rule's
+    /// `name` and the wall-clock `last_hit` are left for the caller, who knows the policy and the clock.
+    pub fn rule(&self, rule_id: u32, slot: u32) -> RuleCounters {
+        let mut r = RuleCounters {
             rule_id,
             ..Default::default()
         };
@@ -306,82 +311,6 @@ impl Counters {
             }
         }
         r
-    }
-}
-
-/// A reading of one rule's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RuleSnapshot {
-    pub rule_id: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub flows: u64,
-    /// Milliseconds since the dataplane started, of the last hit; `None`: never hit.
-    pub last_hit_ms: Option<u64>,
-}
-
-/// A reading of one worker's counters (or their sum).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct WorkerSnapshot {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub busy_polls: u64,
-    pub idle_polls: u64,
-    pub would_deny: u64,
-    pub flows_created: u64,
-    pub flows_closed: u64,
-    pub flows_active: u64,
-    pub flows_evicted: u64,
-    pub rejects_sent: u64,
-    pub events_dropped: u64,
-    pub events_rate_limited: u64,
-    pub drops: BTreeMap<&'static str, u64>,
-    pub malformed: BTreeMap<&'static str, u64>,
-    pub conntrack: BTreeMap<&'static str, u64>,
-}
-
-impl WorkerSnapshot {
-    /// Sums readings (for totals across workers).
-    pub fn sum<'a>(all: impl IntoIterator<Item = &'a WorkerSnapshot>) -> WorkerSnapshot {
-        let mut acc = WorkerSnapshot::default();
-        for w in all {
-            acc.rx_packets += w.rx_packets;
-            acc.tx_packets += w.tx_packets;
-            acc.busy_polls += w.busy_polls;
-            acc.idle_polls += w.idle_polls;
-            acc.would_deny += w.would_deny;
-            acc.flows_created += w.flows_created;
-            acc.flows_closed += w.flows_closed;
-            acc.flows_active += w.flows_active;
-            acc.flows_evicted += w.flows_evicted;
-            acc.rejects_sent += w.rejects_sent;
-            acc.events_dropped += w.events_dropped;
-            acc.events_rate_limited += w.events_rate_limited;
-            for (into, from) in [
-                (&mut acc.drops, &w.drops),
-                (&mut acc.malformed, &w.malformed),
-                (&mut acc.conntrack, &w.conntrack),
-            ] {
-                for (k, v) in from {
-                    *into.entry(k).or_default() += v;
-                }
-            }
-        }
-        acc
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.drops.values().sum()
-    }
-
-    /// Share of polls that found work, 0..=1.
-    pub fn busy_ratio(&self) -> f64 {
-        let total = self.busy_polls + self.idle_polls;
-        if total == 0 {
-            0.0
-        } else {
-            self.busy_polls as f64 / total as f64
-        }
     }
 }
 
@@ -443,7 +372,7 @@ mod tests {
         assert_eq!(c.rule(11, 2).packets, 1);
         assert_eq!(
             c.rule(12, 3),
-            RuleSnapshot {
+            RuleCounters {
                 rule_id: 12,
                 ..Default::default()
             }

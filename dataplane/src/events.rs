@@ -5,31 +5,13 @@
 use std::net::IpAddr;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use serde::Serialize;
+pub use protocol::{EventKind, Verdict};
 
 use crate::counters::{Counter, WorkerCounters};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    New,
-    Denied,
-    Closed,
-}
-
-/// What the policy decided for the flow (or its first packet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Allow,
-    Deny,
-    Reject,
-    /// Would have been denied; passed because of monitor mode.
-    WouldDeny,
-}
-
-/// One event. `Copy` and allocation-free: it is built on a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// One event as a worker records it: `Copy` and allocation-free. The management thread turns it into the
+/// protocol's [`protocol::FlowEvent`] ([`FlowEvent::into_wire`]), adding what only it knows.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FlowEvent {
     pub kind: EventKind,
     /// Milliseconds since the dataplane started ([`crate::clock::Clock`]).
@@ -52,6 +34,39 @@ pub struct FlowEvent {
     pub duration_ms: u64,
     /// TCP state when the flow closed (`time_wait`, `close`, ...), if TCP.
     pub tcp_state: Option<&'static str>,
+}
+
+impl FlowEvent {
+    /// The event as the control socket sends it: with its wall-clock `time` and the policy segments of its
+    /// addresses.
+    pub fn into_wire(
+        self,
+        time: String,
+        src_segments: Vec<String>,
+        dst_segments: Vec<String>,
+    ) -> protocol::FlowEvent {
+        protocol::FlowEvent {
+            kind: self.kind,
+            time_ms: self.time_ms,
+            time,
+            worker: self.worker,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            vlan: self.vlan,
+            src_segments,
+            dst_segments,
+            verdict: self.verdict,
+            rule_id: self.rule_id,
+            policy_version: self.policy_version,
+            packets: self.packets,
+            bytes: self.bytes,
+            duration_ms: self.duration_ms,
+            tcp_state: self.tcp_state.map(String::from),
+        }
+    }
 }
 
 /// A worker's end of its event queue.
@@ -178,10 +193,16 @@ mod tests {
     }
 
     #[test]
-    fn serializes_for_the_control_socket() {
-        let v = serde_json::to_value(ev(1)).unwrap();
+    fn goes_on_the_wire_with_time_and_segments() {
+        let wire = ev(1).into_wire("t".into(), vec!["a".into()], Vec::new());
+        let v = serde_json::to_value(&wire).unwrap();
         assert_eq!(v["kind"], "new");
         assert_eq!(v["verdict"], "allow");
         assert_eq!(v["src"], "10.0.0.1");
+        assert_eq!(
+            (v["time"].clone(), v["src_segments"][0].clone()),
+            ("t".into(), "a".into())
+        );
+        assert!(v["tcp_state"].is_null());
     }
 }

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use dpdk::rcu::RcuCell;
 use dpdk::{lcore, Eal, Mempool, Port, PortConfig, PortStats};
-use serde::Serialize;
+use protocol::{ErrorCode, ErrorReply, PortCounters, Reply, Request};
 use serde_json::json;
 
 use crate::clock::Clock;
 use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
-use crate::control::{self, ApiError, ErrorCode, Handler, Request};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
 use crate::management::{Management, StateError};
 use crate::ruleset::Ruleset;
+use crate::socket::{self, Handler};
 use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,41 +49,21 @@ pub enum GatewayError {
     #[error("policy state: {0}")]
     State(#[from] StateError),
     #[error("control socket: {0}")]
-    Control(std::io::Error),
+    Socket(std::io::Error),
 }
 
-/// Counters of one port, read from the device.
-#[derive(Debug, Serialize)]
-struct PortReport<'a> {
-    name: &'a str,
-    #[serde(flatten)]
-    stats: PortStatsJson,
-}
-
-#[derive(Debug, Serialize)]
-struct PortStatsJson {
-    rx_packets: u64,
-    tx_packets: u64,
-    rx_bytes: u64,
-    tx_bytes: u64,
-    rx_missed: u64,
-    rx_errors: u64,
-    tx_errors: u64,
-    rx_nombuf: u64,
-}
-
-impl From<PortStats> for PortStatsJson {
-    fn from(s: PortStats) -> Self {
-        PortStatsJson {
-            rx_packets: s.rx_packets,
-            tx_packets: s.tx_packets,
-            rx_bytes: s.rx_bytes,
-            tx_bytes: s.tx_bytes,
-            rx_missed: s.rx_missed,
-            rx_errors: s.rx_errors,
-            tx_errors: s.tx_errors,
-            rx_nombuf: s.rx_nombuf,
-        }
+/// Counters of one port, read from the device, under the port's configured name.
+fn port_counters(name: &str, s: PortStats) -> PortCounters {
+    PortCounters {
+        name: name.to_string(),
+        rx_packets: s.rx_packets,
+        tx_packets: s.tx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_bytes: s.tx_bytes,
+        rx_missed: s.rx_missed,
+        rx_errors: s.rx_errors,
+        tx_errors: s.tx_errors,
+        rx_nombuf: s.rx_nombuf,
     }
 }
 
@@ -98,17 +78,17 @@ impl Drop for StopOnExit<'_> {
 }
 
 /// A control request on its way from a socket thread to the management loop, with where to send the answer.
-type Envelope = (Request, Sender<Result<serde_json::Value, ApiError>>);
+type Envelope = (Request, Sender<Result<Reply, ErrorReply>>);
 
 /// The socket threads' side: forwards each request to the management loop on the main lcore (which owns the
 /// EAL, and so is the only thread that may build classifiers) and waits for its answer.
 struct Forward(Sender<Envelope>);
 
 impl Handler for Forward {
-    fn handle(&self, request: Request) -> Result<serde_json::Value, ApiError> {
+    fn handle(&self, request: Request) -> Result<Reply, ErrorReply> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let busy = || {
-            ApiError::new(
+            ErrorReply::new(
                 ErrorCode::Internal,
                 "the dataplane's management loop is not answering",
             )
@@ -156,7 +136,7 @@ pub fn run(
 
     // Bound before the ports start: a second dataplane on the same socket stops here, and `ready` (below)
     // means clients can connect.
-    let listener = control::bind(&cfg.policy.control_socket).map_err(GatewayError::Control)?;
+    let listener = socket::bind(&cfg.policy.control_socket).map_err(GatewayError::Socket)?;
 
     let mut started = Vec::with_capacity(ports.len());
     for (port, pc) in ports.iter().zip(&cfg.ports) {
@@ -171,9 +151,9 @@ pub fn run(
     let mut crew = Vec::with_capacity(workers);
     for w in 0..workers {
         let (sink, source) = events::queue(cfg.events.queue_per_worker as usize);
-        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(4);
+        let (commands_tx, commands_rx) = crossbeam_channel::bounded(4);
         mgmt.sources.push(source);
-        mgmt.commands.push(cmd_tx);
+        mgmt.commands.push(commands_tx);
         // A per-boot random seed: flow tuples crafted to collide in the table cannot target an unknown seed.
         let seed = std::hash::BuildHasher::hash_one(&seed_state, w);
         crew.push(Worker {
@@ -197,7 +177,7 @@ pub fn run(
             ),
             policy: cell.reader()?,
             events: sink,
-            commands: cmd_rx,
+            commands: commands_rx,
             clock,
             expiry_budget: cfg.conntrack.expiry_budget as usize,
             denied_events_per_sec: cfg.events.denied_per_second,
@@ -228,7 +208,7 @@ pub fn run(
         let (req_tx, req_rx) = crossbeam_channel::bounded::<Envelope>(16);
         std::thread::scope(|threads| -> Result<(), GatewayError> {
             let _server_stop = StopOnExit(&server_stop);
-            let server = threads.spawn(|| control::serve(listener, &Forward(req_tx), &server_stop));
+            let server = threads.spawn(|| socket::serve(listener, &Forward(req_tx), &server_stop));
             emit(
                 events,
                 &json!({
@@ -247,11 +227,10 @@ pub fn run(
                     break;
                 }
                 if let Ok((request, reply)) = req_rx.recv_timeout(Duration::from_millis(20)) {
-                    // The ports belong to this loop, not to management: their counters join here.
-                    let counters_request = matches!(request, Request::Counters {});
                     let mut answer = mgmt.handle(request);
-                    if let (true, Ok(v)) = (counters_request, &mut answer) {
-                        v["ports"] = port_reports(cfg, &ports).into();
+                    // The ports belong to this loop, not to management: their counters join here.
+                    if let Ok(Reply::Counters(report)) = &mut answer {
+                        report.ports = port_reports(cfg, &ports);
                     }
                     let _ = reply.send(answer);
                 }
@@ -268,8 +247,8 @@ pub fn run(
             server_stop.store(true, Ordering::Relaxed);
             match server.join() {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(GatewayError::Control(e)),
-                Err(_) => Err(GatewayError::Control(std::io::Error::other(
+                Ok(Err(e)) => Err(GatewayError::Socket(e)),
+                Err(_) => Err(GatewayError::Socket(std::io::Error::other(
                     "control socket thread panicked",
                 ))),
             }
@@ -358,18 +337,11 @@ fn emit(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
 }
 
 /// Every port's device counters, by configured name.
-fn port_reports(cfg: &Config, ports: &[Port<'_>]) -> Vec<serde_json::Value> {
+fn port_reports(cfg: &Config, ports: &[Port<'_>]) -> Vec<PortCounters> {
     ports
         .iter()
         .zip(&cfg.ports)
-        .map(|(p, pc)| {
-            let stats = p.stats().unwrap_or_default();
-            serde_json::to_value(PortReport {
-                name: &pc.name,
-                stats: stats.into(),
-            })
-            .unwrap_or_default()
-        })
+        .map(|(p, pc)| port_counters(&pc.name, p.stats().unwrap_or_default()))
         .collect()
 }
 

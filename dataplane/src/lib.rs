@@ -10,7 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod conntrack;
-pub mod control;
+
 pub mod counters;
 pub mod events;
 pub mod gateway;
@@ -18,4 +18,5 @@ pub mod management;
 pub mod persist;
 pub mod reject;
 pub mod ruleset;
+pub mod socket;
 pub mod worker;

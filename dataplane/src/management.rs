@@ -15,13 +15,15 @@ use crossbeam_channel::{Sender, TryRecvError};
 use dpdk::rcu::RcuCell;
 use dpdk::Eal;
 use policy::Policy;
-use serde_json::{json, Value};
+use protocol::{
+    CountersReport, ErrorCode, ErrorReply, EventBatch, FlatRules, FlowFilter, FlowList, KillResult,
+    LoadPolicyResult, PolicyState, Reply, Request, RuleCounters, Status, SwapTimes, WorkerSnapshot,
+};
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conntrack::FlowInfo;
-use crate::control::{ApiError, ErrorCode, FlowFilter, Request};
-use crate::counters::{Counters, RuleSnapshot, WorkerSnapshot};
+use crate::counters::Counters;
 use crate::events::{EventSource, FlowEvent};
 use crate::persist;
 use crate::ruleset::Ruleset;
@@ -93,6 +95,16 @@ struct SwapStats {
     grace: Duration,
 }
 
+impl SwapStats {
+    fn times(&self) -> SwapTimes {
+        SwapTimes {
+            compile_ms: self.compile.as_secs_f64() * 1e3,
+            persist_ms: self.persist.as_secs_f64() * 1e3,
+            grace_period_us: self.grace.as_secs_f64() * 1e6,
+        }
+    }
+}
+
 pub struct Management<'m, 'eal> {
     eal: &'eal Eal,
     cfg: &'m Config,
@@ -110,8 +122,11 @@ pub struct Management<'m, 'eal> {
 }
 
 /// What `policy.json` in the state directory holds.
-fn state_document(version: u32, policy: &Policy) -> Value {
-    json!({ "version": version, "policy": serde_json::to_value(policy.document()).unwrap_or(Value::Null) })
+fn state_document(version: u32, policy: &Policy) -> PolicyState {
+    PolicyState {
+        version: Some(version),
+        policy: Some(serde_json::to_value(policy.document()).unwrap_or_default()),
+    }
 }
 
 impl<'m, 'eal> Management<'m, 'eal> {
@@ -157,7 +172,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 path: path.clone(),
                 reason,
             };
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
             let version = v["version"]
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
@@ -192,10 +208,10 @@ impl<'m, 'eal> Management<'m, 'eal> {
         policy: Policy,
         version: u32,
         persist_it: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<LoadPolicyResult, ErrorReply> {
         let t0 = Instant::now();
         self.slots.assign(&policy).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidPolicy, "more rules than policy.max_rules")
+            ErrorReply::new(ErrorCode::InvalidPolicy, "more rules than policy.max_rules")
         })?;
         let slots = &self.slots.by_id;
         let built = Ruleset::build(
@@ -212,20 +228,23 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 if let Some(a) = &self.active {
                     self.slots.retain(&a.policy);
                 }
-                return Err(ApiError::new(ErrorCode::InvalidPolicy, e.to_string()));
+                return Err(ErrorReply::new(ErrorCode::InvalidPolicy, e.to_string()));
             }
         };
         let compile = t0.elapsed();
         let flat = ruleset.flat_rules;
         let t1 = Instant::now();
         if persist_it {
-            let bytes =
-                serde_json::to_vec_pretty(&state_document(version, &policy)).unwrap_or_default();
+            // Through a `Value`, as the file has always been written: keys in sorted order.
+            let document = serde_json::to_value(state_document(version, &policy));
+            let bytes = document
+                .and_then(|d| serde_json::to_vec_pretty(&d))
+                .unwrap_or_default();
             if let Err(e) = persist::write_atomic(&self.state_file(), &bytes) {
                 if let Some(a) = &self.active {
                     self.slots.retain(&a.policy);
                 }
-                return Err(ApiError::new(
+                return Err(ErrorReply::new(
                     ErrorCode::Internal,
                     format!("policy not applied: {e}"),
                 ));
@@ -245,13 +264,17 @@ impl<'m, 'eal> Management<'m, 'eal> {
             policy,
             loaded: std::time::SystemTime::now(),
         });
-        Ok(json!({
-            "version": version,
-            "flat_rules": {"ipv4": flat.0, "ipv6": flat.1},
-            "compile_ms": compile.as_secs_f64() * 1e3,
-            "persist_ms": persist.as_secs_f64() * 1e3,
-            "grace_period_us": grace.as_secs_f64() * 1e6,
-        }))
+        let times = self.last_swap.times();
+        Ok(LoadPolicyResult {
+            version,
+            flat_rules: FlatRules {
+                ipv4: flat.0,
+                ipv6: flat.1,
+            },
+            compile_ms: times.compile_ms,
+            persist_ms: times.persist_ms,
+            grace_period_us: times.grace_period_us,
+        })
     }
 
     pub fn version(&self) -> Option<u32> {
@@ -274,62 +297,62 @@ impl<'m, 'eal> Management<'m, 'eal> {
         }
     }
 
-    pub fn handle(&mut self, request: Request) -> Result<Value, ApiError> {
+    pub fn handle(&mut self, request: Request) -> Result<Reply, ErrorReply> {
         match request {
-            Request::Status {} => Ok(self.status()),
-            Request::Counters {} => Ok(self.counters_report()),
+            Request::Status {} => Ok(Reply::Status(self.status())),
+            Request::Counters {} => Ok(Reply::Counters(self.counters_report())),
             Request::LoadPolicy { policy, version } => {
                 let policy = Policy::from_value(policy).map_err(policy_error)?;
                 let next = self.version().unwrap_or(0).wrapping_add(1).max(1);
                 let version = match version {
                     None => next,
                     Some(v) => u32::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
-                        ApiError::new(
+                        ErrorReply::new(
                             ErrorCode::BadRequest,
                             format!("version {v} is not in 1..=4294967295"),
                         )
                     })?,
                 };
-                self.install(policy, version, true)
+                self.install(policy, version, true).map(Reply::LoadPolicy)
             }
-            Request::GetPolicy {} => match &self.active {
-                Some(a) => Ok(state_document(a.version, &a.policy)),
-                None => Ok(json!({"version": null, "policy": null})),
-            },
-            Request::Flows { filter, limit } => {
-                self.flows(filter, limit.unwrap_or(1000).min(1_000_000))
-            }
-            Request::KillFlows { filter } => self.kill(filter),
-            Request::Events { max } => Ok(self.events(max.unwrap_or(10_000))),
+            Request::GetPolicy {} => Ok(Reply::GetPolicy(match &self.active {
+                Some(a) => state_document(a.version, &a.policy),
+                None => PolicyState {
+                    version: None,
+                    policy: None,
+                },
+            })),
+            Request::Flows { filter, limit } => self
+                .flows(filter, limit.unwrap_or(1000).min(1_000_000))
+                .map(Reply::Flows),
+            Request::KillFlows { filter } => self.kill(filter).map(Reply::KillFlows),
+            Request::Events { max } => Ok(Reply::Events(self.events(max.unwrap_or(10_000)))),
         }
     }
 
-    fn status(&self) -> Value {
+    fn status(&self) -> Status {
         let flows: u64 = self
             .counters
             .snapshot()
             .iter()
             .map(|w| w.flows_active)
             .sum();
-        json!({
-            "policy_version": self.version(),
-            "policy_loaded_at": self.active.as_ref().map(|a| humantime(a.loaded)),
-            "rules": self.active.as_ref().map_or(0, |a| a.policy.rules().len()),
-            "workers": self.cfg.workers.cores,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "flows_active": flows,
-            "dpdk": dpdk::runtime_version(),
-            "last_swap": {
-                "compile_ms": self.last_swap.compile.as_secs_f64() * 1e3,
-                "persist_ms": self.last_swap.persist.as_secs_f64() * 1e3,
-                "grace_period_us": self.last_swap.grace.as_secs_f64() * 1e6,
-            },
-        })
+        Status {
+            policy_version: self.version(),
+            policy_loaded_at: self.active.as_ref().map(|a| humantime(a.loaded)),
+            rules: self.active.as_ref().map_or(0, |a| a.policy.rules().len()),
+            workers: self.cfg.workers.cores.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            flows_active: flows,
+            dpdk: dpdk::runtime_version(),
+            last_swap: self.last_swap.times(),
+        }
     }
 
-    fn counters_report(&self) -> Value {
+    /// Every counter but the ports' (the main loop owns the ports and adds theirs).
+    fn counters_report(&self) -> CountersReport {
         let snaps = self.counters.snapshot();
-        let rules: Vec<Value> = match &self.active {
+        let rules: Vec<RuleCounters> = match &self.active {
             Some(a) => std::iter::once((0, "default".to_string()))
                 .chain(a.policy.rules().iter().map(|r| (r.id, r.name.clone())))
                 .map(|(id, name)| {
@@ -343,13 +366,14 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 .collect(),
             None => Vec::new(),
         };
-        json!({
-            "policy_version": self.version(),
-            "totals": WorkerSnapshot::sum(&snaps),
-            "workers": snaps,
-            "rules": rules,
-            "events_buffer_overflow": self.events_overflow,
-        })
+        CountersReport {
+            policy_version: self.version(),
+            totals: WorkerSnapshot::sum(&snaps),
+            workers: snaps,
+            rules,
+            events_buffer_overflow: self.events_overflow,
+            ports: Vec::new(),
+        }
     }
 
     /// Asks every worker, then waits for the answers without blocking on a channel: a worker's reply must
@@ -357,12 +381,12 @@ impl<'m, 'eal> Management<'m, 'eal> {
     fn ask<T>(
         &self,
         make: impl Fn() -> (Command, crossbeam_channel::Receiver<T>),
-    ) -> Result<Vec<T>, ApiError> {
+    ) -> Result<Vec<T>, ErrorReply> {
         let mut pending = Vec::new();
         for tx in &self.commands {
             let (cmd, rx) = make();
             tx.try_send(cmd).map_err(|_| {
-                ApiError::new(ErrorCode::Internal, "a worker's command queue is full")
+                ErrorReply::new(ErrorCode::Internal, "a worker's command queue is full")
             })?;
             pending.push(rx);
         }
@@ -379,7 +403,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
                         std::thread::sleep(Duration::from_millis(1))
                     }
                     Err(_) => {
-                        return Err(ApiError::new(
+                        return Err(ErrorReply::new(
                             ErrorCode::Internal,
                             "a worker did not answer",
                         ))
@@ -390,7 +414,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
         Ok(answers)
     }
 
-    fn flows(&self, filter: FlowFilter, limit: usize) -> Result<Value, ApiError> {
+    fn flows(&self, filter: FlowFilter, limit: usize) -> Result<FlowList, ErrorReply> {
         let lists = self.ask(|| {
             let (reply, rx) = crossbeam_channel::bounded(1);
             (
@@ -405,10 +429,13 @@ impl<'m, 'eal> Management<'m, 'eal> {
         let mut flows: Vec<FlowInfo> = lists.into_iter().flatten().collect();
         let truncated = flows.len() > limit;
         flows.truncate(limit);
-        Ok(json!({"flows": flows, "truncated": truncated}))
+        Ok(FlowList {
+            flows: flows.into_iter().map(FlowInfo::into_wire).collect(),
+            truncated,
+        })
     }
 
-    fn kill(&self, filter: FlowFilter) -> Result<Value, ApiError> {
+    fn kill(&self, filter: FlowFilter) -> Result<KillResult, ErrorReply> {
         let counts = self.ask(|| {
             let (reply, rx) = crossbeam_channel::bounded(1);
             (
@@ -419,10 +446,12 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 rx,
             )
         })?;
-        Ok(json!({"killed": counts.iter().sum::<usize>()}))
+        Ok(KillResult {
+            killed: counts.iter().sum(),
+        })
     }
 
-    fn events(&mut self, max: usize) -> Value {
+    fn events(&mut self, max: usize) -> EventBatch {
         let n = max.min(self.recent.len());
         let policy = self.active.as_ref().map(|a| &a.policy);
         let segments = |ip, vlan: u16| -> Vec<String> {
@@ -433,42 +462,46 @@ impl<'m, 'eal> Management<'m, 'eal> {
                     .collect()
             })
         };
-        let events: Vec<Value> = self
+        let events = self
             .recent
             .drain(..n)
             .map(|e| {
-                let mut v = serde_json::to_value(e).unwrap_or_default();
-                v["time"] = json!(humantime(self.clock.wall(e.time_ms)));
-                v["src_segments"] = json!(segments(e.src, e.vlan));
-                v["dst_segments"] = json!(segments(e.dst, e.vlan));
-                v
+                e.into_wire(
+                    humantime(self.clock.wall(e.time_ms)),
+                    segments(e.src, e.vlan),
+                    segments(e.dst, e.vlan),
+                )
             })
             .collect();
-        json!({"events": events, "remaining": self.recent.len()})
+        EventBatch {
+            events,
+            remaining: self.recent.len(),
+        }
     }
 }
 
-fn policy_error(e: policy::PolicyError) -> ApiError {
+fn policy_error(e: policy::PolicyError) -> ErrorReply {
     match e {
         policy::PolicyError::Invalid(errors) => {
-            let mut a = ApiError::new(
+            let mut a = ErrorReply::new(
                 ErrorCode::InvalidPolicy,
                 format!("{} validation error(s)", errors.len()),
             );
             a.details = errors.iter().map(|e| e.to_string()).collect();
             a
         }
-        other => ApiError::new(ErrorCode::InvalidPolicy, other.to_string()),
+        other => ErrorReply::new(ErrorCode::InvalidPolicy, other.to_string()),
     }
 }
 
 /// One rule's line of the `counters` report: its counters, its name, and `last_hit` as wall-clock time
 /// (`null`: never hit), so a client need not know when the dataplane started.
-fn rule_entry(r: RuleSnapshot, name: &str, clock: &Clock) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    v["name"] = json!(name);
-    v["last_hit"] = json!(r.last_hit_ms.map(|ms| humantime(clock.wall(ms))));
-    v
+fn rule_entry(r: RuleCounters, name: &str, clock: &Clock) -> RuleCounters {
+    RuleCounters {
+        name: name.to_string(),
+        last_hit: r.last_hit_ms.map(|ms| humantime(clock.wall(ms))),
+        ..r
+    }
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -480,21 +513,22 @@ fn humantime(t: std::time::SystemTime) -> String {
 mod tests {
     use super::{humantime, rule_entry};
     use crate::clock::Clock;
-    use crate::counters::RuleSnapshot;
+    use protocol::RuleCounters;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn management_rule_entry_gives_last_hit_as_wall_time() {
         let clock = Clock::new(0, 1_000_000_000);
         let start = clock.wall(0);
-        let hit = RuleSnapshot {
+        let hit = RuleCounters {
             rule_id: 7,
             packets: 3,
             bytes: 180,
             flows: 1,
             last_hit_ms: Some(1_500),
+            ..Default::default()
         };
-        let v = rule_entry(hit, "web", &clock);
+        let v = serde_json::to_value(rule_entry(hit, "web", &clock)).unwrap();
         assert_eq!(v["rule_id"], 7);
         assert_eq!(v["name"], "web");
         assert_eq!(
@@ -506,11 +540,11 @@ mod tests {
             v["last_hit"],
             humantime(start + Duration::from_millis(1_500))
         );
-        let never = RuleSnapshot {
+        let never = RuleCounters {
             rule_id: 8,
             ..Default::default()
         };
-        let v = rule_entry(never, "unused", &clock);
+        let v = serde_json::to_value(rule_entry(never, "unused", &clock)).unwrap();
         assert!(v["last_hit"].is_null(), "{v}");
         assert!(v["last_hit_ms"].is_null(), "{v}");
     }

@@ -23,11 +23,11 @@ use crate::clock::Clock;
 use crate::conntrack::{
     Admission, Dir, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked,
 };
-use crate::control::FlowFilter;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
 use crate::reject;
 use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
+use protocol::FlowFilter;
 
 /// A request from the management thread, answered by the worker between bursts.
 #[derive(Debug)]
@@ -311,7 +311,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         break;
                     }
                     let info = FlowInfo::new(id, e, now);
-                    if filter.matches(&info) {
+                    if info.matches(&filter) {
                         out.push(info);
                     }
                 }
@@ -321,7 +321,7 @@ impl<'p> Worker<'_, 'p, '_> {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
                 let n = self.tracker.table_mut().remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
-                    let kill = filter.matches(&info);
+                    let kill = info.matches(&filter);
                     if kill {
                         counters.flows_closed.add(1);
                         events.emit_counted(closed_event(&info, worker, now), counters);
@@ -393,7 +393,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
             }
             Some(Ok(u)) => untracked(rs, parsed, u),
             Some(Err(reason)) => {
-                cx.counters.conntrack_drop(reason);
+                cx.counters.refused(reason);
                 Note::Dropped
             }
         };
@@ -428,7 +428,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
             Track::Related { .. } => Note::Forward,
             Track::Untracked(u) => untracked(rs, &s.parsed[i], u),
             Track::Drop(reason) => {
-                cx.counters.conntrack_drop(reason);
+                cx.counters.refused(reason);
                 Note::Dropped
             }
         };

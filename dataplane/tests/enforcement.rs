@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use protocol::{
+    CountersReport, EventBatch, FlowList, LoadPolicyResult, PolicyState, Request, Status,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use testbed::{addr, Background, Options, Side, TestBed};
 
@@ -26,11 +31,23 @@ fn bed(policy: Option<PathBuf>) -> TestBed {
     TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
 }
 
-/// A control request that must succeed; returns its result.
+/// A control request (as JSON, to show the wire) that must succeed; returns its result.
 fn ctl(bed: &TestBed, request: Value) -> Value {
-    let reply = bed.control(request.clone()).unwrap();
+    let reply = bed.control(&typed(&request)).unwrap();
     assert_eq!(reply["ok"], true, "{request} -> {reply}");
     reply["result"].clone()
+}
+
+fn typed(request: &Value) -> Request {
+    serde_json::from_value(request.clone()).unwrap_or_else(|e| panic!("{e}: {request}"))
+}
+
+/// `result` decodes as the protocol's type for it and encodes back to the same JSON: the dataplane sends
+/// nothing the protocol types do not describe, and they describe nothing it does not send.
+fn exactly_as_typed<T: DeserializeOwned + Serialize>(result: &Value) {
+    let decoded: T =
+        serde_json::from_value(result.clone()).unwrap_or_else(|e| panic!("{e}: {result}"));
+    assert_eq!(&serde_json::to_value(decoded).unwrap(), result);
 }
 
 fn totals(bed: &TestBed) -> Value {
@@ -106,6 +123,7 @@ fn fails_closed_until_a_policy_is_loaded() {
         json!({"op": "load_policy", "policy": policy_json(&demo_policy())}),
     );
     assert_eq!(loaded["version"], 1);
+    exactly_as_typed::<LoadPolicyResult>(&loaded);
     assert!(
         ping(&bed.a, addr::B4, 3),
         "allowed by rule 20 once the policy is in place"
@@ -207,10 +225,13 @@ fn the_demo_policy_allows_denies_and_monitors() {
         json!({"op": "flows", "filter": {"port": 8080, "dst": addr::B4}}),
     );
     assert!(!flows["flows"].as_array().unwrap().is_empty(), "{flows}");
-    let events = ctl(&bed, json!({"op": "events"}))["events"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let batch = ctl(&bed, json!({"op": "events"}));
+    let events = batch["events"].as_array().unwrap().clone();
+    exactly_as_typed::<CountersReport>(&counters);
+    exactly_as_typed::<FlowList>(&flows);
+    exactly_as_typed::<EventBatch>(&batch);
+    exactly_as_typed::<Status>(&ctl(&bed, json!({"op": "status"})));
+    exactly_as_typed::<PolicyState>(&ctl(&bed, json!({"op": "get_policy"})));
     let new_hmi = events
         .iter()
         .find(|e| e["kind"] == "new" && e["dport"] == 8080 && e["dst"] == addr::B4);
@@ -274,7 +295,7 @@ fn invalid_policies_and_requests_are_refused_precisely_and_change_nothing() {
     bad["rules"][0]["service"] = json!("smb");
     bad["segments"][0]["prefixes"][0] = json!("10.99.0.1/24");
     let reply = bed
-        .control(json!({"op": "load_policy", "policy": bad}))
+        .control(&typed(&json!({"op": "load_policy", "policy": bad})))
         .unwrap();
     assert_eq!(reply["ok"], false);
     assert_eq!(reply["error"]["code"], "invalid_policy");

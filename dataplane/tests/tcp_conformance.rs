@@ -113,7 +113,8 @@ fn frame(s: &Step, client_port: u16) -> Vec<u8> {
 }
 
 fn ctl(bed: &TestBed, request: Value) -> Value {
-    let reply = bed.control(request.clone()).unwrap();
+    let typed: protocol::Request = serde_json::from_value(request.clone()).unwrap();
+    let reply = bed.control(&typed).unwrap();
     assert_eq!(reply["ok"], true, "{request} -> {reply}");
     reply["result"].clone()
 }

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use protocol::Request;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Address plan, the same in every bed (namespaces keep beds apart).
@@ -47,6 +49,8 @@ pub enum Error {
     Pcap(String),
     #[error("control socket: {0}")]
     Protocol(String),
+    #[error("the dataplane refused ({}): {}", .0.code, .0.message)]
+    Refused(protocol::ErrorReply),
     #[error("the dataplane exited before it was ready ({status}); its stderr:\n{stderr}")]
     DataplaneDied { status: String, stderr: String },
     #[error("timed out after {0:?} waiting for {1}")]
@@ -476,17 +480,34 @@ impl TestBed {
         self.dir.join("control.sock")
     }
 
-    /// Sends one request on the control socket (the `v` field is added) and returns the whole response.
-    pub fn control(&self, mut request: Value) -> Result<Value> {
-        request["v"] = Value::from(1);
+    /// Sends one request on the control socket and returns the whole answer line as JSON (for tests that
+    /// look at the wire itself).
+    pub fn control(&self, request: &Request) -> Result<Value> {
+        let reply = self.exchange(request)?;
+        serde_json::from_str(&reply).map_err(|e| Error::Protocol(format!("{e}: {reply:?}")))
+    }
+
+    /// Sends one request on the control socket and reads its result as `T`, the result type of its op; a
+    /// refusal is an [`Error::Refused`].
+    pub fn ask<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
+        let reply = self.exchange(request)?;
+        match protocol::decode_reply(&reply) {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(refusal)) => Err(Error::Refused(refusal)),
+            Err(e) => Err(Error::Protocol(format!("{e}: {reply:?}"))),
+        }
+    }
+
+    /// Sends `request`, returns the answer line.
+    fn exchange(&self, request: &Request) -> Result<String> {
         let stream = std::os::unix::net::UnixStream::connect(self.control_socket())?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut line = serde_json::to_vec(&request).map_err(|e| Error::Protocol(e.to_string()))?;
-        line.push(b'\n');
-        (&stream).write_all(&line)?;
+        let mut line = protocol::encode_request(None, request);
+        line.push('\n');
+        (&stream).write_all(line.as_bytes())?;
         let mut reply = String::new();
         BufReader::new(&stream).read_line(&mut reply)?;
-        serde_json::from_str(&reply).map_err(|e| Error::Protocol(format!("{e}: {reply:?}")))
+        Ok(reply)
     }
 
     /// Everything the dataplane wrote on stderr so far.

@@ -6,6 +6,7 @@
 use std::io::BufRead;
 use std::time::Duration;
 
+use protocol::{CountersReport, EventBatch, EventKind, FlowFilter, FlowList, Request, Status};
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
 use testbed::{addr, Background, Options, Side, TestBed};
@@ -41,14 +42,6 @@ fn client(side: &Side, args: &[&str], expect_through: bool) -> Result {
     Ok(())
 }
 
-fn control(bed: &TestBed, request: Value) -> Result<Value> {
-    let reply = bed.control(request)?;
-    if reply["ok"] != true {
-        return Err(format!("control socket: {reply}").into());
-    }
-    Ok(reply["result"].clone())
-}
-
 pub fn run(args: &Args) -> Result {
     let bin = build_release(&["bulkhead-dataplane", "bulkhead-control"])?;
     let policy = root().join("config/policy.json");
@@ -71,7 +64,8 @@ pub fn run(args: &Args) -> Result {
         policy.display(),
         bed.dir.join("state").display()
     );
-    println!("  status: {}", control(&bed, json!({"op": "status"}))?);
+    let status: Status = bed.ask(&Request::Status {})?;
+    println!("  status: {}", serde_json::to_value(status)?);
 
     let www = bed.dir.join("www");
     std::fs::create_dir_all(&www)?;
@@ -135,53 +129,58 @@ pub fn run(args: &Args) -> Result {
     )?;
 
     step("What the dataplane reports on its control socket");
-    let counters = control(&bed, json!({"op": "counters"}))?;
-    let t = &counters["totals"];
+    let counters: CountersReport = bed.ask(&Request::Counters {})?;
+    let t = &counters.totals;
     println!(
         "  packets rx {} tx {}; flows created {}, active {}; would-deny {}",
-        t["rx_packets"], t["tx_packets"], t["flows_created"], t["flows_active"], t["would_deny"]
+        t.rx_packets, t.tx_packets, t.flows_created, t.flows_active, t.would_deny
     );
-    println!("  drops by reason: {}", t["drops"]);
+    println!("  drops by reason: {}", serde_json::to_value(&t.drops)?);
     println!("  per rule (id name: packets bytes flows):");
-    for r in counters["rules"].as_array().into_iter().flatten() {
+    for r in &counters.rules {
         println!(
             "    {:>3} {:<22} {:>8} {:>10} {:>5}",
-            r["rule_id"],
-            r["name"].as_str().unwrap_or(""),
-            r["packets"],
-            r["bytes"],
-            r["flows"]
+            r.rule_id, r.name, r.packets, r.bytes, r.flows
         );
     }
-    let flows = control(&bed, json!({"op": "flows", "limit": 5}))?;
+    let list = Request::Flows {
+        filter: FlowFilter::default(),
+        limit: Some(5),
+    };
+    let flows: FlowList = bed.ask(&list)?;
     println!("  tracked connections (first 5):");
-    for f in flows["flows"].as_array().into_iter().flatten() {
+    for f in &flows.flows {
         println!(
             "    {} {}:{} -> {}:{} {} rule {}",
-            f["proto"], f["src"], f["sport"], f["dst"], f["dport"], f["state"], f["rule_id"]
+            f.proto,
+            json!(f.src),
+            f.sport,
+            json!(f.dst),
+            f.dport,
+            json!(f.state),
+            f.rule_id
         );
     }
-    let events = control(&bed, json!({"op": "events", "max": 1000}))?;
+    let events: EventBatch = bed.ask(&Request::Events { max: Some(1000) })?;
     println!("  flow log (new and denied flows):");
-    for e in events["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] != "closed")
+    for e in events
+        .events
+        .iter()
+        .filter(|e| e.kind != EventKind::Closed)
         .take(12)
     {
         println!(
             "    {:<6} {:<10} {}:{} -> {}:{} proto {} rule {} ({} -> {})",
-            e["kind"].as_str().unwrap_or(""),
-            e["verdict"].as_str().unwrap_or(""),
-            e["src"].as_str().unwrap_or(""),
-            e["sport"],
-            e["dst"].as_str().unwrap_or(""),
-            e["dport"],
-            e["proto"],
-            e["rule_id"],
-            e["src_segments"],
-            e["dst_segments"]
+            e.kind.as_str(),
+            e.verdict.as_str(),
+            e.src,
+            e.sport,
+            e.dst,
+            e.dport,
+            e.proto,
+            e.rule_id,
+            serde_json::to_value(&e.src_segments)?,
+            serde_json::to_value(&e.dst_segments)?
         );
     }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::extract::{self, ApiResult, Params, QueryParams};
 use super::{p, Routes};
 use crate::error::ApiError;
-use crate::flowlog::{Delivery, FlowLog, FlowLogQuery, Kind, StoredEvent};
+use crate::flowlog::{parse_kind, Delivery, FlowLog, FlowLogQuery, StoredEvent};
 
 /// The flow-log routes, with their table.
 pub fn routes() -> Routes<Arc<FlowLog>> {
@@ -48,7 +48,7 @@ impl QueryParams for FlowLogQuery {
         match name {
             "kind" => {
                 for part in v.split(',') {
-                    let kind = Kind::parse(part)
+                    let kind = parse_kind(part)
                         .ok_or("new, denied or closed (or a comma-separated list of them)")?;
                     f.kinds.push(kind);
                 }

@@ -1,13 +1,12 @@
 //! The dataplane's tracked connections: list them, kill them, and explain a flow under the draft and the active
 //! policy (with the connections the draft would cut).
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
 use policy::Policy;
-use serde::{Deserialize, Serialize};
+use protocol::FlowFilter;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::{self, who, ApiResult, Body, Params, QueryParams, Who};
@@ -52,30 +51,9 @@ async fn explain_flow(
     Ok(Json(out))
 }
 
-/// Selects the dataplane's tracked connections (every given field must match): the query of `GET /flows` and
-/// the body of `POST /flows/kill`.
-#[derive(Deserialize, Serialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct ConnectionFilter {
-    /// Either address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    addr: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dst: Option<IpAddr>,
-    /// Either port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proto: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule_id: Option<u32>,
-}
-
 /// `GET /flows?addr&src&dst&port&proto&rule_id&limit`.
 struct LiveFlowsQuery {
-    filter: ConnectionFilter,
+    filter: FlowFilter,
     /// At most this many connections (capped at 100 000).
     limit: usize,
 }
@@ -83,7 +61,7 @@ struct LiveFlowsQuery {
 impl Default for LiveFlowsQuery {
     fn default() -> Self {
         LiveFlowsQuery {
-            filter: ConnectionFilter::default(),
+            filter: FlowFilter::default(),
             limit: 1000,
         }
     }
@@ -112,16 +90,15 @@ async fn list_flows(
     State(app): State<Shared>,
     Params(q): Params<LiveFlowsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let filter = serde_json::to_value(&q.filter).unwrap_or_default();
-    let result = app.dataplane.flows(&filter, q.limit.min(100_000)).await?;
-    Ok(Json(result))
+    let result = app.dataplane.flows(&q.filter, q.limit.min(100_000)).await?;
+    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KillBody {
     #[serde(flatten)]
-    filter: ConnectionFilter,
+    filter: FlowFilter,
     /// Required (true) to kill every connection with an empty filter.
     #[serde(default)]
     all: bool,
@@ -132,8 +109,8 @@ async fn kill_flows(
     w: Option<axum::Extension<Who>>,
     Body(body): Body<KillBody>,
 ) -> ApiResult<Json<Value>> {
-    let filter = serde_json::to_value(&body.filter).unwrap_or_default();
-    if filter.as_object().is_none_or(|o| o.is_empty()) && !body.all {
+    let filter = body.filter;
+    if filter.is_empty() && !body.all {
         return Err(ApiError::bad_request(
             "an empty filter kills every connection: give a filter or \"all\": true",
         )
@@ -144,7 +121,7 @@ async fn kill_flows(
     let mut entry = AuditEntry::new(&who(w), "flows.kill");
     entry.version_before = store.active_version();
     entry.version_after = store.active_version();
-    entry.details = json!({"filter": filter, "killed": result["killed"]});
+    entry.details = json!({"filter": filter, "killed": result.killed});
     store.append_audit(entry)?;
-    Ok(Json(result))
+    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
 }

@@ -205,7 +205,7 @@ async fn health(State(app): State<Shared>) -> Json<Value> {
         .clone();
     let dataplane = match seen {
         Ok(s) => {
-            json!({"reachable": true, "policy_version": s["policy_version"], "flows_active": s["flows_active"]})
+            json!({"reachable": true, "policy_version": s.policy_version, "flows_active": s.flows_active})
         }
         Err(e) => json!({"reachable": false, "error": e}),
     };

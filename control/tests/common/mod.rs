@@ -145,17 +145,18 @@ flows_per_worker = 1024
         dp
     }
 
-    /// One control-socket request; `None` when the dataplane does not answer.
-    pub fn request(&self, mut req: Value) -> Option<Value> {
+    /// One control-socket request (as JSON, to show the wire) and its result; `None` when the dataplane does
+    /// not answer or refuses.
+    pub fn request(&self, req: Value) -> Option<Value> {
         use std::io::{BufRead, BufReader, Write};
-        req["v"] = json!(1);
+        let req: protocol::Request = serde_json::from_value(req).ok()?;
         let s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        (&s).write_all(format!("{req}\n").as_bytes()).ok()?;
+        let line = protocol::encode_request(None, &req) + "\n";
+        (&s).write_all(line.as_bytes()).ok()?;
         let mut line = String::new();
         BufReader::new(&s).read_line(&mut line).ok()?;
-        let v: Value = serde_json::from_str(&line).ok()?;
-        (v["ok"] == true).then(|| v["result"].clone())
+        protocol::decode_reply::<Value>(&line).ok()?.ok()
     }
 
     pub fn status(&self) -> Option<Value> {

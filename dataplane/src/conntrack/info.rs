@@ -1,14 +1,15 @@
-//! Plain, serializable descriptions of flows for listings and flow logs (control path).
+//! Plain descriptions of flows for listings and flow logs (control path).
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use protocol::FlowFilter;
 
 use super::key::Dir;
 use super::table::{Entry, FlowId};
 
-/// One flow as shown to operators: originator first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One flow as shown to operators: originator first. Built on the worker without allocating; the management
+/// thread turns it into the protocol's [`protocol::FlowInfo`] ([`FlowInfo::into_wire`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowInfo {
     /// Slot of the flow in its worker's table.
     pub id: u32,
@@ -72,6 +73,42 @@ impl FlowInfo {
             policy_version: e.policy_version(),
             logged: e.logged(),
             monitored: e.monitored(),
+        }
+    }
+
+    /// Whether `filter` selects this flow (every given field must match).
+    pub fn matches(&self, filter: &FlowFilter) -> bool {
+        filter.addr.is_none_or(|a| a == self.src || a == self.dst)
+            && filter.src.is_none_or(|a| a == self.src)
+            && filter.dst.is_none_or(|a| a == self.dst)
+            && filter
+                .port
+                .is_none_or(|p| p == self.sport || p == self.dport)
+            && filter.proto.is_none_or(|p| p == self.proto)
+            && filter.rule_id.is_none_or(|r| r == self.rule_id)
+    }
+
+    /// The flow as the control socket lists it.
+    pub fn into_wire(self) -> protocol::FlowInfo {
+        protocol::FlowInfo {
+            id: self.id,
+            proto: self.proto,
+            vlan: self.vlan,
+            src: self.src,
+            sport: self.sport,
+            dst: self.dst,
+            dport: self.dport,
+            state: self.state.to_string(),
+            packets_orig: self.packets_orig,
+            bytes_orig: self.bytes_orig,
+            packets_reply: self.packets_reply,
+            bytes_reply: self.bytes_reply,
+            age_ms: self.age_ms,
+            idle_ms: self.idle_ms,
+            rule_id: self.rule_id,
+            policy_version: self.policy_version,
+            logged: self.logged,
+            monitored: self.monitored,
         }
     }
 }

@@ -44,9 +44,9 @@ pub use info::FlowInfo;
 pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
 pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{
-    timeout_ms, track, Strictness, TcpConnState, TcpDropReason, TcpSegment, TcpState, TcpVerdict,
+    timeout_ms, track, Strictness, TcpConnState, TcpRefusal, TcpSegment, TcpState, TcpVerdict,
 };
-pub use tracker::{Admission, Committed, DropReason, NewFlow, Prepared, Track, Tracker, Untracked};
+pub use tracker::{Admission, Committed, NewFlow, Prepared, Refusal, Track, Tracker, Untracked};
 
 /// Idle timeouts in seconds, by protocol state: the policy's `settings.timeouts`, used as they are. Values above
 /// [`table::MAX_TIMEOUT_MS`] are clamped to it.

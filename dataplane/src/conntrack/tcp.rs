@@ -151,7 +151,7 @@ impl TcpSegment {
 
 /// Why a TCP segment was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TcpDropReason {
+pub enum TcpRefusal {
     /// A flag combination no TCP sends: NULL, SYN+FIN, SYN+RST, FIN without ACK, XMAS, ...
     InvalidFlags,
     /// The first packet of an untracked flow is not a SYN (strict) nor a plain ACK (loose).
@@ -169,28 +169,28 @@ pub enum TcpDropReason {
     RstOutOfWindow,
 }
 
-impl TcpDropReason {
+impl TcpRefusal {
     /// Every reason.
-    pub const ALL: [TcpDropReason; 7] = [
-        TcpDropReason::InvalidFlags,
-        TcpDropReason::NotSyn,
-        TcpDropReason::UnexpectedSyn,
-        TcpDropReason::UnexpectedSynAck,
-        TcpDropReason::InvalidState,
-        TcpDropReason::OutOfWindow,
-        TcpDropReason::RstOutOfWindow,
+    pub const ALL: [TcpRefusal; 7] = [
+        TcpRefusal::InvalidFlags,
+        TcpRefusal::NotSyn,
+        TcpRefusal::UnexpectedSyn,
+        TcpRefusal::UnexpectedSynAck,
+        TcpRefusal::InvalidState,
+        TcpRefusal::OutOfWindow,
+        TcpRefusal::RstOutOfWindow,
     ];
 
     /// Short snake_case name, stable for metrics labels.
     pub const fn as_str(self) -> &'static str {
         match self {
-            TcpDropReason::InvalidFlags => "tcp_invalid_flags",
-            TcpDropReason::NotSyn => "tcp_not_syn",
-            TcpDropReason::UnexpectedSyn => "tcp_unexpected_syn",
-            TcpDropReason::UnexpectedSynAck => "tcp_unexpected_syn_ack",
-            TcpDropReason::InvalidState => "tcp_invalid_state",
-            TcpDropReason::OutOfWindow => "tcp_out_of_window",
-            TcpDropReason::RstOutOfWindow => "tcp_rst_out_of_window",
+            TcpRefusal::InvalidFlags => "tcp_invalid_flags",
+            TcpRefusal::NotSyn => "tcp_not_syn",
+            TcpRefusal::UnexpectedSyn => "tcp_unexpected_syn",
+            TcpRefusal::UnexpectedSynAck => "tcp_unexpected_syn_ack",
+            TcpRefusal::InvalidState => "tcp_invalid_state",
+            TcpRefusal::OutOfWindow => "tcp_out_of_window",
+            TcpRefusal::RstOutOfWindow => "tcp_rst_out_of_window",
         }
     }
 }
@@ -204,7 +204,7 @@ pub enum TcpVerdict {
     /// caller treats it as a new flow (policy check, then a fresh [`TcpState::from_first`]).
     Reopen,
     /// Drop the segment silently (and count it); the state is unchanged.
-    Drop(TcpDropReason),
+    Drop(TcpRefusal),
 }
 
 // Per-direction flag byte: window scale in the low nibble, then flags.
@@ -321,9 +321,9 @@ impl TcpState {
     /// The tracking state for the first segment of an untracked flow, which is [`Dir::Original`]: a SYN gives
     /// [`SynSent`](TcpConnState::SynSent); in loose mode a plain ACK (with or without data) gives a
     /// mid-stream pickup in [`Established`](TcpConnState::Established), whose windows are never policed.
-    pub fn from_first(seg: &TcpSegment, strictness: Strictness) -> Result<TcpState, TcpDropReason> {
+    pub fn from_first(seg: &TcpSegment, strictness: Strictness) -> Result<TcpState, TcpRefusal> {
         if !valid_flags(seg.flags) {
-            return Err(TcpDropReason::InvalidFlags);
+            return Err(TcpRefusal::InvalidFlags);
         }
         let mut s = TcpState::EMPTY;
         match kind(seg.flags) {
@@ -331,7 +331,7 @@ impl TcpState {
                 s.init_sender(0, seg);
                 Ok(s)
             }
-            Kind::SynAck => Err(TcpDropReason::UnexpectedSynAck),
+            Kind::SynAck => Err(TcpRefusal::UnexpectedSynAck),
             Kind::Ack if strictness == Strictness::Loose => {
                 let end = seg.end();
                 let win = u32::from(seg.window).max(1);
@@ -347,7 +347,7 @@ impl TcpState {
                 s.tflags = TF_LIBERAL;
                 Ok(s)
             }
-            _ => Err(TcpDropReason::NotSyn),
+            _ => Err(TcpRefusal::NotSyn),
         }
     }
 
@@ -544,14 +544,14 @@ impl TcpState {
         } else if liberal {
             TcpVerdict::Accept
         } else {
-            TcpVerdict::Drop(TcpDropReason::OutOfWindow)
+            TcpVerdict::Drop(TcpRefusal::OutOfWindow)
         })
     }
 
     /// [`track`](Self::track) for any segment, without the shortcut for the common case.
     fn track_general(&mut self, dir: Dir, seg: &TcpSegment, strictness: Strictness) -> TcpVerdict {
         if !valid_flags(seg.flags) {
-            return TcpVerdict::Drop(TcpDropReason::InvalidFlags);
+            return TcpVerdict::Drop(TcpRefusal::InvalidFlags);
         }
         let liberal = strictness == Strictness::Loose || self.picked_up();
         match kind(seg.flags) {
@@ -591,7 +591,7 @@ impl TcpState {
             (SynRecv | Established | FinWait | CloseWait | LastAck, Dir::Original) if liberal => {
                 TcpVerdict::Accept
             }
-            _ => TcpVerdict::Drop(TcpDropReason::UnexpectedSyn),
+            _ => TcpVerdict::Drop(TcpRefusal::UnexpectedSyn),
         }
     }
 
@@ -603,7 +603,7 @@ impl TcpState {
             SynSent if dir == Dir::Reply => {
                 // It must acknowledge exactly the SYN.
                 if seg.ack != self.end[r] {
-                    return TcpVerdict::Drop(TcpDropReason::UnexpectedSynAck);
+                    return TcpVerdict::Drop(TcpRefusal::UnexpectedSynAck);
                 }
                 self.init_sender(d, seg);
                 self.negotiate_scale();
@@ -614,7 +614,7 @@ impl TcpState {
             // Simultaneous open: each side acknowledges the other's SYN, repeating its own ISN.
             SynSent2 => {
                 if seg.ack != self.end[r] || seg.end() != self.end[d] {
-                    return TcpVerdict::Drop(TcpDropReason::UnexpectedSynAck);
+                    return TcpVerdict::Drop(TcpRefusal::UnexpectedSynAck);
                 }
                 self.negotiate_scale();
                 self.window_update(d, seg);
@@ -632,7 +632,7 @@ impl TcpState {
             Established | FinWait | CloseWait | LastAck if self.window_ok(d, seg) => {
                 TcpVerdict::Accept
             }
-            _ => TcpVerdict::Drop(TcpDropReason::UnexpectedSynAck),
+            _ => TcpVerdict::Drop(TcpRefusal::UnexpectedSynAck),
         }
     }
 
@@ -643,7 +643,7 @@ impl TcpState {
         let d = dir.index();
         let r = d ^ 1;
         if matches!(self.state, SynSent | SynSent2) {
-            return TcpVerdict::Drop(TcpDropReason::InvalidState);
+            return TcpVerdict::Drop(TcpRefusal::InvalidState);
         }
         if self.maxwin[d] == 0 {
             self.init_midstream(d, seg);
@@ -653,7 +653,7 @@ impl TcpState {
         if !past_fin && self.window_ok(d, seg) {
             self.window_update(d, seg);
         } else if !liberal {
-            return TcpVerdict::Drop(TcpDropReason::OutOfWindow);
+            return TcpVerdict::Drop(TcpRefusal::OutOfWindow);
         }
         if fin {
             self.wflags[d] |= WF_FIN;
@@ -693,7 +693,7 @@ impl TcpState {
             seg.seq == self.end[d] || (self.wflags[r] & WF_MAXACK != 0 && seg.seq == self.maxack[r])
         };
         if !ok {
-            return TcpVerdict::Drop(TcpDropReason::RstOutOfWindow);
+            return TcpVerdict::Drop(TcpRefusal::RstOutOfWindow);
         }
         self.state = TcpConnState::Close;
         TcpVerdict::Accept

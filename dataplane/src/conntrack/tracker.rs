@@ -7,14 +7,14 @@ use net::{Parsed, TcpFlags, L3, L4};
 
 use super::key::{self, Dir, FlowKey, Side};
 use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
-use super::tcp::{Strictness, TcpDropReason, TcpSegment, TcpState, TcpVerdict};
+use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
 
 /// Why the tracker refuses a packet (besides a full table, which [`Tracker::commit_new`] reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub enum Refusal {
     /// The TCP state machine refused the segment.
-    Tcp(TcpDropReason),
+    Tcp(TcpRefusal),
     /// An ICMP/ICMPv6 echo reply with no matching request flow.
     IcmpUnsolicitedReply,
     /// An echo request from the responder of an echo flow, or a reply from its originator.
@@ -23,41 +23,41 @@ pub enum DropReason {
     IcmpErrorUnrelated,
 }
 
-impl DropReason {
+impl Refusal {
     /// Number of distinct reasons.
-    pub const COUNT: usize = TcpDropReason::ALL.len() + 3;
+    pub const COUNT: usize = TcpRefusal::ALL.len() + 3;
 
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Tcp(TcpDropReason::InvalidFlags),
-        DropReason::Tcp(TcpDropReason::NotSyn),
-        DropReason::Tcp(TcpDropReason::UnexpectedSyn),
-        DropReason::Tcp(TcpDropReason::UnexpectedSynAck),
-        DropReason::Tcp(TcpDropReason::InvalidState),
-        DropReason::Tcp(TcpDropReason::OutOfWindow),
-        DropReason::Tcp(TcpDropReason::RstOutOfWindow),
-        DropReason::IcmpUnsolicitedReply,
-        DropReason::IcmpEchoDirection,
-        DropReason::IcmpErrorUnrelated,
+    pub const ALL: [Refusal; Self::COUNT] = [
+        Refusal::Tcp(TcpRefusal::InvalidFlags),
+        Refusal::Tcp(TcpRefusal::NotSyn),
+        Refusal::Tcp(TcpRefusal::UnexpectedSyn),
+        Refusal::Tcp(TcpRefusal::UnexpectedSynAck),
+        Refusal::Tcp(TcpRefusal::InvalidState),
+        Refusal::Tcp(TcpRefusal::OutOfWindow),
+        Refusal::Tcp(TcpRefusal::RstOutOfWindow),
+        Refusal::IcmpUnsolicitedReply,
+        Refusal::IcmpEchoDirection,
+        Refusal::IcmpErrorUnrelated,
     ];
 
     /// Dense index, e.g. into an array of counters.
     pub const fn index(self) -> usize {
         match self {
-            DropReason::Tcp(r) => r as usize,
-            DropReason::IcmpUnsolicitedReply => TcpDropReason::ALL.len(),
-            DropReason::IcmpEchoDirection => TcpDropReason::ALL.len() + 1,
-            DropReason::IcmpErrorUnrelated => TcpDropReason::ALL.len() + 2,
+            Refusal::Tcp(r) => r as usize,
+            Refusal::IcmpUnsolicitedReply => TcpRefusal::ALL.len(),
+            Refusal::IcmpEchoDirection => TcpRefusal::ALL.len() + 1,
+            Refusal::IcmpErrorUnrelated => TcpRefusal::ALL.len() + 2,
         }
     }
 
     /// Short snake_case name, stable for metrics labels.
     pub const fn as_str(self) -> &'static str {
         match self {
-            DropReason::Tcp(r) => r.as_str(),
-            DropReason::IcmpUnsolicitedReply => "icmp_unsolicited_reply",
-            DropReason::IcmpEchoDirection => "icmp_echo_direction",
-            DropReason::IcmpErrorUnrelated => "icmp_error_unrelated",
+            Refusal::Tcp(r) => r.as_str(),
+            Refusal::IcmpUnsolicitedReply => "icmp_unsolicited_reply",
+            Refusal::IcmpEchoDirection => "icmp_echo_direction",
+            Refusal::IcmpErrorUnrelated => "icmp_error_unrelated",
         }
     }
 }
@@ -138,7 +138,7 @@ pub enum Track {
     /// Not connection-tracked; see [`Untracked`].
     Untracked(Untracked),
     /// Drop silently and count `reason`.
-    Drop(DropReason),
+    Drop(Refusal),
 }
 
 /// What the policy decided for a new flow.
@@ -172,7 +172,7 @@ enum Stage {
     /// Decided without the table.
     Untracked(Untracked),
     /// Decided without the table.
-    Drop(DropReason),
+    Drop(Refusal),
     /// A packet of the flow `key`.
     Flow,
     /// An ICMP error quoting a packet of the flow `key`.
@@ -212,7 +212,7 @@ impl Prepared {
     /// [`Tracker::finish`] would answer ([`Track::Untracked`] as `Ok`, [`Track::Drop`] as `Err`); `None` when
     /// its flow has to be looked up (probe, then finish).
     #[inline]
-    pub fn decided(&self) -> Option<Result<Untracked, DropReason>> {
+    pub fn decided(&self) -> Option<Result<Untracked, Refusal>> {
         match self.stage {
             Stage::Untracked(u) => Some(Ok(u)),
             Stage::Drop(r) => Some(Err(r)),
@@ -355,7 +355,7 @@ impl Tracker {
                 return;
             }
             let Some((key, quoted_side)) = key::quoted_key(frame, parsed) else {
-                p.stage = Stage::Drop(DropReason::IcmpErrorUnrelated);
+                p.stage = Stage::Drop(Refusal::IcmpErrorUnrelated);
                 return;
             };
             p.stage = Stage::Related;
@@ -433,7 +433,7 @@ impl Tracker {
                         id,
                         dir: e.dir_of(p.side).reverse(),
                     },
-                    _ => Track::Drop(DropReason::IcmpErrorUnrelated),
+                    _ => Track::Drop(Refusal::IcmpErrorUnrelated),
                 };
             }
         }
@@ -475,7 +475,7 @@ impl Tracker {
                                 policy_version: e.policy_version(),
                             };
                         }
-                        TcpVerdict::Drop(r) => return Track::Drop(DropReason::Tcp(r)),
+                        TcpVerdict::Drop(r) => return Track::Drop(Refusal::Tcp(r)),
                         TcpVerdict::Reopen => {}
                     }
                 }
@@ -488,7 +488,7 @@ impl Tracker {
                     bytes,
                     reuses: found.is_some(),
                 }),
-                Err(r) => Track::Drop(DropReason::Tcp(r)),
+                Err(r) => Track::Drop(Refusal::Tcp(r)),
             };
         }
 
@@ -501,7 +501,7 @@ impl Tracker {
             Some((id, e)) => {
                 let dir = e.dir_of(side);
                 if is_echo && echo_request != (dir == Dir::Original) {
-                    return Track::Drop(DropReason::IcmpEchoDirection);
+                    return Track::Drop(Refusal::IcmpEchoDirection);
                 }
                 e.record(dir, bytes, now);
                 Track::Known {
@@ -510,7 +510,7 @@ impl Tracker {
                     policy_version: e.policy_version(),
                 }
             }
-            None if is_echo && !echo_request => Track::Drop(DropReason::IcmpUnsolicitedReply),
+            None if is_echo && !echo_request => Track::Drop(Refusal::IcmpUnsolicitedReply),
             None => Track::New(NewFlow {
                 key,
                 originator: side,

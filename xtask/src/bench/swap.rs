@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use protocol::{LoadPolicyResult, Request};
 use serde_json::json;
 
 use super::{median, Args, Row, Stat, Suite};
@@ -135,25 +136,30 @@ max_rules = 16384
     let mut results = Vec::new();
     let stream = std::os::unix::net::UnixStream::connect(&socket)?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut ask = |req: serde_json::Value| -> Result<serde_json::Value> {
+    let mut ask = |request: &Request| -> Result<LoadPolicyResult> {
         use std::io::Write;
-        let mut line = serde_json::to_vec(&req)?;
-        line.push(b'\n');
-        (&stream).write_all(&line)?;
+        let mut line = protocol::encode_request(None, request);
+        line.push('\n');
+        (&stream).write_all(line.as_bytes())?;
         let mut reply = String::new();
         reader.read_line(&mut reply)?;
-        let v: serde_json::Value = serde_json::from_str(&reply)?;
-        if v["ok"] != true {
-            return Err(format!("load_policy: {}", v["error"]).into());
+        match protocol::decode_reply(&reply)? {
+            Ok(result) => Ok(result),
+            Err(refusal) => {
+                Err(format!("load_policy: {} ({})", refusal.message, refusal.code).into())
+            }
         }
-        Ok(v["result"].clone())
     };
     let rss_before = vm_kib(pid, "VmRSS:");
+    let load = Request::LoadPolicy {
+        policy: doc,
+        version: None,
+    };
     for i in 0..args.runs.max(1) {
         let t0 = Instant::now();
-        let r = ask(json!({"v": 1, "op": "load_policy", "policy": doc}))?;
+        let r = ask(&load)?;
         let round_trip = t0.elapsed().as_secs_f64() * 1e3;
-        eprintln!("xtask: swap {}: {r}", i + 1);
+        eprintln!("xtask: swap {}: {}", i + 1, serde_json::to_value(&r)?);
         results.push((r, round_trip));
     }
     let hwm = vm_kib(pid, "VmHWM:");
@@ -161,16 +167,11 @@ max_rules = 16384
         .args(["-TERM", &pid.to_string()])
         .status()?;
     child.wait()?;
-    let med = |key: &str| {
-        median(
-            &results
-                .iter()
-                .filter_map(|(r, _)| r[key].as_f64())
-                .collect::<Vec<_>>(),
-        )
+    let med = |key: fn(&LoadPolicyResult) -> f64| {
+        median(&results.iter().map(|(r, _)| key(r)).collect::<Vec<_>>())
     };
     let rt = median(&results.iter().map(|(_, t)| *t).collect::<Vec<_>>());
-    let flat = &results[0].0["flat_rules"];
+    let flat = results[0].0.flat_rules;
     println!(
         "\nPolicy swap, ClassBench acl1_10k as a Bulkhead policy ({} rules), median of {} swaps",
         rules.len(),
@@ -180,11 +181,11 @@ max_rules = 16384
     println!("|---|---|---|---|---|---|");
     println!(
         "| {} / {} | {:.0} ms | {:.1} ms | {:.0} µs | {:.0} ms | {} MiB → {} MiB |",
-        flat["ipv4"],
-        flat["ipv6"],
-        med("compile_ms"),
-        med("persist_ms"),
-        med("grace_period_us"),
+        flat.ipv4,
+        flat.ipv6,
+        med(|r| r.compile_ms),
+        med(|r| r.persist_ms),
+        med(|r| r.grace_period_us),
         rt,
         rss_before / 1024,
         hwm / 1024
@@ -196,19 +197,14 @@ max_rules = 16384
         &file,
         serde_json::to_string_pretty(&json!({
             "benchmark": "swap", "rules": rules.len(), "flat_rules": flat,
-            "compile_ms": med("compile_ms"), "persist_ms": med("persist_ms"), "grace_period_us": med("grace_period_us"),
+            "compile_ms": med(|r| r.compile_ms), "persist_ms": med(|r| r.persist_ms),
+            "grace_period_us": med(|r| r.grace_period_us),
             "round_trip_ms": rt, "rss_before_kib": rss_before, "peak_rss_kib": hwm,
         }))?,
     )?;
     println!("\nwritten: {}", file.display());
-    let stat = |key: &str| {
-        Stat::of(
-            results
-                .iter()
-                .filter_map(|(r, _)| r[key].as_f64())
-                .collect(),
-        )
-    };
+    let stat =
+        |key: fn(&LoadPolicyResult) -> f64| Stat::of(results.iter().map(|(r, _)| key(r)).collect());
     let row = |what: String, unit: &'static str, bulkhead: Stat| Row {
         suite: Suite::Swap,
         what,
@@ -225,17 +221,17 @@ max_rules = 16384
                 rules.len()
             ),
             "ms",
-            stat("compile_ms"),
+            stat(|r| r.compile_ms),
         ),
         row(
             "persist (temp file, fsync, rename, dir fsync)".into(),
             "ms",
-            stat("persist_ms"),
+            stat(|r| r.persist_ms),
         ),
         row(
             "RCU grace period (workers moved on)".into(),
             "µs",
-            stat("grace_period_us"),
+            stat(|r| r.grace_period_us),
         ),
         row(
             "load_policy request round trip".into(),

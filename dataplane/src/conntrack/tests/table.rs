@@ -430,7 +430,7 @@ fn flow_info_and_listing() {
         (12, 3, true, false)
     );
     assert_eq!(info.vlan, 7);
-    let json = serde_json::to_value(&info).unwrap();
+    let json = serde_json::to_value(info.into_wire()).unwrap();
     assert_eq!(json["src"], "10.0.0.1");
     assert_eq!(json["state"], "stream");
     assert_eq!(json["bytes_reply"], 240);

@@ -4,8 +4,8 @@ use net::TcpFlags;
 
 use crate::conntrack::tcp::valid_flags;
 use crate::conntrack::{
-    timeout_ms, track, Dir, Strictness, TcpConnState, TcpDropReason, TcpSegment, TcpState,
-    TcpVerdict, Timeouts,
+    timeout_ms, track, Dir, Strictness, TcpConnState, TcpRefusal, TcpSegment, TcpState, TcpVerdict,
+    Timeouts,
 };
 
 const O: Dir = Dir::Original;
@@ -51,7 +51,7 @@ fn syn_ack(seq: u32, ack: u32, ws: Option<u8>) -> TcpSegment {
 
 const ACCEPT: TcpVerdict = TcpVerdict::Accept;
 
-fn drop(r: TcpDropReason) -> TcpVerdict {
+fn drop(r: TcpRefusal) -> TcpVerdict {
     TcpVerdict::Drop(r)
 }
 
@@ -237,7 +237,7 @@ fn data_after_fin_is_dropped_in_strict_mode() {
     );
     assert_eq!(
         st.track(O, &seg(ACK | PSH, C + 2, S + 1, 502, 10), STRICT),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
     assert_eq!(st.state(), TcpConnState::FinWait);
 }
@@ -278,13 +278,13 @@ fn rst_out_of_window_is_dropped_and_flow_kept() {
         let far = seg(RST, C + 1 + 10_000_000, 0, 0, 0);
         assert_eq!(
             st.track(O, &far, strictness),
-            drop(TcpDropReason::RstOutOfWindow)
+            drop(TcpRefusal::RstOutOfWindow)
         );
         assert_eq!(st.state(), TcpConnState::Established);
         let old = seg(RST, C.wrapping_sub(10_000_000), 0, 0, 0);
         assert_eq!(
             st.track(O, &old, strictness),
-            drop(TcpDropReason::RstOutOfWindow)
+            drop(TcpRefusal::RstOutOfWindow)
         );
         assert_eq!(st.state(), TcpConnState::Established);
     }
@@ -296,7 +296,7 @@ fn in_window_but_inexact_rst_strict_drops_loose_accepts() {
     let mut st = established(STRICT);
     assert_eq!(
         st.track(O, &blind, STRICT),
-        drop(TcpDropReason::RstOutOfWindow)
+        drop(TcpRefusal::RstOutOfWindow)
     );
     assert_eq!(st.state(), TcpConnState::Established);
     let mut st = established(LOOSE);
@@ -309,11 +309,11 @@ fn rst_answering_a_syn() {
     let mut st = TcpState::from_first(&syn(C, None), STRICT).unwrap();
     assert_eq!(
         st.track(R, &seg(RST | ACK, 0, C + 7, 0, 0), STRICT),
-        drop(TcpDropReason::RstOutOfWindow)
+        drop(TcpRefusal::RstOutOfWindow)
     );
     assert_eq!(
         st.track(R, &seg(RST, 0, 0, 0, 0), STRICT),
-        drop(TcpDropReason::RstOutOfWindow)
+        drop(TcpRefusal::RstOutOfWindow)
     );
     assert_eq!(st.state(), TcpConnState::SynSent);
     assert_eq!(st.track(R, &seg(RST | ACK, 0, C + 1, 0, 0), STRICT), ACCEPT);
@@ -340,12 +340,12 @@ fn invalid_flag_combinations() {
         let s = seg(flags, C, 0, 1000, 0);
         assert_eq!(
             TcpState::from_first(&s, STRICT),
-            Err(TcpDropReason::InvalidFlags),
+            Err(TcpRefusal::InvalidFlags),
             "{flags}"
         );
         assert_eq!(
             TcpState::from_first(&s, LOOSE),
-            Err(TcpDropReason::InvalidFlags),
+            Err(TcpRefusal::InvalidFlags),
             "{flags}"
         );
         let mut st = established(STRICT);
@@ -353,7 +353,7 @@ fn invalid_flag_combinations() {
         let s = seg(flags, C + 1, S + 1, 502, 0);
         assert_eq!(
             st.track(O, &s, STRICT),
-            drop(TcpDropReason::InvalidFlags),
+            drop(TcpRefusal::InvalidFlags),
             "{flags}"
         );
         assert_eq!(st, before);
@@ -377,46 +377,43 @@ fn valid_flags_is_exactly_linux_table() {
 fn unsolicited_syn_ack() {
     assert_eq!(
         TcpState::from_first(&syn_ack(S, C + 1, None), STRICT),
-        Err(TcpDropReason::UnexpectedSynAck)
+        Err(TcpRefusal::UnexpectedSynAck)
     );
     assert_eq!(
         TcpState::from_first(&syn_ack(S, C + 1, None), LOOSE),
-        Err(TcpDropReason::UnexpectedSynAck)
+        Err(TcpRefusal::UnexpectedSynAck)
     );
     let mut st = TcpState::from_first(&syn(C, None), STRICT).unwrap();
     // SYN-ACK acknowledging something else than our SYN.
     assert_eq!(
         st.track(R, &syn_ack(S, C + 1000, None), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
     // SYN-ACK from the originator.
     assert_eq!(
         st.track(O, &syn_ack(S, C + 1, None), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
     assert_eq!(st.state(), TcpConnState::SynSent);
     // SYN-ACK with another ISN once the handshake is past.
     let mut st = established(STRICT);
     assert_eq!(
         st.track(R, &syn_ack(S + 90_000_000, C + 1, None), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
 }
 
 #[test]
 fn data_before_handshake_strict_vs_loose() {
     let data = seg(ACK | PSH, C, S, 502, 100);
-    assert_eq!(
-        TcpState::from_first(&data, STRICT),
-        Err(TcpDropReason::NotSyn)
-    );
+    assert_eq!(TcpState::from_first(&data, STRICT), Err(TcpRefusal::NotSyn));
     for s in [
         seg(FIN | ACK, C, S, 502, 0),
         seg(RST, C, 0, 0, 0),
         seg(RST | ACK, C, S, 0, 0),
     ] {
-        assert_eq!(TcpState::from_first(&s, STRICT), Err(TcpDropReason::NotSyn));
-        assert_eq!(TcpState::from_first(&s, LOOSE), Err(TcpDropReason::NotSyn));
+        assert_eq!(TcpState::from_first(&s, STRICT), Err(TcpRefusal::NotSyn));
+        assert_eq!(TcpState::from_first(&s, LOOSE), Err(TcpRefusal::NotSyn));
     }
     // Loose: mid-stream pickup, and the other side is learnt from its first segment.
     let mut st = TcpState::from_first(&data, LOOSE).unwrap();
@@ -444,15 +441,15 @@ fn data_before_handshake_strict_vs_loose() {
     let mut st = TcpState::from_first(&syn(C, None), STRICT).unwrap();
     assert_eq!(
         st.track(O, &seg(ACK | PSH, C + 1, 0, 502, 10), STRICT),
-        drop(TcpDropReason::InvalidState)
+        drop(TcpRefusal::InvalidState)
     );
     assert_eq!(
         st.track(R, &seg(ACK, S, C + 1, 502, 0), STRICT),
-        drop(TcpDropReason::InvalidState)
+        drop(TcpRefusal::InvalidState)
     );
     assert_eq!(
         st.track(O, &seg(FIN | ACK, C + 1, 0, 502, 0), STRICT),
-        drop(TcpDropReason::InvalidState)
+        drop(TcpRefusal::InvalidState)
     );
     assert_eq!(st.state(), TcpConnState::SynSent);
 }
@@ -471,12 +468,12 @@ fn simultaneous_open() {
     // Data before any SYN-ACK is invalid.
     assert_eq!(
         st.track(O, &seg(ACK, A + 1, B + 1, 500, 10), STRICT),
-        drop(TcpDropReason::InvalidState)
+        drop(TcpRefusal::InvalidState)
     );
     // A SYN-ACK not acknowledging the peer's SYN.
     assert_eq!(
         st.track(O, &syn_ack(A, B + 5, Some(2)), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
     assert_eq!(st.track(O, &syn_ack(A, B + 1, Some(2)), STRICT), ACCEPT);
     assert_eq!(st.state(), TcpConnState::SynRecv);
@@ -500,7 +497,7 @@ fn retransmitted_syn_and_syn_ack() {
     assert_eq!(st.track(O, &syn(C + 5_000, None), STRICT), ACCEPT);
     assert_eq!(
         st.track(R, &syn_ack(S, C + 1, None), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
     assert_eq!(st.track(R, &syn_ack(S, C + 5_001, None), STRICT), ACCEPT);
     assert_eq!(st.state(), TcpConnState::SynRecv);
@@ -512,7 +509,7 @@ fn retransmitted_syn_and_syn_ack() {
     let mut loose = st;
     assert_eq!(
         st.track(O, &syn(C + 77, None), STRICT),
-        drop(TcpDropReason::UnexpectedSyn)
+        drop(TcpRefusal::UnexpectedSyn)
     );
     assert_eq!(loose.track(O, &syn(C + 77, None), LOOSE), ACCEPT);
     assert_eq!(loose.state(), TcpConnState::SynRecv);
@@ -533,11 +530,11 @@ fn syn_inside_established_flow() {
     let before = st;
     assert_eq!(
         st.track(O, &syn(123_456_789, None), STRICT),
-        drop(TcpDropReason::UnexpectedSyn)
+        drop(TcpRefusal::UnexpectedSyn)
     );
     assert_eq!(
         st.track(R, &syn(123_456_789, None), STRICT),
-        drop(TcpDropReason::UnexpectedSyn)
+        drop(TcpRefusal::UnexpectedSyn)
     );
     assert_eq!(st, before);
     // Loose (Linux): a restarted client's SYN passes unchanged so the server's challenge ACK can resync.
@@ -545,7 +542,7 @@ fn syn_inside_established_flow() {
     assert_eq!(st, before);
     assert_eq!(
         st.track(R, &syn(123_456_789, None), LOOSE),
-        drop(TcpDropReason::UnexpectedSyn)
+        drop(TcpRefusal::UnexpectedSyn)
     );
 }
 
@@ -575,7 +572,7 @@ fn sequence_wraparound() {
     // An ACK for data the server never sent, past the wrap: dropped.
     assert_eq!(
         st.track(O, &seg(ACK, cseq, sseq.wrapping_add(5_000), 502, 0), STRICT),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
     // Data far beyond the window, past the wrap: dropped.
     assert_eq!(
@@ -584,7 +581,7 @@ fn sequence_wraparound() {
             &seg(ACK | PSH, cseq.wrapping_add(1 << 30), sseq, 502, 10),
             STRICT
         ),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
     // A retransmission from before the wrap is fine.
     assert_eq!(
@@ -658,7 +655,7 @@ fn window_scaling() {
             &seg(ACK | PSH, C + 1 + 140_000, S + 1, 1024, 1460),
             STRICT
         ),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
 
     // Only one side offers scaling: neither is scaled, and the same burst overruns the 1024-byte window.
@@ -671,7 +668,7 @@ fn window_scaling() {
         );
         assert_eq!(
             st.track(O, &seg(ACK | PSH, C + 1 + 1460, S + 1, 1024, 1460), STRICT),
-            drop(TcpDropReason::OutOfWindow)
+            drop(TcpRefusal::OutOfWindow)
         );
         // Loose lets it through.
         assert_eq!(
@@ -710,7 +707,7 @@ fn time_wait_and_close_reopen() {
     // SYN-ACK in TIME_WAIT is not a reopen.
     assert_eq!(
         st.track(R, &syn_ack(S, C + 1, None), STRICT),
-        drop(TcpDropReason::UnexpectedSynAck)
+        drop(TcpRefusal::UnexpectedSynAck)
     );
 
     let mut st = established(STRICT);
@@ -727,7 +724,7 @@ fn out_of_window_data_strict_drops_loose_accepts() {
     let far = seg(ACK | PSH, C + 1 + 5_000_000, S + 1, 502, 100);
     let mut st = established(STRICT);
     let before = st;
-    assert_eq!(st.track(O, &far, STRICT), drop(TcpDropReason::OutOfWindow));
+    assert_eq!(st.track(O, &far, STRICT), drop(TcpRefusal::OutOfWindow));
     assert_eq!(st, before);
     let mut st = established(LOOSE);
     let before = st;
@@ -742,12 +739,12 @@ fn out_of_window_data_strict_drops_loose_accepts() {
             &seg(ACK | PSH, C.wrapping_sub(2_000_000), S + 1, 502, 100),
             STRICT
         ),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
     // An ACK of data never sent (blind injection) and an ancient ACK.
     assert_eq!(
         st.track(O, &seg(ACK, C + 1, S + 1 + 1_000, 502, 0), STRICT),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
     assert_eq!(
         st.track(
@@ -755,7 +752,7 @@ fn out_of_window_data_strict_drops_loose_accepts() {
             &seg(ACK, C + 1, S.wrapping_sub(1_000_000), 502, 0),
             STRICT
         ),
-        drop(TcpDropReason::OutOfWindow)
+        drop(TcpRefusal::OutOfWindow)
     );
 }
 

@@ -6,8 +6,8 @@ use net::TcpFlags;
 
 use super::frames::{frame, ip_packet, quote_v4, tcp, L4Spec};
 use crate::conntrack::{
-    Admission, Dir, DropReason, FlowId, FlowInfo, Full, NewFlow, Strictness, TcpConnState,
-    TcpDropReason, Timeouts, Track, Tracker, Untracked,
+    Admission, Dir, FlowId, FlowInfo, Full, NewFlow, Refusal, Strictness, TcpConnState, TcpRefusal,
+    Timeouts, Track, Tracker, Untracked,
 };
 
 const SYN: TcpFlags = TcpFlags::SYN;
@@ -125,7 +125,7 @@ fn tcp_flow_through_the_tracker() {
     );
     assert_eq!(
         run(&mut t, &bad, 2_001),
-        Track::Drop(DropReason::Tcp(TcpDropReason::OutOfWindow))
+        Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
     );
     let info = FlowInfo::new(id, t.table().get(id).unwrap(), 3_000);
     assert_eq!(
@@ -147,7 +147,7 @@ fn strict_and_loose_first_packets() {
     );
     assert_eq!(
         run(&mut t, &data, 0),
-        Track::Drop(DropReason::Tcp(TcpDropReason::NotSyn))
+        Track::Drop(Refusal::Tcp(TcpRefusal::NotSyn))
     );
     let sa = frame(
         None,
@@ -157,7 +157,7 @@ fn strict_and_loose_first_packets() {
     );
     assert_eq!(
         run(&mut t, &sa, 0),
-        Track::Drop(DropReason::Tcp(TcpDropReason::UnexpectedSynAck))
+        Track::Drop(Refusal::Tcp(TcpRefusal::UnexpectedSynAck))
     );
     let xmas = frame(
         None,
@@ -167,7 +167,7 @@ fn strict_and_loose_first_packets() {
     );
     assert_eq!(
         run(&mut t, &xmas, 0),
-        Track::Drop(DropReason::Tcp(TcpDropReason::InvalidFlags))
+        Track::Drop(Refusal::Tcp(TcpRefusal::InvalidFlags))
     );
     t.set_strictness(Strictness::Loose);
     let id = open(&mut t, &data, 0);
@@ -308,13 +308,13 @@ fn icmp_echo_v4_and_v6() {
         );
         assert_eq!(
             run(&mut t, &rep, 0),
-            Track::Drop(DropReason::IcmpUnsolicitedReply)
+            Track::Drop(Refusal::IcmpUnsolicitedReply)
         );
         let n = expect_new(run(&mut t, &req, 0));
         // Denied (not committed): the reply is still unsolicited.
         assert_eq!(
             run(&mut t, &rep, 0),
-            Track::Drop(DropReason::IcmpUnsolicitedReply)
+            Track::Drop(Refusal::IcmpUnsolicitedReply)
         );
         let id = t.commit_new(&n, admit(), 0).unwrap().id;
         assert_eq!(known(run(&mut t, &rep, 1)), (id, Dir::Reply));
@@ -331,7 +331,7 @@ fn icmp_echo_v4_and_v6() {
         );
         assert_eq!(
             run(&mut t, &other, 2),
-            Track::Drop(DropReason::IcmpUnsolicitedReply)
+            Track::Drop(Refusal::IcmpUnsolicitedReply)
         );
         // The responder may not ride the flow with requests of its own, nor the originator send replies.
         let rev_req = frame(
@@ -345,7 +345,7 @@ fn icmp_echo_v4_and_v6() {
         );
         assert_eq!(
             run(&mut t, &rev_req, 3),
-            Track::Drop(DropReason::IcmpEchoDirection)
+            Track::Drop(Refusal::IcmpEchoDirection)
         );
         let rev_rep = frame(
             None,
@@ -358,12 +358,12 @@ fn icmp_echo_v4_and_v6() {
         );
         assert_eq!(
             run(&mut t, &rev_rep, 3),
-            Track::Drop(DropReason::IcmpEchoDirection)
+            Track::Drop(Refusal::IcmpEchoDirection)
         );
         // After the ICMP timeout the reply is unsolicited again.
         assert_eq!(
             run(&mut t, &rep, 31_000),
-            Track::Drop(DropReason::IcmpUnsolicitedReply)
+            Track::Drop(Refusal::IcmpUnsolicitedReply)
         );
     }
 }
@@ -437,7 +437,7 @@ fn icmp_errors_related_v4() {
     );
     assert_eq!(
         run(&mut t, &err, 1),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // Quoting an untracked flow: unrelated.
     let other = quote_v4(&ip_packet(
@@ -461,7 +461,7 @@ fn icmp_errors_related_v4() {
     );
     assert_eq!(
         run(&mut t, &err, 1),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // On another VLAN: unrelated.
     let err = frame(
@@ -476,7 +476,7 @@ fn icmp_errors_related_v4() {
     );
     assert_eq!(
         run(&mut t, &err, 1),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // A truncated quote: unrelated.
     let err = frame(
@@ -491,7 +491,7 @@ fn icmp_errors_related_v4() {
     );
     assert_eq!(
         run(&mut t, &err, 1),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // Redirects are not relatable errors: left to stateless policy.
     let err = frame(
@@ -518,7 +518,7 @@ fn icmp_errors_related_v4() {
     );
     assert_eq!(
         run(&mut t, &err, 1_000_000),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
 
     // Errors about TCP and about echo flows.
@@ -614,7 +614,7 @@ fn icmp_errors_related_v6() {
     );
     assert_eq!(
         run(&mut t, &err, 1_100),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     let err = frame(
         None,
@@ -628,7 +628,7 @@ fn icmp_errors_related_v6() {
     );
     assert_eq!(
         run(&mut t, &err, 1_100),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     let err = frame(
         None,
@@ -642,7 +642,7 @@ fn icmp_errors_related_v6() {
     );
     assert_eq!(
         run(&mut t, &err, 1_100),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // An IPv4 quote inside ICMPv6: unrelated.
     let q4 = quote_v4(&ip_packet(
@@ -666,7 +666,7 @@ fn icmp_errors_related_v6() {
     );
     assert_eq!(
         run(&mut t, &err, 1_100),
-        Track::Drop(DropReason::IcmpErrorUnrelated)
+        Track::Drop(Refusal::IcmpErrorUnrelated)
     );
     // Neighbour discovery is not tracked.
     let ns = frame(None, c, s, &L4Spec::IcmpOther { ty: 135 });
@@ -775,7 +775,7 @@ fn commit_on_a_full_table() {
 #[test]
 fn drop_reason_labels_are_dense_and_unique() {
     let mut seen = std::collections::HashSet::new();
-    for (i, r) in DropReason::ALL.iter().enumerate() {
+    for (i, r) in Refusal::ALL.iter().enumerate() {
         assert_eq!(r.index(), i);
         assert!(seen.insert(r.as_str()));
     }

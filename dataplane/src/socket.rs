@@ -1,3 +1,9 @@
+//! The dataplane's local control socket: how `bulkhead-control` (or an operator with `socat`) loads a policy,
+//! reads counters, lists and kills flows, and drains flow events.
+//!
+//! Transport: a Unix stream socket (mode 0600), one message of the [`protocol`] crate per line each way. A
+//! malformed request gets an error answer on the same connection; it never takes the dataplane down.
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -5,13 +11,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use protocol::{decode_request, encode_reply, ErrorCode, ErrorReply, Reply, Request};
 use serde_json::Value;
-
-use super::protocol::{parse, respond, ApiError, ErrorCode, Request};
 
 /// Answers requests. Implemented by the gateway's management side; called from the socket threads.
 pub trait Handler: Sync {
-    fn handle(&self, request: Request) -> Result<Value, ApiError>;
+    fn handle(&self, request: Request) -> Result<Reply, ErrorReply>;
 }
 
 /// Largest request line accepted (a large policy document fits comfortably).
@@ -72,9 +77,8 @@ pub fn serve(listener: Listener, handler: &dyn Handler, stop: &AtomicBool) -> st
                 Ok((conn, _)) => {
                     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                         active.fetch_sub(1, Ordering::AcqRel);
-                        let err =
-                            ApiError::new(ErrorCode::Internal, "too many control connections");
-                        let _ = writeln!(&conn, "{}", respond(Value::Null, Err(err)));
+                        let err = refusal(ErrorCode::Internal, "too many control connections");
+                        let _ = writeln!(&conn, "{err}");
                         continue;
                     }
                     let active = &active;
@@ -109,11 +113,10 @@ fn connection(conn: UnixStream, handler: &dyn Handler, stop: &AtomicBool) -> std
             Ok(0) => return Ok(()),
             Ok(_) if line.last() == Some(&b'\n') || line.len() as u64 > MAX_LINE => {
                 let answer = if line.len() as u64 > MAX_LINE {
-                    let err = ApiError::new(
+                    let answer = refusal(
                         ErrorCode::TooLarge,
                         format!("request longer than {MAX_LINE} bytes"),
                     );
-                    let answer = respond(Value::Null, Err(err));
                     writer.write_all(answer.as_bytes())?;
                     writer.write_all(b"\n")?;
                     return Ok(());
@@ -139,21 +142,27 @@ fn connection(conn: UnixStream, handler: &dyn Handler, stop: &AtomicBool) -> std
 fn answer(line: &[u8], handler: &dyn Handler) -> String {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
-    let (id, request) = parse(text);
-    respond(id, request.and_then(|r| handler.handle(r)))
+    let (id, request) = decode_request(text);
+    encode_reply(&id, &request.and_then(|r| handler.handle(r)))
+}
+
+/// The answer line for a connection that cannot be served (no request was read, so no id).
+fn refusal(code: ErrorCode, message: impl Into<String>) -> String {
+    encode_reply::<Reply>(&Value::Null, &Err(ErrorReply::new(code, message)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     struct Echo;
     impl Handler for Echo {
-        fn handle(&self, request: Request) -> Result<Value, ApiError> {
+        fn handle(&self, request: Request) -> Result<Reply, ErrorReply> {
             match request {
-                Request::Status {} => Ok(json!({"status": "ok"})),
-                _ => Err(ApiError::new(ErrorCode::Internal, "not here")),
+                Request::KillFlows { .. } => {
+                    Ok(Reply::KillFlows(protocol::KillResult { killed: 3 }))
+                }
+                _ => Err(ErrorReply::new(ErrorCode::Internal, "not here")),
             }
         }
     }
@@ -182,8 +191,8 @@ mod tests {
                 serde_json::from_str::<Value>(&out).unwrap()
             };
             assert_eq!(
-                ask(b"{\"v\":1,\"id\":1,\"op\":\"status\"}\n")["result"]["status"],
-                "ok"
+                ask(b"{\"v\":1,\"id\":1,\"op\":\"kill_flows\"}\n")["result"]["killed"],
+                3
             );
             assert_eq!(ask(b"\xff\xfe garbage\n")["error"]["code"], "bad_json");
             assert_eq!(

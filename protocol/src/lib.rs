@@ -1,0 +1,54 @@
+//! The dataplane's control protocol: every request a client may send, every reply the dataplane gives, and
+//! how one message is written as one line. This crate is the API boundary between the dataplane and the
+//! processes that drive it (`bulkhead-control`, the testbed, `xtask`); it knows nothing of the transport
+//! (today a local Unix socket, later TLS to remote gateways), of DPDK or of an async runtime.
+//!
+//! # Messages
+//!
+//! One JSON object per line each way. A request carries the protocol version `v`, an optional `id` (any JSON
+//! value, echoed in the answer) and an `op` with its arguments ([`Request`]):
+//!
+//! ```text
+//! → {"id":7,"op":"status","v":1}
+//! ← {"id":7,"ok":true,"result":{...},"v":1}
+//! ← {"error":{"code":"invalid_policy","details":[...],"message":"..."},"id":7,"ok":false,"v":1}
+//! ```
+//!
+//! The result of each op is its own type: [`Status`], [`CountersReport`], [`LoadPolicyResult`],
+//! [`PolicyState`], [`FlowList`], [`KillResult`], [`EventBatch`]; a refusal is an [`ErrorReply`]. Lines are
+//! written with the keys of every object in sorted order (see [`line`]), as the dataplane always has.
+//!
+//! # Version rule
+//!
+//! [`PROTOCOL_VERSION`] changes when a peer that speaks the old version could misread the new one:
+//! - removing or renaming an op, a field or an error code;
+//! - changing a field's type, unit or meaning, or making a field optional (`null`) that was always present;
+//! - a new value of an enumerated field other than the error code (an event `kind`, a `verdict`): a peer
+//!   cannot read an event it has no variant for;
+//! - making an absent request field mean something other than it meant before.
+//!
+//! It does not change for additions that an older peer handles safely:
+//! - a new field in a result: clients ignore fields they do not know (result types do not deny unknown
+//!   fields);
+//! - a new optional request field or a new op: the dataplane denies unknown fields and ops, so an older
+//!   dataplane answers `bad_request` instead of silently ignoring it; an absent optional field keeps its old
+//!   meaning;
+//! - a new error code: clients read codes they do not know as [`ErrorCode::Other`].
+//!
+//! The golden files in `tests/fixtures/` hold one message of each type exactly as it travels; a change to
+//! them in review is a change to the wire.
+
+mod line;
+mod reply;
+mod request;
+
+pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
+pub use reply::{
+    CountersReport, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList, KillResult,
+    LoadPolicyResult, PolicyState, PortCounters, Reply, RuleCounters, Status, SwapTimes, Verdict,
+    WorkerSnapshot,
+};
+pub use request::{ErrorCode, ErrorReply, FlowFilter, Request};
+
+/// The version of the protocol this build speaks (see the version rule above).
+pub const PROTOCOL_VERSION: u64 = 1;
