@@ -29,6 +29,15 @@ pub enum TokenError {
     Store(#[from] StoreError),
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header value. The scheme is matched in any case, as
+/// RFC 7235 says.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 #[derive(Debug, Clone)]
 pub struct Tokens {
     path: PathBuf,
@@ -184,6 +193,16 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            assert_eq!(bearer(header), Some("abc"), "{header}");
+        }
+        for header in ["Basic abc", "Bearerabc", "Bearer", "abc"] {
+            assert_eq!(bearer(header), None, "{header}");
+        }
+    }
 
     #[test]
     fn created_private_identified_rotated() {

@@ -169,8 +169,7 @@ async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::auth::bearer);
     let who = presented.and_then(|t| {
         app.tokens
             .read()

@@ -1,0 +1,92 @@
+//! What a hostile client tries against control's HTTP side, each reproduced with real sockets against control
+//! served in process (no dataplane: none of these needs one).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bulkhead_control::api;
+use bulkhead_control::app::App;
+use bulkhead_control::auth::Tokens;
+use bulkhead_control::config::Config;
+use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::metrics::Metrics;
+use bulkhead_control::store::Store;
+use serde_json::{json, Value};
+
+struct Server {
+    url: String,
+    token: String,
+    dir: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// Control on a free port; `extra` is added to the top of its control.toml.
+    async fn start(name: &str, extra: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("bh-hostile-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "{extra}\nstore_dir = {:?}\ndataplane_socket = {:?}\n[flow_log]\npath = {:?}\n[web]\ndir = {:?}\n",
+            dir.join("store"),
+            dir.join("absent.sock"),
+            dir.join("flows.jsonl"),
+            dir.join("web"),
+        );
+        let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
+        let tokens = Tokens::load_or_create(&config.token_path()).unwrap();
+        let token = std::fs::read_to_string(config.token_path()).unwrap();
+        let token = token.split_whitespace().nth(1).unwrap().to_string();
+        let metrics = Metrics::new(config.metrics.clone());
+        let app = Arc::new(App {
+            store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
+            tokens: RwLock::new(tokens),
+            dataplane: Dataplane::new(&config.dataplane_socket)
+                .with_timeout(Duration::from_millis(100)),
+            metrics: metrics.clone(),
+            flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
+            shadow_cache: Default::default(),
+            config,
+            dataplane_seen: Mutex::new(Err("not asked".into())),
+            verified: Mutex::new(None),
+        });
+        let router = api::app(app, vec![metrics.router()]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Server {
+            url,
+            token,
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str, authorization: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let s = Server::start("bearer", "").await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, body) = s
+            .get("/api/v1/version", &format!("{scheme} {}", s.token))
+            .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    let (status, _) = s
+        .get("/api/v1/version", &format!("Basic {}", s.token))
+        .await;
+    assert_eq!(status, 401);
+}
