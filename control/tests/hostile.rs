@@ -27,7 +27,9 @@ impl Server {
     async fn start(name: &str, extra: &str) -> Server {
         let dir = std::env::temp_dir().join(format!("bh-hostile-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("web/js")).unwrap();
+        std::fs::write(dir.join("web/index.html"), "<title>console</title>").unwrap();
+        std::fs::write(dir.join("web/js/app.js"), "console.log(1)").unwrap();
         let text = format!(
             "{extra}\nstore_dir = {:?}\ndataplane_socket = {:?}\n[flow_log]\npath = {:?}\n[web]\ndir = {:?}\n",
             dir.join("store"),
@@ -60,7 +62,10 @@ impl Server {
             url,
             token,
             dir,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
         }
     }
 
@@ -89,4 +94,33 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .get("/api/v1/version", &format!("Basic {}", s.token))
         .await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn static_files_never_follow_a_symlink_out_of_the_web_directory() {
+    let s = Server::start("symlink", "").await;
+    let secret = s.dir.join("secret.txt");
+    std::fs::write(&secret, "the network's weak spots").unwrap();
+    std::os::unix::fs::symlink(&secret, s.dir.join("web/leak.txt")).unwrap();
+    std::os::unix::fs::symlink(&s.dir, s.dir.join("web/js/up")).unwrap();
+    // A symlink that stays inside is still served.
+    std::os::unix::fs::symlink("app.js", s.dir.join("web/js/same.js")).unwrap();
+    for path in [
+        "/leak.txt",
+        "/js/up/secret.txt",
+        "/js/%75p/secret.txt",
+        "/js/up/",
+    ] {
+        let (status, body) = s.get(path, "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("weak spots"), "{path}: {body}");
+    }
+    for (path, content) in [
+        ("/", "<title>console</title>"),
+        ("/index.html", "<title>console</title>"),
+        ("/js/app.js", "console.log(1)"),
+        ("/js/same.js", "console.log(1)"),
+    ] {
+        assert_eq!(s.get(path, "").await, (200, content.to_string()), "{path}");
+    }
 }

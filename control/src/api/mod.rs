@@ -2,7 +2,8 @@
 //! the OpenAPI document. JSON everywhere; errors per [`crate::error`]; query parameters per [`extract`]. One file
 //! per resource group: [`draft`] (the draft, its objects, validate, diff, export), [`lifecycle`] (commit, confirm,
 //! rollback, versions, the active version), [`flows`] (tracked connections, kill, explain), [`flow_log`] (query and
-//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`].
+//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`]; [`web`] serves the console's
+//! static files.
 //!
 //! Writes to the draft carry `If-Match` with the draft's ETag (`"draft-<revision>"`); lifecycle operations on the
 //! active policy (confirm, rollback) carry the active ETag (`"active-<version>"`); a commit carries the draft's (it
@@ -30,6 +31,7 @@ pub mod flow_log;
 mod flows;
 mod lifecycle;
 mod tokens;
+mod web;
 
 /// One served operation: its method, path, and the query parameters it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,9 +149,7 @@ pub fn app(state: Shared, extra: Vec<Router>) -> Router {
         // Unknown API paths keep their JSON 404; everything else may be a console file.
         router = router
             .route("/api/{*rest}", axum::routing::any(fallback))
-            .fallback_service(
-                tower_http::services::ServeDir::new(web).append_index_html_on_directories(true),
-            );
+            .fallback_service(web::files(web));
     }
     router.layer(axum::extract::DefaultBodyLimit::max(
         state.config.body_limit_bytes,
