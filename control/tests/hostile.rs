@@ -124,3 +124,19 @@ async fn static_files_never_follow_a_symlink_out_of_the_web_directory() {
         assert_eq!(s.get(path, "").await, (200, content.to_string()), "{path}");
     }
 }
+
+#[tokio::test]
+async fn no_redirect_is_protocol_relative() {
+    let s = Server::start("redirect", "").await;
+    for (path, expected) in [("//js", "/js/"), ("/js", "/js/"), ("///js", "/js/")] {
+        let r = s
+            .client
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 307, "{path}");
+        let location = r.headers()["location"].to_str().unwrap();
+        assert_eq!(location, expected, "{path}");
+    }
+}

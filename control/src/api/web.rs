@@ -1,12 +1,12 @@
 //! The web console's static files, served from `[web] dir` at `/`. Only regular files under that directory are
 //! served: a symlink leading out of it is answered 404 like a missing file (the directory is meant to be public,
-//! what it links to is not).
+//! what it links to is not). A redirect never points to `//host/...`, which browsers read as another host.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -25,7 +25,19 @@ async fn guard(State(root): State<Arc<PathBuf>>, req: Request, next: Next) -> Re
     if !served_from_root(&root, req.uri().path()).await {
         return StatusCode::NOT_FOUND.into_response();
     }
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    if let Some(location) = resp.headers().get(header::LOCATION) {
+        let location = location.to_str().unwrap_or_default();
+        // `//js/` (from a request for `//js`) would send the browser to the host `js`.
+        let local = format!("/{}", location.trim_start_matches(['/', '\\']));
+        match HeaderValue::from_str(&local) {
+            Ok(v) => {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(_) => return StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    resp
 }
 
 /// Whether the file a request path names (decoded as the file service decodes it) lies under `root` once every
