@@ -69,6 +69,32 @@ impl Server {
         }
     }
 
+    /// `method path` with the token, the draft's current ETag in `If-Match` and a JSON body; the status and the
+    /// answer.
+    async fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let draft = self
+            .client
+            .get(format!("{}/api/v1/draft", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let etag = draft.headers()["etag"].clone();
+        let r = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("If-Match", etag)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     async fn get(&self, path: &str, authorization: &str) -> (u16, String) {
         let r = self
             .client
@@ -139,4 +165,46 @@ async fn no_redirect_is_protocol_relative() {
         let location = r.headers()["location"].to_str().unwrap();
         assert_eq!(location, expected, "{path}");
     }
+}
+
+#[tokio::test]
+async fn repeated_json_keys_are_refused_with_their_path() {
+    let s = Server::start("duplicates", "").await;
+    let rule = r#"{"id": 1, "name": "r", "from": "any", "to": "any", "service": "any", "action": "deny", "action": "allow"}"#;
+    let doc = format!(
+        r#"{{"format": "bulkhead.policy/v1", "segments": [], "services": [], "rules": [{rule}],
+            "settings": {{"default_action": "deny"}}}}"#
+    );
+    let message = "key \"action\" appears more than once; write it once";
+    for (method, path, body, at) in [
+        ("PUT", "/api/v1/draft", doc.as_str(), "rules[0]"),
+        ("POST", "/api/v1/validate", doc.as_str(), "rules[0]"),
+        ("POST", "/api/v1/draft/rules", rule, "(document)"),
+    ] {
+        let (status, answer) = s.send(method, path, body).await;
+        assert_eq!(status, 422, "{method} {path}: {answer}");
+        assert_eq!(
+            answer,
+            json!({"error": {"code": "invalid_body", "message": "the body repeats a key",
+                "details": [{"path": at, "message": message}]}}),
+            "{method} {path}"
+        );
+    }
+    let (status, draft) = s.send("GET", "/api/v1/draft", "").await;
+    assert_eq!((status, &draft["rules"]), (200, &json!([])));
+    // Bodies without repeats are read as before.
+    let (status, answer) = s
+        .send(
+            "POST",
+            "/api/v1/validate",
+            &doc.replace(r#", "action": "allow""#, ""),
+        )
+        .await;
+    assert_eq!((status, &answer["valid"]), (200, &json!(true)), "{answer}");
+    let (status, answer) = s.send("POST", "/api/v1/validate", "{\"format\": ").await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("bad_json")),
+        "{answer}"
+    );
 }
