@@ -42,6 +42,8 @@ pub fn bearer(authorization: &str) -> Option<&str> {
 pub struct Tokens {
     path: PathBuf,
     entries: Vec<(String, String)>,
+    /// Told after every change of a secret, so what was opened with the old one (event streams) can end.
+    changes: tokio::sync::watch::Sender<()>,
 }
 
 /// 32 random bytes from the kernel, hex-encoded.
@@ -76,6 +78,7 @@ impl Tokens {
                 let tokens = Tokens {
                     path: path.to_path_buf(),
                     entries: vec![("admin".into(), new_secret().map_err(err)?)],
+                    changes: tokio::sync::watch::Sender::new(()),
                 };
                 tokens.save()?;
                 Ok(tokens)
@@ -118,6 +121,7 @@ impl Tokens {
         Ok(Tokens {
             path: path.to_path_buf(),
             entries,
+            changes: tokio::sync::watch::Sender::new(()),
         })
     }
 
@@ -186,7 +190,13 @@ impl Tokens {
         }
         next.save()?;
         *self = next;
+        self.changes.send_replace(());
         Ok(secret)
+    }
+
+    /// Changes after every rotation: whoever holds a secret checks it again then.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
     }
 }
 

@@ -208,3 +208,41 @@ async fn repeated_json_keys_are_refused_with_their_path() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_token_ends_the_streams_opened_with_it() {
+    let s = Server::start("rotate", "").await;
+    let mut stream = s
+        .client
+        .get(format!("{}/api/v1/flow-log/stream", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let (status, answer) = s.send("POST", "/api/v1/token/rotate", "").await;
+    assert_eq!(status, 200, "{answer}");
+    // The keep-alive comes every 15 s; the stream must end long before.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    // The new token opens a stream again; the old one is refused.
+    let new = answer["token"].as_str().unwrap();
+    let (status, _) = s
+        .get(
+            "/api/v1/flow-log/stream?kind=denied",
+            &format!("Bearer {}", s.token),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let again = s
+        .client
+        .get(format!("{}/api/v1/flow-log/stream", s.url))
+        .bearer_auth(new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+}

@@ -16,8 +16,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use policy::{Rule, Segment, Service};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::app::Shared;
 use crate::error::ApiError;
@@ -169,27 +171,48 @@ async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer);
-    let who = presented.and_then(|t| {
-        app.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .identify(t)
-    });
-    match who {
-        Some(who) => {
-            req.extensions_mut().insert(Who(who));
-            next.run(req).await
-        }
-        None => {
-            let mut r = ApiError::unauthorized().into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"bulkhead\""),
-            );
-            r
+        .and_then(crate::auth::bearer)
+        .map(str::to_owned);
+    let (who, changes) = {
+        let tokens = app.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let who = presented.as_deref().and_then(|t| tokens.identify(t));
+        (who, tokens.changes())
+    };
+    let (Some(who), Some(secret)) = (who, presented) else {
+        let mut r = ApiError::unauthorized().into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"bulkhead\""),
+        );
+        return r;
+    };
+    req.extensions_mut().insert(Who(who));
+    let resp = next.run(req).await;
+    let streams = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    if !streams {
+        return resp;
+    }
+    // An event stream lives as long as its token: it ends when the token is rotated.
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .into_data_stream()
+        .take_until(token_changed(app, secret, changes));
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
+}
+
+/// Resolves once `secret` no longer identifies anyone.
+async fn token_changed(app: Shared, secret: String, mut changes: watch::Receiver<()>) {
+    while changes.changed().await.is_ok() {
+        let tokens = app.tokens.read().unwrap_or_else(|p| p.into_inner());
+        if tokens.identify(&secret).is_none() {
+            return;
         }
     }
+    // The tokens are never dropped while the server runs.
+    std::future::pending().await
 }
 
 // ---------------------------------------------------------------------------------------------------------
