@@ -11,12 +11,18 @@ use bulkhead_control::auth::Tokens;
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::store::Store;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 struct Server {
     url: String,
+    addr: std::net::SocketAddr,
+    /// Connections refused for being over `max_connections`.
+    refused: prometheus::IntCounter,
     token: String,
     dir: PathBuf,
     client: reqwest::Client,
@@ -54,12 +60,19 @@ impl Server {
             dataplane_seen: Mutex::new(Err("not asked".into())),
             verified: Mutex::new(None),
         });
+        let limits = http::Limits::new(&app.config);
         let router = api::app(app, vec![metrics.router()]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let addr = listener.local_addr().unwrap();
+        let refused = http::refused_counter();
+        let counted = refused.clone();
+        tokio::spawn(async move {
+            http::serve(listener, router, limits, counted, std::future::pending()).await
+        });
         Server {
-            url,
+            url: format!("http://{addr}"),
+            addr,
+            refused,
             token,
             dir,
             client: reqwest::Client::builder()
@@ -245,4 +258,95 @@ async fn a_rotated_token_ends_the_streams_opened_with_it() {
         .await
         .unwrap();
     assert_eq!(again.status().as_u16(), 200);
+}
+
+/// Connections that sent `text` (an unfinished request) and nothing more.
+async fn holding(s: &Server, n: usize, text: &str) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(text.as_bytes()).await.unwrap();
+        held.push(c);
+    }
+    held
+}
+
+/// What the server sends on `c` until it closes it (panics if it is still open after `secs`).
+async fn until_closed(c: &mut TcpStream, secs: u64) -> String {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(secs), async {
+        let mut buf = [0u8; 1024];
+        // A reset counts as closed too.
+        while let Ok(n @ 1..) = c.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "still open after {secs} s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+const SHORT_TIMEOUTS: &str =
+    "header_read_timeout_ms = 1000\nbody_read_timeout_ms = 1000\nmax_connections = 300";
+
+#[tokio::test]
+async fn unfinished_requests_are_closed_after_the_header_timeout() {
+    let s = Server::start("slow-headers", SHORT_TIMEOUTS).await;
+    let mut held = holding(&s, 200, "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").await;
+    // Meanwhile the API answers.
+    assert_eq!(s.get("/api/v1/health", "").await.0, 200);
+    for c in &mut held {
+        until_closed(c, 10).await;
+    }
+    // An idle keep-alive connection is closed the same way after its answer.
+    let mut idle = holding(&s, 1, "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = until_closed(&mut idle[0], 10).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(s.refused.get(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    let s = Server::start("slow-body", SHORT_TIMEOUTS).await;
+    let request = format!(
+        "PUT /api/v1/draft HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nIf-Match: \"draft-1\"\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"format\"",
+        s.token
+    );
+    let mut slow = holding(&s, 1, &request).await;
+    let answer = until_closed(&mut slow[0], 10).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_read_timeout_ms"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once_and_the_api_recovers() {
+    let s = Server::start(
+        "cap",
+        "header_read_timeout_ms = 1000\nbody_read_timeout_ms = 1000\nmax_connections = 20",
+    )
+    .await;
+    let _full = holding(&s, 20, "GET / HTTP/1.1\r\n").await;
+    let mut excess = holding(&s, 30, "GET / HTTP/1.1\r\n").await;
+    // Closed without an answer, long before the header timeout would close them.
+    for c in &mut excess {
+        assert_eq!(until_closed(c, 10).await, "");
+    }
+    assert!(s.refused.get() >= 30, "{}", s.refused.get());
+    // The held connections time out; the API answers again.
+    let health = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s
+                .client
+                .get(format!("{}/api/v1/health", s.url))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(health.is_ok(), "the API never answered again");
 }

@@ -39,12 +39,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                         "too_large",
                         "the request body exceeds body_limit_bytes",
                     )
+                } else if timed_out(&r) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        crate::http::BodyTimedOut.to_string(),
+                    )
                 } else {
                     ApiError::bad_request(format!("cannot read the request body: {r}"))
                 }
             })?;
         parse_json(&bytes).map(Body)
     }
+}
+
+/// Whether reading the body failed because it did not arrive in time ([`crate::http`]).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<crate::http::BodyTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Parses a body: first to a tree that refuses repeated keys (serde keeps the last of `"action": "deny",
