@@ -350,3 +350,73 @@ async fn connections_over_the_cap_are_closed_at_once_and_the_api_recovers() {
     .await;
     assert!(health.is_ok(), "the API never answered again");
 }
+
+/// A valid document of `segments` segments and `rules` rules between them.
+fn large_document(segments: usize, rules: usize) -> String {
+    let segments: Vec<Value> = (0..segments)
+        .map(|i| json!({"name": format!("s{i}"), "prefixes": [format!("10.{}.{}.0/24", i / 256, i % 256)]}))
+        .collect();
+    let rules: Vec<Value> = (0..rules)
+        .map(|i| {
+            json!({"id": i + 1, "name": format!("r{i}"), "from": {"segment": format!("s{}", i % segments.len())},
+                "to": {"segment": format!("s{}", (i * 7 + 1) % segments.len())}, "service": "any", "action": "allow"})
+        })
+        .collect();
+    json!({"format": "bulkhead.policy/v1", "segments": segments, "services": [], "rules": rules,
+        "settings": {"default_action": "deny"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn health_answers_while_a_large_draft_is_validated() {
+    let s = Server::start("large-draft", "body_limit_bytes = 67108864").await;
+    let etag = |s: &Server| {
+        let req = s
+            .client
+            .get(format!("{}/api/v1/draft/settings", s.url))
+            .bearer_auth(&s.token);
+        async move {
+            req.send().await.unwrap().headers()["etag"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let before = etag(&s).await;
+    let doc = large_document(10_000, 50_000);
+    let request = format!(
+        "PUT /api/v1/draft HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nIf-Match: {before}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{doc}",
+        s.token,
+        doc.len()
+    );
+    let addr = s.addr;
+    let upload = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        c
+    });
+    let mut put = upload.await.unwrap();
+    // The draft is stored before it is validated: once its ETag changes, validation is running or ahead.
+    while etag(&s).await == before {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.get("/api/v1/health", "").await.0, 200);
+    // Health answered, and the PUT has not: its answer waits for the validation.
+    let mut byte = [0u8; 1];
+    let pending = put.try_read(&mut byte);
+    assert!(
+        matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the PUT answered before health: {pending:?}"
+    );
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !String::from_utf8_lossy(&answer).contains("\"valid\"") {
+        let n = put.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"valid\":true"), "{answer}");
+}

@@ -26,7 +26,10 @@ pub type ApiResult<T = Response> = Result<T, ApiError>;
 /// A JSON request body: size limit (413), syntax and type errors with the JSON path of the offending value.
 pub struct Body<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+/// Bodies larger than this are parsed off the async workers ([`off_worker`]).
+const PARSE_OFF_WORKER_BYTES: usize = 64 << 10;
+
+impl<T: DeserializeOwned + Send + 'static, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -49,7 +52,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                     ApiError::bad_request(format!("cannot read the request body: {r}"))
                 }
             })?;
-        parse_json(&bytes).map(Body)
+        if bytes.len() > PARSE_OFF_WORKER_BYTES {
+            off_worker(move || parse_json(&bytes)).await.map(Body)
+        } else {
+            parse_json(&bytes).map(Body)
+        }
+    }
+}
+
+/// Runs CPU-heavy work (parsing, validating, compiling or comparing big documents) on the blocking pool, so
+/// the async workers keep answering other requests (`GET /health` among them) meanwhile.
+pub async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("blocking work did not finish: {e}"),
+        },
     }
 }
 
