@@ -1,80 +1,36 @@
 //! What a hostile client tries against control's HTTP side, each reproduced with real sockets against control
 //! served in process (no dataplane: none of these needs one).
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bulkhead_control::api;
-use bulkhead_control::app::App;
-use bulkhead_control::auth::Tokens;
-use bulkhead_control::config::Config;
-use bulkhead_control::dataplane::Dataplane;
-use bulkhead_control::flowlog::FlowLog;
-use bulkhead_control::http;
-use bulkhead_control::metrics::Metrics;
-use bulkhead_control::store::Store;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod local;
+
 struct Server {
-    url: String,
-    addr: std::net::SocketAddr,
-    /// Connections refused for being over `max_connections`.
-    refused: prometheus::IntCounter,
-    token: String,
-    dir: PathBuf,
+    local: local::Local,
     client: reqwest::Client,
 }
 
+impl std::ops::Deref for Server {
+    type Target = local::Local;
+    fn deref(&self) -> &local::Local {
+        &self.local
+    }
+}
+
 impl Server {
-    /// Control on a free port; `extra` is added to the top of its control.toml.
+    /// Control with a small console directory; `extra` is added to the top of its control.toml.
     async fn start(name: &str, extra: &str) -> Server {
         let dir = std::env::temp_dir().join(format!("bh-hostile-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("web/js")).unwrap();
         std::fs::write(dir.join("web/index.html"), "<title>console</title>").unwrap();
         std::fs::write(dir.join("web/js/app.js"), "console.log(1)").unwrap();
-        let text = format!(
-            "{extra}\nstore_dir = {:?}\ndataplane_socket = {:?}\n[flow_log]\npath = {:?}\n[web]\ndir = {:?}\n",
-            dir.join("store"),
-            dir.join("absent.sock"),
-            dir.join("flows.jsonl"),
-            dir.join("web"),
-        );
-        let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
-        let tokens = Tokens::load_or_create(&config.token_path()).unwrap();
-        let token = std::fs::read_to_string(config.token_path()).unwrap();
-        let token = token.split_whitespace().nth(1).unwrap().to_string();
-        let metrics = Metrics::new(config.metrics.clone());
-        let app = Arc::new(App {
-            store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
-            tokens: RwLock::new(tokens),
-            dataplane: Dataplane::new(&config.dataplane_socket)
-                .with_timeout(Duration::from_millis(100)),
-            metrics: metrics.clone(),
-            flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
-            shadow_cache: Default::default(),
-            config,
-            dataplane_seen: Mutex::new(Err("not asked".into())),
-            verified: Mutex::new(None),
-        });
-        let limits = http::Limits::new(&app.config);
-        let router = api::app(app, vec![metrics.router()]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let refused = http::refused_counter();
-        let counted = refused.clone();
-        tokio::spawn(async move {
-            http::serve(listener, router, limits, counted, std::future::pending()).await
-        });
         Server {
-            url: format!("http://{addr}"),
-            addr,
-            refused,
-            token,
-            dir,
+            local: local::start(&dir, extra).await,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
