@@ -29,10 +29,21 @@ pub enum TokenError {
     Store(#[from] StoreError),
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header value. The scheme is matched in any case, as
+/// RFC 7235 says.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 #[derive(Debug, Clone)]
 pub struct Tokens {
     path: PathBuf,
     entries: Vec<(String, String)>,
+    /// Told after every change of a secret, so what was opened with the old one (event streams) can end.
+    changes: tokio::sync::watch::Sender<()>,
 }
 
 /// 32 random bytes from the kernel, hex-encoded.
@@ -67,6 +78,7 @@ impl Tokens {
                 let tokens = Tokens {
                     path: path.to_path_buf(),
                     entries: vec![("admin".into(), new_secret().map_err(err)?)],
+                    changes: tokio::sync::watch::Sender::new(()),
                 };
                 tokens.save()?;
                 Ok(tokens)
@@ -109,6 +121,7 @@ impl Tokens {
         Ok(Tokens {
             path: path.to_path_buf(),
             entries,
+            changes: tokio::sync::watch::Sender::new(()),
         })
     }
 
@@ -177,13 +190,29 @@ impl Tokens {
         }
         next.save()?;
         *self = next;
+        self.changes.send_replace(());
         Ok(secret)
+    }
+
+    /// Changes after every rotation: whoever holds a secret checks it again then.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            assert_eq!(bearer(header), Some("abc"), "{header}");
+        }
+        for header in ["Basic abc", "Bearerabc", "Bearer", "abc"] {
+            assert_eq!(bearer(header), None, "{header}");
+        }
+    }
 
     #[test]
     fn created_private_identified_rotated() {

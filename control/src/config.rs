@@ -22,6 +22,17 @@ pub struct Config {
     /// Default: `<store_dir>/tokens`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// How long a client may take to send a request's headers, counted from when its connection opens or its
+    /// previous answer was sent (so also how long an idle keep-alive connection stays open).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers are in (408 beyond).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// Most HTTP connections open at once; more are closed as soon as accepted. Never more than half the
+    /// process's open-file limit, which keeps room for control's own sockets and files.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Largest request body accepted, in bytes (413 beyond).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
@@ -60,6 +71,15 @@ impl Default for WebConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8180))
+}
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_body_read_timeout() -> u64 {
+    30_000
+}
+fn default_max_connections() -> usize {
+    256
 }
 fn default_body_limit() -> usize {
     1 << 20
@@ -143,6 +163,15 @@ impl Config {
                 "must be at least 1024 (a policy document is larger)",
             );
         }
+        if self.header_read_timeout_ms == 0 {
+            return invalid("header_read_timeout_ms", "must be at least 1");
+        }
+        if self.body_read_timeout_ms == 0 {
+            return invalid("body_read_timeout_ms", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
         if self.confirm_timeout_s == 0 || self.confirm_timeout_s > MAX_CONFIRM_S {
             return invalid("confirm_timeout_s", "must be in 1..=86400");
         }
@@ -197,5 +226,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("confirm_timeout_s"), "{e}");
+        assert_eq!(
+            (
+                c.header_read_timeout_ms,
+                c.body_read_timeout_ms,
+                c.max_connections
+            ),
+            (10_000, 30_000, 256)
+        );
+        let e = parse("store_dir = \"/s\"\ndataplane_socket = \"/d\"\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod explain;
 pub mod flowlog;
+pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;

@@ -16,6 +16,7 @@ use bulkhead_control::auth::Tokens;
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::reconcile;
 use bulkhead_control::store::Store;
@@ -104,15 +105,23 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         verified: Mutex::new(None),
     });
     let router = api::app(app.clone(), vec![metrics.router()]);
+    let limits = http::Limits::new(&app.config);
+    if limits.max_connections < app.config.max_connections {
+        eprintln!(
+            "bulkhead-control: warning: max_connections lowered to {} (half the open-file limit)",
+            limits.max_connections
+        );
+    }
+    let refused = http::refused_counter();
+    metrics
+        .registry()
+        .register(Box::new(refused.clone()))
+        .map_err(|e| format!("listener metrics: {e}"))?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Serve first: the API must answer even when the dataplane is down or slow.
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let mut server = tokio::spawn(http::serve(listener, router, limits, refused, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
     let first = reconcile::reconcile(&app).await;
     let active = app.store.lock().await.active_version();
     println!(
@@ -123,7 +132,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(flowlog.clone().run(dataplane.clone()));
     tokio::spawn(reconcile::run(app.clone()));
     tokio::select! {
-        r = &mut server => return Ok(r??),
+        r = &mut server => return Ok(r?),
         () = shutdown() => {}
     }
     // Requests in flight may finish; open event streams would hold a graceful shutdown forever, so they get a

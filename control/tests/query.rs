@@ -2,18 +2,10 @@
 //! error shape naming it, whatever the endpoint (checked over the whole route table, in process, with no
 //! dataplane: the check comes before any work).
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-
 use bulkhead_control::api::{self, Route};
-use bulkhead_control::app::App;
-use bulkhead_control::auth::Tokens;
-use bulkhead_control::config::Config;
-use bulkhead_control::dataplane::Dataplane;
-use bulkhead_control::flowlog::FlowLog;
-use bulkhead_control::metrics::Metrics;
-use bulkhead_control::store::Store;
 use serde_json::{json, Value};
+
+mod local;
 
 struct Server {
     url: String,
@@ -26,36 +18,10 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("bh-query-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let text = format!(
-            "store_dir = {:?}\ndataplane_socket = {:?}\n[flow_log]\npath = {:?}\n",
-            dir.join("store"),
-            dir.join("absent.sock"),
-            dir.join("flows.jsonl"),
-        );
-        let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
-        let tokens = Tokens::load_or_create(&config.token_path()).unwrap();
-        let token = std::fs::read_to_string(config.token_path()).unwrap();
-        let token = token.split_whitespace().nth(1).unwrap().to_string();
-        let metrics = Metrics::new(config.metrics.clone());
-        let app = Arc::new(App {
-            store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
-            tokens: RwLock::new(tokens),
-            dataplane: Dataplane::new(&config.dataplane_socket)
-                .with_timeout(Duration::from_millis(100)),
-            metrics: metrics.clone(),
-            flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
-            shadow_cache: Default::default(),
-            config,
-            dataplane_seen: Mutex::new(Err("not asked".into())),
-            verified: Mutex::new(None),
-        });
-        let router = api::app(app, vec![metrics.router()]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let local = local::start(&dir, "").await;
         Server {
-            url,
-            token,
+            url: local.url,
+            token: local.token,
             client: reqwest::Client::new(),
         }
     }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::extract::{
-    active_etag, draft_etag, if_match, strip_position, who, with_etag, ApiResult, Body, Params,
-    QueryParams, Who,
+    active_etag, draft_etag, if_match, off_worker, strip_position, who, with_etag, ApiResult, Body,
+    Params, QueryParams, Who,
 };
 use super::{p, Routes};
 use crate::app::{App, Shared};
@@ -66,10 +66,7 @@ async fn put_draft(
     headers: HeaderMap,
     Body(value): Body<Value>,
 ) -> ApiResult {
-    if let Err(e @ policy::PolicyError::Syntax { .. }) = policy::Policy::from_value(value.clone()) {
-        return Err(ApiError::invalid_policy("import", &e));
-    }
-    let doc = document_from_value(value)?;
+    let doc = off_worker(move || document_from_value(value)).await?;
     write_draft(&app, &who(w), &headers, "draft.import", None, |d| {
         *d = doc;
         Ok(Value::Null)
@@ -402,18 +399,22 @@ async fn write_draft(
     object: Option<String>,
     edit: impl FnOnce(&mut Document) -> ApiResult<Value>,
 ) -> ApiResult {
-    let mut store = app.store.lock().await;
-    if_match(headers, &draft_etag(store.revision()))?;
-    let mut doc = store.draft().clone();
-    let written = edit(&mut doc)?;
-    let check = validation(&doc);
-    let rev = store.set_draft(doc)?;
-    let mut entry = AuditEntry::new(who, action);
-    entry.object = object;
-    entry.version_before = store.active_version();
-    entry.version_after = store.active_version();
-    entry.draft_revision = Some(rev);
-    store.append_audit(entry)?;
+    let (rev, doc, written) = {
+        let mut store = app.store.lock().await;
+        if_match(headers, &draft_etag(store.revision()))?;
+        let mut doc = store.draft().clone();
+        let written = edit(&mut doc)?;
+        let rev = store.set_draft(doc.clone())?;
+        let mut entry = AuditEntry::new(who, action);
+        entry.object = object;
+        entry.version_before = store.active_version();
+        entry.version_after = store.active_version();
+        entry.draft_revision = Some(rev);
+        store.append_audit(entry)?;
+        (rev, doc, written)
+    };
+    // Validated once, after the lock is released: other writes and health need not wait for it.
+    let check = off_worker(move || validation(&doc)).await;
     let mut body = json!({"revision": rev, "validation": check});
     if !written.is_null() {
         body["object"] = written;
@@ -426,12 +427,15 @@ async fn write_draft(
 
 async fn validate(State(app): State<Shared>, Body(value): Body<Value>) -> ApiResult<Json<Value>> {
     if value.is_null() {
-        let store = app.store.lock().await;
-        let mut v = validation(store.draft());
-        v["revision"] = json!(store.revision());
+        let (draft, revision) = {
+            let store = app.store.lock().await;
+            (store.draft().clone(), store.revision())
+        };
+        let mut v = off_worker(move || validation(&draft)).await;
+        v["revision"] = json!(revision);
         return Ok(Json(v));
     }
-    match Policy::from_value(value) {
+    match off_worker(move || Policy::from_value(value)).await {
         Ok(_) => Ok(Json(json!({"valid": true, "errors": []}))),
         Err(policy::PolicyError::Invalid(errors)) => Ok(Json(
             json!({"valid": false, "errors": errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>()}),
@@ -464,30 +468,31 @@ async fn get_diff(
     State(app): State<Shared>,
     Params(q): Params<DiffQuery>,
 ) -> ApiResult<Json<Value>> {
-    let store = app.store.lock().await;
-    let resolve = |which: &str, field: &str| -> ApiResult<Document> {
-        match which {
-            "draft" => Ok(store.draft().clone()),
-            "active" => Ok(store
-                .active_policy()
-                .map(|p| p.document().clone())
-                .unwrap_or_default()),
-            n => {
-                let v: u64 = n.parse().map_err(|_| {
-                    ApiError::bad_request("unknown diff side")
-                        .detail(field, "expected draft, active or a version number")
-                })?;
-                store
-                    .version_document(v)?
-                    .ok_or_else(|| ApiError::not_found(format!("no version {v}")))
-            }
-        }
-    };
     let from = q.from.unwrap_or_else(|| "active".into());
     let to = q.to.unwrap_or_else(|| "draft".into());
-    let a = resolve(&from, "from")?;
-    let b = resolve(&to, "to")?;
-    let mut d = diff::diff(&a, &b);
+    let (a, b) = {
+        let store = app.store.lock().await;
+        let resolve = |which: &str, field: &str| -> ApiResult<Document> {
+            match which {
+                "draft" => Ok(store.draft().clone()),
+                "active" => Ok(store
+                    .active_policy()
+                    .map(|p| p.document().clone())
+                    .unwrap_or_default()),
+                n => {
+                    let v: u64 = n.parse().map_err(|_| {
+                        ApiError::bad_request("unknown diff side")
+                            .detail(field, "expected draft, active or a version number")
+                    })?;
+                    store
+                        .version_document(v)?
+                        .ok_or_else(|| ApiError::not_found(format!("no version {v}")))
+                }
+            }
+        };
+        (resolve(&from, "from")?, resolve(&to, "to")?)
+    };
+    let mut d = off_worker(move || diff::diff(&a, &b)).await;
     d["from"] = json!(from);
     d["to"] = json!(to);
     Ok(Json(d))

@@ -26,7 +26,10 @@ pub type ApiResult<T = Response> = Result<T, ApiError>;
 /// A JSON request body: size limit (413), syntax and type errors with the JSON path of the offending value.
 pub struct Body<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+/// Bodies larger than this are parsed off the async workers ([`off_worker`]).
+const PARSE_OFF_WORKER_BYTES: usize = 64 << 10;
+
+impl<T: DeserializeOwned + Send + 'static, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -39,48 +42,101 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                         "too_large",
                         "the request body exceeds body_limit_bytes",
                     )
+                } else if timed_out(&r) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        crate::http::BodyTimedOut.to_string(),
+                    )
                 } else {
                     ApiError::bad_request(format!("cannot read the request body: {r}"))
                 }
             })?;
-        parse_json(&bytes).map(Body)
+        if bytes.len() > PARSE_OFF_WORKER_BYTES {
+            off_worker(move || parse_json(&bytes)).await.map(Body)
+        } else {
+            parse_json(&bytes).map(Body)
+        }
     }
 }
 
+/// Runs CPU-heavy work (parsing, validating, compiling or comparing big documents) on the blocking pool, so
+/// the async workers keep answering other requests (`GET /health` among them) meanwhile.
+pub async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("blocking work did not finish: {e}"),
+        },
+    }
+}
+
+/// Whether reading the body failed because it did not arrive in time ([`crate::http`]).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<crate::http::BodyTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Parses a body: first to a tree that refuses repeated keys (serde keeps the last of `"action": "deny",
+/// "action": "allow"` while a reviewer reads deny), then to `T`.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let text = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"null".as_slice()
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "the body is not JSON").detail(
-                format!("line {}, column {}", inner.line(), inner.column()),
-                inner.to_string(),
-            )
-        } else {
-            let path = e.path().to_string();
-            let path = if path == "." { "(body)".into() } else { path };
-            ApiError::new(
+    let value = match policy::json::parse_value(text) {
+        Ok(value) => value,
+        Err(policy::PolicyError::Invalid(errors)) => {
+            let mut e = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
-                "the body does not have the expected shape",
-            )
-            .detail(path, strip_position(&inner.to_string()))
+                "the body repeats a key",
+            );
+            for repeated in errors {
+                e = e.detail(repeated.path, repeated.message);
+            }
+            return Err(e);
         }
-    })?;
-    de.end().map_err(|e| {
+        Err(policy::PolicyError::Syntax { .. }) => return Err(syntax_error(text)),
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "(body)".into() } else { path };
         ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body does not have the expected shape",
+        )
+        .detail(path, strip_position(&e.inner().to_string()))
+    })
+}
+
+/// The error for a body that is not JSON: where serde_json stops reading it, and why.
+fn syntax_error(text: &[u8]) -> ApiError {
+    use serde::Deserialize;
+    let not_json = || ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "the body is not JSON");
+    let mut de = serde_json::Deserializer::from_slice(text);
+    match serde::de::IgnoredAny::deserialize(&mut de).map(|_| de.end()) {
+        Err(e) => not_json().detail(
+            format!("line {}, column {}", e.line(), e.column()),
+            e.to_string(),
+        ),
+        Ok(Err(e)) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
             "trailing data after JSON",
         )
-        .detail("(body)", e.to_string())
-    })?;
-    Ok(value)
+        .detail("(body)", e.to_string()),
+        Ok(Ok(())) => not_json(),
+    }
 }
 
 /// A serde message without its position (the path says where) and with plain quotes.

@@ -32,7 +32,7 @@ async fn explain_flow(
         let store = app.store.lock().await;
         (store.draft().clone(), store.active_policy().cloned())
     };
-    let draft = Policy::new(draft);
+    let draft = extract::off_worker(move || Policy::new(draft)).await;
     let mut out = json!({"flow": req});
     out["draft"] = match &draft {
         Ok(p) => explain::judge(p, &flow),

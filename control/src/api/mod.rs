@@ -2,7 +2,8 @@
 //! the OpenAPI document. JSON everywhere; errors per [`crate::error`]; query parameters per [`extract`]. One file
 //! per resource group: [`draft`] (the draft, its objects, validate, diff, export), [`lifecycle`] (commit, confirm,
 //! rollback, versions, the active version), [`flows`] (tracked connections, kill, explain), [`flow_log`] (query and
-//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`].
+//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`]; [`web`] serves the console's
+//! static files.
 //!
 //! Writes to the draft carry `If-Match` with the draft's ETag (`"draft-<revision>"`); lifecycle operations on the
 //! active policy (confirm, rollback) carry the active ETag (`"active-<version>"`); a commit carries the draft's (it
@@ -15,8 +16,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use policy::{Rule, Segment, Service};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::app::Shared;
 use crate::error::ApiError;
@@ -30,6 +33,7 @@ pub mod flow_log;
 mod flows;
 mod lifecycle;
 mod tokens;
+mod web;
 
 /// One served operation: its method, path, and the query parameters it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,9 +151,7 @@ pub fn app(state: Shared, extra: Vec<Router>) -> Router {
         // Unknown API paths keep their JSON 404; everything else may be a console file.
         router = router
             .route("/api/{*rest}", axum::routing::any(fallback))
-            .fallback_service(
-                tower_http::services::ServeDir::new(web).append_index_html_on_directories(true),
-            );
+            .fallback_service(web::files(web));
     }
     router.layer(axum::extract::DefaultBodyLimit::max(
         state.config.body_limit_bytes,
@@ -169,28 +171,48 @@ async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let who = presented.and_then(|t| {
-        app.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .identify(t)
-    });
-    match who {
-        Some(who) => {
-            req.extensions_mut().insert(Who(who));
-            next.run(req).await
-        }
-        None => {
-            let mut r = ApiError::unauthorized().into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"bulkhead\""),
-            );
-            r
+        .and_then(crate::auth::bearer)
+        .map(str::to_owned);
+    let (who, changes) = {
+        let tokens = app.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let who = presented.as_deref().and_then(|t| tokens.identify(t));
+        (who, tokens.changes())
+    };
+    let (Some(who), Some(secret)) = (who, presented) else {
+        let mut r = ApiError::unauthorized().into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"bulkhead\""),
+        );
+        return r;
+    };
+    req.extensions_mut().insert(Who(who));
+    let resp = next.run(req).await;
+    let streams = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    if !streams {
+        return resp;
+    }
+    // An event stream lives as long as its token: it ends when the token is rotated.
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .into_data_stream()
+        .take_until(token_changed(app, secret, changes));
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
+}
+
+/// Resolves once `secret` no longer identifies anyone.
+async fn token_changed(app: Shared, secret: String, mut changes: watch::Receiver<()>) {
+    while changes.changed().await.is_ok() {
+        let tokens = app.tokens.read().unwrap_or_else(|p| p.into_inner());
+        if tokens.identify(&secret).is_none() {
+            return;
         }
     }
+    // The tokens are never dropped while the server runs.
+    std::future::pending().await
 }
 
 // ---------------------------------------------------------------------------------------------------------
