@@ -5,7 +5,7 @@
 //! malformed request gets an error answer on the same connection; it never takes the dataplane down.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,8 +48,18 @@ pub fn bind(path: &Path) -> std::io::Result<Listener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // A socket file left by a previous process that is no longer listening is replaced; a live one is not.
-    if path.exists() {
+    // A socket file left by a previous process that is no longer listening is replaced; a live one is not, and
+    // anything that is not a socket (a mistyped path pointing at a policy or a log) is never deleted.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it (choose another policy.control_socket)",
+                    path.display()
+                ),
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -208,5 +218,37 @@ mod tests {
             stop.store(true, Ordering::Relaxed);
         });
         assert!(!path.exists(), "the socket file is removed at shutdown");
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("bh-sock-kind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A regular file with data: an error naming the path, and the file untouched.
+        let file = dir.join("policy.json");
+        std::fs::write(&file, b"{\"precious\": true}").unwrap();
+        let e = bind(&file).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"{\"precious\": true}");
+        // A directory and a symlink (even to a socket) are not sockets either.
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(bind(&sub).is_err());
+        assert!(sub.is_dir());
+        // A socket nobody listens on any more is replaced.
+        let stale = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let link = dir.join("link.sock");
+        std::os::unix::fs::symlink(&stale, &link).unwrap();
+        assert!(bind(&link).is_err());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let listener = bind(&stale).unwrap();
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
