@@ -1,0 +1,122 @@
+use super::*;
+
+fn policy() -> Policy {
+    Policy::from_value(json!({
+            "format": "bulkhead.policy/v1",
+            "segments": [
+                {"name": "a", "prefixes": ["10.0.0.0/24"]},
+                {"name": "b", "prefixes": ["10.0.1.0/24"]},
+                {"name": "v6", "prefixes": ["fd00::/64"]}
+            ],
+            "rules": [
+                {"id": 1, "name": "a-b", "from": {"segment": "a"}, "to": {"segment": "b"}, "service": "any",
+                 "action": "allow", "description": "everything from a to b"},
+                {"id": 2, "name": "a-b-again", "from": {"segment": "a"}, "to": {"segment": "b"}, "service": "any",
+                 "action": "deny"},
+                {"id": 3, "name": "a-v6", "from": {"segment": "a"}, "to": {"segment": "v6"}, "service": "any",
+                 "action": "allow", "mode": "monitor"}
+            ]
+        }))
+        .unwrap()
+}
+
+fn stats(id: u32, packets: u64, last_hit: Option<&str>) -> (u32, RuleCounters) {
+    (
+        id,
+        RuleCounters {
+            rule_id: id,
+            packets,
+            bytes: packets * 100,
+            flows: 1,
+            last_hit: last_hit.map(String::from),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn counters_staleness_and_shadowing() {
+    let now = humantime::parse_rfc3339("2026-11-21T12:00:00Z").unwrap();
+    let counters = (
+        now,
+        HashMap::from([
+            stats(0, 7, Some("2026-11-21T11:59:00.000Z")),
+            stats(1, 5, Some("2026-11-21T11:00:00.000Z")),
+        ]),
+    );
+    let q = RulesHealthQuery {
+        which: Which::Active,
+        stale_after_s: 1800,
+    };
+    let p = policy();
+    let sh = shadowing(&p);
+    let v = report(&q, Some(4), Some((&p, &sh)), Some(&counters), now);
+    assert_eq!(v["version"], 4);
+    assert_eq!(v["read_at"], "2026-11-21T12:00:00.000Z");
+    let r = &v["rules"];
+    assert_eq!(r[0]["packets"], 5);
+    assert_eq!(r[0]["description"], "everything from a to b");
+    assert_eq!(r[0]["stale"], true, "last hit an hour ago, window 30 min");
+    assert_eq!(r[0]["shadowed"], Value::Null);
+    assert_eq!(r[1]["shadowed"], json!({"reason": "covered_by", "by": [1]}));
+    assert_eq!(r[1]["packets"], 0, "not in the reading: zeros");
+    assert_eq!(r[1]["last_hit"], Value::Null);
+    assert_eq!(r[1]["stale"], true);
+    assert_eq!(
+        r[2]["shadowed"],
+        json!({"reason": "matches_nothing", "by": []})
+    );
+    assert_eq!(
+        (r[2]["position"].clone(), r[2]["mode"].clone()),
+        (json!(2), json!("monitor"))
+    );
+    assert_eq!(
+        v["default"],
+        json!({"action": "deny", "packets": 7, "bytes": 700, "flows": 1,
+                   "last_hit": "2026-11-21T11:59:00.000Z"})
+    );
+    let q = RulesHealthQuery {
+        which: Which::Active,
+        stale_after_s: 7200,
+    };
+    let v = report(&q, Some(4), Some((&p, &sh)), Some(&counters), now);
+    assert_eq!(v["rules"][0]["stale"], false, "within two hours");
+}
+
+#[test]
+fn without_a_reading_shadowing_is_still_given() {
+    let q = RulesHealthQuery {
+        which: Which::Draft,
+        stale_after_s: 60,
+    };
+    let p = policy();
+    let v = report(
+        &q,
+        None,
+        Some((&p, &shadowing(&p))),
+        None,
+        SystemTime::now(),
+    );
+    assert_eq!(v["policy"], "draft");
+    assert_eq!(v["read_at"], Value::Null);
+    let r = &v["rules"][1];
+    assert_eq!(r["packets"], Value::Null);
+    assert_eq!(r["stale"], Value::Null);
+    assert_eq!(r["shadowed"]["reason"], "covered_by");
+    assert_eq!(v["default"]["packets"], Value::Null);
+}
+
+#[test]
+fn the_cache_answers_per_key() {
+    let cache = ShadowCache::default();
+    let p = policy();
+    let a = cache.get(CacheKey::Active(1), &p);
+    assert!(
+        Arc::ptr_eq(&a, &cache.get(CacheKey::Active(1), &p)),
+        "computed once"
+    );
+    let open = Policy::from_value(json!({"format": "bulkhead.policy/v1"})).unwrap();
+    let d = cache.get(CacheKey::Draft(1), &open);
+    assert!(d.is_empty(), "another key: computed for that policy");
+    assert_eq!(cache.get(CacheKey::Active(1), &p).len(), 2);
+}
