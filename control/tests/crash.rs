@@ -522,3 +522,142 @@ fn crash_at_every_durable_step() {
     );
     assert!(crashes >= 100, "only {crashes} crashes");
 }
+
+/// A commit whose audit intent cannot be written does not happen: 500 `store_error`, no version activated,
+/// nothing pushed.
+#[test]
+fn a_commit_that_cannot_be_audited_does_not_happen() {
+    let dir = test_dir("audit-full");
+    let dp = NullDataplane::start(&dir);
+    let opts = control_opts(&dir, &dp.socket);
+    let c = start_control(&opts);
+    let put_draft = |d: &Value| {
+        let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+        assert_eq!(
+            c.write("PUT", "/api/v1/draft", Some(d), &etag)
+                .unwrap()
+                .status,
+            200
+        );
+    };
+    let commit = || {
+        let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+        c.write("POST", "/api/v1/commit", Some(&json!({})), &etag)
+            .unwrap()
+    };
+    put_draft(&doc(1));
+    assert_eq!(commit().status, 200);
+    put_draft(&doc(2));
+    let audit = opts.store_dir().join("audit.jsonl");
+    let kept = opts.dir.join("audit.kept");
+    std::fs::rename(&audit, &kept).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &audit).unwrap();
+    let r = commit();
+    std::fs::remove_file(&audit).unwrap();
+    std::fs::rename(&kept, &audit).unwrap();
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (500, Some("store_error")),
+        "{}",
+        r.body
+    );
+    let h = c.call("GET", "/api/v1/versions", None).unwrap();
+    assert_eq!(h.body["active"], 1, "a commit answered as failed is active");
+    assert_eq!(
+        dp.status().unwrap()["policy_version"],
+        1,
+        "a commit answered as failed is enforced"
+    );
+    // With the log back, the commit goes through and is audited as intent and outcome.
+    let r = commit();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entries = c.call("GET", "/api/v1/audit", None).unwrap().body["entries"].clone();
+    let commits: Vec<(&Value, &Value)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "commit")
+        .map(|e| (&e["phase"], &e["version_after"]))
+        .collect();
+    assert_eq!(
+        commits,
+        [
+            (&json!("intent"), &json!(1)),
+            (&json!("outcome"), &json!(1)),
+            (&json!("intent"), &json!(2)),
+            (&json!("outcome"), &json!(2)),
+        ]
+    );
+}
+
+/// Control started on an older copy of the store does not push its version over the newer one the dataplane
+/// runs: it refuses and says so (ready line, health, metric); an explicit commit gets a number above the
+/// dataplane's and is enforced.
+#[test]
+fn reconciliation_never_moves_the_dataplane_back() {
+    let dir = test_dir("downgrade");
+    let dp = NullDataplane::start(&dir);
+    let opts = control_opts(&dir, &dp.socket);
+    let mut c = start_control(&opts);
+    for i in 1..=2 {
+        let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+        c.write("PUT", "/api/v1/draft", Some(&doc(i)), &etag)
+            .unwrap();
+        let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+        let r = c
+            .write("POST", "/api/v1/commit", Some(&json!({})), &etag)
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        if i == 1 {
+            copy_dir(&opts.store_dir(), &dir.join("store-at-1"));
+        }
+    }
+    c.stop().unwrap();
+    copy_dir(&dir.join("store-at-1"), &opts.store_dir());
+    let mut c = start_control(&opts);
+    assert_eq!(c.ready["reconcile"]["outcome"], "refused", "{}", c.ready);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        dp.status().unwrap()["policy_version"],
+        2,
+        "pushed over a newer version"
+    );
+    let h = c.call("GET", "/api/v1/health", None).unwrap();
+    assert_eq!(
+        h.body["reconcile_refused"]["active_version"], 1,
+        "{}",
+        h.body
+    );
+    assert_eq!(h.body["reconcile_refused"]["dataplane_version"], 2);
+    let m = c.call("GET", "/metrics", None).unwrap();
+    assert!(
+        m.body
+            .as_str()
+            .unwrap()
+            .contains("bulkhead_control_reconcile_refused 1"),
+        "{}",
+        m.body
+    );
+    assert!(c.stderr().contains("\"refused\""));
+    // The way out: an explicit commit, numbered above the dataplane's version.
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+    c.write("PUT", "/api/v1/draft", Some(&doc(3)), &etag)
+        .unwrap();
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+    let r = c
+        .write("POST", "/api/v1/commit", Some(&json!({})), &etag)
+        .unwrap();
+    assert_eq!(
+        (r.status, &r.body["version"]),
+        (200, &json!(3)),
+        "{}",
+        r.body
+    );
+    assert_eq!(dp.status().unwrap()["policy_version"], 3);
+    wait_for(5, "the refusal to clear", || {
+        c.call("GET", "/api/v1/health", None).ok()?.body["reconcile_refused"]
+            .is_null()
+            .then_some(())
+    });
+    c.stop().unwrap();
+}
