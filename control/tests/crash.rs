@@ -345,7 +345,7 @@ fn check(
         let v = a.body["version"].as_u64()?;
         let settled = a.body["pending_confirm"]["deadline_unix_ms"]
             .as_u64()
-            .map_or(true, |d| d > testbed_now_ms());
+            .is_none_or(|d| d > now_ms());
         (settled && dp.status()?["policy_version"].as_u64()? == v).then_some(a)
     });
     let v = active.body["version"].as_u64().unwrap();
@@ -390,7 +390,7 @@ fn check(
     }
 }
 
-fn testbed_now_ms() -> u64 {
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
