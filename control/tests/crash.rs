@@ -442,15 +442,16 @@ fn crash_at_every_durable_step() {
     let before_revert = snapshot(&opts, &dp, "revert");
     drop(c);
 
-    let t0 = Instant::now();
-    let mut crashes = 0;
-    let mut starts = 0;
-    for (op, base) in [
+    let scenarios = [
         (Op::Commit, &before_commit),
         (Op::Rollback, &before_rollback),
         (Op::Revert, &before_revert),
         (Op::DraftWrite, &before_commit),
-    ] {
+    ];
+    let t0 = Instant::now();
+    let mut crashes = 0;
+    let mut starts = 0;
+    for (op, base) in scenarios {
         let draft = doc(9);
         for at in 1.. {
             assert!(at < 100, "{op:?}: still crashing at step {at}");
@@ -491,12 +492,7 @@ fn crash_at_every_durable_step() {
     }
     // And SIGKILLs at reproducible random delays over each operation, between the durable steps too.
     let mut rng = Rng(std::process::id() as u64 * 0x9E37_79B9 + 7);
-    for (op, base) in [
-        (Op::Commit, &before_commit),
-        (Op::Rollback, &before_rollback),
-        (Op::Revert, &before_revert),
-        (Op::DraftWrite, &before_commit),
-    ] {
+    for (op, base) in scenarios {
         let draft = doc(9);
         for i in 0..30 {
             restore(&opts, &dp, base);
