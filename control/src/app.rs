@@ -28,6 +28,15 @@ pub struct App {
     pub dataplane_seen: Mutex<Result<protocol::Status, String>>,
     /// The last reconciliation that verified the dataplane runs the active version: (version, dataplane uptime).
     pub verified: Mutex<Option<(u64, f64)>>,
+    /// Set while reconciliation refuses to move the dataplane to an older version than it runs (for `health`).
+    pub refused: Mutex<Option<Downgrade>>,
+}
+
+/// The dataplane runs a newer version than the store's active one: pushing would move it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downgrade {
+    pub active_version: u64,
+    pub dataplane_version: u64,
 }
 
 pub type Shared = Arc<App>;

@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod crashpoint;
 pub mod dataplane;
 pub mod diff;
 pub mod error;

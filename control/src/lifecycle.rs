@@ -3,7 +3,13 @@
 //! dataplane and is audited. The REST handlers and the reconciler's background task both come here; nothing here
 //! knows of HTTP (the handlers map [`LifecycleError`] to status codes and check ETags before calling).
 //!
-//! Callers hold the store lock for the whole operation, so lifecycle operations and reconciliation are serialized.
+//! Callers hold the store lock for the whole operation, so lifecycle operations and reconciliation are serialized;
+//! the policy to activate is compiled before, outside the lock ([`compile`]).
+//!
+//! An activation and its audit record are one durable unit: an intent entry is appended before anything is
+//! written or pushed (if it cannot be, nothing happens), and an outcome entry after. An intent whose outcome could
+//! not be written (a crash, a failed append) is resolved by the next reconciliation against what the store and the
+//! dataplane hold ([`crate::reconcile`]).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,10 +17,14 @@ use policy::{Policy, PolicyError};
 use protocol::LoadPolicyResult;
 use serde_json::json;
 
+use crate::api::extract::off_worker;
 use crate::app::App;
 use crate::config::MAX_CONFIRM_S;
+use crate::crashpoint;
 use crate::dataplane::DataplaneError;
-use crate::store::{ActiveFile, AuditEntry, Pending, Store, StoreError, VersionKind, VersionMeta};
+use crate::store::{
+    ActiveFile, AuditEntry, Outcome, Pending, Store, StoreError, VersionKind, VersionMeta,
+};
 use crate::time;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,30 +73,46 @@ pub struct Activated {
     pub version: u64,
     /// The version active before.
     pub previous: Option<u64>,
-    /// The dataplane's `load_policy` report.
-    pub dataplane: LoadPolicyResult,
+    /// The dataplane's `load_policy` report; `None` when it did not answer (the version stays active and
+    /// reconciliation pushes it: see `warning`).
+    pub dataplane: Option<LoadPolicyResult>,
     /// From the request's start to enforcement (also observed in the commit histogram).
     pub took: Duration,
     pub pending: Option<Pending>,
+    /// The version is active, but the dataplane did not confirm it or its audit outcome could not be written.
+    pub warning: Option<String>,
 }
 
-/// Commits the draft as the next version and pushes it; with a `window` (seconds) it reverts by itself unless
-/// confirmed in time. `started` is when the request began (the commit time counts from there).
+/// Validates and compiles a document on the blocking pool: never under the store lock, never on the async
+/// workers (a big policy takes long to compile).
+pub async fn compile(doc: policy::Document) -> std::result::Result<Policy, PolicyError> {
+    off_worker(move || Policy::new(doc)).await
+}
+
+/// Refuses a new commit while the active version awaits confirmation.
+pub fn ensure_nothing_pending(store: &Store) -> Result<()> {
+    match store.active().and_then(|a| a.pending.clone()) {
+        Some(pending) => Err(LifecycleError::ConfirmPending {
+            version: store.active_version().unwrap_or(0),
+            pending,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Commits `policy` (the draft, compiled by [`compile`]) as the next version and pushes it; with a `window`
+/// (seconds) it reverts by itself unless confirmed in time. `started` is when the request began (the commit time
+/// counts from there). The caller checked that the draft did not change since it was compiled.
 pub async fn commit(
     app: &App,
     store: &mut Store,
     who: &str,
+    policy: Policy,
     comment: String,
     window: Option<u64>,
     started: Instant,
 ) -> Result<Activated> {
-    if let Some(pending) = store.active().and_then(|a| a.pending.clone()) {
-        return Err(LifecycleError::ConfirmPending {
-            version: store.active_version().unwrap_or(0),
-            pending,
-        });
-    }
-    let policy = Policy::new(store.draft().clone()).map_err(LifecycleError::InvalidDraft)?;
+    ensure_nothing_pending(store)?;
     if store.active_policy().map(|p| p.document()) == Some(policy.document()) {
         return Err(LifecycleError::NoChanges(
             store.active_version().unwrap_or(0),
@@ -101,14 +127,15 @@ pub async fn commit(
         (Some(_), None) => return Err(LifecycleError::NothingToRevertTo),
         _ => None,
     };
-    let meta = version_meta(store, who, comment, VersionKind::Commit, None);
+    let meta = version_meta(app, store, who, comment, VersionKind::Commit, None);
     let mut entry = AuditEntry::new(who, "commit");
     entry.draft_revision = Some(store.revision());
     entry.details = json!({"confirm_within_s": window});
     activate(app, store, policy, meta, pending, entry, started).await
 }
 
-/// Keeps the active version, which awaits confirmation; answers its number.
+/// Keeps the active version, which awaits confirmation; answers its number. It changes the store only, so it
+/// is one audit entry, written after the active pointer.
 pub fn confirm(store: &mut Store, who: &str) -> Result<u64> {
     let active = store
         .active()
@@ -133,136 +160,217 @@ pub fn confirm(store: &mut Store, who: &str) -> Result<u64> {
     Ok(active.version)
 }
 
-/// Activates a copy of version `source` as the next version and pushes it.
+/// The document of version `source`, to be compiled (outside the store lock) for a rollback.
+pub fn rollback_source(store: &Store, source: u64) -> Result<policy::Document> {
+    store
+        .version_document(source)?
+        .ok_or(LifecycleError::UnknownVersion(source))
+}
+
+/// Activates `policy` (version `source`'s document, compiled by [`compile`]) as the next version and pushes it.
 pub async fn rollback(
     app: &App,
     store: &mut Store,
     who: &str,
     source: u64,
+    policy: Policy,
     comment: String,
     started: Instant,
 ) -> Result<Activated> {
-    let policy = stored_policy(store, source)?;
     let comment = if comment.is_empty() {
         format!("rollback to version {source}")
     } else {
         comment
     };
-    let meta = version_meta(store, who, comment, VersionKind::Rollback, Some(source));
+    let meta = version_meta(
+        app,
+        store,
+        who,
+        comment,
+        VersionKind::Rollback,
+        Some(source),
+    );
     let mut entry = AuditEntry::new(who, "rollback");
     entry.details = json!({"source": source});
     activate(app, store, policy, meta, None, entry, started).await
 }
 
 /// Reverts an unconfirmed commit whose deadline has passed (called by the background task); answers the new
-/// version, if any. The store changes first; if the dataplane cannot take the push now, reconciliation pushes it
-/// when it can.
+/// version, if any. The store changes first; if the dataplane cannot take the push now, the revert's intent stays
+/// open and reconciliation pushes the version when it can (and resolves the intent).
 pub async fn revert_if_due(app: &App) -> Result<Option<u64>> {
+    let Some((due, doc)) = due_revert(&*app.store.lock().await)? else {
+        return Ok(None);
+    };
+    let policy = compile(doc)
+        .await
+        .map_err(LifecycleError::InvalidStoredVersion)?;
     let mut store = app.store.lock().await;
+    // Confirmed, rolled back or reverted while the policy compiled: nothing is due any more.
+    if due_revert(&store)?.map(|(d, _)| d) != Some(due.clone()) {
+        return Ok(None);
+    }
+    let (version, p) = (due.version, due.pending.expect("due has a deadline"));
+    let meta = version_meta(
+        app,
+        &store,
+        "system",
+        format!("automatic revert: version {version} was not confirmed in time"),
+        VersionKind::Revert,
+        Some(p.revert_to),
+    );
+    let mut entry = AuditEntry::new("system", "revert");
+    entry.details = json!({"source": p.revert_to, "reason": "not confirmed before the deadline"});
+    let (intent, version, _) = make_active(&mut store, policy.clone(), meta, None, entry)?;
+    let doc = serde_json::to_value(policy.document()).unwrap_or_default();
+    let pushed = app.dataplane.load_policy(&doc, version).await;
+    crashpoint::step("after a push");
+    app.unverify();
+    match pushed {
+        Ok(_) => {
+            if let Err(e) = store.append_outcome(intent, Outcome::Applied, false) {
+                eprintln!("bulkhead-control: revert to version {version} enforced; its outcome is not recorded yet: {e}");
+            }
+        }
+        Err(e) => eprintln!("bulkhead-control: revert to version {version} not pushed yet: {e}"),
+    }
+    Ok(Some(version))
+}
+
+/// The active version if its confirm deadline has passed, with the document it reverts to.
+fn due_revert(store: &Store) -> Result<Option<(ActiveFile, policy::Document)>> {
     let Some(active) = store.active().cloned() else {
         return Ok(None);
     };
-    let Some(p) = active.pending else {
+    let Some(p) = &active.pending else {
         return Ok(None);
     };
     if time::unix_ms(SystemTime::now()) < p.deadline_unix_ms {
         return Ok(None);
     }
-    let policy = stored_policy(&store, p.revert_to)?;
-    let meta = version_meta(
-        &store,
-        "system",
-        format!(
-            "automatic revert: version {} was not confirmed in time",
-            active.version
-        ),
-        VersionKind::Revert,
-        Some(p.revert_to),
-    );
-    let version = meta.version;
-    store.add_version(meta, &policy)?;
-    store.set_active(
-        ActiveFile {
-            version,
-            pending: None,
-        },
-        policy.clone(),
-    )?;
-    let mut entry = AuditEntry::new("system", "revert");
-    entry.version_before = Some(active.version);
-    entry.version_after = Some(version);
-    entry.details = json!({"source": p.revert_to, "reason": "not confirmed before the deadline"});
-    store.append_audit(entry)?;
-    let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    if let Err(e) = app.dataplane.load_policy(&doc, version).await {
-        eprintln!("bulkhead-control: revert to version {version} not pushed yet: {e}");
-    }
-    app.unverify();
-    Ok(Some(version))
-}
-
-/// The policy of a stored version.
-fn stored_policy(store: &Store, version: u64) -> Result<Policy> {
     let doc = store
-        .version_document(version)?
-        .ok_or(LifecycleError::UnknownVersion(version))?;
-    Policy::new(doc).map_err(LifecycleError::InvalidStoredVersion)
+        .version_document(p.revert_to)?
+        .ok_or(LifecycleError::UnknownVersion(p.revert_to))?;
+    Ok(Some((active, doc)))
 }
 
-/// Activates `policy` as a new version, pushes it to the dataplane, observes the time since `started` and
-/// appends `audit` (with the versions before and after). If the push fails the store goes back to what it was
-/// and nothing is audited (the dataplane keeps its version; reconciliation fixes any disagreement a timeout left).
+/// Activates `policy` as a new version and pushes it to the dataplane, observes the time since `started`, and
+/// audits it as `intent` (with the versions before and after) and its outcome:
+/// - pushed: outcome `applied`; if that record cannot be written the answer is still a success, with a warning;
+/// - refused, or the dataplane is unreachable: the store goes back to what it was, outcome `failed`, an error;
+/// - no answer (a timeout, a broken connection): the dataplane may have taken it, so it is not reported as
+///   failed; the version stays active (reconciliation pushes it if needed) and the intent stays open for
+///   reconciliation to resolve.
 async fn activate(
     app: &App,
     store: &mut Store,
     policy: Policy,
     meta: VersionMeta,
     pending: Option<Pending>,
-    mut audit: AuditEntry,
+    intent: AuditEntry,
     started: Instant,
 ) -> Result<Activated> {
-    let before = store.active().cloned();
-    let before_policy = store.active_policy().cloned();
-    let previous = before.as_ref().map(|a| a.version);
-    let version = meta.version;
-    store.add_version(meta, &policy)?;
-    store.set_active(
-        ActiveFile {
-            version,
-            pending: pending.clone(),
-        },
-        policy.clone(),
-    )?;
+    let before = store.active().cloned().zip(store.active_policy().cloned());
+    let (intent, version, previous) =
+        make_active(store, policy.clone(), meta, pending.clone(), intent)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let dataplane = match app.dataplane.load_policy(&doc, version).await {
-        Ok(result) => {
-            app.unverify();
-            result
-        }
-        Err(e) => {
-            match (before, before_policy) {
-                (Some(a), Some(p)) => store.set_active(a, p)?,
-                _ => store.clear_active()?,
-            }
-            store.discard_version(version)?;
-            return Err(e.into());
-        }
-    };
-    let took = started.elapsed();
-    app.metrics.observe_commit(took);
-    audit.version_before = previous;
-    audit.version_after = Some(version);
-    store.append_audit(audit)?;
-    Ok(Activated {
+    let pushed = app.dataplane.load_policy(&doc, version).await;
+    crashpoint::step("after a push");
+    app.unverify();
+    let activated = |dataplane, warning| Activated {
         version,
         previous,
         dataplane,
-        took,
-        pending,
-    })
+        took: started.elapsed(),
+        pending: pending.clone(),
+        warning,
+    };
+    match pushed {
+        Ok(result) => {
+            let done = activated(Some(result), None);
+            app.metrics.observe_commit(done.took);
+            let warning = store
+                .append_outcome(intent, Outcome::Applied, false)
+                .err()
+                .map(|e| {
+                    format!(
+                        "version {version} is enforced, but its audit outcome could not be written ({e}); \
+                         the next reconciliation records it"
+                    )
+                });
+            Ok(Activated { warning, ..done })
+        }
+        Err(e @ (DataplaneError::Refused { .. } | DataplaneError::Unreachable { .. })) => {
+            restore(store, before, version)?;
+            // If this cannot be written either, reconciliation records the intent as not applied.
+            let _ = store.append_outcome(intent, Outcome::Failed, false);
+            Err(e.into())
+        }
+        Err(e) => Ok(activated(
+            None,
+            Some(format!(
+                "the dataplane did not confirm version {version} ({e}); it stays active and \
+                 reconciliation pushes it if the dataplane does not run it"
+            )),
+        )),
+    }
+}
+
+/// Records `intent` and only then writes the version and moves the active pointer; answers the intent's `seq`,
+/// the new version and the one before. Nothing is written if the intent cannot be; a failed store write puts the
+/// store back and records the outcome `failed`.
+fn make_active(
+    store: &mut Store,
+    policy: Policy,
+    meta: VersionMeta,
+    pending: Option<Pending>,
+    mut intent: AuditEntry,
+) -> Result<(u64, u64, Option<u64>)> {
+    let before = store.active().cloned().zip(store.active_policy().cloned());
+    let previous = store.active_version();
+    let version = meta.version;
+    intent.version_before = previous;
+    intent.version_after = Some(version);
+    let seq = store.append_intent(intent)?;
+    let written = store
+        .add_version(meta, &policy)
+        .and_then(|()| store.set_active(ActiveFile { version, pending }, policy));
+    if let Err(e) = written {
+        restore(store, before, version)?;
+        let _ = store.append_outcome(seq, Outcome::Failed, false);
+        return Err(e.into());
+    }
+    Ok((seq, version, previous))
+}
+
+/// Puts the active pointer back to `before` and removes `version`, which never took effect.
+fn restore(store: &mut Store, before: Option<(ActiveFile, Policy)>, version: u64) -> Result<()> {
+    match before {
+        Some((a, p)) => store.set_active(a, p)?,
+        None => store.clear_active()?,
+    }
+    if store.meta(version).is_some() {
+        store.discard_version(version)?;
+    }
+    Ok(())
+}
+
+/// The number of the next version: above every stored one and above the one the dataplane last reported, so
+/// that version numbers the dataplane sees only grow (a store restored from an older copy included).
+fn next_version(app: &App, store: &Store) -> u64 {
+    let running = app
+        .dataplane_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .ok()
+        .and_then(|s| s.policy_version)
+        .map_or(0, u64::from);
+    store.next_version().max(running + 1)
 }
 
 fn version_meta(
+    app: &App,
     store: &Store,
     who: &str,
     comment: String,
@@ -270,7 +378,7 @@ fn version_meta(
     source: Option<u64>,
 ) -> VersionMeta {
     VersionMeta {
-        version: store.next_version(),
+        version: next_version(app, store),
         created: time::rfc3339(SystemTime::now()),
         author: who.to_string(),
         comment,

@@ -103,6 +103,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config,
         dataplane_seen: Mutex::new(Err("not asked yet".into())),
         verified: Mutex::new(None),
+        refused: Mutex::new(None),
     });
     let router = api::app(app.clone(), vec![metrics.router()]);
     let limits = http::Limits::new(&app.config);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, Histogram, HistogramOpts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Registry, TextEncoder};
 use serde::{Deserialize, Deserializer};
 
 use crate::dataplane::{Dataplane, DataplaneError};
@@ -443,6 +443,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Metrics {
     registry: Registry,
     commit_latency: Histogram,
+    reconcile_refused: IntGauge,
     reading: Arc<Mutex<Reading>>,
     config: MetricsConfig,
 }
@@ -462,6 +463,15 @@ impl Metrics {
         .expect("a valid histogram");
         registry
             .register(Box::new(commit_latency.clone()))
+            .expect("registered once");
+        let reconcile_refused = IntGauge::new(
+            "bulkhead_control_reconcile_refused",
+            "1 while reconciliation refuses to push the store's active version because the dataplane runs a \
+             newer one (see GET /health), else 0.",
+        )
+        .expect("a valid gauge");
+        registry
+            .register(Box::new(reconcile_refused.clone()))
             .expect("registered once");
         let reading = Arc::new(Mutex::new(Reading::default()));
         let descs = DEFS
@@ -485,6 +495,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             commit_latency,
+            reconcile_refused,
             reading,
             config,
         })
@@ -493,6 +504,11 @@ impl Metrics {
     /// Records how long a commit took from request to enforcement by the dataplane.
     pub fn observe_commit(&self, took: Duration) {
         self.commit_latency.observe(took.as_secs_f64());
+    }
+
+    /// Whether reconciliation currently refuses to move the dataplane back to an older version.
+    pub fn set_reconcile_refused(&self, refused: bool) {
+        self.reconcile_refused.set(i64::from(refused));
     }
 
     /// The registry `/metrics` renders: other parts of control (the flow log) add their collectors here.

@@ -27,6 +27,8 @@ use policy::{Document, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::crashpoint;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
@@ -64,12 +66,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             .map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+        crashpoint::step("before a rename");
         std::fs::rename(&tmp, path).map_err(io(path))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written?;
+    crashpoint::step("after a rename");
     sync_dir(dir)
 }
 
@@ -154,6 +158,28 @@ struct DraftFile {
     policy: Document,
 }
 
+/// Which half of an action that changes what is (or will be) enforced an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Written before the effect: what is about to be attempted.
+    Intent,
+    /// Written after it: what happened (`outcome`), naming the intent by its `seq`.
+    Outcome,
+}
+
+/// What became of an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The version is active in the store and the dataplane enforces it.
+    Applied,
+    /// Nothing took effect: the store is as it was before.
+    Failed,
+    /// Found unresolved after a crash or a failed append: the store or the dataplane does not have the version.
+    NotApplied,
+}
+
 /// One audit entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -172,6 +198,19 @@ pub struct AuditEntry {
     pub draft_revision: Option<u64>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub details: Value,
+    /// Set on the two entries of an action recorded as intent and outcome (commit, rollback, revert,
+    /// reconcile.push, adopt); absent on single-entry actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// On an outcome entry: the `seq` of its intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// On an outcome entry: written at the next reconciliation, from what the store and the dataplane hold,
+    /// because the action's own outcome entry was never written (a crash, a failed append).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 impl AuditEntry {
@@ -187,7 +226,16 @@ impl AuditEntry {
             version_after: None,
             draft_revision: None,
             details: Value::Null,
+            phase: None,
+            intent: None,
+            outcome: None,
+            recovered: false,
         }
+    }
+
+    /// Whether this entry records the intent of an action whose outcome follows.
+    pub fn is_intent(&self) -> bool {
+        self.phase == Some(Phase::Intent)
     }
 }
 
@@ -199,6 +247,9 @@ pub struct Store {
     draft: Document,
     revision: u64,
     audit_seq: u64,
+    /// Intents with no outcome entry yet, by `seq`: an action in progress, or one a crash or a failed append
+    /// left unresolved (reconciliation resolves those).
+    open_intents: BTreeMap<u64, AuditEntry>,
     /// The last append failed: the file may end in a partial line, to be dropped before the next append.
     audit_torn: bool,
 }
@@ -216,6 +267,7 @@ impl Store {
             draft: Document::default(),
             revision: 0,
             audit_seq: 0,
+            open_intents: BTreeMap::new(),
             audit_torn: false,
         };
         store.load()?;
@@ -328,6 +380,21 @@ impl Store {
             }
         }
         self.audit_seq = self.repair_audit()?;
+        self.open_intents =
+            self.audit(0, usize::MAX)?
+                .into_iter()
+                .fold(BTreeMap::new(), |mut open, e| {
+                    match (e.phase, e.intent) {
+                        (Some(Phase::Intent), _) => {
+                            open.insert(e.seq, e);
+                        }
+                        (Some(Phase::Outcome), Some(i)) => {
+                            open.remove(&i);
+                        }
+                        _ => {}
+                    }
+                    open
+                });
         Ok(())
     }
 
@@ -386,6 +453,11 @@ impl Store {
     }
     pub fn next_version(&self) -> u64 {
         self.versions.keys().next_back().map_or(1, |v| v + 1)
+    }
+
+    /// Intents with no outcome yet, oldest first.
+    pub fn open_intents(&self) -> impl Iterator<Item = &AuditEntry> {
+        self.open_intents.values()
     }
 
     /// The document of a committed version.
@@ -457,6 +529,7 @@ impl Store {
             return Ok(());
         }
         let path = self.version_path(v);
+        crashpoint::step("before removing a version");
         std::fs::remove_file(&path).map_err(io(&path))?;
         sync_dir(&self.versions_dir())?;
         self.versions.remove(&v);
@@ -474,6 +547,7 @@ impl Store {
     /// Back to "nothing committed" (undoing a first commit whose push failed).
     pub fn clear_active(&mut self) -> Result<(), StoreError> {
         let path = self.active_path();
+        crashpoint::step("before removing the active pointer");
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -502,6 +576,12 @@ impl Store {
             .open(&path)
             .map_err(io(&path))?;
         let before = f.metadata().map_err(io(&path))?.len();
+        if crashpoint::reached() {
+            let _ = f
+                .write_all(&line[..line.len() / 2])
+                .and_then(|()| f.sync_all());
+            crashpoint::crash("in the middle of an audit line");
+        }
         if let Err(e) = f.write_all(&line).and_then(|()| f.sync_all()) {
             // A partial line (a full disk) must not stay: the next append would be glued onto it and the log
             // would no longer load. If even the truncation fails, the repair at the next start drops it.
@@ -512,7 +592,42 @@ impl Store {
             sync_dir(&self.dir)?;
         }
         self.audit_seq = entry.seq;
+        crashpoint::step("after an audit line");
         Ok(entry)
+    }
+
+    /// Records durably what is about to be attempted, before any of it is done; answers the intent's `seq`.
+    /// If this fails nothing may be done.
+    pub fn append_intent(&mut self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        entry.phase = Some(Phase::Intent);
+        let entry = self.append_audit(entry)?;
+        let seq = entry.seq;
+        self.open_intents.insert(seq, entry);
+        Ok(seq)
+    }
+
+    /// Records what became of the intent `intent` (its who, action, object and versions are repeated, so the
+    /// entry reads alone). An intent whose outcome cannot be written stays open and is resolved later.
+    pub fn append_outcome(
+        &mut self,
+        intent: u64,
+        outcome: Outcome,
+        recovered: bool,
+    ) -> Result<(), StoreError> {
+        let Some(open) = self.open_intents.get(&intent) else {
+            return Ok(());
+        };
+        let mut entry = AuditEntry::new(&open.who, &open.action);
+        entry.object = open.object.clone();
+        entry.version_before = open.version_before;
+        entry.version_after = open.version_after;
+        entry.phase = Some(Phase::Outcome);
+        entry.intent = Some(intent);
+        entry.outcome = Some(outcome);
+        entry.recovered = recovered;
+        self.append_audit(entry)?;
+        self.open_intents.remove(&intent);
+        Ok(())
     }
 }
 
@@ -602,17 +717,7 @@ mod tests {
     fn torn_audit_line_is_dropped() {
         let d = dir("audit");
         let mut s = Store::open(&d).unwrap();
-        let e = AuditEntry {
-            seq: 0,
-            time: String::new(),
-            who: "admin".into(),
-            action: "x".into(),
-            object: None,
-            version_before: None,
-            version_after: None,
-            draft_revision: None,
-            details: Value::Null,
-        };
+        let e = AuditEntry::new("admin", "x");
         s.append_audit(e.clone()).unwrap();
         drop(s);
         let mut f = OpenOptions::new()
@@ -662,17 +767,7 @@ mod tests {
     }
 
     fn entry(action: &str) -> AuditEntry {
-        AuditEntry {
-            seq: 0,
-            time: String::new(),
-            who: "admin".into(),
-            action: action.into(),
-            object: None,
-            version_before: None,
-            version_after: None,
-            draft_revision: None,
-            details: Value::Null,
-        }
+        AuditEntry::new("admin", action)
     }
 
     #[test]

@@ -549,9 +549,21 @@ fn commit_confirm_revert_rollback_and_audit() {
     // The audit log: who, what, before/after version.
     let log = c.call("GET", "/api/v1/audit", None).unwrap();
     let entries = log.body["entries"].as_array().unwrap();
+    // Activations are an intent and an outcome: count the intents, each with its `applied` outcome.
     let find = |action: &str| -> Vec<&Value> {
-        entries.iter().filter(|e| e["action"] == action).collect()
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["phase"] != "outcome")
+            .collect()
     };
+    for e in entries.iter().filter(|e| e["phase"] == "intent") {
+        assert!(
+            entries
+                .iter()
+                .any(|o| o["intent"] == e["seq"] && o["outcome"] == "applied"),
+            "{e} has no applied outcome"
+        );
+    }
     assert_eq!(find("commit").len(), 4);
     let reverts = find("revert");
     assert_eq!(reverts.len(), 2);
@@ -819,10 +831,16 @@ fn a_policy_the_dataplane_refuses_changes_nothing() {
     assert_eq!(h.body["active"], 1);
     assert_eq!(h.body["versions"].as_array().unwrap().len(), 1);
     assert_eq!(dp.status().unwrap()["policy_version"], 1);
-    assert_eq!(
-        audit_actions(&c).iter().filter(|a| *a == "commit").count(),
-        1
-    );
+    // The refused commit is recorded as attempted and failed.
+    let log = c.call("GET", "/api/v1/audit", None).unwrap();
+    let outcomes: Vec<&Value> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "commit" && e["phase"] == "outcome")
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("applied"), &json!("failed")]);
     // Fixed, the next commit is version 2.
     let r = c
         .write("DELETE", "/api/v1/draft/rules/20", None, &draft_etag(&c))

@@ -25,6 +25,8 @@ pub struct ControlOptions {
     pub extra: String,
     /// The web console's directory (`[web] dir`); by default one that does not exist, so none is served.
     pub web_dir: PathBuf,
+    /// Extra environment variables of the process (e.g. a crash-test seam).
+    pub env: Vec<(String, String)>,
 }
 
 impl ControlOptions {
@@ -36,6 +38,7 @@ impl ControlOptions {
             reconcile_interval_ms: 500,
             extra: String::new(),
             web_dir: dir.join("web"),
+            env: Vec::new(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Control {
         let mut child = Command::new(&opts.binary)
             .arg("--config")
             .arg(&config)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -150,6 +154,13 @@ impl Control {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.opts.dir.join("control.stderr")).unwrap_or_default()
+    }
+
+    /// Whether the process has ended by itself (and how); `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.

@@ -76,19 +76,45 @@ async fn commit(
     let started = Instant::now();
     let body = body.unwrap_or_default();
     let window = lifecycle::confirm_window(&app, body.confirm_within_s, body.confirm)?;
+    let draft = {
+        let store = app.store.lock().await;
+        if_match(&headers, &draft_etag(store.revision()))?;
+        lifecycle::ensure_nothing_pending(&store)?;
+        store.draft().clone()
+    };
+    let policy = lifecycle::compile(draft)
+        .await
+        .map_err(lifecycle::LifecycleError::InvalidDraft)?;
     let mut store = app.store.lock().await;
+    // The draft may have changed while it compiled: the commit is of exactly the revision the client named.
     if_match(&headers, &draft_etag(store.revision()))?;
-    let done = lifecycle::commit(&app, &mut store, &who(w), body.comment, window, started).await?;
-    Ok(with_etag(
-        active_etag(&store),
-        Json(json!({
-            "version": done.version,
-            "previous": done.previous,
-            "dataplane": done.dataplane,
-            "commit_ms": done.took.as_secs_f64() * 1e3,
-            "pending_confirm": pending_json(done.pending.as_ref()),
-        })),
-    ))
+    let done = lifecycle::commit(
+        &app,
+        &mut store,
+        &who(w),
+        policy,
+        body.comment,
+        window,
+        started,
+    )
+    .await?;
+    let mut answer = json!({
+        "version": done.version,
+        "previous": done.previous,
+        "dataplane": done.dataplane,
+        "commit_ms": done.took.as_secs_f64() * 1e3,
+        "pending_confirm": pending_json(done.pending.as_ref()),
+    });
+    with_warning(&mut answer, done.warning);
+    Ok(with_etag(active_etag(&store), Json(answer)))
+}
+
+/// A success whose record or enforcement is not complete says so in a `warning` field (never as a failure:
+/// the version is active).
+fn with_warning(answer: &mut Value, warning: Option<String>) {
+    if let Some(w) = warning {
+        answer["warning"] = json!(w);
+    }
 }
 
 async fn confirm(
@@ -120,23 +146,30 @@ async fn rollback(
     Body(body): Body<RollbackBody>,
 ) -> ApiResult {
     let started = Instant::now();
+    let doc = {
+        let store = app.store.lock().await;
+        if_match(&headers, &active_etag(&store))?;
+        lifecycle::rollback_source(&store, body.version)?
+    };
+    let policy = lifecycle::compile(doc)
+        .await
+        .map_err(lifecycle::LifecycleError::InvalidStoredVersion)?;
     let mut store = app.store.lock().await;
+    // Another change may have come first while the policy compiled.
     if_match(&headers, &active_etag(&store))?;
     let done = lifecycle::rollback(
         &app,
         &mut store,
         &who(w),
         body.version,
+        policy,
         body.comment,
         started,
     )
     .await?;
-    Ok(with_etag(
-        active_etag(&store),
-        Json(
-            json!({"version": done.version, "source": body.version, "previous": done.previous, "dataplane": done.dataplane}),
-        ),
-    ))
+    let mut answer = json!({"version": done.version, "source": body.version, "previous": done.previous, "dataplane": done.dataplane});
+    with_warning(&mut answer, done.warning);
+    Ok(with_etag(active_etag(&store), Json(answer)))
 }
 
 async fn list_versions(State(app): State<Shared>) -> Json<Value> {

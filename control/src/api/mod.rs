@@ -232,9 +232,21 @@ async fn health(State(app): State<Shared>) -> Json<Value> {
         Err(e) => json!({"reachable": false, "error": e}),
     };
     let in_sync = active.is_some() && dataplane["policy_version"].as_u64() == active;
-    Json(
-        json!({"status": "ok", "active_version": active, "dataplane": dataplane, "in_sync": in_sync}),
-    )
+    let refused = *app.refused.lock().unwrap_or_else(|p| p.into_inner());
+    let reconcile_refused = refused.map(|d| {
+        json!({
+            "active_version": d.active_version,
+            "dataplane_version": d.dataplane_version,
+            "reason": crate::reconcile::refusal_reason(&d),
+        })
+    });
+    Json(json!({
+        "status": "ok",
+        "active_version": active,
+        "dataplane": dataplane,
+        "in_sync": in_sync,
+        "reconcile_refused": reconcile_refused,
+    }))
 }
 
 async fn version() -> Json<Value> {

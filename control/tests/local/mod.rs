@@ -53,6 +53,7 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         config,
         dataplane_seen: Mutex::new(Err("not asked".into())),
         verified: Mutex::new(None),
+        refused: Mutex::new(None),
     });
     let limits = http::Limits::new(&app.config);
     let router = api::app(app, vec![metrics.router()]);
