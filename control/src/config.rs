@@ -16,7 +16,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Policy store: versions, draft, active pointer, audit log.
     pub store_dir: PathBuf,
-    /// The dataplane's control socket (`policy.control_socket` in its config).
+    /// The dataplane's control socket: the one it reserves for control (`control_socket.reserved_path` in its
+    /// config), or else the shared `policy.control_socket`.
     pub dataplane_socket: PathBuf,
     /// Bearer tokens, one `identity secret` pair per line; created (mode 0600) at first start.
     /// Default: `<store_dir>/tokens`.

@@ -855,3 +855,112 @@ fn a_policy_the_dataplane_refuses_changes_nothing() {
     );
     assert_eq!(dp.status().unwrap()["policy_version"], 2);
 }
+
+/// Sixteen connections to `socket` that send nothing: as many as the dataplane serves there at once.
+fn hold_idle(socket: &std::path::Path) -> Vec<std::os::unix::net::UnixStream> {
+    (0..16)
+        .map(|_| {
+            let conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn
+        })
+        .collect()
+}
+
+#[test]
+fn local_clients_holding_the_control_socket_cannot_lock_control_out() {
+    // The single-socket setup, with the default idle timeout (5 s): clients that hold every connection and say
+    // nothing are disconnected, and control's requests get through again.
+    let dir = test_dir("socket-idle");
+    let dp = NullDataplane::start(&dir);
+    let c = start_control(&control_opts(&dir, &dp.socket));
+    let idle = hold_idle(&dp.socket);
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = c.call("GET", "/api/v1/flows", None).unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "control still locked out: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(idle);
+    drop(c);
+    drop(dp);
+
+    // With a socket reserved for control, control is never locked out: not by sixteen idle clients, nor by one
+    // that reopens connections on the shared socket as fast as they are closed.
+    let dir = test_dir("socket-reserved");
+    let reserved = dir.join("dp-control.sock");
+    let dp = NullDataplane::start_with(
+        &dir,
+        &format!(
+            "\n[control_socket]\nidle_timeout_ms = 1000\nreserved_path = {:?}\n",
+            reserved.display().to_string()
+        ),
+    );
+    let c = start_control(&control_opts(&dir, &reserved));
+    import(&c, &policy_doc());
+    let idle = hold_idle(&dp.socket);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let hog = s.spawn(|| {
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(conn) = std::os::unix::net::UnixStream::connect(&dp.socket) {
+                    held.push_back(conn);
+                    if held.len() > 32 {
+                        held.pop_front();
+                    }
+                }
+            }
+        });
+        // The shared socket is full...
+        assert!(dp.status().is_none(), "the shared socket should be full");
+        // ...and control commits, reads flows and sees the dataplane through its own socket.
+        let r = commit(&c, json!({"comment": "through the reserved socket"}));
+        let passed = (r.status, r.body.clone());
+        let flows = c.call("GET", "/api/v1/flows", None).unwrap().status;
+        // Past the idle timeout: the hog's connections are replaced, control's still pass.
+        std::thread::sleep(Duration::from_millis(1500));
+        let health = c.call("GET", "/api/v1/health", None).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hog.join().unwrap();
+        assert_eq!(passed.0, 200, "{}", passed.1);
+        assert_eq!(passed.1["version"], 1);
+        assert_eq!(flows, 200);
+        assert_eq!(
+            health.body["dataplane"]["policy_version"], 1,
+            "{}",
+            health.body
+        );
+        assert_eq!(health.body["in_sync"], true, "{}", health.body);
+    });
+    // The idle clients were disconnected after the (shortened) idle timeout, told why first.
+    for conn in &idle {
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut &*conn, &mut said).unwrap();
+        assert!(
+            said.contains("no complete request line within 1000 ms"),
+            "{said}"
+        );
+    }
+    // Once the hog's last connections are drained, the shared socket serves again.
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        match dp.status() {
+            Some(status) => break status,
+            None if t0.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => panic!("the shared socket still refuses"),
+        }
+    };
+    assert_eq!(status["policy_version"], 1);
+}

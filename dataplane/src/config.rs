@@ -49,6 +49,8 @@ pub struct Config {
     pub conntrack: ConntrackCfg,
     #[serde(default)]
     pub events: EventsCfg,
+    #[serde(default)]
+    pub control_socket: ControlSocketCfg,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -112,6 +114,43 @@ impl Default for EventsCfg {
             queue_per_worker: 4096,
             denied_per_second: 1000,
             buffer: 65_536,
+        }
+    }
+}
+
+/// `[control_socket]`: how many clients the control socket serves and for how long, and an optional second
+/// socket reserved for `bulkhead-control`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSocketCfg {
+    /// Connections `policy.control_socket` serves at once; further ones get an error and are closed.
+    pub max_connections: u32,
+    /// How long a client may take to send a whole request line, counted from when it connected or received its
+    /// previous answer (so also how long an idle connection stays open); then the connection is closed.
+    pub idle_timeout_ms: u64,
+    /// How long a client may take to read a whole answer; then the connection is closed.
+    pub reply_timeout_ms: u64,
+    /// A second socket for `bulkhead-control` alone, with connections of its own: no other local client can
+    /// crowd control out of it (point control's `dataplane_socket` here).
+    pub reserved_path: Option<PathBuf>,
+    /// Connections the reserved socket serves at once.
+    pub reserved_connections: u32,
+    /// The reserved socket's mode: 0o600 (the dataplane's user only) or 0o660 (its group too).
+    pub reserved_mode: u32,
+    /// The group (numeric id) of the reserved socket, so control can run as a user of its own in that group.
+    pub reserved_gid: Option<u32>,
+}
+
+impl Default for ControlSocketCfg {
+    fn default() -> Self {
+        ControlSocketCfg {
+            max_connections: 16,
+            idle_timeout_ms: 5_000,
+            reply_timeout_ms: 10_000,
+            reserved_path: None,
+            reserved_connections: 16,
+            reserved_mode: 0o600,
+            reserved_gid: None,
         }
     }
 }
@@ -481,13 +520,8 @@ impl Config {
                 ),
             ));
         }
-        // sun_path holds 108 bytes including the terminating NUL.
-        if self.policy.control_socket.as_os_str().len() > 107 {
-            return Err(invalid(
-                "policy.control_socket",
-                "is longer than a Unix socket path may be (107 bytes)",
-            ));
-        }
+        check_socket_path("policy.control_socket", &self.policy.control_socket)?;
+        self.control_socket.validate(&self.policy.control_socket)?;
 
         let needed = self.min_mbufs();
         if self.mempool.mbufs < needed {
@@ -568,6 +602,69 @@ impl Config {
         args.extend(e.extra_args.iter().cloned());
         args
     }
+}
+
+impl ControlSocketCfg {
+    fn validate(&self, control_socket: &Path) -> Result<(), ConfigError> {
+        for (field, n) in [
+            ("control_socket.max_connections", self.max_connections),
+            (
+                "control_socket.reserved_connections",
+                self.reserved_connections,
+            ),
+        ] {
+            if !(1..=1024).contains(&n) {
+                return Err(invalid(field, format!("{n} is not in 1..=1024")));
+            }
+        }
+        for (field, ms) in [
+            ("control_socket.idle_timeout_ms", self.idle_timeout_ms),
+            ("control_socket.reply_timeout_ms", self.reply_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(invalid(field, format!("{ms} is not in 100..=600000")));
+            }
+        }
+        if ![0o600, 0o660].contains(&self.reserved_mode) {
+            return Err(invalid(
+                "control_socket.reserved_mode",
+                format!("{:#o} is neither 0o600 nor 0o660", self.reserved_mode),
+            ));
+        }
+        match &self.reserved_path {
+            Some(path) => {
+                check_socket_path("control_socket.reserved_path", path)?;
+                if path == control_socket {
+                    return Err(invalid(
+                        "control_socket.reserved_path",
+                        "is policy.control_socket; the reserved socket needs a path of its own",
+                    ));
+                }
+            }
+            None if self.reserved_gid.is_some() => {
+                return Err(invalid(
+                    "control_socket.reserved_gid",
+                    "applies to the reserved socket: set control_socket.reserved_path too",
+                ));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// A Unix socket path: not empty, and short enough for `sun_path` (108 bytes including the terminating NUL).
+fn check_socket_path(field: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if path.as_os_str().len() > 107 {
+        return Err(invalid(
+            field,
+            "is longer than a Unix socket path may be (107 bytes)",
+        ));
+    }
+    Ok(())
 }
 
 /// CPUs the kernel reports online (`/sys/devices/system/cpu/online`, e.g. `0-3,8`), if readable.

@@ -50,6 +50,12 @@ pub enum GatewayError {
     State(#[from] StateError),
     #[error("control socket: {0}")]
     Socket(std::io::Error),
+    /// A control socket could not be created at the path its config field names.
+    #[error("{field}: {source}")]
+    SocketBind {
+        field: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Counters of one port, read from the device, under the port's configured name.
@@ -136,7 +142,7 @@ pub fn run(
 
     // Bound before the ports start: a second dataplane on the same socket stops here, and `ready` (below)
     // means clients can connect.
-    let listener = socket::bind(&cfg.policy.control_socket).map_err(GatewayError::Socket)?;
+    let sockets = control_sockets(cfg)?;
 
     let mut started = Vec::with_capacity(ports.len());
     for (port, pc) in ports.iter().zip(&cfg.ports) {
@@ -208,7 +214,7 @@ pub fn run(
         let (req_tx, req_rx) = crossbeam_channel::bounded::<Envelope>(16);
         std::thread::scope(|threads| -> Result<(), GatewayError> {
             let _server_stop = StopOnExit(&server_stop);
-            let server = threads.spawn(|| socket::serve(listener, &Forward(req_tx), &server_stop));
+            let server = threads.spawn(|| socket::serve(sockets, &Forward(req_tx), &server_stop));
             emit(
                 events,
                 &json!({
@@ -216,7 +222,11 @@ pub fn run(
                     "policy_version": mgmt.version(), "control_socket": cfg.policy.control_socket,
                 }),
             )?;
-            eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}; SIGINT/SIGTERM to stop",
+            let reserved = match &cfg.control_socket.reserved_path {
+                Some(path) => format!(" (reserved for control: {})", path.display()),
+                None => String::new(),
+            };
+            eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}{reserved}; SIGINT/SIGTERM to stop",
                 ports.len(), cfg.policy.control_socket.display());
 
             let interval = Duration::from_millis(cfg.stats.interval_ms);
@@ -281,6 +291,39 @@ fn peers(cfg: &Config) -> Vec<usize> {
         peer[b] = a;
     }
     peer
+}
+
+/// Binds `policy.control_socket` and, when configured, the socket reserved for control, each with its limits.
+fn control_sockets(cfg: &Config) -> Result<Vec<(socket::Listener, socket::Limits)>, GatewayError> {
+    let c = &cfg.control_socket;
+    let limits = |max_connections: u32| socket::Limits {
+        max_connections: max_connections as usize,
+        idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+        reply_timeout: Duration::from_millis(c.reply_timeout_ms),
+        max_line: socket::MAX_LINE,
+    };
+    let bind = |field, path, access| {
+        socket::bind(path, access).map_err(|source| GatewayError::SocketBind { field, source })
+    };
+    let mut sockets = vec![(
+        bind(
+            "policy.control_socket",
+            &cfg.policy.control_socket,
+            socket::Access::OWNER,
+        )?,
+        limits(c.max_connections),
+    )];
+    if let Some(path) = &c.reserved_path {
+        let access = socket::Access {
+            mode: c.reserved_mode,
+            gid: c.reserved_gid,
+        };
+        sockets.push((
+            bind("control_socket.reserved_path", path, access)?,
+            limits(c.reserved_connections),
+        ));
+    }
+    Ok(sockets)
 }
 
 fn port_error(pc: &crate::config::PortCfg, source: dpdk::Error) -> GatewayError {

@@ -74,6 +74,40 @@ fn invalid_configs_name_the_field_and_exit_2() {
             GOOD.replace("memory_mb = 512", "memory_mb = \"lots\""),
             "memory_mb",
         ),
+        (
+            GOOD.replace("idle_timeout_ms = 5000", "idle_timeout_ms = 0"),
+            "control_socket.idle_timeout_ms",
+        ),
+        (
+            GOOD.replace("reply_timeout_ms = 10000", "reply_timeout_ms = 99"),
+            "control_socket.reply_timeout_ms",
+        ),
+        (
+            GOOD.replace("max_connections = 16", "max_connections = 0"),
+            "control_socket.max_connections",
+        ),
+        (
+            GOOD.replace("reserved_connections = 16", "reserved_connections = 5000"),
+            "control_socket.reserved_connections",
+        ),
+        (
+            GOOD.replace("reserved_mode = 0o600", "reserved_mode = 0o666"),
+            "control_socket.reserved_mode",
+        ),
+        (
+            GOOD.replace(
+                "reserved_path = \"/run/bulkhead/control.sock\"",
+                "reserved_path = \"/run/bulkhead/dataplane.sock\"",
+            ),
+            "control_socket.reserved_path",
+        ),
+        (
+            GOOD.replace(
+                "reserved_path = \"/run/bulkhead/control.sock\"",
+                "reserved_gid = 990",
+            ),
+            "control_socket.reserved_gid",
+        ),
         ("not toml at all [".to_string(), "TOML parse error"),
     ];
     for (config, field) in cases {
