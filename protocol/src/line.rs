@@ -33,16 +33,32 @@ pub fn encode_request(id: Option<&Value>, request: &Request) -> String {
 
 /// Parses one request line into its id (`null` when absent or unreadable) and request.
 pub fn decode_request(line: &str) -> (Value, Result<Request, ErrorReply>) {
-    let value: Value = match serde_json::from_str(line) {
+    // Repeated keys are refused (a policy document with `"action":"deny","action":"allow"` must not load as allow);
+    // syntax errors keep serde_json's own wording.
+    let value: Value = match policy::json::parse_value(line.as_bytes()) {
         Ok(v) => v,
-        Err(e) => {
+        Err(policy::PolicyError::Invalid(errors)) => {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return (
+                Value::Null,
+                Err(ErrorReply::new(ErrorCode::BadRequest, message)),
+            );
+        }
+        Err(policy::PolicyError::Syntax { .. }) => {
+            let e = serde_json::from_str::<serde::de::IgnoredAny>(line)
+                .err()
+                .map_or_else(|| "unreadable".to_string(), |e| e.to_string());
             return (
                 Value::Null,
                 Err(ErrorReply::new(
                     ErrorCode::BadJson,
                     format!("not JSON: {e}"),
                 )),
-            )
+            );
         }
     };
     let Value::Object(mut obj) = value else {
@@ -133,11 +149,29 @@ mod tests {
                 ErrorCode::BadRequest,
             ),
             (r#"{"v":1,"op":"status","extra":1}"#, ErrorCode::BadRequest),
+            (
+                r#"{"v":1,"op":"status","op":"counters"}"#,
+                ErrorCode::BadRequest,
+            ),
         ];
         for (line, code) in cases {
             let (_, r) = decode_request(line);
             assert_eq!(r.unwrap_err().code, code, "{line}");
         }
+    }
+
+    #[test]
+    fn a_policy_that_repeats_a_key_is_refused_with_its_path() {
+        let (_, r) = decode_request(
+            r#"{"v":1,"op":"load_policy","policy":{"format":"bulkhead.policy/v1","rules":[{"action":"deny","action":"allow"}]}}"#,
+        );
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            e.message.starts_with("policy.rules[0]: key \"action\""),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
