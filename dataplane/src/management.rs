@@ -172,8 +172,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 path: path.clone(),
                 reason,
             };
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            // Repeated keys are refused here too: a state file edited by hand must not read otherwise than it looks.
+            let v = policy::json::parse_value(&bytes).map_err(|e| corrupt(e.to_string()))?;
             let version = v["version"]
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())

@@ -126,3 +126,88 @@ fn missing_config_file_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x.toml"));
 }
+
+/// A persisted state file whose policy repeats a key (say, edited by hand to read "deny" first) stops the start
+/// with an error naming the file and the key, instead of enforcing the last of the two.
+#[test]
+fn a_state_file_that_repeats_a_key_stops_the_start() {
+    let dir = std::env::temp_dir().join(format!("bulkhead-cli-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("policy.json"),
+        r#"{"version": 3, "policy": {"format": "bulkhead.policy/v1", "rules": [{"id": 1, "name": "r",
+            "from": "any", "to": "any", "service": "any", "action": "deny", "action": "allow"}]}}"#,
+    )
+    .unwrap();
+    let config = format!(
+        r#"[eal]
+file_prefix = "cli-state-{pid}"
+main_core = 0
+hugepages = false
+memory_mb = 256
+log_level = "warning"
+
+[workers]
+cores = [1]
+
+[mempool]
+mbufs = 4095
+cache = 64
+
+[rings]
+rx = 256
+tx = 256
+
+[[ports]]
+name = "a"
+device = "net_null90,no-rx=1"
+
+[[ports]]
+name = "b"
+device = "net_null91,no-rx=1"
+
+[[links]]
+ports = ["a", "b"]
+
+[policy]
+state_dir = {state:?}
+control_socket = {socket:?}
+"#,
+        pid = std::process::id(),
+        socket = dir.join("dp.sock"),
+    );
+    let path = dir.join("dataplane.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A dataplane that accepted the file would run (enforcing "allow"): give it a while, then stop it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let status = status.unwrap_or_else(|| panic!("the dataplane started on the file: {stderr}"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("policy.json"), "{stderr}");
+    assert!(
+        stderr.contains(r#"policy.rules[0]: key "action" appears more than once"#),
+        "{stderr}"
+    );
+}
