@@ -152,13 +152,7 @@ pub fn run(args: &Args) -> Result {
     for f in &flows.flows {
         println!(
             "    {} {}:{} -> {}:{} {} rule {}",
-            f.proto,
-            json!(f.src),
-            f.sport,
-            json!(f.dst),
-            f.dport,
-            json!(f.state),
-            f.rule_id
+            f.proto, f.src, f.sport, f.dst, f.dport, f.state, f.rule_id
         );
     }
     let events: EventBatch = bed.ask(&Request::Events { max: Some(1000) })?;
@@ -468,20 +462,33 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<(Control, Vec<Ba
     for f in flows["flows"].as_array().into_iter().flatten() {
         println!(
             "  {} {}:{} -> {}:{} {} rule {}",
-            f["proto"], f["src"], f["sport"], f["dst"], f["dport"], f["state"], f["rule_id"]
+            f["proto"],
+            f["src"].as_str().unwrap_or(""),
+            f["sport"],
+            f["dst"].as_str().unwrap_or(""),
+            f["dport"],
+            f["state"].as_str().unwrap_or(""),
+            f["rule_id"]
         );
     }
     let audit = api(&c, "GET", "/api/v1/audit?limit=5", None, None)?;
     for e in audit["entries"].as_array().into_iter().flatten() {
         let v = |k: &str| e[k].as_u64().map_or("-".to_string(), |n| format!("v{n}"));
+        // An activation is two entries: its intent, then its outcome.
+        let phase = match (e["phase"].as_str(), e["outcome"].as_str()) {
+            (Some("outcome"), Some(outcome)) => format!("outcome: {outcome}"),
+            (Some(phase), _) => phase.to_string(),
+            _ => String::new(),
+        };
         println!(
-            "  #{} {} {:<6} {:<14} {} -> {}",
+            "  #{} {} {:<10} {:<14} {} -> {} {}",
             e["seq"],
             e["time"].as_str().unwrap_or(""),
             e["who"].as_str().unwrap_or(""),
             e["action"].as_str().unwrap_or(""),
             v("version_before"),
-            v("version_after")
+            v("version_after"),
+            phase
         );
     }
 
