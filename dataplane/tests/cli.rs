@@ -141,43 +141,24 @@ fn a_state_file_that_repeats_a_key_stops_the_start() {
             "from": "any", "to": "any", "service": "any", "action": "deny", "action": "allow"}]}}"#,
     )
     .unwrap();
-    let config = format!(
-        r#"[eal]
-file_prefix = "cli-state-{pid}"
-main_core = 0
-hugepages = false
-memory_mb = 256
-log_level = "warning"
-
-[workers]
-cores = [1]
-
-[mempool]
-mbufs = 4095
-cache = 64
-
-[rings]
-rx = 256
-tx = 256
-
-[[ports]]
-name = "a"
-device = "net_null90,no-rx=1"
-
-[[ports]]
-name = "b"
-device = "net_null91,no-rx=1"
-
-[[links]]
-ports = ["a", "b"]
-
-[policy]
-state_dir = {state:?}
-control_socket = {socket:?}
-"#,
-        pid = std::process::id(),
-        socket = dir.join("dp.sock"),
-    );
+    // The example config, on null devices and in this test's directory.
+    let config = GOOD
+        .replace(
+            r#"file_prefix = "bulkhead""#,
+            &format!(r#"file_prefix = "cli-state-{}""#, std::process::id()),
+        )
+        .replace("net_tap0,iface=bh-outside", "net_null90,no-rx=1")
+        .replace("net_tap1,iface=bh-inside", "net_null91,no-rx=1")
+        .replace(r#""/var/lib/bulkhead""#, &format!("{state:?}"))
+        .replace(
+            r#""/run/bulkhead/dataplane.sock""#,
+            &format!("{:?}", dir.join("dp.sock")),
+        )
+        .replace(
+            r#""/run/bulkhead/control.sock""#,
+            &format!("{:?}", dir.join("control.sock")),
+        );
+    assert!(!config.contains("/run/bulkhead") && !config.contains("net_tap"));
     let path = dir.join("dataplane.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
