@@ -1,10 +1,11 @@
-//! The state every part of control shares: the REST handlers, the reconciler and the policy lifecycle.
+//! The state every part of control shares (the REST handlers, the reconciler and the policy lifecycle), and
+//! [`off_worker`], where they all run CPU-heavy work.
 
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::auth::Tokens;
 use crate::config::Config;
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, DataplaneError};
 use crate::flowlog::FlowLog;
 use crate::metrics::Metrics;
 use crate::rulehealth::ShadowCache;
@@ -45,5 +46,30 @@ impl App {
     /// Forgets the last verification: the next reconciliation compares documents again.
     pub fn unverify(&self) {
         *self.verified.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Pushes `policy` to the dataplane as `version` (one durable step for the crash test); whatever the answer,
+    /// the next reconciliation compares documents again.
+    pub async fn push(
+        &self,
+        policy: &serde_json::Value,
+        version: u64,
+    ) -> Result<protocol::LoadPolicyResult, DataplaneError> {
+        let pushed = self.dataplane.load_policy(policy, version).await;
+        crate::crashpoint::step("after a push");
+        self.unverify();
+        pushed
+    }
+}
+
+/// Runs CPU-heavy work (parsing, validating, compiling or comparing big documents) on the blocking pool, so
+/// the async workers keep answering other requests (`GET /health` among them) meanwhile.
+pub async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("blocking work did not finish: {e}"),
+        },
     }
 }

@@ -137,7 +137,8 @@ async fn body_deadline(
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// A body that fails with [`BodyTimedOut`] when it has not been read in full by its deadline.
+/// A body that fails with [`BodyTimedOut`] when it has not been read in full by its deadline. (tower-http's
+/// `TimeoutBody` restarts its timer at every frame, so a client dripping a byte at a time would never meet it.)
 struct Deadline {
     body: Body,
     deadline: Pin<Box<Sleep>>,

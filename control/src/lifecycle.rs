@@ -17,10 +17,8 @@ use policy::{Policy, PolicyError};
 use protocol::LoadPolicyResult;
 use serde_json::json;
 
-use crate::api::extract::off_worker;
-use crate::app::App;
+use crate::app::{off_worker, App};
 use crate::config::MAX_CONFIRM_S;
-use crate::crashpoint;
 use crate::dataplane::DataplaneError;
 use crate::store::{
     ActiveFile, AuditEntry, Outcome, Pending, Store, StoreError, VersionKind, VersionMeta,
@@ -223,9 +221,7 @@ pub async fn revert_if_due(app: &App) -> Result<Option<u64>> {
     entry.details = json!({"source": p.revert_to, "reason": "not confirmed before the deadline"});
     let (intent, version, _) = make_active(&mut store, policy.clone(), meta, None, entry)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let pushed = app.dataplane.load_policy(&doc, version).await;
-    crashpoint::step("after a push");
-    app.unverify();
+    let pushed = app.push(&doc, version).await;
     match pushed {
         Ok(_) => {
             if let Err(e) = store.append_outcome(intent, Outcome::Applied, false) {
@@ -274,9 +270,7 @@ async fn activate(
     let (intent, version, previous) =
         make_active(store, policy.clone(), meta, pending.clone(), intent)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let pushed = app.dataplane.load_policy(&doc, version).await;
-    crashpoint::step("after a push");
-    app.unverify();
+    let pushed = app.push(&doc, version).await;
     let activated = |dataplane, warning| Activated {
         version,
         previous,

@@ -21,7 +21,6 @@ use policy::Policy;
 use serde_json::{json, Value};
 
 use crate::app::{App, Downgrade};
-use crate::crashpoint;
 use crate::dataplane::DataplaneError;
 use crate::lifecycle;
 use crate::store::{self, ActiveFile, AuditEntry, Store, VersionKind, VersionMeta};
@@ -224,9 +223,7 @@ async fn reconcile_with(
         Ok(seq) => seq,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    let pushed = app.dataplane.load_policy(&doc, active).await;
-    crashpoint::step("after a push");
-    *app.verified.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    let pushed = app.push(&doc, active).await;
     let outcome = match &pushed {
         Ok(_) => Some(store::Outcome::Applied),
         Err(DataplaneError::Refused { .. } | DataplaneError::Unreachable { .. }) => {

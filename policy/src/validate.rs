@@ -73,7 +73,10 @@ impl Validator {
         if !ok {
             self.err(
                 path,
-                format!("{what} {name:?} is not valid: use 1 to {MAX_NAME} characters from A-Z a-z 0-9 _ . -"),
+                format!(
+                    "{what} {} is not valid: use 1 to {MAX_NAME} characters from A-Z a-z 0-9 _ . -",
+                    quoted(name)
+                ),
             );
         }
     }
@@ -392,9 +395,10 @@ fn suggestion<'a>(wrong: &str, known: impl Iterator<Item = &'a str>, budget: &mu
     }
 }
 
-/// A name as an error shows it: quoted, and cut short when it is far longer than any valid name.
+/// A name as an error shows it: quoted, and cut short (to four times the longest valid name) when it is far
+/// longer than any valid name, so one hostile name cannot make every error that repeats it huge.
 fn quoted(name: &str) -> String {
-    match name.char_indices().nth(MAX_NAME) {
+    match name.char_indices().nth(4 * MAX_NAME) {
         Some((end, _)) => format!(
             "{:?}... ({} characters)",
             &name[..end],
@@ -472,7 +476,7 @@ mod tests {
         }
         assert!(hinted > 10, "the first typos get their hint");
         assert!(hinted < 10_000, "the budget ran out: {hinted} hints");
-        assert!(quoted(&long).len() < 100, "{}", quoted(&long));
+        assert!(quoted(&long).len() < 300, "{}", quoted(&long));
         assert!(quoted(&long).ends_with("... (100000 characters)"));
         assert_eq!(quoted("eng"), "\"eng\"");
     }

@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::extract::{
-    active_etag, draft_etag, if_match, off_worker, strip_position, who, with_etag, ApiResult, Body,
-    Params, QueryParams, Who,
+    active_etag, draft_etag, if_match, strip_position, who, with_etag, ApiResult, Body, Params,
+    QueryParams, Who,
 };
 use super::{p, Routes};
-use crate::app::{App, Shared};
+use crate::app::{off_worker, App, Shared};
 use crate::diff;
 use crate::error::ApiError;
 use crate::store::AuditEntry;

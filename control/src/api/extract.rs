@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use crate::app::off_worker;
 use crate::error::ApiError;
 use crate::store::Store;
 
@@ -57,18 +58,6 @@ impl<T: DeserializeOwned + Send + 'static, S: Send + Sync> FromRequest<S> for Bo
         } else {
             parse_json(&bytes).map(Body)
         }
-    }
-}
-
-/// Runs CPU-heavy work (parsing, validating, compiling or comparing big documents) on the blocking pool, so
-/// the async workers keep answering other requests (`GET /health` among them) meanwhile.
-pub async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(out) => out,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("blocking work did not finish: {e}"),
-        },
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::extract::{self, who, ApiResult, Body, Params, QueryParams, Who};
 use super::{p, Routes};
-use crate::app::Shared;
+use crate::app::{off_worker, Shared};
 use crate::error::ApiError;
 use crate::explain;
 use crate::store::AuditEntry;
@@ -32,7 +32,7 @@ async fn explain_flow(
         let store = app.store.lock().await;
         (store.draft().clone(), store.active_policy().cloned())
     };
-    let draft = extract::off_worker(move || Policy::new(draft)).await;
+    let draft = off_worker(move || Policy::new(draft)).await;
     let mut out = json!({"flow": req});
     out["draft"] = match &draft {
         Ok(p) => explain::judge(p, &flow),
