@@ -781,7 +781,7 @@ fn icmpv6_echo_gets_admin_prohibited() {
     );
 }
 
-// ---- skips ----
+// ---- frames that get no answer (RejectSkip) ----
 
 #[test]
 fn no_rst_for_a_rst() {
