@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::auth::Tokens;
+use crate::auth::{Failures, Tokens};
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::flowlog::FlowLog;
@@ -18,6 +18,8 @@ use crate::store::Store;
 pub struct App {
     pub store: tokio::sync::Mutex<Store>,
     pub tokens: RwLock<Tokens>,
+    /// Failed authentications: counted, and slowed per source.
+    pub auth_failures: Failures,
     pub dataplane: Dataplane,
     pub metrics: Arc<Metrics>,
     /// The flow log: its routes and the traffic map read its memory.

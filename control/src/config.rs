@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::flowlog::FlowLogConfig;
 use crate::metrics::MetricsConfig;
 
@@ -19,8 +20,8 @@ pub struct Config {
     /// The dataplane's control socket: the one it reserves for control (`control_socket.reserved_path` in its
     /// config), or else the shared `policy.control_socket`.
     pub dataplane_socket: PathBuf,
-    /// Bearer tokens, one `identity secret` pair per line; created (mode 0600) at first start.
-    /// Default: `<store_dir>/tokens`.
+    /// Bearer tokens (hashed; see `auth::tokens`); created (mode 0600) at first start, with the first admin
+    /// secret beside it in `<token_file>.initial`. Default: `<store_dir>/tokens`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// How long a client may take to send a request's headers, counted from when its connection opens or its
@@ -52,6 +53,8 @@ pub struct Config {
     pub flow_log: FlowLogConfig,
     #[serde(default)]
     pub web: WebConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// `[web]`: the static web console.
@@ -188,6 +191,9 @@ impl Config {
         if self.dataplane_socket.as_os_str().is_empty() {
             return invalid("dataplane_socket", "must not be empty");
         }
+        if let Err((field, message)) = self.auth.check() {
+            return invalid(field, message);
+        }
         Ok(())
     }
 
@@ -239,5 +245,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+        assert_eq!(c.auth.free_failures, 5);
+        let e = parse("store_dir = \"/s\"\ndataplane_socket = \"/d\"\n[auth]\nfailure_delay_ms = 10\nmax_failure_delay_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.max_failure_delay_ms"), "{e}");
     }
 }

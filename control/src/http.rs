@@ -18,11 +18,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{BoxError, Router};
 use http_body::{Frame, SizeHint};
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -92,9 +93,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or memory: back off rather than spin; the connection that failed
                     // is already gone.
@@ -111,8 +112,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        // The peer's address, for what is counted per source (failed authentications).
+        let service = service.clone();
+        let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            service.call(req)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), with_peer));
         tokio::spawn(async move {
             // A client that goes away or times out ends its connection: nothing to report.
             let _ = connection.await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bulkhead_control::api;
 use bulkhead_control::app::App;
-use bulkhead_control::auth::Tokens;
+use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
@@ -73,7 +73,14 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(&config.store_dir)?;
-    let tokens = Tokens::load_or_create(&config.token_path())?;
+    let (tokens, migrated) = Tokens::load_or_create(&config.token_path())?;
+    if migrated > 0 {
+        eprintln!(
+            "bulkhead-control: {}: migrated {migrated} token(s) of the old format to admin tokens stored as hashes",
+            config.token_path().display()
+        );
+    }
+
     let dataplane = Dataplane::new(&config.dataplane_socket)
         .with_timeout(Duration::from_millis(config.dataplane_timeout_ms));
     let metrics = Metrics::new(config.metrics.clone());
@@ -82,6 +89,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     flowlog
         .register_metrics(metrics.registry())
         .map_err(|e| format!("flow-log metrics: {e}"))?;
+    let auth_failures = Failures::new(config.auth.clone());
+    auth_failures
+        .register(metrics.registry())
+        .map_err(|e| format!("auth metrics: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -96,6 +107,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(store),
         tokens: RwLock::new(tokens),
+        auth_failures,
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
         flowlog: flowlog.clone(),
@@ -132,6 +144,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(metrics.clone().run(dataplane.clone()));
     tokio::spawn(flowlog.clone().run(dataplane.clone()));
     tokio::spawn(reconcile::run(app.clone()));
+    tokio::spawn(flush_last_use(app.clone()));
     tokio::select! {
         r = &mut server => return Ok(r?),
         () = shutdown() => {}
@@ -147,7 +160,29 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             "bulkhead-control: connections still open after {SHUTDOWN_GRACE:?}; closing them"
         );
     }
+    write_last_use(&app);
     Ok(())
+}
+
+/// Writes the tokens' last uses to the token file every `auth.last_use_flush_s` when one changed (never a
+/// write per request; at shutdown too).
+async fn flush_last_use(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(app.config.auth.last_use_flush_s));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let app = app.clone();
+        // A file write with fsync: on the blocking pool.
+        let _ = tokio::task::spawn_blocking(move || write_last_use(&app)).await;
+    }
+}
+
+fn write_last_use(app: &App) {
+    let tokens = app.tokens.read().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = tokens.flush_last_use() {
+        eprintln!("bulkhead-control: cannot save the tokens' last use: {e}");
+    }
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

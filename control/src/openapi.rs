@@ -1,7 +1,11 @@
 //! The OpenAPI 3.1 document served at `/api/v1/openapi.json`. A test checks that its operations are exactly the
 //! routes the router serves.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
+
+use crate::auth::{Right, Role};
 
 /// (method, path, summary, request body, If-Match needed)
 type Op = (
@@ -339,6 +343,35 @@ pub const OPERATIONS: &[Op] = &[
     ),
     (
         "get",
+        "/api/v1/whoami",
+        "The caller: identity, role, rights, token id, expiry",
+        None,
+        None,
+    ),
+    ("get", "/api/v1/tokens", "Every token (never a secret)", None, None),
+    (
+        "post",
+        "/api/v1/tokens",
+        "Create a token; its secret is answered this once",
+        Some("NewToken"),
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/tokens/{id}/rotate",
+        "A new secret for a token (answered this once); the old one stops working",
+        None,
+        None,
+    ),
+    (
+        "delete",
+        "/api/v1/tokens/{id}",
+        "Revoke a token (409 for the last active admin token)",
+        None,
+        None,
+    ),
+    (
+        "get",
         "/api/v1/flow-log",
         "Recent flow events (new, denied, closed) with filters",
         None,
@@ -591,6 +624,12 @@ fn schemas() -> Value {
             "protocol": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
             "port": {"type": "integer"}, "source_port": {"type": "integer"},
             "icmp_type": {"type": "integer"}, "icmp_code": {"type": "integer"}, "vlan": {"type": "integer"}}},
+        "NewToken": {"type": "object", "required": ["identity", "role"], "properties": {
+            "identity": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$"},
+            "role": {"enum": ["viewer", "operator", "author", "approver", "admin"]},
+            "description": {"type": "string", "maxLength": 200},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "expires_in_s": {"type": "integer", "minimum": 1}}},
         "FlowFilter": {"type": "object", "properties": {
             "addr": {"type": "string"}, "src": {"type": "string"}, "dst": {"type": "string"},
             "port": {"type": "integer"}, "proto": {"type": "integer"}, "rule_id": {"type": "integer"},
@@ -599,6 +638,15 @@ fn schemas() -> Value {
 }
 
 pub fn document() -> Value {
+    let rights: BTreeMap<String, Option<Right>> = crate::api::route_table()
+        .into_iter()
+        .map(|r| {
+            (
+                format!("{} {}", r.method.as_str().to_lowercase(), r.path),
+                r.right,
+            )
+        })
+        .collect();
     let mut paths = Map::new();
     for (method, path, summary, body, etag) in OPERATIONS {
         let id = format!("{method} {path}");
@@ -610,8 +658,20 @@ pub fn document() -> Value {
                 "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
-        if *path == "/api/v1/health" {
-            op["security"] = json!([]);
+        match rights.get(&id).copied().flatten() {
+            Some(right) => {
+                op["x-bulkhead-right"] = json!(right);
+                op["description"] = json!(format!(
+                    "Needs the `{right}` right (roles: {}); 403 otherwise.",
+                    Role::ALL
+                        .iter()
+                        .filter(|r| r.has(right))
+                        .map(|r| r.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            None => op["security"] = json!([]),
         }
         let mut params: Vec<Value> = path
             .split('/')
@@ -664,7 +724,7 @@ pub fn document() -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use super::*;
 
@@ -672,18 +732,13 @@ mod tests {
     /// the metrics router's `/metrics`), each with exactly the query parameters its route takes.
     #[test]
     fn documents_exactly_the_served_routes_and_their_parameters() {
-        let mut served: BTreeMap<(String, String), BTreeSet<String>> =
-            crate::api::protected_routes()
-                .table
-                .into_iter()
-                .chain(crate::api::public_routes().table)
-                .chain(crate::api::flow_log::routes().table)
-                .map(|r| {
-                    let names = r.query.iter().map(|n| n.to_string()).collect();
-                    ((r.method.as_str().to_lowercase(), r.path), names)
-                })
-                .collect();
-        served.insert(("get".into(), "/metrics".into()), BTreeSet::new());
+        let served: BTreeMap<(String, String), BTreeSet<String>> = crate::api::route_table()
+            .into_iter()
+            .map(|r| {
+                let names = r.query.iter().map(|n| n.to_string()).collect();
+                ((r.method.as_str().to_lowercase(), r.path), names)
+            })
+            .collect();
         let doc = document();
         let mut documented = BTreeMap::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {
@@ -715,6 +770,13 @@ mod tests {
         );
         for (op, names) in &served {
             assert_eq!(&documented[op], names, "query parameters of {op:?}");
+        }
+        // Each operation names the right it needs; health alone needs none.
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let public = path == "/api/v1/health";
+                assert_eq!(op["x-bulkhead-right"].is_null(), public, "{method} {path}");
+            }
         }
     }
 }

@@ -94,6 +94,7 @@ async fn unknown_and_repeated_parameters_are_refused_alike_on_every_route() {
         method: axum::http::Method::GET,
         path: "/metrics".into(),
         query: &[],
+        right: None,
     };
     let (status, body) = s.error(&metrics, "name=x").await;
     assert_eq!(
@@ -109,6 +110,7 @@ async fn bad_values_name_the_parameter_and_what_it_must_be() {
         method: axum::http::Method::GET,
         path: format!("/api/v1{path}"),
         query: &[],
+        right: None,
     };
     for (path, query, message) in [
         ("/flows", "port=http", "query parameter `port`: \"http\" is not a port (0-65535)"),
@@ -136,6 +138,7 @@ async fn bad_values_name_the_parameter_and_what_it_must_be() {
         method: axum::http::Method::POST,
         path: "/api/v1/draft/rules".into(),
         query: &[],
+        right: None,
     };
     let (status, body) = s.error(&post, "position=first").await;
     assert_eq!(status, 400, "{body}");

@@ -92,7 +92,7 @@ pub struct Control {
     pub url: String,
     /// Its `ready` line.
     pub ready: Value,
-    /// The `admin` token (read from the token file the process created).
+    /// The `admin` token (the first admin secret control leaves in `tokens.initial` at first start).
     pub token: String,
 }
 
@@ -144,7 +144,7 @@ impl Control {
         };
         control.url = format!("http://{}", ready["listen"].as_str().unwrap_or_default());
         control.ready = ready;
-        control.token = read_token(&opts.store_dir().join("tokens"))?;
+        control.token = read_token(&opts.store_dir().join("tokens.initial"))?;
         Ok(control)
     }
 
@@ -228,15 +228,16 @@ impl Drop for Control {
     }
 }
 
+/// The first admin secret, which control leaves beside its token file at first start.
 fn read_token(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("admin "))
-        .map(|s| s.trim().to_string())
-        .ok_or(Error::Protocol(format!(
+    let secret = std::fs::read_to_string(path)?.trim().to_string();
+    if secret.is_empty() {
+        return Err(Error::Protocol(format!(
             "no admin token in {}",
             path.display()
-        )))
+        )));
+    }
+    Ok(secret)
 }
 
 /// One HTTP request with curl; the status, headers and body it got.

@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use super::extract::{self, ApiResult, Params, QueryParams};
 use super::{p, Routes};
 use crate::app::Shared;
+use crate::auth::Right;
 
 pub(super) fn routes(r: Routes) -> Routes {
-    r.add_with::<AuditQuery, _, _>(Method::GET, &p("/audit"), read_audit)
+    r.add_with::<AuditQuery, _, _>(Method::GET, &p("/audit"), Right::Read, read_audit)
 }
 
 /// `?since=SEQ&limit=N`: entries after `since`, the newest `limit`.

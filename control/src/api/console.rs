@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::extract::{self, ApiResult, Params, QueryParams};
 use super::{p, Routes};
 use crate::app::Shared;
+use crate::auth::Right;
 use crate::error::ApiError;
 use crate::rulehealth::{self, RulesHealthQuery, Which};
 use crate::stats;
@@ -19,9 +20,9 @@ use crate::traffic::{self, TrafficMapQuery, MAX_WINDOW_S};
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
-    r.add(M::GET, &p("/stats"), get_stats)
-        .add_with::<RulesHealthQuery, _, _>(M::GET, &p("/rules/health"), rules_health)
-        .add_with::<TrafficMapQuery, _, _>(M::GET, &p("/traffic/map"), traffic_map)
+    r.add(M::GET, &p("/stats"), Right::Read, get_stats)
+        .add_with::<RulesHealthQuery, _, _>(M::GET, &p("/rules/health"), Right::Read, rules_health)
+        .add_with::<TrafficMapQuery, _, _>(M::GET, &p("/traffic/map"), Right::Read, traffic_map)
 }
 
 async fn get_stats(State(app): State<Shared>) -> Json<Value> {

@@ -16,21 +16,32 @@ use super::extract::{
 };
 use super::{p, Routes};
 use crate::app::{off_worker, App, Shared};
+use crate::auth::Right;
 use crate::diff;
 use crate::error::ApiError;
 use crate::store::AuditEntry;
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
-    r.add(M::GET, &p("/draft"), get_draft)
-        .add(M::PUT, &p("/draft"), put_draft)
-        .add(M::POST, &p("/draft/reset"), reset_draft)
-        .add(M::GET, &p("/draft/settings"), get_settings::<false>)
-        .add(M::PUT, &p("/draft/settings"), put_settings)
-        .add(M::GET, &p("/active/settings"), get_settings::<true>)
-        .add(M::GET, &p("/export/{which}"), export)
-        .add(M::POST, &p("/validate"), validate)
-        .add_with::<DiffQuery, _, _>(M::GET, &p("/diff"), get_diff)
+    r.add(M::GET, &p("/draft"), Right::Read, get_draft)
+        .add(M::PUT, &p("/draft"), Right::Edit, put_draft)
+        .add(M::POST, &p("/draft/reset"), Right::Edit, reset_draft)
+        .add(
+            M::GET,
+            &p("/draft/settings"),
+            Right::Read,
+            get_settings::<false>,
+        )
+        .add(M::PUT, &p("/draft/settings"), Right::Edit, put_settings)
+        .add(
+            M::GET,
+            &p("/active/settings"),
+            Right::Read,
+            get_settings::<true>,
+        )
+        .add(M::GET, &p("/export/{which}"), Right::Read, export)
+        .add(M::POST, &p("/validate"), Right::Analyze, validate)
+        .add_with::<DiffQuery, _, _>(M::GET, &p("/diff"), Right::Analyze, get_diff)
 }
 
 /// The routes of one kind of object: the draft's (read and write) and the active policy's (read-only).
@@ -39,13 +50,18 @@ pub(super) fn object_routes<O: Object>(r: Routes) -> Routes {
     let coll = p(&format!("/draft/{}", O::KIND));
     let item = format!("{coll}/{{key}}");
     let active = p(&format!("/active/{}", O::KIND));
-    r.add(M::GET, &coll, list_objects::<O, false>)
-        .add_with::<Position, _, _>(M::POST, &coll, create_object::<O>)
-        .add(M::GET, &item, get_object::<O, false>)
-        .add_with::<Position, _, _>(M::PUT, &item, put_object::<O>)
-        .add(M::DELETE, &item, delete_object::<O>)
-        .add(M::GET, &active, list_objects::<O, true>)
-        .add(M::GET, &format!("{active}/{{key}}"), get_object::<O, true>)
+    r.add(M::GET, &coll, Right::Read, list_objects::<O, false>)
+        .add_with::<Position, _, _>(M::POST, &coll, Right::Edit, create_object::<O>)
+        .add(M::GET, &item, Right::Read, get_object::<O, false>)
+        .add_with::<Position, _, _>(M::PUT, &item, Right::Edit, put_object::<O>)
+        .add(M::DELETE, &item, Right::Edit, delete_object::<O>)
+        .add(M::GET, &active, Right::Read, list_objects::<O, true>)
+        .add(
+            M::GET,
+            &format!("{active}/{{key}}"),
+            Right::Read,
+            get_object::<O, true>,
+        )
 }
 
 fn validation(doc: &Document) -> Value {

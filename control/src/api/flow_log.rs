@@ -14,14 +14,15 @@ use serde_json::json;
 
 use super::extract::{self, ApiResult, Params, QueryParams};
 use super::{p, Routes};
+use crate::auth::Right;
 use crate::error::ApiError;
 use crate::flowlog::{parse_kind, Delivery, FlowLog, FlowLogQuery, StoredEvent};
 
 /// The flow-log routes, with their table.
 pub fn routes() -> Routes<Arc<FlowLog>> {
     Routes::new()
-        .add_with::<FlowLogQuery, _, _>(Method::GET, &p("/flow-log"), list)
-        .add_with::<StreamQuery, _, _>(Method::GET, &p("/flow-log/stream"), stream)
+        .add_with::<FlowLogQuery, _, _>(Method::GET, &p("/flow-log"), Right::Read, list)
+        .add_with::<StreamQuery, _, _>(Method::GET, &p("/flow-log/stream"), Right::Read, stream)
 }
 
 /// The flow-log routes serving `log`.

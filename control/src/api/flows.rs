@@ -12,15 +12,16 @@ use serde_json::{json, Value};
 use super::extract::{self, who, ApiResult, Body, Params, QueryParams, Who};
 use super::{p, Routes};
 use crate::app::{off_worker, Shared};
+use crate::auth::Right;
 use crate::error::ApiError;
 use crate::explain;
 use crate::store::AuditEntry;
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
-    r.add(M::POST, &p("/explain"), explain_flow)
-        .add_with::<LiveFlowsQuery, _, _>(M::GET, &p("/flows"), list_flows)
-        .add(M::POST, &p("/flows/kill"), kill_flows)
+    r.add(M::POST, &p("/explain"), Right::Analyze, explain_flow)
+        .add_with::<LiveFlowsQuery, _, _>(M::GET, &p("/flows"), Right::Read, list_flows)
+        .add(M::POST, &p("/flows/kill"), Right::Kill, kill_flows)
 }
 
 async fn explain_flow(

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResult, Body, Who};
 use super::{p, Routes};
 use crate::app::Shared;
+use crate::auth::Right;
 use crate::error::ApiError;
 use crate::lifecycle;
 use crate::store::Pending;
@@ -19,12 +20,12 @@ use crate::time;
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
-    r.add(M::GET, &p("/active"), get_active)
-        .add(M::POST, &p("/commit"), commit)
-        .add(M::POST, &p("/confirm"), confirm)
-        .add(M::POST, &p("/rollback"), rollback)
-        .add(M::GET, &p("/versions"), list_versions)
-        .add(M::GET, &p("/versions/{version}"), get_version)
+    r.add(M::GET, &p("/active"), Right::Read, get_active)
+        .add(M::POST, &p("/commit"), Right::Commit, commit)
+        .add(M::POST, &p("/confirm"), Right::Confirm, confirm)
+        .add(M::POST, &p("/rollback"), Right::Commit, rollback)
+        .add(M::GET, &p("/versions"), Right::Read, list_versions)
+        .add(M::GET, &p("/versions/{version}"), Right::Read, get_version)
 }
 
 async fn get_active(State(app): State<Shared>) -> ApiResult {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bulkhead_control::api;
 use bulkhead_control::app::App;
-use bulkhead_control::auth::Tokens;
+use bulkhead_control::auth::tokens::initial_secret_path;
+use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
@@ -38,13 +39,18 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         dir.join("web"),
     );
     let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
-    let tokens = Tokens::load_or_create(&config.token_path()).unwrap();
-    let token = std::fs::read_to_string(config.token_path()).unwrap();
-    let token = token.split_whitespace().nth(1).unwrap().to_string();
+    let (tokens, _) = Tokens::load_or_create(&config.token_path()).unwrap();
+    let token = std::fs::read_to_string(initial_secret_path(&config.token_path()))
+        .unwrap()
+        .trim()
+        .to_string();
     let metrics = Metrics::new(config.metrics.clone());
+    let auth_failures = Failures::new(config.auth.clone());
+    auth_failures.register(metrics.registry()).unwrap();
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
         tokens: RwLock::new(tokens),
+        auth_failures,
         dataplane: Dataplane::new(&config.dataplane_socket)
             .with_timeout(Duration::from_millis(100)),
         metrics: metrics.clone(),
