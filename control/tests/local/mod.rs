@@ -21,7 +21,7 @@ use bulkhead_control::store::Store;
 pub struct Local {
     pub url: String,
     pub addr: SocketAddr,
-    /// The `admin` token.
+    /// The first `admin` token (empty when the token file existed before: no first-start secret then).
     pub token: String,
     /// Everything of this control: its store, flow log, and `web/` (its console directory, when it exists).
     pub dir: PathBuf,
@@ -41,9 +41,8 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
     let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
     let (tokens, _) = Tokens::load_or_create(&config.token_path()).unwrap();
     let token = std::fs::read_to_string(initial_secret_path(&config.token_path()))
-        .unwrap()
-        .trim()
-        .to_string();
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let metrics = Metrics::new(config.metrics.clone());
     let auth_failures = Failures::new(config.auth.clone());
     auth_failures.register(metrics.registry()).unwrap();
