@@ -66,4 +66,13 @@ export async function request(method, path, { body, etag, query, authToken } = {
   return { data, etag: res.headers.get('ETag'), status: res.status };
 }
 
+let rights = new Set();
+/** The caller's rights (from GET /whoami): the console hides what the role cannot do; the API enforces it. */
+export function setRights(list) {
+  rights = new Set(list || []);
+}
+export function can(right) {
+  return rights.has(right);
+}
+
 export const get = (path, query) => request('GET', path, { query }).then((r) => r.data);

@@ -1,7 +1,7 @@
 // The console's shell: sign-in with a token, the status bar, and a hash router over the pages. Each page
 // module exports `mount(main, params)` and returns a function that stops its timers when the page is left.
 
-import { request, get, token, setToken, onUnauthorized } from './api.js';
+import { request, get, token, setToken, setRights, can, onUnauthorized } from './api.js';
 import { h, replace, every } from './dom.js';
 import * as dashboard from './pages/dashboard.js';
 import * as map from './pages/map.js';
@@ -9,8 +9,12 @@ import * as policy from './pages/policy.js';
 import * as explain from './pages/explain.js';
 import * as health from './pages/health.js';
 import * as connections from './pages/connections.js';
+import * as tokens from './pages/tokens.js';
 
-const PAGES = { dashboard, map, policy, explain, health, connections };
+const PAGES = { dashboard, map, policy, explain, health, connections, tokens };
+// Every right a role may have: the body is marked `lacks-<right>` for each one the caller lacks (console.css
+// hides elements marked data-needs="<right>" then).
+const RIGHTS = ['read', 'kill', 'confirm', 'analyze', 'edit', 'commit', 'manage_tokens'];
 const main = document.getElementById('main');
 let unmount = null;
 let stopStatus = null;
@@ -31,7 +35,7 @@ function signIn(message) {
     ev.preventDefault();
     const t = input.value.trim();
     try {
-      await request('GET', '/version', { authToken: t });
+      await request('GET', '/whoami', { authToken: t });
       setToken(t);
       start();
     } catch (e) {
@@ -40,8 +44,8 @@ function signIn(message) {
     }
   } },
   h('h1', {}, 'Sign in to Bulkhead'),
-  h('p', {}, 'Paste an API token. Tokens live in the control process\'s token file (',
-    h('code', {}, '<store_dir>/tokens'), ', one "identity secret" per line).'),
+  h('p', {}, 'Paste an API token. An admin creates tokens on the Tokens page (or with POST /api/v1/tokens); at first start, the first admin secret is in ',
+    h('code', {}, '<store_dir>/tokens.initial'), '.'),
   h('label', { for: 'token' }, 'Token'), input, err,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Sign in')));
   replace(main, form);
@@ -52,10 +56,13 @@ async function start() {
   document.body.classList.remove('signed-out');
   const logout = document.getElementById('logout');
   logout.hidden = false;
-  logout.onclick = () => { setToken(null); signIn('Signed out.'); };
+  logout.onclick = () => { setToken(null); setRights([]); signIn('Signed out.'); };
   try {
-    const v = await get('/version');
-    replace(document.getElementById('who'), `control ${v.control} · API ${v.api}`);
+    const [me, v] = await Promise.all([get('/whoami'), get('/version')]);
+    setRights(me.rights);
+    for (const r of RIGHTS) document.body.classList.toggle(`lacks-${r}`, !can(r));
+    replace(document.getElementById('who'), h('span', { id: 'whoami' }, `${me.identity} (${me.role})`),
+      ` · control ${v.control} · API ${v.api}`);
   } catch { /* a 401 already brought back the sign-in page */ }
   if (!token()) return;
   stopStatus = every(5000, refreshStatus);
@@ -79,7 +86,8 @@ async function refreshStatus() {
 function route() {
   if (!token()) return signIn();
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
-  const page = PAGES[name] ? name : 'dashboard';
+  const needs = PAGES[name] && document.querySelector(`#nav a[data-page="${name}"]`).dataset.needs;
+  const page = PAGES[name] && (!needs || can(needs)) ? name : 'dashboard';
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.dataset.page === page) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');

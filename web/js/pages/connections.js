@@ -16,7 +16,7 @@ export function mount(main) {
     inp('port', { label: 'Port', size: 6 }), inp('proto', { label: 'Protocol', size: 7, placeholder: 'tcp' }),
     inp('rule_id', { label: 'Rule', size: 6 }),
     h('button', { type: 'submit', class: 'primary' }, 'Filter'),
-    h('button', { type: 'button', class: 'danger', onclick: () => killMatching() }, 'Kill matching…'));
+    h('button', { type: 'button', class: 'danger', 'data-needs': 'kill', onclick: () => killMatching() }, 'Kill matching…'));
   const auto = h('input', { type: 'checkbox', checked: true, id: 'auto-refresh' });
   const list = h('div', { class: 'card' });
   replace(main, h('h1', {}, 'Connections'), form, note,
@@ -84,7 +84,7 @@ export function mount(main) {
           { label: 'Age', class: 'num', cell: (f) => fmtDuration(f.age_ms), sort: (f) => f.age_ms },
           { label: 'Idle', class: 'num', cell: (f) => fmtDuration(f.idle_ms), sort: (f) => f.idle_ms },
           { label: '', class: 'row-actions', cell: (f) => h('button', {
-            type: 'button', class: 'small danger', 'aria-label': `Kill ${f.src} to ${f.dst}`,
+            type: 'button', class: 'small danger', 'data-needs': 'kill', 'aria-label': `Kill ${f.src} to ${f.dst}`,
             onclick: () => kill(killBody({ src: f.src, dst: f.dst, port: f.dport, proto: f.proto }),
               `The connection ${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} (and any other between these hosts on that port) is killed`),
           }, 'Kill') },

@@ -3,7 +3,7 @@
 // and the version history with rollback. Every write carries the draft's (or the active version's) ETag in
 // If-Match, so an edit made by someone else meanwhile is never overwritten silently.
 
-import { request, get, ApiError } from '../api.js';
+import { request, get, can, ApiError } from '../api.js';
 import {
   h, replace, table, named, field, showFieldErrors, toast, modal, reportError, badge, selectorText, fmtTime, fmtAgo,
 } from '../dom.js';
@@ -17,10 +17,11 @@ const TABS = [
 const draft = { doc: null, etag: null, validation: { valid: true, errors: [] } };
 
 async function loadDraft() {
-  const [d, v] = await Promise.all([request('GET', '/draft'), request('POST', '/validate')]);
+  // Validation needs the `analyze` right: without it the draft is shown as it is, unjudged.
+  const [d, v] = await Promise.all([request('GET', '/draft'), can('analyze') ? request('POST', '/validate') : null]);
   draft.doc = d.data;
   draft.etag = d.etag;
-  draft.validation = v.data;
+  draft.validation = v ? v.data : { valid: true, errors: [], unjudged: true };
 }
 
 /**
@@ -49,6 +50,7 @@ const errorsAt = (prefix) => draft.validation.errors.filter((e) => e.path.starts
 
 function validationBanner() {
   const v = draft.validation;
+  if (v.unjudged) return null;
   if (v.valid) return h('div', { class: 'banner ok', id: 'validation' }, 'The draft validates.');
   return h('div', { class: 'banner bad', id: 'validation' },
     h('strong', {}, `The draft does not validate: ${v.errors.length} error(s). It cannot be committed until they are fixed.`),
@@ -107,7 +109,7 @@ function editor(title, fields, save) {
   const form = h('form', { class: 'editor', novalidate: true }, fields, note,
     h('div', { class: 'actions' },
       h('button', { type: 'button', value: 'cancel', onclick: () => dlg.close() }, 'Close'),
-      h('button', { type: 'submit', class: 'primary' }, 'Save to draft')));
+      h('button', { 'data-needs': 'edit', type: 'submit', class: 'primary' }, 'Save to draft')));
   const dlg = h('dialog', { class: 'modal wide', 'aria-label': title }, h('h2', {}, title), form);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -237,10 +239,10 @@ function rulesTab(body, query) {
       { label: 'Action', cell: ({ r }) => h('span', {}, badge(r.action), r.mode === 'monitor' ? badge('monitor') : null, r.log ? badge('log', 'info') : null) },
       { label: 'Issues', cell: ({ i }) => issues(`rules[${i}].`) },
       { label: '', class: 'row-actions', cell: ({ r, i }) => h('span', {},
-        h('button', { type: 'button', class: 'small', onclick: () => ruleEditor(r), 'aria-label': `Edit rule ${r.id}` }, 'Edit'),
-        h('button', { type: 'button', class: 'small', disabled: i === 0, onclick: () => moveRule(r, i - 1), 'aria-label': `Move rule ${r.id} up` }, '↑'),
-        h('button', { type: 'button', class: 'small', disabled: i === rules.length - 1, onclick: () => moveRule(r, i + 1), 'aria-label': `Move rule ${r.id} down` }, '↓'),
-        h('button', { type: 'button', class: 'small danger', onclick: () => remove('rules', r.id, `rule #${r.id} ${r.name}`), 'aria-label': `Delete rule ${r.id}` }, 'Delete')) },
+        h('button', { 'data-needs': 'edit', type: 'button', class: 'small', onclick: () => ruleEditor(r), 'aria-label': `Edit rule ${r.id}` }, 'Edit'),
+        h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: i === 0, onclick: () => moveRule(r, i - 1), 'aria-label': `Move rule ${r.id} up` }, '↑'),
+        h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: i === rules.length - 1, onclick: () => moveRule(r, i + 1), 'aria-label': `Move rule ${r.id} down` }, '↓'),
+        h('button', { 'data-needs': 'edit', type: 'button', class: 'small danger', onclick: () => remove('rules', r.id, `rule #${r.id} ${r.name}`), 'aria-label': `Delete rule ${r.id}` }, 'Delete')) },
     ],
     rows,
     rowAttrs: ({ r }) => ({ 'data-rule': r.id }),
@@ -248,7 +250,7 @@ function rulesTab(body, query) {
   });
   replace(body,
     h('div', { class: 'toolbar' }, searchBox(query, body, rulesTab),
-      h('button', { type: 'button', class: 'primary', onclick: () => ruleEditor(null) }, 'New rule'),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'primary', onclick: () => ruleEditor(null) }, 'New rule'),
       h('span', { class: 'muted' }, `Rules are evaluated top to bottom; the first match decides. Default action: ${draft.doc.settings?.default_action ?? 'deny'}.`)),
     list);
 }
@@ -283,7 +285,7 @@ function segmentsTab(body, query) {
     .filter(({ s }) => matches(query.q, s.name, s.description, (s.prefixes || []).join(' '), labelsText(s.labels)));
   replace(body,
     h('div', { class: 'toolbar' }, searchBox(query, body, segmentsTab),
-      h('button', { type: 'button', class: 'primary', onclick: () => segmentEditor(null) }, 'New segment')),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'primary', onclick: () => segmentEditor(null) }, 'New segment')),
     table({
       columns: [
         { label: 'Name', cell: ({ s }) => named(s), sort: ({ s }) => s.name },
@@ -293,8 +295,8 @@ function segmentsTab(body, query) {
         { label: 'Mode', cell: ({ s }) => badge(s.mode || 'enforce') },
         { label: 'Issues', cell: ({ i }) => issues(`segments[${i}].`) },
         { label: '', class: 'row-actions', cell: ({ s }) => h('span', {},
-          h('button', { type: 'button', class: 'small', onclick: () => segmentEditor(s), 'aria-label': `Edit segment ${s.name}` }, 'Edit'),
-          h('button', { type: 'button', class: 'small danger', onclick: () => remove('segments', s.name, `segment ${s.name}`), 'aria-label': `Delete segment ${s.name}` }, 'Delete')) },
+          h('button', { 'data-needs': 'edit', type: 'button', class: 'small', onclick: () => segmentEditor(s), 'aria-label': `Edit segment ${s.name}` }, 'Edit'),
+          h('button', { 'data-needs': 'edit', type: 'button', class: 'small danger', onclick: () => remove('segments', s.name, `segment ${s.name}`), 'aria-label': `Delete segment ${s.name}` }, 'Delete')) },
       ],
       rows: segs,
       rowAttrs: ({ s }) => ({ 'data-segment': s.name }),
@@ -340,7 +342,7 @@ function servicesTab(body, query) {
     .filter(({ s }) => matches(query.q, s.name, s.description, s.protocol, (s.ports || []).join(' ')));
   replace(body,
     h('div', { class: 'toolbar' }, searchBox(query, body, servicesTab),
-      h('button', { type: 'button', class: 'primary', onclick: () => serviceEditor(null) }, 'New service')),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'primary', onclick: () => serviceEditor(null) }, 'New service')),
     table({
       columns: [
         { label: 'Name', cell: ({ s }) => named(s), sort: ({ s }) => s.name },
@@ -349,8 +351,8 @@ function servicesTab(body, query) {
         { label: 'Source ports', cell: ({ s }) => (s.source_ports ? s.source_ports.join(', ') : 'all') },
         { label: 'Issues', cell: ({ i }) => issues(`services[${i}].`) },
         { label: '', class: 'row-actions', cell: ({ s }) => h('span', {},
-          h('button', { type: 'button', class: 'small', onclick: () => serviceEditor(s), 'aria-label': `Edit service ${s.name}` }, 'Edit'),
-          h('button', { type: 'button', class: 'small danger', onclick: () => remove('services', s.name, `service ${s.name}`), 'aria-label': `Delete service ${s.name}` }, 'Delete')) },
+          h('button', { 'data-needs': 'edit', type: 'button', class: 'small', onclick: () => serviceEditor(s), 'aria-label': `Edit service ${s.name}` }, 'Edit'),
+          h('button', { 'data-needs': 'edit', type: 'button', class: 'small danger', onclick: () => remove('services', s.name, `service ${s.name}`), 'aria-label': `Delete service ${s.name}` }, 'Delete')) },
       ],
       rows: svcs,
       rowAttrs: ({ s }) => ({ 'data-service': s.name }),
@@ -399,7 +401,7 @@ function settingsTab(body) {
   h('fieldset', {}, h('legend', {}, 'Idle timeouts (seconds)'),
     h('div', { class: 'row wrap' }, timeouts.map((k) => field(k.replace(/_/g, ' '), input(`timeouts.${k}`, t[k], { type: 'number', min: 1 }))))),
   note,
-  h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings to draft')));
+  h('div', { class: 'actions' }, h('button', { 'data-needs': 'edit', type: 'submit', class: 'primary' }, 'Save settings to draft')));
   replace(body, form);
 }
 
@@ -435,13 +437,18 @@ function diffView(d) {
 }
 
 async function commitTab(body) {
-  const [d, active] = await Promise.all([get('/diff', { from: 'active', to: 'draft' }), request('GET', '/active').catch(() => null)]);
+  const [d, active] = await Promise.all([can('analyze') ? get('/diff', { from: 'active', to: 'draft' }) : null, request('GET', '/active').catch(() => null)]);
   const pending = active && active.data && active.data.pending_confirm;
+  if (!d) {
+    replace(body, pending ? pendingBanner(active, body) : null,
+      h('div', { class: 'card' }, h('p', { class: 'muted' }, 'The diff and commit need the author or approver role.')));
+    return;
+  }
   const comment = input('comment', '', { placeholder: 'what and why (kept in the history)', size: 50 });
   const withConfirm = h('input', { type: 'checkbox', name: 'with_confirm', id: 'with-confirm' });
   const within = input('confirm_within_s', 120, { type: 'number', min: 1, max: 86400, 'aria-label': 'confirm within seconds' });
   const note = h('div', { class: 'form-note' });
-  const form = h('form', { class: 'card', onsubmit: async (ev) => {
+  const form = h('form', { class: 'card', 'data-needs': 'commit', onsubmit: async (ev) => {
     ev.preventDefault();
     replace(note);
     await commit(comment.value.trim(), withConfirm.checked ? Number(within.value) : null, note, body);
@@ -461,7 +468,7 @@ function pendingBanner(active, body) {
   const p = active.data.pending_confirm;
   return h('div', { class: 'banner warn', id: 'pending' },
     `Version ${active.data.meta.version} is on trial: unless confirmed before ${fmtTime(p.deadline)}, control reverts to version ${p.revert_to}. `,
-    h('button', { type: 'button', class: 'primary', onclick: async () => {
+    h('button', { 'data-needs': 'confirm', type: 'button', class: 'primary', onclick: async () => {
       try {
         await request('POST', '/confirm', { etag: active.etag });
         toast(`Version ${active.data.meta.version} confirmed.`, 'ok');
@@ -516,7 +523,7 @@ async function historyTab(body) {
       { label: '', cell: (x) => (x.active ? badge('active', 'allow') : '') },
       { label: '', class: 'row-actions', cell: (x) => h('span', {},
         h('button', { type: 'button', class: 'small', onclick: () => showVersion(x.version) }, 'View'),
-        x.active ? null : h('button', { type: 'button', class: 'small', onclick: () => rollback(x, body), 'aria-label': `Roll back to version ${x.version}` }, 'Roll back…')) },
+        x.active ? null : h('button', { 'data-needs': 'commit', type: 'button', class: 'small', onclick: () => rollback(x, body), 'aria-label': `Roll back to version ${x.version}` }, 'Roll back…')) },
     ],
     rows: v.versions,
     rowAttrs: (x) => ({ 'data-version': x.version }),
@@ -525,10 +532,10 @@ async function historyTab(body) {
 
 async function showVersion(n) {
   try {
-    const [v, d] = await Promise.all([get(`/versions/${n}`), get('/diff', { from: 'active', to: String(n) })]);
+    const [v, d] = await Promise.all([get(`/versions/${n}`), can('analyze') ? get('/diff', { from: 'active', to: String(n) }) : null]);
     await modal(`Version ${n}`, h('div', {},
       h('p', {}, `${v.kind ?? v.meta?.kind ?? ''} by ${v.author ?? v.meta?.author ?? ''}: ${v.comment ?? v.meta?.comment ?? ''}`),
-      h('h3', {}, 'Compared with the active version'), diffView(d)));
+      d ? h('h3', {}, 'Compared with the active version') : null, d ? diffView(d) : null));
   } catch (e) { reportError(e); }
 }
 
