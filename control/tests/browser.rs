@@ -4,7 +4,8 @@
 //! The story an engineer lives through: sign in with the token; see the segment map's edges appear after real
 //! traffic and open one; edit a rule and meet a validation error on the field it concerns; fix it, commit, and
 //! see the traffic change; roll back and see it change back. Along the way: rules health, connections,
-//! explain, text from the API rendered escaped, and no errors in the browser console. Screenshots of every
+//! explain, text from the API rendered escaped, a viewer token made on the tokens page (and the console signed in
+//! with it showing no action the role lacks), and no errors in the browser console. Screenshots of every
 //! step are written to `<target>/test-artifacts/console/`. Needs root (namespaces), chromium and
 //! chromium-driver (`cargo xtask deps` installs them).
 
@@ -540,6 +541,43 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     );
     assert_eq!(ui.eval("return window.__xss === undefined;"), json!(true));
     ui.next_shot("escaped-text");
+
+    // ---- Tokens: the admin creates a viewer token, whose secret is shown once; signed in with it, the console
+    // shows no action the role lacks.
+    ui.goto(&format!("{base}#/tokens"));
+    ui.wait(r#"tr[data-identity="admin"]"#);
+    ui.fill("#token-create input[name=identity]", "auditor");
+    ui.select("#token-create select[name=role]", "viewer");
+    ui.select("#token-create select[name=expires_in_s]", "2592000");
+    ui.click("#token-create button[type=submit]");
+    ui.wait_text("dialog[open]", "shown only now");
+    let secret = ui.wait_text("dialog[open] #new-secret", "");
+    assert_eq!(secret.len(), 64, "{secret}");
+    ui.next_shot("token-created");
+    ui.click("dialog[open] form button");
+    ui.wait_gone("dialog[open]");
+    ui.wait_text(r#"tr[data-identity="auditor"]"#, "viewer");
+    ui.click("#logout");
+    ui.fill("#token", &secret);
+    ui.click("form.signin button[type=submit]");
+    ui.wait_text("#whoami", "auditor (viewer)");
+    ui.goto(&format!("{base}#/policy/rules"));
+    ui.wait(r#"tr[data-rule="110"]"#);
+    let hidden = "return [...document.querySelectorAll('[data-needs]')]
+        .every((e) => getComputedStyle(e).display === 'none');";
+    assert_eq!(
+        ui.eval(hidden),
+        json!(true),
+        "an action the viewer lacks is shown"
+    );
+    ui.next_shot("viewer-policy");
+    ui.goto(&format!("{base}#/policy/history"));
+    ui.wait(r#"tr[data-version="2"]"#);
+    assert_eq!(
+        ui.eval(hidden),
+        json!(true),
+        "an action the viewer lacks is shown"
+    );
 
     // ---- The dashboard again, now with traffic behind it.
     ui.goto(&format!("{base}#/dashboard"));
