@@ -12,18 +12,6 @@ use serde_json::{json, Value};
 
 mod local;
 
-struct Server {
-    local: local::Local,
-    client: reqwest::Client,
-}
-
-impl std::ops::Deref for Server {
-    type Target = local::Local;
-    fn deref(&self) -> &local::Local {
-        &self.local
-    }
-}
-
 fn fresh_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("bh-roles-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -31,18 +19,14 @@ fn fresh_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Control in process, and the requests these tests make to it.
+struct Server(local::Local);
+
+async fn start(name: &str, extra: &str) -> Server {
+    Server(local::start(&fresh_dir(name), extra).await)
+}
+
 impl Server {
-    async fn start(name: &str, extra: &str) -> Server {
-        Server::start_in(&fresh_dir(name), extra).await
-    }
-
-    async fn start_in(dir: &std::path::Path, extra: &str) -> Server {
-        Server {
-            local: local::start(dir, extra).await,
-            client: reqwest::Client::new(),
-        }
-    }
-
     /// `method path` with `token` (none: no Authorization), `If-Match: "draft-0"` and a JSON body: the status,
     /// the headers and the answer.
     async fn send(
@@ -53,8 +37,9 @@ impl Server {
         body: &Value,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self
+            .0
             .client
-            .request(method, format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.0.url))
             .header("If-Match", "\"draft-0\"")
             .header("Content-Type", "application/json")
             .body(body.to_string());
@@ -76,12 +61,12 @@ impl Server {
     }
 
     async fn admin(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let (status, _, answer) = self.send(method, path, Some(&self.token), &body).await;
+        let (status, _, answer) = self.send(method, path, Some(&self.0.token), &body).await;
         (status, answer)
     }
 
     /// A new token of `role`: (id, secret).
-    async fn token(&self, identity: &str, role: Role) -> (String, String) {
+    async fn new_token(&self, identity: &str, role: Role) -> (String, String) {
         let (status, answer) = self
             .admin(
                 Method::POST,
@@ -96,9 +81,32 @@ impl Server {
         )
     }
 
+    /// Opens the flow-log stream with `token`.
+    async fn stream(&self, token: &str) -> reqwest::Response {
+        let stream = self
+            .0
+            .client
+            .get(format!("{}/api/v1/flow-log/stream", self.0.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status().as_u16(), 200);
+        stream
+    }
+
+    /// The status of `GET /whoami` with `token`, and the reason of a refusal.
+    async fn whoami_refusal(&self, token: &str) -> (u16, Option<String>) {
+        let (status, _, answer) = self
+            .send(Method::GET, "/api/v1/whoami", Some(token), &Value::Null)
+            .await;
+        let reason = answer["error"]["details"][0]["message"].as_str();
+        (status, reason.map(str::to_string))
+    }
+
     async fn metric(&self, series: &str) -> u64 {
         let (_, _, text) = self
-            .send(Method::GET, "/metrics", Some(&self.token), &Value::Null)
+            .send(Method::GET, "/metrics", Some(&self.0.token), &Value::Null)
             .await;
         let text = text.as_str().unwrap().to_string();
         text.lines()
@@ -106,6 +114,15 @@ impl Server {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     }
+}
+
+/// Whether `stream` ends within 10 s (the keep-alive comes every 15 s).
+async fn ends(mut stream: reqwest::Response) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .is_ok()
 }
 
 /// The two tables of docs/api.md: role → rights, and route → right.
@@ -166,12 +183,12 @@ fn the_documented_tables_are_the_code() {
 
 #[tokio::test]
 async fn every_route_for_every_role_is_allowed_or_403_naming_the_right() {
-    let s = Server::start("walk", "").await;
+    let s = start("walk", "").await;
     let routes = api::route_table();
     assert!(routes.len() > 45, "{}", routes.len());
     let mut tokens = Vec::new();
     for role in Role::ALL {
-        let (_, secret) = s.token(&format!("walker-{role}"), role).await;
+        let (_, secret) = s.new_token(&format!("walker-{role}"), role).await;
         tokens.push((role, secret));
     }
     let mut refused = 0;
@@ -229,7 +246,7 @@ async fn every_route_for_every_role_is_allowed_or_403_naming_the_right() {
 
 #[tokio::test]
 async fn tokens_are_created_listed_rotated_revoked_and_audited() {
-    let s = Server::start("tokens", "").await;
+    let s = start("tokens", "").await;
     let (status, me) = s.admin(Method::GET, "/api/v1/whoami", Value::Null).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -314,25 +331,14 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["token"].as_str().unwrap().to_string();
-    let (status, _, refused) = s
-        .send(Method::GET, "/api/v1/whoami", Some(&secret), &Value::Null)
-        .await;
-    assert_eq!(status, 401);
-    assert_eq!(refused["error"]["details"][0]["message"], "unknown");
-    let (status, _, _) = s
-        .send(Method::GET, "/api/v1/whoami", Some(&new), &Value::Null)
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        s.whoami_refusal(&secret).await,
+        (401, Some("unknown".into()))
+    );
+    assert_eq!(s.whoami_refusal(&new).await, (200, None));
 
     // A stream opened with a token ends when it is revoked; the revoked token is refused as such.
-    let mut stream = s
-        .client
-        .get(format!("{}/api/v1/flow-log/stream", s.url))
-        .bearer_auth(&new)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status().as_u16(), 200);
+    let stream = s.stream(&new).await;
     let (status, revoked) = s
         .admin(Method::DELETE, &format!("/api/v1/tokens/{id}"), Value::Null)
         .await;
@@ -341,18 +347,8 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         (200, Some("revoked")),
         "{revoked}"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while stream.chunk().await.unwrap().is_some() {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived its revoked token");
-    let (status, _, refused) = s
-        .send(Method::GET, "/api/v1/whoami", Some(&new), &Value::Null)
-        .await;
-    assert_eq!(
-        (status, refused["error"]["details"][0]["message"].as_str()),
-        (401, Some("revoked"))
-    );
+    assert!(ends(stream).await, "the stream outlived its revoked token");
+    assert_eq!(s.whoami_refusal(&new).await, (401, Some("revoked".into())));
     let (status, again) = s
         .admin(Method::DELETE, &format!("/api/v1/tokens/{id}"), Value::Null)
         .await;
@@ -371,25 +367,11 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         .await;
     assert_eq!(status, 201);
     let short = short["token"].as_str().unwrap().to_string();
-    let mut stream = s
-        .client
-        .get(format!("{}/api/v1/flow-log/stream", s.url))
-        .bearer_auth(&short)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status().as_u16(), 200);
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while stream.chunk().await.unwrap().is_some() {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived its token's expiry");
-    let (status, _, refused) = s
-        .send(Method::GET, "/api/v1/whoami", Some(&short), &Value::Null)
-        .await;
+    let stream = s.stream(&short).await;
+    assert!(ends(stream).await, "the stream outlived its token's expiry");
     assert_eq!(
-        (status, refused["error"]["details"][0]["message"].as_str()),
-        (401, Some("expired"))
+        s.whoami_refusal(&short).await,
+        (401, Some("expired".into()))
     );
 
     // The last admin token cannot be revoked; once there is another, it can.
@@ -405,7 +387,7 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         (409, Some("last_admin")),
         "{answer}"
     );
-    let (_, second) = s.token("second-admin", Role::Admin).await;
+    let (_, second) = s.new_token("second-admin", Role::Admin).await;
     let (status, _) = s
         .admin(
             Method::DELETE,
@@ -415,7 +397,7 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         .await;
     assert_eq!(status, 200);
     assert!(
-        !s.dir.join("store/tokens.initial").exists(),
+        !s.0.dir.join("store/tokens.initial").exists(),
         "the first secret is forgotten once revoked"
     );
 
@@ -451,9 +433,9 @@ async fn tokens_are_created_listed_rotated_revoked_and_audited() {
         actions.contains(&("token.revoke".into(), admin_id.clone())),
         "{actions:?}"
     );
-    let stored = std::fs::read_to_string(s.dir.join("store/tokens")).unwrap();
-    let logged = std::fs::read_to_string(s.dir.join("store/audit.jsonl")).unwrap();
-    for secret in [&s.token, &secret, &new, &short, &second] {
+    let stored = std::fs::read_to_string(s.0.dir.join("store/tokens")).unwrap();
+    let logged = std::fs::read_to_string(s.0.dir.join("store/audit.jsonl")).unwrap();
+    for secret in [&s.0.token, &secret, &new, &short, &second] {
         assert!(!audit.to_string().contains(secret.as_str()));
         assert!(!logged.contains(secret.as_str()));
         assert!(!stored.contains(secret.as_str()));
@@ -468,7 +450,7 @@ async fn an_old_token_file_migrates_and_its_secrets_keep_working_as_admin() {
     let old = "admin 6a1f0c9e2b7d4a8f6a1f0c9e2b7d4a8f\nci ci-secret-0123456789\n";
     std::fs::write(&tokens, old).unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let s = Server::start_in(&dir, "").await;
+    let s = Server(local::start(&dir, "").await);
     for (identity, secret) in [
         ("admin", "6a1f0c9e2b7d4a8f6a1f0c9e2b7d4a8f"),
         ("ci", "ci-secret-0123456789"),
@@ -496,7 +478,7 @@ async fn an_old_token_file_migrates_and_its_secrets_keep_working_as_admin() {
 
 #[tokio::test]
 async fn failed_authentications_are_counted_and_slowed_per_address() {
-    let s = Server::start(
+    let s = start(
         "failures",
         "auth = { free_failures = 2, failure_delay_ms = 10, max_failure_delay_ms = 40 }",
     )
@@ -532,7 +514,12 @@ async fn failed_authentications_are_counted_and_slowed_per_address() {
     assert_eq!(delays, [0, 0, 10, 20, 40, 40]);
     // A success from the address starts it afresh.
     let (status, _, _) = s
-        .send(Method::GET, "/api/v1/version", Some(&s.token), &Value::Null)
+        .send(
+            Method::GET,
+            "/api/v1/version",
+            Some(&s.0.token),
+            &Value::Null,
+        )
         .await;
     assert_eq!(status, 200);
     let (_, headers, _) = s

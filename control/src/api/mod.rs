@@ -74,8 +74,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         right: Right,
         handler: H,
     ) -> Self {
-        let route =
-            on(filter(&method), handler).route_layer(axum::middleware::from_fn(extract::no_params));
+        let route = without_params(&method, handler);
         self.insert(method, path, extract::NoParams::NAMES, Some(right), route)
     }
 
@@ -98,8 +97,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         path: &str,
         handler: H,
     ) -> Self {
-        let route =
-            on(filter(&method), handler).route_layer(axum::middleware::from_fn(extract::no_params));
+        let route = without_params(&method, handler);
         self.insert(method, path, extract::NoParams::NAMES, None, route)
     }
 
@@ -126,6 +124,16 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.router = self.router.route(path, route);
         self
     }
+}
+
+/// `handler` for `method`, refusing any query parameter.
+fn without_params<S, H, T>(method: &Method, handler: H) -> axum::routing::MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    H: Handler<T, S>,
+    T: 'static,
+{
+    on(filter(method), handler).route_layer(axum::middleware::from_fn(extract::no_params))
 }
 
 fn filter(m: &Method) -> MethodFilter {

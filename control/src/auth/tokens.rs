@@ -673,15 +673,6 @@ impl Tokens {
     pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
         self.changes.subscribe()
     }
-
-    /// The number of active tokens of `role`.
-    pub fn active_with_role(&self, role: Role) -> usize {
-        let now = now_ms();
-        self.entries
-            .iter()
-            .filter(|e| e.record.role == role && e.record.state(now) == State::Active)
-            .count()
-    }
 }
 
 /// Writes `text` to `path` atomically, mode 0600 from the start (the temporary file is created 0600 before

@@ -27,6 +27,8 @@ pub struct Local {
     pub dir: PathBuf,
     /// Connections refused for being over `max_connections`.
     pub refused: prometheus::IntCounter,
+    /// A client that follows no redirect.
+    pub client: reqwest::Client,
 }
 
 /// Control keeping its files in `dir`; `extra` goes at the top of its control.toml.
@@ -75,5 +77,9 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         token,
         dir: dir.to_path_buf(),
         refused,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
     }
 }

@@ -59,29 +59,29 @@ export function mount(main) {
     h('p', { class: 'muted' }, 'The token file keeps only a hash of each secret. Revoked and expired tokens stay listed, so their use is reported as such.'),
     form, list);
 
-  async function rotate(t) {
-    const answer = await modal(`Rotate the token of ${t.identity}?`,
-      h('p', {}, 'It gets a new secret; the old one stops working at once, and streams opened with it end.'),
-      [{ label: 'Cancel', value: '' }, { label: 'Rotate', value: 'yes', class: 'primary' }]);
+  /** Asks, then does `action` (a request whose answer `done` shows), then lists the tokens again. */
+  async function confirmed(question, text, button, action, done) {
+    const answer = await modal(question, h('p', {}, text),
+      [{ label: 'Cancel', value: '' }, { ...button, value: 'yes' }]);
     if (answer !== 'yes') return;
     try {
-      const r = await request('POST', `/tokens/${encodeURIComponent(t.id)}/rotate`);
+      const r = await action();
       await refresh();
-      await showSecret('New secret', r.data);
+      await done(r.data);
     } catch (e) { reportError(e); }
   }
 
-  async function revoke(t) {
-    const answer = await modal(`Revoke the token of ${t.identity}?`,
-      h('p', {}, 'It is refused from now on. This cannot be undone: create a new token instead.'),
-      [{ label: 'Cancel', value: '' }, { label: 'Revoke', value: 'yes', class: 'danger' }]);
-    if (answer !== 'yes') return;
-    try {
-      await request('DELETE', `/tokens/${encodeURIComponent(t.id)}`);
-      toast(`Token ${t.id} of ${t.identity} revoked.`, 'ok');
-      await refresh();
-    } catch (e) { reportError(e); }
-  }
+  const rotate = (t) => confirmed(`Rotate the token of ${t.identity}?`,
+    'It gets a new secret; the old one stops working at once, and streams opened with it end.',
+    { label: 'Rotate', class: 'primary' },
+    () => request('POST', `/tokens/${encodeURIComponent(t.id)}/rotate`),
+    (data) => showSecret('New secret', data));
+
+  const revoke = (t) => confirmed(`Revoke the token of ${t.identity}?`,
+    'It is refused from now on. This cannot be undone: create a new token instead.',
+    { label: 'Revoke', class: 'danger' },
+    () => request('DELETE', `/tokens/${encodeURIComponent(t.id)}`),
+    () => toast(`Token ${t.id} of ${t.identity} revoked.`, 'ok'));
 
   async function refresh() {
     const x = await get('/tokens');
