@@ -531,24 +531,13 @@ async fn failed_authentications_are_counted_and_slowed_per_address() {
         (status, &answer["error"]["details"][0]["message"]),
         (401, &json!("missing"))
     );
-    assert_eq!(
-        s.metric("bulkhead_control_auth_failures_total{reason=\"unknown\"}")
-            .await,
-        7
-    );
-    assert_eq!(
-        s.metric("bulkhead_control_auth_failures_total{reason=\"missing\"}")
-            .await,
-        1
-    );
-    assert_eq!(
-        s.metric("bulkhead_control_auth_failures_total{reason=\"expired\"}")
-            .await,
-        0
-    );
-    assert_eq!(
-        s.metric("bulkhead_control_auth_failures_total{reason=\"revoked\"}")
-            .await,
-        0
-    );
+    for (reason, count) in [
+        ("unknown", 7),
+        ("missing", 1),
+        ("expired", 0),
+        ("revoked", 0),
+    ] {
+        let series = format!("bulkhead_control_auth_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(s.metric(&series).await, count, "{series}");
+    }
 }
