@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use testbed::control::Control;
 
 #[test]
 fn auth_limits_and_openapi_match_the_routes() {
