@@ -55,6 +55,17 @@ pub struct Config {
     pub web: WebConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: how a draft becomes a commit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// The two-person rule: a draft is submitted by its author and committed (or scheduled) by another
+    /// identity. Off by default.
+    pub two_person: bool,
 }
 
 /// `[web]`: the static web console.

@@ -92,13 +92,23 @@ pub struct Control {
     pub url: String,
     /// Its `ready` line.
     pub ready: Value,
-    /// The `admin` token (the first admin secret control leaves in `tokens.initial` at first start).
+    /// The `admin` token: the first admin secret control leaves in `tokens.initial` at first start, or the admin
+    /// line of an old-format token file written before the start.
     pub token: String,
 }
 
 impl Control {
     pub fn start(opts: &ControlOptions) -> Result<Control> {
         std::fs::create_dir_all(&opts.dir)?;
+        // A token file of the old format (`identity secret` lines) written by a test: control migrates it at start,
+        // and its admin secret keeps working.
+        let old_admin = std::fs::read_to_string(opts.store_dir().join("tokens"))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("admin "))
+                    .map(|s| s.trim().to_string())
+            });
         let config = opts.dir.join("control.toml");
         std::fs::write(&config, opts.config_text())?;
         let stderr = std::fs::OpenOptions::new()
@@ -144,7 +154,10 @@ impl Control {
         };
         control.url = format!("http://{}", ready["listen"].as_str().unwrap_or_default());
         control.ready = ready;
-        control.token = read_token(&opts.store_dir().join("tokens.initial"))?;
+        control.token = match old_admin {
+            Some(secret) => secret,
+            None => read_token(&opts.store_dir().join("tokens.initial"))?,
+        };
         Ok(control)
     }
 

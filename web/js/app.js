@@ -14,7 +14,7 @@ import * as tokens from './pages/tokens.js';
 const PAGES = { dashboard, map, policy, explain, health, connections, tokens };
 // Every right a role may have: the body is marked `lacks-<right>` for each one the caller lacks (console.css
 // hides elements marked data-needs="<right>" then).
-const RIGHTS = ['read', 'kill', 'confirm', 'analyze', 'edit', 'commit', 'manage_tokens'];
+const RIGHTS = ['read', 'kill', 'confirm', 'analyze', 'edit', 'submit', 'commit', 'manage_tokens'];
 const main = document.getElementById('main');
 let unmount = null;
 let stopStatus = null;

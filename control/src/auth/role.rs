@@ -16,25 +16,29 @@ pub enum Right {
     Read,
     /// Kill tracked connections.
     Kill,
-    /// Confirm (keep) a commit that awaits confirmation.
+    /// Settle a pending commit: confirm (keep) or revert one on trial, cancel a scheduled one.
     Confirm,
     /// Analyse the draft: validate, diff, explain (CPU on whole documents, and for explain a dataplane request).
     Analyze,
     /// Change the draft: import, reset, its objects and its policy settings.
     Edit,
-    /// Change what is enforced: commit the draft, roll back to a version.
+    /// Submit the draft for approval (the two-person rule), or withdraw the submission.
+    Submit,
+    /// Change what is enforced: commit the draft (now or scheduled; under the two-person rule, a draft another
+    /// identity submitted), roll back to a version.
     Commit,
     /// Create, list, rotate and revoke any token.
     ManageTokens,
 }
 
 impl Right {
-    pub const ALL: [Right; 7] = [
+    pub const ALL: [Right; 8] = [
         Right::Read,
         Right::Kill,
         Right::Confirm,
         Right::Analyze,
         Right::Edit,
+        Right::Submit,
         Right::Commit,
         Right::ManageTokens,
     ];
@@ -46,6 +50,7 @@ impl Right {
             Right::Confirm => "confirm",
             Right::Analyze => "analyze",
             Right::Edit => "edit",
+            Right::Submit => "submit",
             Right::Commit => "commit",
             Right::ManageTokens => "manage_tokens",
         }
@@ -98,9 +103,18 @@ impl Role {
         match self {
             Role::Viewer => &[Read],
             Role::Operator => &[Read, Kill, Confirm],
-            Role::Author => &[Read, Kill, Confirm, Analyze, Edit],
-            Role::Approver => &[Read, Kill, Confirm, Analyze, Edit, Commit],
-            Role::Admin => &[Read, Kill, Confirm, Analyze, Edit, Commit, ManageTokens],
+            Role::Author => &[Read, Kill, Confirm, Analyze, Edit, Submit],
+            Role::Approver => &[Read, Kill, Confirm, Analyze, Edit, Submit, Commit],
+            Role::Admin => &[
+                Read,
+                Kill,
+                Confirm,
+                Analyze,
+                Edit,
+                Submit,
+                Commit,
+                ManageTokens,
+            ],
         }
     }
 
