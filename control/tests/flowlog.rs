@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bulkhead_control::auth::{Caller, Role};
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
@@ -106,7 +107,14 @@ fn config(dir: &Path) -> FlowLogConfig {
 async fn serve(log: &Arc<FlowLog>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = bulkhead_control::api::flow_log::router(log);
+    let viewer = Caller {
+        token_id: "flow-log-test".into(),
+        identity: "viewer".into(),
+        role: Role::Viewer,
+        expires_unix_ms: None,
+        hash: [0; 32],
+    };
+    let router = bulkhead_control::api::flow_log::router(log, viewer);
     let task = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::extract::{self, ApiResult, Params, QueryParams};
 use super::{p, Routes};
-use crate::auth::Right;
+use crate::auth::{Caller, Right};
 use crate::error::ApiError;
 use crate::flowlog::{parse_kind, Delivery, FlowLog, FlowLogQuery, StoredEvent};
 
@@ -25,9 +25,13 @@ pub fn routes() -> Routes<Arc<FlowLog>> {
         .add_with::<StreamQuery, _, _>(Method::GET, &p("/flow-log/stream"), Right::Read, stream)
 }
 
-/// The flow-log routes serving `log`.
-pub fn router(log: &Arc<FlowLog>) -> Router {
-    routes().router.with_state(log.clone())
+/// The flow-log routes serving `log` to `caller` alone, with no authentication (for the flow log's own tests; the
+/// application serves these routes behind its authentication, [`super::app`]).
+pub fn router(log: &Arc<FlowLog>, caller: Caller) -> Router {
+    routes()
+        .router
+        .with_state(log.clone())
+        .layer(axum::Extension(caller))
 }
 
 impl QueryParams for FlowLogQuery {
