@@ -7,9 +7,9 @@ import { h, replace, table, badge, field, showFieldErrors, toast, modal, reportE
 
 const ROLES = [
   ['viewer', 'viewer — read everything but secrets'],
-  ['operator', 'operator — + kill connections, confirm commits'],
-  ['author', 'author — + edit the draft, validate, diff, explain'],
-  ['approver', 'approver — + commit, roll back'],
+  ['operator', 'operator — + kill connections, settle pending commits'],
+  ['author', 'author — + edit, validate, diff, explain, submit the draft'],
+  ['approver', 'approver — + commit, schedule, roll back'],
   ['admin', 'admin — + tokens'],
 ];
 const EXPIRIES = [['', 'never'], ['86400', '1 day'], ['2592000', '30 days'], ['7776000', '90 days'], ['31536000', '1 year']];
