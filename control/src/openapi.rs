@@ -716,6 +716,11 @@ pub fn document() -> Value {
         match rights.get(&id).copied().flatten() {
             Some(right) => {
                 op["x-bulkhead-right"] = json!(right);
+                let error = json!({"$ref": "#/components/schemas/Error"});
+                op["responses"]["401"] = json!({"description": "No valid token (missing, unknown, expired or revoked)",
+                    "content": {"application/json": {"schema": error}}});
+                op["responses"]["403"] = json!({"description": format!("The caller's role lacks the `{right}` right"),
+                    "content": {"application/json": {"schema": error}}});
                 op["description"] = json!(format!(
                     "Needs the `{right}` right (roles: {}); 403 otherwise.",
                     Role::ALL
