@@ -368,13 +368,10 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     let url = control_url(&control.wait_line("\"ready\"")?)?;
     let mut dataplane = dataplane_unit.start(&root)?;
     dataplane.wait_line("\"ready\"")?;
-    // The dataplane holds exactly its bounding set; control holds nothing.
-    let (net_admin, net_raw, ipc_lock, sys_rawio) = (12, 13, 14, 17);
-    let bounded = [net_admin, net_raw, ipc_lock, sys_rawio]
-        .iter()
-        .fold(0u64, |m, c| m | 1 << c);
-    assert_eq!(cap_eff(dataplane.pid())?, bounded);
+    // Each holds exactly its unit's bounding set: the dataplane a few capabilities, control none.
+    assert_eq!(cap_eff(dataplane.pid())?, dataplane_unit.capabilities()?);
     assert_eq!(cap_eff(control.pid())?, 0);
+    assert_eq!(control_unit.capabilities()?, 0);
     assert_eq!(enforced_version(&root)?, None, "fail-closed until a commit");
 
     // A commit through the REST API reaches the dataplane through the group-owned reserved socket.

@@ -59,6 +59,23 @@ impl Unit {
         self.values(key).last().copied()
     }
 
+    /// CapabilityBoundingSet= as a mask (the capabilities the units name).
+    pub fn capabilities(&self) -> Result<u64> {
+        let mut mask = 0;
+        for cap in self.value("CapabilityBoundingSet").unwrap_or_default().split_whitespace() {
+            let bit = match cap {
+                "CAP_NET_ADMIN" => 12,
+                "CAP_NET_RAW" => 13,
+                "CAP_IPC_LOCK" => 14,
+                "CAP_SYS_RAWIO" => 17,
+                "CAP_SYS_ADMIN" => 21,
+                _ => return Err(format!("{}: add {cap} to the test's table", self.name).into()),
+            };
+            mask |= 1u64 << bit;
+        }
+        Ok(mask)
+    }
+
     fn user(&self) -> &str {
         self.value("User").unwrap_or("root")
     }
