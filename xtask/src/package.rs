@@ -31,8 +31,16 @@ pub fn package(args: &Args) -> Result {
     std::fs::create_dir_all(&out)?;
     for p in PACKAGES {
         let mut c = cargo();
-        c.args(["deb", "--no-build", "--locked", "--strip", "-p", p, "--output"])
-            .arg(&out);
+        c.args([
+            "deb",
+            "--no-build",
+            "--locked",
+            "--strip",
+            "-p",
+            p,
+            "--output",
+        ])
+        .arg(&out);
         if let Some(v) = &args.deb_version {
             c.args(["--deb-version", v]);
         }

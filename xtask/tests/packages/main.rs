@@ -51,7 +51,10 @@ fn builds() -> &'static (Build, Build) {
                 .arg(&dir)
                 .status()
                 .expect("run xtask package");
-            assert!(status.success(), "cargo xtask package --deb-version {version}: {status}");
+            assert!(
+                status.success(),
+                "cargo xtask package --deb-version {version}: {status}"
+            );
             Build { dir, version }
         };
         (build(OLD), build(NEW))
@@ -59,7 +62,10 @@ fn builds() -> &'static (Build, Build) {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -79,7 +85,11 @@ fn contents(deb: &Path) -> Result<Vec<(String, String, String)>> {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f[5].trim_start_matches('.').to_string(), f[0].to_string(), f[1].to_string())
+            (
+                f[5].trim_start_matches('.').to_string(),
+                f[0].to_string(),
+                f[1].to_string(),
+            )
         })
         .collect())
 }
@@ -93,12 +103,21 @@ fn contents_modes_conffiles_and_dependencies() -> Result {
             &[
                 ("/usr/bin/bulkhead-dataplane", "-rwxr-xr-x"),
                 ("/etc/bulkhead/dataplane.toml", "-rw-r--r--"),
-                ("/usr/lib/systemd/system/bulkhead-dataplane.service", "-rw-r--r--"),
+                (
+                    "/usr/lib/systemd/system/bulkhead-dataplane.service",
+                    "-rw-r--r--",
+                ),
                 ("/usr/lib/sysusers.d/bulkhead-dataplane.conf", "-rw-r--r--"),
                 ("/usr/lib/tmpfiles.d/bulkhead-dataplane.conf", "-rw-r--r--"),
                 ("/usr/share/doc/bulkhead-dataplane/copyright", "-rw-r--r--"),
-                ("/usr/share/doc/bulkhead-dataplane/changelog.Debian.gz", "-rw-r--r--"),
-                ("/usr/share/doc/bulkhead-dataplane/examples/dataplane.toml", "-rw-r--r--"),
+                (
+                    "/usr/share/doc/bulkhead-dataplane/changelog.Debian.gz",
+                    "-rw-r--r--",
+                ),
+                (
+                    "/usr/share/doc/bulkhead-dataplane/examples/dataplane.toml",
+                    "-rw-r--r--",
+                ),
             ],
         ),
         (
@@ -106,7 +125,10 @@ fn contents_modes_conffiles_and_dependencies() -> Result {
             &[
                 ("/usr/bin/bulkhead-control", "-rwxr-xr-x"),
                 ("/etc/bulkhead/control.toml", "-rw-r--r--"),
-                ("/usr/lib/systemd/system/bulkhead-control.service", "-rw-r--r--"),
+                (
+                    "/usr/lib/systemd/system/bulkhead-control.service",
+                    "-rw-r--r--",
+                ),
                 ("/usr/lib/sysusers.d/bulkhead-control.conf", "-rw-r--r--"),
                 ("/usr/share/doc/bulkhead-control/copyright", "-rw-r--r--"),
                 ("/usr/share/bulkhead/web/", "drwxr-xr-x"),
@@ -133,7 +155,10 @@ fn contents_modes_conffiles_and_dependencies() -> Result {
         }
         // Nothing writable by others, nothing setuid.
         for (path, mode, _) in &listed {
-            assert!(!mode.ends_with('w') && !mode.contains('s'), "{package}: {path} is {mode}");
+            assert!(
+                !mode.ends_with('w') && !mode.contains('s'),
+                "{package}: {path} is {mode}"
+            );
         }
         // Every file of the console, at its place.
         if *package == "bulkhead-control" {
@@ -142,22 +167,38 @@ fn contents_modes_conffiles_and_dependencies() -> Result {
                 let rel = file.strip_prefix(&web)?.display().to_string();
                 let path = format!("/usr/share/bulkhead/web/{rel}");
                 assert!(
-                    listed.iter().any(|(p, m, _)| *p == path && m == "-rw-r--r--"),
+                    listed
+                        .iter()
+                        .any(|(p, m, _)| *p == path && m == "-rw-r--r--"),
                     "bulkhead-control lacks {path}"
                 );
             }
         }
         // Files in /etc are conffiles: dpkg keeps an edited one on upgrade.
-        let conffiles = output(Command::new("dpkg-deb").arg("--info").arg(&deb).arg("conffiles"))
-            .unwrap_or_default();
+        let conffiles = output(
+            Command::new("dpkg-deb")
+                .arg("--info")
+                .arg(&deb)
+                .arg("conffiles"),
+        )
+        .unwrap_or_default();
         let in_etc: Vec<&str> = files
             .iter()
             .map(|(p, _)| *p)
             .filter(|p| p.starts_with("/etc/"))
             .collect();
-        assert_eq!(conffiles.lines().collect::<Vec<_>>(), in_etc, "{package}: conffiles");
+        assert_eq!(
+            conffiles.lines().collect::<Vec<_>>(),
+            in_etc,
+            "{package}: conffiles"
+        );
         // DPDK 22.11's runtime packages, by name and version range.
-        let depends = output(Command::new("dpkg-deb").arg("--field").arg(&deb).arg("Depends"))?;
+        let depends = output(
+            Command::new("dpkg-deb")
+                .arg("--field")
+                .arg(&deb)
+                .arg("Depends"),
+        )?;
         if *package != "bulkhead-control" {
             for lib in ["librte-eal23", "librte-ethdev23", "librte-mempool-ring23"] {
                 assert!(
@@ -183,14 +224,19 @@ fn lintian_finds_nothing() -> Result {
     }
     let report = output(&mut c)?;
     assert!(
-        !report.lines().any(|l| l.starts_with("E:") || l.starts_with("W:")),
+        !report
+            .lines()
+            .any(|l| l.starts_with("E:") || l.starts_with("W:")),
         "{report}"
     );
     Ok(())
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -226,7 +272,12 @@ fn install(root: &Root, build: &Build) -> Result {
 /// Mode bits, uid, gid and whether it is a socket.
 fn stat(root: &Root, path: &str) -> Result<(u32, u32, u32, bool)> {
     let m = std::fs::symlink_metadata(root.path(path)).map_err(|e| format!("{path}: {e}"))?;
-    Ok((m.mode() & 0o7777, m.uid(), m.gid(), m.file_type().is_socket()))
+    Ok((
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid(),
+        m.file_type().is_socket(),
+    ))
 }
 
 /// The enforced policy version, asked on the operators' socket as root.
@@ -253,14 +304,26 @@ fn edit_dataplane_config(root: &Root) -> Result<String> {
     let tag = std::process::id() % 100_000;
     let text = root
         .read("/etc/bulkhead/dataplane.toml")?
-        .replace("file_prefix = \"bulkhead\"", &format!("file_prefix = \"bh-pkg-{tag}\""))
+        .replace(
+            "file_prefix = \"bulkhead\"",
+            &format!("file_prefix = \"bh-pkg-{tag}\""),
+        )
         .replace("hugepages = true ", "hugepages = false")
         .replace("memory_mb = 512", "memory_mb = 256")
         .replace("mbufs = 16383", "mbufs = 8191")
-        .replace("device = \"0000:03:00.0\"", &format!("device = \"net_tap0,iface=bhpk{tag}o\""))
-        .replace("device = \"0000:03:00.1\"", &format!("device = \"net_tap1,iface=bhpk{tag}i\""));
+        .replace(
+            "device = \"0000:03:00.0\"",
+            &format!("device = \"net_tap0,iface=bhpk{tag}o\""),
+        )
+        .replace(
+            "device = \"0000:03:00.1\"",
+            &format!("device = \"net_tap1,iface=bhpk{tag}i\""),
+        );
     for edited in ["hugepages = false", "net_tap0", "net_tap1", "bh-pkg-"] {
-        assert!(text.contains(edited), "the packaged dataplane.toml changed shape: {edited}");
+        assert!(
+            text.contains(edited),
+            "the packaged dataplane.toml changed shape: {edited}"
+        );
     }
     root.write("/etc/bulkhead/dataplane.toml", &text)?;
     Ok(text)
@@ -271,7 +334,10 @@ fn edit_control_config(root: &Root) -> Result<String> {
     let text = root
         .read("/etc/bulkhead/control.toml")?
         .replace("listen = \"127.0.0.1:8180\"", "listen = \"127.0.0.1:0\"");
-    assert!(text.contains("127.0.0.1:0"), "the packaged control.toml changed shape");
+    assert!(
+        text.contains("127.0.0.1:0"),
+        "the packaged control.toml changed shape"
+    );
     root.write("/etc/bulkhead/control.toml", &text)?;
     Ok(text)
 }
@@ -303,7 +369,14 @@ fn call(
 ) -> Result<testbed::control::Response> {
     let raw = body.map(|b| b.to_string().into_bytes());
     let headers: Vec<(&str, &str)> = etag.map(|e| ("If-Match", e)).into_iter().collect();
-    Ok(testbed::control::curl(url, method, path, raw.as_deref(), &headers, Some(token))?)
+    Ok(testbed::control::curl(
+        url,
+        method,
+        path,
+        raw.as_deref(),
+        &headers,
+        Some(token),
+    )?)
 }
 
 /// Effective capabilities of a process.
@@ -320,8 +393,15 @@ fn cap_eff(pid: u32) -> Result<u64> {
 fn installed_run_as_units_commit_and_upgrade() -> Result {
     let (old, new) = builds();
     let root = Root::new("install")?;
-    for fresh in ["/etc/bulkhead", "/var/lib/bulkhead", "/var/lib/bulkhead-control"] {
-        assert!(!root.path(fresh).exists(), "{fresh} exists before the install: not a fresh root");
+    for fresh in [
+        "/etc/bulkhead",
+        "/var/lib/bulkhead",
+        "/var/lib/bulkhead-control",
+    ] {
+        assert!(
+            !root.path(fresh).exists(),
+            "{fresh} exists before the install: not a fresh root"
+        );
     }
     install(&root, old)?;
 
@@ -340,7 +420,11 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     let bulkhead_gid = root.gid("bulkhead")?;
     assert_ne!(bulkhead_uid, 0);
     let wants = "/etc/systemd/system/multi-user.target.wants";
-    let enabled = |unit: &str| root.path(&format!("{wants}/{unit}")).symlink_metadata().is_ok();
+    let enabled = |unit: &str| {
+        root.path(&format!("{wants}/{unit}"))
+            .symlink_metadata()
+            .is_ok()
+    };
     assert!(enabled("bulkhead-control.service"));
     assert!(!enabled("bulkhead-dataplane.service"));
 
@@ -380,7 +464,14 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
         workspace_root().join("config/policy.json"),
     )?)?;
     let draft = call(&url, &token, "GET", "/api/v1/draft", None, None)?;
-    let put = call(&url, &token, "PUT", "/api/v1/draft", Some(&policy), Some(&draft.etag()))?;
+    let put = call(
+        &url,
+        &token,
+        "PUT",
+        "/api/v1/draft",
+        Some(&policy),
+        Some(&draft.etag()),
+    )?;
     assert_eq!(put.status, 200, "{:?}", put.body);
     let committed = call(
         &url,
@@ -396,23 +487,63 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     // The console's files, served from the package's web directory.
     let page = testbed::control::curl(&url, "GET", "/", None, &[], None)?;
     assert_eq!(page.status, 200);
-    assert!(page.body.as_str().unwrap_or_default().contains("<html"), "{:?}", page.body);
+    assert!(
+        page.body.as_str().unwrap_or_default().contains("<html"),
+        "{:?}",
+        page.body
+    );
 
     // Owners and modes of everything the two processes made.
     let (root_id, b_uid, b_gid) = (0, bulkhead_uid, bulkhead_gid);
     let expected = [
-        ("/etc/bulkhead/dataplane.toml", 0o644, root_id, root_id, false),
+        (
+            "/etc/bulkhead/dataplane.toml",
+            0o644,
+            root_id,
+            root_id,
+            false,
+        ),
         ("/etc/bulkhead/control.toml", 0o644, root_id, root_id, false),
         ("/var/lib/bulkhead", 0o700, root_id, b_gid, false),
-        ("/var/lib/bulkhead/policy.json", 0o600, root_id, b_gid, false),
+        (
+            "/var/lib/bulkhead/policy.json",
+            0o600,
+            root_id,
+            b_gid,
+            false,
+        ),
         ("/run/bulkhead", 0o750, root_id, b_gid, false),
         ("/run/bulkhead/dataplane.sock", 0o600, root_id, b_gid, true),
         ("/run/bulkhead/control.sock", 0o660, root_id, b_gid, true),
         ("/var/lib/bulkhead-control", 0o700, b_uid, b_gid, false),
-        ("/var/lib/bulkhead-control/versions", 0o700, b_uid, b_gid, false),
-        ("/var/lib/bulkhead-control/tokens", 0o600, b_uid, b_gid, false),
-        ("/var/lib/bulkhead-control/active.json", 0o600, b_uid, b_gid, false),
-        ("/var/lib/bulkhead-control/audit.jsonl", 0o600, b_uid, b_gid, false),
+        (
+            "/var/lib/bulkhead-control/versions",
+            0o700,
+            b_uid,
+            b_gid,
+            false,
+        ),
+        (
+            "/var/lib/bulkhead-control/tokens",
+            0o600,
+            b_uid,
+            b_gid,
+            false,
+        ),
+        (
+            "/var/lib/bulkhead-control/active.json",
+            0o600,
+            b_uid,
+            b_gid,
+            false,
+        ),
+        (
+            "/var/lib/bulkhead-control/audit.jsonl",
+            0o600,
+            b_uid,
+            b_gid,
+            false,
+        ),
         ("/var/log/bulkhead", 0o700, b_uid, b_gid, false),
         ("/var/log/bulkhead/flows.jsonl", 0o600, b_uid, b_gid, false),
     ];
@@ -427,11 +558,28 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     install(&root, new)?;
     control.stop()?;
     dataplane.stop()?;
-    assert_eq!(root.read("/etc/bulkhead/dataplane.toml")?, dataplane_conf, "edited conffile kept");
-    assert_eq!(root.read("/etc/bulkhead/control.toml")?, control_conf, "edited conffile kept");
-    assert_eq!(root.read("/var/lib/bulkhead-control/tokens")?, tokens_before);
-    assert_eq!(root.read("/var/lib/bulkhead-control/active.json")?, active_before);
-    assert_eq!(root.read("/var/lib/bulkhead/policy.json")?, persisted_before);
+    assert_eq!(
+        root.read("/etc/bulkhead/dataplane.toml")?,
+        dataplane_conf,
+        "edited conffile kept"
+    );
+    assert_eq!(
+        root.read("/etc/bulkhead/control.toml")?,
+        control_conf,
+        "edited conffile kept"
+    );
+    assert_eq!(
+        root.read("/var/lib/bulkhead-control/tokens")?,
+        tokens_before
+    );
+    assert_eq!(
+        root.read("/var/lib/bulkhead-control/active.json")?,
+        active_before
+    );
+    assert_eq!(
+        root.read("/var/lib/bulkhead/policy.json")?,
+        persisted_before
+    );
 
     // The dataplane alone comes back enforcing the same version; control adopts it and the old token works.
     let mut dataplane = dataplane_unit.start(&root)?;
@@ -441,14 +589,30 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     let url = control_url(&control.wait_line("\"ready\"")?)?;
     let active = call(&url, &token, "GET", "/api/v1/active", None, None)?;
     assert_eq!(active.status, 200, "{:?}", active.body);
-    assert_eq!(active.body["version"].as_u64(), Some(u64::from(version)), "{:?}", active.body);
+    assert_eq!(
+        active.body["version"].as_u64(),
+        Some(u64::from(version)),
+        "{:?}",
+        active.body
+    );
     assert_eq!(enforced_version(&root)?, Some(version));
     control.stop()?;
     dataplane.stop()?;
 
     // Purge removes configuration and state; the user stays.
-    root.run(&["dpkg", "--purge", "bulkhead-control", "bulkhead-dataplane", "bulkhead-pktgen"])?;
-    for gone in ["/etc/bulkhead", "/var/lib/bulkhead", "/var/lib/bulkhead-control", "/var/log/bulkhead"] {
+    root.run(&[
+        "dpkg",
+        "--purge",
+        "bulkhead-control",
+        "bulkhead-dataplane",
+        "bulkhead-pktgen",
+    ])?;
+    for gone in [
+        "/etc/bulkhead",
+        "/var/lib/bulkhead",
+        "/var/lib/bulkhead-control",
+        "/var/log/bulkhead",
+    ] {
         assert!(!root.path(gone).exists(), "{gone} left after purge");
     }
     Ok(())

@@ -37,7 +37,15 @@ impl Root {
         );
         // The holder dies with this test process (SIGKILL on the parent's death), taking the mounts with it.
         let mut holder = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", "unshare", "--mount", "--propagation", "private"])
+            .args([
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
             .args(["--", "sh", "-c", &script])
             .stdout(Stdio::piped())
             .spawn()

@@ -62,7 +62,11 @@ impl Unit {
     /// CapabilityBoundingSet= as a mask (the capabilities the units name).
     pub fn capabilities(&self) -> Result<u64> {
         let mut mask = 0;
-        for cap in self.value("CapabilityBoundingSet").unwrap_or_default().split_whitespace() {
+        for cap in self
+            .value("CapabilityBoundingSet")
+            .unwrap_or_default()
+            .split_whitespace()
+        {
             let bit = match cap {
                 "CAP_NET_ADMIN" => 12,
                 "CAP_NET_RAW" => 13,
@@ -111,7 +115,11 @@ impl Unit {
     /// `command` (an Exec line) under the unit's credentials, umask and clean environment.
     fn command(&self, root: &Root, command: &str) -> Result<Command> {
         if command.contains(['"', '\'', '$', '%']) {
-            return Err(format!("{}: quoting and specifiers are not emulated: {command}", self.name).into());
+            return Err(format!(
+                "{}: quoting and specifiers are not emulated: {command}",
+                self.name
+            )
+            .into());
         }
         let mut args = vec![
             "env".to_string(),
@@ -183,7 +191,9 @@ impl Unit {
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Ok(Service {
@@ -215,7 +225,10 @@ impl Service {
                 Ok(line) if line.contains(needle) => return Ok(line),
                 Ok(_) => {}
                 Err(_) => {
-                    let status = self.child.take().map(|mut c| testbed::terminate(&mut c, testbed::STOP_GRACE));
+                    let status = self
+                        .child
+                        .take()
+                        .map(|mut c| testbed::terminate(&mut c, testbed::STOP_GRACE));
                     return Err(format!(
                         "{} never printed {needle} ({status:?}); stderr:\n{}",
                         self.name,
