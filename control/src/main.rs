@@ -1,4 +1,4 @@
-//! `bulkhead-control --config control.toml [--check]`.
+//! `bulkhead-control --config control.toml [--check]`. SIGHUP reloads the TLS certificate and key files.
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when the store, token file, listen address or self-signed
 //! certificate cannot be used, 2 for a bad command line or config (the TLS files it names included). On stdout,
@@ -157,11 +157,15 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
     let tls_json = tls.as_ref().map(Tls::to_json);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Serve first: the API must answer even when the dataplane is down or slow.
+    let server_config = tls.as_ref().map(|t| t.server.clone());
+    if let Some(tls) = tls {
+        tokio::spawn(reload_on_sighup(tls));
+    }
     let mut server = tokio::spawn(http::serve(
         listener,
         router,
         limits,
-        tls.map(|t| t.server),
+        server_config,
         counters,
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -199,6 +203,23 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
         );
     }
     Ok(())
+}
+
+/// SIGHUP: serve the certificate files again (after a rotation), keeping the old certificate if they are unusable.
+async fn reload_on_sighup(tls: Tls) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(fingerprint) => eprintln!(
+                "bulkhead-control: SIGHUP: TLS certificate {} reloaded, SHA-256 fingerprint {fingerprint}",
+                tls.cert_path.display()
+            ),
+            Err(e) => eprintln!("bulkhead-control: SIGHUP: kept the served certificate: {e}"),
+        }
+    }
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

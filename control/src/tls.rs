@@ -8,15 +8,17 @@
 //! - `client_ca`: client certificates (mTLS) signed by that CA are asked for; with `client_auth = "required"` a
 //!   client without one is refused during the handshake.
 //!
-//! Only HTTP/1.1 is offered (ALPN), as the listener serves no other.
+//! Only HTTP/1.1 is offered (ALPN), as the listener serves no other. [`Tls::reload`] (on SIGHUP) reads the
+//! certificate and key files again and serves them to new connections, so a rotated certificate needs no restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{json, Value};
 
@@ -54,8 +56,10 @@ pub struct Tls {
     pub server: Arc<ServerConfig>,
     /// The served certificate (the leaf's PEM file).
     pub cert_path: PathBuf,
-    /// SHA-256 of the served certificate's DER, as `AB:CD:...`.
+    key_path: PathBuf,
+    /// SHA-256 of the served certificate's DER at start, as `AB:CD:...`.
     pub fingerprint_sha256: String,
+    current: Arc<Current>,
     /// Whether it is control's own self-signed certificate, and whether this start created it.
     pub self_signed: Option<Created>,
     pub client_auth: Option<ClientAuth>,
@@ -82,11 +86,15 @@ impl Tls {
                 (cert, key, Some(created))
             }
         };
-        let (server, fingerprint_sha256) = server_config(config, &cert_path, &key_path)?;
+        let (certified, fingerprint_sha256) = certified_key(&cert_path, &key_path)?;
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified))));
+        let server = server_config(config, current.clone())?;
         Ok(Some(Tls {
             server,
             cert_path,
+            key_path,
             fingerprint_sha256,
+            current,
             self_signed,
             client_auth: config.tls.client_auth(),
         }))
@@ -102,11 +110,20 @@ impl Tls {
             _ => self_signed_paths(&config.store_dir),
         };
         if config.tls.cert.is_some() || cert.exists() {
-            server_config(config, &cert, &key)?;
-        } else if let Some(ca) = &config.tls.client_ca {
+            certified_key(&cert, &key)?;
+        }
+        if let Some(ca) = &config.tls.client_ca {
             client_verifier(ca, config.tls.client_auth())?;
         }
         Ok(())
+    }
+
+    /// Reads the certificate and key files again and serves them to new connections (connections open keep
+    /// theirs); the new certificate's fingerprint. On an error the served certificate stays as it was.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let (certified, fingerprint) = certified_key(&self.cert_path, &self.key_path)?;
+        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+        Ok(fingerprint)
     }
 
     /// For the `ready` line.
@@ -187,11 +204,8 @@ fn read_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
-fn server_config(
-    config: &Config,
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(Arc<ServerConfig>, String), TlsError> {
+/// The certificate chain and key from their files, checked to belong together, and the leaf's fingerprint.
+fn certified_key(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, String), TlsError> {
     let certs = read_certs("tls.cert", cert_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Pem {
         field: "tls.key",
@@ -199,6 +213,21 @@ fn server_config(
         reason: e.to_string(),
     })?;
     let fingerprint = fingerprint_sha256(&certs[0]);
+    let certified = CertifiedKey::from_der(certs, key, &provider()).map_err(TlsError::Unusable)?;
+    Ok((certified, fingerprint))
+}
+
+/// The certificate served to new connections.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn server_config(config: &Config, current: Arc<Current>) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Unusable)?;
@@ -208,11 +237,9 @@ fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder
-        .with_single_cert(certs, key)
-        .map_err(TlsError::Unusable)?;
+    let mut server = builder.with_cert_resolver(current);
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((Arc::new(server), fingerprint))
+    Ok(Arc::new(server))
 }
 
 fn client_verifier(

@@ -312,20 +312,7 @@ async fn mtls_optional_admits_clients_without_one_but_not_with_a_foreign_one() {
 async fn a_configured_certificate_from_our_own_ca_is_served() {
     let ca = Ca::new("site CA");
     let dir = test_dir("own-ca");
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "control.example");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    // The chain: leaf, then the CA.
-    std::fs::write(
-        dir.join("cert.pem"),
-        format!("{}{}", cert.pem(), ca.cert.pem()),
-    )
-    .unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    ca.server_files(&dir.join("cert.pem"), &dir.join("key.pem"));
     let s = local::start(
         &dir,
         &format!(
@@ -350,6 +337,69 @@ async fn a_configured_certificate_from_our_own_ca_is_served() {
         !dir.join("store/tls").exists(),
         "no self-signed certificate made"
     );
+}
+
+impl Ca {
+    /// A server certificate for 127.0.0.1 and its key, written as `cert` (leaf, then the CA) and `key`.
+    fn server_files(&self, cert: &Path, key: &Path) -> String {
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "control.example");
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let leaf = params.signed_by(&pair, &self.cert, &self.key).unwrap();
+        std::fs::write(cert, format!("{}{}", leaf.pem(), self.cert.pem())).unwrap();
+        std::fs::write(key, pair.serialize_pem()).unwrap();
+        fingerprint_sha256(leaf.der())
+    }
+}
+
+#[tokio::test]
+async fn sighup_serves_a_rotated_certificate_and_keeps_the_old_one_if_the_new_is_unusable() {
+    let ca = Ca::new("site CA");
+    let dir = test_dir("rotate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let first = ca.server_files(&cert, &key);
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    let mut opts = control_options(&dir);
+    opts.extra = format!("tls = {{ cert = {cert:?}, key = {key:?} }}");
+    let c = Control::start(&opts).unwrap();
+    assert_eq!(c.ready["tls"]["fingerprint_sha256"], first.as_str());
+    assert_eq!(c.ready["tls"]["self_signed"], false);
+    let addr: SocketAddr = c.ready["listen"].as_str().unwrap().parse().unwrap();
+    let ca_file = dir.join("ca.pem");
+    let served = || served_certificate(addr, &ca_file);
+    assert_eq!(fingerprint_sha256(&served().await), first);
+    let hup = || {
+        let pid = c.pid().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let wait_stderr = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !c.stderr().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not in {}",
+                c.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let second = ca.server_files(&cert, &key);
+    hup();
+    wait_stderr(&format!("reloaded, SHA-256 fingerprint {second}"));
+    assert_eq!(fingerprint_sha256(&served().await), second);
+
+    // A key that does not go with the certificate: refused, the second certificate is still served.
+    let _third = ca.server_files(&cert, &dir.join("other-key.pem"));
+    hup();
+    wait_stderr("kept the served certificate");
+    assert_eq!(fingerprint_sha256(&served().await), second);
 }
 
 #[test]
