@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-liberation",
+    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
+    "openssl",
 ];
 
 fn installed(package: &str) -> bool {
