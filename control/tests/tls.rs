@@ -100,6 +100,20 @@ fn control_options(dir: &Path) -> ControlOptions {
     )
 }
 
+/// What `bulkhead-control --check` and a real start say about `config`, asserting both exit 2 (a config error).
+fn config_errors(config: &Path) -> [String; 2] {
+    [true, false].map(|check| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead-control"));
+        if check {
+            cmd.arg("--check");
+        }
+        let out = cmd.arg("--config").arg(config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "check={check}: {stderr}");
+        stderr
+    })
+}
+
 #[test]
 fn plain_http_beyond_loopback_is_refused_with_the_reason() {
     let dir = test_dir("plain-beyond");
@@ -111,23 +125,12 @@ fn plain_http_beyond_loopback_is_refused_with_the_reason() {
         );
         text.push_str("\n[tls]\nplain_http = true\n");
         std::fs::write(&config, text).unwrap();
-        for check in [true, false] {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead-control"));
-            if check {
-                cmd.arg("--check");
-            }
-            let out = cmd.arg("--config").arg(&config).output().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{listen} check={check}: {stderr}"
-            );
+        for stderr in config_errors(&config) {
             assert!(
                 stderr.contains("tls.plain_http")
                     && stderr.contains("only on a loopback listen address")
                     && stderr.contains("in clear"),
-                "{stderr}"
+                "{listen}: {stderr}"
             );
         }
     }
@@ -269,18 +272,24 @@ async fn answered(s: &local::Local, identity: Option<reqwest::Identity>) -> bool
         .is_ok_and(|r| r.status() == 200)
 }
 
-#[tokio::test]
-async fn mtls_required_refuses_clients_without_a_certificate_of_the_ca() {
+/// Control asking for client certificates of a test CA (`client_auth` as given), that CA and another one.
+async fn with_client_ca(name: &str, client_auth: &str) -> (local::Local, Ca, Ca) {
     let ours = Ca::new("automation CA");
     let theirs = Ca::new("some other CA");
-    let dir = test_dir("mtls-required");
+    let dir = test_dir(name);
     let ca = dir.join("client-ca.pem");
     std::fs::write(&ca, ours.cert.pem()).unwrap();
     let s = local::start(
         &dir,
-        &format!("tls = {{ client_ca = {ca:?}, client_auth = \"required\" }}"),
+        &format!("tls = {{ client_ca = {ca:?}, client_auth = {client_auth:?} }}"),
     )
     .await;
+    (s, ours, theirs)
+}
+
+#[tokio::test]
+async fn mtls_required_refuses_clients_without_a_certificate_of_the_ca() {
+    let (s, ours, theirs) = with_client_ca("mtls-required", "required").await;
     assert!(!answered(&s, None).await, "no client certificate");
     assert!(
         !answered(&s, Some(theirs.client_identity("intruder"))).await,
@@ -293,16 +302,7 @@ async fn mtls_required_refuses_clients_without_a_certificate_of_the_ca() {
 
 #[tokio::test]
 async fn mtls_optional_admits_clients_without_one_but_not_with_a_foreign_one() {
-    let ours = Ca::new("automation CA");
-    let theirs = Ca::new("some other CA");
-    let dir = test_dir("mtls-optional");
-    let ca = dir.join("client-ca.pem");
-    std::fs::write(&ca, ours.cert.pem()).unwrap();
-    let s = local::start(
-        &dir,
-        &format!("tls = {{ client_ca = {ca:?}, client_auth = \"optional\" }}"),
-    )
-    .await;
+    let (s, ours, theirs) = with_client_ca("mtls-optional", "optional").await;
     assert!(answered(&s, None).await);
     assert!(answered(&s, Some(ours.client_identity("ansible"))).await);
     assert!(!answered(&s, Some(theirs.client_identity("intruder"))).await);
@@ -433,14 +433,7 @@ fn unreadable_certificate_files_are_config_errors() {
         opts.extra = tls;
         let config = dir.join("control.toml");
         std::fs::write(&config, opts.config_text()).unwrap();
-        for check in [true, false] {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead-control"));
-            if check {
-                cmd.arg("--check");
-            }
-            let out = cmd.arg("--config").arg(&config).output().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{stderr}");
+        for stderr in config_errors(&config) {
             assert!(stderr.contains(expected), "{expected} in {stderr}");
         }
     }
