@@ -55,6 +55,8 @@ pub struct Config {
     pub web: WebConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
 }
 
 /// `[tls]`: HTTPS for everything control serves.
@@ -99,6 +101,15 @@ impl TlsConfig {
             .as_ref()
             .map(|_| self.client_auth.unwrap_or(ClientAuth::Required))
     }
+}
+
+/// `[approvals]`: how a draft becomes a commit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// The two-person rule: a draft is submitted by its author and committed (or scheduled) by another
+    /// identity. Off by default.
+    pub two_person: bool,
 }
 
 /// `[web]`: the static web console.

@@ -134,6 +134,12 @@ pub struct VersionMeta {
     /// For rollbacks and reverts: the version whose document this one copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<u64>,
+    /// Under the two-person rule: who submitted the draft that `author` approved by committing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    /// A scheduled commit: the `id` of the schedule that committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<u64>,
 }
 
 // No deny_unknown_fields here: serde does not support it together with flatten (VersionMeta denies).
@@ -159,6 +165,43 @@ pub struct Pending {
 pub struct ActiveFile {
     pub version: u64,
     pub pending: Option<Pending>,
+}
+
+/// A draft revision its author submitted for approval (the two-person rule): only another identity may commit
+/// it, and only while the draft is still that revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The draft revision submitted; any later edit of the draft withdraws the submission.
+    pub revision: u64,
+    pub submitted_by: String,
+    /// RFC 3339, UTC.
+    pub submitted_at: String,
+    pub comment: String,
+}
+
+/// A validated draft to be committed at a given time (a change window).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledCommit {
+    /// The `seq` of the audit entry that scheduled it: names it in the audit log and in the API.
+    pub id: u64,
+    /// Unix time in milliseconds at which it is committed.
+    pub at_unix_ms: u64,
+    pub scheduled_by: String,
+    /// With the two-person rule: who submitted the draft revision scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    pub comment: String,
+    /// The draft revision scheduled; its document is kept here, so later edits of the draft do not change what
+    /// is committed.
+    pub draft_revision: u64,
+    pub confirm_within_s: Option<u64>,
+    pub policy: Document,
+    /// Set when it came due but could not be committed; it then stays, for everyone to see, until cancelled
+    /// or replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +305,8 @@ pub struct Store {
     open_intents: BTreeMap<u64, AuditEntry>,
     /// The last append failed: the file may end in a partial line, to be dropped before the next append.
     audit_torn: bool,
+    submission: Option<Submission>,
+    scheduled: Option<ScheduledCommit>,
 }
 
 impl Store {
@@ -279,6 +324,8 @@ impl Store {
             audit_seq: 0,
             open_intents: BTreeMap::new(),
             audit_torn: false,
+            submission: None,
+            scheduled: None,
         };
         store.load()?;
         Ok(store)
@@ -298,6 +345,12 @@ impl Store {
     }
     fn audit_path(&self) -> PathBuf {
         self.dir.join("audit.jsonl")
+    }
+    fn submission_path(&self) -> PathBuf {
+        self.dir.join("submission.json")
+    }
+    fn scheduled_path(&self) -> PathBuf {
+        self.dir.join("scheduled-commit.json")
     }
 
     fn load(&mut self) -> Result<(), StoreError> {
@@ -322,7 +375,12 @@ impl Store {
                 })?;
             files.push((number, path));
         }
-        for tmp in [".draft.json.tmp", ".active.json.tmp"] {
+        for tmp in [
+            ".draft.json.tmp",
+            ".active.json.tmp",
+            ".submission.json.tmp",
+            ".scheduled-commit.json.tmp",
+        ] {
             let p = self.dir.join(tmp);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(io(&p))?;
@@ -389,6 +447,8 @@ impl Store {
                 })
             }
         }
+        self.submission = read_json(&self.submission_path())?;
+        self.scheduled = read_json(&self.scheduled_path())?;
         self.audit_seq = self.repair_audit()?;
         self.open_intents =
             self.audit(0, usize::MAX)?
@@ -465,6 +525,16 @@ impl Store {
         self.versions.keys().next_back().map_or(1, |v| v + 1)
     }
 
+    /// The submission awaiting approval, if it is still of the current draft revision.
+    pub fn submission(&self) -> Option<&Submission> {
+        self.submission
+            .as_ref()
+            .filter(|s| s.revision == self.revision)
+    }
+    pub fn scheduled(&self) -> Option<&ScheduledCommit> {
+        self.scheduled.as_ref()
+    }
+
     /// Intents with no outcome yet, oldest first.
     pub fn open_intents(&self) -> impl Iterator<Item = &AuditEntry> {
         self.open_intents.values()
@@ -518,7 +588,24 @@ impl Store {
             (self.draft, self.revision) = before;
             return Err(e);
         }
+        // A submission is of one revision: the edit withdraws it. Were its removal to fail, its revision no
+        // longer matches and it is ignored all the same.
+        let _ = self.set_submission(None);
         Ok(self.revision)
+    }
+
+    /// Records (or, with `None`, withdraws) the submission awaiting approval.
+    pub fn set_submission(&mut self, s: Option<Submission>) -> Result<(), StoreError> {
+        write_or_remove(&self.submission_path(), s.as_ref())?;
+        self.submission = s;
+        Ok(())
+    }
+
+    /// Records (or, with `None`, removes) the scheduled commit.
+    pub fn set_scheduled(&mut self, s: Option<ScheduledCommit>) -> Result<(), StoreError> {
+        write_or_remove(&self.scheduled_path(), s.as_ref())?;
+        self.scheduled = s;
+        Ok(())
     }
 
     /// Writes a new version file (not yet active).
@@ -641,6 +728,18 @@ impl Store {
     }
 }
 
+/// Writes `v` to `path` atomically, or removes `path` (durably) when `v` is `None`.
+fn write_or_remove<T: Serialize>(path: &Path, v: Option<&T>) -> Result<(), StoreError> {
+    match v {
+        Some(v) => write_atomic(path, &to_bytes(v)),
+        None => match std::fs::remove_file(path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(path)(e)),
+        },
+    }
+}
+
 fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).expect("store files serialize");
     b.push(b'\n');
@@ -690,6 +789,8 @@ mod tests {
             parent: v.checked_sub(1).filter(|p| *p > 0),
             kind: VersionKind::Commit,
             source: None,
+            submitted_by: None,
+            scheduled: None,
         }
     }
 
