@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "util-linux",
     "adduser",
+    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
+    "openssl",
 ];
 
 fn installed(package: &str) -> bool {
