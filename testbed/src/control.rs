@@ -262,8 +262,9 @@ fn read_token(path: &Path) -> Result<String> {
         )))
 }
 
-/// One HTTP request with the curl command `c`; the status, headers and body it got.
-fn curl(
+/// One HTTP request with the curl command `c` (e.g. [`Control::curl_command`], or one with the `--cacert` of a
+/// control started otherwise); the status, headers and body it got.
+pub fn curl(
     mut c: Command,
     base: &str,
     method: &str,

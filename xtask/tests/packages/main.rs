@@ -342,11 +342,29 @@ fn edit_control_config(root: &Root) -> Result<String> {
     Ok(text)
 }
 
-/// Control's base URL from its ready line.
-fn control_url(ready: &str) -> Result<String> {
-    let v: Value = serde_json::from_str(ready)?;
-    let listen = v["listen"].as_str().ok_or("ready line without listen")?;
-    Ok(format!("http://{listen}"))
+/// Where control answers, from its ready line: its HTTPS URL and the certificate it serves (self-signed at
+/// first start, in its state directory), which the test's curl trusts.
+struct Endpoint {
+    url: String,
+    cacert: PathBuf,
+}
+
+impl Endpoint {
+    fn of(root: &Root, ready: &str) -> Result<Endpoint> {
+        let v: Value = serde_json::from_str(ready)?;
+        let url = v["url"].as_str().ok_or("ready line without url")?;
+        let cert = v["tls"]["cert"].as_str().ok_or("ready line without tls.cert")?;
+        Ok(Endpoint {
+            url: url.to_string(),
+            cacert: root.path(cert),
+        })
+    }
+
+    fn curl(&self) -> Command {
+        let mut c = Command::new("curl");
+        c.arg("-sS").arg("--cacert").arg(&self.cacert);
+        c
+    }
 }
 
 fn admin_token(root: &Root) -> Result<String> {
@@ -360,7 +378,7 @@ fn admin_token(root: &Root) -> Result<String> {
 }
 
 fn call(
-    url: &str,
+    control: &Endpoint,
     token: &str,
     method: &str,
     path: &str,
@@ -370,7 +388,8 @@ fn call(
     let raw = body.map(|b| b.to_string().into_bytes());
     let headers: Vec<(&str, &str)> = etag.map(|e| ("If-Match", e)).into_iter().collect();
     Ok(testbed::control::curl(
-        url,
+        control.curl(),
+        &control.url,
         method,
         path,
         raw.as_deref(),
@@ -449,7 +468,7 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
 
     // Control first: it starts without a dataplane and reconciles when one appears.
     let mut control = control_unit.start(&root)?;
-    let url = control_url(&control.wait_line("\"ready\"")?)?;
+    let url = Endpoint::of(&root, &control.wait_line("\"ready\"")?)?;
     let mut dataplane = dataplane_unit.start(&root)?;
     dataplane.wait_line("\"ready\"")?;
     // Each holds exactly its unit's bounding set: the dataplane a few capabilities, control none.
@@ -485,7 +504,7 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     let version = committed.body["version"].as_u64().ok_or("no version")? as u32;
     assert_eq!(enforced_version(&root)?, Some(version));
     // The console's files, served from the package's web directory.
-    let page = testbed::control::curl(&url, "GET", "/", None, &[], None)?;
+    let page = testbed::control::curl(url.curl(), &url.url, "GET", "/", None, &[], None)?;
     assert_eq!(page.status, 200);
     assert!(
         page.body.as_str().unwrap_or_default().contains("<html"),
@@ -569,7 +588,7 @@ fn installed_run_as_units_commit_and_upgrade() -> Result {
     dataplane.wait_line("\"ready\"")?;
     assert_eq!(enforced_version(&root)?, Some(version));
     let mut control = control_unit.start(&root)?;
-    let url = control_url(&control.wait_line("\"ready\"")?)?;
+    let url = Endpoint::of(&root, &control.wait_line("\"ready\"")?)?;
     let active = call(&url, &token, "GET", "/api/v1/active", None, None)?;
     assert_eq!(active.status, 200, "{:?}", active.body);
     assert_eq!(
