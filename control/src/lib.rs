@@ -22,4 +22,5 @@ pub mod rulehealth;
 pub mod stats;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod traffic;

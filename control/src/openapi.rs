@@ -772,7 +772,7 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "info": {"title": "Bulkhead control API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Policy lifecycle, explain, flows, audit, metrics and flow log of a Bulkhead gateway. See docs/api.md."},
-        "servers": [{"url": "http://127.0.0.1:8180"}],
+        "servers": [{"url": "https://127.0.0.1:8180"}],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {

@@ -50,6 +50,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content. The file is private (0600).
 /// On any error the temporary file is removed, so a failed write on a full disk does not keep the disk full.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(path, bytes, crashpoint::step)
+}
+
+/// [`write_atomic`] for files outside the policy store's life (the TLS certificate): no crash points, so the
+/// crash test's enumeration of durable steps does not depend on them.
+pub fn write_atomic_uncounted(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(path, bytes, |_| {})
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], step: fn(&str)) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -66,14 +76,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             .map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
-        crashpoint::step("before a rename");
+        step("before a rename");
         std::fs::rename(&tmp, path).map_err(io(path))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written?;
-    crashpoint::step("after a rename");
+    step("after a rename");
     sync_dir(dir)
 }
 

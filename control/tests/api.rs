@@ -55,16 +55,9 @@ fn auth_limits_and_openapi_match_the_routes() {
                 .replace("{which}", "draft");
             if path.ends_with("/stream") {
                 // An endless event stream: only check it is there and authorized.
-                let out = std::process::Command::new("curl")
-                    .args([
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        "--max-time",
-                        "1",
-                    ])
+                let out = c
+                    .curl_command()
+                    .args(["-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1"])
                     .args(["-H", &format!("Authorization: Bearer {}", c.token)])
                     .arg(format!("{}{concrete}", c.url))
                     .output()

@@ -19,14 +19,19 @@ fn fresh_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Control in process, and the requests these tests make to it.
-struct Server(local::Local);
+/// Control in process with a client that trusts its certificate, and the requests these tests make to it.
+struct Server(local::Local, reqwest::Client);
 
 async fn start(name: &str, extra: &str) -> Server {
-    Server(local::start(&fresh_dir(name), extra).await)
+    Server::new(local::start(&fresh_dir(name), extra).await)
 }
 
 impl Server {
+    fn new(local: local::Local) -> Server {
+        let client = local.client();
+        Server(local, client)
+    }
+
     /// `method path` with `token` (none: no Authorization), `If-Match: "draft-0"` and a JSON body: the status,
     /// the headers and the answer.
     async fn send(
@@ -37,8 +42,7 @@ impl Server {
         body: &Value,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self
-            .0
-            .client
+            .1
             .request(method, format!("{}{path}", self.0.url))
             .header("If-Match", "\"draft-0\"")
             .header("Content-Type", "application/json")
@@ -84,8 +88,7 @@ impl Server {
     /// Opens the flow-log stream with `token`.
     async fn stream(&self, token: &str) -> reqwest::Response {
         let stream = self
-            .0
-            .client
+            .1
             .get(format!("{}/api/v1/flow-log/stream", self.0.url))
             .bearer_auth(token)
             .send()
@@ -450,7 +453,7 @@ async fn an_old_token_file_migrates_and_its_secrets_keep_working_as_admin() {
     let old = "admin 6a1f0c9e2b7d4a8f6a1f0c9e2b7d4a8f\nci ci-secret-0123456789\n";
     std::fs::write(&tokens, old).unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let s = Server(local::start(&dir, "").await);
+    let s = Server::new(local::start(&dir, "").await);
     for (identity, secret) in [
         ("admin", "6a1f0c9e2b7d4a8f6a1f0c9e2b7d4a8f"),
         ("ci", "ci-secret-0123456789"),

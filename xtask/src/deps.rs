@@ -28,6 +28,15 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-liberation",
+    // The Debian packages (`cargo xtask package`) and their test: dpkg-shlibdeps for the library dependencies,
+    // lintian, systemd-analyze and systemd-sysusers, setpriv/unshare/nsenter for the throwaway install.
+    "dpkg-dev",
+    "lintian",
+    "systemd",
+    "util-linux",
+    "adduser",
+    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
+    "openssl",
 ];
 
 fn installed(package: &str) -> bool {
