@@ -105,16 +105,8 @@ impl Role {
             Role::Operator => &[Read, Kill, Confirm],
             Role::Author => &[Read, Kill, Confirm, Analyze, Edit, Submit],
             Role::Approver => &[Read, Kill, Confirm, Analyze, Edit, Submit, Commit],
-            Role::Admin => &[
-                Read,
-                Kill,
-                Confirm,
-                Analyze,
-                Edit,
-                Submit,
-                Commit,
-                ManageTokens,
-            ],
+            // Every right.
+            Role::Admin => &Right::ALL,
         }
     }
 
