@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::export::{ExportedFlow, Exporters};
 use crate::metrics::at_least;
 use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 use protocol::{EventBatch, EventKind, FlowEvent};
@@ -265,6 +266,8 @@ pub struct FlowLog {
     tx: broadcast::Sender<Arc<StoredEvent>>,
     file: Arc<Mutex<LogFile>>,
     stats: Stats,
+    /// SIEM exporters: each event is offered to them once, without waiting.
+    export: Arc<Exporters>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,6 +279,14 @@ impl FlowLog {
     /// events of the files, so the API and stream resumption survive a control restart, and numbering
     /// continues after them.
     pub fn new(config: FlowLogConfig) -> std::io::Result<Arc<FlowLog>> {
+        FlowLog::with_export(config, Exporters::none())
+    }
+
+    /// [`new`](Self::new), offering every event to `export`.
+    pub fn with_export(
+        config: FlowLogConfig,
+        export: Arc<Exporters>,
+    ) -> std::io::Result<Arc<FlowLog>> {
         let file = LogFile::open(&config)?;
         let events = history(&config)?;
         let next_seq = events.back().map_or(1, |e| e.seq + 1);
@@ -286,6 +297,7 @@ impl FlowLog {
             file: Arc::new(Mutex::new(file)),
             stats: Stats::new(),
             config,
+            export,
         }))
     }
 
@@ -376,7 +388,13 @@ impl FlowLog {
                 };
                 let seq = ring.next_seq;
                 ring.next_seq += 1;
+                let flow = ExportedFlow::new(seq, e);
                 map.insert("seq".into(), json!(seq));
+                map.insert("community_id".into(), json!(flow.community_id));
+                if let Some(state) = flow.conn_state {
+                    map.insert("conn_state".into(), json!(state));
+                }
+                self.export.offer_flow(&flow);
                 let ev = Arc::new(StoredEvent {
                     seq,
                     key,

@@ -15,6 +15,7 @@ use bulkhead_control::app::App;
 use bulkhead_control::auth::Tokens;
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::export::Exporters;
 use bulkhead_control::flowlog::FlowLog;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
@@ -72,12 +73,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Store::open(&config.store_dir)?;
+    let mut store = Store::open(&config.store_dir)?;
     let tokens = Tokens::load_or_create(&config.token_path())?;
     let dataplane = Dataplane::new(&config.dataplane_socket)
         .with_timeout(Duration::from_millis(config.dataplane_timeout_ms));
     let metrics = Metrics::new(config.metrics.clone());
-    let flowlog = FlowLog::new(config.flow_log.clone())
+    let export = Exporters::start(&config.export, metrics.registry())?;
+    store.export_audit_to(export.clone());
+    let flowlog = FlowLog::with_export(config.flow_log.clone(), export)
         .map_err(|e| format!("flow log {}: {e}", config.flow_log.path.display()))?;
     flowlog
         .register_metrics(metrics.registry())

@@ -22,12 +22,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use policy::{Document, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::crashpoint;
+use crate::export::Exporters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -252,6 +254,8 @@ pub struct Store {
     open_intents: BTreeMap<u64, AuditEntry>,
     /// The last append failed: the file may end in a partial line, to be dropped before the next append.
     audit_torn: bool,
+    /// SIEM exporters of the audit stream: every appended entry is offered to them, without waiting.
+    export: Arc<Exporters>,
 }
 
 impl Store {
@@ -269,9 +273,15 @@ impl Store {
             audit_seq: 0,
             open_intents: BTreeMap::new(),
             audit_torn: false,
+            export: Exporters::none(),
         };
         store.load()?;
         Ok(store)
+    }
+
+    /// Offers every audit entry appended from now on to `export`.
+    pub fn export_audit_to(&mut self, export: Arc<Exporters>) {
+        self.export = export;
     }
 
     fn versions_dir(&self) -> PathBuf {
@@ -593,6 +603,7 @@ impl Store {
         }
         self.audit_seq = entry.seq;
         crashpoint::step("after an audit line");
+        self.export.offer_audit(&entry);
         Ok(entry)
     }
 
