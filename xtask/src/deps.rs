@@ -28,6 +28,12 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-liberation",
+    // SIEM export tests: a real syslog receiver with its TLS driver, nfdump's IPFIX collector, and a venv for
+    // the reference Community ID implementation from PyPI.
+    "rsyslog",
+    "rsyslog-gnutls",
+    "nfdump",
+    "python3-venv",
 ];
 
 fn installed(package: &str) -> bool {

@@ -15,16 +15,15 @@ use std::net::IpAddr;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-use protocol::{EventKind, FlowEvent};
+use protocol::FlowEvent;
+
+use super::flow::icmp_type_code;
 
 const ICMP: u8 = 1;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMPV6: u8 = 58;
 const SCTP: u8 = 132;
-
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
 
 /// The Community ID of a flow given as its originator's tuple. For ICMP/ICMPv6 `sport` is the type and `dport`
 /// the code; protocols other than TCP, UDP, SCTP, ICMP and ICMPv6 are hashed without ports.
@@ -117,14 +116,12 @@ fn icmpv6_counterpart(ty: u8) -> Option<u8> {
     })
 }
 
-/// The Community ID (seed 0, as Zeek and Suricata default to) of a dataplane flow event. Tracked ICMP flows
-/// are echo exchanges keyed by identifier, opened by an echo request, so they hash as request type and code
-/// 0; a denied ICMP packet's event carries its type and code in `sport` and `dport`.
+/// The Community ID (seed 0, as Zeek and Suricata default to) of a dataplane flow event; ICMP by its type and
+/// code ([`icmp_type_code`]).
 pub fn of_event(e: &FlowEvent) -> String {
-    let (sport, dport) = match (e.proto, e.kind) {
-        (ICMP, EventKind::New | EventKind::Closed) => (u16::from(ICMP_ECHO_REQUEST), 0),
-        (ICMPV6, EventKind::New | EventKind::Closed) => (u16::from(ICMPV6_ECHO_REQUEST), 0),
-        _ => (e.sport, e.dport),
+    let (sport, dport) = match icmp_type_code(e) {
+        Some((ty, code)) => (u16::from(ty), u16::from(code)),
+        None => (e.sport, e.dport),
     };
     community_id(0, e.src, e.dst, sport, dport, e.proto)
 }

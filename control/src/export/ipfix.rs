@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::flow::{flow_end_reason, tcp_control_bits};
+use super::flow::{flow_end_reason, icmp_type_code, tcp_control_bits};
 use super::{Backoff, Counters, DropReason, ExportedFlow, IpfixConfig, Item};
 use protocol::EventKind;
 
@@ -138,6 +138,15 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..end]);
 }
 
+/// The transport ports of a record. ICMP and ICMPv6 carry, as NetFlow collectors (nfdump among them) read
+/// it, source port 0 and destination port `type * 256 + code`.
+fn ports(e: &protocol::FlowEvent) -> (u16, u16) {
+    match icmp_type_code(e) {
+        Some((ty, code)) => (0, (u16::from(ty) << 8) | u16::from(code)),
+        None => (e.sport, e.dport),
+    }
+}
+
 /// A flow's data record for its family's template: (template id, bytes).
 pub fn record(f: &ExportedFlow) -> (u16, Vec<u8>) {
     let e = &f.event;
@@ -164,8 +173,9 @@ pub fn record(f: &ExportedFlow) -> (u16, Vec<u8>) {
         EventKind::Denied => (e.packets, e.bytes, 3),
         EventKind::Closed => (e.packets, e.bytes, 2),
     };
-    r.extend_from_slice(&e.sport.to_be_bytes());
-    r.extend_from_slice(&e.dport.to_be_bytes());
+    let (sport, dport) = ports(e);
+    r.extend_from_slice(&sport.to_be_bytes());
+    r.extend_from_slice(&dport.to_be_bytes());
     r.push(e.proto);
     r.extend_from_slice(&e.vlan.to_be_bytes());
     r.extend_from_slice(&unix_ms(f.start_time()).to_be_bytes());
