@@ -255,7 +255,7 @@ for proto, src, dst, sport, dport in json.load(sys.stdin):
         .collect()
 }
 
-/// The records nfdump reads from what nfcapd wrote: `[src, dst, sport, dport, proto, packets, bytes]`.
+/// The records nfdump reads from what nfcapd wrote: `[src, dst, sport, dport, proto, packets, bytes, flags]`.
 fn nfdump_records(dir: &Path) -> Vec<Vec<String>> {
     let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -276,7 +276,7 @@ fn nfdump_records(dir: &Path) -> Vec<Vec<String>> {
     for f in files {
         let o = Command::new("nfdump")
             .args(["-q", "-N", "-r", f.to_str().unwrap(), "-o"])
-            .arg("fmt:%sa|%da|%sp|%dp|%pr|%pkt|%byt")
+            .arg("fmt:%sa|%da|%sp|%dp|%pr|%pkt|%byt|%flg")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -413,10 +413,9 @@ observation_domain = 7
         .find(|e| e["proto"] == 6 && e["dport"] == 8080)
         .unwrap()
         .clone();
-    assert!(
-        ["SF", "S1", "S2"].contains(&http["conn_state"].as_str().unwrap()),
-        "{http}"
-    );
+    // Both sides opened and closed: SYN and FIN from the client, SYN-ACK and FIN from the server.
+    assert_eq!(http["tcp_flags"], json!([0x03, 0x13]), "{http}");
+    assert_eq!(http["conn_state"], "SF", "{http}");
 
     // The flow log's Community IDs against the reference implementation.
     let all = flow_log(&c, "");
@@ -589,6 +588,7 @@ observation_domain = 7
         "6".into(),
         http["packets"][0].to_string(),
         http["bytes"][0].to_string(),
+        "...A..SF".into(),
     ];
     assert!(
         records.iter().any(|r| r[..] == want[..]),

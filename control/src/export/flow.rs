@@ -1,23 +1,10 @@
 //! A flow event as control exports it: the dataplane's event, its flow-log `seq`, and what control derives from
 //! it — the Community ID and, for a closed TCP flow, a Zeek-style `conn_state`.
 //!
-//! **`conn_state` is an approximation.** Zeek derives it from the flags each side sent; the dataplane reports a
-//! closed flow's final TCP state and its packet counts each way, not per-direction flags (adding them to the
-//! connection entry would take it past its memory budget). So:
-//!
-//! | final state | conn_state |
-//! |---|---|
-//! | `syn_sent`, no reply packet | `S0` (attempt, no reply) |
-//! | `syn_sent` with reply packets, `syn_sent2` | `OTH` (no handshake the gateway could follow) |
-//! | `syn_recv`, `established` | `S1` (established, not terminated: idle timeout, kill, eviction) |
-//! | `fin_wait`, `close_wait` | `S2` (one side closed; Zeek would say `S3` when it was the responder) |
-//! | `last_ack`, `time_wait` | `SF` (normal establishment and termination) |
-//! | `close`, one packet each way | `REJ` (a SYN answered by a reset) |
-//! | `close`, no reply packet | `RSTOS0` (the originator reset before any answer) |
-//! | `close`, otherwise | `RSTO` (reset after the handshake; Zeek would say `RSTR` when the responder reset) |
-//!
-//! `SH`, `SHR` and `RSTRH` cannot occur: the dataplane never tracks a flow whose SYN it did not see open it (in
-//! strict mode), and drops a FIN before the handshake.
+//! `conn_state` follows Zeek's definitions from the control flags each side sent (`tcp_flags`: SYN, FIN, RST;
+//! the responder's SYN-ACK). The dataplane records them where its state machine handles them anyway, never on
+//! the per-packet path. From an older dataplane that does not report them, it is derived from the final TCP
+//! state and the packet counts, which cannot tell who closed or reset (`S2`, `RSTO`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -76,11 +63,40 @@ pub fn icmp_type_code(e: &FlowEvent) -> Option<(u8, u8)> {
     }
 }
 
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
 /// The Zeek-style state of a closed TCP flow; `None` for other events and protocols.
 pub fn conn_state(e: &FlowEvent) -> Option<&'static str> {
     if e.kind != EventKind::Closed || e.proto != TCP {
         return None;
     }
+    let Some([orig, resp]) = e.tcp_flags else {
+        return conn_state_from_state(e);
+    };
+    let has = |side: u8, flag: u8| side & flag != 0;
+    let answered = has(resp, SYN);
+    Some(match (has(orig, RST), has(resp, RST)) {
+        _ if !has(orig, SYN) => "OTH",
+        (true, _) if !answered => "RSTOS0",
+        (_, true) if !answered => "REJ",
+        (true, _) => "RSTO",
+        (_, true) => "RSTR",
+        _ if !answered && e.packets[1] == 0 => "S0",
+        _ if !answered => "OTH",
+        _ => match (has(orig, FIN), has(resp, FIN)) {
+            (true, true) => "SF",
+            (true, false) => "S2",
+            (false, true) => "S3",
+            (false, false) => "S1",
+        },
+    })
+}
+
+/// `conn_state` from the final state and packet counts alone (a dataplane that reports no `tcp_flags`).
+fn conn_state_from_state(e: &FlowEvent) -> Option<&'static str> {
     let [orig, reply] = e.packets;
     Some(match e.tcp_state.as_deref()? {
         "syn_sent" if reply == 0 => "S0",
@@ -95,27 +111,23 @@ pub fn conn_state(e: &FlowEvent) -> Option<&'static str> {
     })
 }
 
-/// TCP control bits (IPFIX `tcpControlBits`) a flow's TCP state implies were seen, both directions together:
-/// SYN once a handshake began, ACK once answered, FIN in the closing states, RST when reset. Like
-/// `conn_state`, derived from the state at the event, not from the flags of every packet; 0 for other
-/// protocols.
+/// IPFIX `tcpControlBits`: the flags both sides sent together (`tcp_flags`), or, from a dataplane that does
+/// not report them, what the TCP state implies; 0 for other protocols and denied packets.
 pub fn tcp_control_bits(e: &FlowEvent) -> u16 {
-    const FIN: u16 = 0x01;
-    const SYN: u16 = 0x02;
-    const RST: u16 = 0x04;
-    const ACK: u16 = 0x10;
     if e.proto != TCP {
         return 0;
     }
-    match e.tcp_state.as_deref() {
+    if let Some([orig, resp]) = e.tcp_flags {
+        return u16::from(orig | resp);
+    }
+    u16::from(match e.tcp_state.as_deref() {
         Some("syn_sent" | "syn_sent2") => SYN,
         Some("syn_recv" | "established") => SYN | ACK,
         Some("fin_wait" | "close_wait" | "last_ack" | "time_wait") => SYN | ACK | FIN,
         Some("close") if e.packets[1] > 0 => SYN | ACK | RST,
         Some("close") => SYN | RST,
-        // A denied packet: its flags are not reported.
         _ => 0,
-    }
+    })
 }
 
 /// IPFIX `flowEndReason` of a closed flow: 3 (end of flow detected) when it ended by FIN or RST, else 1
@@ -157,11 +169,37 @@ mod tests {
             bytes: [100, 100],
             duration_ms: 1500,
             tcp_state: Some(state.into()),
+            tcp_flags: None,
         }
     }
 
     #[test]
-    fn conn_state_of_each_ending() {
+    fn conn_state_from_the_flags_each_side_sent() {
+        const SA: u8 = SYN | ACK;
+        let cases = [
+            ([SYN, 0], [2, 0], "S0"),
+            ([SYN, RST | ACK], [1, 1], "REJ"),
+            ([SYN | RST, 0], [2, 0], "RSTOS0"),
+            ([SYN, SA], [3, 2], "S1"),
+            ([SYN | FIN, SA | FIN], [6, 5], "SF"),
+            ([SYN | FIN, SA], [5, 4], "S2"),
+            ([SYN, SA | FIN], [5, 4], "S3"),
+            ([SYN | RST, SA], [5, 4], "RSTO"),
+            ([SYN, SA | RST], [5, 4], "RSTR"),
+            ([FIN, FIN], [5, 4], "OTH"),
+        ];
+        for (flags, packets, want) in cases {
+            let mut e = closed("close", packets);
+            e.tcp_flags = Some(flags);
+            assert_eq!(conn_state(&e), Some(want), "{flags:?} {packets:?}");
+        }
+        let mut e = closed("time_wait", [6, 5]);
+        e.tcp_flags = Some([SYN | FIN | 0x08, SA | FIN]);
+        assert_eq!(tcp_control_bits(&e), 0x1b);
+    }
+
+    #[test]
+    fn conn_state_of_each_ending_without_flags() {
         let cases = [
             ("syn_sent", [3, 0], "S0"),
             ("syn_sent", [1, 1], "OTH"),

@@ -28,6 +28,7 @@ fn event(kind: EventKind, src: &str, dst: &str) -> FlowEvent {
         bytes: [700, 5000],
         duration_ms: 2500,
         tcp_state: Some("time_wait".into()),
+        tcp_flags: Some([0x03, 0x13]),
     }
 }
 
