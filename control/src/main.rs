@@ -49,6 +49,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Err(e) = Exporters::check_files(&config.export) {
+            eprintln!("bulkhead-control: config error: {e}");
+            return ExitCode::from(2);
+        }
         println!("{}: ok (listen {})", cli.config.display(), config.listen);
         return ExitCode::SUCCESS;
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::export::community_id::community_id;
 use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
 use protocol::{ErrorReply, EventBatch, Request};
@@ -85,7 +86,7 @@ fn event(
         "src": src, "dst": dst, "sport": sport, "dport": dport, "proto": proto, "vlan": 0,
         "verdict": if kind == "denied" { "deny" } else { "allow" },
         "rule_id": rule_id, "policy_version": 1, "packets": [1, 0], "bytes": [60, 0], "duration_ms": 0,
-        "tcp_state": null, "src_segments": ["engineering"], "dst_segments": ["ot-legacy"],
+        "tcp_state": null, "tcp_flags": null, "src_segments": ["engineering"], "dst_segments": ["ot-legacy"],
     })
 }
 
@@ -198,10 +199,21 @@ async fn filters_and_paging_select_exactly() {
         (v["oldest_seq"].clone(), v["newest_seq"].clone()),
         (json!(1), json!(7))
     );
-    // The event is the dataplane's, plus seq.
+    // The event is the dataplane's, plus seq and its Community ID.
     let (_, v) = get(addr, "?rule_id=90").await;
     let mut e = v["events"][0].clone();
     assert_eq!(e.as_object_mut().unwrap().remove("seq"), Some(json!(2)));
+    assert_eq!(
+        e.as_object_mut().unwrap().remove("community_id"),
+        Some(json!(community_id(
+            0,
+            "10.99.0.2".parse().unwrap(),
+            "10.99.0.1".parse().unwrap(),
+            50000,
+            22,
+            6
+        )))
+    );
     assert_eq!(
         e,
         event("denied", "10.99.0.2", "10.99.0.1", 50000, 22, 6, 90)
@@ -569,6 +581,14 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
             10,
         );
         e["seq"] = json!(seq);
+        e["community_id"] = json!(community_id(
+            0,
+            "10.99.0.1".parse().unwrap(),
+            "10.99.0.2".parse().unwrap(),
+            10000 + seq as u16,
+            8080,
+            6
+        ));
         let len = e.to_string().len() as u64 + 1;
         if size > 0 && size + len > cfg.rotate_bytes {
             rotations += 1;

@@ -475,10 +475,7 @@ impl Exporters {
             .map_err(|e| ExportError::Metrics(e.to_string()))?;
         let mut feeds = Vec::new();
         for (index, s) in config.syslog.iter().enumerate() {
-            let sender = syslog::Sender::new(s).map_err(|problem| ExportError::Syslog {
-                index,
-                problem: problem.to_string(),
-            })?;
+            let sender = sender(index, s)?;
             let counters = metrics.exporter(&s.name);
             let (tx, rx) = mpsc::channel(s.queue);
             tokio::spawn(syslog::run(sender, rx, counters.clone()));
@@ -499,6 +496,15 @@ impl Exporters {
             });
         }
         Ok(Arc::new(Exporters { feeds }))
+    }
+
+    /// Reads what the exporters will need from files (the TLS CAs, client certificates and keys), as
+    /// [`start`](Self::start) does, without starting anything: for `--check`.
+    pub fn check_files(config: &ExportConfig) -> Result<(), ExportError> {
+        for (index, s) in config.syslog.iter().enumerate() {
+            sender(index, s)?;
+        }
+        Ok(())
     }
 
     /// Whether any exporter runs.
@@ -526,6 +532,14 @@ impl Exporters {
             });
         }
     }
+}
+
+/// The sender of syslog receiver `index` (its TLS files read).
+fn sender(index: usize, config: &SyslogConfig) -> Result<syslog::Sender, ExportError> {
+    syslog::Sender::new(config).map_err(|problem| ExportError::Syslog {
+        index,
+        problem: problem.to_string(),
+    })
 }
 
 /// Exponential backoff between reconnection attempts: `backoff_ms`, doubled after each failure, at most
