@@ -38,7 +38,9 @@ fn example_config_checks() {
 
 /// The example with one syslog exporter appended.
 fn with_syslog(lines: &str) -> String {
-    format!("{EXAMPLE}\n[[export.syslog]]\nname = \"siem\"\naddress = \"127.0.0.1:6514\"\n{lines}\n")
+    format!(
+        "{EXAMPLE}\n[[export.syslog]]\nname = \"siem\"\naddress = \"127.0.0.1:6514\"\n{lines}\n"
+    )
 }
 
 #[test]
@@ -69,7 +71,10 @@ fn invalid_configs_name_the_field_and_exit_2() {
             with_syslog("transport = \"tls\"\nca = \"/nonexistent/ca.pem\""),
             "export.syslog[0]: /nonexistent/ca.pem",
         ),
-        (with_syslog("transport = \"smtp\""), "export.syslog[0].transport"),
+        (
+            with_syslog("transport = \"smtp\""),
+            "export.syslog[0].transport",
+        ),
     ];
     for (config, field) in cases {
         let (code, stderr) = run(&config);

@@ -41,12 +41,12 @@ pub fn community_id(
         TCP | UDP | SCTP => true,
         ICMP | ICMPV6 => {
             let (ty, code) = (sport as u8, dport);
-            let counterpart = if proto == ICMP {
-                icmp_counterpart(ty)
+            let pairs: &[(u8, u8)] = if proto == ICMP {
+                &ICMP_PAIRS
             } else {
-                icmpv6_counterpart(ty)
+                &ICMPV6_PAIRS
             };
-            match counterpart {
+            match counterpart(pairs, ty) {
                 Some(other) => b.1 = u16::from(other),
                 None => {
                     b.1 = code;
@@ -80,39 +80,26 @@ pub fn community_id(
     )
 }
 
-/// The type that answers (or is answered by) ICMP type `ty`, per the spec.
-fn icmp_counterpart(ty: u8) -> Option<u8> {
-    Some(match ty {
-        8 => 0,
-        0 => 8,
-        13 => 14,
-        14 => 13,
-        15 => 16,
-        16 => 15,
-        10 => 9,
-        9 => 10,
-        17 => 18,
-        18 => 17,
-        _ => return None,
-    })
-}
+/// ICMP request and answer types that hash as one two-way flow, per the spec: echo, router, timestamp,
+/// information and address mask.
+const ICMP_PAIRS: [(u8, u8); 5] = [(8, 0), (10, 9), (13, 14), (15, 16), (17, 18)];
 
-/// The ICMPv6 counterpart types, per the spec.
-fn icmpv6_counterpart(ty: u8) -> Option<u8> {
-    Some(match ty {
-        128 => 129,
-        129 => 128,
-        133 => 134,
-        134 => 133,
-        135 => 136,
-        136 => 135,
-        130 => 131,
-        131 => 130,
-        139 => 140,
-        140 => 139,
-        144 => 145,
-        145 => 144,
-        _ => return None,
+/// The same for ICMPv6: echo, multicast listener, router, neighbor, node information, home agent discovery.
+const ICMPV6_PAIRS: [(u8, u8); 6] = [
+    (128, 129),
+    (130, 131),
+    (133, 134),
+    (135, 136),
+    (139, 140),
+    (144, 145),
+];
+
+/// The type that answers (or is answered by) type `ty`, if it has one.
+fn counterpart(pairs: &[(u8, u8)], ty: u8) -> Option<u8> {
+    pairs.iter().find_map(|&(a, b)| match ty {
+        t if t == a => Some(b),
+        t if t == b => Some(a),
+        _ => None,
     })
 }
 

@@ -10,14 +10,13 @@
 //! Enterprise elements use private enterprise number [`PEN`] 32473, which RFC 5612 reserves for documentation:
 //! a placeholder until Bulkhead registers its own number with IANA.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::flow::{flow_end_reason, icmp_type_code, tcp_control_bits};
-use super::{Backoff, Counters, DropReason, ExportedFlow, IpfixConfig, Item};
+use super::{connected_udp, Backoff, Counters, DropReason, ExportedFlow, IpfixConfig, Item};
 use protocol::EventKind;
 
 /// Bulkhead's private enterprise number (placeholder: RFC 5612's documentation number).
@@ -301,7 +300,7 @@ pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Co
     let interval = Duration::from_secs(config.template_interval_s);
     let mut lost_one = false;
     loop {
-        let socket = match connect(&config.address).await {
+        let socket = match connected_udp(&config.address).await {
             Ok(s) => s,
             Err(e) => {
                 if !lost_one {
@@ -367,19 +366,4 @@ pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Co
         );
         tokio::time::sleep(backoff.next_wait()).await;
     }
-}
-
-async fn connect(address: &str) -> std::io::Result<UdpSocket> {
-    let addr = tokio::net::lookup_host(address)
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
-    let local: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(addr).await?;
-    Ok(socket)
 }

@@ -570,6 +570,27 @@ impl Backoff {
     }
 }
 
+/// A UDP socket connected to the first address `address` resolves to.
+pub async fn connected_udp(address: &str) -> std::io::Result<tokio::net::UdpSocket> {
+    let addr = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{address} resolves to nothing"),
+            )
+        })?;
+    let local: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(addr).await?;
+    Ok(socket)
+}
+
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
 pub fn host_of(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);

@@ -18,7 +18,10 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::{Backoff, Counters, DropReason, ExportedFlow, Format, Item, SyslogConfig, Transport};
+use super::{
+    connected_udp, Backoff, Counters, DropReason, ExportedFlow, Format, Item, SyslogConfig,
+    Transport,
+};
 use crate::store::AuditEntry;
 use protocol::EventKind;
 use std::net::IpAddr;
@@ -313,16 +316,7 @@ impl Sender {
     async fn connect(&self) -> Result<Connection, SendError> {
         let addr = self.resolve().await?;
         match self.config.transport {
-            Transport::Udp => {
-                let local: SocketAddr = if addr.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                let socket = UdpSocket::bind(local).await?;
-                socket.connect(addr).await?;
-                Ok(Connection::Udp(socket))
-            }
+            Transport::Udp => Ok(Connection::Udp(connected_udp(&addr.to_string()).await?)),
             Transport::Tcp => Ok(Connection::Tcp(TcpStream::connect(addr).await?)),
             Transport::Tls => {
                 let (connector, name) = self.tls.as_ref().expect("a TLS sender has a connector");
