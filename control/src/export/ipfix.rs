@@ -1,5 +1,5 @@
-//! IPFIX export (RFC 7011) of flow events over UDP: one template per address family, resent at start and every
-//! `template_interval_s`; data records packed into messages no larger than `max_message_bytes`.
+//! IPFIX export (RFC 7011) of flow events over UDP: one template per address family, sent when the socket opens
+//! and again every `template_interval_s`; data records packed into messages no larger than `max_message_bytes`.
 //!
 //! Each flow event is one data record whose `firewallEvent` (IE 233) says what it is, as NSX exports it:
 //! 1 created, 3 denied, 2 deleted (closed). Counters are deltas whose sum over a flow's records is the flow's
@@ -11,7 +11,7 @@
 //! a placeholder until Bulkhead registers its own number with IANA.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -320,33 +320,39 @@ pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Co
         backoff.reset();
         counters.connected.set(1);
         let mut packer = Packer::new(config.observation_domain, config.max_message_bytes);
-        let mut templates_due = Instant::now();
+        // The first tick is immediate: templates go first, then on schedule.
+        let mut templates = tokio::time::interval(interval);
+        templates.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let error = 'connected: loop {
-            let Some(first) = rx.recv().await else {
-                counters.connected.set(0);
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+            let mut messages = Vec::new();
+            tokio::select! {
+                _ = templates.tick() => {
+                    messages.extend(packer.push_templates(SystemTime::now()).map(|m| (m, 0)));
+                }
+                item = rx.recv() => {
+                    let Some(first) = item else {
+                        counters.connected.set(0);
+                        return;
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    let now = SystemTime::now();
+                    for item in &batch {
+                        let Item::Flow(f) = item else { continue };
+                        let (template, rec) = record(f);
+                        let before = packer.pending();
+                        if let Some(m) = packer.push_record(template, &rec, now) {
+                            messages.push((m, before));
+                        }
+                    }
                 }
             }
             let now = SystemTime::now();
-            let mut messages = Vec::new();
-            if Instant::now() >= templates_due {
-                messages.extend(packer.push_templates(now).map(|m| (m, 0)));
-                templates_due = Instant::now() + interval;
-            }
-            for item in &batch {
-                let Item::Flow(f) = item else { continue };
-                let (template, rec) = record(f);
-                let before = packer.pending();
-                if let Some(m) = packer.push_record(template, &rec, now) {
-                    messages.push((m, before));
-                }
-            }
             let last = packer.pending();
             messages.extend(packer.finish(now).map(|m| (m, last)));
             for (i, (m, records)) in messages.iter().enumerate() {

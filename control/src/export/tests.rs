@@ -294,3 +294,95 @@ fn backoff_doubles_up_to_its_cap() {
     b.reset();
     assert_eq!(b.next_wait(), Duration::from_millis(100));
 }
+
+/// Reads a record's fixed fields back: (ports, counts `[orig packets, orig bytes, reply packets, reply bytes]`,
+/// tcpControlBits, flowEndReason, firewallEvent, rule, version, the four strings).
+fn decode_v4_record(r: &[u8]) -> (u16, u16, [u64; 4], u16, u8, u8, u32, u32, Vec<String>) {
+    let be16 = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
+    let be64 = |at: usize| u64::from_be_bytes(r[at..at + 8].try_into().unwrap());
+    let be32 = |at: usize| u32::from_be_bytes(r[at..at + 4].try_into().unwrap());
+    // 4+4 addresses, 2+2 ports, 1 proto, 2 vlan, 8+8 times, then the counters at 31.
+    let counts = [be64(31), be64(39), be64(47), be64(55)];
+    let mut strings = Vec::new();
+    let mut at = 75;
+    for _ in 0..4 {
+        let len = usize::from(r[at]);
+        strings.push(String::from_utf8(r[at + 1..at + 1 + len].to_vec()).unwrap());
+        at += 1 + len;
+    }
+    assert_eq!(at, r.len());
+    (
+        be16(8),
+        be16(10),
+        counts,
+        be16(63),
+        r[65],
+        r[66],
+        be32(67),
+        be32(71),
+        strings,
+    )
+}
+
+#[test]
+fn ipfix_records_carry_both_directions_and_what_happened() {
+    let flow = ExportedFlow::new(3, event(EventKind::Closed, "10.0.0.1", "10.0.0.2"));
+    let (template, r) = ipfix::record(&flow);
+    assert_eq!(template, ipfix::TEMPLATE_V4);
+    let (sport, dport, counts, flags, end, firewall, rule, version, strings) = decode_v4_record(&r);
+    assert_eq!((sport, dport), (40000, 443));
+    assert_eq!(counts, [6, 700, 5, 5000]);
+    assert_eq!((flags, end, firewall), (0x13, 3, 2));
+    assert_eq!((rule, version), (10, 3));
+    assert_eq!(
+        strings,
+        ["eng|a=b", "ot,scada", flow.community_id.as_str(), "SF"]
+    );
+    // Created: no counts yet (the closed record counts the whole flow); denied ICMP: type and code.
+    let created = ExportedFlow::new(1, event(EventKind::New, "10.0.0.1", "10.0.0.2"));
+    let (_, _, counts, _, end, firewall, ..) = decode_v4_record(&ipfix::record(&created).1);
+    assert_eq!((counts, end, firewall), ([0; 4], 0, 1));
+    let mut ping = event(EventKind::Denied, "10.0.0.2", "10.0.0.1");
+    (
+        ping.proto,
+        ping.sport,
+        ping.dport,
+        ping.tcp_state,
+        ping.tcp_flags,
+    ) = (1, 8, 0, None, None);
+    let denied = ExportedFlow::new(2, ping);
+    let (sport, dport, counts, _, _, firewall, ..) = decode_v4_record(&ipfix::record(&denied).1);
+    assert_eq!((sport, dport, counts[0], firewall), (0, 8 << 8, 6, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipfix_sends_templates_at_start_and_on_schedule() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let config: ExportConfig = toml::from_str(&format!(
+        "[[ipfix]]\nname = \"c\"\naddress = \"{}\"\ntemplate_interval_s = 60\nobservation_domain = 9\n",
+        collector.local_addr().unwrap()
+    ))
+    .unwrap();
+    let counters = ExportMetrics::new().exporter("c");
+    let (tx, rx) = mpsc::channel(8);
+    let task = tokio::spawn(ipfix::run(config.ipfix[0].clone(), rx, counters.clone()));
+    let mut buf = [0u8; 2048];
+    let mut next = async || {
+        let n = collector.recv(&mut buf).await.unwrap();
+        sets(&buf[..n])
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<u16>>()
+    };
+    let start = tokio::time::Instant::now();
+    assert_eq!(next().await, [2], "templates first");
+    let flow = ExportedFlow::new(1, event(EventKind::Closed, "10.0.0.1", "10.0.0.2"));
+    tx.send(Item::Flow(flow)).await.unwrap();
+    assert_eq!(next().await, [ipfix::TEMPLATE_V4]);
+    assert_eq!(counters.sent.get(), 1);
+    assert_eq!(next().await, [2], "templates again");
+    assert!(start.elapsed() >= Duration::from_secs(60));
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(counters.connected.get(), 0);
+}
