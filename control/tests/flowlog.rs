@@ -442,6 +442,12 @@ async fn the_stream_fans_out_filters_and_resumes_and_the_poller_waits_for_the_da
     }
     let e = denied.next().await;
     assert_eq!((e.id, e.data["src"].clone()), (Some(2), json!("10.99.0.2")));
+    let tuple = ("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
+    assert_eq!(
+        e.data["community_id"],
+        community_id(0, tuple.0, tuple.1, 2, 80, 6),
+        "streamed events carry their Community ID"
+    );
 
     // A client that reconnects with Last-Event-ID gets what it missed, then live events, without duplicates.
     let mut resumed = SseReader::open(url.clone(), Some(2)).await;
