@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::flow::{flow_end_reason, icmp_type_code, tcp_control_bits};
-use super::{connected_udp, Backoff, Counters, DropReason, ExportedFlow, IpfixConfig, Item};
+use super::{connected_udp, Counters, DropReason, ExportedFlow, IpfixConfig, Item, Link};
 use protocol::EventKind;
 
 /// Bulkhead's private enterprise number (placeholder: RFC 5612's documentation number).
@@ -296,29 +296,22 @@ impl Packer {
 /// arrive together share messages; a failed send loses the records of that message (counted) and the socket is
 /// opened again, with backoff.
 pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Counters) {
-    let mut backoff = Backoff::new(config.pacing());
     let interval = Duration::from_secs(config.template_interval_s);
-    let mut lost_one = false;
+    let mut link = Link::new(
+        &config.name,
+        &config.address,
+        config.pacing(),
+        counters.clone(),
+    );
     loop {
         let socket = match connected_udp(&config.address).await {
             Ok(s) => s,
             Err(e) => {
-                if !lost_one {
-                    eprintln!(
-                        "bulkhead-control: export {}: cannot reach {}: {e}; retrying",
-                        config.name, config.address
-                    );
-                    lost_one = true;
-                }
-                tokio::time::sleep(backoff.next_wait()).await;
+                link.down(&e).await;
                 continue;
             }
         };
-        if lost_one {
-            counters.reconnects.inc();
-        }
-        backoff.reset();
-        counters.connected.set(1);
+        link.up();
         let mut packer = Packer::new(config.observation_domain, config.max_message_bytes);
         // The first tick is immediate: templates go first, then on schedule.
         let mut templates = tokio::time::interval(interval);
@@ -331,7 +324,7 @@ pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Co
                 }
                 item = rx.recv() => {
                     let Some(first) = item else {
-                        counters.connected.set(0);
+                        link.close();
                         return;
                     };
                     let mut batch = vec![first];
@@ -364,12 +357,6 @@ pub async fn run(config: IpfixConfig, mut rx: mpsc::Receiver<Item>, counters: Co
                 counters.sent.inc_by(u64::from(*records));
             }
         };
-        counters.connected.set(0);
-        lost_one = true;
-        eprintln!(
-            "bulkhead-control: export {}: {}: {error}; opening the socket again",
-            config.name, config.address
-        );
-        tokio::time::sleep(backoff.next_wait()).await;
+        link.down(&error).await;
     }
 }

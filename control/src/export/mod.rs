@@ -534,6 +534,65 @@ impl Exporters {
     }
 }
 
+/// One exporter's connection to its receiver: the backoff between attempts, the `connected` gauge, the
+/// `reconnects` counter, and one log line per change (not one per failed attempt).
+pub struct Link {
+    name: String,
+    address: String,
+    counters: Counters,
+    backoff: Backoff,
+    ever_connected: bool,
+    reported_down: bool,
+}
+
+impl Link {
+    pub fn new(name: &str, address: &str, pacing: Pacing, counters: Counters) -> Link {
+        Link {
+            name: name.to_string(),
+            address: address.to_string(),
+            counters,
+            backoff: Backoff::new(pacing),
+            ever_connected: false,
+            reported_down: false,
+        }
+    }
+
+    /// A connection is established.
+    pub fn up(&mut self) {
+        if self.ever_connected {
+            self.counters.reconnects.inc();
+        }
+        if self.reported_down {
+            eprintln!(
+                "bulkhead-control: export {}: connected to {}",
+                self.name, self.address
+            );
+        }
+        self.ever_connected = true;
+        self.reported_down = false;
+        self.backoff.reset();
+        self.counters.connected.set(1);
+    }
+
+    /// Connecting failed or the connection was lost: waits out the backoff before the next attempt.
+    pub async fn down(&mut self, error: &(dyn std::fmt::Display + Sync)) {
+        self.counters.connected.set(0);
+        if !self.reported_down {
+            eprintln!(
+                "bulkhead-control: export {}: {}: {error}; retrying with backoff",
+                self.name, self.address
+            );
+            self.reported_down = true;
+        }
+        tokio::time::sleep(self.backoff.next_wait()).await;
+    }
+
+    /// The exporter ends (control is stopping).
+    pub fn close(&self) {
+        self.counters.connected.set(0);
+    }
+}
+
 /// The sender of syslog receiver `index` (its TLS files read).
 fn sender(index: usize, config: &SyslogConfig) -> Result<syslog::Sender, ExportError> {
     syslog::Sender::new(config).map_err(|problem| ExportError::Syslog {

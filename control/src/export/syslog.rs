@@ -19,8 +19,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use super::{
-    connected_udp, Backoff, Counters, DropReason, ExportedFlow, Format, Item, SyslogConfig,
-    Transport,
+    connected_udp, Counters, DropReason, ExportedFlow, Format, Item, Link, SyslogConfig, Transport,
 };
 use crate::store::AuditEntry;
 use protocol::EventKind;
@@ -425,33 +424,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The syslog task: connects, sends what its queue holds, and on any failure counts the item lost, backs off
 /// and reconnects (the queue meanwhile fills and overflows, counted by the feeding side).
 pub async fn run(sender: Sender, mut rx: mpsc::Receiver<Item>, counters: Counters) {
-    let name = sender.config.name.clone();
-    let mut backoff = Backoff::new(sender.config.pacing());
-    let mut lost_one = false;
+    let config = &sender.config;
+    let mut link = Link::new(
+        &config.name,
+        &config.address,
+        config.pacing(),
+        counters.clone(),
+    );
     loop {
         let mut conn = match sender.connect().await {
             Ok(c) => c,
             Err(e) => {
-                if !lost_one {
-                    eprintln!(
-                        "bulkhead-control: export {name}: cannot connect to {}: {e}; retrying",
-                        sender.config.address
-                    );
-                    lost_one = true;
-                }
-                tokio::time::sleep(backoff.next_wait()).await;
+                link.down(&e).await;
                 continue;
             }
         };
-        if lost_one {
-            counters.reconnects.inc();
-            eprintln!(
-                "bulkhead-control: export {name}: connected to {}",
-                sender.config.address
-            );
-        }
-        backoff.reset();
-        counters.connected.set(1);
+        link.up();
         let error = loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
@@ -459,10 +447,10 @@ pub async fn run(sender: Sender, mut rx: mpsc::Receiver<Item>, counters: Counter
             };
             let Some(item) = item else {
                 // Control is stopping.
-                counters.connected.set(0);
+                link.close();
                 return;
             };
-            let message = message(&sender.header, sender.config.format, &item);
+            let message = message(&sender.header, config.format, &item);
             match conn.send(&message).await {
                 Ok(()) => counters.sent.inc(),
                 Err(e) => {
@@ -471,12 +459,6 @@ pub async fn run(sender: Sender, mut rx: mpsc::Receiver<Item>, counters: Counter
                 }
             }
         };
-        counters.connected.set(0);
-        lost_one = true;
-        eprintln!(
-            "bulkhead-control: export {name}: {}: {error}; reconnecting",
-            sender.config.address
-        );
-        tokio::time::sleep(backoff.next_wait()).await;
+        link.down(&error).await;
     }
 }
