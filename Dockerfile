@@ -1,5 +1,7 @@
 # Bulkhead appliance image: the dataplane on Debian 12's DPDK 22.11 LTS, with bulkhead-control and the web
-# console (served by control from /usr/share/bulkhead/web) in the same image.
+# console (served by control from /usr/share/bulkhead/web) in the same image. Built and tried elsewhere: the
+# project's test machines have no container engine; there, install the Debian packages (`cargo xtask package`,
+# README "Install from packages").
 #
 #   docker build -t bulkhead .
 #   docker run --rm --privileged --network host -v /dev/hugepages:/dev/hugepages \

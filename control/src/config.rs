@@ -12,7 +12,8 @@ use crate::metrics::MetricsConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// HTTP listen address. Localhost by default: exposing the API is a deliberate choice.
+    /// HTTPS listen address (plain HTTP only with `[tls] plain_http`, and then only on loopback). Localhost by
+    /// default: exposing the API is a deliberate choice.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Policy store: versions, draft, active pointer, audit log.
@@ -56,6 +57,63 @@ pub struct Config {
     /// SIEM export: syslog receivers and IPFIX collectors (docs/export.md).
     #[serde(default)]
     pub export: ExportConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[tls]`: HTTPS for everything control serves.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve plain HTTP instead: allowed only on a loopback listen address, where no token crosses a network.
+    pub plain_http: bool,
+    /// The certificate chain (PEM, leaf first). Without `cert` and `key`, control serves a self-signed
+    /// certificate it creates in `<store_dir>/tls/` at first start.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the client certificates control accepts (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client must present a certificate (`required`, the default) or may
+    /// (`optional`: one it presents must still be signed by `client_ca`).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Whether a client must present a certificate signed by `[tls] client_ca`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Optional,
+    Required,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a client certificate is asked for, and must be given; `None` without `client_ca`.
+    pub fn client_auth(&self) -> Option<ClientAuth> {
+        self.client_ca
+            .as_ref()
+            .map(|_| self.client_auth.unwrap_or(ClientAuth::Required))
+    }
+}
+
+/// `[approvals]`: how a draft becomes a commit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// The two-person rule: a draft is submitted by its author and committed (or scheduled) by another
+    /// identity. Off by default.
+    pub two_person: bool,
 }
 
 /// `[web]`: the static web console.
@@ -195,6 +253,49 @@ impl Config {
         if self.dataplane_socket.as_os_str().is_empty() {
             return invalid("dataplane_socket", "must not be empty");
         }
+        self.check_tls(path)
+    }
+
+    fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field,
+                message,
+            })
+        };
+        let tls = &self.tls;
+        if tls.plain_http {
+            if !self.listen.ip().is_loopback() {
+                return invalid(
+                    "tls.plain_http",
+                    format!(
+                        "plain HTTP is allowed only on a loopback listen address, and listen is {}: bearer \
+                         tokens and the policy would cross the network in clear; remove plain_http (control then \
+                         serves HTTPS) or listen on 127.0.0.1 or [::1]",
+                        self.listen
+                    ),
+                );
+            }
+            if tls.cert.is_some() || tls.key.is_some() || tls.client_ca.is_some() {
+                return invalid(
+                    "tls.plain_http",
+                    "cannot be combined with cert, key or client_ca (they need TLS)".into(),
+                );
+            }
+        }
+        if tls.cert.is_some() != tls.key.is_some() {
+            return invalid(
+                if tls.cert.is_some() { "tls.key" } else { "tls.cert" },
+                "cert and key are given together (or neither: a self-signed certificate is created)".into(),
+            );
+        }
+        if tls.client_auth.is_some() && tls.client_ca.is_none() {
+            return invalid(
+                "tls.client_auth",
+                "needs client_ca, the CA that signs the accepted client certificates".into(),
+            );
+        }
         Ok(())
     }
 
@@ -246,5 +347,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_and_tls_fields_together() {
+        let base = "store_dir = \"/s\"\ndataplane_socket = \"/d\"\n";
+        let c = parse(base).unwrap();
+        assert!(!c.tls.plain_http);
+        for listen in ["127.0.0.1:1", "[::1]:1", "127.0.0.2:1"] {
+            let c = parse(&format!(
+                "{base}listen = \"{listen}\"\n[tls]\nplain_http = true\n"
+            ))
+            .unwrap();
+            assert!(c.tls.plain_http, "{listen}");
+        }
+        for listen in ["0.0.0.0:1", "[::]:1", "192.0.2.1:1"] {
+            let e = parse(&format!(
+                "{base}listen = \"{listen}\"\n[tls]\nplain_http = true\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("tls.plain_http") && e.contains("loopback") && e.contains(listen),
+                "{e}"
+            );
+        }
+        let e = parse(&format!(
+            "{base}[tls]\nplain_http = true\ncert = \"/c\"\nkey = \"/k\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tls.plain_http"), "{e}");
+        let e = parse(&format!("{base}[tls]\ncert = \"/c\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.key"), "{e}");
+        let e = parse(&format!("{base}[tls]\nclient_auth = \"optional\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.client_auth"), "{e}");
+        let e = parse(&format!(
+            "{base}[tls]\nclient_ca = \"/ca\"\nclient_auth = \"sometimes\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("client_auth"), "{e}");
+        let c = parse(&format!("{base}[tls]\nclient_ca = \"/ca\"\n")).unwrap();
+        assert_eq!(c.tls.client_auth(), Some(ClientAuth::Required));
     }
 }

@@ -158,6 +158,20 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NoActiveVersion | LifecycleError::NotPending(_) => {
                 ApiError::conflict("nothing_pending", message)
             }
+            LifecycleError::ApprovalRequired { .. } => {
+                ApiError::conflict("approval_required", message)
+            }
+            LifecycleError::SelfApproval(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "two_person_rule", message)
+            }
+            LifecycleError::NothingSubmitted => ApiError::conflict("nothing_submitted", message),
+            LifecycleError::ScheduleTime(why) => {
+                ApiError::bad_request("invalid schedule time").detail("at", why)
+            }
+            LifecycleError::AlreadyScheduled { .. } => {
+                ApiError::conflict("already_scheduled", message)
+            }
+            LifecycleError::NothingScheduled => ApiError::not_found(message),
             LifecycleError::UnknownVersion(_) => {
                 ApiError::not_found(message).detail("version", "unknown")
             }

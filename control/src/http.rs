@@ -1,4 +1,5 @@
-//! The HTTP listener: hyper serving the API's router over HTTP/1.1, with the limits a hostile client meets.
+//! The listener: hyper serving the API's router over HTTP/1.1 on TLS (rustls; plain HTTP only where the config
+//! allows it), with the limits a hostile client meets.
 //!
 //! - A client has `header_read_timeout_ms` to send a request's headers, counted from when its connection opens or
 //!   its previous answer was sent: a connection holding an unfinished request line, or idling between
@@ -7,6 +8,12 @@
 //! - At most [`Limits::max_connections`] connections are open at once; more are closed as soon as they are
 //!   accepted, and counted. The cap is never more than half the process's open-file limit, so control's own
 //!   sockets and files (the dataplane's socket, the store, the flow log) always have room.
+//!
+//! - On TLS, the handshake must end within `header_read_timeout_ms` too; a failed or late one closes the
+//!   connection and is counted.
+//!
+//! Every request carries its client's address (`ConnectInfo<SocketAddr>`), and every answer the security
+//! headers ([`security_headers`]).
 //!
 //! On `stop`, the listener closes, connections finish the request they are serving, and the returned future ends
 //! when the last one has closed (the caller bounds that wait: an event stream never ends by itself).
@@ -18,7 +25,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{BoxError, Router};
@@ -26,10 +34,12 @@ use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, Registry};
+use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 
@@ -63,28 +73,64 @@ pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     configured.min(half).max(1)
 }
 
-/// Counts the connections closed because [`Limits::max_connections`] were open.
-pub fn refused_counter() -> IntCounter {
-    IntCounter::new(
-        "bulkhead_control_http_connections_refused_total",
-        "HTTP connections closed as soon as accepted because max_connections were open.",
-    )
-    .expect("a valid metric name")
+/// The listener's counters, exported with the metrics.
+#[derive(Clone)]
+pub struct Counters {
+    /// Connections closed because [`Limits::max_connections`] were open.
+    pub refused: IntCounter,
+    /// TLS handshakes that failed or did not end within the header-read timeout.
+    pub handshake_failures: IntCounter,
 }
 
-/// Serves `router` on `listener` until `stop` resolves, then until the open connections have closed.
+impl Counters {
+    pub fn new() -> Counters {
+        Counters {
+            refused: IntCounter::new(
+                "bulkhead_control_http_connections_refused_total",
+                "HTTP connections closed as soon as accepted because max_connections were open.",
+            )
+            .expect("a valid metric name"),
+            handshake_failures: IntCounter::new(
+                "bulkhead_control_tls_handshake_failures_total",
+                "TLS handshakes that failed (plain HTTP, a refused client certificate, a protocol error) or did \
+                 not end within header_read_timeout_ms.",
+            )
+            .expect("a valid metric name"),
+        }
+    }
+
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.refused.clone()))?;
+        registry.register(Box::new(self.handshake_failures.clone()))
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new()
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` resolves, then until the open connections
+/// have closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    refused: IntCounter,
+    tls: Option<Arc<ServerConfig>>,
+    counters: Counters,
     stop: impl Future<Output = ()>,
 ) {
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        limits.body_read_timeout,
-        body_deadline,
-    ));
-    let service = TowerToHyperService::new(router);
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            limits.body_read_timeout,
+            body_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            tls.is_some(),
+            security_headers,
+        ));
+    let tls = tls.map(TlsAcceptor::from);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -92,9 +138,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or memory: back off rather than spin; the connection that failed
                     // is already gone.
@@ -106,21 +152,82 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.inc();
+            counters.refused.inc();
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        // The client's address, for handlers and middleware that need it (as axum's `ConnectInfo`).
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            router.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_failures = counters.handshake_failures.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             // A client that goes away or times out ends its connection: nothing to report.
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let _ = watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await;
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await;
+                        }
+                        Ok(Err(_)) | Err(_) => handshake_failures.inc(),
+                    }
+                }
+            }
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The Content-Security-Policy of every answer: the console loads only its own scripts, styles and data, runs no
+/// inline code, and may not be framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// HSTS on TLS: a year, for this host only (control is often reached by address, its neighbours are not ours).
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
+/// Adds the security headers to every answer (API, errors, static files, metrics, event streams); HSTS only when
+/// served over TLS (`on_tls`).
+async fn security_headers(
+    axum::extract::State(on_tls): axum::extract::State<bool>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if on_tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
+    resp
 }
 
 /// Gives the request's body `limit` to arrive, from now (its headers are in).

@@ -23,4 +23,5 @@ pub mod rulehealth;
 pub mod stats;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod traffic;

@@ -1,8 +1,10 @@
-//! `bulkhead-control --config control.toml [--check]`.
+//! `bulkhead-control --config control.toml [--check]`. SIGHUP reloads the TLS certificate and key files.
 //!
-//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when the store, token file or listen address cannot be
-//! used, 2 for a bad command line or config. On stdout, one JSON line when ready:
-//! `{"event":"ready","listen":"127.0.0.1:8180","active_version":N,"reconcile":{...}}`.
+//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when the store, token file, listen address or self-signed
+//! certificate cannot be used, 2 for a bad command line or config (the TLS files it names included). On stdout,
+//! one JSON line when ready: `{"event":"ready","listen":"127.0.0.1:8180","url":"https://127.0.0.1:8180",
+//! "tls":{"fingerprint_sha256":"AB:CD:...","cert":"...","self_signed":true,"client_auth":null},
+//! "active_version":N,"reconcile":{...}}` (`"tls":null` on plain HTTP).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::reconcile;
 use bulkhead_control::store::Store;
+use bulkhead_control::tls::{Created, Tls};
 use clap::Parser;
 use serde_json::json;
 
@@ -49,12 +52,52 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Err(e) = Tls::check(&config) {
+            eprintln!("bulkhead-control: config error: {e}");
+            return ExitCode::from(2);
+        }
         if let Err(e) = Exporters::check_files(&config.export) {
             eprintln!("bulkhead-control: config error: {e}");
             return ExitCode::from(2);
         }
-        println!("{}: ok (listen {})", cli.config.display(), config.listen);
+        let scheme = if config.tls.plain_http {
+            "http"
+        } else {
+            "https"
+        };
+        println!(
+            "{}: ok (listen {scheme}://{})",
+            cli.config.display(),
+            config.listen
+        );
         return ExitCode::SUCCESS;
+    }
+    let tls = match Tls::start(&config) {
+        Ok(tls) => tls,
+        Err(e) if e.is_config() => {
+            eprintln!("bulkhead-control: config error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("bulkhead-control: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match &tls {
+        Some(tls) => eprintln!(
+            "bulkhead-control: TLS certificate {}{}, SHA-256 fingerprint {}",
+            tls.cert_path.display(),
+            match tls.self_signed {
+                Some(Created::Now) => " (self-signed, created now)",
+                Some(Created::Earlier) => " (self-signed)",
+                None => "",
+            },
+            tls.fingerprint_sha256
+        ),
+        None => eprintln!(
+            "bulkhead-control: serving plain HTTP on {} ([tls] plain_http)",
+            config.listen
+        ),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -67,7 +110,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bulkhead-control: {e}");
@@ -76,7 +119,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::error::Error>> {
     let mut store = Store::open(&config.store_dir)?;
     let tokens = Tokens::load_or_create(&config.token_path())?;
     let dataplane = Dataplane::new(&config.dataplane_socket)
@@ -93,13 +136,6 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let listen = listener.local_addr()?;
-    if !listen.ip().is_loopback() {
-        // Plain HTTP: bearer tokens cross the network in clear unless a TLS proxy fronts the API.
-        eprintln!(
-            "bulkhead-control: warning: listening on {listen}, beyond localhost, in plain HTTP; \
-             put a TLS-terminating proxy in front or keep the API on 127.0.0.1"
-        );
-    }
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(store),
         tokens: RwLock::new(tokens),
@@ -120,21 +156,40 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             limits.max_connections
         );
     }
-    let refused = http::refused_counter();
-    metrics
-        .registry()
-        .register(Box::new(refused.clone()))
+    let counters = http::Counters::new();
+    counters
+        .register(metrics.registry())
         .map_err(|e| format!("listener metrics: {e}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let tls_json = tls.as_ref().map(Tls::to_json);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Serve first: the API must answer even when the dataplane is down or slow.
-    let mut server = tokio::spawn(http::serve(listener, router, limits, refused, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    let server_config = tls.as_ref().map(|t| t.server.clone());
+    if let Some(tls) = tls {
+        tokio::spawn(reload_on_sighup(tls));
+    }
+    let mut server = tokio::spawn(http::serve(
+        listener,
+        router,
+        limits,
+        server_config,
+        counters,
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     let first = reconcile::reconcile(&app).await;
     let active = app.store.lock().await.active_version();
     println!(
         "{}",
-        json!({"event": "ready", "listen": listen.to_string(), "active_version": active, "reconcile": first.to_json()})
+        json!({
+            "event": "ready",
+            "listen": listen.to_string(),
+            "url": format!("{scheme}://{listen}"),
+            "tls": tls_json,
+            "active_version": active,
+            "reconcile": first.to_json(),
+        })
     );
     tokio::spawn(metrics.clone().run(dataplane.clone()));
     tokio::spawn(flowlog.clone().run(dataplane.clone()));
@@ -155,6 +210,23 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// SIGHUP: serve the certificate files again (after a rotation), keeping the old certificate if they are unusable.
+async fn reload_on_sighup(tls: Tls) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(fingerprint) => eprintln!(
+                "bulkhead-control: SIGHUP: TLS certificate {} reloaded, SHA-256 fingerprint {fingerprint}",
+                tls.cert_path.display()
+            ),
+            Err(e) => eprintln!("bulkhead-control: SIGHUP: kept the served certificate: {e}"),
+        }
+    }
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

@@ -156,6 +156,8 @@ async fn reconcile_with(
             parent: None,
             kind: VersionKind::Adopted,
             source: None,
+            submitted_by: None,
+            scheduled: None,
         };
         let mut intent = AuditEntry::new(RECONCILER, "adopt");
         intent.version_after = Some(v);
@@ -257,6 +259,11 @@ pub async fn run(app: std::sync::Arc<App>) {
             Ok(Some(v)) => log(&json!({"event": "reverted", "version": v})),
             Ok(None) => {}
             Err(e) => log(&json!({"event": "revert_failed", "error": e.to_string()})),
+        }
+        match lifecycle::schedule::commit_if_due(&app).await {
+            Ok(Some(done)) => log(&done.to_json()),
+            Ok(None) => {}
+            Err(e) => log(&json!({"event": "scheduled_commit_failed", "error": e.to_string()})),
         }
         let outcome = reconcile(&app).await;
         // Log changes only: an unreachable dataplane must not flood the log every tick.

@@ -52,6 +52,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content. The file is private (0600).
 /// On any error the temporary file is removed, so a failed write on a full disk does not keep the disk full.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(path, bytes, crashpoint::step)
+}
+
+/// [`write_atomic`] for files outside the policy store's life (the TLS certificate): no crash points, so the
+/// crash test's enumeration of durable steps does not depend on them.
+pub fn write_atomic_uncounted(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(path, bytes, |_| {})
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], step: fn(&str)) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -68,14 +78,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             .map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
-        crashpoint::step("before a rename");
+        step("before a rename");
         std::fs::rename(&tmp, path).map_err(io(path))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written?;
-    crashpoint::step("after a rename");
+    step("after a rename");
     sync_dir(dir)
 }
 
@@ -126,6 +136,12 @@ pub struct VersionMeta {
     /// For rollbacks and reverts: the version whose document this one copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<u64>,
+    /// Under the two-person rule: who submitted the draft that `author` approved by committing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    /// A scheduled commit: the `id` of the schedule that committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<u64>,
 }
 
 // No deny_unknown_fields here: serde does not support it together with flatten (VersionMeta denies).
@@ -151,6 +167,43 @@ pub struct Pending {
 pub struct ActiveFile {
     pub version: u64,
     pub pending: Option<Pending>,
+}
+
+/// A draft revision its author submitted for approval (the two-person rule): only another identity may commit
+/// it, and only while the draft is still that revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The draft revision submitted; any later edit of the draft withdraws the submission.
+    pub revision: u64,
+    pub submitted_by: String,
+    /// RFC 3339, UTC.
+    pub submitted_at: String,
+    pub comment: String,
+}
+
+/// A validated draft to be committed at a given time (a change window).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledCommit {
+    /// The `seq` of the audit entry that scheduled it: names it in the audit log and in the API.
+    pub id: u64,
+    /// Unix time in milliseconds at which it is committed.
+    pub at_unix_ms: u64,
+    pub scheduled_by: String,
+    /// With the two-person rule: who submitted the draft revision scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    pub comment: String,
+    /// The draft revision scheduled; its document is kept here, so later edits of the draft do not change what
+    /// is committed.
+    pub draft_revision: u64,
+    pub confirm_within_s: Option<u64>,
+    pub policy: Document,
+    /// Set when it came due but could not be committed; it then stays, for everyone to see, until cancelled
+    /// or replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +307,8 @@ pub struct Store {
     open_intents: BTreeMap<u64, AuditEntry>,
     /// The last append failed: the file may end in a partial line, to be dropped before the next append.
     audit_torn: bool,
+    submission: Option<Submission>,
+    scheduled: Option<ScheduledCommit>,
     /// SIEM exporters of the audit stream: every appended entry is offered to them, without waiting.
     export: Arc<Exporters>,
 }
@@ -273,6 +328,8 @@ impl Store {
             audit_seq: 0,
             open_intents: BTreeMap::new(),
             audit_torn: false,
+            submission: None,
+            scheduled: None,
             export: Exporters::none(),
         };
         store.load()?;
@@ -299,6 +356,12 @@ impl Store {
     fn audit_path(&self) -> PathBuf {
         self.dir.join("audit.jsonl")
     }
+    fn submission_path(&self) -> PathBuf {
+        self.dir.join("submission.json")
+    }
+    fn scheduled_path(&self) -> PathBuf {
+        self.dir.join("scheduled-commit.json")
+    }
 
     fn load(&mut self) -> Result<(), StoreError> {
         let vdir = self.versions_dir();
@@ -322,7 +385,12 @@ impl Store {
                 })?;
             files.push((number, path));
         }
-        for tmp in [".draft.json.tmp", ".active.json.tmp"] {
+        for tmp in [
+            ".draft.json.tmp",
+            ".active.json.tmp",
+            ".submission.json.tmp",
+            ".scheduled-commit.json.tmp",
+        ] {
             let p = self.dir.join(tmp);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(io(&p))?;
@@ -389,6 +457,8 @@ impl Store {
                 })
             }
         }
+        self.submission = read_json(&self.submission_path())?;
+        self.scheduled = read_json(&self.scheduled_path())?;
         self.audit_seq = self.repair_audit()?;
         self.open_intents =
             self.audit(0, usize::MAX)?
@@ -465,6 +535,16 @@ impl Store {
         self.versions.keys().next_back().map_or(1, |v| v + 1)
     }
 
+    /// The submission awaiting approval, if it is still of the current draft revision.
+    pub fn submission(&self) -> Option<&Submission> {
+        self.submission
+            .as_ref()
+            .filter(|s| s.revision == self.revision)
+    }
+    pub fn scheduled(&self) -> Option<&ScheduledCommit> {
+        self.scheduled.as_ref()
+    }
+
     /// Intents with no outcome yet, oldest first.
     pub fn open_intents(&self) -> impl Iterator<Item = &AuditEntry> {
         self.open_intents.values()
@@ -518,7 +598,24 @@ impl Store {
             (self.draft, self.revision) = before;
             return Err(e);
         }
+        // A submission is of one revision: the edit withdraws it. Were its removal to fail, its revision no
+        // longer matches and it is ignored all the same.
+        let _ = self.set_submission(None);
         Ok(self.revision)
+    }
+
+    /// Records (or, with `None`, withdraws) the submission awaiting approval.
+    pub fn set_submission(&mut self, s: Option<Submission>) -> Result<(), StoreError> {
+        write_or_remove(&self.submission_path(), s.as_ref())?;
+        self.submission = s;
+        Ok(())
+    }
+
+    /// Records (or, with `None`, removes) the scheduled commit.
+    pub fn set_scheduled(&mut self, s: Option<ScheduledCommit>) -> Result<(), StoreError> {
+        write_or_remove(&self.scheduled_path(), s.as_ref())?;
+        self.scheduled = s;
+        Ok(())
     }
 
     /// Writes a new version file (not yet active).
@@ -642,6 +739,18 @@ impl Store {
     }
 }
 
+/// Writes `v` to `path` atomically, or removes `path` (durably) when `v` is `None`.
+fn write_or_remove<T: Serialize>(path: &Path, v: Option<&T>) -> Result<(), StoreError> {
+    match v {
+        Some(v) => write_atomic(path, &to_bytes(v)),
+        None => match std::fs::remove_file(path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(path)(e)),
+        },
+    }
+}
+
 fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).expect("store files serialize");
     b.push(b'\n');
@@ -691,6 +800,8 @@ mod tests {
             parent: v.checked_sub(1).filter(|p| *p > 0),
             kind: VersionKind::Commit,
             source: None,
+            submitted_by: None,
+            scheduled: None,
         }
     }
 

@@ -6,46 +6,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use testbed::control::Control;
-
-fn ok(r: &testbed::control::Response) {
-    assert!(r.status < 300, "{} {}", r.status, r.body);
-}
-
-fn draft_etag(c: &Control) -> String {
-    let r = c.call("GET", "/api/v1/draft", None).unwrap();
-    ok(&r);
-    r.etag()
-}
-
-fn active_etag(c: &Control) -> String {
-    let r = c.call("GET", "/api/v1/active", None).unwrap();
-    ok(&r);
-    r.etag()
-}
-
-fn import(c: &Control, doc: &Value) {
-    let r = c
-        .write("PUT", "/api/v1/draft", Some(doc), &draft_etag(c))
-        .unwrap();
-    ok(&r);
-}
-
-fn commit(c: &Control, body: Value) -> testbed::control::Response {
-    c.write("POST", "/api/v1/commit", Some(&body), &draft_etag(c))
-        .unwrap()
-}
-
-fn audit_actions(c: &Control) -> Vec<String> {
-    let r = c.call("GET", "/api/v1/audit", None).unwrap();
-    ok(&r);
-    r.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn auth_limits_and_openapi_match_the_routes() {
@@ -95,16 +55,9 @@ fn auth_limits_and_openapi_match_the_routes() {
                 .replace("{which}", "draft");
             if path.ends_with("/stream") {
                 // An endless event stream: only check it is there and authorized.
-                let out = std::process::Command::new("curl")
-                    .args([
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        "--max-time",
-                        "1",
-                    ])
+                let out = c
+                    .curl_command()
+                    .args(["-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1"])
                     .args(["-H", &format!("Authorization: Bearer {}", c.token)])
                     .arg(format!("{}{concrete}", c.url))
                     .output()

@@ -4,7 +4,9 @@
 //! The story an engineer lives through: sign in with the token; see the segment map's edges appear after real
 //! traffic and open one; edit a rule and meet a validation error on the field it concerns; fix it, commit, and
 //! see the traffic change; roll back and see it change back. Along the way: rules health, connections,
-//! explain, text from the API rendered escaped, and no errors in the browser console. Screenshots of every
+//! explain, text from the API rendered escaped, and no errors in the browser console and no Content-Security-Policy
+//! violation (the console is served over HTTPS with control's security headers; Chromium trusts control's
+//! self-signed certificate by its public key, nothing else). Screenshots of every
 //! step are written to `<target>/test-artifacts/console/`. Needs root (namespaces), chromium and
 //! chromium-driver (`cargo xtask deps` installs them).
 
@@ -37,8 +39,36 @@ struct Browser {
     shot_no: u32,
 }
 
+/// Records the page's Content-Security-Policy violations in `window.__cspViolations` (installed in every new
+/// document before its own scripts run).
+const CSP_RECORDER: &str = "window.__cspViolations = []; document.addEventListener('securitypolicyviolation', \
+    (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));";
+
+/// The base64 SHA-256 of the certificate's public key (SPKI), as Chromium's `--ignore-certificate-errors-spki-list`
+/// takes it.
+fn spki_sha256_base64(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | openssl enc -base64",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 impl Browser {
-    fn start(profile: &Path) -> Browser {
+    /// Chromium with its profile in `profile`, trusting the certificate whose key is `trusted_spki` (see
+    /// [`spki_sha256_base64`]).
+    fn start(profile: &Path, trusted_spki: &str) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -61,7 +91,8 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1440,1000", format!("--user-data-dir={}", profile.display())]
+                         "--window-size=1440,1000", format!("--user-data-dir={}", profile.display()),
+                         format!("--ignore-certificate-errors-spki-list={trusted_spki}")]
             },
             "goog:loggingPrefs": {"browser": "ALL"}
         }))
@@ -87,14 +118,38 @@ impl Browser {
         let shots = target.join("test-artifacts/console");
         let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).unwrap();
-        Browser {
+        let browser = Browser {
             rt,
             client: Some(client),
             driver,
             driver_url,
             shots,
             shot_no: 0,
-        }
+        };
+        browser.chromedriver(
+            "goog/cdp/execute",
+            json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": {"source": CSP_RECORDER}}),
+        );
+        browser
+    }
+
+    /// A ChromeDriver command of this session beyond WebDriver's (`path` under `/session/<id>/`).
+    fn chromedriver(&self, path: &str, body: Value) -> Value {
+        let sid = self.rt.block_on(self.c().session_id()).unwrap().unwrap();
+        let url = format!("{}/session/{sid}/{path}", self.driver_url);
+        let body = self.rt.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        serde_json::from_str(&body).unwrap()
     }
 
     fn c(&self) -> &Client {
@@ -227,22 +282,17 @@ impl Browser {
 
     /// The browser console's entries since the last call (ChromeDriver's log endpoint).
     fn console(&self) -> Vec<Value> {
-        let sid = self.rt.block_on(self.c().session_id()).unwrap().unwrap();
-        let url = format!("{}/session/{sid}/se/log", self.driver_url);
-        let body = self.rt.block_on(async {
-            reqwest::Client::new()
-                .post(url)
-                .header("Content-Type", "application/json")
-                .body(r#"{"type":"browser"}"#)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let v = self.chromedriver("se/log", json!({"type": "browser"}));
         v["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The Content-Security-Policy violations of the current document since the last call.
+    fn csp_violations(&self) -> Vec<Value> {
+        let v = self.eval(
+            "const v = window.__cspViolations || ['the violation recorder is not installed']; \
+             window.__cspViolations = []; return v;",
+        );
+        v.as_array().cloned().unwrap_or_default()
     }
 
     /// The console's warnings and errors since the last call.
@@ -253,10 +303,12 @@ impl Browser {
             .collect()
     }
 
-    /// Asserts the console has no warnings or errors since the last call.
+    /// Asserts the console has no warnings or errors since the last call, and the page no CSP violation.
     fn assert_clean_console(&self, phase: &str) {
         let bad = self.console_problems();
         assert!(bad.is_empty(), "browser console during {phase}: {bad:#?}");
+        let csp = self.csp_violations();
+        assert!(csp.is_empty(), "CSP violations during {phase}: {csp:#?}");
     }
 
     /// Asserts the console's only warning or error since the last call is Chrome's note of one refused
@@ -364,8 +416,43 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     commit_demo_policy(&c);
     assert_eq!(active_version(&c), 2);
 
-    let mut ui = Browser::start(&bed.dir.join("chromium"));
+    let cert = c.cert.clone().expect("control serves HTTPS");
+    let mut ui = Browser::start(&bed.dir.join("chromium"), &spki_sha256_base64(&cert));
     let base = format!("{}/", c.url);
+    assert!(base.starts_with("https://"), "{base}");
+
+    // ---- The page runs under the Content-Security-Policy, and a violation is seen: an inline style is refused,
+    // recorded and logged.
+    ui.goto(&base);
+    ui.wait_text("form.signin h1", "Sign in");
+    ui.eval(
+        "const d = document.createElement('div'); d.setAttribute('style', 'color: red'); \
+         document.body.append(d); return true;",
+    );
+    let deadline = Instant::now() + WAIT;
+    let probe = loop {
+        let seen = ui.csp_violations();
+        if !seen.is_empty() || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        probe.len() == 1
+            && probe[0]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("style-src"),
+        "{probe:?}"
+    );
+    let logged = ui.console_problems();
+    assert!(
+        logged.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Content Security Policy")),
+        "{logged:#?}"
+    );
 
     // ---- Sign in: a wrong token is refused on the page, the right one opens the dashboard.
     ui.goto(&base);

@@ -69,7 +69,7 @@ fn invalid_configs_name_the_field_and_exit_2() {
         ),
         (
             with_syslog("transport = \"tls\"\nca = \"/nonexistent/ca.pem\""),
-            "export.syslog[0]: /nonexistent/ca.pem",
+            "export.syslog[0]: ca /nonexistent/ca.pem",
         ),
         (
             with_syslog("transport = \"smtp\""),
@@ -129,8 +129,9 @@ fn serves_without_a_dataplane_and_stops_promptly_with_a_stream_open() {
     );
     let d = c.call("GET", "/api/v1/draft", None).unwrap();
     assert_eq!(d.status, 200);
-    let mut stream = Command::new("curl")
-        .args(["-sN", "--max-time", "30", "-o", "/dev/null"])
+    let mut stream = c
+        .curl_command()
+        .args(["-N", "--max-time", "30", "-o", "/dev/null"])
         .args(["-H", &format!("Authorization: Bearer {}", c.token)])
         .arg(format!("{}/api/v1/flow-log/stream", c.url))
         .spawn()

@@ -38,9 +38,9 @@ fn spawn_write(
     body: &Value,
     etag: &str,
 ) -> std::process::Child {
-    let mut child = Command::new("curl")
+    let mut child = c
+        .curl_command()
         .args([
-            "-sS",
             "-o",
             "/dev/null",
             "-w",

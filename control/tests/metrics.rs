@@ -1,6 +1,6 @@
 //! Metrics: a simulated dataplane socket answering recorded `counters` reports (exact values), a real
 //! `bulkhead-dataplane` on the namespace test bed with real traffic, `promtool check metrics`, a real
-//! Prometheus server scraping `/metrics`, and the Grafana dashboard's queries against what is exported.
+//! Prometheus server scraping `/metrics` over HTTPS (control's listener with its self-signed certificate), and the Grafana dashboard's queries against what is exported.
 //! Needs root (test bed), ping, and Debian's `prometheus` package (`prometheus`, `promtool`).
 
 use std::collections::{BTreeSet, VecDeque};
@@ -314,6 +314,29 @@ async fn a_malformed_report_is_a_counted_protocol_error() {
     );
 }
 
+/// `router` served over HTTPS by control's own listener, with the self-signed certificate control makes in its
+/// store (`dir`): the address and the certificate file (which clients trust).
+async fn serve_tls(router: axum::Router, dir: &Path) -> (SocketAddr, PathBuf) {
+    let text = format!(
+        "store_dir = {:?}\ndataplane_socket = {:?}\n",
+        dir.join("store"),
+        dir.join("dp.sock")
+    );
+    let config = bulkhead_control::config::Config::parse(&text, &dir.join("control.toml")).unwrap();
+    let tls = bulkhead_control::tls::Tls::start(&config).unwrap().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bulkhead_control::http::serve(
+        listener,
+        router,
+        bulkhead_control::http::Limits::new(&config),
+        Some(tls.server),
+        Default::default(),
+        std::future::pending(),
+    ));
+    (addr, tls.cert_path)
+}
+
 async fn serve(router: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -489,14 +512,15 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     log.register_metrics(m.registry()).unwrap();
     m.observe_commit(Duration::from_millis(40));
     m.poll_once(&fake.client()).await.unwrap();
-    let (addr, server) = serve(m.router()).await;
+    let (addr, cert) = serve_tls(m.router(), &dir).await;
 
     let prom = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: bulkhead\n    static_configs:\n      - targets: ['{addr}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: bulkhead\n    \
+             scheme: https\n    tls_config:\n      ca_file: {cert:?}\n    static_configs:\n      - targets: ['{addr}']\n"
         ),
     )
     .unwrap();
@@ -593,7 +617,6 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
         .unwrap();
         assert_eq!(v["status"], "success", "{q}: {v}");
     }
-    server.abort();
 }
 
 // ---- The Grafana dashboard. ----

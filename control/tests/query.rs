@@ -20,9 +20,9 @@ impl Server {
         std::fs::create_dir_all(&dir).unwrap();
         let local = local::start(&dir, "").await;
         Server {
+            client: local.client(),
             url: local.url,
             token: local.token,
-            client: reqwest::Client::new(),
         }
     }
 

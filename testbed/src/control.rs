@@ -1,6 +1,7 @@
 //! A `bulkhead-control` process for tests and the demo: started with a generated config on an ephemeral
-//! localhost port, reached with `curl` (the client operators use), stopped (or killed with SIGKILL) on demand
-//! and on drop.
+//! localhost port, reached over HTTPS with `curl` (the client operators use) trusting the certificate the process
+//! announces in its `ready` line (its self-signed one unless the config names another), stopped (or killed with
+//! SIGKILL) on demand and on drop.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -88,8 +89,10 @@ impl Response {
 pub struct Control {
     child: Option<Child>,
     pub opts: ControlOptions,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` (`http://` with `[tls] plain_http`).
     pub url: String,
+    /// The certificate the process serves (PEM), which clients trust; `None` on plain HTTP.
+    pub cert: Option<PathBuf>,
     /// Its `ready` line.
     pub ready: Value,
     /// The `admin` token (read from the token file the process created).
@@ -132,6 +135,7 @@ impl Control {
             child: Some(child),
             opts: opts.clone(),
             url: String::new(),
+            cert: None,
             ready: Value::Null,
             token: String::new(),
         };
@@ -142,7 +146,8 @@ impl Control {
                 stderr: control.stderr(),
             });
         };
-        control.url = format!("http://{}", ready["listen"].as_str().unwrap_or_default());
+        control.url = ready["url"].as_str().unwrap_or_default().to_string();
+        control.cert = ready["tls"]["cert"].as_str().map(PathBuf::from);
         control.ready = ready;
         control.token = read_token(&opts.store_dir().join("tokens"))?;
         Ok(control)
@@ -216,7 +221,25 @@ impl Control {
         headers: &[(&str, &str)],
         token: Option<&str>,
     ) -> Result<Response> {
-        curl(&self.url, method, path, body, headers, token)
+        curl(
+            self.curl_command(),
+            &self.url,
+            method,
+            path,
+            body,
+            headers,
+            token,
+        )
+    }
+
+    /// `curl -sS` trusting this control's certificate, for requests the tests shape themselves.
+    pub fn curl_command(&self) -> Command {
+        let mut c = Command::new("curl");
+        c.arg("-sS");
+        if let Some(cert) = &self.cert {
+            c.arg("--cacert").arg(cert);
+        }
+        c
     }
 }
 
@@ -239,8 +262,10 @@ fn read_token(path: &Path) -> Result<String> {
         )))
 }
 
-/// One HTTP request with curl; the status, headers and body it got.
+/// One HTTP request with the curl command `c` (e.g. [`Control::curl_command`], or one with the `--cacert` of a
+/// control started otherwise); the status, headers and body it got.
 pub fn curl(
+    mut c: Command,
     base: &str,
     method: &str,
     path: &str,
@@ -248,17 +273,7 @@ pub fn curl(
     headers: &[(&str, &str)],
     token: Option<&str>,
 ) -> Result<Response> {
-    let mut c = Command::new("curl");
-    c.args([
-        "-sS",
-        "-i",
-        "--max-time",
-        "60",
-        "-X",
-        method,
-        "-H",
-        "Expect:",
-    ]);
+    c.args(["-i", "--max-time", "60", "-X", method, "-H", "Expect:"]);
     if let Some(t) = token {
         c.args(["-H", &format!("Authorization: Bearer {t}")]);
     }

@@ -13,10 +13,13 @@ export function svg(tag, attrs = {}, ...children) {
 
 // Absent attributes (undefined, null, false) are left out; functions under on* become listeners. HTML
 // elements also take `class`, form `value`, and boolean properties, which must be set as properties.
+// `style` is an object of CSS properties set through the CSSOM: the Content-Security-Policy (no
+// 'unsafe-inline') refuses style attributes.
 function build(el, attrs, children, html) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'style') Object.assign(el.style, v);
     else if (html && k === 'class') el.className = v;
     else if (html && k === 'value') el.value = v;
     else if (html && ['checked', 'selected', 'disabled', 'hidden'].includes(k)) el[k] = true;

@@ -184,11 +184,19 @@ pub fn run(args: &Args) -> Result {
     if args.keep {
         let _chatter = chatter(&bed)?;
         step("The bed stays up. Open the web console, or try in another shell:");
-        println!("  console: {}/  (token: {})", control.url, control.token);
+        println!(
+            "  console: {}/  (token: {}; the browser warns about the self-signed certificate: accept it if its \
+             SHA-256 fingerprint is {})",
+            control.url,
+            control.token,
+            fingerprint(&control)
+        );
         println!("  ip netns exec {} ping {}", bed.a.netns, addr::B4);
         println!(
-            "  curl -H 'Authorization: Bearer {}' {}/api/v1/active",
-            control.token, control.url
+            "  curl --cacert {} -H 'Authorization: Bearer {}' {}/api/v1/active",
+            cert(&control),
+            control.token,
+            control.url
         );
         let socket = bed.control_socket();
         println!("  echo '{{\"v\":1,\"op\":\"counters\"}}' | python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(\"{}\"); s.sendall(sys.stdin.buffer.read()); print(s.makefile().readline())'", socket.display());
@@ -227,7 +235,7 @@ fn api(
     body: Option<&Value>,
     etag: Option<&str>,
 ) -> Result<Value> {
-    let mut shown = format!("$ curl -X {method} -H 'Authorization: Bearer $TOKEN'");
+    let mut shown = format!("$ curl --cacert $CERT -X {method} -H 'Authorization: Bearer $TOKEN'");
     let mut headers = Vec::new();
     if let Some(e) = etag {
         shown.push_str(&format!(" -H 'If-Match: {e}'"));
@@ -270,8 +278,18 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<(Control, Vec<Ba
         opts.store_dir().join("tokens").display(),
         opts.store_dir().display()
     );
+    println!(
+        "  HTTPS at {} with the self-signed certificate control made at first start: $CERT = {}\n  \
+         SHA-256 fingerprint {} (clients trust the file, or compare the fingerprint)",
+        c.url,
+        cert(&c),
+        fingerprint(&c)
+    );
     let health = c.request("GET", "/api/v1/health", None, &[], None)?;
-    println!("$ curl {}/api/v1/health\n  {}", c.url, health.body);
+    println!(
+        "$ curl --cacert $CERT {}/api/v1/health\n  {}",
+        c.url, health.body
+    );
 
     // Side A gets an office client, side B the old SCADA host next to the database.
     bed.a.ok(&[
@@ -493,7 +511,10 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<(Control, Vec<Ba
     }
 
     step("Metrics (Prometheus text format): GET /metrics");
-    println!("$ curl -H 'Authorization: Bearer $TOKEN' {}/metrics", c.url);
+    println!(
+        "$ curl --cacert $CERT -H 'Authorization: Bearer $TOKEN' {}/metrics",
+        c.url
+    );
     std::thread::sleep(Duration::from_millis(1200));
     let m = c.call("GET", "/metrics", None)?;
     let text = m.body.as_str().unwrap_or_default().to_string();
@@ -511,6 +532,20 @@ fn control_demo(bed: &TestBed, bin: &std::path::Path) -> Result<(Control, Vec<Ba
         println!("  {line}");
     }
     Ok((c, servers))
+}
+
+/// The certificate control serves (its self-signed one), for the commands the demo shows.
+fn cert(c: &Control) -> String {
+    c.cert
+        .as_ref()
+        .map_or_else(|| "(plain HTTP)".into(), |p| p.display().to_string())
+}
+
+/// The served certificate's SHA-256 fingerprint, as control announced it.
+fn fingerprint(c: &Control) -> &str {
+    c.ready["tls"]["fingerprint_sha256"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// Light, steady traffic for `--keep`, so the console's dashboard and segment map have something to show:

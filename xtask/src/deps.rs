@@ -28,6 +28,15 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-liberation",
+    // The Debian packages (`cargo xtask package`) and their test: dpkg-shlibdeps for the library dependencies,
+    // lintian, systemd-analyze and systemd-sysusers, setpriv/unshare/nsenter for the throwaway install.
+    "dpkg-dev",
+    "lintian",
+    "systemd",
+    "util-linux",
+    "adduser",
+    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
+    "openssl",
     // SIEM export tests: a real syslog receiver with its TLS driver, nfdump's IPFIX collector, and a venv for
     // the reference Community ID implementation from PyPI.
     "rsyslog",

@@ -4,6 +4,7 @@
 //! * `demo`  — the gateway on the namespace test bed with real traffic crossing it.
 //! * `test`  — the whole suite: fmt, clippy, unit and end-to-end tests, a short fuzz run.
 //! * `bench` — forwarding throughput against `dpdk-testpmd` on the same input, same run.
+//! * `package` — the Debian packages (cargo-deb) of the dataplane, control and pktgen.
 //!
 //! xtask itself never links DPDK, so it builds on a machine that does not have it yet.
 
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod deps;
+mod package;
 mod suite;
 mod util;
 
@@ -36,6 +38,8 @@ enum Command {
     Test(suite::Args),
     /// Measure forwarding throughput against dpdk-testpmd.
     Bench(bench::Args),
+    /// Build the Debian packages (release binaries, cargo-deb) into target/debian.
+    Package(package::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => deps::ensure().and_then(|()| demo::run(&args)),
         Command::Test(args) => deps::ensure().and_then(|()| suite::suite(&args)),
         Command::Bench(args) => deps::ensure().and_then(|()| bench::bench(&args)),
+        Command::Package(args) => deps::ensure().and_then(|()| package::package(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

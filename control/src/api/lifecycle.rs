@@ -1,10 +1,11 @@
-//! The policy lifecycle over HTTP: commit, confirm, rollback (the work is done by [`crate::lifecycle`]), the
-//! version history and the active version.
+//! The policy lifecycle over HTTP: submit for approval, commit (now or scheduled), confirm, revert, rollback
+//! (the work is done by [`crate::lifecycle`]), the version history and the active version.
 
 use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,15 +14,22 @@ use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResul
 use super::{p, Routes};
 use crate::app::Shared;
 use crate::error::ApiError;
-use crate::lifecycle;
-use crate::store::Pending;
+use crate::lifecycle::{self, approval, schedule, Commit};
+use crate::store::{Pending, ScheduledCommit};
 use crate::time;
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
     r.add(M::GET, &p("/active"), get_active)
         .add(M::POST, &p("/commit"), commit)
+        .add(M::GET, &p("/draft/submission"), get_submission)
+        .add(M::POST, &p("/draft/submission"), submit)
+        .add(M::DELETE, &p("/draft/submission"), withdraw)
+        .add(M::GET, &p("/scheduled-commit"), get_scheduled)
+        .add(M::POST, &p("/scheduled-commit"), schedule)
+        .add(M::DELETE, &p("/scheduled-commit"), cancel_scheduled)
         .add(M::POST, &p("/confirm"), confirm)
+        .add(M::POST, &p("/revert"), revert)
         .add(M::POST, &p("/rollback"), rollback)
         .add(M::GET, &p("/versions"), list_versions)
         .add(M::GET, &p("/versions/{version}"), get_version)
@@ -80,6 +88,7 @@ async fn commit(
         let store = app.store.lock().await;
         if_match(&headers, &draft_etag(store.revision()))?;
         lifecycle::ensure_nothing_pending(&store)?;
+        approval::check(&app, &store, &who(w.clone()))?;
         store.draft().clone()
     };
     let policy = lifecycle::compile(draft)
@@ -88,16 +97,16 @@ async fn commit(
     let mut store = app.store.lock().await;
     // The draft may have changed while it compiled: the commit is of exactly the revision the client named.
     if_match(&headers, &draft_etag(store.revision()))?;
-    let done = lifecycle::commit(
-        &app,
-        &mut store,
-        &who(w),
-        policy,
-        body.comment,
+    let who = who(w);
+    let c = Commit {
+        submitted_by: approval::check(&app, &store, &who)?,
+        who,
+        comment: body.comment,
         window,
-        started,
-    )
-    .await?;
+        draft_revision: store.revision(),
+        scheduled: None,
+    };
+    let done = lifecycle::commit(&app, &mut store, c, policy, started).await?;
     let mut answer = json!({
         "version": done.version,
         "previous": done.previous,
@@ -129,6 +138,162 @@ async fn confirm(
         active_etag(&store),
         Json(json!({"version": version, "confirmed": true})),
     ))
+}
+
+/// Reverts the version awaiting confirmation now (an operator cancelling a commit before its window closes).
+async fn revert(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+) -> ApiResult {
+    if_match(&headers, &active_etag(&*app.store.lock().await))?;
+    let version = lifecycle::revert_now(&app, &who(w)).await?;
+    let store = app.store.lock().await;
+    Ok(with_etag(
+        active_etag(&store),
+        Json(json!({"version": version, "reverted": true})),
+    ))
+}
+
+// ---- the two-person rule ----
+
+fn submission_json(app: &Shared, store: &crate::store::Store) -> Value {
+    json!({
+        "two_person_rule": app.config.approvals.two_person,
+        "draft_revision": store.revision(),
+        "submission": store.submission(),
+    })
+}
+
+async fn get_submission(State(app): State<Shared>) -> Json<Value> {
+    let store = app.store.lock().await;
+    Json(submission_json(&app, &store))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Comment {
+    #[serde(default)]
+    comment: String,
+}
+
+/// Submits the draft revision named by `If-Match` for approval.
+async fn submit(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+    Body(body): Body<Option<Comment>>,
+) -> ApiResult {
+    let mut store = app.store.lock().await;
+    if_match(&headers, &draft_etag(store.revision()))?;
+    approval::submit(&mut store, &who(w), body.unwrap_or_default().comment)?;
+    Ok(with_etag(
+        draft_etag(store.revision()),
+        Json(submission_json(&app, &store)),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+/// Withdraws the submission (its author) or rejects it (an approver).
+async fn withdraw(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    Body(body): Body<Option<Reason>>,
+) -> ApiResult<Json<Value>> {
+    let mut store = app.store.lock().await;
+    let withdrawn = approval::withdraw(&mut store, &who(w), body.unwrap_or_default().reason)?;
+    Ok(Json(json!({"withdrawn": withdrawn})))
+}
+
+// ---- scheduled commits ----
+
+fn scheduled_json(s: &ScheduledCommit) -> Value {
+    json!({
+        "id": s.id,
+        "at": time::rfc3339(time::from_unix_ms(s.at_unix_ms)),
+        "at_unix_ms": s.at_unix_ms,
+        "scheduled_by": s.scheduled_by,
+        "submitted_by": s.submitted_by,
+        "comment": s.comment,
+        "draft_revision": s.draft_revision,
+        "confirm_within_s": s.confirm_within_s,
+        "state": if s.failed.is_some() { "failed" } else { "waiting" },
+        "error": s.failed,
+    })
+}
+
+async fn get_scheduled(State(app): State<Shared>) -> Json<Value> {
+    let store = app.store.lock().await;
+    Json(json!({"scheduled": store.scheduled().map(scheduled_json)}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    /// RFC 3339.
+    at: String,
+    #[serde(default)]
+    comment: String,
+    confirm_within_s: Option<u64>,
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Schedules the draft revision named by `If-Match` (validated now) for commit at `at`.
+async fn schedule(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+    headers: HeaderMap,
+    Body(body): Body<ScheduleBody>,
+) -> ApiResult {
+    let at = humantime::parse_rfc3339(&body.at).map_err(|e| {
+        ApiError::bad_request("invalid schedule time").detail(
+            "at",
+            format!("expected an RFC 3339 time such as 2027-01-31T22:00:00Z: {e}"),
+        )
+    })?;
+    let window = lifecycle::confirm_window(&app, body.confirm_within_s, body.confirm)?;
+    let who = who(w);
+    let draft = {
+        let store = app.store.lock().await;
+        if_match(&headers, &draft_etag(store.revision()))?;
+        approval::check(&app, &store, &who)?;
+        store.draft().clone()
+    };
+    let policy = lifecycle::compile(draft)
+        .await
+        .map_err(lifecycle::LifecycleError::InvalidDraft)?;
+    let mut store = app.store.lock().await;
+    if_match(&headers, &draft_etag(store.revision()))?;
+    let req = schedule::Request {
+        submitted_by: approval::check(&app, &store, &who)?,
+        who,
+        at_unix_ms: time::unix_ms(at),
+        comment: body.comment,
+        window,
+        policy,
+    };
+    let scheduled = schedule::schedule(&mut store, req)?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({"scheduled": scheduled_json(&scheduled)})),
+    )
+        .into_response())
+}
+
+async fn cancel_scheduled(
+    State(app): State<Shared>,
+    w: Option<axum::Extension<Who>>,
+) -> ApiResult<Json<Value>> {
+    let mut store = app.store.lock().await;
+    let cancelled = schedule::cancel(&mut store, &who(w))?;
+    Ok(Json(json!({"cancelled": scheduled_json(&cancelled)})))
 }
 
 #[derive(Deserialize)]

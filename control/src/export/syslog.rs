@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -22,6 +22,7 @@ use super::{
     connected_udp, Counters, DropReason, ExportedFlow, Format, Item, Link, SyslogConfig, Transport,
 };
 use crate::store::AuditEntry;
+use crate::tls::{provider, read_certs};
 use protocol::EventKind;
 use std::net::IpAddr;
 
@@ -265,8 +266,8 @@ pub enum SendError {
     Io(#[from] io::Error),
     #[error("cannot resolve {0}")]
     Resolve(String),
-    #[error("{path}: {problem}")]
-    File { path: String, problem: String },
+    #[error(transparent)]
+    File(#[from] crate::tls::TlsError),
     #[error("TLS: {0}")]
     Tls(String),
 }
@@ -373,20 +374,12 @@ fn local_hostname() -> String {
 }
 
 fn tls_connector(config: &SyslogConfig) -> Result<(TlsConnector, ServerName<'static>), SendError> {
-    let file_error = |path: &std::path::Path, problem: String| SendError::File {
-        path: path.display().to_string(),
-        problem,
-    };
     let ca = config.ca.as_ref().expect("validated: tls has a ca");
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| file_error(ca, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error(ca, "no certificate in it".into()));
-    }
-    for cert in certs {
-        roots.add(cert).map_err(|e| file_error(ca, e.to_string()))?;
+    for cert in read_certs("ca", ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| SendError::Tls(format!("ca {}: {e}", ca.display())))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -394,11 +387,9 @@ fn tls_connector(config: &SyslogConfig) -> Result<(TlsConnector, ServerName<'sta
         .with_root_certificates(roots);
     let client = match (&config.client_cert, &config.client_key) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| file_error(cert, e.to_string()))?;
-            let key_der =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e.to_string()))?;
+            let chain = read_certs("client_cert", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| SendError::Tls(format!("client_key {}: {e}", key.display())))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| SendError::Tls(e.to_string()))?
@@ -412,13 +403,6 @@ fn tls_connector(config: &SyslogConfig) -> Result<(TlsConnector, ServerName<'sta
     let name = ServerName::try_from(name.clone())
         .map_err(|_| SendError::Tls(format!("{name:?} is not a valid server name")))?;
     Ok((TlsConnector::from(Arc::new(client)), name))
-}
-
-/// rustls's ring provider: rustls deprecates it for lacking post-quantum key exchange, which only aws-lc-rs
-/// offers, and that one needs more of a C toolchain (cmake) to build than Debian's defaults give.
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The syslog task: connects, sends what its queue holds, and on any failure counts the item lost, backs off

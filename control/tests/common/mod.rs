@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testbed::control::{Control, ControlOptions};
+use testbed::control::{Control, ControlOptions, Response};
 use testbed::Side;
 
 pub fn control_bin() -> PathBuf {
@@ -229,4 +229,46 @@ pub fn fetches(side: &Side, from: Option<&str>, host: &str, port: u16) -> bool {
     }
     args.push(&url);
     side.run(&args).unwrap().status.success()
+}
+
+// ---- REST calls most tests make ----
+
+/// Asserts a success.
+pub fn ok(r: &Response) {
+    assert!(r.status < 300, "{} {}", r.status, r.body);
+}
+
+pub fn draft_etag(c: &Control) -> String {
+    let r = c.call("GET", "/api/v1/draft", None).unwrap();
+    ok(&r);
+    r.etag()
+}
+
+pub fn active_etag(c: &Control) -> String {
+    let r = c.call("GET", "/api/v1/active", None).unwrap();
+    ok(&r);
+    r.etag()
+}
+
+pub fn import(c: &Control, doc: &Value) {
+    let r = c
+        .write("PUT", "/api/v1/draft", Some(doc), &draft_etag(c))
+        .unwrap();
+    ok(&r);
+}
+
+pub fn commit(c: &Control, body: Value) -> Response {
+    c.write("POST", "/api/v1/commit", Some(&body), &draft_etag(c))
+        .unwrap()
+}
+
+pub fn audit_actions(c: &Control) -> Vec<String> {
+    let r = c.call("GET", "/api/v1/audit", None).unwrap();
+    ok(&r);
+    r.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -16,16 +16,68 @@ use bulkhead_control::flowlog::FlowLog;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::store::Store;
+use bulkhead_control::tls::Tls;
 
 pub struct Local {
+    /// `https://127.0.0.1:PORT` (`http://` with `[tls] plain_http`).
     pub url: String,
     pub addr: SocketAddr,
     /// The `admin` token.
     pub token: String,
     /// Everything of this control: its store, flow log, and `web/` (its console directory, when it exists).
     pub dir: PathBuf,
-    /// Connections refused for being over `max_connections`.
-    pub refused: prometheus::IntCounter,
+    /// The listener's counters (connections refused for being over `max_connections`, failed handshakes).
+    pub counters: http::Counters,
+    /// The certificate served (control's self-signed one unless `extra` names another); `None` on plain HTTP.
+    pub cert: Option<PathBuf>,
+}
+
+impl Local {
+    /// A client that trusts the served certificate.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder();
+        match &self.cert {
+            Some(cert) => builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
+            ),
+            None => builder,
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    /// A TLS connection (trusting the served certificate) for tests that write raw HTTP.
+    pub async fn connect_tls(
+        &self,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let cert = self.cert.as_ref().expect("control serves TLS");
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        tls_connector(cert)
+            .connect(self.addr.ip().into(), tcp)
+            .await
+    }
+}
+
+/// A rustls client trusting `cert` (a PEM file) alone.
+pub fn tls_connector(cert: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[allow(deprecated)]
+pub fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// Control keeping its files in `dir`; `extra` goes at the top of its control.toml.
@@ -38,6 +90,8 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         dir.join("web"),
     );
     let config = Config::parse(&text, &dir.join("control.toml")).unwrap();
+    let tls = Tls::start(&config).unwrap();
+    let cert = tls.as_ref().map(|t| t.cert_path.clone());
     let tokens = Tokens::load_or_create(&config.token_path()).unwrap();
     let token = std::fs::read_to_string(config.token_path()).unwrap();
     let token = token.split_whitespace().nth(1).unwrap().to_string();
@@ -59,16 +113,22 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
     let router = api::app(app, vec![metrics.router()]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let refused = http::refused_counter();
-    let counted = refused.clone();
-    tokio::spawn(async move {
-        http::serve(listener, router, limits, counted, std::future::pending()).await
-    });
+    let counters = http::Counters::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tokio::spawn(http::serve(
+        listener,
+        router,
+        limits,
+        tls.map(|t| t.server),
+        counters.clone(),
+        std::future::pending(),
+    ));
     Local {
-        url: format!("http://{addr}"),
+        url: format!("{scheme}://{addr}"),
         addr,
         token,
         dir: dir.to_path_buf(),
-        refused,
+        counters,
+        cert,
     }
 }

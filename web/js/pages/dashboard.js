@@ -121,7 +121,7 @@ export function mount(main) {
         { label: 'Received /s', class: 'num', cell: (w) => fmtSi(w.rx_pps) },
         { label: 'Flows', class: 'num', cell: (w) => fmtInt(w.flows_active) },
         { label: 'Busy', cell: (w) => h('div', { class: 'meter', title: `${(w.busy_ratio * 100).toFixed(1)} % of polls found packets` },
-          h('div', { class: 'meter-fill', style: `width:${Math.min(100, w.busy_ratio * 100).toFixed(1)}%` }),
+          h('div', { class: 'meter-fill', style: { width: `${Math.min(100, w.busy_ratio * 100).toFixed(1)}%` } }),
           h('span', {}, `${(w.busy_ratio * 100).toFixed(1)} %`)) },
       ],
       rows: s.workers || [],

@@ -71,7 +71,7 @@ export function mount(main, params) {
       oninput: (ev) => { state.port = ev.target.value; } })),
     h('button', { type: 'submit' }, 'Apply'),
     h('span', { class: 'legend' }, CLASSES.map(([, label, color]) =>
-      h('span', { class: 'legend-item' }, h('span', { class: 'swatch', style: `background:${color}` }), label))));
+      h('span', { class: 'legend-item' }, h('span', { class: 'swatch', style: { background: color } }), label))));
   const info = h('p', { class: 'muted', id: 'map-info' });
   const canvas = h('div', { class: 'card map-card' });
   const detail = h('aside', { class: 'card map-detail', id: 'edge-detail', 'aria-live': 'polite' },

@@ -1,7 +1,8 @@
 // Policy: the draft's segments, services and rules in searchable tables, editors that show validation errors
-// on the field they concern, the diff against the active policy, commit (optionally with confirm-within),
-// and the version history with rollback. Every write carries the draft's (or the active version's) ETag in
-// If-Match, so an edit made by someone else meanwhile is never overwritten silently.
+// on the field they concern, the diff against the active policy, commit (optionally with confirm-within, or at a
+// scheduled time; with the two-person rule, after a submission for approval), and the version history with
+// rollback. Every write carries the draft's (or the active version's) ETag in If-Match, so an edit made by someone
+// else meanwhile is never overwritten silently.
 
 import { request, get, ApiError } from '../api.js';
 import {
@@ -435,40 +436,107 @@ function diffView(d) {
 }
 
 async function commitTab(body) {
-  const [d, active] = await Promise.all([get('/diff', { from: 'active', to: 'draft' }), request('GET', '/active').catch(() => null)]);
+  const [d, active, sub, sched] = await Promise.all([
+    get('/diff', { from: 'active', to: 'draft' }),
+    request('GET', '/active').catch(() => null),
+    get('/draft/submission'),
+    get('/scheduled-commit'),
+  ]);
   const pending = active && active.data && active.data.pending_confirm;
   const comment = input('comment', '', { placeholder: 'what and why (kept in the history)', size: 50 });
   const withConfirm = h('input', { type: 'checkbox', name: 'with_confirm', id: 'with-confirm' });
   const within = input('confirm_within_s', 120, { type: 'number', min: 1, max: 86400, 'aria-label': 'confirm within seconds' });
+  const at = input('at', '', { type: 'datetime-local', 'aria-label': 'commit at (local time)' });
   const note = h('div', { class: 'form-note' });
   const form = h('form', { class: 'card', onsubmit: async (ev) => {
     ev.preventDefault();
     replace(note);
-    await commit(comment.value.trim(), withConfirm.checked ? Number(within.value) : null, note, body);
+    const confirmWithin = withConfirm.checked ? Number(within.value) : null;
+    if (at.value) await schedule(new Date(at.value), comment.value.trim(), confirmWithin, note, body);
+    else await commit(comment.value.trim(), confirmWithin, note, body);
   } },
   h('h2', {}, 'Commit the draft'),
+  sub.two_person_rule ? h('p', { class: 'muted' }, 'The two-person rule is on: the draft must be submitted for approval, then committed by another identity.') : null,
   field('Comment', comment),
   h('label', { class: 'check' }, withConfirm, ' Revert by itself unless confirmed within ', within, ' seconds'),
+  field('Commit at (optional: a change window; empty commits now)', at),
   note,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', disabled: d.identical || !draft.validation.valid }, 'Commit…')));
   replace(body,
     pending ? pendingBanner(active, body) : null,
+    sched.scheduled ? scheduledCard(sched.scheduled, body) : null,
     h('div', { class: 'card' }, h('h2', {}, 'Draft against active'), diffView(d)),
+    sub.two_person_rule ? submissionCard(sub, d, body) : null,
     form);
+}
+
+/** The draft's submission for approval (two-person rule): submit, withdraw or reject. */
+function submissionCard(sub, d, body) {
+  const s = sub.submission;
+  const comment = input('submission_comment', '', { placeholder: 'what the approver should know', size: 50 });
+  const act = async (method, req) => {
+    try {
+      await request(method, '/draft/submission', { body: req, etag: draft.etag });
+      toast(method === 'POST' ? `Revision ${draft.revision} submitted for approval.` : 'Submission withdrawn.', 'ok');
+      await commitTab(body);
+    } catch (e) { reportError(e); }
+  };
+  return h('div', { class: 'card', id: 'submission' }, h('h2', {}, 'Approval'),
+    s ? h('p', {}, `Revision ${s.revision} submitted by `, h('strong', {}, s.submitted_by), ` ${fmtAgo(s.submitted_at)}`,
+      s.comment ? `: ${s.comment}` : '', '. Another identity may commit it; any edit withdraws it. ',
+    h('button', { type: 'button', onclick: () => act('DELETE', {}) }, 'Withdraw / reject'))
+      : h('form', { onsubmit: (ev) => { ev.preventDefault(); act('POST', comment.value.trim() ? { comment: comment.value.trim() } : {}); } },
+        field('Comment', comment),
+        h('div', { class: 'actions' }, h('button', { type: 'submit', disabled: d.identical || !draft.validation.valid }, 'Submit for approval'))));
+}
+
+function scheduledCard(s, body) {
+  return h('div', { class: s.state === 'failed' ? 'banner bad' : 'banner warn', id: 'scheduled' },
+    s.state === 'failed'
+      ? `The commit scheduled by ${s.scheduled_by} for ${fmtTime(s.at)} failed: ${s.error}. `
+      : `Revision ${s.draft_revision} is scheduled by ${s.scheduled_by} to be committed at ${fmtTime(s.at)}${s.comment ? ` (${s.comment})` : ''}. `,
+    h('button', { type: 'button', onclick: async () => {
+      try {
+        await request('DELETE', '/scheduled-commit');
+        toast('Scheduled commit cancelled.', 'ok');
+        await commitTab(body);
+      } catch (e) { reportError(e); }
+    } }, s.state === 'failed' ? 'Dismiss' : 'Cancel it'));
+}
+
+async function schedule(at, comment, confirmWithin, note, body) {
+  const answer = await modal('Schedule the commit?', h('p', {},
+    `Revision ${draft.revision} is validated now and committed at ${at.toLocaleString()}. Later edits of the draft are not part of it.`),
+  [{ label: 'Cancel', value: '' }, { label: 'Schedule', value: 'schedule', class: 'primary' }]);
+  if (answer !== 'schedule') return;
+  try {
+    const req = { at: at.toISOString() };
+    if (comment) req.comment = comment;
+    if (confirmWithin) req.confirm_within_s = confirmWithin;
+    await request('POST', '/scheduled-commit', { body: req, etag: draft.etag });
+    toast(`Commit scheduled for ${at.toLocaleString()}.`, 'ok');
+    await commitTab(body);
+  } catch (e) {
+    if (e.code === 'stale_etag') await loadDraft();
+    replace(note, h('div', { class: 'banner bad' }, `Not scheduled: ${e.message}`));
+  }
 }
 
 function pendingBanner(active, body) {
   const p = active.data.pending_confirm;
+  const v = active.data.meta.version;
+  const act = (path, done) => async () => {
+    try {
+      await request('POST', path, { etag: active.etag });
+      toast(done, 'ok');
+      policyChanged();
+      commitTab(body);
+    } catch (e) { reportError(e); }
+  };
   return h('div', { class: 'banner warn', id: 'pending' },
-    `Version ${active.data.meta.version} is on trial: unless confirmed before ${fmtTime(p.deadline)}, control reverts to version ${p.revert_to}. `,
-    h('button', { type: 'button', class: 'primary', onclick: async () => {
-      try {
-        await request('POST', '/confirm', { etag: active.etag });
-        toast(`Version ${active.data.meta.version} confirmed.`, 'ok');
-        policyChanged();
-        commitTab(body);
-      } catch (e) { reportError(e); }
-    } }, 'Confirm'));
+    `Version ${v} is on trial: unless confirmed before ${fmtTime(p.deadline)}, control reverts to version ${p.revert_to}. `,
+    h('button', { type: 'button', class: 'primary', onclick: act('/confirm', `Version ${v} confirmed.`) }, 'Confirm'), ' ',
+    h('button', { type: 'button', onclick: act('/revert', `Version ${v} reverted.`) }, 'Revert now'));
 }
 
 async function commit(comment, confirmWithin, note, body) {

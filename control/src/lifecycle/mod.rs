@@ -1,5 +1,6 @@
 //! The policy lifecycle: commit the draft, confirm a commit, roll back to an earlier version, and revert an
-//! unconfirmed commit whose deadline passed. Every activation creates a new version number, is pushed to the
+//! unconfirmed commit whose deadline passed (or at once, on request). [`approval`] holds the two-person rule
+//! (submit, then another identity commits) and [`schedule`] commits at a given time. Every activation creates a new version number, is pushed to the
 //! dataplane and is audited. The REST handlers and the reconciler's background task both come here; nothing here
 //! knows of HTTP (the handlers map [`LifecycleError`] to status codes and check ETags before calling).
 //!
@@ -25,6 +26,9 @@ use crate::store::{
 };
 use crate::time;
 
+pub mod approval;
+pub mod schedule;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error("confirm_within_s must be in 1..={MAX_CONFIRM_S}")]
@@ -42,6 +46,18 @@ pub enum LifecycleError {
     NoActiveVersion,
     #[error("version {0} is not awaiting confirmation")]
     NotPending(u64),
+    #[error("the two-person rule is on: the draft (revision {revision}) must be submitted for approval, then committed by another identity")]
+    ApprovalRequired { revision: u64 },
+    #[error("{0} submitted this draft: under the two-person rule another identity must commit it")]
+    SelfApproval(String),
+    #[error("no draft is submitted for approval")]
+    NothingSubmitted,
+    #[error("{0}")]
+    ScheduleTime(&'static str),
+    #[error("commit {id} is already scheduled for {at}; cancel it first")]
+    AlreadyScheduled { id: u64, at: String },
+    #[error("no commit is scheduled")]
+    NothingScheduled,
     #[error("no version {0}")]
     UnknownVersion(u64),
     #[error("stored version: {0}")]
@@ -98,16 +114,30 @@ pub fn ensure_nothing_pending(store: &Store) -> Result<()> {
     }
 }
 
+/// A commit of the draft: who asks, what it says, and how it came to be approved or scheduled.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub who: String,
+    pub comment: String,
+    /// Revert by itself unless confirmed within this many seconds.
+    pub window: Option<u64>,
+    /// The draft revision committed.
+    pub draft_revision: u64,
+    /// Under the two-person rule: who submitted it (checked by [`approval::check`]).
+    pub submitted_by: Option<String>,
+    /// The scheduled commit this is, if any.
+    pub scheduled: Option<u64>,
+}
+
 /// Commits `policy` (the draft, compiled by [`compile`]) as the next version and pushes it; with a `window`
 /// (seconds) it reverts by itself unless confirmed in time. `started` is when the request began (the commit time
-/// counts from there). The caller checked that the draft did not change since it was compiled.
+/// counts from there). The caller checked that the draft did not change since it was compiled, and the
+/// approval.
 pub async fn commit(
     app: &App,
     store: &mut Store,
-    who: &str,
+    c: Commit,
     policy: Policy,
-    comment: String,
-    window: Option<u64>,
     started: Instant,
 ) -> Result<Activated> {
     ensure_nothing_pending(store)?;
@@ -117,7 +147,7 @@ pub async fn commit(
         ));
     }
     let previous = store.active_version();
-    let pending = match (window, previous) {
+    let pending = match (c.window, previous) {
         (Some(s), Some(prev)) => Some(Pending {
             deadline_unix_ms: time::unix_ms(SystemTime::now()) + s * 1000,
             revert_to: prev,
@@ -125,11 +155,28 @@ pub async fn commit(
         (Some(_), None) => return Err(LifecycleError::NothingToRevertTo),
         _ => None,
     };
-    let meta = version_meta(app, store, who, comment, VersionKind::Commit, None);
-    let mut entry = AuditEntry::new(who, "commit");
-    entry.draft_revision = Some(store.revision());
-    entry.details = json!({"confirm_within_s": window});
-    activate(app, store, policy, meta, pending, entry, started).await
+    let mut meta = version_meta(app, store, &c.who, c.comment, VersionKind::Commit, None);
+    meta.submitted_by = c.submitted_by.clone();
+    meta.scheduled = c.scheduled;
+    let mut entry = AuditEntry::new(&c.who, "commit");
+    entry.draft_revision = Some(c.draft_revision);
+    entry.details = json!({"confirm_within_s": c.window});
+    if let Some(by) = &c.submitted_by {
+        entry.details["submitted_by"] = json!(by);
+    }
+    if let Some(id) = c.scheduled {
+        entry.details["scheduled"] = json!(id);
+    }
+    let done = activate(app, store, policy, meta, pending, entry, started).await?;
+    if store
+        .submission()
+        .is_some_and(|s| s.revision == c.draft_revision)
+    {
+        // Approved and committed: the submission is used up. Were this write to fail, the submission would
+        // only name a revision already committed (a second commit of it finds no changes).
+        let _ = store.set_submission(None);
+    }
+    Ok(done)
 }
 
 /// Keeps the active version, which awaits confirmation; answers its number. It changes the store only, so it
@@ -197,28 +244,66 @@ pub async fn rollback(
 /// version, if any. The store changes first; if the dataplane cannot take the push now, the revert's intent stays
 /// open and reconciliation pushes the version when it can (and resolves the intent).
 pub async fn revert_if_due(app: &App) -> Result<Option<u64>> {
-    let Some((due, doc)) = due_revert(&*app.store.lock().await)? else {
-        return Ok(None);
+    revert(app, SYSTEM, Revert::IfDue).await
+}
+
+/// Reverts the version awaiting confirmation now, as if its deadline had passed (an operator cancelling a
+/// commit that went wrong, without waiting for the window to close); answers the new version.
+pub async fn revert_now(app: &App, who: &str) -> Result<u64> {
+    revert(app, who, Revert::Now)
+        .await?
+        .ok_or(LifecycleError::NotPending(0))
+}
+
+/// The `who` of the entries the background task writes.
+const SYSTEM: &str = "system";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Revert {
+    IfDue,
+    Now,
+}
+
+async fn revert(app: &App, who: &str, when: Revert) -> Result<Option<u64>> {
+    let Some((due, doc)) = due_revert(&*app.store.lock().await, when)? else {
+        return match (when, app.store.lock().await.active_version()) {
+            (Revert::Now, Some(v)) => Err(LifecycleError::NotPending(v)),
+            (Revert::Now, None) => Err(LifecycleError::NoActiveVersion),
+            (Revert::IfDue, _) => Ok(None),
+        };
     };
     let policy = compile(doc)
         .await
         .map_err(LifecycleError::InvalidStoredVersion)?;
     let mut store = app.store.lock().await;
     // Confirmed, rolled back or reverted while the policy compiled: nothing is due any more.
-    if due_revert(&store)?.map(|(d, _)| d) != Some(due.clone()) {
-        return Ok(None);
+    if due_revert(&store, when)?.map(|(d, _)| d) != Some(due.clone()) {
+        return match when {
+            Revert::Now => Err(LifecycleError::NotPending(due.version)),
+            Revert::IfDue => Ok(None),
+        };
     }
     let (version, p) = (due.version, due.pending.expect("due has a deadline"));
+    let (comment, reason) = match when {
+        Revert::IfDue => (
+            format!("automatic revert: version {version} was not confirmed in time"),
+            "not confirmed before the deadline".to_string(),
+        ),
+        Revert::Now => (
+            format!("version {version} reverted before its confirm deadline by {who}"),
+            "reverted on request before the deadline".to_string(),
+        ),
+    };
     let meta = version_meta(
         app,
         &store,
-        "system",
-        format!("automatic revert: version {version} was not confirmed in time"),
+        who,
+        comment,
         VersionKind::Revert,
         Some(p.revert_to),
     );
-    let mut entry = AuditEntry::new("system", "revert");
-    entry.details = json!({"source": p.revert_to, "reason": "not confirmed before the deadline"});
+    let mut entry = AuditEntry::new(who, "revert");
+    entry.details = json!({"source": p.revert_to, "reason": reason});
     let (intent, version, _) = make_active(&mut store, policy.clone(), meta, None, entry)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
     let pushed = app.push(&doc, version).await;
@@ -233,15 +318,16 @@ pub async fn revert_if_due(app: &App) -> Result<Option<u64>> {
     Ok(Some(version))
 }
 
-/// The active version if its confirm deadline has passed, with the document it reverts to.
-fn due_revert(store: &Store) -> Result<Option<(ActiveFile, policy::Document)>> {
+/// The active version if it awaits confirmation and its deadline has passed (or, with [`Revert::Now`], at
+/// all), with the document it reverts to.
+fn due_revert(store: &Store, when: Revert) -> Result<Option<(ActiveFile, policy::Document)>> {
     let Some(active) = store.active().cloned() else {
         return Ok(None);
     };
     let Some(p) = &active.pending else {
         return Ok(None);
     };
-    if time::unix_ms(SystemTime::now()) < p.deadline_unix_ms {
+    if when == Revert::IfDue && time::unix_ms(SystemTime::now()) < p.deadline_unix_ms {
         return Ok(None);
     }
     let doc = store
@@ -379,5 +465,7 @@ fn version_meta(
         parent: store.active_version(),
         kind,
         source,
+        submitted_by: None,
+        scheduled: None,
     }
 }
