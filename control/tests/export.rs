@@ -353,20 +353,7 @@ observation_domain = 7
     let www = bed.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("small"), vec![b'x'; 20_000]).unwrap();
-    let _server = bed
-        .b
-        .spawn(&[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            addr::B4,
-            "--directory",
-            www.to_str().unwrap(),
-        ])
-        .unwrap();
-    bed.b.wait_listening(8080).unwrap();
+    let _server = file_server(&bed.b, addr::B4, 8080, &www);
     assert!(fetches(&bed.a, None, addr::B4, 8080));
     let udp = format!(
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'ping', ('{}', 5353))",
@@ -387,20 +374,7 @@ observation_domain = 7
         .success());
 
     // A commit: an audit intent and outcome.
-    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    let r = c
-        .write("DELETE", "/api/v1/draft/rules/50", None, &etag)
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = c
-        .write(
-            "POST",
-            "/api/v1/commit",
-            Some(&json!({"comment": "no telnet=monitor"})),
-            &r.etag(),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(edit_and_commit(&c, 50)["version"], 2);
 
     // Every flow closes within a few seconds (timeouts of 1 s).
     let closed = wait_for(30, "the closed HTTP, UDP, ICMP and ICMPv6 flows", || {
