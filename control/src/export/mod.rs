@@ -507,11 +507,6 @@ impl Exporters {
         Ok(())
     }
 
-    /// Whether any exporter runs.
-    pub fn is_empty(&self) -> bool {
-        self.feeds.is_empty()
-    }
-
     /// Queues a flow event for every exporter of flows.
     pub fn offer_flow(&self, flow: &Arc<ExportedFlow>) {
         for f in &self.feeds {
