@@ -390,10 +390,7 @@ impl FlowLog {
                 ring.next_seq += 1;
                 let flow = ExportedFlow::new(seq, e);
                 map.insert("seq".into(), json!(seq));
-                map.insert("community_id".into(), json!(flow.community_id));
-                if let Some(state) = flow.conn_state {
-                    map.insert("conn_state".into(), json!(state));
-                }
+                flow.add_derived_fields(&mut map);
                 self.export.offer_flow(&flow);
                 let ev = Arc::new(StoredEvent {
                     seq,
@@ -686,6 +683,20 @@ const HISTORY_BYTES: u64 = 64 << 20;
 
 /// The newest `buffer` events of the log files (newest file first, then `.1`, `.2`, ...), reading at most
 /// [`HISTORY_BYTES`]. Lines that do not parse or carry no `seq` (a torn last line after a crash) are skipped.
+/// A line written before events carried their Community ID, with it (and `conn_state`) added; `None` for a line
+/// that has it, or is no event.
+fn with_community_id(line: &Map<String, Value>, seq: u64) -> Option<Map<String, Value>> {
+    if line.contains_key("community_id") {
+        return None;
+    }
+    let mut event = line.clone();
+    event.remove("seq");
+    let event: FlowEvent = serde_json::from_value(Value::Object(event)).ok()?;
+    let mut upgraded = line.clone();
+    ExportedFlow::new(seq, event).add_derived_fields(&mut upgraded);
+    Some(upgraded)
+}
+
 fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>> {
     let mut out: VecDeque<Arc<StoredEvent>> = VecDeque::new();
     let mut budget = HISTORY_BYTES;
@@ -730,9 +741,13 @@ fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>
             {
                 continue;
             }
+            let json = match with_community_id(&map, seq) {
+                Some(upgraded) => Value::Object(upgraded).to_string(),
+                None => String::from_utf8_lossy(line).into_owned(),
+            };
             older.push(Arc::new(StoredEvent {
                 seq,
-                json: String::from_utf8_lossy(line).into_owned(),
+                json,
                 key: Key::of_line(map),
             }));
         }

@@ -756,3 +756,27 @@ async fn a_real_dataplane_logs_admitted_and_denied_flows() {
     server.abort();
     drop(bed);
 }
+
+#[tokio::test]
+async fn events_of_an_older_file_get_their_community_id_when_read_back() {
+    let dir = tempdir("upgrade");
+    let cfg = config(&dir);
+    std::fs::create_dir_all(cfg.path.parent().unwrap()).unwrap();
+    // A line as control wrote it before events carried a Community ID (and the dataplane its tcp_flags).
+    let mut line = event("closed", "10.99.0.1", "10.99.0.2", 40000, 8080, 6, 10);
+    line.as_object_mut().unwrap().remove("tcp_flags");
+    line["seq"] = json!(1);
+    std::fs::write(&cfg.path, format!("{line}\n")).unwrap();
+    let log = FlowLog::new(cfg).unwrap();
+    let (events, _) = log.query(&FlowLogQuery::default());
+    let read: Value = serde_json::from_str(&events[0].json).unwrap();
+    let (src, dst) = ("10.99.0.1".parse().unwrap(), "10.99.0.2".parse().unwrap());
+    assert_eq!(
+        read["community_id"],
+        community_id(0, src, dst, 40000, 8080, 6)
+    );
+    assert_eq!(
+        (read["seq"].clone(), read["dport"].clone()),
+        (json!(1), json!(8080))
+    );
+}

@@ -36,6 +36,14 @@ impl ExportedFlow {
         })
     }
 
+    /// Adds `community_id` and, when known, `conn_state` to the event's JSON object.
+    pub fn add_derived_fields(&self, event: &mut serde_json::Map<String, serde_json::Value>) {
+        event.insert("community_id".into(), self.community_id.clone().into());
+        if let Some(state) = self.conn_state {
+            event.insert("conn_state".into(), state.into());
+        }
+    }
+
     /// Wall time the event happened (the dataplane's `time`; now, if it cannot be read).
     pub fn end_time(&self) -> SystemTime {
         humantime::parse_rfc3339(&self.event.time).unwrap_or_else(|_| SystemTime::now())

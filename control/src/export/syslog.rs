@@ -98,10 +98,7 @@ pub fn flow_json(f: &ExportedFlow) -> Value {
     if let Value::Object(map) = &mut v {
         map.insert("type".into(), "flow".into());
         map.insert("seq".into(), f.seq.into());
-        map.insert("community_id".into(), f.community_id.clone().into());
-        if let Some(s) = f.conn_state {
-            map.insert("conn_state".into(), s.into());
-        }
+        f.add_derived_fields(map);
     }
     v
 }
