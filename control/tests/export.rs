@@ -355,11 +355,15 @@ observation_domain = 7
     std::fs::write(www.join("small"), vec![b'x'; 20_000]).unwrap();
     let _server = file_server(&bed.b, addr::B4, 8080, &www);
     assert!(fetches(&bed.a, None, addr::B4, 8080));
-    let udp = format!(
-        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'ping', ('{}', 5353))",
-        addr::B4
-    );
-    bed.a.ok(&["python3", "-c", &udp]).unwrap();
+    // Modbus (rule 30) over IPv6.
+    let _server6 = file_server(&bed.b, addr::B6, 502, &www);
+    assert!(fetches(&bed.a, None, &format!("[{}]", addr::B6), 502));
+    for (family, to) in [("AF_INET", addr::B4), ("AF_INET6", addr::B6)] {
+        let udp = format!(
+            "import socket; s=socket.socket(socket.{family}, socket.SOCK_DGRAM); s.sendto(b'ping', ('{to}', 5353))"
+        );
+        bed.a.ok(&["python3", "-c", &udp]).unwrap();
+    }
     bed.a
         .ok(&["ping", "-c", "2", "-i", "0.2", "-W", "1", addr::B4])
         .unwrap();
@@ -418,7 +422,13 @@ observation_domain = 7
     }
     let protos: std::collections::BTreeSet<u8> = tuples.iter().map(|t| t.0).collect();
     assert_eq!(protos, [1, 6, 17, 58].into(), "v4 and v6, TCP, UDP, ICMP");
-    assert!(all.iter().any(|e| e["src"] == addr::A6), "an IPv6 flow");
+    for proto in [6, 17, 58] {
+        assert!(
+            all.iter()
+                .any(|e| e["src"] == addr::A6 && e["proto"] == proto),
+            "an IPv6 flow of protocol {proto}"
+        );
+    }
 
     // rsyslog over TLS: JSON bodies, the same events as the flow log, and the commit's audit entries.
     let last_seq = all.last().unwrap()["seq"].as_u64().unwrap();
