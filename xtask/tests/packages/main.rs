@@ -353,7 +353,9 @@ impl Endpoint {
     fn of(root: &Root, ready: &str) -> Result<Endpoint> {
         let v: Value = serde_json::from_str(ready)?;
         let url = v["url"].as_str().ok_or("ready line without url")?;
-        let cert = v["tls"]["cert"].as_str().ok_or("ready line without tls.cert")?;
+        let cert = v["tls"]["cert"]
+            .as_str()
+            .ok_or("ready line without tls.cert")?;
         Ok(Endpoint {
             url: url.to_string(),
             cacert: root.path(cert),
