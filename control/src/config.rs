@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::export::ExportConfig;
 use crate::flowlog::FlowLogConfig;
 use crate::metrics::MetricsConfig;
 
@@ -54,6 +55,9 @@ pub struct Config {
     pub flow_log: FlowLogConfig,
     #[serde(default)]
     pub web: WebConfig,
+    /// SIEM export: syslog receivers and IPFIX collectors (docs/export.md).
+    #[serde(default)]
+    pub export: ExportConfig,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -239,6 +243,9 @@ impl Config {
         }
         if self.dataplane_timeout_ms == 0 {
             return invalid("dataplane_timeout_ms", "must be at least 1");
+        }
+        if let Err(e) = self.export.validate() {
+            return invalid("export", &e.to_string());
         }
         if self.reconcile_interval_ms < 100 {
             return invalid("reconcile_interval_ms", "must be at least 100");

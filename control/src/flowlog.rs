@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::export::{ExportedFlow, Exporters};
 use crate::metrics::at_least;
 use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 use protocol::{EventBatch, EventKind, FlowEvent};
@@ -265,6 +266,8 @@ pub struct FlowLog {
     tx: broadcast::Sender<Arc<StoredEvent>>,
     file: Arc<Mutex<LogFile>>,
     stats: Stats,
+    /// SIEM exporters: each event is offered to them once, without waiting.
+    export: Arc<Exporters>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,6 +279,14 @@ impl FlowLog {
     /// events of the files, so the API and stream resumption survive a control restart, and numbering
     /// continues after them.
     pub fn new(config: FlowLogConfig) -> std::io::Result<Arc<FlowLog>> {
+        FlowLog::with_export(config, Exporters::none())
+    }
+
+    /// [`new`](Self::new), offering every event to `export`.
+    pub fn with_export(
+        config: FlowLogConfig,
+        export: Arc<Exporters>,
+    ) -> std::io::Result<Arc<FlowLog>> {
         let file = LogFile::open(&config)?;
         let events = history(&config)?;
         let next_seq = events.back().map_or(1, |e| e.seq + 1);
@@ -286,6 +297,7 @@ impl FlowLog {
             file: Arc::new(Mutex::new(file)),
             stats: Stats::new(),
             config,
+            export,
         }))
     }
 
@@ -376,7 +388,10 @@ impl FlowLog {
                 };
                 let seq = ring.next_seq;
                 ring.next_seq += 1;
+                let flow = ExportedFlow::new(seq, e);
                 map.insert("seq".into(), json!(seq));
+                flow.add_derived_fields(&mut map);
+                self.export.offer_flow(&flow);
                 let ev = Arc::new(StoredEvent {
                     seq,
                     key,
@@ -668,6 +683,20 @@ const HISTORY_BYTES: u64 = 64 << 20;
 
 /// The newest `buffer` events of the log files (newest file first, then `.1`, `.2`, ...), reading at most
 /// [`HISTORY_BYTES`]. Lines that do not parse or carry no `seq` (a torn last line after a crash) are skipped.
+/// A line written before events carried their Community ID, with it (and `conn_state`) added; `None` for a line
+/// that has it, or is no event.
+fn with_community_id(line: &Map<String, Value>, seq: u64) -> Option<Map<String, Value>> {
+    if line.contains_key("community_id") {
+        return None;
+    }
+    let mut event = line.clone();
+    event.remove("seq");
+    let event: FlowEvent = serde_json::from_value(Value::Object(event)).ok()?;
+    let mut upgraded = line.clone();
+    ExportedFlow::new(seq, event).add_derived_fields(&mut upgraded);
+    Some(upgraded)
+}
+
 fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>> {
     let mut out: VecDeque<Arc<StoredEvent>> = VecDeque::new();
     let mut budget = HISTORY_BYTES;
@@ -712,9 +741,13 @@ fn history(config: &FlowLogConfig) -> std::io::Result<VecDeque<Arc<StoredEvent>>
             {
                 continue;
             }
+            let json = match with_community_id(&map, seq) {
+                Some(upgraded) => Value::Object(upgraded).to_string(),
+                None => String::from_utf8_lossy(line).into_owned(),
+            };
             older.push(Arc::new(StoredEvent {
                 seq,
-                json: String::from_utf8_lossy(line).into_owned(),
+                json,
                 key: Key::of_line(map),
             }));
         }

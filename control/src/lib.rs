@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod diff;
 pub mod error;
 pub mod explain;
+pub mod export;
 pub mod flowlog;
 pub mod http;
 pub mod lifecycle;

@@ -17,6 +17,7 @@ use bulkhead_control::app::App;
 use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::export::Exporters;
 use bulkhead_control::flowlog::FlowLog;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
     };
     if cli.check {
         if let Err(e) = Tls::check(&config) {
+            eprintln!("bulkhead-control: config error: {e}");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = Exporters::check_files(&config.export) {
             eprintln!("bulkhead-control: config error: {e}");
             return ExitCode::from(2);
         }
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Store::open(&config.store_dir)?;
+    let mut store = Store::open(&config.store_dir)?;
     let (tokens, migrated) = Tokens::load_or_create(&config.token_path())?;
     if migrated > 0 {
         eprintln!(
@@ -126,7 +131,9 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
     let dataplane = Dataplane::new(&config.dataplane_socket)
         .with_timeout(Duration::from_millis(config.dataplane_timeout_ms));
     let metrics = Metrics::new(config.metrics.clone());
-    let flowlog = FlowLog::new(config.flow_log.clone())
+    let export = Exporters::start(&config.export, metrics.registry())?;
+    store.export_audit_to(export.clone());
+    let flowlog = FlowLog::with_export(config.flow_log.clone(), export)
         .map_err(|e| format!("flow log {}: {e}", config.flow_log.path.display()))?;
     flowlog
         .register_metrics(metrics.registry())

@@ -22,12 +22,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use policy::{Document, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::crashpoint;
+use crate::export::Exporters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -307,6 +309,8 @@ pub struct Store {
     audit_torn: bool,
     submission: Option<Submission>,
     scheduled: Option<ScheduledCommit>,
+    /// SIEM exporters of the audit stream: every appended entry is offered to them, without waiting.
+    export: Arc<Exporters>,
 }
 
 impl Store {
@@ -326,9 +330,15 @@ impl Store {
             audit_torn: false,
             submission: None,
             scheduled: None,
+            export: Exporters::none(),
         };
         store.load()?;
         Ok(store)
+    }
+
+    /// Offers every audit entry appended from now on to `export`.
+    pub fn export_audit_to(&mut self, export: Arc<Exporters>) {
+        self.export = export;
     }
 
     fn versions_dir(&self) -> PathBuf {
@@ -690,6 +700,7 @@ impl Store {
         }
         self.audit_seq = entry.seq;
         crashpoint::step("after an audit line");
+        self.export.offer_audit(&entry);
         Ok(entry)
     }
 

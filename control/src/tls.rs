@@ -188,7 +188,10 @@ fn ensure_self_signed(cert: &Path, key: &Path, listen: SocketAddr) -> Result<Cre
     Ok(Created::Now)
 }
 
-fn read_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |reason: String| TlsError::Pem {
         field,
         path: path.to_path_buf(),
@@ -263,10 +266,11 @@ fn client_verifier(
     })
 }
 
-/// rustls's ring provider. rustls deprecates it for lacking post-quantum key exchange, which only aws-lc-rs
-/// offers; that one needs cmake and more of a C toolchain to build, so control keeps ring's classical groups.
+/// rustls's ring provider (also the syslog exporters' TLS client's). rustls deprecates it for lacking
+/// post-quantum key exchange, which only aws-lc-rs offers; that one needs cmake and more of a C toolchain to
+/// build, so control keeps ring's classical groups.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

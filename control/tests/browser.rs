@@ -375,25 +375,10 @@ fn servers(bed: &TestBed) -> Vec<Background> {
     let www = bed.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("small"), b"hello").unwrap();
-    let mut out = Vec::new();
-    for (host, port) in [(addr::B4, 5432), (SCADA, 8080)] {
-        out.push(
-            bed.b
-                .spawn(&[
-                    "python3",
-                    "-m",
-                    "http.server",
-                    &port.to_string(),
-                    "--bind",
-                    host,
-                    "--directory",
-                    www.to_str().unwrap(),
-                ])
-                .unwrap(),
-        );
-        bed.b.wait_listening(port).unwrap();
-    }
-    out
+    [(addr::B4, 5432), (SCADA, 8080)]
+        .into_iter()
+        .map(|(host, port)| file_server(&bed.b, host, port, &www))
+        .collect()
 }
 
 #[test]

@@ -29,6 +29,18 @@ fn run(config: &str) -> (Option<i32>, String) {
 fn example_config_checks() {
     let (code, stderr) = run(EXAMPLE);
     assert_eq!(code, Some(0), "{stderr}");
+    // With its IPFIX example switched on.
+    let at = EXAMPLE.find("# [[export.ipfix]]").unwrap();
+    let ipfix = EXAMPLE[at..].replace("# ", "");
+    let (code, stderr) = run(&format!("{}{ipfix}", &EXAMPLE[..at]));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The example with one syslog exporter appended.
+fn with_syslog(lines: &str) -> String {
+    format!(
+        "{EXAMPLE}\n[[export.syslog]]\nname = \"siem\"\naddress = \"127.0.0.1:6514\"\n{lines}\n"
+    )
 }
 
 #[test]
@@ -51,6 +63,18 @@ fn invalid_configs_name_the_field_and_exit_2() {
         (EXAMPLE.replace("store_dir =", "# store_dir ="), "store_dir"),
         (EXAMPLE.replace("[web]", "[web]\nroot = 1"), "root"),
         ("listen = [".to_string(), "line 1"),
+        (
+            with_syslog("transport = \"tls\""),
+            "export.syslog[0]: transport \"tls\" needs `ca`",
+        ),
+        (
+            with_syslog("transport = \"tls\"\nca = \"/nonexistent/ca.pem\""),
+            "export.syslog[0]: ca /nonexistent/ca.pem",
+        ),
+        (
+            with_syslog("transport = \"smtp\""),
+            "export.syslog[0].transport",
+        ),
     ];
     for (config, field) in cases {
         let (code, stderr) = run(&config);

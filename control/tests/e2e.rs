@@ -30,29 +30,6 @@ fn flows_on(bed: &TestBed, port: u16) -> Vec<Value> {
     r["result"]["flows"].as_array().cloned().unwrap_or_default()
 }
 
-fn edit_and_commit(c: &Control, delete_rule: u32) -> Value {
-    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
-    let r = c
-        .write(
-            "DELETE",
-            &format!("/api/v1/draft/rules/{delete_rule}"),
-            None,
-            &etag,
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = c
-        .write(
-            "POST",
-            "/api/v1/commit",
-            Some(&json!({"comment": format!("without rule {delete_rule}")})),
-            &r.etag(),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
 #[test]
 fn rest_commits_change_traffic_and_control_crashes_do_not() {
     let mut opts = Options::new(dataplane_bin());
@@ -63,24 +40,7 @@ fn rest_commits_change_traffic_and_control_crashes_do_not() {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("small"), b"hello").unwrap();
     std::fs::write(www.join("blob"), vec![0x5a; 3 << 20]).unwrap();
-    let mut servers = Vec::new();
-    for port in ["8080", "502"] {
-        servers.push(
-            bed.b
-                .spawn(&[
-                    "python3",
-                    "-m",
-                    "http.server",
-                    port,
-                    "--bind",
-                    addr::B4,
-                    "--directory",
-                    www.to_str().unwrap(),
-                ])
-                .unwrap(),
-        );
-        bed.b.wait_listening(port.parse().unwrap()).unwrap();
-    }
+    let servers = [8080, 502].map(|port| file_server(&bed.b, addr::B4, port, &www));
     let copts = ControlOptions::new(
         control_bin(),
         &bed.dir.join("control"),

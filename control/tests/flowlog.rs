@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bulkhead_control::auth::{Caller, Role};
 use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::export::community_id::community_id;
 use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
 use protocol::{ErrorReply, EventBatch, Request};
@@ -86,7 +87,7 @@ fn event(
         "src": src, "dst": dst, "sport": sport, "dport": dport, "proto": proto, "vlan": 0,
         "verdict": if kind == "denied" { "deny" } else { "allow" },
         "rule_id": rule_id, "policy_version": 1, "packets": [1, 0], "bytes": [60, 0], "duration_ms": 0,
-        "tcp_state": null, "src_segments": ["engineering"], "dst_segments": ["ot-legacy"],
+        "tcp_state": null, "tcp_flags": null, "src_segments": ["engineering"], "dst_segments": ["ot-legacy"],
     })
 }
 
@@ -206,10 +207,21 @@ async fn filters_and_paging_select_exactly() {
         (v["oldest_seq"].clone(), v["newest_seq"].clone()),
         (json!(1), json!(7))
     );
-    // The event is the dataplane's, plus seq.
+    // The event is the dataplane's, plus seq and its Community ID.
     let (_, v) = get(addr, "?rule_id=90").await;
     let mut e = v["events"][0].clone();
     assert_eq!(e.as_object_mut().unwrap().remove("seq"), Some(json!(2)));
+    assert_eq!(
+        e.as_object_mut().unwrap().remove("community_id"),
+        Some(json!(community_id(
+            0,
+            "10.99.0.2".parse().unwrap(),
+            "10.99.0.1".parse().unwrap(),
+            50000,
+            22,
+            6
+        )))
+    );
     assert_eq!(
         e,
         event("denied", "10.99.0.2", "10.99.0.1", 50000, 22, 6, 90)
@@ -438,6 +450,12 @@ async fn the_stream_fans_out_filters_and_resumes_and_the_poller_waits_for_the_da
     }
     let e = denied.next().await;
     assert_eq!((e.id, e.data["src"].clone()), (Some(2), json!("10.99.0.2")));
+    let tuple = ("10.99.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
+    assert_eq!(
+        e.data["community_id"],
+        community_id(0, tuple.0, tuple.1, 2, 80, 6),
+        "streamed events carry their Community ID"
+    );
 
     // A client that reconnects with Last-Event-ID gets what it missed, then live events, without duplicates.
     let mut resumed = SseReader::open(url.clone(), Some(2)).await;
@@ -577,6 +595,14 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
             10,
         );
         e["seq"] = json!(seq);
+        e["community_id"] = json!(community_id(
+            0,
+            "10.99.0.1".parse().unwrap(),
+            "10.99.0.2".parse().unwrap(),
+            10000 + seq as u16,
+            8080,
+            6
+        ));
         let len = e.to_string().len() as u64 + 1;
         if size > 0 && size + len > cfg.rotate_bytes {
             rotations += 1;
@@ -737,4 +763,28 @@ async fn a_real_dataplane_logs_admitted_and_denied_flows() {
         .any(|l| l.contains("\"kind\":\"denied\"") && l.contains("\"rule_id\":90")));
     server.abort();
     drop(bed);
+}
+
+#[tokio::test]
+async fn events_of_an_older_file_get_their_community_id_when_read_back() {
+    let dir = tempdir("upgrade");
+    let cfg = config(&dir);
+    std::fs::create_dir_all(cfg.path.parent().unwrap()).unwrap();
+    // A line as control wrote it before events carried a Community ID (and the dataplane its tcp_flags).
+    let mut line = event("closed", "10.99.0.1", "10.99.0.2", 40000, 8080, 6, 10);
+    line.as_object_mut().unwrap().remove("tcp_flags");
+    line["seq"] = json!(1);
+    std::fs::write(&cfg.path, format!("{line}\n")).unwrap();
+    let log = FlowLog::new(cfg).unwrap();
+    let (events, _) = log.query(&FlowLogQuery::default());
+    let read: Value = serde_json::from_str(&events[0].json).unwrap();
+    let (src, dst) = ("10.99.0.1".parse().unwrap(), "10.99.0.2".parse().unwrap());
+    assert_eq!(
+        read["community_id"],
+        community_id(0, src, dst, 40000, 8080, 6)
+    );
+    assert_eq!(
+        (read["seq"].clone(), read["dport"].clone()),
+        (json!(1), json!(8080))
+    );
 }

@@ -34,6 +34,8 @@ pub struct FlowEvent {
     pub duration_ms: u64,
     /// TCP state when the flow closed (`time_wait`, `close`, ...), if TCP.
     pub tcp_state: Option<&'static str>,
+    /// TCP control flags each side sent, `[original, reply]`, if TCP and tracked.
+    pub tcp_flags: Option<[u8; 2]>,
 }
 
 impl FlowEvent {
@@ -65,6 +67,7 @@ impl FlowEvent {
             bytes: self.bytes,
             duration_ms: self.duration_ms,
             tcp_state: self.tcp_state.map(String::from),
+            tcp_flags: self.tcp_flags,
         }
     }
 }
@@ -146,6 +149,7 @@ mod tests {
             bytes: [60, 0],
             duration_ms: 0,
             tcp_state: None,
+            tcp_flags: None,
         }
     }
 

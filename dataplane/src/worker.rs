@@ -728,6 +728,7 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
         bytes: [0, 0],
         duration_ms: 0,
         tcp_state: None,
+        tcp_flags: None,
     };
     cx.events.emit_counted(ev, cx.counters);
 }
@@ -762,6 +763,7 @@ fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64)
         bytes: [f.bytes_orig, f.bytes_reply],
         duration_ms: f.age_ms,
         tcp_state: (f.proto == 6).then_some(f.state),
+        tcp_flags: f.tcp_flags,
     }
 }
 

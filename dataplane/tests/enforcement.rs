@@ -239,6 +239,11 @@ fn the_demo_policy_allows_denies_and_monitors() {
     assert_eq!(new_hmi["rule_id"], 10);
     assert_eq!(new_hmi["src_segments"], json!(["engineering"]));
     assert_eq!(new_hmi["dst_segments"], json!(["ot-legacy"]));
+    assert_eq!(
+        new_hmi["tcp_flags"],
+        json!([0x02, 0]),
+        "the opening SYN, nothing back yet"
+    );
     let denied = events
         .iter()
         .find(|e| e["kind"] == "denied" && e["dport"] == 5201);

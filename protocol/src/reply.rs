@@ -332,4 +332,9 @@ pub struct FlowEvent {
     pub duration_ms: u64,
     /// TCP state when the flow closed (`time_wait`, `close`, ...), if TCP.
     pub tcp_state: Option<String>,
+    /// TCP control flags each side is known to have sent, `[original, reply]`, in header bit positions: SYN
+    /// 0x02 (the responder's SYN-ACK also sets ACK 0x10), FIN 0x01 and RST 0x04 once accepted in window; `None`
+    /// for other protocols and denied packets. Absent from older dataplanes (read as `None`).
+    #[serde(default)]
+    pub tcp_flags: Option<[u8; 2]>,
 }

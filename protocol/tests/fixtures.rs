@@ -141,6 +141,18 @@ fn flows_and_events() {
         ]
     );
     assert_eq!(e.events[1].tcp_state, None);
+    assert_eq!(
+        (e.events[0].tcp_flags, e.events[1].tcp_flags),
+        (Some([0x02, 0]), None)
+    );
+    // An event from a dataplane that predates `tcp_flags` still decodes.
+    let mut older: Value = serde_json::from_str(&fixture("events")).unwrap();
+    for ev in older["result"]["events"].as_array_mut().unwrap() {
+        ev.as_object_mut().unwrap().remove("tcp_flags");
+    }
+    let line = serde_json::to_string(&older).unwrap();
+    let e = decode_reply::<EventBatch>(&line).unwrap().unwrap();
+    assert_eq!(e.events[0].tcp_flags, None);
 }
 
 #[test]

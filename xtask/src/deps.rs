@@ -37,6 +37,12 @@ const PACKAGES: &[&str] = &[
     "adduser",
     // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
     "openssl",
+    // SIEM export tests: a real syslog receiver with its TLS driver, nfdump's IPFIX collector, and a venv for
+    // the reference Community ID implementation from PyPI.
+    "rsyslog",
+    "rsyslog-gnutls",
+    "nfdump",
+    "python3-venv",
 ];
 
 fn installed(package: &str) -> bool {

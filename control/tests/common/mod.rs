@@ -272,3 +272,45 @@ pub fn audit_actions(c: &Control) -> Vec<String> {
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// Deletes rule `delete_rule` from the draft and commits it through the API; the commit's answer.
+pub fn edit_and_commit(c: &Control, delete_rule: u32) -> Value {
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+    let r = c
+        .write(
+            "DELETE",
+            &format!("/api/v1/draft/rules/{delete_rule}"),
+            None,
+            &etag,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c
+        .write(
+            "POST",
+            "/api/v1/commit",
+            Some(&json!({"comment": format!("without rule {delete_rule}")})),
+            &r.etag(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// An HTTP server of `dir`'s files on `side`, listening on `host:port` when this returns.
+pub fn file_server(side: &Side, host: &str, port: u16, dir: &Path) -> testbed::Background {
+    let server = side
+        .spawn(&[
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            host,
+            "--directory",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap();
+    side.wait_listening(port).unwrap();
+    server
+}

@@ -27,6 +27,10 @@ pub struct FlowInfo {
     pub dport: u16,
     /// State name (TCP state, or `unreplied` / `replied` / `stream`).
     pub state: &'static str,
+    /// TCP: the control flags each side sent, `[original, reply]` ([`TcpState::flags_seen`]); `None` otherwise.
+    ///
+    /// [`TcpState::flags_seen`]: super::TcpState::flags_seen
+    pub tcp_flags: Option<[u8; 2]>,
     /// Packets from the originator.
     pub packets_orig: u64,
     /// IP bytes from the originator.
@@ -63,6 +67,7 @@ impl FlowInfo {
             dst,
             dport,
             state: e.state_name(),
+            tcp_flags: (e.proto() == 6).then(|| e.tcp().flags_seen()),
             packets_orig: e.packets(Dir::Original),
             bytes_orig: e.bytes(Dir::Original),
             packets_reply: e.packets(Dir::Reply),

@@ -220,6 +220,11 @@ const WF_FIN_ACKED: u8 = 0x80;
 
 /// Flow-wide flag: picked up mid-stream, windows unknown, so never police them.
 const TF_LIBERAL: u8 = 0x01;
+/// An accepted RST from the original direction; `<< 1` for the reply direction. Set only on the RST path,
+/// never on the established-ACK shortcut, so telling who reset costs the common packet nothing.
+const TF_RST_ORIGINAL: u8 = 0x02;
+/// The responder sent a SYN (its SYN-ACK, or a simultaneous open's SYN).
+const TF_REPLY_SYN: u8 = 0x08;
 
 /// RFC 7323's largest shift.
 const MAX_WSCALE: u8 = 14;
@@ -375,6 +380,34 @@ impl TcpState {
     #[inline]
     pub const fn picked_up(&self) -> bool {
         self.tflags & TF_LIBERAL != 0
+    }
+
+    /// The TCP control flags each direction ([`Dir::index`] order) is known to have sent, in header bit positions:
+    /// SYN (the originator's unless the flow was picked up mid-stream; the responder's SYN-ACK, with ACK), FIN
+    /// and RST once accepted. Recorded off the per-packet shortcut, when the state machine handles them anyway.
+    pub const fn flags_seen(&self) -> [u8; 2] {
+        const FIN: u8 = TcpFlags::FIN.0 as u8;
+        const SYN: u8 = TcpFlags::SYN.0 as u8;
+        const RST: u8 = TcpFlags::RST.0 as u8;
+        const ACK: u8 = TcpFlags::ACK.0 as u8;
+        let mut seen = [0u8; 2];
+        let mut d = 0;
+        while d < 2 {
+            if self.wflags[d] & WF_FIN != 0 {
+                seen[d] |= FIN;
+            }
+            if self.tflags & (TF_RST_ORIGINAL << d) != 0 {
+                seen[d] |= RST;
+            }
+            d += 1;
+        }
+        if !self.picked_up() {
+            seen[0] |= SYN;
+        }
+        if self.tflags & TF_REPLY_SYN != 0 {
+            seen[1] |= SYN | ACK;
+        }
+        seen
     }
 
     /// Highest sequence number `dir` has sent (plus one).
@@ -577,6 +610,7 @@ impl TcpState {
             // Simultaneous open.
             (SynSent, Dir::Reply) => {
                 self.init_sender(d, seg);
+                self.tflags |= TF_REPLY_SYN;
                 self.state = SynSent2;
                 TcpVerdict::Accept
             }
@@ -608,6 +642,7 @@ impl TcpState {
                 self.init_sender(d, seg);
                 self.negotiate_scale();
                 self.window_update(d, seg);
+                self.tflags |= TF_REPLY_SYN;
                 self.state = SynRecv;
                 TcpVerdict::Accept
             }
@@ -695,6 +730,7 @@ impl TcpState {
         if !ok {
             return TcpVerdict::Drop(TcpRefusal::RstOutOfWindow);
         }
+        self.tflags |= TF_RST_ORIGINAL << d;
         self.state = TcpConnState::Close;
         TcpVerdict::Accept
     }

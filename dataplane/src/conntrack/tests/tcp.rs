@@ -320,6 +320,36 @@ fn rst_answering_a_syn() {
     assert_eq!(st.state(), TcpConnState::Close);
 }
 
+/// `flags_seen` as header bits.
+fn bits(flags: &[TcpFlags]) -> u8 {
+    f(flags).bits() as u8
+}
+
+#[test]
+fn flags_seen_tell_who_opened_closed_and_reset() {
+    let mut st = TcpState::from_first(&syn(C, None), STRICT).unwrap();
+    assert_eq!(st.flags_seen(), [bits(&[SYN]), 0]);
+    // A refused RST is not recorded; the accepted answer to the SYN is.
+    let _ = st.track(R, &seg(RST, 0, 0, 0, 0), STRICT);
+    assert_eq!(st.flags_seen(), [bits(&[SYN]), 0]);
+    assert_eq!(st.track(R, &seg(RST | ACK, 0, C + 1, 0, 0), STRICT), ACCEPT);
+    assert_eq!(st.flags_seen(), [bits(&[SYN]), bits(&[RST])]);
+
+    let mut st = established(STRICT);
+    assert_eq!(st.flags_seen(), [bits(&[SYN]), bits(&[SYN, ACK])]);
+    assert_eq!(
+        st.track(R, &seg(FIN | ACK, S + 1, C + 1, 509, 0), STRICT),
+        ACCEPT
+    );
+    assert_eq!(st.flags_seen(), [bits(&[SYN]), bits(&[SYN, ACK, FIN])]);
+    assert_eq!(st.track(O, &seg(RST, C + 1, 0, 0, 0), STRICT), ACCEPT);
+    assert_eq!(st.flags_seen(), [bits(&[SYN, RST]), bits(&[SYN, ACK, FIN])]);
+
+    // Picked up mid-stream: no SYN was seen from anyone.
+    let st = TcpState::from_first(&seg(ACK, C, S, 502, 10), LOOSE).unwrap();
+    assert_eq!(st.flags_seen(), [0, 0]);
+}
+
 #[test]
 fn invalid_flag_combinations() {
     let cases = [
