@@ -3,40 +3,41 @@
 
 mod common;
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use serde_json::{json, Value};
-use testbed::control::{Control, ControlOptions};
+use testbed::control::Control;
 
-/// The second identity's secret (the first is `admin`'s, created by control).
-const ALICE: &str = "alice-secret-0123456789abcdef";
-
-/// Control with a token file holding `admin` and `alice`, and `extra` config.
-fn start_with_alice(opts: &mut ControlOptions, extra: &str) -> Control {
-    let store = opts.store_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&store)
+/// A token of `role` for `identity`, made through the API with the admin token: its secret.
+fn new_token(c: &Control, identity: &str, role: &str) -> String {
+    let r = c
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&json!({"identity": identity, "role": role})),
+        )
         .unwrap();
-    let tokens = store.join("tokens");
-    std::fs::write(
-        &tokens,
-        format!("admin admin-secret-0123456789abcdef\nalice {ALICE}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    opts.extra = extra.to_string();
-    start_control(opts)
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["token"].as_str().unwrap().to_string()
 }
 
-fn as_alice(c: &Control, method: &str, path: &str, body: Option<&Value>, etag: &str) -> Value {
-    let r = c
-        .request(method, path, body, &[("If-Match", etag)], Some(ALICE))
-        .unwrap();
-    json!({"status": r.status, "body": r.body, "etag": r.etag()})
+/// A request with `token` (and `If-Match: etag` when not empty): status and body.
+fn send(
+    c: &Control,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    etag: &str,
+) -> (u16, Value) {
+    let headers: &[(&str, &str)] = if etag.is_empty() {
+        &[]
+    } else {
+        &[("If-Match", etag)]
+    };
+    let r = c.request(method, path, body, headers, Some(token)).unwrap();
+    (r.status, r.body)
 }
 
 fn versions(c: &Control) -> Vec<Value> {
@@ -71,46 +72,68 @@ fn the_two_person_rule_needs_a_submission_by_someone_else() {
     let d = test_dir("two-person");
     let dp = NullDataplane::start(&d);
     let mut opts = control_opts(&d, &dp.socket);
-    let c = start_with_alice(&mut opts, "[approvals]\ntwo_person = true\n");
+    opts.extra = "[approvals]\ntwo_person = true\n".into();
+    let c = start_control(&opts);
+    let alice = new_token(&c, "alice", "author");
+    let carol = new_token(&c, "carol", "author");
+    let bob = new_token(&c, "bob", "approver");
 
-    // Nothing submitted: no commit, even by admin.
+    // Nothing submitted: no commit, even by an approver.
     import(&c, &policy_doc());
-    let r = commit(&c, json!({}));
-    assert_eq!(r.status, 409, "{}", r.body);
-    assert_eq!(r.body["error"]["code"], "approval_required", "{}", r.body);
-
-    // Alice submits; she cannot approve her own submission.
     let etag = draft_etag(&c);
-    let r = as_alice(
+    let (status, body) = send(&c, &bob, "POST", "/api/v1/commit", None, &etag);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "approval_required", "{body}");
+
+    // Alice submits; an author cannot commit, and an approver cannot approve their own submission.
+    let (status, body) = send(
         &c,
+        &alice,
         "POST",
         "/api/v1/draft/submission",
         Some(&json!({"comment": "db access for clients"})),
         &etag,
     );
-    assert_eq!(r["status"], 200, "{r}");
-    assert_eq!(r["body"]["submission"]["submitted_by"], "alice", "{r}");
-    let r = as_alice(&c, "POST", "/api/v1/commit", Some(&json!({})), &etag);
-    assert_eq!(r["status"], 403, "{r}");
-    assert_eq!(r["body"]["error"]["code"], "two_person_rule", "{r}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["submission"]["submitted_by"], "alice", "{body}");
+    let (status, body) = send(&c, &alice, "POST", "/api/v1/commit", None, &etag);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("commit"),
+        "{body}"
+    );
+    let (status, _) = send(&c, &bob, "POST", "/api/v1/draft/submission", None, &etag);
+    assert_eq!(status, 200);
+    let (status, body) = send(&c, &bob, "POST", "/api/v1/commit", None, &etag);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "two_person_rule", "{body}");
 
     // An edit withdraws the submission.
-    let edited = with_rule_removed(&policy_doc(), 20);
-    import(&c, &edited);
+    import(&c, &with_rule_removed(&policy_doc(), 20));
     let r = c.call("GET", "/api/v1/draft/submission", None).unwrap();
     assert_eq!(r.body["submission"], Value::Null, "{}", r.body);
     assert_eq!(commit(&c, json!({})).status, 409);
 
-    // Submitted again and committed by admin: both identities recorded.
+    // Submitted by alice, committed by bob: both identities recorded.
     let etag = draft_etag(&c);
-    let r = as_alice(&c, "POST", "/api/v1/draft/submission", None, &etag);
-    assert_eq!(r["status"], 200, "{r}");
-    let r = commit(&c, json!({"comment": "approved"}));
-    ok(&r);
-    let version = r.body["version"].as_u64().unwrap();
+    let (status, _) = send(&c, &alice, "POST", "/api/v1/draft/submission", None, &etag);
+    assert_eq!(status, 200);
+    let (status, body) = send(
+        &c,
+        &bob,
+        "POST",
+        "/api/v1/commit",
+        Some(&json!({"comment": "approved"})),
+        &etag,
+    );
+    assert_eq!(status, 200, "{body}");
+    let version = body["version"].as_u64().unwrap();
     let meta = &versions(&c)[0];
     assert_eq!(meta["version"], version);
-    assert_eq!(meta["author"], "admin");
+    assert_eq!(meta["author"], "bob");
     assert_eq!(meta["submitted_by"], "alice");
     let entries = audit(&c);
     let submit = entries
@@ -123,30 +146,33 @@ fn the_two_person_rule_needs_a_submission_by_someone_else() {
         .filter(|e| e["action"] == "commit")
         .collect::<Vec<_>>();
     assert_eq!(committed.len(), 2, "intent and outcome: {entries:?}");
-    assert!(committed.iter().all(|e| e["who"] == "admin"));
+    assert!(committed.iter().all(|e| e["who"] == "bob"));
     assert_eq!(committed[0]["phase"], "intent");
     assert_eq!(committed[0]["details"]["submitted_by"], "alice");
     // The submission is used up.
     let r = c.call("GET", "/api/v1/draft/submission", None).unwrap();
     assert_eq!(r.body["submission"], Value::Null);
 
-    // Withdrawn by its author, rejected by someone else: both audited.
+    // Withdrawn by its author; another author may not reject it, an approver may.
     import(&c, &policy_doc());
     let etag = draft_etag(&c);
-    as_alice(&c, "POST", "/api/v1/draft/submission", None, &etag);
-    let r = as_alice(&c, "DELETE", "/api/v1/draft/submission", None, "");
-    assert_eq!(r["status"], 200, "{r}");
-    let r = as_alice(&c, "DELETE", "/api/v1/draft/submission", None, "");
-    assert_eq!(r["status"], 409, "{r}");
-    as_alice(&c, "POST", "/api/v1/draft/submission", None, &etag);
-    let r = c
-        .call(
-            "DELETE",
-            "/api/v1/draft/submission",
-            Some(&json!({"reason": "too broad"})),
-        )
-        .unwrap();
-    ok(&r);
+    send(&c, &alice, "POST", "/api/v1/draft/submission", None, &etag);
+    let (status, body) = send(&c, &alice, "DELETE", "/api/v1/draft/submission", None, "");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(&c, &alice, "DELETE", "/api/v1/draft/submission", None, "");
+    assert_eq!(status, 409, "{body}");
+    send(&c, &alice, "POST", "/api/v1/draft/submission", None, &etag);
+    let (status, body) = send(&c, &carol, "DELETE", "/api/v1/draft/submission", None, "");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = send(
+        &c,
+        &bob,
+        "DELETE",
+        "/api/v1/draft/submission",
+        Some(&json!({"reason": "too broad"})),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
     let actions = audit_actions(&c);
     assert!(
         actions.contains(&"draft.withdraw".to_string()),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResult, Body, Who};
 use super::{p, Routes};
 use crate::app::Shared;
-use crate::auth::Right;
+use crate::auth::{Caller, Right};
 use crate::error::ApiError;
 use crate::lifecycle::{self, approval, schedule, Commit};
 use crate::store::{Pending, ScheduledCommit};
@@ -206,14 +206,25 @@ struct Reason {
     reason: String,
 }
 
-/// Withdraws the submission (its author) or rejects it (an approver).
+/// Withdraws the submission (its author) or rejects it (someone with the right to commit: refusing a change
+/// is the approver's decision, not another author's).
 async fn withdraw(
     State(app): State<Shared>,
-    w: Option<axum::Extension<Who>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Body(body): Body<Option<Reason>>,
 ) -> ApiResult<Json<Value>> {
     let mut store = app.store.lock().await;
-    let withdrawn = approval::withdraw(&mut store, &who(w), body.unwrap_or_default().reason)?;
+    let theirs = store
+        .submission()
+        .is_some_and(|s| s.submitted_by != caller.identity);
+    if theirs && !caller.role.has(Right::Commit) {
+        return Err(super::forbidden(Right::Commit, &caller));
+    }
+    let withdrawn = approval::withdraw(
+        &mut store,
+        &caller.identity,
+        body.unwrap_or_default().reason,
+    )?;
     Ok(Json(json!({"withdrawn": withdrawn})))
 }
 
