@@ -554,6 +554,51 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     ui.wait(r#"tr[data-version="4"]"#);
     ui.next_shot("history");
 
+    // ---- A commit on trial, reverted at once from its banner: the office loses the HMI again.
+    ui.goto(&format!("{base}#/policy/commit"));
+    ui.wait_text("#diff", "110");
+    ui.click("#with-confirm");
+    ui.click_text("button", "Commit…");
+    ui.wait_text("dialog[open]", "Unless you confirm within");
+    ui.click("dialog[open] button[value=commit]");
+    ui.wait_text(".toast", "Committed: version 5");
+    assert!(get(&bed.a, OFFICE, SCADA, 8080), "allowed while on trial");
+    ui.wait_text("#pending", "on trial");
+    ui.next_shot("commit-on-trial");
+    ui.click_text("#pending button", "Revert now");
+    ui.wait_text(".toast", "Version 5 reverted");
+    assert_eq!(active_version(&c), 6);
+    assert!(
+        !get(&bed.a, OFFICE, SCADA, 8080),
+        "denied again after the revert"
+    );
+
+    // ---- A commit scheduled by automation shows on the commit page, and is cancelled there.
+    let etag = c.call("GET", "/api/v1/draft", None).unwrap().etag();
+    let at = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(86_400),
+    )
+    .to_string();
+    let r = c
+        .write(
+            "POST",
+            "/api/v1/scheduled-commit",
+            Some(&json!({"at": at, "comment": "the Saturday window"})),
+            &etag,
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    // (Through another page: the same hash again would not render anew.)
+    ui.goto(&format!("{base}#/policy/history"));
+    ui.wait(r#"tr[data-version="6"]"#);
+    ui.goto(&format!("{base}#/policy/commit"));
+    ui.wait_text("#scheduled", "the Saturday window");
+    ui.next_shot("scheduled-commit");
+    ui.click_text("#scheduled button", "Cancel it");
+    ui.wait_text(".toast", "Scheduled commit cancelled");
+    let r = c.call("GET", "/api/v1/scheduled-commit", None).unwrap();
+    assert_eq!(r.body["scheduled"], Value::Null);
+
     // ---- Explain: the draft (still with the edit) allows office → HMI, the active policy does not.
     ui.goto(&format!("{base}#/explain"));
     ui.fill("input[name=src]", OFFICE);
@@ -653,7 +698,7 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
 
     // ---- The dashboard again, now with traffic behind it.
     ui.goto(&format!("{base}#/dashboard"));
-    ui.wait_text("#tile-policy", "v4");
+    ui.wait_text("#tile-policy", "v6");
     ui.wait("#chart-throughput canvas");
     ui.next_shot("dashboard-after");
 
