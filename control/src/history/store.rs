@@ -1,0 +1,394 @@
+//! The history's SQLite database: schema (versioned by `PRAGMA user_version`), batched UPSERTs, retention, and
+//! the read side.
+//!
+//! One row per conversation-bucket, in a `WITHOUT ROWID` table whose primary key starts with the bucket, so a
+//! window is a range scan and retention deletes a key prefix. The encoding is compact: addresses as 4- or
+//! 16-byte blobs, the verdict as a small integer, first and last seen as milliseconds into the bucket.
+
+use std::fs::OpenOptions;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::{Conversation, ConversationFilter, ConversationKey, Window};
+use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
+use crate::time::unix_ms;
+use protocol::Verdict;
+
+/// The schema this code writes and reads.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE conversations (
+    bucket INTEGER NOT NULL,          -- bucket start, Unix seconds
+    src BLOB NOT NULL,                -- 4 bytes (IPv4) or 16 (IPv6)
+    dst BLOB NOT NULL,
+    proto INTEGER NOT NULL,
+    service INTEGER NOT NULL,
+    vlan INTEGER NOT NULL,
+    verdict INTEGER NOT NULL,         -- verdict_code
+    rule_id INTEGER NOT NULL,
+    policy_version INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,        -- milliseconds after the bucket start
+    last_ms INTEGER NOT NULL,
+    flows INTEGER NOT NULL,
+    packets_orig INTEGER NOT NULL,
+    packets_reply INTEGER NOT NULL,
+    bytes_orig INTEGER NOT NULL,
+    bytes_reply INTEGER NOT NULL,
+    PRIMARY KEY (bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version)
+) WITHOUT ROWID;
+";
+
+const UPSERT: &str = "
+INSERT INTO conversations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+ON CONFLICT DO UPDATE SET
+    first_ms = min(first_ms, excluded.first_ms),
+    last_ms = max(last_ms, excluded.last_ms),
+    flows = flows + excluded.flows,
+    packets_orig = packets_orig + excluded.packets_orig,
+    packets_reply = packets_reply + excluded.packets_reply,
+    bytes_orig = bytes_orig + excluded.bytes_orig,
+    bytes_reply = bytes_reply + excluded.bytes_reply
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("history database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("history database {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("history database {path}: schema version {found} is newer than this control's ({SCHEMA_VERSION})")]
+    NewerSchema { path: PathBuf, found: i64 },
+}
+
+/// The verdict as stored.
+pub const fn verdict_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Allow => 0,
+        Verdict::Deny => 1,
+        Verdict::Reject => 2,
+        Verdict::WouldDeny => 3,
+    }
+}
+
+fn verdict_of(code: u8) -> Option<Verdict> {
+    Some(match code {
+        0 => Verdict::Allow,
+        1 => Verdict::Deny,
+        2 => Verdict::Reject,
+        3 => Verdict::WouldDeny,
+        _ => return None,
+    })
+}
+
+fn addr_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn addr_of(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
+        _ => None,
+    }
+}
+
+/// The writer's connection (owned by the writer thread).
+pub(crate) struct Db {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens or creates the database (mode 0600, in a 0700 directory when it creates one) and brings its schema
+    /// to [`SCHEMA_VERSION`].
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)
+                .map_err(io)?;
+        }
+        // Created here with its mode, so SQLite (which gives its -wal and -shm files the database's mode) never
+        // creates it with the umask's.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(PRIVATE_FILE)
+            .open(path)
+            .map_err(io)?;
+        let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        let db = Db {
+            path: path.to_path_buf(),
+            conn,
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sqlite(&self.path, e)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let c = &self.conn;
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        if version == 0 {
+            // auto_vacuum must be chosen before the first table exists.
+            c.execute_batch(&format!(
+                "PRAGMA auto_vacuum = INCREMENTAL; BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| self.err(e))?;
+        }
+        // WAL: readers on other connections never wait for the writer; NORMAL: a power loss may lose the last
+        // transactions, never corrupt the file (the flow log file is the durable record).
+        c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Adds `rows` (conversation-buckets aggregated in memory) in one transaction.
+    pub fn upsert<'a>(
+        &mut self,
+        rows: impl Iterator<Item = &'a Conversation>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx.prepare_cached(UPSERT).map_err(e)?;
+            for c in rows {
+                let k = &c.key;
+                let bucket_ms = c.bucket_unix_ms;
+                stmt.execute(params![
+                    (bucket_ms / 1000) as i64,
+                    addr_bytes(k.src),
+                    addr_bytes(k.dst),
+                    k.proto,
+                    k.service,
+                    k.vlan,
+                    verdict_code(k.verdict),
+                    k.rule_id,
+                    k.policy_version,
+                    c.first_unix_ms.saturating_sub(bucket_ms) as i64,
+                    c.last_unix_ms.saturating_sub(bucket_ms) as i64,
+                    saturate(c.flows),
+                    saturate(c.packets[0]),
+                    saturate(c.packets[1]),
+                    saturate(c.bytes[0]),
+                    saturate(c.bytes[1]),
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Drops the buckets that start `retention_ms` or more before the newest one, then the oldest buckets while
+    /// the live pages exceed `max_bytes` (the newest bucket is always kept). Returns how many buckets went.
+    pub fn expire(&mut self, retention_ms: u64, max_bytes: u64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let Some((oldest, newest)) = extent(&self.conn).map_err(e)? else {
+            return Ok(0);
+        };
+        let mut dropped = 0u64;
+        let cutoff_s = (newest / 1000).saturating_sub(retention_ms / 1000) as i64;
+        if (oldest / 1000) as i64 <= cutoff_s {
+            dropped += self
+                .conn
+                .query_row(
+                    "SELECT count(DISTINCT bucket) FROM conversations WHERE bucket <= ?1",
+                    [cutoff_s],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(e)? as u64;
+            self.conn
+                .execute("DELETE FROM conversations WHERE bucket <= ?1", [cutoff_s])
+                .map_err(e)?;
+        }
+        while self.live_bytes()? > max_bytes {
+            let Some((oldest, newest)) = extent(&self.conn).map_err(e)? else {
+                break;
+            };
+            if oldest == newest {
+                break;
+            }
+            self.conn
+                .execute(
+                    "DELETE FROM conversations WHERE bucket = ?1",
+                    [(oldest / 1000) as i64],
+                )
+                .map_err(e)?;
+            dropped += 1;
+        }
+        if dropped > 0 {
+            // Give the freed pages back to the file system.
+            self.conn
+                .execute_batch("PRAGMA incremental_vacuum")
+                .map_err(e)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Bytes of the database's pages in use (not counting free pages).
+    pub fn live_bytes(&self) -> Result<u64, StoreError> {
+        let q = |p: &str| -> Result<i64, StoreError> {
+            self.conn
+                .query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let pages = q("page_count")? - q("freelist_count")?;
+        Ok((pages.max(0) as u64) * q("page_size")? as u64)
+    }
+
+    /// Conversation-buckets stored.
+    pub fn rows(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM conversations", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// SQLite integers are signed: counts beyond `i64::MAX` are kept at it.
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The oldest and newest bucket starts (Unix ms).
+fn extent(c: &Connection) -> rusqlite::Result<Option<(u64, u64)>> {
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        "SELECT min(bucket), max(bucket) FROM conversations",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(lo.zip(hi).map(|(l, h)| (l as u64 * 1000, h as u64 * 1000)))
+}
+
+/// A read-only connection: every query of the history goes through one.
+pub struct Reader {
+    path: PathBuf,
+    conn: Connection,
+    bucket_s: u64,
+}
+
+impl Reader {
+    pub(crate) fn open(path: &Path, bucket_s: u64) -> Result<Reader, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sqlite(path, e))?;
+        Ok(Reader {
+            path: path.to_path_buf(),
+            conn,
+            bucket_s: bucket_s.max(1),
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sqlite(&self.path, e)
+    }
+
+    /// The oldest and newest bucket starts stored (Unix ms).
+    pub fn extent(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        extent(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Calls `f` with every conversation-bucket of `window` that matches `filter`, by bucket then key.
+    pub fn scan(
+        &self,
+        window: Window,
+        filter: &ConversationFilter,
+        mut f: impl FnMut(&Conversation),
+    ) -> Result<(), StoreError> {
+        // Whole buckets: from the one `from` falls in, up to the last that starts before `to`.
+        let from_s = unix_ms(window.from) / 1000;
+        let from_s = (from_s - from_s % self.bucket_s) as i64;
+        let to_s = unix_ms(window.to).div_ceil(1000).min(i64::MAX as u64) as i64;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version,
+                        first_ms, last_ms, flows, packets_orig, packets_reply, bytes_orig, bytes_reply
+                 FROM conversations WHERE bucket >= ?1 AND bucket < ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![from_s, to_s]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let get = |i| r.get::<_, i64>(i).map(|v| v as u64);
+            let decode = || -> rusqlite::Result<Option<Conversation>> {
+                let bucket_ms = get(0)? * 1000;
+                let (Some(src), Some(dst)) = (
+                    addr_of(r.get_ref(1)?.as_blob()?),
+                    addr_of(r.get_ref(2)?.as_blob()?),
+                ) else {
+                    return Ok(None);
+                };
+                let Some(verdict) = verdict_of(get(6)? as u8) else {
+                    return Ok(None);
+                };
+                Ok(Some(Conversation {
+                    key: ConversationKey {
+                        src,
+                        dst,
+                        proto: get(3)? as u8,
+                        service: get(4)? as u16,
+                        vlan: get(5)? as u16,
+                        verdict,
+                        rule_id: get(7)? as u32,
+                        policy_version: get(8)? as u32,
+                    },
+                    bucket_unix_ms: bucket_ms,
+                    first_unix_ms: bucket_ms + get(9)?,
+                    last_unix_ms: bucket_ms + get(10)?,
+                    flows: get(11)?,
+                    packets: [get(12)?, get(13)?],
+                    bytes: [get(14)?, get(15)?],
+                }))
+            };
+            // A row this code cannot read (written by hand, or damaged) is skipped, never a failed query.
+            if let Some(c) = decode().map_err(|e| self.err(e))? {
+                if filter.matches(&c.key) {
+                    f(&c);
+                }
+            }
+        }
+        Ok(())
+    }
+}
