@@ -333,7 +333,7 @@ impl History {
                     }
                 })?;
                 out.extend(by_key.into_values());
-                out.sort_by(|a, b| key_order(&a.key).cmp(&key_order(&b.key)));
+                out.sort_by_key(|c| key_order(&c.key));
             }
         }
         Ok(out)
