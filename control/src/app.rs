@@ -7,6 +7,7 @@ use crate::auth::{Failures, Tokens};
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::flowlog::FlowLog;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::rulehealth::ShadowCache;
 use crate::store::Store;
@@ -24,6 +25,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The flow log: its routes and the traffic map read its memory.
     pub flowlog: Arc<FlowLog>,
+    /// The flow history (`None`: `[history] enabled = false`).
+    pub history: Option<Arc<History>>,
     /// Shadowed rules of the last policy `rules/health` was asked about.
     pub shadow_cache: ShadowCache,
     pub config: Config,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::export::ExportConfig;
 use crate::flowlog::FlowLogConfig;
+use crate::history::HistoryConfig;
 use crate::metrics::MetricsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +54,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub flow_log: FlowLogConfig,
+    /// The flow history: conversations per time bucket, kept for weeks (docs/api.md).
+    #[serde(default)]
+    pub history: HistoryConfig,
     #[serde(default)]
     pub web: WebConfig,
     /// SIEM export: syslog receivers and IPFIX collectors (docs/export.md).
@@ -243,6 +247,9 @@ impl Config {
         }
         if self.dataplane_timeout_ms == 0 {
             return invalid("dataplane_timeout_ms", "must be at least 1");
+        }
+        if let Err((field, message)) = self.history.check() {
+            return invalid(field, message);
         }
         if let Err(e) = self.export.validate() {
             return invalid("export", &e.to_string());

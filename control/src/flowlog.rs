@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::export::{ExportedFlow, Exporters};
+use crate::history::History;
 use crate::metrics::at_least;
 use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 use protocol::{EventBatch, EventKind, FlowEvent};
@@ -268,6 +269,8 @@ pub struct FlowLog {
     stats: Stats,
     /// SIEM exporters: each event is offered to them once, without waiting.
     export: Arc<Exporters>,
+    /// The flow history: each drained batch is offered to it once, without waiting.
+    history: Option<Arc<History>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -279,16 +282,17 @@ impl FlowLog {
     /// events of the files, so the API and stream resumption survive a control restart, and numbering
     /// continues after them.
     pub fn new(config: FlowLogConfig) -> std::io::Result<Arc<FlowLog>> {
-        FlowLog::with_export(config, Exporters::none())
+        FlowLog::with_outputs(config, Exporters::none(), None)
     }
 
-    /// [`new`](Self::new), offering every event to `export`.
-    pub fn with_export(
+    /// [`new`](Self::new), offering every event to `export` and every drained batch to `history`.
+    pub fn with_outputs(
         config: FlowLogConfig,
         export: Arc<Exporters>,
+        history: Option<Arc<History>>,
     ) -> std::io::Result<Arc<FlowLog>> {
         let file = LogFile::open(&config)?;
-        let events = history(&config)?;
+        let events = self::history(&config)?;
         let next_seq = events.back().map_or(1, |e| e.seq + 1);
         let (tx, _) = broadcast::channel(config.stream_capacity.max(16));
         Ok(Arc::new(FlowLog {
@@ -298,6 +302,7 @@ impl FlowLog {
             stats: Stats::new(),
             config,
             export,
+            history,
         }))
     }
 
@@ -377,6 +382,10 @@ impl FlowLog {
 
     /// Numbers `events`, puts them in the ring and sends them to subscribers.
     pub(crate) fn ingest(&self, events: Vec<FlowEvent>) -> Vec<Arc<StoredEvent>> {
+        if let Some(history) = &self.history {
+            // Never waits: a full queue drops the batch, counted by the history.
+            history.offer(&events);
+        }
         let mut out = Vec::with_capacity(events.len());
         {
             let mut ring = lock(&self.ring);

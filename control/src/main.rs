@@ -19,6 +19,7 @@ use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::export::Exporters;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::history::History;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::reconcile;
@@ -133,7 +134,16 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
     let metrics = Metrics::new(config.metrics.clone());
     let export = Exporters::start(&config.export, metrics.registry())?;
     store.export_audit_to(export.clone());
-    let flowlog = FlowLog::with_export(config.flow_log.clone(), export)
+    let history = if config.history.enabled {
+        let history = History::open(config.history.clone(), &config.store_dir)?;
+        history
+            .register_metrics(metrics.registry())
+            .map_err(|e| format!("history metrics: {e}"))?;
+        Some(history)
+    } else {
+        None
+    };
+    let flowlog = FlowLog::with_outputs(config.flow_log.clone(), export, history.clone())
         .map_err(|e| format!("flow log {}: {e}", config.flow_log.path.display()))?;
     flowlog
         .register_metrics(metrics.registry())
@@ -153,6 +163,7 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
         flowlog: flowlog.clone(),
+        history,
         shadow_cache: Default::default(),
         config,
         dataplane_seen: Mutex::new(Err("not asked yet".into())),

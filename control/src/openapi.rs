@@ -378,6 +378,34 @@ pub const OPERATIONS: &[Op] = &[
     ),
     (
         "get",
+        "/api/v1/history/conversations",
+        "Conversations of the flow history, per bucket or over the window, with filters and paging",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/history/map",
+        "Segment map over the flow history; drill down to host pairs and services",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/history/rules",
+        "Per rule: flows decided and last hit over a window of the flow history",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/history/unsegmented",
+        "Addresses in no segment, grouped by subnet and peers, as candidate segments",
+        None,
+        None,
+    ),
+    (
+        "get",
         "/api/v1/audit",
         "Audit log (?since=SEQ&limit=N)",
         None,
@@ -469,6 +497,114 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         "port",
         PORT,
         "Either port of the flow",
+    ),
+    (
+        HISTORY,
+        "from",
+        r#"{"type": "string", "format": "date-time"}"#,
+        "Start of the window (not with window_s); default: to minus window_s, or the whole retention",
+    ),
+    (
+        HISTORY,
+        "to",
+        r#"{"type": "string", "format": "date-time"}"#,
+        "End of the window (default: now)",
+    ),
+    (
+        HISTORY,
+        "window_s",
+        r#"{"type": "integer", "minimum": 1, "maximum": 315360000}"#,
+        "The window's length back from to (not with from)",
+    ),
+    (
+        &[
+            "get /api/v1/history/map",
+            "get /api/v1/history/rules",
+            "get /api/v1/history/unsegmented",
+        ],
+        "policy",
+        r#"{"enum": ["active", "draft"], "default": "active"}"#,
+        "Whose segments (or rules) apply to the stored addresses",
+    ),
+    (HISTORY_FILTER, "proto", S, PROTO),
+    (HISTORY_FILTER, "port", PORT, "Destination port (the service)"),
+    (
+        HISTORY_FILTER,
+        "vlan",
+        r#"{"type": "integer", "minimum": 0, "maximum": 4094}"#,
+        "Outer VLAN id (0: untagged)",
+    ),
+    (
+        HISTORY_FILTER,
+        "verdict",
+        S,
+        "allow, deny, reject, would_deny or a comma-separated list",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "src",
+        S,
+        "Source address or prefix",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "dst",
+        S,
+        "Destination address or prefix",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "addr",
+        S,
+        "Either address within this address or prefix",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "rule_id",
+        INT,
+        "The deciding rule (0: the default action)",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "group",
+        r#"{"enum": ["bucket", "window"], "default": "bucket"}"#,
+        "One entry per conversation and bucket, or per conversation over the window",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "limit",
+        r#"{"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}"#,
+        "At most this many conversations",
+    ),
+    (
+        &["get /api/v1/history/conversations"],
+        "offset",
+        INT,
+        "Skip this many matching conversations first",
+    ),
+    (
+        &["get /api/v1/history/map"],
+        "src_segment",
+        S,
+        "With dst_segment: the host pairs of this segment pair (-: in no segment)",
+    ),
+    (
+        &["get /api/v1/history/map"],
+        "dst_segment",
+        S,
+        "With src_segment: the host pairs of this segment pair",
+    ),
+    (
+        &["get /api/v1/history/map"],
+        "src",
+        S,
+        "With dst and the segments: the services of this host pair",
+    ),
+    (
+        &["get /api/v1/history/map"],
+        "dst",
+        S,
+        "With src and the segments: the services of this host pair",
     ),
     (
         FLOW_LOG,
@@ -567,6 +703,17 @@ const FLOWS: &[&str] = &[
     "get /api/v1/flow-log",
     "get /api/v1/flow-log/stream",
     "get /api/v1/flows",
+];
+/// Every history route takes a window; the conversations and the map take the same filters.
+const HISTORY: &[&str] = &[
+    "get /api/v1/history/conversations",
+    "get /api/v1/history/map",
+    "get /api/v1/history/rules",
+    "get /api/v1/history/unsegmented",
+];
+const HISTORY_FILTER: &[&str] = &[
+    "get /api/v1/history/conversations",
+    "get /api/v1/history/map",
 ];
 const PROTO: &str = "tcp, udp, icmp, icmpv6 or 0-255";
 const S: &str = r#"{"type": "string"}"#;

@@ -37,6 +37,7 @@ mod draft;
 pub mod extract;
 pub mod flow_log;
 mod flows;
+mod history;
 mod lifecycle;
 mod tokens;
 mod web;
@@ -159,6 +160,7 @@ pub fn protected_routes() -> Routes {
     let r = lifecycle::routes(r);
     let r = flows::routes(r);
     let r = console::routes(r);
+    let r = history::routes(r);
     let r = audit::routes(r);
     tokens::routes(r)
 }

@@ -9,6 +9,7 @@ use std::fs::OpenOptions;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 
@@ -16,6 +17,9 @@ use super::{Conversation, ConversationFilter, ConversationKey, Window};
 use crate::store::{PRIVATE_DIR, PRIVATE_FILE};
 use crate::time::unix_ms;
 use protocol::Verdict;
+
+/// How long a connection waits for another's lock (a checkpoint, a second writer such as a test's) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema this code writes and reads.
 const SCHEMA_VERSION: i64 = 1;
@@ -135,6 +139,8 @@ impl Db {
             .open(path)
             .map_err(io)?;
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sqlite(path, e))?;
         let db = Db {
             path: path.to_path_buf(),
             conn,
@@ -314,6 +320,8 @@ impl Reader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sqlite(path, e))?;
         Ok(Reader {
             path: path.to_path_buf(),
             conn,

@@ -14,6 +14,7 @@ use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::history::History;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
 use bulkhead_control::store::Store;
@@ -108,6 +109,10 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
             .with_timeout(Duration::from_millis(100)),
         metrics: metrics.clone(),
         flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
+        history: config
+            .history
+            .enabled
+            .then(|| History::open(config.history.clone(), &config.store_dir).unwrap()),
         shadow_cache: Default::default(),
         config,
         dataplane_seen: Mutex::new(Err("not asked".into())),
