@@ -375,3 +375,6 @@ pub(crate) fn key_order(k: &ConversationKey) -> (IpAddr, IpAddr, u8, u16, u16, u
         k.policy_version,
     )
 }
+
+#[cfg(test)]
+mod tests;

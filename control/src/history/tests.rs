@@ -1,0 +1,520 @@
+//! The store over 30 (and more) simulated days: events carry their own times, so nothing waits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use policy::Policy;
+use serde_json::json;
+
+use super::query::{map_counts, Counts, Drill, Group, Segments};
+use super::*;
+use crate::time::{from_unix_ms, rfc3339};
+use protocol::EventKind;
+
+/// 2026-10-01T00:00:00Z.
+const T0_MS: u64 = 1_790_812_800_000;
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bh-history-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config() -> HistoryConfig {
+    HistoryConfig {
+        flush_keys: 1_000_000,
+        flush_ms: 60_000,
+        ..HistoryConfig::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn event(
+    kind: EventKind,
+    at_ms: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    dport: u16,
+    verdict: Verdict,
+    rule_id: u32,
+    packets: [u64; 2],
+) -> FlowEvent {
+    serde_json::from_value(json!({
+        "kind": kind.as_str(), "time": rfc3339(from_unix_ms(at_ms)), "time_ms": 0, "worker": 0, "vlan": 0,
+        "src": src, "dst": dst, "sport": 40000, "dport": dport, "proto": proto,
+        "verdict": verdict.as_str(), "rule_id": rule_id, "policy_version": 3, "duration_ms": 0,
+        "tcp_state": null, "packets": packets, "bytes": [packets[0] * 100, packets[1] * 60],
+        "src_segments": [], "dst_segments": [],
+    }))
+    .unwrap()
+}
+
+/// A small deterministic generator (xorshift), so every run sees the same traffic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Hosts of segment `a` (10.1.0.0/24), `b` (10.2.0.0/24 and fd00:2::/64), and outside every segment
+/// (192.168.7.0/24, 192.168.8.5, fd00:9::/64).
+const HOSTS: &[&str] = &[
+    "10.1.0.1",
+    "10.1.0.2",
+    "10.1.0.3",
+    "10.2.0.1",
+    "10.2.0.2",
+    "fd00:2::1",
+    "192.168.7.10",
+    "192.168.7.11",
+    "192.168.8.5",
+    "fd00:9::5",
+];
+
+fn policy() -> Policy {
+    Policy::from_value(json!({
+        "format": "bulkhead.policy/v1",
+        "segments": [
+            {"name": "a", "prefixes": ["10.1.0.0/24"]},
+            {"name": "b", "prefixes": ["10.2.0.0/24", "fd00:2::/64"]}
+        ],
+        "rules": [{"id": 5, "name": "a-b", "from": {"segment": "a"}, "to": {"segment": "b"},
+                   "service": "any", "action": "allow"}]
+    }))
+    .unwrap()
+}
+
+/// `days` of traffic from T0: every hour a few flows between random hosts of one family, each a `new` (allow
+/// or would-deny) then a `closed` event, or a `denied` one.
+fn generate(days: u64, per_hour: u64) -> Vec<FlowEvent> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut out = Vec::new();
+    for hour in 0..days * 24 {
+        for i in 0..per_hour {
+            let at = T0_MS + hour * HOUR_MS + rng.next(HOUR_MS - 10_000);
+            let src = addr(HOSTS[rng.next(HOSTS.len() as u64) as usize]);
+            let dst = loop {
+                let d = addr(HOSTS[rng.next(HOSTS.len() as u64) as usize]);
+                if d.is_ipv4() == src.is_ipv4() && d != src {
+                    break d;
+                }
+            };
+            let (proto, port) = [(6, 443), (17, 53), (6, 22), (1, 0)][rng.next(4) as usize];
+            let packets = [1 + rng.next(50), rng.next(50)];
+            match rng.next(3) {
+                0 => out.push(event(
+                    EventKind::Denied,
+                    at,
+                    src,
+                    dst,
+                    proto,
+                    port,
+                    Verdict::Deny,
+                    0,
+                    [1, 0],
+                )),
+                k => {
+                    let verdict = if k == 1 {
+                        Verdict::Allow
+                    } else {
+                        Verdict::WouldDeny
+                    };
+                    let rule = if k == 1 { 5 } else { 0 };
+                    out.push(event(
+                        EventKind::New,
+                        at,
+                        src,
+                        dst,
+                        proto,
+                        port,
+                        verdict,
+                        rule,
+                        [0; 2],
+                    ));
+                    // Closed a little later: sometimes in the next bucket.
+                    let closed = at + 1000 + (i % 3) * 5000;
+                    out.push(event(
+                        EventKind::Closed,
+                        closed,
+                        src,
+                        dst,
+                        proto,
+                        port,
+                        verdict,
+                        rule,
+                        packets,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn ingest(history: &History, events: &[FlowEvent]) {
+    for batch in events.chunks(500) {
+        assert!(history.offer(batch));
+        // Keep the queue from filling: this test is about what is stored, not about drops.
+        history.flush().unwrap();
+    }
+}
+
+/// The buckets retention keeps: those starting less than the retention before the newest.
+fn kept(events: &[FlowEvent], c: &HistoryConfig) -> Vec<Record> {
+    let records: Vec<Record> = events
+        .iter()
+        .map(|e| Record::of(e, c.bucket_s).unwrap())
+        .collect();
+    let newest = records.iter().map(|r| r.bucket_unix_ms).max().unwrap();
+    records
+        .into_iter()
+        .filter(|r| r.bucket_unix_ms + c.retention_ms() > newest)
+        .collect()
+}
+
+#[test]
+fn retention_drops_exactly_the_expired_buckets_and_a_restart_keeps_the_rest() {
+    let d = dir("retention");
+    let c = config();
+    let events = generate(35, 6);
+    let history = History::open(c.clone(), &d).unwrap();
+    ingest(&history, &events);
+    let expected = kept(&events, &c);
+    let newest = expected.iter().map(|r| r.bucket_unix_ms).max().unwrap();
+    assert!(newest >= T0_MS + 35 * DAY_MS - HOUR_MS);
+    // Exactly 30 days of hourly buckets are left, the newest one included.
+    assert_eq!(
+        history.extent().unwrap(),
+        Some((newest - 30 * DAY_MS + HOUR_MS, newest))
+    );
+    let direct = |records: &[Record]| {
+        let mut by: BTreeMap<(u64, String), (u64, [u64; 2], [u64; 2])> = BTreeMap::new();
+        for r in records {
+            let e = by
+                .entry((r.bucket_unix_ms, format!("{:?}", r.key)))
+                .or_default();
+            e.0 += r.flows;
+            for i in 0..2 {
+                e.1[i] += r.packets[i];
+                e.2[i] += r.bytes[i];
+            }
+        }
+        by
+    };
+    let stored = |h: &History| {
+        let mut by = BTreeMap::new();
+        for c in h
+            .conversations(
+                Window::all(),
+                &ConversationFilter::default(),
+                Grouping::PerBucket,
+            )
+            .unwrap()
+        {
+            by.insert(
+                (c.bucket_unix_ms, format!("{:?}", c.key)),
+                (c.flows, c.packets, c.bytes),
+            );
+        }
+        by
+    };
+    assert_eq!(stored(&history), direct(&expected));
+    // Restart: the writer goes with the last handle; a new one finds everything.
+    drop(history);
+    let history = History::open(c.clone(), &d).unwrap();
+    assert_eq!(stored(&history), direct(&expected));
+    // The file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(history.file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // One more day later, the oldest day goes and nothing else.
+    let later: Vec<FlowEvent> = generate(36, 6).split_off(events.len());
+    ingest(&history, &later);
+    let all: Vec<FlowEvent> = events.iter().chain(&later).cloned().collect();
+    assert_eq!(stored(&history), direct(&kept(&all, &c)));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
+    let d = dir("map");
+    let c = config();
+    let events = generate(30, 10);
+    let history = History::open(c.clone(), &d).unwrap();
+    ingest(&history, &events);
+    let policy = policy();
+    // Direct: each event's side segments, straight from the policy, counted as the map counts.
+    let mut expected: BTreeMap<Group, Counts> = BTreeMap::new();
+    let seg = |a: IpAddr| -> String {
+        policy
+            .segments_of(a, None)
+            .first()
+            .map_or("-".to_string(), |s| s.name.clone())
+    };
+    for e in &events {
+        let counts = expected
+            .entry(Group::Segments(seg(e.src), seg(e.dst)))
+            .or_default();
+        match (e.kind, e.verdict) {
+            (EventKind::New, Verdict::Allow) => counts.allowed += 1,
+            (EventKind::New, _) => counts.would_deny += 1,
+            (EventKind::Denied, _) => counts.denied += 1,
+            (EventKind::Closed, _) => {}
+        }
+        if e.kind != EventKind::New {
+            counts.packets += e.packets[0] + e.packets[1];
+            counts.bytes += e.bytes[0] + e.bytes[1];
+        }
+    }
+    let reader = history.reader().unwrap();
+    let window = Window {
+        from: from_unix_ms(T0_MS),
+        to: from_unix_ms(T0_MS + 31 * DAY_MS),
+    };
+    let got = map_counts(
+        &reader,
+        window,
+        &ConversationFilter::default(),
+        &mut Segments::new(Some(&policy)),
+        &Drill::default(),
+    )
+    .unwrap();
+    let summary = |m: &BTreeMap<Group, Counts>| -> Vec<(Group, [u64; 5])> {
+        m.iter()
+            .map(|(g, c)| {
+                (
+                    g.clone(),
+                    [c.allowed, c.denied, c.would_deny, c.packets, c.bytes],
+                )
+            })
+            .collect()
+    };
+    assert_eq!(summary(&got), summary(&expected));
+    assert!(
+        expected.len() >= 6,
+        "the traffic covers several segment pairs"
+    );
+
+    // Drill down: segment pair → host pairs → services, each summing to its parent.
+    let pair = ("a".to_string(), "b".to_string());
+    let hosts = map_counts(
+        &reader,
+        window,
+        &ConversationFilter::default(),
+        &mut Segments::new(Some(&policy)),
+        &Drill {
+            segments: Some(pair.clone()),
+            hosts: None,
+        },
+    )
+    .unwrap();
+    let parent = &got[&Group::Segments(pair.0.clone(), pair.1.clone())];
+    assert_eq!(
+        hosts.values().map(Counts::flows).sum::<u64>(),
+        parent.flows()
+    );
+    let Some(Group::Hosts(s, t)) = hosts.keys().next().cloned() else {
+        panic!("host pairs expected")
+    };
+    let services = map_counts(
+        &reader,
+        window,
+        &ConversationFilter::default(),
+        &mut Segments::new(Some(&policy)),
+        &Drill {
+            segments: Some(pair),
+            hosts: Some((s, t)),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        services.values().map(Counts::flows).sum::<u64>(),
+        hosts[&Group::Hosts(s, t)].flows()
+    );
+    // The window selects whole buckets: the first day alone.
+    let day = Window {
+        from: from_unix_ms(T0_MS),
+        to: from_unix_ms(T0_MS + DAY_MS),
+    };
+    let first_day = history
+        .conversations(day, &ConversationFilter::default(), Grouping::Window)
+        .unwrap();
+    let expected_flows = events
+        .iter()
+        .filter(|e| e.kind != EventKind::Closed)
+        .filter(|e| Record::of(e, 3600).unwrap().bucket_unix_ms < T0_MS + DAY_MS)
+        .count() as u64;
+    assert_eq!(
+        first_day.iter().map(|c| c.flows).sum::<u64>(),
+        expected_flows
+    );
+
+    // Hosts outside every segment, by subnet.
+    let v = query::unsegmented(&reader, window, Some(&policy)).unwrap();
+    let subnets: Vec<&str> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subnet"].as_str().unwrap())
+        .collect();
+    assert_eq!(subnets, ["192.168.7.0/24", "192.168.8.0/24", "fd00:9::/64"]);
+    let c7 = &v["candidates"][0];
+    assert_eq!(c7["hosts"].as_array().unwrap().len(), 2);
+    assert!(
+        Policy::from_value(json!({
+            "format": "bulkhead.policy/v1",
+            "segments": [{"name": c7["name"], "prefixes": c7["prefixes"]}], "rules": []
+        }))
+        .is_ok(),
+        "a candidate is a valid segment: {c7}"
+    );
+
+    // Rules: the allow rule was hit, and its last hit is the newest allowed flow.
+    let hits = query::rule_hits(&reader, window).unwrap();
+    let newest_allow = events
+        .iter()
+        .filter(|e| e.rule_id == 5)
+        .map(|e| Record::of(e, 3600).unwrap().unix_ms)
+        .max()
+        .unwrap();
+    assert_eq!(hits[&5].1, newest_allow);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_whole_batches() {
+    let d = dir("full");
+    let c = HistoryConfig {
+        queue: 1,
+        flush_keys: 1,
+        ..config()
+    };
+    let history = History::open(c, &d).unwrap();
+    // Another connection holds the write lock: the writer blocks on its first batch.
+    let lock = rusqlite::Connection::open(history.file()).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let events = generate(1, 10);
+    let batches: Vec<&[FlowEvent]> = events.chunks(10).take(4).collect();
+    let accepted: Vec<bool> = batches.iter().map(|b| history.offer(b)).collect();
+    lock.execute_batch("COMMIT").unwrap();
+    history.flush().unwrap();
+    let refused: u64 = batches
+        .iter()
+        .zip(&accepted)
+        .filter(|(_, a)| !**a)
+        .map(|(b, _)| b.len() as u64)
+        .sum();
+    // One batch with the writer, at most one in the queue: the others were dropped, and counted.
+    assert!(refused >= 20, "{accepted:?}");
+    assert_eq!(history.dropped(), refused);
+    let flows_offered: u64 = batches
+        .iter()
+        .zip(&accepted)
+        .filter(|(_, a)| **a)
+        .flat_map(|(b, _)| b.iter())
+        .filter(|e| e.kind != EventKind::Closed)
+        .count() as u64;
+    let stored: u64 = history
+        .conversations(
+            Window::all(),
+            &ConversationFilter::default(),
+            Grouping::Window,
+        )
+        .unwrap()
+        .iter()
+        .map(|c| c.flows)
+        .sum();
+    assert_eq!(stored, flows_offered);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_size_bound_drops_the_oldest_buckets_first() {
+    let d = dir("size");
+    let c = HistoryConfig {
+        max_bytes: 1 << 20,
+        ..config()
+    };
+    let history = History::open(c, &d).unwrap();
+    // Many distinct conversations per hour, so a few days exceed a MiB.
+    let mut events = Vec::new();
+    for hour in 0..72u64 {
+        for i in 0..400u32 {
+            let src = IpAddr::from([10, 9, (i >> 8) as u8, i as u8]);
+            events.push(event(
+                EventKind::New,
+                T0_MS + hour * HOUR_MS + u64::from(i),
+                src,
+                addr("10.2.0.1"),
+                6,
+                443,
+                Verdict::Allow,
+                5,
+                [0; 2],
+            ));
+        }
+    }
+    ingest(&history, &events);
+    let (oldest, newest) = history.extent().unwrap().unwrap();
+    assert_eq!(newest, T0_MS + 71 * HOUR_MS);
+    assert!(oldest > T0_MS, "the oldest buckets went");
+    // What is left is every bucket from the oldest kept one on, whole.
+    let per_bucket: HashMap<u64, u64> = history
+        .conversations(
+            Window::all(),
+            &ConversationFilter::default(),
+            Grouping::PerBucket,
+        )
+        .unwrap()
+        .iter()
+        .fold(HashMap::new(), |mut m, c| {
+            *m.entry(c.bucket_unix_ms).or_default() += c.flows;
+            m
+        });
+    assert_eq!(per_bucket.len() as u64, (newest - oldest) / HOUR_MS + 1);
+    assert!(per_bucket.values().all(|n| *n == 400));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn an_event_without_a_time_is_not_kept_and_a_newer_schema_is_refused() {
+    let mut e = event(
+        EventKind::New,
+        T0_MS,
+        addr("10.1.0.1"),
+        addr("10.2.0.1"),
+        6,
+        22,
+        Verdict::Allow,
+        5,
+        [0; 2],
+    );
+    e.time = "yesterday".into();
+    assert_eq!(Record::of(&e, 3600), None);
+    let d = dir("schema");
+    std::fs::create_dir_all(&d).unwrap();
+    let file = d.join("history.sqlite");
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = History::open(config(), &d).err().unwrap();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
