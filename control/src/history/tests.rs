@@ -164,6 +164,9 @@ fn generate(days: u64, per_hour: u64) -> Vec<FlowEvent> {
     out
 }
 
+/// Flows, packets and bytes of one conversation-bucket.
+type Totals = (u64, [u64; 2], [u64; 2]);
+
 fn ingest(history: &History, events: &[FlowEvent]) {
     for batch in events.chunks(500) {
         assert!(history.offer(batch));
@@ -201,7 +204,7 @@ fn retention_drops_exactly_the_expired_buckets_and_a_restart_keeps_the_rest() {
         Some((newest - 30 * DAY_MS + HOUR_MS, newest))
     );
     let direct = |records: &[Record]| {
-        let mut by: BTreeMap<(u64, String), (u64, [u64; 2], [u64; 2])> = BTreeMap::new();
+        let mut by: BTreeMap<(u64, String), Totals> = BTreeMap::new();
         for r in records {
             let e = by
                 .entry((r.bucket_unix_ms, format!("{:?}", r.key)))
