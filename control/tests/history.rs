@@ -1,0 +1,336 @@
+//! The flow history's routes, in process with no dataplane: a history written beforehand (as control's flow-log
+//! poller would), read through the API — conversations with filters and paging, the map and its drill-down under
+//! the draft's segments, rules' last hits, hosts outside every segment — and hostile or bad query parameters,
+//! each a 400 naming the parameter.
+
+use std::time::{Duration, SystemTime};
+
+use bulkhead_control::history::{History, HistoryConfig};
+use protocol::FlowEvent;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+mod local;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn event(
+    kind: &str,
+    at: SystemTime,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    verdict: &str,
+    rule: u32,
+) -> FlowEvent {
+    let packets = if kind == "new" { [0, 0] } else { [3, 2] };
+    serde_json::from_value(json!({
+        "kind": kind, "time": rfc3339(at), "time_ms": 0, "worker": 0, "vlan": 0,
+        "src": src, "dst": dst, "sport": 40000, "dport": dport, "proto": 6,
+        "verdict": verdict, "rule_id": rule, "policy_version": 2, "duration_ms": 0, "tcp_state": null,
+        "packets": packets, "bytes": [packets[0] * 100, packets[1] * 100],
+        "src_segments": [], "dst_segments": [],
+    }))
+    .unwrap()
+}
+
+/// Ten days of a little traffic, ending an hour ago: engineering (10.99.0.1) to the HMI (10.99.0.2:8080) every
+/// day under rule 10, an unsegmented 192.168.7.x host to the HMI's Modbus port (would-deny), and a denied one.
+fn traffic(now: SystemTime) -> Vec<FlowEvent> {
+    let mut out = Vec::new();
+    for day in 0..10u64 {
+        let at = now - Duration::from_secs((10 - day) * 86_400 + 3600);
+        out.push(event(
+            "new",
+            at,
+            "10.99.0.1",
+            "10.99.0.2",
+            8080,
+            "allow",
+            10,
+        ));
+        out.push(event(
+            "closed",
+            at + Duration::from_secs(5),
+            "10.99.0.1",
+            "10.99.0.2",
+            8080,
+            "allow",
+            10,
+        ));
+        out.push(event(
+            "new",
+            at,
+            "192.168.7.10",
+            "10.99.0.2",
+            502,
+            "would_deny",
+            0,
+        ));
+    }
+    out.push(event(
+        "denied",
+        now - Duration::from_secs(7200),
+        "192.168.7.11",
+        "10.99.0.2",
+        23,
+        "deny",
+        0,
+    ));
+    out
+}
+
+fn policy() -> Value {
+    json!({
+        "format": "bulkhead.policy/v1",
+        "segments": [
+            {"name": "engineering", "prefixes": ["10.99.0.1/32"]},
+            {"name": "ot-legacy", "prefixes": ["10.99.0.2/32"]}
+        ],
+        "services": [{"name": "hmi-web", "protocol": "tcp", "ports": ["8080"]}],
+        "rules": [
+            {"id": 10, "name": "eng-hmi-web", "from": {"segment": "engineering"}, "to": {"segment": "ot-legacy"},
+             "service": "hmi-web", "action": "allow"},
+            {"id": 11, "name": "never-used", "from": {"segment": "ot-legacy"}, "to": {"segment": "engineering"},
+             "service": "hmi-web", "action": "allow"}
+        ]
+    })
+}
+
+struct Api {
+    url: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn draft_etag(&self) -> reqwest::header::HeaderValue {
+        self.client
+            .get(format!("{}/api/v1/draft", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .headers()["etag"]
+            .clone()
+    }
+
+    async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(format!("{}/api/v1{path_and_query}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (
+            status,
+            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_history_routes_answer_from_the_stored_history() {
+    let dir = std::env::temp_dir().join(format!("bh-history-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = SystemTime::now();
+    {
+        let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
+        assert!(history.offer(&traffic(now)));
+        history.flush().unwrap();
+    }
+    let local = local::start(&dir, "").await;
+    let api = Api {
+        client: local.client(),
+        url: local.url.clone(),
+        token: local.token.clone(),
+    };
+    let put = api
+        .client
+        .put(format!("{}/api/v1/draft", api.url))
+        .bearer_auth(&api.token)
+        .header("If-Match", api.draft_etag().await)
+        .header("content-type", "application/json")
+        .body(policy().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+
+    // Conversations over the whole retention, per bucket, paged.
+    let (s, v) = api.get("/history/conversations?limit=5").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["matched"], 21, "{v}");
+    assert_eq!(v["conversations"].as_array().unwrap().len(), 5);
+    assert_eq!(v["more"], true);
+    let (_, last) = api.get("/history/conversations?limit=5&offset=20").await;
+    assert_eq!(last["conversations"].as_array().unwrap().len(), 1);
+    assert_eq!(last["more"], false);
+    // Over the window, one per conversation; filters by prefix, port and verdict.
+    let (_, v) = api
+        .get("/history/conversations?group=window&src=192.168.7.0/24&verdict=would_deny,deny")
+        .await;
+    let convs = v["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 2, "{v}");
+    assert_eq!(convs[0]["key"]["service"], 502);
+    assert_eq!(convs[0]["flows"], 10);
+    // Three days back (whole buckets from the hour three days ago): the flows of 1 and 2 days ago.
+    let (_, v) = api
+        .get("/history/conversations?group=window&window_s=259200&port=8080")
+        .await;
+    assert_eq!(v["conversations"][0]["flows"], 2, "{v}");
+    assert_eq!(v["conversations"][0]["packets"], json!([6, 4]));
+
+    // The map under the draft's segments, and its drill-down.
+    let (s, v) = api.get("/history/map?policy=draft").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["level"], "segments");
+    let edges = v["edges"].as_array().unwrap();
+    let edge = |from: &str, to: &str| {
+        edges
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .cloned()
+    };
+    let eng = edge("engineering", "ot-legacy").unwrap();
+    assert_eq!(
+        (eng["allowed"].as_u64(), eng["packets"].as_u64()),
+        (Some(10), Some(50))
+    );
+    let outside = edge("-", "ot-legacy").unwrap();
+    assert_eq!(
+        (outside["would_deny"].as_u64(), outside["denied"].as_u64()),
+        (Some(10), Some(1))
+    );
+    let (_, hosts) = api
+        .get("/history/map?policy=draft&src_segment=-&dst_segment=ot-legacy")
+        .await;
+    assert_eq!(hosts["level"], "hosts");
+    assert_eq!(hosts["edges"].as_array().unwrap().len(), 2, "{hosts}");
+    let (_, services) = api
+        .get("/history/map?policy=draft&src_segment=-&dst_segment=ot-legacy&src=192.168.7.10&dst=10.99.0.2")
+        .await;
+    assert_eq!(services["level"], "services");
+    assert_eq!(services["edges"][0]["port"], 502);
+    assert_eq!(services["edges"][0]["would_deny"], 10);
+    // No active policy: every address is outside every segment.
+    let (_, v) = api.get("/history/map").await;
+    assert_eq!(v["edges"].as_array().unwrap().len(), 1, "{v}");
+
+    // Rules over the window: rule 10 hit, rule 11 stale.
+    let (_, v) = api.get("/history/rules?policy=draft").await;
+    assert_eq!(v["rules"][0]["flows"], 10, "{v}");
+    assert_eq!(v["rules"][0]["stale"], false);
+    assert_eq!(v["rules"][1]["stale"], true);
+    assert_eq!(v["default"]["flows"], 11);
+
+    // Hosts outside every segment, as a candidate segment.
+    let (_, v) = api.get("/history/unsegmented?policy=draft").await;
+    let c = &v["candidates"][0];
+    assert_eq!(c["subnet"], "192.168.7.0/24", "{v}");
+    assert_eq!(c["name"], "peers-of-ot-legacy-192-168-7-0-24");
+    assert_eq!(c["hosts"].as_array().unwrap().len(), 2);
+    let added = api
+        .client
+        .post(format!("{}/api/v1/draft/segments", api.url))
+        .bearer_auth(&api.token)
+        .header("If-Match", api.draft_etag().await)
+        .header("content-type", "application/json")
+        .body(json!({"name": c["name"], "prefixes": c["prefixes"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success(), "{:?}", added.text().await);
+    let (_, v) = api.get("/history/unsegmented?policy=draft").await;
+    let left: Vec<&str> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subnet"].as_str().unwrap())
+        .collect();
+    assert!(left.is_empty(), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
+    let dir = std::env::temp_dir().join(format!("bh-history-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = local::start(&dir, "").await;
+    let api = Api {
+        client: local.client(),
+        url: local.url.clone(),
+        token: local.token.clone(),
+    };
+    let cases: &[(&str, &str)] = &[
+        ("/history/map?window_s=0", "window_s"),
+        ("/history/map?window_s=99999999999999999999", "window_s"),
+        ("/history/map?window_s=-5", "window_s"),
+        ("/history/map?from=yesterday", "from"),
+        ("/history/map?to=2026-13-45T00:00:00Z", "to"),
+        (
+            "/history/map?from=2026-12-01T00:00:00Z&window_s=60",
+            "window_s",
+        ),
+        (
+            "/history/map?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+            "from",
+        ),
+        ("/history/map?src_segment=a", "src_segment"),
+        ("/history/map?src=10.0.0.1&dst=10.0.0.2", "src"),
+        ("/history/map?src_segment=", "src_segment"),
+        ("/history/map?policy=yours", "policy"),
+        ("/history/map?verdict=maybe", "verdict"),
+        ("/history/map?vlan=4095", "vlan"),
+        ("/history/map?proto=300", "proto"),
+        ("/history/conversations?limit=0", "limit"),
+        ("/history/conversations?limit=10001", "limit"),
+        ("/history/conversations?offset=-1", "offset"),
+        ("/history/conversations?src=10.0.0.300", "src"),
+        ("/history/conversations?dst=10.0.0.0/33", "dst"),
+        ("/history/conversations?group=hour", "group"),
+        ("/history/conversations?port=65536", "port"),
+        ("/history/conversations?rule_id=x", "rule_id"),
+        ("/history/conversations?limit=1&limit=2", "limit"),
+        ("/history/rules?stale_after_s=5", "stale_after_s"),
+        ("/history/unsegmented?window_s=1e9", "window_s"),
+    ];
+    for (path, param) in cases {
+        let (s, v) = api.get(path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        let details = v["error"]["details"].as_array().unwrap();
+        assert!(
+            details.iter().any(|d| d["path"] == *param),
+            "{path}: the error names {param}: {v}"
+        );
+    }
+    // Good parameters on an empty history: an empty answer.
+    let (s, v) = api.get("/history/unsegmented").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["candidates"], json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_disabled_history_is_404_history_disabled() {
+    let dir = std::env::temp_dir().join(format!("bh-history-off-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = local::start(&dir, "history = { enabled = false }").await;
+    let api = Api {
+        client: local.client(),
+        url: local.url.clone(),
+        token: local.token.clone(),
+    };
+    let (s, v) = api.get("/history/map").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "history_disabled");
+    assert!(!dir.join("store/history.sqlite").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
