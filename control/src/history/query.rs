@@ -22,41 +22,60 @@ use protocol::Verdict;
 /// Services and rules listed per edge, the busiest first.
 const TOP: usize = 10;
 
-/// The segment names of addresses under one policy, looked up once per (address, VLAN).
+/// The segments of addresses under one policy, looked up once per (address, VLAN). Each distinct set of
+/// segment names gets a small id, so a scan over a million rows compares and groups integers, not strings.
 pub struct Segments<'a> {
     policy: Option<&'a Policy>,
-    cache: HashMap<(IpAddr, u16), Vec<String>>,
+    /// Set id → its segment names (`[UNSEGMENTED]` for an address in none).
+    sets: Vec<Vec<String>>,
+    ids: HashMap<Vec<String>, u32>,
+    cache: HashMap<(IpAddr, u16), u32>,
 }
 
 impl<'a> Segments<'a> {
     pub fn new(policy: Option<&'a Policy>) -> Segments<'a> {
         Segments {
             policy,
+            sets: Vec::new(),
+            ids: HashMap::new(),
             cache: HashMap::new(),
         }
     }
 
-    /// The segments `addr` (seen on `vlan`, 0: untagged) is in; empty when none.
-    pub fn of(&mut self, addr: IpAddr, vlan: u16) -> &[String] {
-        let policy = self.policy;
-        self.cache.entry((addr, vlan)).or_insert_with(|| {
-            policy.map_or_else(Vec::new, |p| {
-                p.segments_of(addr, (vlan != 0).then_some(vlan))
-                    .into_iter()
-                    .map(|s| s.name.clone())
-                    .collect()
-            })
-        })
+    /// The id of the set of segments `addr` (seen on `vlan`, 0: untagged) is in.
+    pub fn id(&mut self, addr: IpAddr, vlan: u16) -> u32 {
+        if let Some(id) = self.cache.get(&(addr, vlan)) {
+            return *id;
+        }
+        let mut names: Vec<String> = self.policy.map_or_else(Vec::new, |p| {
+            p.segments_of(addr, (vlan != 0).then_some(vlan))
+                .into_iter()
+                .map(|s| s.name.clone())
+                .collect()
+        });
+        if names.is_empty() {
+            names.push(UNSEGMENTED.to_string());
+        }
+        let id = match self.ids.get(&names) {
+            Some(id) => *id,
+            None => {
+                let id = self.sets.len() as u32;
+                self.sets.push(names.clone());
+                self.ids.insert(names, id);
+                id
+            }
+        };
+        self.cache.insert((addr, vlan), id);
+        id
     }
 
-    /// [`of`](Self::of), with [`UNSEGMENTED`] for an address in no segment.
-    fn named(&mut self, addr: IpAddr, vlan: u16) -> Vec<String> {
-        let names = self.of(addr, vlan);
-        if names.is_empty() {
-            vec![UNSEGMENTED.to_string()]
-        } else {
-            names.to_vec()
-        }
+    /// The segment names of set `id` ([`UNSEGMENTED`] alone: in no segment).
+    pub fn names(&self, id: u32) -> &[String] {
+        &self.sets[id as usize]
+    }
+
+    fn unsegmented(&self, id: u32) -> bool {
+        self.names(id).first().map(String::as_str) == Some(UNSEGMENTED)
     }
 }
 
@@ -97,6 +116,26 @@ impl Counts {
                 .entry((c.key.proto, c.key.service))
                 .or_default() += c.flows;
             *self.rules.entry(c.key.rule_id).or_default() += c.flows;
+        }
+    }
+
+    /// Adds another group's counts.
+    pub fn merge(&mut self, o: &Counts) {
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.would_deny += o.would_deny;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.first_unix_ms = match (self.first_unix_ms, o.first_unix_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_unix_ms = self.last_unix_ms.max(o.last_unix_ms);
+        for (k, n) in &o.services {
+            *self.services.entry(*k).or_default() += n;
+        }
+        for (k, n) in &o.rules {
+            *self.rules.entry(*k).or_default() += n;
         }
     }
 
@@ -148,7 +187,8 @@ pub fn map_counts(
     drill: &Drill,
 ) -> Result<BTreeMap<Group, Counts>, StoreError> {
     let mut groups: BTreeMap<Group, Counts> = BTreeMap::new();
-    let mut seen = Vec::new();
+    // The segment level is counted per (source set, destination set) and spread over segment pairs at the end.
+    let mut by_sets: HashMap<(u32, u32), Counts> = HashMap::new();
     reader.scan(window, filter, |c| {
         let k = &c.key;
         if let Some((a, b)) = drill.hosts {
@@ -156,26 +196,31 @@ pub fn map_counts(
                 return;
             }
         }
-        let src = segments.named(k.src, k.vlan);
-        let dst = segments.named(k.dst, k.vlan);
-        seen.clear();
-        for s in &src {
-            for d in &dst {
-                let group = match (&drill.segments, drill.hosts) {
-                    (None, _) => Group::Segments(s.clone(), d.clone()),
-                    (Some((ws, wd)), _) if ws != s || wd != d => continue,
-                    (Some(_), None) => Group::Hosts(k.src, k.dst),
-                    (Some(_), Some(_)) => Group::Service(k.proto, k.service),
-                };
-                // Drilled down, a conversation counts once even when both sides match several ways.
-                if seen.contains(&group) {
-                    continue;
-                }
-                groups.entry(group.clone()).or_default().add(c);
-                seen.push(group);
+        let src = segments.id(k.src, k.vlan);
+        let dst = segments.id(k.dst, k.vlan);
+        let Some((want_src, want_dst)) = &drill.segments else {
+            by_sets.entry((src, dst)).or_default().add(c);
+            return;
+        };
+        if !segments.names(src).contains(want_src) || !segments.names(dst).contains(want_dst) {
+            return;
+        }
+        let group = match drill.hosts {
+            None => Group::Hosts(k.src, k.dst),
+            Some(_) => Group::Service(k.proto, k.service),
+        };
+        groups.entry(group).or_default().add(c);
+    })?;
+    for ((src, dst), counts) in by_sets {
+        for s in segments.names(src) {
+            for d in segments.names(dst) {
+                groups
+                    .entry(Group::Segments(s.clone(), d.clone()))
+                    .or_default()
+                    .merge(&counts);
             }
         }
-    })?;
+    }
     Ok(groups)
 }
 
@@ -355,10 +400,10 @@ pub fn unsegmented(
     let mut hosts: BTreeMap<IpAddr, Host> = BTreeMap::new();
     reader.scan(window, &ConversationFilter::default(), |c| {
         let k = &c.key;
-        let src = segments.named(k.src, k.vlan);
-        let dst = segments.named(k.dst, k.vlan);
-        for (addr, own, peer) in [(k.src, &src, &dst), (k.dst, &dst, &src)] {
-            if own.first().map(String::as_str) != Some(UNSEGMENTED) {
+        let src = segments.id(k.src, k.vlan);
+        let dst = segments.id(k.dst, k.vlan);
+        for (addr, own, peer) in [(k.src, src, dst), (k.dst, dst, src)] {
+            if !segments.unsegmented(own) {
                 continue;
             }
             let h = hosts.entry(addr).or_insert_with(|| Host {
@@ -369,7 +414,7 @@ pub fn unsegmented(
             h.bytes += c.bytes[0] + c.bytes[1];
             h.first = h.first.min(c.first_unix_ms);
             h.last = h.last.max(c.last_unix_ms);
-            for p in peer {
+            for p in segments.names(peer) {
                 *h.peers.entry(p.clone()).or_default() += c.flows;
             }
         }
