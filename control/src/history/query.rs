@@ -311,16 +311,7 @@ pub fn map(
 
 /// Per rule id: flows decided by it in the window, and its last hit (Unix ms).
 pub fn rule_hits(reader: &Reader, window: Window) -> Result<HashMap<u32, (u64, u64)>, StoreError> {
-    let mut hits: HashMap<u32, (u64, u64)> = HashMap::new();
-    reader.scan(window, &ConversationFilter::default(), |c| {
-        if c.flows == 0 {
-            return;
-        }
-        let h = hits.entry(c.key.rule_id).or_default();
-        h.0 += c.flows;
-        h.1 = h.1.max(c.last_unix_ms);
-    })?;
-    Ok(hits)
+    reader.rule_hits(window)
 }
 
 /// Rules health over the window: per rule of `policy`, flows it decided and its last hit; stale when it

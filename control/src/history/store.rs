@@ -5,12 +5,14 @@
 //! window is a range scan and retention deletes a key prefix. The encoding is compact: addresses as 4- or
 //! 16-byte blobs, the verdict as a small integer, first and last seen as milliseconds into the bucket.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::{Conversation, ConversationFilter, ConversationKey, Window};
@@ -338,6 +340,41 @@ impl Reader {
         extent(&self.conn).map_err(|e| self.err(e))
     }
 
+    /// The bucket starts (Unix seconds) a window covers, `[from, to)`: from the bucket `from` falls in, to the
+    /// last that starts before `to`.
+    fn bucket_range(&self, window: Window) -> (i64, i64) {
+        let from_s = unix_ms(window.from) / 1000;
+        let from_s = (from_s - from_s % self.bucket_s) as i64;
+        let to_s = unix_ms(window.to).div_ceil(1000).min(i64::MAX as u64) as i64;
+        (from_s, to_s)
+    }
+
+    /// Per deciding rule id: the flows it decided within `window` and its last hit (Unix ms). Reads only the
+    /// columns it needs.
+    pub fn rule_hits(&self, window: Window) -> Result<HashMap<u32, (u64, u64)>, StoreError> {
+        let (from_s, to_s) = self.bucket_range(window);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT bucket, rule_id, last_ms, flows FROM conversations
+                 WHERE bucket >= ?1 AND bucket < ?2 AND flows > 0",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![from_s, to_s]).map_err(|e| self.err(e))?;
+        let mut hits: HashMap<u32, (u64, u64)> = HashMap::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let get = |i| {
+                r.get::<_, i64>(i)
+                    .map(|v| v as u64)
+                    .map_err(|e| self.err(e))
+            };
+            let h = hits.entry(get(1)? as u32).or_default();
+            h.0 += get(3)?;
+            h.1 = h.1.max(get(0)? * 1000 + get(2)?);
+        }
+        Ok(hits)
+    }
+
     /// Calls `f` with every conversation-bucket of `window` that matches `filter`, by bucket then key.
     pub fn scan(
         &self,
@@ -345,19 +382,59 @@ impl Reader {
         filter: &ConversationFilter,
         mut f: impl FnMut(&Conversation),
     ) -> Result<(), StoreError> {
-        // Whole buckets: from the one `from` falls in, up to the last that starts before `to`.
-        let from_s = unix_ms(window.from) / 1000;
-        let from_s = (from_s - from_s % self.bucket_s) as i64;
-        let to_s = unix_ms(window.to).div_ceil(1000).min(i64::MAX as u64) as i64;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version,
-                        first_ms, last_ms, flows, packets_orig, packets_reply, bytes_orig, bytes_reply
-                 FROM conversations WHERE bucket >= ?1 AND bucket < ?2",
-            )
+        let (from_s, to_s) = self.bucket_range(window);
+        // The filter's conditions go to SQLite too, so rows it rules out are never decoded here; `matches`
+        // below stays the reference.
+        let mut sql = String::from(
+            "SELECT bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version,
+                    first_ms, last_ms, flows, packets_orig, packets_reply, bytes_orig, bytes_reply
+             FROM conversations WHERE bucket >= ? AND bucket < ?",
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![from_s.into(), to_s.into()];
+        let mut range = |column: &str, net: &IpNet, sql: &mut String| {
+            let (lo, hi) = (addr_bytes(net.network()), addr_bytes(net.broadcast()));
+            *sql += &format!("(length({column}) = ? AND {column} BETWEEN ? AND ?)");
+            values.extend([(lo.len() as i64).into(), lo.into(), hi.into()]);
+        };
+        if let Some(n) = &filter.src {
+            sql += " AND ";
+            range("src", n, &mut sql);
+        }
+        if let Some(n) = &filter.dst {
+            sql += " AND ";
+            range("dst", n, &mut sql);
+        }
+        if let Some(n) = &filter.addr {
+            sql += " AND (";
+            range("src", n, &mut sql);
+            sql += " OR ";
+            range("dst", n, &mut sql);
+            sql += ")";
+        }
+        for (column, value) in [
+            ("proto", filter.proto.map(i64::from)),
+            ("service", filter.service.map(i64::from)),
+            ("vlan", filter.vlan.map(i64::from)),
+            ("rule_id", filter.rule_id.map(i64::from)),
+            ("policy_version", filter.policy_version.map(i64::from)),
+        ] {
+            if let Some(v) = value {
+                sql += &format!(" AND {column} = ?");
+                values.push(v.into());
+            }
+        }
+        if !filter.verdicts.is_empty() {
+            let codes: Vec<String> = filter
+                .verdicts
+                .iter()
+                .map(|v| verdict_code(*v).to_string())
+                .collect();
+            sql += &format!(" AND verdict IN ({})", codes.join(","));
+        }
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(values))
             .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query(params![from_s, to_s]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let get = |i| r.get::<_, i64>(i).map(|v| v as u64);
             let decode = || -> rusqlite::Result<Option<Conversation>> {

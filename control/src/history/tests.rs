@@ -521,3 +521,65 @@ fn an_event_without_a_time_is_not_kept_and_a_newer_schema_is_refused() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn filters_select_what_matches_would() {
+    let d = dir("filters");
+    let events = generate(3, 30);
+    let history = History::open(config(), &d).unwrap();
+    ingest(&history, &events);
+    let all = history
+        .conversations(
+            Window::all(),
+            &ConversationFilter::default(),
+            Grouping::PerBucket,
+        )
+        .unwrap();
+    let net = |s: &str| Some(s.parse::<IpNet>().unwrap());
+    let filters = [
+        ConversationFilter {
+            src: net("10.1.0.0/24"),
+            ..Default::default()
+        },
+        ConversationFilter {
+            dst: net("192.168.7.11/32"),
+            ..Default::default()
+        },
+        ConversationFilter {
+            addr: net("fd00:9::/64"),
+            ..Default::default()
+        },
+        ConversationFilter {
+            addr: net("10.0.0.0/8"),
+            proto: Some(6),
+            service: Some(22),
+            ..Default::default()
+        },
+        ConversationFilter {
+            verdicts: vec![Verdict::WouldDeny, Verdict::Deny],
+            ..Default::default()
+        },
+        ConversationFilter {
+            rule_id: Some(5),
+            vlan: Some(0),
+            policy_version: Some(3),
+            ..Default::default()
+        },
+        ConversationFilter {
+            policy_version: Some(4),
+            ..Default::default()
+        },
+    ];
+    for f in filters {
+        let want: Vec<&Conversation> = all.iter().filter(|c| f.matches(&c.key)).collect();
+        let got = history
+            .conversations(Window::all(), &f, Grouping::PerBucket)
+            .unwrap();
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "{f:?}");
+        assert!(
+            f.policy_version == Some(4) || !want.is_empty(),
+            "{f:?} selects something"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

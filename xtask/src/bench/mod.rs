@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::util::{root, show, Result};
 
 mod classify;
+mod history;
 mod inputs;
 mod swap;
 
@@ -39,15 +40,18 @@ pub enum Suite {
     Swap,
     /// Memory per tracked flow at one million flows.
     Memory,
+    /// Control's flow history: ingestion rate, 30-day queries over 10⁶ conversation-buckets, bytes per row.
+    History,
 }
 
-const ALL: [Suite; 6] = [
+const ALL: [Suite; 7] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
+    Suite::History,
 ];
 
 #[derive(clap::Args)]
@@ -157,6 +161,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
+            Suite::History => history::history()?,
         });
     }
     summary(args, &rows)
