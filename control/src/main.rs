@@ -233,6 +233,14 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
         );
     }
     write_last_use(&app);
+    if let Some(history) = app.history.clone() {
+        // What the writer holds in memory (up to `flush_ms` of events) goes to the database before exit.
+        match tokio::task::spawn_blocking(move || history.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("bulkhead-control: history: {e}"),
+            Err(e) => eprintln!("bulkhead-control: history: {e}"),
+        }
+    }
     Ok(())
 }
 
