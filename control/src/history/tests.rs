@@ -496,6 +496,24 @@ fn the_size_bound_drops_the_oldest_buckets_first() {
 }
 
 #[test]
+fn config_bounds_are_checked() {
+    let c = |bucket_s, retention_days| HistoryConfig {
+        bucket_s,
+        retention_days,
+        ..HistoryConfig::default()
+    };
+    assert_eq!(c(3600, 30).check(), Ok(()));
+    assert_eq!(c(300, 1).check(), Ok(()));
+    assert_eq!(c(7000, 30).check().unwrap_err().0, "history.bucket_s");
+    assert_eq!(c(172_800, 30).check().unwrap_err().0, "history.bucket_s");
+    assert_eq!(c(3600, 4000).check().unwrap_err().0, "history.retention_days");
+    let e = toml::from_str::<HistoryConfig>("bucket_s = 30").unwrap_err();
+    assert!(e.to_string().contains("at least 60"), "{e}");
+    let e = toml::from_str::<HistoryConfig>("retention = 30").unwrap_err();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}
+
+#[test]
 fn an_event_without_a_time_is_not_kept_and_a_newer_schema_is_refused() {
     let mut e = event(
         EventKind::New,
