@@ -104,6 +104,9 @@ impl HistoryConfig {
     }
 }
 
+/// How far ahead of control's clock an event's time may be and still be kept.
+pub const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// Errors of the history (opening, writing or reading the database).
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -179,6 +182,7 @@ pub enum Grouping {
 pub(crate) struct Stats {
     pub events: IntCounter,
     pub dropped: IntCounter,
+    pub refused: IntCounter,
     pub write_errors: IntCounter,
     pub expired_buckets: IntCounter,
     pub conversation_buckets: IntGauge,
@@ -197,6 +201,10 @@ impl Stats {
             dropped: c(
                 "bulkhead_history_dropped_events_total",
                 "Flow events not kept in the history because its queue was full (or its writer stopped).",
+            ),
+            refused: c(
+                "bulkhead_history_refused_events_total",
+                "Flow events not kept because their time was unreadable or more than a day ahead of this clock.",
             ),
             write_errors: c(
                 "bulkhead_history_write_errors_total",
@@ -264,7 +272,13 @@ impl History {
     /// Adds the history's counters to `registry` (the one `/metrics` renders).
     pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
         let s = &self.stats;
-        for c in [&s.events, &s.dropped, &s.write_errors, &s.expired_buckets] {
+        for c in [
+            &s.events,
+            &s.dropped,
+            &s.refused,
+            &s.write_errors,
+            &s.expired_buckets,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(s.conversation_buckets.clone()))?;
@@ -273,11 +287,20 @@ impl History {
 
     /// Offers a drained batch of events without waiting: a full queue drops the batch, counted in
     /// `bulkhead_history_dropped_events_total`. Returns whether the batch was queued.
+    ///
+    /// An event whose `time` is unreadable, or more than [`MAX_AHEAD`] ahead of this clock, is not kept (counted
+    /// in `bulkhead_history_refused_events_total`): retention counts back from the newest bucket, so one event
+    /// dated years ahead would otherwise expire everything.
     pub fn offer(&self, events: &[FlowEvent]) -> bool {
+        let latest = crate::time::unix_ms(SystemTime::now() + MAX_AHEAD);
         let records: Vec<Record> = events
             .iter()
             .filter_map(|e| Record::of(e, self.config.bucket_s))
+            .filter(|r| r.unix_ms <= latest)
             .collect();
+        self.stats
+            .refused
+            .inc_by((events.len() - records.len()) as u64);
         self.offer_records(records)
     }
 
@@ -309,6 +332,11 @@ impl History {
     /// Flow events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.stats.dropped.get()
+    }
+
+    /// Flow events not kept for their time (unreadable, or too far ahead).
+    pub fn refused(&self) -> u64 {
+        self.stats.refused.get()
     }
 
     /// The conversations of `window` that match `filter`, ordered by bucket then key (per bucket) or by key

@@ -506,7 +506,10 @@ fn config_bounds_are_checked() {
     assert_eq!(c(300, 1).check(), Ok(()));
     assert_eq!(c(7000, 30).check().unwrap_err().0, "history.bucket_s");
     assert_eq!(c(172_800, 30).check().unwrap_err().0, "history.bucket_s");
-    assert_eq!(c(3600, 4000).check().unwrap_err().0, "history.retention_days");
+    assert_eq!(
+        c(3600, 4000).check().unwrap_err().0,
+        "history.retention_days"
+    );
     let e = toml::from_str::<HistoryConfig>("bucket_s = 30").unwrap_err();
     assert!(e.to_string().contains("at least 60"), "{e}");
     let e = toml::from_str::<HistoryConfig>("retention = 30").unwrap_err();
@@ -514,7 +517,7 @@ fn config_bounds_are_checked() {
 }
 
 #[test]
-fn an_event_without_a_time_is_not_kept_and_a_newer_schema_is_refused() {
+fn an_event_without_a_time_or_far_ahead_is_not_kept_and_a_newer_schema_is_refused() {
     let mut e = event(
         EventKind::New,
         T0_MS,
@@ -528,6 +531,19 @@ fn an_event_without_a_time_is_not_kept_and_a_newer_schema_is_refused() {
     );
     e.time = "yesterday".into();
     assert_eq!(Record::of(&e, 3600), None);
+    // Neither that, nor an event dated years ahead (it would expire everything else), is kept.
+    let d = dir("ahead");
+    let history = History::open(config(), &d).unwrap();
+    let mut ahead = e.clone();
+    ahead.time = "2099-01-01T00:00:00Z".into();
+    let mut fine = e.clone();
+    fine.time = rfc3339(from_unix_ms(T0_MS));
+    history.offer(&[e.clone(), ahead, fine]);
+    history.flush().unwrap();
+    assert_eq!(history.refused(), 2);
+    assert_eq!(history.extent().unwrap(), Some((T0_MS, T0_MS)));
+    drop(history);
+    let _ = std::fs::remove_dir_all(&d);
     let d = dir("schema");
     std::fs::create_dir_all(&d).unwrap();
     let file = d.join("history.sqlite");
