@@ -137,14 +137,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: Sys
             }
         }
     }
-    let rule_name = |id: u32| -> Value {
-        if id == 0 {
-            return json!("default");
-        }
-        active
-            .and_then(|p| p.rules().iter().find(|r| r.id == id))
-            .map_or(Value::Null, |r| json!(r.name))
-    };
+    let rule_name = |id: u32| rule_name(active, id);
     let mut edges: Vec<(String, String, Edge)> = edges
         .into_iter()
         .flat_map(|(from, row)| row.into_iter().map(move |(to, e)| (from.clone(), to, e)))
@@ -154,32 +147,7 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: Sys
         .iter()
         .flat_map(|(a, b, _)| [a.as_str(), b.as_str()])
         .collect();
-    let mut nodes: Vec<Value> = active
-        .map(|p| p.segments())
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.name, "name": s.name, "labels": s.labels,
-                "prefixes": s.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "mode": s.mode, "observed": observed.contains(s.name.as_str()),
-            })
-        })
-        .collect();
-    for name in &observed {
-        let known = active.is_some_and(|p| p.segment(name).is_some());
-        if !known {
-            let label = if *name == UNSEGMENTED {
-                "(no segment)"
-            } else {
-                name
-            };
-            nodes.push(
-                json!({"id": name, "name": label, "labels": {}, "prefixes": [],
-                              "mode": null, "observed": true}),
-            );
-        }
-    }
+    let nodes = nodes(active, &observed);
     let edges: Vec<Value> = edges
         .into_iter()
         .map(|(from, to, e)| {
@@ -207,6 +175,48 @@ pub fn map(log: &FlowLog, active: Option<&Policy>, q: &TrafficMapQuery, now: Sys
         "nodes": nodes,
         "edges": edges,
     })
+}
+
+/// The name of rule `id` in `policy`: `"default"` for 0 (the default action), null for a rule it does not have.
+pub(crate) fn rule_name(policy: Option<&Policy>, id: u32) -> Value {
+    if id == 0 {
+        return json!("default");
+    }
+    policy
+        .and_then(|p| p.rules().iter().find(|r| r.id == id))
+        .map_or(Value::Null, |r| json!(r.name))
+}
+
+/// The map's nodes: every segment of `active`, observed or not, then every `observed` name it does not have
+/// ([`UNSEGMENTED`] as `(no segment)`).
+pub(crate) fn nodes(active: Option<&Policy>, observed: &BTreeSet<&str>) -> Vec<Value> {
+    let mut nodes: Vec<Value> = active
+        .map(|p| p.segments())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.name, "name": s.name, "labels": s.labels,
+                "prefixes": s.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mode": s.mode, "observed": observed.contains(s.name.as_str()),
+            })
+        })
+        .collect();
+    for name in observed {
+        let known = active.is_some_and(|p| p.segment(name).is_some());
+        if !known {
+            let label = if *name == UNSEGMENTED {
+                "(no segment)"
+            } else {
+                name
+            };
+            nodes.push(
+                json!({"id": name, "name": label, "labels": {}, "prefixes": [],
+                              "mode": null, "observed": true}),
+            );
+        }
+    }
+    nodes
 }
 
 #[cfg(test)]

@@ -105,7 +105,24 @@ struct Api {
     client: reqwest::Client,
 }
 
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 impl Api {
+    /// Control in process, keeping its files in `dir` (`extra`: the top of its config).
+    async fn start(dir: &std::path::Path, extra: &str) -> Api {
+        let local = local::start(dir, extra).await;
+        Api {
+            client: local.client(),
+            url: local.url.clone(),
+            token: local.token.clone(),
+        }
+    }
+
     async fn draft_etag(&self) -> reqwest::header::HeaderValue {
         self.client
             .get(format!("{}/api/v1/draft", self.url))
@@ -135,21 +152,14 @@ impl Api {
 
 #[tokio::test]
 async fn the_history_routes_answer_from_the_stored_history() {
-    let dir = std::env::temp_dir().join(format!("bh-history-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("bh-history-api");
     let now = SystemTime::now();
     {
         let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
         assert!(history.offer(&traffic(now)));
         history.flush().unwrap();
     }
-    let local = local::start(&dir, "").await;
-    let api = Api {
-        client: local.client(),
-        url: local.url.clone(),
-        token: local.token.clone(),
-    };
+    let api = Api::start(&dir, "").await;
     let put = api
         .client
         .put(format!("{}/api/v1/draft", api.url))
@@ -259,15 +269,8 @@ async fn the_history_routes_answer_from_the_stored_history() {
 
 #[tokio::test]
 async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
-    let dir = std::env::temp_dir().join(format!("bh-history-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let local = local::start(&dir, "").await;
-    let api = Api {
-        client: local.client(),
-        url: local.url.clone(),
-        token: local.token.clone(),
-    };
+    let dir = fresh_dir("bh-history-bad");
+    let api = Api::start(&dir, "").await;
     let cases: &[(&str, &str)] = &[
         ("/history/map?window_s=0", "window_s"),
         ("/history/map?window_s=99999999999999999999", "window_s"),
@@ -319,15 +322,8 @@ async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
 
 #[tokio::test]
 async fn a_disabled_history_is_404_history_disabled() {
-    let dir = std::env::temp_dir().join(format!("bh-history-off-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let local = local::start(&dir, "history = { enabled = false }").await;
-    let api = Api {
-        client: local.client(),
-        url: local.url.clone(),
-        token: local.token.clone(),
-    };
+    let dir = fresh_dir("bh-history-off");
+    let api = Api::start(&dir, "history = { enabled = false }").await;
     let (s, v) = api.get("/history/map").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"]["code"], "history_disabled");

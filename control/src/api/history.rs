@@ -20,6 +20,7 @@ use crate::auth::Right;
 use crate::error::ApiError;
 use crate::history::query::{self, Drill};
 use crate::history::{merge, Conversation, ConversationFilter, History, HistoryError, Window};
+use crate::history::{Reader, StoreError};
 use crate::rulehealth::Which;
 use protocol::Verdict;
 
@@ -434,32 +435,27 @@ async fn rules(
     State(app): State<Shared>,
     Params(q): Params<PolicyQuery>,
 ) -> ApiResult<Json<Value>> {
-    let history = history(&app)?;
-    let window = window(&history, &q.window)?;
-    let policy = policy(&app, q.which).await?;
-    off_worker(move || {
-        Ok::<_, HistoryError>(query::rules(&history.reader()?, window, policy.as_ref())?)
-    })
-    .await
-    .map(Json)
-    .map_err(failed)
+    with_policy(&app, &q, query::rules).await
 }
 
 async fn unsegmented(
     State(app): State<Shared>,
     Params(q): Params<PolicyQuery>,
 ) -> ApiResult<Json<Value>> {
-    let history = history(&app)?;
+    with_policy(&app, &q, query::unsegmented).await
+}
+
+/// Answers `report` over the window under the policy `q` names, on the blocking pool.
+async fn with_policy(
+    app: &Shared,
+    q: &PolicyQuery,
+    report: fn(&Reader, Window, Option<&Policy>) -> Result<Value, StoreError>,
+) -> ApiResult<Json<Value>> {
+    let history = history(app)?;
     let window = window(&history, &q.window)?;
-    let policy = policy(&app, q.which).await?;
-    off_worker(move || {
-        Ok::<_, HistoryError>(query::unsegmented(
-            &history.reader()?,
-            window,
-            policy.as_ref(),
-        )?)
-    })
-    .await
-    .map(Json)
-    .map_err(failed)
+    let policy = policy(app, q.which).await?;
+    off_worker(move || Ok::<_, HistoryError>(report(&history.reader()?, window, policy.as_ref())?))
+        .await
+        .map(Json)
+        .map_err(failed)
 }

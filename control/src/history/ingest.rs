@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::store::{Db, StoreError};
-use super::{Conversation, ConversationKey, HistoryConfig, HistoryError, Message, Stats};
+use super::{merge, Conversation, ConversationKey, HistoryConfig, HistoryError, Message, Stats};
 use crate::time::unix_ms;
 use protocol::{EventKind, FlowEvent};
 
@@ -42,6 +42,19 @@ pub fn service(proto: u8, dport: u16) -> u16 {
 }
 
 impl Record {
+    /// The record as a conversation-bucket of its own.
+    pub fn conversation(&self) -> Conversation {
+        Conversation {
+            key: self.key,
+            bucket_unix_ms: self.bucket_unix_ms,
+            first_unix_ms: self.unix_ms,
+            last_unix_ms: self.unix_ms,
+            flows: self.flows,
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+
     /// The record of `e` in buckets of `bucket_s` seconds; `None` when its `time` is not RFC 3339.
     pub fn of(e: &FlowEvent, bucket_s: u64) -> Option<Record> {
         let unix_ms = unix_ms(humantime::parse_rfc3339(&e.time).ok()?);
@@ -86,24 +99,12 @@ pub(crate) struct Pending {
 impl Pending {
     pub fn add(&mut self, r: &Record) {
         self.events += 1;
-        let c = self
-            .rows
-            .entry((r.bucket_unix_ms, r.key))
-            .or_insert_with(|| Conversation {
-                key: r.key,
-                bucket_unix_ms: r.bucket_unix_ms,
-                first_unix_ms: r.unix_ms,
-                last_unix_ms: r.unix_ms,
-                flows: 0,
-                packets: [0; 2],
-                bytes: [0; 2],
-            });
-        c.first_unix_ms = c.first_unix_ms.min(r.unix_ms);
-        c.last_unix_ms = c.last_unix_ms.max(r.unix_ms);
-        c.flows += r.flows;
-        for i in 0..2 {
-            c.packets[i] += r.packets[i];
-            c.bytes[i] += r.bytes[i];
+        let c = r.conversation();
+        match self.rows.get_mut(&(r.bucket_unix_ms, r.key)) {
+            Some(into) => merge(into, &c),
+            None => {
+                self.rows.insert((r.bucket_unix_ms, r.key), c);
+            }
         }
     }
 

@@ -31,7 +31,7 @@ mod store;
 
 pub use conversation::{Conversation, ConversationKey};
 pub use ingest::Record;
-pub use store::{verdict_code, StoreError};
+pub use store::{verdict_code, Reader, StoreError};
 
 /// `[history]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -17,6 +17,7 @@ use super::store::{Reader, StoreError};
 use super::{Conversation, ConversationFilter, Window};
 use crate::flowlog::UNSEGMENTED;
 use crate::time::{from_unix_ms, rfc3339};
+use crate::traffic;
 use protocol::Verdict;
 
 /// Services and rules listed per edge, the busiest first.
@@ -224,18 +225,6 @@ pub fn map_counts(
     Ok(groups)
 }
 
-/// The name of rule `id` in `policy` (`"default"` for 0, null when the policy has no such rule).
-fn rule_namer(policy: Option<&Policy>) -> impl Fn(u32) -> Value + '_ {
-    move |id| {
-        if id == 0 {
-            return json!("default");
-        }
-        policy
-            .and_then(|p| p.rules().iter().find(|r| r.id == id))
-            .map_or(Value::Null, |r| json!(r.name))
-    }
-}
-
 /// The map as the API answers it (`level`: `segments`, `hosts` or `services`).
 pub fn map(
     reader: &Reader,
@@ -246,7 +235,7 @@ pub fn map(
 ) -> Result<Value, StoreError> {
     let mut segments = Segments::new(policy);
     let groups = map_counts(reader, window, filter, &mut segments, drill)?;
-    let name = rule_namer(policy);
+    let name = |id| traffic::rule_name(policy, id);
     let edges: Vec<Value> = groups
         .iter()
         .map(|(g, counts)| {
@@ -288,22 +277,7 @@ pub fn map(
                 _ => unreachable!("a segment-level map has segment pairs only"),
             })
             .collect();
-        let mut nodes: Vec<Value> = policy
-            .map(|p| p.segments())
-            .unwrap_or_default()
-            .iter()
-            .map(|s| {
-                json!({"id": s.name, "name": s.name, "labels": s.labels,
-                       "prefixes": s.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                       "mode": s.mode, "observed": observed.contains(s.name.as_str())})
-            })
-            .collect();
-        if observed.contains(UNSEGMENTED) {
-            nodes.push(
-                json!({"id": UNSEGMENTED, "name": "(no segment)", "labels": {},
-                              "prefixes": [], "mode": null, "observed": true}),
-            );
-        }
+        let nodes = traffic::nodes(policy, &observed);
         out["nodes"] = json!(nodes);
     }
     Ok(out)

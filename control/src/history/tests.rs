@@ -175,6 +175,19 @@ fn ingest(history: &History, events: &[FlowEvent]) {
     }
 }
 
+/// A history in a fresh directory, with `days` of generated traffic in it (and that traffic).
+fn filled(
+    name: &str,
+    days: u64,
+    per_hour: u64,
+) -> (PathBuf, std::sync::Arc<History>, Vec<FlowEvent>) {
+    let d = dir(name);
+    let events = generate(days, per_hour);
+    let history = History::open(config(), &d).unwrap();
+    ingest(&history, &events);
+    (d, history, events)
+}
+
 /// The buckets retention keeps: those starting less than the retention before the newest.
 fn kept(events: &[FlowEvent], c: &HistoryConfig) -> Vec<Record> {
     let records: Vec<Record> = events
@@ -190,11 +203,8 @@ fn kept(events: &[FlowEvent], c: &HistoryConfig) -> Vec<Record> {
 
 #[test]
 fn retention_drops_exactly_the_expired_buckets_and_a_restart_keeps_the_rest() {
-    let d = dir("retention");
     let c = config();
-    let events = generate(35, 6);
-    let history = History::open(c.clone(), &d).unwrap();
-    ingest(&history, &events);
+    let (d, history, events) = filled("retention", 35, 6);
     let expected = kept(&events, &c);
     let newest = expected.iter().map(|r| r.bucket_unix_ms).max().unwrap();
     assert!(newest >= T0_MS + 35 * DAY_MS - HOUR_MS);
@@ -256,11 +266,7 @@ fn retention_drops_exactly_the_expired_buckets_and_a_restart_keeps_the_rest() {
 
 #[test]
 fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
-    let d = dir("map");
-    let c = config();
-    let events = generate(30, 10);
-    let history = History::open(c.clone(), &d).unwrap();
-    ingest(&history, &events);
+    let (d, history, events) = filled("map", 30, 10);
     let policy = policy();
     // Direct: each event's side segments, straight from the policy, counted as the map counts.
     let mut expected: BTreeMap<Group, Counts> = BTreeMap::new();
@@ -558,10 +564,7 @@ fn an_event_without_a_time_or_far_ahead_is_not_kept_and_a_newer_schema_is_refuse
 
 #[test]
 fn filters_select_what_matches_would() {
-    let d = dir("filters");
-    let events = generate(3, 30);
-    let history = History::open(config(), &d).unwrap();
-    ingest(&history, &events);
+    let (d, history, _) = filled("filters", 3, 30);
     let all = history
         .conversations(
             Window::all(),
