@@ -233,17 +233,7 @@ fn real_flows_make_counters_rule_health_segment_filters_and_the_map() {
     let dir = test_dir("flows");
     let pcap = dir.join("flows.pcap");
     write_pcap(&pcap);
-    std::fs::write(dir.join("policy.json"), policy().to_string()).unwrap();
-    let boot = format!(
-        "bootstrap = {:?}",
-        dir.join("policy.json").display().to_string()
-    );
-    let dp = NullDataplane::start_ports(
-        &dir,
-        &boot,
-        &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
-        "net_null{n}1,no-rx=1",
-    );
+    let dp = NullDataplane::replaying(&dir, &pcap, &policy());
     let mut opts = control_opts(&dir, &dp.socket);
     opts.extra = FAST_METRICS.into();
     let c = start_control(&opts);

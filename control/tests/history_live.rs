@@ -102,20 +102,10 @@ fn real_flows_reach_the_history_and_survive_control_restarts() {
     let dir = test_dir("history-live");
     let pcap = dir.join("flows.pcap");
     write_pcap(&pcap);
-    std::fs::write(dir.join("policy.json"), policy().to_string()).unwrap();
-    let boot = format!(
-        "bootstrap = {:?}",
-        dir.join("policy.json").display().to_string()
-    );
-    let _dp = NullDataplane::start_ports(
-        &dir,
-        &boot,
-        &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
-        "net_null{n}1,no-rx=1",
-    );
+    let dp = NullDataplane::replaying(&dir, &pcap, &policy());
     // The first control keeps what it aggregates in memory (a minute between writes): only its graceful stop
     // writes it out.
-    let mut opts = control_opts(&dir, &_dp.socket);
+    let mut opts = control_opts(&dir, &dp.socket);
     opts.extra = "[history]\nflush_ms = 60000\n".into();
     let mut c = start_control(&opts);
     wait_for(20, "four events in the flow log", || {

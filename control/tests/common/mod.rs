@@ -145,6 +145,19 @@ flows_per_worker = 1024
         dp
     }
 
+    /// A dataplane that boots `policy` (written to `<dir>/policy.json`) and replays `pcap` once into port a
+    /// (port b a `net_null` that receives nothing).
+    pub fn replaying(dir: &Path, pcap: &Path, policy: &Value) -> NullDataplane {
+        let path = dir.join("policy.json");
+        std::fs::write(&path, policy.to_string()).unwrap();
+        NullDataplane::start_ports(
+            dir,
+            &format!("bootstrap = {:?}", path.display().to_string()),
+            &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
+            "net_null{n}1,no-rx=1",
+        )
+    }
+
     /// One control-socket request (as JSON, to show the wire) and its result; `None` when the dataplane does
     /// not answer or refuses.
     pub fn request(&self, req: Value) -> Option<Value> {
