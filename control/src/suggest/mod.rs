@@ -108,3 +108,6 @@ fn index<K: std::hash::Hash + Eq>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

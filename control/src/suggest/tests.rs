@@ -1,0 +1,360 @@
+//! The engines against traffic generated from a known policy (pktgen's policy traffic), and hand-made cases.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bulkhead_pktgen::policy_traffic::{generate, PolicyTrafficConfig};
+use policy::{Decision, Policy, Selector};
+use protocol::Verdict;
+use serde_json::json;
+
+use super::*;
+use crate::history::{Conversation, ConversationKey};
+
+/// The known policy: segments with labels, services of every kind, allow and deny rules, default deny.
+fn known() -> Policy {
+    Policy::from_value(json!({
+        "format": "bulkhead.policy/v1",
+        "segments": [
+            {"name": "eng", "prefixes": ["10.1.0.0/29", "fd00:1::/125"], "labels": {"zone": "it"}},
+            {"name": "ot", "prefixes": ["10.2.0.0/30"], "labels": {"zone": "ot"}},
+            {"name": "db", "prefixes": ["10.3.0.0/31"], "vlans": [30]}
+        ],
+        "services": [
+            {"name": "modbus", "protocol": "tcp", "ports": ["502"]},
+            {"name": "dns", "protocol": "udp", "ports": ["53"]},
+            {"name": "pg", "protocol": "tcp", "ports": ["5432-5433"]},
+            {"name": "ping", "protocol": "icmp", "icmp_type": 8},
+            {"name": "gre", "protocol": 47}
+        ],
+        "rules": [
+            {"id": 10, "name": "eng-ot", "from": {"segment": "eng"}, "to": {"labels": {"zone": "ot"}},
+             "service": "modbus", "action": "allow"},
+            {"id": 20, "name": "no-ping-ot", "from": "any", "to": {"segment": "ot"}, "service": "ping",
+             "action": "deny"},
+            {"id": 30, "name": "eng-db", "from": {"segment": "eng"}, "to": {"segment": "db"}, "service": "pg",
+             "action": "allow"},
+            {"id": 40, "name": "dns", "from": "any", "to": {"prefix": "10.9.0.53/32"}, "service": "dns",
+             "action": "allow"},
+            {"id": 50, "name": "ping-any", "from": {"prefix": "10.0.0.0/8"}, "to": "any", "service": "ping",
+             "action": "allow"},
+            {"id": 60, "name": "gre", "from": {"segment": "ot"}, "to": {"segment": "eng"}, "service": "gre",
+             "action": "allow"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn verdict_of(d: &Decision) -> Verdict {
+    whatif::verdict(d)
+}
+
+fn rule_id_of(d: &Decision) -> u32 {
+    whatif::rule_id(d)
+}
+
+/// Generated traffic as conversations: one per flow, its verdict and rule the policy's, its time its index.
+fn observed(policy: &Policy) -> Vec<Conversation> {
+    let cfg = PolicyTrafficConfig {
+        per_case: 8,
+        packets: 1,
+        frame_sizes: vec![128],
+        seed: 7,
+    };
+    generate(policy, &cfg)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = l.conv.policy_flow();
+            let service = match f.proto {
+                1 | 58 => (f.sport << 8) | f.dport,
+                _ => f.dport,
+            };
+            let t = 1_000_000 + i as u64;
+            Conversation {
+                key: ConversationKey {
+                    src: f.src,
+                    dst: f.dst,
+                    proto: f.proto,
+                    service,
+                    vlan: f.vlan.unwrap_or(0),
+                    verdict: verdict_of(&l.decision),
+                    rule_id: rule_id_of(&l.decision),
+                    policy_version: 1,
+                },
+                bucket_unix_ms: t - t % 3_600_000,
+                first_unix_ms: t,
+                last_unix_ms: t,
+                flows: 1,
+                packets: [1, 0],
+                bytes: [128, 0],
+            }
+        })
+        .collect()
+}
+
+/// `known()` without its allow rules: what the suggestion starts from.
+fn without_allows(p: &Policy) -> Policy {
+    let mut doc = p.document().clone();
+    doc.rules.retain(|r| r.action != policy::Action::Allow);
+    Policy::new(doc).unwrap()
+}
+
+fn options(grouping: Grouping) -> SuggestOptions {
+    SuggestOptions {
+        scope: Scope::All,
+        grouping,
+        include_denied: false,
+        window: Window {
+            from_unix_ms: 0,
+            to_unix_ms: 2_000_000,
+        },
+        now_unix_ms: 2_000_000,
+    }
+}
+
+fn applied(draft: &Policy, s: &Suggestion) -> Policy {
+    Policy::new(with_suggestion(
+        draft.document(),
+        &s.services,
+        s.rules.iter().map(|r| r.rule.clone()),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn suggested_back_allows_exactly_what_was_observed_allowed() {
+    let known = known();
+    let conversations = observed(&known);
+    let allowed: Vec<&Conversation> = conversations
+        .iter()
+        .filter(|c| c.key.verdict == Verdict::Allow)
+        .collect();
+    assert!(allowed.len() > 20 && allowed.len() < conversations.len());
+    let draft = without_allows(&known);
+    for grouping in [Grouping::Hosts, Grouping::Segments, Grouping::Labels] {
+        let s = suggest(&conversations, &draft, &options(grouping)).unwrap();
+        let after = applied(&draft, &s);
+        for c in &conversations {
+            let t = Tuple::of(&c.key);
+            let now = verdict_of(&after.evaluate(&t.flow()));
+            if grouping == Grouping::Hosts {
+                // Exactly what was seen: every allowed flow, nothing else that was generated.
+                assert_eq!(
+                    now == Verdict::Allow,
+                    c.key.verdict == Verdict::Allow,
+                    "{grouping:?} {t:?}"
+                );
+            } else if c.key.verdict == Verdict::Allow {
+                assert_eq!(now, Verdict::Allow, "{grouping:?} {t:?}");
+            }
+        }
+        assert_eq!(s.coverage_after.conversation_share, 1.0, "{grouping:?}");
+        assert!(s.coverage_before.conversations_allowed < s.coverage_before.conversations);
+        // Provenance counts: every allowed tuple is covered by exactly one rule, and the flows add up.
+        let distinct: BTreeSet<Tuple> = allowed.iter().map(|c| Tuple::of(&c.key)).collect();
+        let covered: u64 = s
+            .rules
+            .iter()
+            .map(|r| r.rule.provenance.as_ref().unwrap().conversations.unwrap())
+            .sum();
+        let flows: u64 = s
+            .rules
+            .iter()
+            .map(|r| r.rule.provenance.as_ref().unwrap().flows.unwrap())
+            .sum();
+        assert_eq!(covered, distinct.len() as u64, "{grouping:?}");
+        assert_eq!(flows, allowed.len() as u64, "{grouping:?}");
+        for r in &s.rules {
+            assert_eq!(
+                r.conversations,
+                r.rule.provenance.as_ref().unwrap().conversations.unwrap()
+            );
+            assert!(r.rule.id > 20, "above the draft's highest id");
+            assert!(r
+                .rule
+                .description
+                .as_ref()
+                .unwrap()
+                .starts_with("Suggested from traffic seen"));
+        }
+        // Deterministic.
+        assert_eq!(
+            s,
+            suggest(&conversations, &draft, &options(grouping)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn hosts_grouping_reuses_exact_services_and_names_new_ones() {
+    let known = known();
+    let conversations = observed(&known);
+    let draft = without_allows(&known);
+    let s = suggest(&conversations, &draft, &options(Grouping::Hosts)).unwrap();
+    let used: BTreeSet<&str> = s.rules.iter().map(|r| r.rule.service.as_str()).collect();
+    // modbus and dns match the observed ports exactly; pg is a range, so 5432 and 5433 get their own.
+    assert!(
+        used.contains("modbus") && used.contains("dns") && used.contains("gre"),
+        "{used:?}"
+    );
+    let new: BTreeSet<&str> = s.services.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        new.iter()
+            .all(|n| n.starts_with("tcp-543") || n.starts_with("icmp")),
+        "{new:?}"
+    );
+    for r in &s.rules {
+        assert!(matches!(r.rule.from, Selector::Prefix(n) if n.prefix_len() == n.max_prefix_len()));
+        assert!(matches!(r.rule.to, Selector::Prefix(n) if n.prefix_len() == n.max_prefix_len()));
+    }
+}
+
+fn conv(src: &str, dst: &str, port: u16, flows: u64) -> Conversation {
+    Conversation {
+        key: ConversationKey {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            service: port,
+            vlan: 0,
+            verdict: Verdict::WouldDeny,
+            rule_id: 0,
+            policy_version: 1,
+        },
+        bucket_unix_ms: 0,
+        first_unix_ms: 10,
+        last_unix_ms: 20,
+        flows,
+        packets: [0; 2],
+        bytes: [0; 2],
+    }
+}
+
+#[test]
+fn segments_only_where_every_host_behaves_alike() {
+    let draft = Policy::from_value(json!({
+        "format": "bulkhead.policy/v1",
+        "segments": [
+            {"name": "app", "prefixes": ["10.0.1.0/24"], "mode": "monitor"},
+            {"name": "db", "prefixes": ["10.0.2.0/24"]}
+        ]
+    }))
+    .unwrap();
+    let conversations = vec![
+        // Both app hosts reach both databases on 5432: alike.
+        conv("10.0.1.1", "10.0.2.1", 5432, 3),
+        conv("10.0.1.2", "10.0.2.1", 5432, 1),
+        conv("10.0.1.1", "10.0.2.2", 5432, 1),
+        conv("10.0.1.2", "10.0.2.2", 5432, 1),
+        // Only one app host uses ssh on one database: a host rule.
+        conv("10.0.1.1", "10.0.2.1", 22, 2),
+        conv("10.0.1.1", "10.0.2.1", 22, 1),
+    ];
+    let s = suggest(&conversations, &draft, &options(Grouping::Segments)).unwrap();
+    let rules: Vec<(String, String, String, u64, u64)> = s
+        .rules
+        .iter()
+        .map(|r| {
+            let p = r.rule.provenance.as_ref().unwrap();
+            (
+                serde_json::to_string(&r.rule.from).unwrap(),
+                serde_json::to_string(&r.rule.to).unwrap(),
+                r.rule.service.clone(),
+                p.conversations.unwrap(),
+                p.flows.unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            (
+                r#"{"prefix":"10.0.1.1/32"}"#.into(),
+                r#"{"prefix":"10.0.2.1/32"}"#.into(),
+                "tcp-22".into(),
+                1,
+                3
+            ),
+            (
+                r#"{"segment":"app"}"#.into(),
+                r#"{"segment":"db"}"#.into(),
+                "tcp-5432".into(),
+                4,
+                6
+            ),
+        ]
+    );
+    assert_eq!(s.rules[0].rule.id, 1);
+    assert_eq!(s.rules[1].rule.id, 2);
+    assert_eq!(s.coverage_after.flows_allowed, 9);
+    // A scope naming an unknown segment is an error, not an empty suggestion.
+    let mut other = options(Grouping::Segments);
+    other.scope = Scope::Segments(vec!["nope".into()]);
+    assert!(matches!(
+        suggest(&conversations, &draft, &other),
+        Err(SuggestError::UnknownSegment(_))
+    ));
+}
+
+#[test]
+fn what_if_a_removed_rule_reports_exactly_what_it_allowed() {
+    let known = known();
+    let conversations = observed(&known);
+    for removed in [10, 30, 40, 50, 60] {
+        let mut doc = known.document().clone();
+        doc.rules.retain(|r| r.id != removed);
+        let draft = Policy::new(doc).unwrap();
+        let w = what_if(&conversations, &draft, usize::MAX);
+        let expected: HashMap<Tuple, u64> = conversations
+            .iter()
+            .filter(|c| c.key.rule_id == removed && c.key.verdict == Verdict::Allow)
+            .fold(HashMap::new(), |mut m, c| {
+                *m.entry(Tuple::of(&c.key)).or_default() += c.flows;
+                m
+            });
+        assert!(!expected.is_empty(), "rule {removed}");
+        let got: HashMap<Tuple, u64> = w
+            .newly_denied
+            .list
+            .iter()
+            .map(|c| (c.tuple, c.seen.flows))
+            .collect();
+        assert_eq!(got, expected, "rule {removed}");
+        assert_eq!(w.newly_denied.conversations, expected.len() as u64);
+        assert!(w
+            .newly_denied
+            .by_rule
+            .iter()
+            .all(|r| r.observed_rule_id == removed));
+        assert_eq!(w.newly_allowed.conversations, 0, "rule {removed}");
+        assert!(!w.newly_denied.truncated);
+    }
+    // The active policy itself changes nothing; a bounded list says it was cut.
+    let w = what_if(&conversations, &known, 3);
+    assert_eq!(
+        (w.newly_denied.conversations, w.newly_allowed.conversations),
+        (0, 0)
+    );
+    let w = what_if(&conversations, &without_allows(&known), 3);
+    assert_eq!(w.newly_denied.list.len(), 3);
+    assert!(w.newly_denied.truncated);
+    assert!(w.newly_denied.conversations > 3);
+}
+
+#[test]
+fn what_if_reports_what_a_draft_newly_allows() {
+    let known = known();
+    let conversations = observed(&known);
+    let mut doc = known.document().clone();
+    doc.rules.retain(|r| r.id != 20);
+    let draft = Policy::new(doc).unwrap();
+    let w = what_if(&conversations, &draft, usize::MAX);
+    assert!(w.newly_allowed.conversations > 0);
+    assert!(w
+        .newly_allowed
+        .list
+        .iter()
+        .all(|c| c.observed_rule_id == 20 && c.draft == Verdict::Allow));
+    assert_eq!(w.newly_denied.conversations, 0);
+}
