@@ -17,7 +17,9 @@ use super::{p, Routes};
 use crate::app::{off_worker, App, Shared};
 use crate::auth::Right;
 use crate::error::ApiError;
-use crate::suggest::{self, ConversationSource, Grouping, RingSource, Scope, SuggestOptions, Window};
+use crate::suggest::{
+    self, ConversationSource, Grouping, RingSource, Scope, SuggestOptions, Window,
+};
 use crate::time::{rfc3339, unix_ms};
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -180,8 +182,10 @@ async fn apply(
     if let Some(ids) = &body.rule_ids {
         let offered: HashSet<u32> = rules.iter().map(|r| r.id).collect();
         if let Some(missing) = ids.iter().find(|id| !offered.contains(id)) {
-            return Err(ApiError::bad_request("a selected rule is not in the proposal")
-                .detail("rule_ids", format!("no rule {missing} in the proposal")));
+            return Err(
+                ApiError::bad_request("a selected rule is not in the proposal")
+                    .detail("rule_ids", format!("no rule {missing} in the proposal")),
+            );
         }
         rules.retain(|r| ids.contains(&r.id));
     }
@@ -254,7 +258,10 @@ async fn what_if(
         Some(doc) => ("posted", doc),
         None => {
             let store = app.store.lock().await;
-            ("draft", serde_json::to_value(store.draft()).unwrap_or_default())
+            (
+                "draft",
+                serde_json::to_value(store.draft()).unwrap_or_default(),
+            )
         }
     };
     let source = source(&app);

@@ -67,10 +67,7 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
         if !window.contains(t) {
             continue;
         }
-        let service = match e.proto {
-            policy::proto::ICMP | policy::proto::ICMPV6 => (e.sport << 8) | (e.dport & 0xff),
-            _ => e.dport,
-        };
+        let service = service_of(&e);
         let key = ConversationKey {
             src: e.src,
             dst: e.dst,
@@ -108,4 +105,19 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
         }
     }
     out
+}
+
+/// The conversation's service of an event: the destination port, or ICMP `type << 8 | code`. Denied events carry
+/// the ICMP type and code in `sport` and `dport` (as the policy sees them); tracked ICMP flows are echoes, whose
+/// events carry the echo identifier there instead, so their service is the echo request.
+fn service_of(e: &FlowEvent) -> u16 {
+    use policy::proto::{ICMP, ICMPV6};
+    match (e.proto, e.kind) {
+        (ICMP, EventKind::Denied) | (ICMPV6, EventKind::Denied) => {
+            (e.sport << 8) | (e.dport & 0xff)
+        }
+        (ICMP, _) => 8 << 8,
+        (ICMPV6, _) => 128 << 8,
+        _ => e.dport,
+    }
 }
