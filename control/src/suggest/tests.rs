@@ -358,3 +358,80 @@ fn what_if_reports_what_a_draft_newly_allows() {
         .all(|c| c.observed_rule_id == 20 && c.draft == Verdict::Allow));
     assert_eq!(w.newly_denied.conversations, 0);
 }
+
+fn event(
+    kind: protocol::EventKind,
+    time: &str,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> protocol::FlowEvent {
+    protocol::FlowEvent {
+        kind,
+        time_ms: 0,
+        time: time.into(),
+        worker: 0,
+        src: "10.0.0.1".parse().unwrap(),
+        dst: "10.0.0.2".parse().unwrap(),
+        sport,
+        dport,
+        proto,
+        vlan: 0,
+        src_segments: vec![],
+        dst_segments: vec![],
+        verdict: Verdict::Allow,
+        rule_id: 1,
+        policy_version: 1,
+        packets: [2, 1],
+        bytes: [200, 100],
+        duration_ms: 0,
+        tcp_state: None,
+        tcp_flags: None,
+    }
+}
+
+#[test]
+fn flow_events_aggregate_into_conversations_per_bucket() {
+    use protocol::EventKind::{Closed, Denied, New};
+    let window = Window {
+        from_unix_ms: 0,
+        to_unix_ms: 7_200_000,
+    };
+    let events = vec![
+        event(New, "1970-01-01T00:00:01Z", 6, 40000, 443),
+        event(Closed, "1970-01-01T00:00:05Z", 6, 40000, 443),
+        event(New, "1970-01-01T00:10:00Z", 6, 40001, 443),
+        // The next hour: another bucket.
+        event(New, "1970-01-01T01:00:00Z", 6, 40002, 443),
+        // Tracked echo: the identifier in both ports; a denied ICMP message: type and code.
+        event(New, "1970-01-01T00:00:02Z", 1, 77, 77),
+        event(Denied, "1970-01-01T00:00:03Z", 1, 13, 0),
+        // Outside the window, and without a readable time.
+        event(New, "1970-01-01T02:00:00Z", 6, 40003, 443),
+        event(New, "yesterday", 6, 40004, 443),
+    ];
+    let got = source::aggregate(events, window);
+    let summary: Vec<(u16, u64, u64, u64, u64, [u64; 2])> = got
+        .iter()
+        .map(|c| {
+            (
+                c.key.service,
+                c.bucket_unix_ms,
+                c.first_unix_ms,
+                c.last_unix_ms,
+                c.flows,
+                c.packets,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (443, 0, 1_000, 600_000, 2, [2, 1]),
+            (443, 3_600_000, 3_600_000, 3_600_000, 1, [0, 0]),
+            (8 << 8, 0, 2_000, 2_000, 1, [0, 0]),
+            (13 << 8, 0, 3_000, 3_000, 1, [0, 0]),
+        ]
+    );
+    assert_eq!(Tuple::of(&got[2].key).flow().sport, 8, "echo request type");
+}
