@@ -159,6 +159,7 @@ pub fn suggest(
 
     // The tuples only the default decides, and the seen hosts of each group (for "behaves alike").
     let mut uncovered: Vec<(Tuple, Seen, Group, Group)> = Vec::new();
+    let mut before = Coverage::default();
     let mut left_to_draft_rules = 0;
     let mut members: HashMap<Group, BTreeSet<IpAddr>> = HashMap::new();
     for (t, seen) in &tuples {
@@ -167,7 +168,9 @@ pub fn suggest(
         let to = group_of(draft, options.grouping, t.dst, vlan);
         members.entry(from.clone()).or_default().insert(t.src);
         members.entry(to.clone()).or_default().insert(t.dst);
-        match draft.evaluate(&t.flow()) {
+        let decision = draft.evaluate(&t.flow());
+        before.count(seen, super::whatif::verdict(&decision) == Verdict::Allow);
+        match decision {
             Decision::Rule {
                 action: Action::Allow,
                 ..
@@ -219,6 +222,7 @@ pub fn suggest(
     let created = rfc3339(from_unix_ms(options.now_unix_ms));
     let mut names: BTreeSet<String> = draft.rules().iter().map(|r| r.name.clone()).collect();
     let mut rules = Vec::new();
+    let mut covers = Vec::new();
     for ((from, to, service), covered) in proposed {
         next_id += 1;
         let mut seen = covered[0].1;
@@ -265,15 +269,31 @@ pub fn suggest(
             conversations: covered.len() as u64,
             seen,
         });
+        covers.push(covered);
     }
 
-    let coverage_before = coverage(draft, &tuples);
     let after = Policy::new(with_suggestion(
         draft.document(),
         &services.new,
         rules.iter().map(|r| r.rule.clone()),
     ))?;
-    let coverage_after = coverage(&after, &tuples);
+    // The proposed rules come after every draft rule, and all allow: a tuple a draft rule decides keeps its
+    // verdict, and one the draft leaves to its default is allowed exactly when a proposed rule matches it —
+    // checked on the rule made for it, with the evaluator's own selector and service matching.
+    let mut coverage_after = before;
+    for (rule, covered) in rules.iter().zip(&covers) {
+        for (t, seen) in covered {
+            let flow = t.flow();
+            let matched = after.selector_matches(&rule.rule.from, t.src, flow.vlan)
+                && after.selector_matches(&rule.rule.to, t.dst, flow.vlan)
+                && after.service_matches(&rule.rule.service, &flow);
+            if matched {
+                coverage_after.conversations_allowed += 1;
+                coverage_after.flows_allowed += seen.flows;
+            }
+        }
+    }
+    let (coverage_before, coverage_after) = (before.shared(), coverage_after.shared());
     Ok(Suggestion {
         rules,
         services: services.new,
@@ -324,14 +344,16 @@ fn group_of(policy: &Policy, grouping: Grouping, addr: IpAddr, vlan: Option<u16>
 }
 
 /// Whether every seen host of `from` reached every seen host of `to` (itself excepted): then a rule between
-/// the groups allows no pair of seen hosts that did not talk.
+/// the groups allows no pair of seen hosts that did not talk. Every pair's ends are seen hosts of the groups, so
+/// it is a matter of counting.
 fn behaves_alike<V>(
     pairs: &BTreeMap<(IpAddr, IpAddr), V>,
     from: &BTreeSet<IpAddr>,
     to: &BTreeSet<IpAddr>,
 ) -> bool {
-    from.iter()
-        .all(|s| to.iter().all(|d| s == d || pairs.contains_key(&(*s, *d))))
+    let both = from.intersection(to).count();
+    let talked = pairs.keys().filter(|(s, d)| s != d).count();
+    talked == from.len() * to.len() - both
 }
 
 fn unique_name(taken: &mut BTreeSet<String>, wanted: &str) -> String {
@@ -447,18 +469,21 @@ fn same_service(a: &Service, b: &Service) -> bool {
         && a.icmp_code == b.icmp_code
 }
 
-fn coverage(policy: &Policy, tuples: &[(Tuple, Seen)]) -> Coverage {
-    let mut c = Coverage::default();
-    for (t, seen) in tuples {
-        c.conversations += 1;
-        c.flows += seen.flows;
-        if super::whatif::verdict(&policy.evaluate(&t.flow())) == Verdict::Allow {
-            c.conversations_allowed += 1;
-            c.flows_allowed += seen.flows;
+impl Coverage {
+    fn count(&mut self, seen: &Seen, allowed: bool) {
+        self.conversations += 1;
+        self.flows += seen.flows;
+        if allowed {
+            self.conversations_allowed += 1;
+            self.flows_allowed += seen.flows;
         }
     }
-    let share = |n: u64, d: u64| if d == 0 { 1.0 } else { n as f64 / d as f64 };
-    c.conversation_share = share(c.conversations_allowed, c.conversations);
-    c.flow_share = share(c.flows_allowed, c.flows);
-    c
+
+    /// With the shares filled in.
+    fn shared(mut self) -> Coverage {
+        let share = |n: u64, d: u64| if d == 0 { 1.0 } else { n as f64 / d as f64 };
+        self.conversation_share = share(self.conversations_allowed, self.conversations);
+        self.flow_share = share(self.flows_allowed, self.flows);
+        self
+    }
 }

@@ -150,6 +150,31 @@ fn suggested_back_allows_exactly_what_was_observed_allowed() {
             }
         }
         assert_eq!(s.coverage_after.conversation_share, 1.0, "{grouping:?}");
+        // Coverage equals a full evaluation of every observed tuple under the draft plus the suggestion.
+        let mut by_tuple: HashMap<Tuple, u64> = HashMap::new();
+        for c in conversations
+            .iter()
+            .filter(|c| c.key.verdict != Verdict::Deny)
+        {
+            *by_tuple.entry(Tuple::of(&c.key)).or_default() += c.flows;
+        }
+        let allowed_now: Vec<u64> = by_tuple
+            .iter()
+            .filter(|(t, _)| verdict_of(&after.evaluate(&t.flow())) == Verdict::Allow)
+            .map(|(_, f)| *f)
+            .collect();
+        assert_eq!(
+            (
+                s.coverage_after.conversations,
+                s.coverage_after.conversations_allowed
+            ),
+            (by_tuple.len() as u64, allowed_now.len() as u64),
+            "{grouping:?}"
+        );
+        assert_eq!(
+            s.coverage_after.flows_allowed,
+            allowed_now.iter().sum::<u64>()
+        );
         assert!(s.coverage_before.conversations_allowed < s.coverage_before.conversations);
         // Provenance counts: every allowed tuple is covered by exactly one rule, and the flows add up.
         let distinct: BTreeSet<Tuple> = allowed.iter().map(|c| Tuple::of(&c.key)).collect();
