@@ -45,9 +45,11 @@ fn policy() -> Policy {
         })
         .collect();
     for k in 0..5u32 {
-        rules.push(json!({"id": 1000 + k, "name": format!("no-ssh{k}"), "from": "any",
+        rules.push(
+            json!({"id": 1000 + k, "name": format!("no-ssh{k}"), "from": "any",
                           "to": {"segment": format!("seg{:02}", 7 * k + 3)}, "service": "ssh",
-                          "action": "deny"}));
+                          "action": "deny"}),
+        );
     }
     Policy::from_value(json!({
         "format": "bulkhead.policy/v1",
@@ -88,7 +90,10 @@ fn tuples() -> Vec<Tuple> {
     }
     let mut rng = SplitMix64::new(14);
     while out.len() < DISTINCT {
-        let (a, b) = (rng.below(SEGMENTS.into()) as u8, rng.below(SEGMENTS.into()) as u8);
+        let (a, b) = (
+            rng.below(SEGMENTS.into()) as u8,
+            rng.below(SEGMENTS.into()) as u8,
+        );
         if a == b {
             continue;
         }
@@ -97,7 +102,11 @@ fn tuples() -> Vec<Tuple> {
             src: host(a, rng.below(HOSTS.into()) as u8),
             dst: host(b, rng.below(HOSTS.into()) as u8),
             vlan: 0,
-            proto: if port == 53 || port == 123 || port == 161 { 17 } else { 6 },
+            proto: if port == 53 || port == 123 || port == 161 {
+                17
+            } else {
+                6
+            },
             service: port,
         };
         add(t, &mut out);

@@ -290,6 +290,13 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
         "{active}"
     );
 
+    // Committed, the provenance reaches the dataplane, which accepts it (and ignores it).
+    ok(&commit(&c, json!({"comment": "suggested rules"})));
+    let running = dp.request(json!({"op": "get_policy"})).unwrap();
+    let rules = running["policy"]["rules"].as_array().unwrap().clone();
+    assert_eq!(rules.len(), 2, "{running}");
+    assert_eq!(rules[0]["provenance"], added[0]["provenance"], "{running}");
+
     // A draft rule that denies a conversation is left alone.
     import(&c, &without_rules(&[10, 20]));
     let s = post(&c, "/api/v1/suggest", &json!({}));

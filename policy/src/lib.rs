@@ -30,7 +30,9 @@
 //! The format tag names what a reader must understand to enforce a document. A new *optional* field that never
 //! changes a verdict (such as `provenance`) keeps `bulkhead.policy/v1`; a field that changes what a document
 //! allows, or a changed meaning, needs a new tag, so that an older reader refuses the document instead of
-//! misreading it (every object refuses unknown fields).
+//! misreading it (every object refuses unknown fields). A reader older than an optional field refuses a document
+//! that uses it as an unknown field — nothing is misread — so readers (the dataplane) are upgraded before writers
+//! (control) use it.
 //!
 //! # Semantics
 //!
