@@ -460,3 +460,196 @@ fn flow_events_aggregate_into_conversations_per_bucket() {
     );
     assert_eq!(Tuple::of(&got[2].key).flow().sport, 8, "echo request type");
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    const SERVICES: [(u8, u16); 6] = [(6, 22), (6, 80), (6, 443), (17, 53), (1, 8 << 8), (47, 0)];
+
+    fn addr(i: u8) -> std::net::IpAddr {
+        // Hosts 0..24 in three segments of eight; 24.. outside every segment.
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, i / 8, i % 8))
+    }
+
+    fn selector(k: u8, n: u8) -> Value {
+        match k % 4 {
+            0 => json!("any"),
+            1 => json!({"segment": format!("s{}", n % 3)}),
+            2 => json!({"labels": {"tier": if n % 2 == 0 { "a" } else { "b" }}}),
+            _ => json!({"prefix": format!("{}/32", addr(n % 26))}),
+        }
+    }
+
+    /// A policy over three segments (the first in monitor mode) with these rules: (from, to, service, allow).
+    fn policy_of(rules: &[(u8, u8, u8, u8, u8, bool)]) -> Policy {
+        let rules: Vec<Value> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, &(fk, fnn, tk, tn, svc, allow))| {
+                let service = ["ssh", "http", "https", "dns", "ping", "any"][usize::from(svc % 6)];
+                json!({"id": i + 1, "name": format!("r{i}"), "from": selector(fk, fnn), "to": selector(tk, tn),
+                       "service": service,
+                       "action": if allow { "allow" } else { "deny" }})
+            })
+            .collect();
+        Policy::from_value(json!({
+            "format": "bulkhead.policy/v1",
+            "segments": [
+                {"name": "s0", "prefixes": ["10.0.0.0/29"], "labels": {"tier": "a"}, "mode": "monitor"},
+                {"name": "s1", "prefixes": ["10.0.1.0/29"], "labels": {"tier": "a"}},
+                {"name": "s2", "prefixes": ["10.0.2.0/29"], "labels": {"tier": "b"}}
+            ],
+            "services": [
+                {"name": "ssh", "protocol": "tcp", "ports": ["22"]},
+                {"name": "http", "protocol": "tcp", "ports": ["80"]},
+                {"name": "https", "protocol": "tcp", "ports": ["443"]},
+                {"name": "dns", "protocol": "udp", "ports": ["53"]},
+                {"name": "ping", "protocol": "icmp", "icmp_type": 8}
+            ],
+            "rules": rules
+        }))
+        .unwrap()
+    }
+
+    fn tuple(src: u8, dst: u8, svc: u8) -> Tuple {
+        let (proto, service) = SERVICES[usize::from(svc) % SERVICES.len()];
+        Tuple {
+            src: addr(src % 26),
+            dst: addr(dst % 26),
+            vlan: 0,
+            proto,
+            service,
+        }
+    }
+
+    fn conversation(active: &Policy, t: Tuple, flows: u64) -> Conversation {
+        let d = active.evaluate(&t.flow());
+        Conversation {
+            key: ConversationKey {
+                src: t.src,
+                dst: t.dst,
+                proto: t.proto,
+                service: t.service,
+                vlan: 0,
+                verdict: verdict_of(&d),
+                rule_id: rule_id_of(&d),
+                policy_version: 1,
+            },
+            bucket_unix_ms: 0,
+            first_unix_ms: flows,
+            last_unix_ms: flows + 5,
+            flows,
+            packets: [0; 2],
+            bytes: [0; 2],
+        }
+    }
+
+    fn rule() -> impl Strategy<Value = (u8, u8, u8, u8, u8, bool)> {
+        (
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Host grouping adds exactly the observed tuples the draft left to its default; every other flow keeps
+        /// its draft verdict, and the coverage is that of a full evaluation.
+        #[test]
+        fn suggestion_is_exact_and_coverage_true(
+            active in prop::collection::vec(rule(), 0..6),
+            draft in prop::collection::vec(rule(), 0..6),
+            seen in prop::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 1..5u64), 1..40),
+            grouping in prop::sample::select(vec![Grouping::Hosts, Grouping::Segments, Grouping::Labels]),
+        ) {
+            let (active, draft) = (policy_of(&active), policy_of(&draft));
+            let conversations: Vec<Conversation> = seen
+                .iter()
+                .map(|&(s, d, svc, flows)| conversation(&active, tuple(s, d, svc), flows))
+                .collect();
+            let s = suggest(&conversations, &draft, &options(grouping)).unwrap();
+            let after = applied(&draft, &s);
+            let wanted: HashMap<Tuple, u64> = conversations
+                .iter()
+                .filter(|c| c.key.verdict != Verdict::Deny)
+                .fold(HashMap::new(), |mut m, c| {
+                    *m.entry(Tuple::of(&c.key)).or_default() += c.flows;
+                    m
+                });
+            let mut allowed = (0, 0);
+            for (t, flows) in &wanted {
+                let before = draft.evaluate(&t.flow());
+                let now = after.evaluate(&t.flow());
+                if matches!(before, Decision::Default { .. }) {
+                    prop_assert_eq!(verdict_of(&now), Verdict::Allow, "{:?}", t);
+                } else {
+                    prop_assert_eq!(now, before, "{:?}", t);
+                }
+                if verdict_of(&now) == Verdict::Allow {
+                    allowed.0 += 1;
+                    allowed.1 += flows;
+                }
+            }
+            prop_assert_eq!(
+                (s.coverage_after.conversations_allowed, s.coverage_after.flows_allowed),
+                allowed
+            );
+            if grouping == Grouping::Hosts {
+                // Never wider than what was seen: every possible tuple not observed keeps its verdict.
+                for src in 0..26 {
+                    for dst in 0..26 {
+                        for svc in 0..SERVICES.len() as u8 {
+                            let t = tuple(src, dst, svc);
+                            if !wanted.contains_key(&t) {
+                                prop_assert_eq!(
+                                    after.evaluate(&t.flow()),
+                                    draft.evaluate(&t.flow()),
+                                    "{:?}",
+                                    t
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// What-if lists exactly the observed tuples whose verdict class changes, with their flows.
+        #[test]
+        fn what_if_matches_a_direct_replay(
+            active in prop::collection::vec(rule(), 0..6),
+            draft in prop::collection::vec(rule(), 0..6),
+            seen in prop::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 1..5u64), 1..40),
+        ) {
+            let (active, draft) = (policy_of(&active), policy_of(&draft));
+            let conversations: Vec<Conversation> = seen
+                .iter()
+                .map(|&(s, d, svc, flows)| conversation(&active, tuple(s, d, svc), flows))
+                .collect();
+            let w = what_if(&conversations, &draft, usize::MAX);
+            let (mut denied, mut allowed): (HashMap<Tuple, u64>, HashMap<Tuple, u64>) = Default::default();
+            for c in &conversations {
+                let t = Tuple::of(&c.key);
+                let now = verdict_of(&draft.evaluate(&t.flow()));
+                match (c.key.verdict == Verdict::Allow, now == Verdict::Allow) {
+                    (true, false) => *denied.entry(t).or_default() += c.flows,
+                    (false, true) => *allowed.entry(t).or_default() += c.flows,
+                    _ => {}
+                }
+            }
+            let listed = |set: &whatif::ChangeSet| -> HashMap<Tuple, u64> {
+                set.list.iter().map(|c| (c.tuple, c.seen.flows)).collect()
+            };
+            prop_assert_eq!(listed(&w.newly_denied), denied);
+            prop_assert_eq!(listed(&w.newly_allowed), allowed);
+        }
+    }
+}
