@@ -7,10 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
-use bulkhead_pktgen::pcap::PcapSink;
+use bulkhead_pktgen::frame::L4Spec;
 use common::*;
-use net::tcp::TcpFlags;
 use serde_json::{json, Value};
 use testbed::control::Control;
 
@@ -67,21 +65,6 @@ fn policy() -> Value {
     })
 }
 
-/// A padded frame from `src` to `dst` carrying `l4` and `payload`.
-fn frame(src: &str, dst: &str, l4: L4Spec, payload: &[u8]) -> Vec<u8> {
-    let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
-    FrameSpec::new(ip, l4).build_padded(payload).unwrap()
-}
-
-fn syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
-    frame(
-        src,
-        dst,
-        L4Spec::tcp(sport, dport, 1000, 0, TcpFlags::SYN),
-        &[],
-    )
-}
-
 /// Five flows into port a: three allowed (one only by monitor mode), two denied by the default action (one
 /// from an address in no segment).
 fn write_pcap(path: &Path) {
@@ -92,11 +75,7 @@ fn write_pcap(path: &Path) {
         syn("10.99.0.9", "10.99.0.2", 40001, 22),
         syn("10.99.0.1", "10.99.0.2", 40002, 22),
     ];
-    let mut sink = PcapSink::create(path).unwrap();
-    for f in &frames {
-        sink.write(f).unwrap();
-    }
-    assert_eq!(sink.finish().unwrap(), 5);
+    write_frames(path, &frames);
 }
 
 #[test]

@@ -5,10 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
-use bulkhead_pktgen::pcap::PcapSink;
+use bulkhead_pktgen::frame::L4Spec;
 use common::*;
-use net::tcp::TcpFlags;
 use serde_json::{json, Value};
 use testbed::control::Control;
 
@@ -37,20 +35,6 @@ fn policy() -> Value {
     })
 }
 
-fn frame(src: &str, dst: &str, l4: L4Spec, payload: &[u8]) -> Vec<u8> {
-    let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
-    FrameSpec::new(ip, l4).build_padded(payload).unwrap()
-}
-
-fn syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
-    frame(
-        src,
-        dst,
-        L4Spec::tcp(sport, dport, 1000, 0, TcpFlags::SYN),
-        &[],
-    )
-}
-
 /// Six flows: postgres from two clients (rule 10), ping (rule 20), snmp (would-deny by rule 30), ssh from a
 /// client and from an address in no segment (denied by the default).
 fn write_pcap(path: &Path) {
@@ -62,11 +46,7 @@ fn write_pcap(path: &Path) {
         syn("10.98.0.1", "10.98.1.2", 40002, 22),
         syn("10.98.9.9", "10.98.1.2", 40001, 22),
     ];
-    let mut sink = PcapSink::create(path).unwrap();
-    for f in &frames {
-        sink.write(f).unwrap();
-    }
-    assert_eq!(sink.finish().unwrap(), 6);
+    write_frames(path, &frames);
 }
 
 fn post(c: &Control, path: &str, body: &Value) -> Value {
@@ -250,18 +230,15 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
         rules[1]["rule"]["id"].clone(),
     ];
     let body = json!({"proposal": s, "rule_ids": ids});
+    let apply = |etag: &str| {
+        c.write("POST", "/api/v1/suggest/apply", Some(&body), etag)
+            .unwrap()
+    };
     let r = c
         .call("POST", "/api/v1/suggest/apply", Some(&body))
         .unwrap();
     assert_eq!(r.status, 428, "{}", r.body);
-    let r = c
-        .write(
-            "POST",
-            "/api/v1/suggest/apply",
-            Some(&body),
-            &draft_etag(&c),
-        )
-        .unwrap();
+    let r = apply(&draft_etag(&c));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["object"]["services_added"], json!(["icmp-8-0"]));
     assert_eq!(r.body["validation"]["valid"], true, "{}", r.body);
@@ -273,14 +250,7 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
     let diff = c.call("GET", "/api/v1/diff", None).unwrap().body;
     assert!(diff.to_string().contains("\"provenance\""), "{diff}");
     // Applying again is a conflict; nothing is committed.
-    let r = c
-        .write(
-            "POST",
-            "/api/v1/suggest/apply",
-            Some(&body),
-            &draft_etag(&c),
-        )
-        .unwrap();
+    let r = apply(&draft_etag(&c));
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(audit_actions(&c).contains(&"draft.suggestion.apply".to_string()));
     let active = c.call("GET", "/api/v1/active", None).unwrap().body;

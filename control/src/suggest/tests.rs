@@ -478,7 +478,7 @@ mod properties {
         match k % 4 {
             0 => json!("any"),
             1 => json!({"segment": format!("s{}", n % 3)}),
-            2 => json!({"labels": {"tier": if n % 2 == 0 { "a" } else { "b" }}}),
+            2 => json!({"labels": {"tier": if n.is_multiple_of(2) { "a" } else { "b" }}}),
             _ => json!({"prefix": format!("{}/32", addr(n % 26))}),
         }
     }
