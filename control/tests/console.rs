@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use bulkhead_pktgen::frame::L4Spec;
@@ -67,15 +66,14 @@ fn policy() -> Value {
 
 /// Five flows into port a: three allowed (one only by monitor mode), two denied by the default action (one
 /// from an address in no segment).
-fn write_pcap(path: &Path) {
-    let frames = [
+fn frames() -> Vec<Vec<u8>> {
+    vec![
         syn("10.99.0.1", "10.99.0.2", 40000, 5432),
         frame("10.99.0.1", "10.99.0.2", L4Spec::echo(8, 7, 1), &[0u8; 32]),
         frame("10.99.0.1", "10.99.0.2", L4Spec::udp(5000, 161), &[0u8; 40]),
         syn("10.99.0.9", "10.99.0.2", 40001, 22),
         syn("10.99.0.1", "10.99.0.2", 40002, 22),
-    ];
-    write_frames(path, &frames);
+    ]
 }
 
 #[test]
@@ -210,19 +208,7 @@ fn stats_rates_come_from_live_counters_and_go_null_when_the_dataplane_dies() {
 #[test]
 fn real_flows_make_counters_rule_health_segment_filters_and_the_map() {
     let dir = test_dir("flows");
-    let pcap = dir.join("flows.pcap");
-    write_pcap(&pcap);
-    std::fs::write(dir.join("policy.json"), policy().to_string()).unwrap();
-    let boot = format!(
-        "bootstrap = {:?}",
-        dir.join("policy.json").display().to_string()
-    );
-    let dp = NullDataplane::start_ports(
-        &dir,
-        &boot,
-        &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
-        "net_null{n}1,no-rx=1",
-    );
+    let dp = NullDataplane::replaying(&dir, &policy(), &frames());
     let mut opts = control_opts(&dir, &dp.socket);
     opts.extra = FAST_METRICS.into();
     let c = start_control(&opts);

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use bulkhead_pktgen::frame::L4Spec;
 use common::*;
 use serde_json::{json, Value};
@@ -37,16 +35,15 @@ fn policy() -> Value {
 
 /// Six flows: postgres from two clients (rule 10), ping (rule 20), snmp (would-deny by rule 30), ssh from a
 /// client and from an address in no segment (denied by the default).
-fn write_pcap(path: &Path) {
-    let frames = [
+fn frames() -> Vec<Vec<u8>> {
+    vec![
         syn("10.98.0.1", "10.98.1.2", 40000, 5432),
         syn("10.98.0.3", "10.98.1.2", 40000, 5432),
         frame("10.98.0.1", "10.98.1.2", L4Spec::echo(8, 7, 1), &[0u8; 32]),
         frame("10.98.0.1", "10.98.1.2", L4Spec::udp(5000, 161), &[0u8; 40]),
         syn("10.98.0.1", "10.98.1.2", 40002, 22),
         syn("10.98.9.9", "10.98.1.2", 40001, 22),
-    ];
-    write_frames(path, &frames);
+    ]
 }
 
 fn post(c: &Control, path: &str, body: &Value) -> Value {
@@ -85,19 +82,7 @@ fn tuples(set: &Value) -> Vec<(String, String, u64, u64)> {
 #[test]
 fn suggest_apply_and_what_if_over_replayed_traffic() {
     let dir = test_dir("suggest");
-    let pcap = dir.join("flows.pcap");
-    write_pcap(&pcap);
-    std::fs::write(dir.join("policy.json"), policy().to_string()).unwrap();
-    let boot = format!(
-        "bootstrap = {:?}",
-        dir.join("policy.json").display().to_string()
-    );
-    let dp = NullDataplane::start_ports(
-        &dir,
-        &boot,
-        &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
-        "net_null{n}1,no-rx=1",
-    );
+    let dp = NullDataplane::replaying(&dir, &policy(), &frames());
     let c = start_control(&control_opts(&dir, &dp.socket));
     wait_for(20, "the six flows in the flow log", || {
         let r = c.call("GET", "/api/v1/flow-log", None).unwrap();

@@ -62,6 +62,21 @@ impl NullDataplane {
         )
     }
 
+    /// Bootstrapped with `policy`, replaying `frames` once into port a (a `net_pcap` device), port b a sink.
+    pub fn replaying(dir: &Path, policy: &Value, frames: &[Vec<u8>]) -> NullDataplane {
+        let pcap = dir.join("flows.pcap");
+        write_frames(&pcap, frames);
+        let policy_file = dir.join("policy.json");
+        std::fs::write(&policy_file, policy.to_string()).unwrap();
+        let boot = format!("bootstrap = {:?}", policy_file.display().to_string());
+        NullDataplane::start_ports(
+            dir,
+            &boot,
+            &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
+            "net_null{n}1,no-rx=1",
+        )
+    }
+
     /// With the given port devices (`{n}` is replaced by a number unique to this dataplane, for device names):
     /// e.g. `net_pcap{n}0,rx_pcap=FILE` replays a capture into port a, a plain `net_null{n}0` generates packets.
     pub fn start_ports(
