@@ -2,7 +2,8 @@
 //! the OpenAPI document. JSON everywhere; errors per [`crate::error`]; query parameters per [`extract`]. One file
 //! per resource group: [`draft`] (the draft, its objects, validate, diff, export), [`lifecycle`] (commit, confirm,
 //! rollback, versions, the active version), [`flows`] (tracked connections, kill, explain), [`flow_log`] (query and
-//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`]; [`web`] serves the console's
+//! stream), [`console`] (stats, rules health, traffic map), [`suggest`] (rule suggestion, what-if), [`audit`] and
+//! [`tokens`]; [`web`] serves the console's
 //! static files.
 //!
 //! Every route declares the [`Right`] it needs ([`Routes::add`] takes it); a caller whose role lacks it gets 403
@@ -38,6 +39,7 @@ pub mod extract;
 pub mod flow_log;
 mod flows;
 mod lifecycle;
+mod suggest;
 mod tokens;
 mod web;
 
@@ -160,6 +162,7 @@ pub fn protected_routes() -> Routes {
     let r = flows::routes(r);
     let r = console::routes(r);
     let r = audit::routes(r);
+    let r = suggest::routes(r);
     tokens::routes(r)
 }
 

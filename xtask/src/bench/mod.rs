@@ -22,6 +22,7 @@ use crate::util::{root, show, Result};
 
 mod classify;
 mod inputs;
+mod suggest;
 mod swap;
 
 /// The benchmark suites, in the order `cargo xtask bench` runs them.
@@ -39,15 +40,18 @@ pub enum Suite {
     Swap,
     /// Memory per tracked flow at one million flows.
     Memory,
+    /// Rule suggestion and what-if over 1 000 000 conversation-buckets (control's engines, no dataplane).
+    Suggest,
 }
 
-const ALL: [Suite; 6] = [
+const ALL: [Suite; 7] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
+    Suite::Suggest,
 ];
 
 #[derive(clap::Args)]
@@ -157,6 +161,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
+            Suite::Suggest => suggest::suggest(args)?,
         });
     }
     summary(args, &rows)
