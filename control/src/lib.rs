@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod rulehealth;
 pub mod stats;
 pub mod store;
+pub mod suggest;
 pub mod time;
 pub mod tls;
 pub mod traffic;

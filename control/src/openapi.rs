@@ -342,6 +342,27 @@ pub const OPERATIONS: &[Op] = &[
         None,
     ),
     (
+        "post",
+        "/api/v1/suggest",
+        "Allow rules proposed from the conversations of a window, with provenance and coverage",
+        Some("SuggestRequest"),
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/suggest/apply",
+        "Add a proposal's rules (all or selected) and their new services to the draft",
+        Some("SuggestApply"),
+        Some("draft"),
+    ),
+    (
+        "post",
+        "/api/v1/what-if",
+        "Replay a window of conversations through the draft or a posted document",
+        Some("WhatIfRequest"),
+        None,
+    ),
+    (
         "get",
         "/api/v1/flows",
         "Tracked connections (?addr&src&dst&port&proto&rule_id&limit)",
@@ -808,7 +829,30 @@ fn schemas() -> Value {
             "id": {"type": "integer"}, "name": {"type": "string"}, "description": {"type": "string"},
             "from": {}, "to": {}, "service": {"type": "string"},
             "action": {"enum": ["allow", "deny", "reject"]}, "log": {"type": "boolean"},
-            "mode": {"enum": ["enforce", "monitor"]}}},
+            "mode": {"enum": ["enforce", "monitor"]},
+            "provenance": {"$ref": "#/components/schemas/Provenance"}}},
+        "Provenance": {"type": "object", "required": ["source"], "properties": {
+            "source": {"enum": ["suggested", "manual", "imported"]},
+            "window": {"$ref": "#/components/schemas/Window"},
+            "conversations": {"type": "integer"}, "flows": {"type": "integer"},
+            "first_seen": {"type": "string"}, "last_seen": {"type": "string"},
+            "created": {"type": "string"}, "note": {"type": "string"}}},
+        "Window": {"type": "object", "properties": {
+            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"}}},
+        "SuggestRequest": {"type": "object", "properties": {
+            "window": {"$ref": "#/components/schemas/Window"},
+            "scope": {"type": "object", "properties": {
+                "segments": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "grouping": {"enum": ["hosts", "segments", "labels"]},
+            "include_denied": {"type": "boolean"}}},
+        "SuggestApply": {"type": "object", "required": ["proposal"], "properties": {
+            "proposal": {"type": "object"},
+            "rule_ids": {"type": "array", "items": {"type": "integer"}}}},
+        "WhatIfRequest": {"type": "object", "properties": {
+            "window": {"$ref": "#/components/schemas/Window"},
+            "policy": {"$ref": "#/components/schemas/Document"},
+            "limit": {"type": "integer", "minimum": 0, "maximum": 10000}}},
         "Settings": {"type": "object"},
         "Commit": {"type": "object", "properties": {"comment": {"type": "string"},
             "confirm_within_s": {"type": "integer", "minimum": 1, "maximum": 86400},

@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
-use bulkhead_pktgen::pcap::PcapSink;
+use bulkhead_pktgen::frame::L4Spec;
 use common::*;
-use net::tcp::TcpFlags;
 use serde_json::{json, Value};
 use testbed::control::Control;
 
@@ -41,37 +37,15 @@ fn policy() -> Value {
     })
 }
 
-fn frame(src: &str, dst: &str, l4: L4Spec) -> Vec<u8> {
-    let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
-    FrameSpec::new(ip, l4).build_padded(&[0u8; 20]).unwrap()
-}
-
 /// Four flows into port a: an allowed one, one allowed only by monitor mode, two denied by the default action
 /// (one from 192.168.50.7, in no segment).
-fn write_pcap(path: &Path) {
-    let frames = [
-        frame(
-            "10.99.0.1",
-            "10.99.0.2",
-            L4Spec::tcp(40000, 5432, 1000, 0, TcpFlags::SYN),
-        ),
-        frame("10.99.0.1", "10.99.0.2", L4Spec::udp(5000, 161)),
-        frame(
-            "10.99.0.1",
-            "10.99.0.2",
-            L4Spec::tcp(40002, 22, 1000, 0, TcpFlags::SYN),
-        ),
-        frame(
-            "192.168.50.7",
-            "10.99.0.2",
-            L4Spec::tcp(40001, 22, 1000, 0, TcpFlags::SYN),
-        ),
-    ];
-    let mut sink = PcapSink::create(path).unwrap();
-    for f in &frames {
-        sink.write(f).unwrap();
-    }
-    assert_eq!(sink.finish().unwrap(), 4);
+fn frames() -> Vec<Vec<u8>> {
+    vec![
+        syn("10.99.0.1", "10.99.0.2", 40000, 5432),
+        frame("10.99.0.1", "10.99.0.2", L4Spec::udp(5000, 161), &[0u8; 20]),
+        syn("10.99.0.1", "10.99.0.2", 40002, 22),
+        syn("192.168.50.7", "10.99.0.2", 40001, 22),
+    ]
 }
 
 /// (src, dst, service, verdict, rule, flows) of every conversation over the whole retention.
@@ -100,9 +74,7 @@ fn conversations(c: &Control) -> Vec<(String, String, u64, String, u64, u64)> {
 #[test]
 fn real_flows_reach_the_history_and_survive_control_restarts() {
     let dir = test_dir("history-live");
-    let pcap = dir.join("flows.pcap");
-    write_pcap(&pcap);
-    let dp = NullDataplane::replaying(&dir, &pcap, &policy());
+    let dp = NullDataplane::replaying(&dir, &policy(), &frames());
     // The first control keeps what it aggregates in memory (a minute between writes): only its graceful stop
     // writes it out.
     let mut opts = control_opts(&dir, &dp.socket);

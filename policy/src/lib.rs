@@ -21,6 +21,19 @@
 //! unknown field, unknown variant) with the JSON path of the value, and semantic problems (unknown names,
 //! duplicates, host bits, bad ranges, ...) all at once, each as a [`ValidationError`] `path: message`.
 //!
+//! A rule may carry `provenance` — where it came from, e.g. `{"source": "suggested", "window": {"from": ...,
+//! "to": ...}, "conversations": 12, "flows": 340, "first_seen": ..., "last_seen": ..., "created": ...,
+//! "note": ...}` — which is documentation only: it never changes a verdict and compilation ignores it.
+//!
+//! # Compatibility
+//!
+//! The format tag names what a reader must understand to enforce a document. A new *optional* field that never
+//! changes a verdict (such as `provenance`) keeps `bulkhead.policy/v1`; a field that changes what a document
+//! allows, or a changed meaning, needs a new tag, so that an older reader refuses the document instead of
+//! misreading it (every object refuses unknown fields). A reader older than an optional field refuses a document
+//! that uses it as an unknown field — nothing is misread — so readers (the dataplane) are upgraded before writers
+//! (control) use it.
+//!
 //! # Semantics
 //!
 //! These are exactly what [`Policy::evaluate`] does; the first match over [`Compiled`] gives the same decision
@@ -75,8 +88,9 @@ pub use compile::{
 pub use error::{PolicyError, ValidationError};
 pub use eval::{Decision, Flow};
 pub use model::{
-    proto, Action, Document, Format, Mode, OnPolicyChange, PortRange, Protocol, Rule, Segment,
-    Selector, Service, Settings, TcpStrictness, Timeouts, ANY_SERVICE, FORMAT_V1,
+    proto, Action, Document, Format, Mode, OnPolicyChange, PortRange, Protocol, Provenance,
+    ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, TimeWindow,
+    Timeouts, ANY_SERVICE, FORMAT_V1,
 };
 pub use policy::Policy;
 pub use validate::{limits, validate};

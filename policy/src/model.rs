@@ -125,6 +125,55 @@ pub struct Rule {
     pub log: bool,
     #[serde(default)]
     pub mode: Mode,
+    /// Where the rule came from (e.g. suggested from observed traffic), kept so a reviewer can see later why it
+    /// exists. Documentation only: it never changes a verdict, and compilation ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// A rule's origin. Every field but `source` is optional; times are RFC 3339 text as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub source: ProvenanceSource,
+    /// The window of observed traffic the rule was derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TimeWindow>,
+    /// Conversations (distinct source, destination, protocol, port) the rule covered when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<u64>,
+    /// Flows those conversations carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// When the rule was proposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How a rule came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvenanceSource {
+    /// Proposed from observed conversations by control's rule suggestion.
+    Suggested,
+    /// Written by a person (the default meaning of a rule without provenance).
+    Manual,
+    /// Brought in from another system.
+    Imported,
+}
+
+/// A time interval, RFC 3339 text, `from` inclusive and `to` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    pub from: String,
+    pub to: String,
 }
 
 /// Which addresses one side of a rule covers.

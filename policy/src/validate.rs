@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ipnet::IpNet;
 
 use crate::error::ValidationError;
-use crate::model::{Document, PortRange, Selector, Service, ANY_SERVICE};
+use crate::model::{Document, PortRange, Provenance, Selector, Service, ANY_SERVICE};
 
 /// Size limits. They keep a mistaken or hostile document from exhausting the control process or the
 /// classifier's memory; real deployments sit far below them.
@@ -294,6 +294,9 @@ impl Validator {
                 );
             }
             self.description(format!("{at}.description"), &r.description);
+            if let Some(p) = &r.provenance {
+                self.provenance(&format!("{at}.provenance"), p);
+            }
             for (side, sel) in [("from", &r.from), ("to", &r.to)] {
                 self.selector(&format!("{at}.{side}"), sel, doc, &segments);
             }
@@ -307,6 +310,32 @@ impl Validator {
                     format!("{at}.service"),
                     format!("unknown service {}{hint}", quoted(&r.service)),
                 );
+            }
+        }
+    }
+
+    /// Provenance never changes a verdict; only its size is bounded (times stay text as written).
+    fn provenance(&mut self, at: &str, p: &Provenance) {
+        self.description(format!("{at}.note"), &p.note);
+        let times = [
+            ("first_seen", &p.first_seen),
+            ("last_seen", &p.last_seen),
+            ("created", &p.created),
+        ];
+        let window = p
+            .window
+            .as_ref()
+            .map(|w| [("window.from", &w.from), ("window.to", &w.to)]);
+        let window = window.iter().flatten().map(|(k, v)| (*k, Some(*v)));
+        for (field, value) in times.iter().map(|(k, v)| (*k, v.as_ref())).chain(window) {
+            if let Some(v) = value {
+                let n = v.chars().count();
+                if n > MAX_NAME {
+                    self.err(
+                        format!("{at}.{field}"),
+                        format!("{n} characters long (the limit is {MAX_NAME})"),
+                    );
+                }
             }
         }
     }

@@ -372,6 +372,7 @@ fn monitored_default_tail() {
         action: Action::Deny,
         log: false,
         mode: Mode::Enforce,
+        provenance: None,
     });
     let c = Policy::new(d).unwrap().compile();
     assert_eq!(

@@ -330,6 +330,7 @@ fn build(r: &PolicyR) -> Document {
             action: action(rr.action),
             log: false,
             mode: mode(rr.monitor),
+            provenance: None,
         })
         .collect();
     let settings = Settings {

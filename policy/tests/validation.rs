@@ -585,3 +585,68 @@ fn validate_works_on_a_document_directly() {
         matches!(policy::Policy::new(doc), Err(policy::PolicyError::Invalid(e)) if e.len() == 1)
     );
 }
+
+// ---- provenance ----
+
+#[test]
+fn provenance_round_trips_and_never_changes_a_verdict() {
+    let provenance = json!({
+        "source": "suggested",
+        "window": {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        "conversations": 3, "flows": 120,
+        "first_seen": "2026-11-02T08:00:00Z", "last_seen": "2026-11-30T17:00:00Z",
+        "created": "2026-12-01T09:00:00Z", "note": "engineering reaches the PLCs on modbus"
+    });
+    let plain = policy(base());
+    let with_provenance = policy(with(|v| v["rules"][0]["provenance"] = provenance.clone()));
+    let rule = &with_provenance.rules()[0];
+    assert_eq!(
+        serde_json::to_value(rule).unwrap()["provenance"],
+        provenance
+    );
+    assert_eq!(
+        rule.provenance.as_ref().unwrap().source,
+        policy::ProvenanceSource::Suggested
+    );
+    // Compiled alike: provenance is documentation only.
+    assert_eq!(
+        format!("{:?}", plain.compile()),
+        format!("{:?}", with_provenance.compile())
+    );
+    // A rule without provenance serializes without the key.
+    assert!(serde_json::to_value(&plain.rules()[0])
+        .unwrap()
+        .get("provenance")
+        .is_none());
+}
+
+#[test]
+fn provenance_errors() {
+    let long = "x".repeat(limits::MAX_DESCRIPTION + 1);
+    let v = with(
+        |v| v["rules"][0]["provenance"] = json!({"source": "suggested", "note": long, "window": {"from": "x".repeat(65), "to": "t"}}),
+    );
+    let got = errors(v);
+    assert_eq!(
+        got,
+        vec![
+            pair(
+                "rules[0].provenance.note",
+                "description is 1025 characters long (the limit is 1024)"
+            ),
+            pair(
+                "rules[0].provenance.window.from",
+                "65 characters long (the limit is 64)"
+            ),
+        ]
+    );
+    // Unknown keys and sources are type errors, as everywhere in the document.
+    for bad in [
+        json!({"source": "guessed"}),
+        json!({"source": "manual", "why": 1}),
+        json!({}),
+    ] {
+        let v = with(|v| v["rules"][0]["provenance"] = bad.clone());
+        assert!(policy::Policy::from_value(v).is_err(), "{bad}");
+    }
+}

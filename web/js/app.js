@@ -10,8 +10,9 @@ import * as explain from './pages/explain.js';
 import * as health from './pages/health.js';
 import * as connections from './pages/connections.js';
 import * as tokens from './pages/tokens.js';
+import * as discovery from './pages/discovery.js';
 
-const PAGES = { dashboard, map, policy, explain, health, connections, tokens };
+const PAGES = { dashboard, map, discovery, policy, explain, health, connections, tokens };
 // Every right a role may have: the body is marked `lacks-<right>` for each one the caller lacks (console.css
 // hides elements marked data-needs="<right>" then).
 const RIGHTS = ['read', 'kill', 'confirm', 'analyze', 'edit', 'submit', 'commit', 'manage_tokens'];

@@ -407,7 +407,7 @@ async fn put_settings(
 
 /// The common path of every draft write: If-Match, edit a copy, persist, audit, answer with the new ETag,
 /// the object written (if any) and whether the draft now validates.
-async fn write_draft(
+pub(super) async fn write_draft(
     app: &App,
     who: &str,
     headers: &HeaderMap,

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResult, Body, Who};
 use super::{p, Routes};
-use crate::app::Shared;
+use crate::app::{App, Shared};
 use crate::auth::{Caller, Right};
 use crate::error::ApiError;
 use crate::lifecycle::{self, approval, schedule, Commit};
-use crate::store::{Pending, ScheduledCommit};
+use crate::store::{Pending, ScheduledCommit, Store};
 use crate::time;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -90,22 +90,10 @@ async fn commit(
     let started = Instant::now();
     let body = body.unwrap_or_default();
     let window = lifecycle::confirm_window(&app, body.confirm_within_s, body.confirm)?;
-    let draft = {
-        let store = app.store.lock().await;
-        if_match(&headers, &draft_etag(store.revision()))?;
-        lifecycle::ensure_nothing_pending(&store)?;
-        approval::check(&app, &store, &who(w.clone()))?;
-        store.draft().clone()
-    };
-    let policy = lifecycle::compile(draft)
-        .await
-        .map_err(lifecycle::LifecycleError::InvalidDraft)?;
-    let mut store = app.store.lock().await;
-    // The draft may have changed while it compiled: the commit is of exactly the revision the client named.
-    if_match(&headers, &draft_etag(store.revision()))?;
     let who = who(w);
+    let (mut store, policy, submitted_by) = approved_draft(&app, &headers, &who, When::Now).await?;
     let c = Commit {
-        submitted_by: approval::check(&app, &store, &who)?,
+        submitted_by,
         who,
         comment: body.comment,
         window,
@@ -122,6 +110,45 @@ async fn commit(
     });
     with_warning(&mut answer, done.warning);
     Ok(with_etag(active_etag(&store), Json(answer)))
+}
+
+/// When an approved draft is to be committed.
+#[derive(PartialEq, Eq)]
+enum When {
+    Now,
+    /// Scheduled: a commit awaiting confirmation now does not stand in the way.
+    Later,
+}
+
+/// The draft revision named by `If-Match`, compiled (off the store lock), with the store locked again and the
+/// revision checked again (it may have changed while it compiled: what is committed is exactly the revision the
+/// client named), and who submitted it under the two-person rule.
+async fn approved_draft<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    who: &str,
+    when: When,
+) -> ApiResult<(
+    tokio::sync::MutexGuard<'a, Store>,
+    policy::Policy,
+    Option<String>,
+)> {
+    let draft = {
+        let store = app.store.lock().await;
+        if_match(headers, &draft_etag(store.revision()))?;
+        if when == When::Now {
+            lifecycle::ensure_nothing_pending(&store)?;
+        }
+        approval::check(app, &store, who)?;
+        store.draft().clone()
+    };
+    let policy = lifecycle::compile(draft)
+        .await
+        .map_err(lifecycle::LifecycleError::InvalidDraft)?;
+    let store = app.store.lock().await;
+    if_match(headers, &draft_etag(store.revision()))?;
+    let submitted_by = approval::check(app, &store, who)?;
+    Ok((store, policy, submitted_by))
 }
 
 /// A success whose record or enforcement is not complete says so in a `warning` field (never as a failure:
@@ -277,19 +304,10 @@ async fn schedule(
     })?;
     let window = lifecycle::confirm_window(&app, body.confirm_within_s, body.confirm)?;
     let who = who(w);
-    let draft = {
-        let store = app.store.lock().await;
-        if_match(&headers, &draft_etag(store.revision()))?;
-        approval::check(&app, &store, &who)?;
-        store.draft().clone()
-    };
-    let policy = lifecycle::compile(draft)
-        .await
-        .map_err(lifecycle::LifecycleError::InvalidDraft)?;
-    let mut store = app.store.lock().await;
-    if_match(&headers, &draft_etag(store.revision()))?;
+    let (mut store, policy, submitted_by) =
+        approved_draft(&app, &headers, &who, When::Later).await?;
     let req = schedule::Request {
-        submitted_by: approval::check(&app, &store, &who)?,
+        submitted_by,
         who,
         at_unix_ms: time::unix_ms(at),
         comment: body.comment,

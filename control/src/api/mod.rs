@@ -2,7 +2,8 @@
 //! the OpenAPI document. JSON everywhere; errors per [`crate::error`]; query parameters per [`extract`]. One file
 //! per resource group: [`draft`] (the draft, its objects, validate, diff, export), [`lifecycle`] (commit, confirm,
 //! rollback, versions, the active version), [`flows`] (tracked connections, kill, explain), [`flow_log`] (query and
-//! stream), [`console`] (stats, rules health, traffic map), [`audit`] and [`tokens`]; [`web`] serves the console's
+//! stream), [`console`] (stats, rules health, traffic map), [`suggest`] (rule suggestion, what-if), [`audit`] and
+//! [`tokens`]; [`web`] serves the console's
 //! static files.
 //!
 //! Every route declares the [`Right`] it needs ([`Routes::add`] takes it); a caller whose role lacks it gets 403
@@ -39,6 +40,7 @@ pub mod flow_log;
 mod flows;
 mod history;
 mod lifecycle;
+mod suggest;
 mod tokens;
 mod web;
 
@@ -162,6 +164,7 @@ pub fn protected_routes() -> Routes {
     let r = console::routes(r);
     let r = history::routes(r);
     let r = audit::routes(r);
+    let r = suggest::routes(r);
     tokens::routes(r)
 }
 

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use bulkhead_pktgen::frame::{FrameSpec, IpSpec, L4Spec};
+use bulkhead_pktgen::pcap::PcapSink;
+use net::tcp::TcpFlags;
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions, Response};
 use testbed::Side;
@@ -55,6 +58,21 @@ impl NullDataplane {
             dir,
             policy_extra,
             "net_null{n}0,no-rx=1",
+            "net_null{n}1,no-rx=1",
+        )
+    }
+
+    /// Bootstrapped with `policy`, replaying `frames` once into port a (a `net_pcap` device), port b a sink.
+    pub fn replaying(dir: &Path, policy: &Value, frames: &[Vec<u8>]) -> NullDataplane {
+        let pcap = dir.join("flows.pcap");
+        write_frames(&pcap, frames);
+        let policy_file = dir.join("policy.json");
+        std::fs::write(&policy_file, policy.to_string()).unwrap();
+        let boot = format!("bootstrap = {:?}", policy_file.display().to_string());
+        NullDataplane::start_ports(
+            dir,
+            &boot,
+            &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
             "net_null{n}1,no-rx=1",
         )
     }
@@ -143,19 +161,6 @@ flows_per_worker = 1024
             std::thread::sleep(Duration::from_millis(50));
         }
         dp
-    }
-
-    /// A dataplane that boots `policy` (written to `<dir>/policy.json`) and replays `pcap` once into port a
-    /// (port b a `net_null` that receives nothing).
-    pub fn replaying(dir: &Path, pcap: &Path, policy: &Value) -> NullDataplane {
-        let path = dir.join("policy.json");
-        std::fs::write(&path, policy.to_string()).unwrap();
-        NullDataplane::start_ports(
-            dir,
-            &format!("bootstrap = {:?}", path.display().to_string()),
-            &format!("net_pcap{{n}}0,rx_pcap={}", pcap.display()),
-            "net_null{n}1,no-rx=1",
-        )
     }
 
     /// One control-socket request (as JSON, to show the wire) and its result; `None` when the dataplane does
@@ -326,4 +331,29 @@ pub fn file_server(side: &Side, host: &str, port: u16, dir: &Path) -> testbed::B
         .unwrap();
     side.wait_listening(port).unwrap();
     server
+}
+
+/// A padded frame from `src` to `dst` carrying `l4` and `payload`.
+pub fn frame(src: &str, dst: &str, l4: L4Spec, payload: &[u8]) -> Vec<u8> {
+    let ip = IpSpec::from_addrs(src.parse().unwrap(), dst.parse().unwrap()).unwrap();
+    FrameSpec::new(ip, l4).build_padded(payload).unwrap()
+}
+
+/// A TCP SYN: a new flow.
+pub fn syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    frame(
+        src,
+        dst,
+        L4Spec::tcp(sport, dport, 1000, 0, TcpFlags::SYN),
+        &[],
+    )
+}
+
+/// A pcap of `frames`, in order (the input of a `net_pcap` port).
+pub fn write_frames(path: &Path, frames: &[Vec<u8>]) {
+    let mut sink = PcapSink::create(path).unwrap();
+    for f in frames {
+        sink.write(f).unwrap();
+    }
+    assert_eq!(sink.finish().unwrap(), frames.len() as u64);
 }

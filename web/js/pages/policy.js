@@ -549,15 +549,21 @@ function pendingBanner(active, body) {
 async function commit(comment, confirmWithin, note, body) {
   // What the commit would do to live connections: explain judges every tracked connection by the draft
   // (the flow asked about does not matter for that part of the answer).
-  let cut = null;
-  try {
-    const x = await request('POST', '/explain', { body: { src: '192.0.2.1', dst: '192.0.2.2', protocol: 'icmp' } });
-    cut = x.data.connections;
-  } catch (e) { cut = null; }
+  // And what it would have done to the traffic in the flow history: a separate call, so the replay never waits
+  // for the dataplane.
+  const [cut, past] = await Promise.all([
+    request('POST', '/explain', { body: { src: '192.0.2.1', dst: '192.0.2.2', protocol: 'icmp' } })
+      .then((x) => x.data.connections).catch(() => null),
+    request('POST', '/what-if', { body: {} }).then((x) => x.data).catch(() => null),
+  ]);
   const answer = await modal('Commit the draft?', h('div', {},
     h('p', {}, 'The draft becomes the next version and the dataplane enforces it at once.'),
     cut ? h('p', { class: cut.would_cut ? 'banner warn' : '' },
       `${cut.would_cut} of ${cut.tracked} connections tracked now would be cut${cut.on_policy_change === 'keep' ? ' (none: existing connections are kept)' : ''}.`) : null,
+    past ? h('p', { id: 'what-if', class: past.newly_denied.flows ? 'banner warn' : '' },
+      `Over the flow history (${past.conversations} conversations, ${past.flows} flows): ${past.newly_denied.conversations} conversation(s) `
+      + `(${past.newly_denied.flows} flows) allowed then would be denied, ${past.newly_allowed.conversations} `
+      + `(${past.newly_allowed.flows} flows) denied or would-denied then would be allowed.`) : null,
     confirmWithin ? h('p', {}, `Unless you confirm within ${confirmWithin} s, control reverts to the current version by itself.`) : null),
   [{ label: 'Cancel', value: '' }, { label: 'Commit', value: 'commit', class: 'primary' }]);
   if (answer !== 'commit') return;

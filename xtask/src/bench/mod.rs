@@ -23,6 +23,7 @@ use crate::util::{root, show, Result};
 mod classify;
 mod history;
 mod inputs;
+mod suggest;
 mod swap;
 
 /// The benchmark suites, in the order `cargo xtask bench` runs them.
@@ -42,9 +43,11 @@ pub enum Suite {
     Memory,
     /// Control's flow history: ingestion rate, 30-day queries over 10⁶ conversation-buckets, bytes per row.
     History,
+    /// Rule suggestion and what-if over 1 000 000 conversation-buckets (control's engines, no dataplane).
+    Suggest,
 }
 
-const ALL: [Suite; 7] = [
+const ALL: [Suite; 8] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
@@ -52,6 +55,7 @@ const ALL: [Suite; 7] = [
     Suite::Swap,
     Suite::Memory,
     Suite::History,
+    Suite::Suggest,
 ];
 
 #[derive(clap::Args)]
@@ -162,6 +166,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
             Suite::History => history::history()?,
+            Suite::Suggest => suggest::suggest(args)?,
         });
     }
     summary(args, &rows)

@@ -1,0 +1,123 @@
+//! Where conversations come from: any [`ConversationSource`]; today the flow log's in-memory ring
+//! ([`RingSource`]), aggregated by key into hourly buckets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use protocol::{EventKind, FlowEvent};
+use serde_json::Value;
+
+use crate::flowlog::FlowLog;
+use crate::history::{Conversation, ConversationKey};
+use crate::time::unix_ms;
+
+/// A time interval in Unix milliseconds, `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from_unix_ms: u64,
+    pub to_unix_ms: u64,
+}
+
+impl Window {
+    pub fn contains(&self, unix_ms: u64) -> bool {
+        self.from_unix_ms <= unix_ms && unix_ms < self.to_unix_ms
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the conversation source failed: {0}")]
+    Failed(String),
+}
+
+/// Conversations seen in a window.
+pub trait ConversationSource: Send + Sync {
+    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError>;
+}
+
+/// Bucket width of [`RingSource`]'s conversations.
+const BUCKET_MS: u64 = 3_600_000;
+
+/// The flow log's in-memory ring as a conversation source: every event in the window, aggregated.
+pub struct RingSource(pub Arc<FlowLog>);
+
+impl ConversationSource for RingSource {
+    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError> {
+        let (events, _) = self.0.snapshot();
+        let events = events.iter().filter_map(|stored| {
+            let mut line: Value = serde_json::from_str(&stored.json).ok()?;
+            line.as_object_mut()?.remove("seq");
+            serde_json::from_value::<FlowEvent>(line).ok()
+        });
+        Ok(aggregate(events, window))
+    }
+}
+
+/// Flow events aggregated into conversations per bucket, in the order their keys were first seen. `new` and
+/// `denied` events count flows; `closed` ones carry packets and bytes. Events without a readable time, or
+/// outside the window, are left out.
+pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) -> Vec<Conversation> {
+    let mut at: HashMap<(ConversationKey, u64), usize> = HashMap::new();
+    let mut out: Vec<Conversation> = Vec::new();
+    for e in events {
+        let Ok(time) = humantime::parse_rfc3339(&e.time) else {
+            continue;
+        };
+        let t = unix_ms(time);
+        if !window.contains(t) {
+            continue;
+        }
+        let service = service_of(&e);
+        let key = ConversationKey {
+            src: e.src,
+            dst: e.dst,
+            proto: e.proto,
+            service,
+            vlan: e.vlan,
+            verdict: e.verdict,
+            rule_id: e.rule_id,
+            policy_version: e.policy_version,
+        };
+        let bucket = t - t % BUCKET_MS;
+        let i = *at.entry((key, bucket)).or_insert_with(|| {
+            out.push(Conversation {
+                key,
+                bucket_unix_ms: bucket,
+                first_unix_ms: t,
+                last_unix_ms: t,
+                flows: 0,
+                packets: [0; 2],
+                bytes: [0; 2],
+            });
+            out.len() - 1
+        });
+        let c = &mut out[i];
+        c.first_unix_ms = c.first_unix_ms.min(t);
+        c.last_unix_ms = c.last_unix_ms.max(t);
+        match e.kind {
+            EventKind::New | EventKind::Denied => c.flows += 1,
+            EventKind::Closed => {
+                for d in 0..2 {
+                    c.packets[d] += e.packets[d];
+                    c.bytes[d] += e.bytes[d];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The conversation's service of an event: the destination port, or ICMP `type << 8 | code`. Denied events carry
+/// the ICMP type and code in `sport` and `dport` (as the policy sees them); tracked ICMP flows are echoes, whose
+/// events carry the echo identifier there instead, so their service is the echo request.
+fn service_of(e: &FlowEvent) -> u16 {
+    use policy::proto::{ICMP, ICMPV6};
+    match (e.proto, e.kind) {
+        (ICMP, EventKind::Denied) | (ICMPV6, EventKind::Denied) => {
+            (e.sport << 8) | (e.dport & 0xff)
+        }
+        (ICMP, _) => 8 << 8,
+        (ICMPV6, _) => 128 << 8,
+        _ => e.dport,
+    }
+}
