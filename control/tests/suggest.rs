@@ -94,6 +94,19 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
             .count();
         (started == 6).then_some(())
     });
+    // ...and in the flow history, where suggestion and what-if read them (written every `[history] flush_ms`).
+    wait_for(20, "the six flows in the history", || {
+        let r = c
+            .call("GET", "/api/v1/history/conversations?group=window", None)
+            .unwrap();
+        let flows: u64 = r.body["conversations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["flows"].as_u64().unwrap_or(0))
+            .sum();
+        (flows == 6).then_some(())
+    });
 
     // What-if: a draft without the postgres rule cuts exactly the two postgres conversations it allowed.
     import(&c, &without_rules(&[10]));

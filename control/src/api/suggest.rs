@@ -18,7 +18,7 @@ use crate::app::{off_worker, App, Shared};
 use crate::auth::Right;
 use crate::error::ApiError;
 use crate::suggest::{
-    self, ConversationSource, Grouping, RingSource, Scope, SuggestOptions, Window,
+    self, ConversationSource, Grouping, HistorySource, RingSource, Scope, SuggestOptions, Window,
 };
 use crate::time::{rfc3339, unix_ms};
 
@@ -29,12 +29,15 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add(M::POST, &p("/what-if"), Right::Analyze, what_if)
 }
 
-/// Where conversations come from: the flow log's in-memory ring.
-fn source(app: &App) -> impl ConversationSource + 'static {
-    RingSource(app.flowlog.clone())
+/// Where conversations come from: the flow history, or the flow log's in-memory ring when it is disabled.
+fn source(app: &App) -> Box<dyn ConversationSource> {
+    match &app.history {
+        Some(history) => Box::new(HistorySource(history.clone())),
+        None => Box::new(RingSource(app.flowlog.clone())),
+    }
 }
 
-/// `{"from": RFC 3339, "to": RFC 3339}`, both optional: from the oldest event held to now.
+/// `{"from": RFC 3339, "to": RFC 3339}`, both optional: from the oldest conversation kept to now.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WindowBody {

@@ -29,15 +29,18 @@ pub struct Record {
     pub bytes: [u64; 2],
 }
 
-/// IP protocol number of SCTP (ports like TCP and UDP).
-const SCTP: u8 = 132;
-
-/// The service of a flow: the destination port for protocols with ports; 0 for ICMP and ICMPv6 (their events
-/// carry an echo identifier in the port fields, not a type and code) and for other protocols.
-pub fn service(proto: u8, dport: u16) -> u16 {
-    match proto {
-        policy::proto::TCP | policy::proto::UDP | SCTP => dport,
-        _ => 0,
+/// The conversation's service of an event: the destination port, or for ICMP and ICMPv6 `type << 8 | code`.
+/// Denied events carry the ICMP type and code in `sport` and `dport` (as the policy sees them); tracked ICMP flows
+/// are echoes, whose events carry the echo identifier there instead, so their service is the echo request.
+pub fn service(e: &FlowEvent) -> u16 {
+    use policy::proto::{ICMP, ICMPV6};
+    match (e.proto, e.kind) {
+        (ICMP, EventKind::Denied) | (ICMPV6, EventKind::Denied) => {
+            (e.sport << 8) | (e.dport & 0xff)
+        }
+        (ICMP, _) => 8 << 8,
+        (ICMPV6, _) => 128 << 8,
+        _ => e.dport,
     }
 }
 
@@ -76,7 +79,7 @@ impl Record {
                 src: e.src,
                 dst: e.dst,
                 proto: e.proto,
-                service: service(e.proto, e.dport),
+                service: service(e),
                 vlan: e.vlan,
                 verdict: e.verdict,
                 rule_id: e.rule_id,

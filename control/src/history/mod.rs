@@ -30,7 +30,7 @@ pub mod query;
 mod store;
 
 pub use conversation::{Conversation, ConversationKey};
-pub use ingest::Record;
+pub use ingest::{service, Record};
 pub use store::{verdict_code, Reader, StoreError};
 
 /// `[history]` in the control config.

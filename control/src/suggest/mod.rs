@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::history::{Conversation, ConversationKey};
 
-pub use source::{ConversationSource, RingSource, SourceError, Window};
+pub use source::{ConversationSource, HistorySource, RingSource, SourceError, Window};
 pub use suggestion::{
     suggest, with_suggestion, Coverage, Grouping, Scope, SuggestError, SuggestOptions,
     SuggestedRule, Suggestion,

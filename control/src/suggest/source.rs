@@ -1,5 +1,5 @@
-//! Where conversations come from: any [`ConversationSource`]; today the flow log's in-memory ring
-//! ([`RingSource`]), aggregated by key into hourly buckets.
+//! Where conversations come from: any [`ConversationSource`]: the flow history ([`HistorySource`]), or, when
+//! it is disabled, the flow log's in-memory ring ([`RingSource`]), aggregated by key into hourly buckets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use protocol::{EventKind, FlowEvent};
 use serde_json::Value;
 
 use crate::flowlog::FlowLog;
-use crate::history::{Conversation, ConversationKey};
-use crate::time::unix_ms;
+use crate::history::{
+    Conversation, ConversationFilter, ConversationKey, Grouping as HistoryGrouping, History,
+};
+use crate::time::{from_unix_ms, unix_ms};
 
 /// A time interval in Unix milliseconds, `from` inclusive, `to` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,26 @@ pub enum SourceError {
 /// Conversations seen in a window.
 pub trait ConversationSource: Send + Sync {
     fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError>;
+}
+
+/// The flow history as a conversation source: its conversation-buckets whose bucket falls in the window
+/// (a window is resolved to whole buckets, see [`History::conversations`]).
+pub struct HistorySource(pub Arc<History>);
+
+impl ConversationSource for HistorySource {
+    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError> {
+        let window = crate::history::Window {
+            from: from_unix_ms(window.from_unix_ms),
+            to: from_unix_ms(window.to_unix_ms),
+        };
+        self.0
+            .conversations(
+                window,
+                &ConversationFilter::default(),
+                HistoryGrouping::PerBucket,
+            )
+            .map_err(|e| SourceError::Failed(e.to_string()))
+    }
 }
 
 /// Bucket width of [`RingSource`]'s conversations.
@@ -67,7 +89,7 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
         if !window.contains(t) {
             continue;
         }
-        let service = service_of(&e);
+        let service = crate::history::service(&e);
         let key = ConversationKey {
             src: e.src,
             dst: e.dst,
@@ -105,19 +127,4 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
         }
     }
     out
-}
-
-/// The conversation's service of an event: the destination port, or ICMP `type << 8 | code`. Denied events carry
-/// the ICMP type and code in `sport` and `dport` (as the policy sees them); tracked ICMP flows are echoes, whose
-/// events carry the echo identifier there instead, so their service is the echo request.
-fn service_of(e: &FlowEvent) -> u16 {
-    use policy::proto::{ICMP, ICMPV6};
-    match (e.proto, e.kind) {
-        (ICMP, EventKind::Denied) | (ICMPV6, EventKind::Denied) => {
-            (e.sport << 8) | (e.dport & 0xff)
-        }
-        (ICMP, _) => 8 << 8,
-        (ICMPV6, _) => 128 << 8,
-        _ => e.dport,
-    }
 }
