@@ -599,6 +599,20 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     let r = c.call("GET", "/api/v1/scheduled-commit", None).unwrap();
     assert_eq!(r.body["scheduled"], Value::Null);
 
+    // ---- Discovery: the flow history drilled down from a segment pair to its conversations; rules suggested.
+    ui.goto(&format!("{base}#/discovery"));
+    ui.wait(r#"#pairs tr[data-pair="office>legacy-db"]"#);
+    ui.next_shot("discovery");
+    ui.click(r#"button[aria-label="Hosts from office to legacy-db"]"#);
+    ui.wait_text("#hosts", OFFICE);
+    ui.click("#hosts tbody tr button");
+    ui.wait_text("#services", "5432");
+    ui.click("#services tbody tr button");
+    ui.wait_text("#services h3", "Conversations");
+    ui.next_shot("discovery-drill-down");
+    ui.click_text("#suggest button", "Suggest");
+    ui.wait_text("#coverage", "The draft allows");
+
     // ---- Explain: the draft (still with the edit) allows office → HMI, the active policy does not.
     ui.goto(&format!("{base}#/explain"));
     ui.fill("input[name=src]", OFFICE);
