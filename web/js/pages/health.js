@@ -1,13 +1,16 @@
 // Rules health: per rule, hits and the last hit (GET /rules/health); stale rules (no hit in the chosen
-// window) and rules that can never decide anything because earlier rules shadow them.
+// window) and rules that can never decide anything because earlier rules shadow them. Beside the dataplane's
+// counters (since it started), the flows each rule decided over the same window in the flow history
+// (GET /history/rules), which reaches back weeks and survives restarts.
 
 import { get } from '../api.js';
 import { h, replace, every, table, named, badge, fmtInt, fmtBytes, fmtAgo } from '../dom.js';
 
 const state = { policy: 'active', stale_after_s: '86400', only: 'all' };
 
-function status(r) {
+function status(r, past) {
   const out = [];
+  if (past && past.stale) out.push(badge('unused in history', 'monitor'));
   if (r.shadowed) {
     out.push(r.shadowed.reason === 'matches_nothing'
       ? badge('matches nothing', 'deny')
@@ -31,7 +34,12 @@ export function mount(main) {
     summary, list);
 
   async function refresh() {
-    const x = await get('/rules/health', { policy: state.policy, stale_after_s: state.stale_after_s });
+    const [x, hist] = await Promise.all([
+      get('/rules/health', { policy: state.policy, stale_after_s: state.stale_after_s }),
+      // Absent when the history is disabled (404): the live counters alone then.
+      get('/history/rules', { policy: state.policy, window_s: state.stale_after_s }).catch(() => null),
+    ]);
+    const past = new Map(((hist && hist.rules) || []).map((r) => [r.id, r]));
     const rules = x.rules || [];
     const stale = rules.filter((r) => r.stale).length;
     const shadowed = rules.filter((r) => r.shadowed).length;
@@ -56,7 +64,11 @@ export function mount(main) {
         { label: 'Flows', class: 'num', cell: (r) => fmtInt(r.flows), sort: (r) => r.flows ?? -1 },
         { label: 'Bytes', class: 'num', cell: (r) => fmtBytes(r.bytes), sort: (r) => r.bytes ?? -1 },
         { label: 'Last hit', cell: (r) => h('span', { title: r.last_hit || 'never' }, fmtAgo(r.last_hit)), sort: (r) => r.last_hit || '' },
-        { label: 'Status', cell: status },
+        ...(hist ? [
+          { label: 'Flows (history)', class: 'num', cell: (r) => fmtInt(past.get(r.id)?.flows), sort: (r) => past.get(r.id)?.flows ?? -1 },
+          { label: 'Last hit (history)', cell: (r) => h('span', { title: past.get(r.id)?.last_hit || 'never' }, fmtAgo(past.get(r.id)?.last_hit)) },
+        ] : []),
+        { label: 'Status', cell: (r) => status(r, past.get(r.id)) },
       ],
       rows: shown,
       rowAttrs: (r) => ({ 'data-rule': r.id }),
