@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_control::history::query;
 use bulkhead_control::history::{ConversationFilter, Grouping, History, HistoryConfig, Window};
+use bulkhead_control::suggest::{self, ConversationSource, HistorySource, Scope, SuggestOptions};
 use policy::Policy;
 use protocol::{EventKind, FlowEvent, Verdict};
 use serde_json::json;
@@ -192,7 +193,30 @@ fn main() {
             .conversations(window, &filter, Grouping::Window)
             .expect("conversations");
     });
+    // The historical impact of a draft and a suggestion, end to end as the API runs them: every
+    // conversation-bucket of the window read from the store, then the engine.
+    let source = HistorySource(history.clone());
+    let span = suggest::Window {
+        from_unix_ms: T0_MS,
+        to_unix_ms: T0_MS + HOURS * HOUR_MS,
+    };
+    let what_if = latency(|| {
+        let seen = source.conversations(span).expect("conversations");
+        suggest::what_if(&seen, &policy, 100);
+    });
+    let options = SuggestOptions {
+        scope: Scope::All,
+        grouping: suggest::Grouping::Segments,
+        include_denied: false,
+        window: span,
+        now_unix_ms: T0_MS + HOURS * HOUR_MS,
+    };
+    let suggestion = latency(|| {
+        let seen = source.conversations(span).expect("conversations");
+        suggest::suggest(&seen, &policy, &options).expect("a suggestion");
+    });
     drop(reader);
+    drop(source);
     drop(history);
     // Everything in the main file: checkpoint the write-ahead log before measuring.
     let file = dir.join("history.sqlite");
@@ -213,6 +237,8 @@ fn main() {
             "map_ms": [map.0, map.1],
             "unused_rules_ms": [unused.0, unused.1],
             "conversations_ms": [conversations.0, conversations.1],
+            "what_if_ms": [what_if.0, what_if.1],
+            "suggestion_ms": [suggestion.0, suggestion.1],
         })
     );
     let _ = std::fs::remove_dir_all(&dir);
