@@ -265,6 +265,14 @@ fn monitored_traffic_becomes_the_enforced_policy() {
         .map(|r| r["id"].as_u64().unwrap())
         .collect();
     assert_eq!(rule_ids.len(), 3, "{active}");
+    assert!(
+        active["policy"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["provenance"]["source"] == "suggested"),
+        "{active}"
+    );
 
     // The same traffic still passes, now allowed by the suggested rules...
     assert_eq!(
@@ -288,34 +296,16 @@ fn monitored_traffic_becomes_the_enforced_policy() {
     );
 
     // The dataplane decided each: allowed by a suggested rule, or denied by the default action.
-    let expected = {
-        let mut v = Vec::new();
-        for (proto, service) in [(1, ECHO), (6, 502), (6, 8080)] {
-            v.push((
-                addr::A4.to_string(),
-                addr::B4.to_string(),
-                proto,
-                service,
-                "allow".to_string(),
-            ));
-        }
-        for (src, dst, proto, service) in [
-            (addr::A4, addr::B4, 6, 5432),
-            (addr::B4, addr::A4, 1, ECHO),
-            (addr::B4, addr::A4, 6, 8080),
-            (OTHER_CLIENT, addr::B4, 6, 8080),
-        ] {
-            v.push((
-                src.to_string(),
-                dst.to_string(),
-                proto,
-                service,
-                "deny".to_string(),
-            ));
-        }
-        v.sort();
-        v
-    };
+    let mut expected = vec![
+        tuple(addr::A4, addr::B4, 1, ECHO, "allow"),
+        tuple(addr::A4, addr::B4, 6, 502, "allow"),
+        tuple(addr::A4, addr::B4, 6, 8080, "allow"),
+        tuple(addr::A4, addr::B4, 6, 5432, "deny"),
+        tuple(addr::B4, addr::A4, 1, ECHO, "deny"),
+        tuple(addr::B4, addr::A4, 6, 8080, "deny"),
+        tuple(OTHER_CLIENT, addr::B4, 6, 8080, "deny"),
+    ];
+    expected.sort();
     let seen = wait_for(20, "the enforced decisions in the flow log", || {
         let d = decisions(&c, enforced);
         let tuples: Vec<_> = d
