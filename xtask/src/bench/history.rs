@@ -18,7 +18,7 @@ pub fn history() -> Result<Vec<Row>> {
         "--example",
         "history_bench",
     ]))?;
-    let bin = crate::util::root().join("target/release/examples/history_bench");
+    let bin = crate::util::target_dir().join("release/examples/history_bench");
     // One core: the figures are what one core of the gateway's management side does.
     let out = run_capture(Command::new("taskset").arg("-c").arg("1").arg(&bin))?;
     let line = out
