@@ -338,3 +338,19 @@ pub struct FlowEvent {
     #[serde(default)]
     pub tcp_flags: Option<[u8; 2]>,
 }
+
+impl FlowEvent {
+    /// The ICMP or ICMPv6 type and code of the event; `None` for other protocols. A denied ICMP packet's event
+    /// carries its own type and code in `sport` and `dport` (as the policy judged it); a tracked ICMP flow is an
+    /// echo exchange keyed by its identifier (in both ports), opened by an echo request (type 8 / 128, code 0).
+    pub fn icmp_type_code(&self) -> Option<(u8, u8)> {
+        const ICMP: u8 = 1;
+        const ICMPV6: u8 = 58;
+        match (self.proto, self.kind) {
+            (ICMP | ICMPV6, EventKind::Denied) => Some((self.sport as u8, self.dport as u8)),
+            (ICMP, EventKind::New | EventKind::Closed) => Some((8, 0)),
+            (ICMPV6, EventKind::New | EventKind::Closed) => Some((128, 0)),
+            _ => None,
+        }
+    }
+}

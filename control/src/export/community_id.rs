@@ -17,8 +17,6 @@ use sha1::{Digest, Sha1};
 
 use protocol::FlowEvent;
 
-use super::flow::icmp_type_code;
-
 const ICMP: u8 = 1;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -104,9 +102,9 @@ fn counterpart(pairs: &[(u8, u8)], ty: u8) -> Option<u8> {
 }
 
 /// The Community ID (seed 0, as Zeek and Suricata default to) of a dataplane flow event; ICMP by its type and
-/// code ([`icmp_type_code`]).
+/// code ([`FlowEvent::icmp_type_code`]).
 pub fn of_event(e: &FlowEvent) -> String {
-    let (sport, dport) = match icmp_type_code(e) {
+    let (sport, dport) = match e.icmp_type_code() {
         Some((ty, code)) => (u16::from(ty), u16::from(code)),
         None => (e.sport, e.dport),
     };

@@ -57,20 +57,6 @@ impl ExportedFlow {
     }
 }
 
-/// The ICMP or ICMPv6 type and code of an event; `None` for other protocols. Tracked ICMP flows are echo
-/// exchanges keyed by identifier (their ports), opened by an echo request (type 8 / 128, code 0); a denied
-/// ICMP packet's event carries its own type and code in `sport` and `dport`.
-pub fn icmp_type_code(e: &FlowEvent) -> Option<(u8, u8)> {
-    const ICMP: u8 = 1;
-    const ICMPV6: u8 = 58;
-    match (e.proto, e.kind) {
-        (ICMP, EventKind::New | EventKind::Closed) => Some((8, 0)),
-        (ICMPV6, EventKind::New | EventKind::Closed) => Some((128, 0)),
-        (ICMP | ICMPV6, EventKind::Denied) => Some((e.sport as u8, e.dport as u8)),
-        _ => None,
-    }
-}
-
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::flow::{flow_end_reason, icmp_type_code, tcp_control_bits};
+use super::flow::{flow_end_reason, tcp_control_bits};
 use super::{connected_udp, Counters, DropReason, ExportedFlow, IpfixConfig, Item, Link};
 use protocol::EventKind;
 
@@ -140,7 +140,7 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 /// The transport ports of a record. ICMP and ICMPv6 carry, as NetFlow collectors (nfdump among them) read
 /// it, source port 0 and destination port `type * 256 + code`.
 fn ports(e: &protocol::FlowEvent) -> (u16, u16) {
-    match icmp_type_code(e) {
+    match e.icmp_type_code() {
         Some((ty, code)) => (0, (u16::from(ty) << 8) | u16::from(code)),
         None => (e.sport, e.dport),
     }

@@ -29,18 +29,12 @@ pub struct Record {
     pub bytes: [u64; 2],
 }
 
-/// The conversation's service of an event: the destination port, or for ICMP and ICMPv6 `type << 8 | code`.
-/// Denied events carry the ICMP type and code in `sport` and `dport` (as the policy sees them); tracked ICMP flows
-/// are echoes, whose events carry the echo identifier there instead, so their service is the echo request.
+/// The conversation's service of an event: the destination port, or for ICMP and ICMPv6 `type << 8 | code`
+/// ([`FlowEvent::icmp_type_code`]).
 pub fn service(e: &FlowEvent) -> u16 {
-    use policy::proto::{ICMP, ICMPV6};
-    match (e.proto, e.kind) {
-        (ICMP, EventKind::Denied) | (ICMPV6, EventKind::Denied) => {
-            (e.sport << 8) | (e.dport & 0xff)
-        }
-        (ICMP, _) => 8 << 8,
-        (ICMPV6, _) => 128 << 8,
-        _ => e.dport,
+    match e.icmp_type_code() {
+        Some((t, c)) => u16::from(t) << 8 | u16::from(c),
+        None => e.dport,
     }
 }
 
