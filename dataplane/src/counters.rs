@@ -41,10 +41,12 @@ pub enum DropReason {
     IcmpInvalid,
     /// A new flow could not be tracked: the table is full of established flows.
     TableFull,
+    /// A new flow the policy allows, over one of its flood limits (see the `conntrack` detail counters).
+    FloodLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::TxUnsent,
         DropReason::NoPolicy,
         DropReason::Malformed,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::TcpOutOfWindow,
         DropReason::IcmpInvalid,
         DropReason::TableFull,
+        DropReason::FloodLimit,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::TcpOutOfWindow => "tcp_out_of_window",
             DropReason::IcmpInvalid => "icmp_invalid",
             DropReason::TableFull => "table_full",
+            DropReason::FloodLimit => "flood_limit",
         }
     }
 
@@ -85,6 +89,7 @@ impl DropReason {
                 DropReason::TcpOutOfWindow
             }
             conntrack::Refusal::Tcp(_) => DropReason::TcpInvalid,
+            conntrack::Refusal::Limit(_) => DropReason::FloodLimit,
             _ => DropReason::IcmpInvalid,
         }
     }

@@ -86,6 +86,7 @@ pub struct Settings {
     pub pass_arp: bool,
     pub pass_neighbor_discovery: bool,
     pub drop_other_ethertypes: bool,
+    pub flood_limits: policy::FloodLimits,
 }
 
 impl Settings {
@@ -100,6 +101,7 @@ impl Settings {
             pass_arp: s.pass_arp,
             pass_neighbor_discovery: s.pass_neighbor_discovery,
             drop_other_ethertypes: s.drop_other_ethertypes,
+            flood_limits: s.flood_limits,
         }
     }
 }

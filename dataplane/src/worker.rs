@@ -21,7 +21,8 @@ use policy::Action;
 
 use crate::clock::Clock;
 use crate::conntrack::{
-    Admission, Dir, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked,
+    Admission, CommitError, Dir, FlowId, FlowInfo, NewFlow, Prepared, Refusal, Track, Tracker,
+    Untracked,
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
@@ -229,6 +230,7 @@ impl<'p> Worker<'_, 'p, '_> {
                     applied_version = rs.version;
                     tracker.set_timeouts(&rs.settings.timeouts);
                     tracker.set_strictness(rs.settings.strictness);
+                    tracker.set_flood_limits(rs.settings.flood_limits);
                 }
             }
             let mut moved = 0u64;
@@ -608,7 +610,12 @@ fn new_flow(
         cx.counters
             .rule(j.slot)
             .new_flow(j.rule_id, frame.len() as u64, cx.now);
-        denied_event(cx, rs, parsed, &j);
+        let verdict = if j.action == Action::Reject {
+            Verdict::Reject
+        } else {
+            Verdict::Deny
+        };
+        denied_event(cx, rs, parsed, j.rule_id, verdict, None);
         if j.action == Action::Reject {
             send_reject(cx, frame, parsed);
         }
@@ -663,7 +670,19 @@ fn new_flow(
             }
             Note::Forward
         }
-        Err(_full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Limit(limit)) => {
+            cx.counters.refused(Refusal::Limit(limit));
+            denied_event(
+                cx,
+                rs,
+                parsed,
+                j.rule_id,
+                Verdict::Deny,
+                Some(limit.as_str()),
+            );
+            Note::Dropped
+        }
     }
 }
 
@@ -693,7 +712,15 @@ fn recheck(
     Note::Drop(DropReason::PolicyRevoked)
 }
 
-fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: &Judgement) {
+/// A denied flow event (rate limited): by the rule `rule_id`, or by the flood `limit` of a flow it allows.
+fn denied_event(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    p: &Parsed,
+    rule_id: u32,
+    verdict: Verdict,
+    limit: Option<&'static str>,
+) {
     if cx.now.saturating_sub(cx.deny.window_start) >= 1000 {
         cx.deny.window_start = cx.now;
         cx.deny.left = cx.deny_rate;
@@ -706,11 +733,6 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
     let Some(flow) = crate::ruleset::flow_of(p) else {
         return;
     };
-    let verdict = if j.action == Action::Reject {
-        Verdict::Reject
-    } else {
-        Verdict::Deny
-    };
     let ev = FlowEvent {
         kind: EventKind::Denied,
         time_ms: cx.now,
@@ -722,13 +744,14 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
         proto: flow.proto,
         vlan: flow.vlan.unwrap_or(0),
         verdict,
-        rule_id: j.rule_id,
+        rule_id,
         policy_version: rs.version,
         packets: [1, 0],
         bytes: [0, 0],
         duration_ms: 0,
         tcp_state: None,
         tcp_flags: None,
+        limit,
     };
     cx.events.emit_counted(ev, cx.counters);
 }
@@ -764,6 +787,7 @@ fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64)
         duration_ms: f.age_ms,
         tcp_state: (f.proto == 6).then_some(f.state),
         tcp_flags: f.tcp_flags,
+        limit: None,
     }
 }
 

@@ -88,9 +88,9 @@ pub use compile::{
 pub use error::{PolicyError, ValidationError};
 pub use eval::{Decision, Flow};
 pub use model::{
-    proto, Action, Document, Format, Mode, OnPolicyChange, PortRange, Protocol, Provenance,
-    ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, TimeWindow,
-    Timeouts, ANY_SERVICE, FORMAT_V1,
+    proto, Action, Document, FloodLimits, Format, Mode, OnPolicyChange, PortRange, Protocol,
+    Provenance, ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness,
+    TimeWindow, Timeouts, ANY_SERVICE, FORMAT_V1,
 };
 pub use policy::Policy;
 pub use validate::{limits, validate};

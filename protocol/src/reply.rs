@@ -337,6 +337,10 @@ pub struct FlowEvent {
     /// for other protocols and denied packets. Absent from older dataplanes (read as `None`).
     #[serde(default)]
     pub tcp_flags: Option<[u8; 2]>,
+    /// On a denied event: the flood limit (`settings.flood_limits`, e.g. `half_open_per_source`) that refused a
+    /// flow the policy allows. Absent otherwise (and from older dataplanes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl FlowEvent {
