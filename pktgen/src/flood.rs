@@ -4,7 +4,7 @@
 //!
 //! * The **established stream**: `flows` TCP connections from distinct clients in 10.1.0.0/16 (optionally
 //!   opened by a three-way handshake, the server's SYN-ACK included, for strict tracking), then data segments
-//!   in turn, in sequence.
+//!   round-robin over the connections, each connection's in sequence.
 //! * The **flood**: SYNs from spoofed random sources in 100.64.0.0/10 and, for a share of them, from a few
 //!   heavy sources in 172.16.0.0/24 that send many each (what per-source limits are for).
 
@@ -77,21 +77,36 @@ fn spec(src: Ipv4Addr, dst: Ipv4Addr, l4: L4Spec) -> FrameSpec {
     FrameSpec::new(IpSpec::v4(src, dst), l4)
 }
 
-/// The established stream: handshakes (if asked) of every connection first, then its data segments
-/// round-robin over the connections.
+/// The established stream: the handshakes (if asked) first, then the data segments round-robin over the
+/// connections.
 pub fn established(cfg: &FloodConfig) -> Vec<Vec<u8>> {
     let payload = 64;
     let sport = |i: u32| 10_000 + (i % 50_000) as u16;
     let mut out = Vec::new();
     if cfg.handshakes {
+        // Phase by phase (every SYN, then every SYN-ACK, then every ACK), as a round trip separates them on a
+        // wire: a gateway judges a burst at a time, so a SYN and its answer in one burst would both be first
+        // packets.
+        let syn_ack = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
         for i in 0..cfg.flows {
             let (c, p) = (client(i), sport(i));
             let syn = L4Spec::tcp(p, SERVER_PORT, CLIENT_SEQ, 0, TcpFlags::SYN);
             out.push(build(spec(c, SERVER, syn), 0, cfg.frame_len));
-            let flags = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
-            let sa = L4Spec::tcp(SERVER_PORT, p, SERVER_SEQ, CLIENT_SEQ + 1, flags);
+        }
+        for i in 0..cfg.flows {
+            let (c, p) = (client(i), sport(i));
+            let sa = L4Spec::tcp(SERVER_PORT, p, SERVER_SEQ, CLIENT_SEQ + 1, syn_ack);
             out.push(build(spec(SERVER, c, sa), 0, cfg.frame_len));
-            let ack = L4Spec::tcp(p, SERVER_PORT, CLIENT_SEQ + 1, SERVER_SEQ + 1, TcpFlags::ACK);
+        }
+        for i in 0..cfg.flows {
+            let (c, p) = (client(i), sport(i));
+            let ack = L4Spec::tcp(
+                p,
+                SERVER_PORT,
+                CLIENT_SEQ + 1,
+                SERVER_SEQ + 1,
+                TcpFlags::ACK,
+            );
             out.push(build(spec(c, SERVER, ack), 0, cfg.frame_len));
         }
     }
@@ -111,7 +126,8 @@ pub fn syn_flood(cfg: &FloodConfig) -> Vec<(Ipv4Addr, Vec<u8>)> {
     let mut rng = SplitMix64::new(cfg.seed);
     let mut out = Vec::with_capacity(cfg.syns as usize);
     for _ in 0..cfg.syns {
-        let heavy = cfg.heavy_sources > 0 && (rng.next_u64() as f64 / u64::MAX as f64) < cfg.heavy_share;
+        let heavy =
+            cfg.heavy_sources > 0 && (rng.next_u64() as f64 / u64::MAX as f64) < cfg.heavy_share;
         let src = if heavy {
             heavy_source(rng.below(u64::from(cfg.heavy_sources)) as u32)
         } else {
