@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::util::{root, show, Result};
 
 mod classify;
+mod flood;
 mod history;
 mod inputs;
 mod suggest;
@@ -35,6 +36,9 @@ pub enum Suite {
     Stateful,
     /// Every packet a new flow judged against ClassBench acl1_10k, vs dpdk-testpmd io forwarding.
     Newflows,
+    /// An established-flow stream beside a SYN flood through one worker: the stream's delivered share, the
+    /// flood's fates by reason.
+    Flood,
     /// ClassBench classification vs dpdk-test-acl with its best algorithm on this CPU.
     Classify,
     /// Compile + persist + swap of a 10k-rule policy in a running dataplane, and its peak memory.
@@ -47,10 +51,11 @@ pub enum Suite {
     Suggest,
 }
 
-const ALL: [Suite; 8] = [
+const ALL: [Suite; 9] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
+    Suite::Flood,
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
@@ -162,6 +167,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Forwarding => rates::forwarding(args)?,
             Suite::Stateful => rates::stateful(args)?,
             Suite::Newflows => rates::new_flows(args)?,
+            Suite::Flood => flood::flood(args)?,
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
