@@ -18,5 +18,6 @@ pub mod management;
 pub mod persist;
 pub mod reject;
 pub mod ruleset;
+pub mod segment_index;
 pub mod socket;
 pub mod worker;

@@ -321,7 +321,7 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             Command::Kill { filter, reply } => {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
-                let n = self.tracker.table_mut().remove_where(|id, e| {
+                let n = self.tracker.remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
                     let kill = info.matches(&filter);
                     if kill {
@@ -625,11 +625,18 @@ fn new_flow(
             DropReason::PolicyDeny
         });
     }
+    let segment = if rs.settings.flood_limits.connections_per_segment != 0 {
+        let (source, _) = new.key().endpoint(new.originator());
+        rs.segments.segment_of(source, new.key().vlan())
+    } else {
+        None
+    };
     let admission = Admission {
         rule_id: j.rule_id,
         policy_version: rs.version,
         log: j.log,
         monitor: j.monitored,
+        segment,
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
@@ -703,7 +710,7 @@ fn recheck(
         known_packet(cx, rs, id, Dir::Original, len);
         return Note::Forward;
     }
-    if let Some(e) = cx.tracker.table_mut().remove(id) {
+    if let Some(e) = cx.tracker.remove(id) {
         cx.counters.flows_closed.add(1);
         let info = FlowInfo::new(id, &e, cx.now);
         cx.events

@@ -179,11 +179,15 @@ impl Drop for Replay {
     }
 }
 
-/// Allows TCP to the server's port and UDP to 53; strict TCP tracking; `flood_limits` as given.
+/// The sources of the `lab` segment.
+const LAB: std::ops::Range<u32> = 64..70;
+
+/// Allows TCP to the server's port and UDP to 53; strict TCP tracking; `flood_limits` as given. The segment
+/// `lab` holds heavy sources 64 to 127.
 fn policy(flood_limits: Value) -> Value {
     json!({
         "format": "bulkhead.policy/v1",
-        "segments": [],
+        "segments": [{"name": "lab", "prefixes": ["172.16.0.64/26"]}],
         "services": [{"name": "web", "protocol": "tcp", "ports": [SERVER_PORT.to_string()]},
                      {"name": "dns", "protocol": "udp", "ports": ["53"]}],
         "rules": [{"id": 1, "name": "web", "from": "any", "to": "any", "service": "web", "action": "allow"},
@@ -275,8 +279,10 @@ fn a_syn_flood_that_fills_the_table_costs_the_established_stream_nothing() {
 fn each_flood_limit_refuses_with_its_reason_and_event() {
     const SYNS: u16 = 50;
     const DATAGRAMS: u16 = 50;
+    const LAB_FLOWS_EACH: u16 = 5;
     let half_open = 8;
     let per_second = 20;
+    let per_segment = 12;
     let scanner = flood::heavy_source(1);
     let sprayer = flood::heavy_source(2);
     let mut input = Vec::new();
@@ -296,8 +302,17 @@ fn each_flood_limit_refuses_with_its_reason_and_event() {
                 .unwrap(),
         );
     }
-    let limits =
-        json!({"half_open_per_source": half_open, "new_per_second_per_source": per_second});
+    // Six lab hosts, five flows each: all under the per-source limits, 30 over the segment's 12.
+    for host in LAB {
+        for k in 0..LAB_FLOWS_EACH {
+            let udp = L4Spec::udp(40_000 + k, 53);
+            let spec = FrameSpec::new(IpSpec::v4(flood::heavy_source(host), SERVER), udp);
+            input.push(spec.build_padded(&[0; 8]).unwrap());
+        }
+    }
+    let lab_flows = LAB.len() as u64 * u64::from(LAB_FLOWS_EACH);
+    let limits = json!({"half_open_per_source": half_open, "new_per_second_per_source": per_second,
+                        "connections_per_segment": per_segment});
     let replay = Replay::start("limits", &input, &policy(limits));
     let c = replay.counters_after(input.len() as u64);
     let refused = |reason: &str| c.totals.conntrack.get(reason).copied().unwrap_or(0);
@@ -311,13 +326,14 @@ fn each_flood_limit_refuses_with_its_reason_and_event() {
             .contains(&over_rate),
         "{over_rate}"
     );
+    assert_eq!(refused("connections_per_segment"), lab_flows - per_segment);
     assert_eq!(
         c.totals.drops.get("flood_limit").copied(),
-        Some(u64::from(SYNS) - half_open + over_rate)
+        Some(u64::from(SYNS) - half_open + over_rate + lab_flows - per_segment)
     );
     assert_eq!(
         c.totals.flows_created,
-        half_open + u64::from(DATAGRAMS) - over_rate
+        half_open + u64::from(DATAGRAMS) - over_rate + per_segment
     );
     let events: EventBatch = replay.ask(&Request::Events { max: None });
     let named = |limit: &str, src: Ipv4Addr| {

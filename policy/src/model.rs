@@ -335,6 +335,9 @@ pub struct FloodLimits {
     pub half_open_per_source: u32,
     /// Most new connections one source address may open per second (whole seconds of the worker's clock).
     pub new_per_second_per_source: u32,
+    /// Most connections opened from one segment (the most specific segment holding the source address; sources
+    /// in no segment are not counted), so one segment cannot take the whole connection table.
+    pub connections_per_segment: u32,
 }
 
 impl FloodLimits {

@@ -8,7 +8,8 @@
 //! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
 //!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
-//! * [`sources`]: [`SourceTable`], the per-source flood limits, consulted only when a new flow is admitted.
+//! * [`sources`]: [`SourceTable`], the per-source flood limits, and [`segments`]: [`SegmentTable`], the
+//!   per-segment one; consulted only when a new flow is admitted.
 //! * [`Tracker`]: the per-packet entry point.
 //! * [`FlowInfo`]: a serializable view for listings and flow logs.
 //!
@@ -35,6 +36,7 @@
 
 pub mod info;
 pub mod key;
+pub mod segments;
 pub mod sources;
 pub mod table;
 pub mod tcp;
@@ -45,6 +47,7 @@ mod tests;
 
 pub use info::FlowInfo;
 pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
+pub use segments::{SegmentKey, SegmentTable};
 pub use sources::{FloodLimit, SourceTable};
 pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{

@@ -44,13 +44,16 @@ pub enum FloodLimit {
     HalfOpenPerSource,
     /// `settings.flood_limits.new_per_second_per_source`.
     NewPerSecondPerSource,
+    /// `settings.flood_limits.connections_per_segment` (see [`super::segments`]).
+    ConnectionsPerSegment,
 }
 
 impl FloodLimit {
     /// Every limit.
-    pub const ALL: [FloodLimit; 2] = [
+    pub const ALL: [FloodLimit; 3] = [
         FloodLimit::HalfOpenPerSource,
         FloodLimit::NewPerSecondPerSource,
+        FloodLimit::ConnectionsPerSegment,
     ];
 
     /// The setting's name, stable for metrics labels and flow events.
@@ -58,6 +61,7 @@ impl FloodLimit {
         match self {
             FloodLimit::HalfOpenPerSource => "half_open_per_source",
             FloodLimit::NewPerSecondPerSource => "new_per_second_per_source",
+            FloodLimit::ConnectionsPerSegment => "connections_per_segment",
         }
     }
 }

@@ -6,6 +6,7 @@ use net::tcp::{TcpOption, TcpPacket};
 use net::{Parsed, TcpFlags, L3, L4};
 
 use super::key::{self, Dir, FlowKey, Side};
+use super::segments::{SegmentKey, SegmentTable};
 use super::sources::{self, FloodLimit, SourceTable};
 use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
 use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
@@ -44,6 +45,7 @@ impl Refusal {
         Refusal::IcmpErrorUnrelated,
         Refusal::Limit(FloodLimit::HalfOpenPerSource),
         Refusal::Limit(FloodLimit::NewPerSecondPerSource),
+        Refusal::Limit(FloodLimit::ConnectionsPerSegment),
     ];
 
     /// Dense index, e.g. into an array of counters.
@@ -159,6 +161,8 @@ pub struct Admission {
     pub log: bool,
     /// Admitted in monitor mode: the policy would deny it.
     pub monitor: bool,
+    /// The segment the flow's source is in, when the per-segment flood limit is on (see [`super::segments`]).
+    pub segment: Option<SegmentKey>,
 }
 
 /// Why [`Tracker::commit_new`] did not track a new flow.
@@ -258,6 +262,7 @@ pub struct Tracker {
     table: ConnTable,
     strictness: Strictness,
     sources: SourceTable,
+    segments: SegmentTable,
 }
 
 /// The window-scale option of a SYN's header, if present and well formed.
@@ -300,6 +305,7 @@ impl Tracker {
             table: ConnTable::with_timeouts(capacity, seed, timeouts),
             strictness,
             sources: SourceTable::new(capacity, seed),
+            segments: SegmentTable::new(capacity),
         }
     }
 
@@ -308,9 +314,34 @@ impl Tracker {
         &self.sources
     }
 
+    /// The per-segment flood limit's table (statistics).
+    pub fn segments(&self) -> &SegmentTable {
+        &self.segments
+    }
+
     /// Changes the flood limits (policy reload).
     pub fn set_flood_limits(&mut self, limits: policy::FloodLimits) {
         self.sources.set_limits(limits);
+        self.segments.set_limit(limits.connections_per_segment);
+    }
+
+    /// Removes the flow `id` (a kill, a revocation), returning it.
+    pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
+        let removed = self.table.remove(id)?;
+        self.segments.removed(id);
+        Some(removed)
+    }
+
+    /// Removes every flow for which `pred` holds (control path: O(capacity)); returns how many.
+    pub fn remove_where<F: FnMut(FlowId, &Entry) -> bool>(&mut self, mut pred: F) -> usize {
+        let segments = &mut self.segments;
+        self.table.remove_where(|id, e| {
+            let remove = pred(id, e);
+            if remove {
+                segments.removed(id);
+            }
+            remove
+        })
     }
 
     /// The table (listing, statistics).
@@ -576,11 +607,24 @@ impl Tracker {
         } else {
             None
         };
+        let segment = match admission.segment {
+            Some(key) if self.segments.is_active() => {
+                self.segments.check(key).map_err(CommitError::Limit)?
+            }
+            _ => None,
+        };
         // Hashed again rather than trusting a value carried by the caller: a NewFlow from another worker's
         // tracker (another seed) must not corrupt this index.
         let inserted = self.table.insert(new.key, new.originator, now)?;
+        if inserted.displaced.is_some() {
+            // The flow it replaced or evicted held this very slot.
+            self.segments.removed(inserted.id);
+        }
         if let Some(at) = source {
             self.sources.admitted(at, inserted.id, half_open);
+        }
+        if let Some(at) = segment {
+            self.segments.admitted(inserted.id, at);
         }
         if let Some(e) = self.table.get_mut(inserted.id) {
             e.set_tcp(new.tcp);
@@ -600,8 +644,12 @@ impl Tracker {
         &mut self,
         now: u64,
         budget: usize,
-        closed: F,
+        mut closed: F,
     ) -> usize {
-        self.table.expire(now, budget, closed)
+        let segments = &mut self.segments;
+        self.table.expire(now, budget, |id, e| {
+            segments.removed(id);
+            closed(id, e);
+        })
     }
 }

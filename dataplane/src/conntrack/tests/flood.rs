@@ -8,8 +8,8 @@ use policy::FloodLimits;
 use super::frames::{frame, tcp, L4Spec};
 use crate::conntrack::sources::{MIN_SOURCES, WAYS};
 use crate::conntrack::{
-    Admission, CommitError, Dir, FloodLimit, FlowId, Refusal, Strictness, TcpConnState, Timeouts,
-    Track, Tracker,
+    Admission, CommitError, Dir, FloodLimit, FlowId, Refusal, SegmentKey, Strictness, TcpConnState,
+    Timeouts, Track, Tracker,
 };
 
 const SYN: TcpFlags = TcpFlags::SYN;
@@ -157,6 +157,77 @@ fn a_full_source_table_evicts_the_least_recently_used_source_and_counts() {
     assert!(t.sources().evictions() <= u64::from(sources) + WAYS as u64);
 }
 
+/// Offers a new flow from `segment`, as a worker does while the per-segment limit is on.
+fn offer_from(
+    t: &mut Tracker,
+    f: &[u8],
+    segment: SegmentKey,
+    now: u64,
+) -> Result<FlowId, CommitError> {
+    match run(t, f, now) {
+        Track::New(n) => {
+            let admission = Admission {
+                segment: Some(segment),
+                ..Admission::default()
+            };
+            t.commit_new(&n, admission, now).map(|c| c.id)
+        }
+        other => panic!("expected a new flow, got {other:?}"),
+    }
+}
+
+#[test]
+fn connections_per_segment_counts_flows_in_and_out() {
+    let limits = FloodLimits {
+        connections_per_segment: 3,
+        ..FloodLimits::default()
+    };
+    let (plant, office) = (SegmentKey(7), SegmentKey(8));
+    let mut t = tracker(1024, limits);
+    let ids: Vec<FlowId> = (1..=3)
+        .map(|port| offer_from(&mut t, &syn(1, port), plant, 0).unwrap())
+        .collect();
+    assert_eq!(
+        offer_from(&mut t, &syn(2, 1), plant, 0),
+        Err(CommitError::Limit(FloodLimit::ConnectionsPerSegment))
+    );
+    offer_from(&mut t, &syn(2, 1), office, 0).expect("another segment");
+    offer(&mut t, &syn(3, 1), 0).expect("a source in no segment");
+    assert_eq!(t.segments().count(plant), 3);
+    // A removed flow (a kill, a revocation) is counted out.
+    assert!(t.remove(ids[0]).is_some());
+    assert_eq!(t.segments().count(plant), 2);
+    offer_from(&mut t, &syn(2, 2), plant, 10).expect("room again");
+    // So are expired ones (tcp_syn: 30 s), and killed ones.
+    let mut closed = 0;
+    t.expire(40_000, 1024, |_, _| closed += 1);
+    assert_eq!((closed, t.segments().count(plant)), (5, 0));
+    offer_from(&mut t, &syn(2, 3), plant, 40_000).unwrap();
+    assert_eq!(t.remove_where(|_, _| true), 1);
+    assert_eq!(t.segments().count(plant), 0);
+    // Limit off: nothing refused, nothing counted.
+    t.set_flood_limits(FloodLimits::default());
+    for port in 10..20 {
+        offer_from(&mut t, &syn(1, port), plant, 40_001).unwrap();
+    }
+    assert_eq!(t.segments().count(plant), 0);
+}
+
+#[test]
+fn flows_evicted_for_new_ones_are_counted_out_of_their_segment() {
+    let limits = FloodLimits {
+        connections_per_segment: 1_000,
+        ..FloodLimits::default()
+    };
+    let plant = SegmentKey(7);
+    let mut t = tracker(16, limits);
+    for port in 1..=40 {
+        offer_from(&mut t, &syn(1, port), plant, 0).expect("half-open flows make room");
+    }
+    assert_eq!(t.table().len(), 16);
+    assert_eq!(t.segments().count(plant), 16);
+}
+
 #[test]
 fn each_limit_has_its_refusal_label() {
     assert_eq!(
@@ -166,6 +237,10 @@ fn each_limit_has_its_refusal_label() {
     assert_eq!(
         Refusal::Limit(FloodLimit::NewPerSecondPerSource).as_str(),
         "new_per_second_per_source"
+    );
+    assert_eq!(
+        Refusal::Limit(FloodLimit::ConnectionsPerSegment).as_str(),
+        "connections_per_segment"
     );
 }
 

@@ -38,6 +38,7 @@ fn admit() -> Admission {
         policy_version: 3,
         log: true,
         monitor: false,
+        segment: None,
     }
 }
 
