@@ -182,6 +182,8 @@ pub struct WorkerCounters {
     pub flows_active: Counter,
     /// Unestablished flows evicted to make room for new ones in a full table (set by the worker).
     pub flows_evicted: Counter,
+    /// Sources that lost their flood-limit slot to a new one (set by the worker).
+    pub flood_sources_evicted: Counter,
     pub rejects_sent: Counter,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: Counter,
@@ -206,6 +208,7 @@ impl WorkerCounters {
             flows_closed: Counter::default(),
             flows_active: Counter::default(),
             flows_evicted: Counter::default(),
+            flood_sources_evicted: Counter::default(),
             rejects_sent: Counter::default(),
             events_dropped: Counter::default(),
             events_rate_limited: Counter::default(),
@@ -259,6 +262,7 @@ impl WorkerCounters {
             flows_closed: self.flows_closed.get(),
             flows_active: self.flows_active.get(),
             flows_evicted: self.flows_evicted.get(),
+            flood_sources_evicted: self.flood_sources_evicted.get(),
             rejects_sent: self.rejects_sent.get(),
             events_dropped: self.events_dropped.get(),
             events_rate_limited: self.events_rate_limited.get(),

@@ -235,12 +235,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
         let flat = ruleset.flat_rules;
         let t1 = Instant::now();
         if persist_it {
-            // Through a `Value`, as the file has always been written: keys in sorted order.
-            let document = serde_json::to_value(state_document(version, &policy));
-            let bytes = document
-                .and_then(|d| serde_json::to_vec_pretty(&d))
-                .unwrap_or_default();
-            if let Err(e) = persist::write_atomic(&self.state_file(), &bytes) {
+            if let Err(e) = persist::write_state(&self.state_file(), version, policy.document()) {
                 if let Some(a) = &self.active {
                     self.slots.retain(&a.policy);
                 }

@@ -293,6 +293,9 @@ impl<'p> Worker<'_, 'p, '_> {
                 self.counters
                     .flows_evicted
                     .set(self.tracker.stats().evictions);
+                self.counters
+                    .flood_sources_evicted
+                    .set(self.tracker.sources().evictions());
                 if let Ok(cmd) = self.commands.try_recv() {
                     self.command(cmd, now);
                 }

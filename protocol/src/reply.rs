@@ -81,6 +81,10 @@ pub struct WorkerSnapshot {
     pub flows_active: u64,
     /// Unestablished flows evicted to make room for new ones in a full table.
     pub flows_evicted: u64,
+    /// Source addresses that lost their place in the flood limits' per-source table to a new source (the
+    /// table is full: many sources, e.g. spoofed ones). Absent from older dataplanes (read as 0).
+    #[serde(default)]
+    pub flood_sources_evicted: u64,
     pub rejects_sent: u64,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: u64,
@@ -108,6 +112,7 @@ impl WorkerSnapshot {
             acc.flows_closed += w.flows_closed;
             acc.flows_active += w.flows_active;
             acc.flows_evicted += w.flows_evicted;
+            acc.flood_sources_evicted += w.flood_sources_evicted;
             acc.rejects_sent += w.rejects_sent;
             acc.events_dropped += w.events_dropped;
             acc.events_rate_limited += w.events_rate_limited;
