@@ -3,15 +3,13 @@
 //! established stream's delivered share should be 100.0 %; the flood's packets are refused by reason (the
 //! per-source flood limits, a full table) or forwarded (what the policy and the limits let in).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use bulkhead_pktgen::flood::{self, FloodConfig, SERVER_PORT};
 use serde_json::{json, Value};
 
-use super::{median, stop_after, warm, Args, Row, Stat, Suite};
-use crate::util::{build_release, root, show, target_dir, Result};
+use super::{dataplane_rates, median, Args, Row, Stat, Suite};
+use crate::util::{build_release, root, target_dir, Result};
 
 /// SYNs in the flood pcap: a spoofed random source each, or one of [`HEAVY_SOURCES`].
 const SYNS: u32 = 131_072;
@@ -256,44 +254,16 @@ flows_per_worker = {TABLE}
             policy = policy.display().to_string(),
         ),
     )?;
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(&config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let (started, on_start) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut samples = Vec::new();
-        let mut last: Option<(f64, [u64; 7])> = None;
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let Some(now) = counts(&v) else { continue };
-            let time = v["uptime_s"].as_f64().unwrap_or(0.0);
-            if let Some((t0, before)) = last {
-                let d = |i: usize| now[i].saturating_sub(before[i]) as f64 / (time - t0);
-                if now[0] > before[0] {
-                    let _ = started.send(());
-                }
-                samples.push(Sample {
-                    stream_rx: d(0),
-                    stream_tx: d(1),
-                    flood_rx: d(2),
-                    fates: [d(3), d(4), d(5), d(6)],
-                });
-            }
-            last = Some((time, now));
-        }
-        samples
-    });
-    stop_after(&mut child, &on_start, args.seconds)?;
-    let samples = reader.join().map_err(|_| "bulkhead reader panicked")?;
-    warm(samples, "bulkhead-dataplane", |s| s.stream_rx > 0.0)
+    let rates = dataplane_rates(bin, &config, args.seconds, counts)?;
+    Ok(rates
+        .into_iter()
+        .map(|r| Sample {
+            stream_rx: r[0],
+            stream_tx: r[1],
+            flood_rx: r[2],
+            fates: [r[3], r[4], r[5], r[6]],
+        })
+        .collect())
 }
 
 /// From a stats report: stream rx, stream delivered, flood rx, then the flood's fates in [`FATES`] order.
