@@ -19,7 +19,7 @@ const HEAVY_SHARE: f64 = 0.5;
 const SEGMENTS_PER_FLOW: u32 = 16;
 const TABLE: u32 = 65_536;
 const HALF_OPEN_PER_SOURCE: u32 = 16;
-const NEW_PER_SECOND_PER_SOURCE: u32 = 1_000;
+const NEW_PER_SECOND_PER_SOURCE: u32 = 50;
 
 /// What the flood's packets became.
 const FATES: [&str; 4] = [
