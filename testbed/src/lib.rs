@@ -368,12 +368,32 @@ impl TestBed {
     /// are recreated and wired in again). Returns how the first process ended.
     pub fn restart(&mut self) -> Result<Stopped> {
         let stopped = self.stop()?;
+        self.start_again()?;
+        Ok(stopped)
+    }
+
+    /// Starts the dataplane again with the bed's config and state directory, and wires its new TAP devices in.
+    fn start_again(&mut self) -> Result<()> {
         self.events = Arc::default();
         let config = self.dir.join("dataplane.toml");
         let binary = self.binary.clone();
         self.start_dataplane(&binary, &config)?;
-        self.wire()?;
-        Ok(stopped)
+        self.wire()
+    }
+
+    /// Kills the dataplane with SIGKILL (no shutdown of any kind) and starts it again with the same config and
+    /// state directory, wired in as before. Returns how the first process ended.
+    pub fn kill_and_restart(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            return Err(Error::Timeout(
+                Duration::ZERO,
+                "a running dataplane (already stopped)",
+            ));
+        };
+        child.kill()?;
+        let status = child.wait()?;
+        self.start_again()?;
+        Ok(status)
     }
 
     /// The dataplane's process id, while it runs.
