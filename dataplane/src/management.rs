@@ -524,6 +524,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
             dpdk: dpdk::runtime_version(),
             last_swap: self.last_swap.times(),
             prepared_version: self.pending.as_ref().map(|p| p.version),
+            // The listener belongs to the main loop, which adds it.
+            remote_control: None,
         }
     }
 
