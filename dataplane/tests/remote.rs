@@ -1,10 +1,14 @@
 //! What a control process that drives several gateways relies on: two-step policy loading (prepare, then
-//! publish) with real traffic across the bed, and a restart between the two steps. Needs root and ping.
+//! publish) with real traffic across the bed, a restart between the two steps, and the remote listener's
+//! mutual TLS (certificates made with the `openssl` commands of docs/remote-gateways.md). Needs root, ping and
+//! openssl.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protocol::{DiscardResult, LoadPolicyResult, PreparedPolicy, Request, Status};
 use serde_json::{json, Value};
+use testbed::pki::{Identity, Pki};
+use testbed::remote::RemoteOptions;
 use testbed::{addr, Options, TestBed};
 
 fn demo_policy() -> Value {
@@ -145,4 +149,111 @@ fn two_step_a_kill_between_prepare_and_publish_restarts_with_the_published_versi
     assert!(!bed.dir.join("state/pending.json").exists());
     let lost = bed.ask::<LoadPolicyResult>(&Request::PublishPolicy { version: 2 });
     assert_eq!(refusal(lost), "not_prepared");
+}
+
+/// A directory of its own for one test's certificates.
+fn pki_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bh-remote-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn remote_bed(remote: RemoteOptions) -> TestBed {
+    let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+    opts.remote = Some(remote);
+    TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
+}
+
+fn remote_status(bed: &TestBed, who: &Identity) -> Status {
+    bed.ask_remote(Some(who), &Request::Status {}).unwrap()
+}
+
+/// The request is refused during the handshake: the client gets a TLS error or a closed connection, never an
+/// answer.
+fn refused_handshake(bed: &TestBed, who: Option<&Identity>) {
+    match bed.control_remote(who, &Request::Status {}) {
+        Err(testbed::Error::Tls(_) | testbed::Error::Io(_)) => {}
+        other => panic!("{who:?}: expected the handshake to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn mtls_refuses_clients_without_a_certificate_the_ca_issued_and_serves_one_that_has() {
+    let dir = pki_dir("refuses");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    let control = pki.client("control", 30).unwrap();
+    let expired = pki.client("expired", -1).unwrap();
+    let stranger = Pki::new(dir.join("other-ca")).unwrap();
+    let foreign = stranger.client("control", 30).unwrap();
+    let lone = Pki::new(dir.join("self-signed")).unwrap();
+    let bed = remote_bed(RemoteOptions::new(pki.clone()));
+
+    for who in [
+        None,
+        Some(&lone.self_signed()),
+        Some(&foreign),
+        Some(&expired),
+    ] {
+        refused_handshake(&bed, who);
+    }
+    let s = remote_status(&bed, &control);
+    let remote = s.remote_control.expect("status shows the remote listener");
+    assert_eq!(remote.handshake_failures, 4, "{remote:?}");
+    assert_eq!(remote.sessions, 1, "{remote:?}");
+    assert_eq!(
+        remote.listen,
+        bed.remote_addr().unwrap().to_string(),
+        "{remote:?}"
+    );
+
+    // A good client drives the two-step load over TLS, and it changes real traffic.
+    load(&bed, demo_policy(), 1);
+    assert!(ping(&bed));
+    let prepared: PreparedPolicy = bed
+        .ask_remote(
+            Some(&control),
+            &Request::PreparePolicy {
+                policy: deny_all(),
+                version: 2,
+            },
+        )
+        .unwrap();
+    assert_eq!(prepared.version, 2);
+    assert_eq!(remote_status(&bed, &control).prepared_version, Some(2));
+    let published: LoadPolicyResult = bed
+        .ask_remote(Some(&control), &Request::PublishPolicy { version: 2 })
+        .unwrap();
+    assert_eq!(published.version, 2);
+    assert!(!ping(&bed));
+    // The same handling as the local socket: a malformed request gets its error on the connection.
+    let bad = testbed::remote::exchange(
+        bed.remote_addr().unwrap(),
+        &pki.ca(),
+        Some(&control),
+        "{\"v\":1,\"op\":\"no_such_op\"}",
+    )
+    .unwrap();
+    assert!(bad.contains("bad_request"), "{bad}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mtls_accepts_a_pinned_certificate_and_no_other() {
+    let dir = pki_dir("pins");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    // Clients of a CA the dataplane does not trust: only the pinned one gets in.
+    let clients = Pki::new(dir.join("clients")).unwrap();
+    let pinned = clients.client("pinned", 30).unwrap();
+    let other = clients.client("other", 30).unwrap();
+    let remote = RemoteOptions {
+        client_ca: None,
+        client_pins: vec![clients.fingerprint("pinned").unwrap()],
+        pki,
+    };
+    let bed = remote_bed(remote);
+    refused_handshake(&bed, Some(&other));
+    refused_handshake(&bed, None);
+    let s = remote_status(&bed, &pinned);
+    assert_eq!(s.remote_control.unwrap().handshake_failures, 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }
