@@ -5,7 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use protocol::{DiscardResult, LoadPolicyResult, PreparedPolicy, Request, Status};
+use std::time::{Duration, Instant};
+
+use protocol::{
+    CountersReport, DiscardResult, FlowFilter, FlowList, LoadPolicyResult, PreparedPolicy, Request,
+    Status,
+};
 use serde_json::{json, Value};
 use testbed::pki::{Identity, Pki};
 use testbed::remote::RemoteOptions;
@@ -25,9 +30,15 @@ fn deny_all() -> Value {
     p
 }
 
+/// Beds here run with the idle back-off on: publishes and flow commands must not wait for sleeping workers.
+fn options() -> Options {
+    let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+    opts.idle_sleep_max_us = 1000;
+    opts
+}
+
 fn bed() -> TestBed {
-    let opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
-    TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
+    TestBed::start(&options()).unwrap_or_else(|e| panic!("test bed: {e}"))
 }
 
 fn ping(bed: &TestBed) -> bool {
@@ -159,7 +170,7 @@ fn pki_dir(name: &str) -> PathBuf {
 }
 
 fn remote_bed(remote: RemoteOptions) -> TestBed {
-    let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+    let mut opts = options();
     opts.remote = Some(remote);
     TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
 }
@@ -225,6 +236,26 @@ fn mtls_refuses_clients_without_a_certificate_the_ca_issued_and_serves_one_that_
         .unwrap();
     assert_eq!(published.version, 2);
     assert!(!ping(&bed));
+    // Flow commands reach the (sleeping) worker too.
+    load(&bed, demo_policy(), 3);
+    let pinger = bed.a.spawn(&["ping", "-i", "0.2", addr::B4]).unwrap();
+    let flows = wait_for(|| {
+        let list: FlowList = bed
+            .ask_remote(
+                Some(&control),
+                &Request::Flows {
+                    filter: FlowFilter {
+                        proto: Some(1),
+                        ..Default::default()
+                    },
+                    limit: None,
+                },
+            )
+            .unwrap();
+        (!list.flows.is_empty()).then_some(list)
+    });
+    assert_eq!(flows.flows[0].dst.to_string(), addr::B4);
+    drop(pinger);
     // The same handling as the local socket: a malformed request gets its error on the connection.
     let bad = testbed::remote::exchange(
         bed.remote_addr().unwrap(),
@@ -255,5 +286,90 @@ fn mtls_accepts_a_pinned_certificate_and_no_other() {
     refused_handshake(&bed, None);
     let s = remote_status(&bed, &pinned);
     assert_eq!(s.remote_control.unwrap().handshake_failures, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `f` until it gives something (10 s at most; the dataplane is then broken, not slow).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "the condition never held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Replaces `to` with `from`'s content the way an operator should: a new file renamed over the old.
+fn replace_file(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[test]
+fn mtls_server_certificate_rotates_on_sighup_while_traffic_crosses_undisturbed() {
+    let dir = pki_dir("rotate");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    let control = pki.client("control", 30).unwrap();
+    let mut opts = options();
+    opts.remote = Some(RemoteOptions::new(pki.clone()));
+    opts.policy = Some(testbed::policy_file("open.json"));
+    let bed = TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"));
+    let server = bed.server_identity().unwrap().clone();
+    let before = remote_status(&bed, &control).remote_control.unwrap();
+
+    // The kernel's own IPv6 chatter (MLD reports, router solicitations) is dropped by policy at its own pace;
+    // without IPv6 on the bed's interfaces every drop below would be the rotation's.
+    for side in [&bed.a, &bed.b] {
+        let knob = format!("net.ipv6.conf.{}.disable_ipv6=1", side.iface);
+        side.ok(&["sysctl", "-q", "-w", &knob]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let dropped = || {
+        let c: CountersReport = bed.ask(&Request::Counters {}).unwrap();
+        c.totals.dropped()
+    };
+    let drops_before = dropped();
+    let side = bed.a.clone();
+    let traffic = std::thread::spawn(move || {
+        side.run(&["ping", "-c", "150", "-i", "0.02", "-W", "1", addr::B4])
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A new certificate for the same gateway, swapped in and announced with SIGHUP.
+    let next = pki
+        .server("gw-next", testbed::remote::LISTEN_ADDR, 30)
+        .unwrap();
+    replace_file(&next.key, &server.key);
+    replace_file(&next.cert, &server.cert);
+    bed.reload().unwrap();
+    let after = wait_for(|| {
+        let r = remote_status(&bed, &control).remote_control.unwrap();
+        (r.reloads == 1).then_some(r)
+    });
+    assert_eq!(after.cert_sha256, pki.fingerprint("gw-next").unwrap());
+    assert_ne!(after.cert_sha256, before.cert_sha256);
+
+    // An unusable set (a key that is not the certificate's) is refused; the served one stays.
+    replace_file(&control.key, &server.key);
+    bed.reload().unwrap();
+    let kept = wait_for(|| {
+        let r = remote_status(&bed, &control).remote_control.unwrap();
+        (r.reload_failures == 1).then_some(r)
+    });
+    assert_eq!(kept.cert_sha256, after.cert_sha256);
+    assert!(
+        bed.stderr().contains("keeps its previous certificates"),
+        "{}",
+        bed.stderr()
+    );
+
+    let ping = traffic.join().unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    assert_eq!(dropped(), drops_before, "no packet was dropped meanwhile");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,8 +17,8 @@
 //! 127.0.0.1 by the given [`pki::Pki`] (made with the `openssl` commands of `docs/remote-gateways.md`), and
 //! accepts clients by that CA and/or pins ([`remote::RemoteOptions`]). [`TestBed::ask_remote`] and
 //! [`TestBed::control_remote`] send a request over TLS with a given client identity. Several beds (say, three
-//! gateways for one control) share one `Pki`; [`Options::idle_sleep_max_us`] lets their workers yield the
-//! core when idle, so they run side by side on a small machine:
+//! gateways for one control) share one `Pki`; [`Options::idle_sleep_max_us`] (1000 is a good value) lets
+//! their workers yield the core when idle, so they run side by side on a small machine:
 //!
 //! ```no_run
 //! # fn main() -> testbed::Result<()> {
@@ -27,6 +27,7 @@
 //! let control = pki.client("control", 30)?;
 //! let mut opts = Options::new("target/debug/bulkhead-dataplane");
 //! opts.remote = Some(RemoteOptions::new(pki.clone()));
+//! opts.idle_sleep_max_us = 1000;
 //! let beds: Vec<TestBed> = (0..3).map(|_| TestBed::start(&opts)).collect::<Result<_, _>>()?;
 //! let status: protocol::Status = beds[0].ask_remote(Some(&control), &protocol::Request::Status {})?;
 //! // A control process is configured with beds[i].remote_addr(), pki.ca(), control.cert and control.key.
@@ -101,6 +102,9 @@ pub struct Options {
     pub policy: Option<PathBuf>,
     /// Serve the remote control listener too (see the crate docs).
     pub remote: Option<remote::RemoteOptions>,
+    /// The workers' idle back-off (`[workers] idle_sleep_max_us`; 0: pure polling). With it, idle beds
+    /// yield the cores they share.
+    pub idle_sleep_max_us: u32,
 }
 
 impl Options {
@@ -111,6 +115,7 @@ impl Options {
             stats_interval_ms: 200,
             policy: None,
             remote: None,
+            idle_sleep_max_us: 0,
         }
     }
 }
@@ -759,6 +764,7 @@ log_level = "warning"
 
 [workers]
 cores = [{cores}]
+idle_sleep_max_us = {idle_sleep_max_us}
 
 [mempool]
 mbufs = 8191
@@ -789,6 +795,7 @@ control_socket = {socket:?}
 [conntrack]
 flows_per_worker = 16384
 "#,
-        interval = opts.stats_interval_ms
+        interval = opts.stats_interval_ms,
+        idle_sleep_max_us = opts.idle_sleep_max_us,
     )
 }
