@@ -279,7 +279,7 @@ fn mtls_accepts_a_pinned_certificate_and_no_other() {
     let remote = RemoteOptions {
         client_ca: None,
         client_pins: vec![clients.fingerprint("pinned").unwrap()],
-        pki,
+        ..RemoteOptions::new(pki)
     };
     let bed = remote_bed(remote);
     refused_handshake(&bed, Some(&other));
@@ -371,5 +371,142 @@ fn mtls_server_certificate_rotates_on_sighup_while_traffic_crosses_undisturbed()
     let out = String::from_utf8_lossy(&ping.stdout);
     assert!(out.contains(" 0% packet loss"), "{out}");
     assert_eq!(dropped(), drops_before, "no packet was dropped meanwhile");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mtls_a_silent_or_plaintext_client_is_closed_and_counted() {
+    use std::io::{Read, Write};
+    let dir = pki_dir("silent");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    let control = pki.client("control", 30).unwrap();
+    let remote = RemoteOptions {
+        handshake_timeout_ms: 300,
+        ..RemoteOptions::new(pki)
+    };
+    let bed = remote_bed(remote);
+    let addr = bed.remote_addr().unwrap();
+
+    // Says nothing: closed at the handshake deadline, without a byte.
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    silent.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "{got:?}");
+
+    // Speaks the protocol without TLS: no answer, whatever it asks.
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(b"{\"v\":1,\"op\":\"status\"}\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("\"ok\""), "{got:?}");
+
+    let r = remote_status(&bed, &control).remote_control.unwrap();
+    assert_eq!(
+        (r.handshake_timeouts, r.handshake_failures),
+        (1, 1),
+        "{r:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mtls_three_remote_beds_run_side_by_side() {
+    let dir = pki_dir("three");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    let control = pki.client("control", 30).unwrap();
+    let beds: Vec<TestBed> = (0..3)
+        .map(|_| remote_bed(RemoteOptions::new(pki.clone())))
+        .collect();
+    for (i, bed) in beds.iter().enumerate() {
+        let version = 10 + i as u32;
+        let _: PreparedPolicy = bed
+            .ask_remote(
+                Some(&control),
+                &Request::PreparePolicy {
+                    policy: demo_policy(),
+                    version,
+                },
+            )
+            .unwrap();
+        let _: LoadPolicyResult = bed
+            .ask_remote(Some(&control), &Request::PublishPolicy { version })
+            .unwrap();
+    }
+    for (i, bed) in beds.iter().enumerate() {
+        assert!(ping(bed), "bed {i}");
+        assert_eq!(
+            remote_status(bed, &control).policy_version,
+            Some(10 + i as u32)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn remote_config_is_checked_before_anything_starts() {
+    let dir = pki_dir("check");
+    let pki = Pki::new(dir.join("ca")).unwrap();
+    let server = pki.server("gw", testbed::remote::LISTEN_ADDR, 30).unwrap();
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dataplane.toml"),
+    )
+    .unwrap();
+    let check = |section: String| {
+        let path = dir.join("dataplane.toml");
+        std::fs::write(&path, format!("{base}\n[remote_control]\n{section}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let files = |cert: &Path, key: &Path| {
+        format!(
+            "listen = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    };
+    let ca = format!("client_ca = {:?}\n", pki.ca().display().to_string());
+    let good = files(&server.cert, &server.key);
+    assert_eq!(check(good.clone() + &ca).0, Some(0));
+
+    // Nobody could be accepted: refused, naming the section.
+    let (code, err) = check(good.clone());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("remote_control: set client_ca, client_pins or both"),
+        "{err}"
+    );
+    // There is no plaintext listener: without a certificate it is not a config.
+    let (code, err) = check(format!("listen = \"127.0.0.1:0\"\n{ca}"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("missing field `cert`"), "{err}");
+    let (code, err) = check(good.clone() + "client_pins = [\"AB:CD\"]\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("remote_control.client_pins[0]"), "{err}");
+    // The files themselves are read: a key that is not the certificate's, a CA that is not PEM.
+    let client = pki.client("client", 30).unwrap();
+    let (code, err) = check(files(&server.cert, &client.key) + &ca);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("remote_control.cert and remote_control.key"),
+        "{err}"
+    );
+    let (code, err) =
+        check(good + &format!("client_ca = {:?}\n", server.key.display().to_string()));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("remote_control.client_ca"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
