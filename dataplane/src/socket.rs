@@ -228,7 +228,7 @@ pub fn serve(
                             let _ = unix_connection(conn, handler, stop, limits);
                         }
                         Incoming::Tcp(tcp, tls) => {
-                            if let Some(mut session) = tls.handshake(tcp, POLL) {
+                            if let Some(mut session) = tls.handshake(tcp, POLL, stop) {
                                 if connection(&mut session, handler, stop, limits).is_ok() {
                                     session.close();
                                 }
