@@ -216,11 +216,7 @@ impl RemoteTls {
                     return None;
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if crate::socket::timed_out(&e) => {}
                 Err(_) => {
                     // rustls has queued its alert; let the client know why, best effort.
                     let _ = conn.write_tls(&mut tcp);

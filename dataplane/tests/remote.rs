@@ -162,11 +162,31 @@ fn two_step_a_kill_between_prepare_and_publish_restarts_with_the_published_versi
     assert_eq!(refusal(lost), "not_prepared");
 }
 
-/// A directory of its own for one test's certificates.
-fn pki_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bh-remote-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// One test's CA (in a directory of its own, removed at the end) and control's client certificate from it.
+struct TestPki {
+    dir: PathBuf,
+    pki: Pki,
+    control: Identity,
+}
+
+impl TestPki {
+    fn new(name: &str) -> TestPki {
+        let dir = std::env::temp_dir().join(format!("bh-remote-{}-{name}", std::process::id()));
+        let pki = Pki::new(dir.join("ca")).unwrap();
+        let control = pki.client("control", 30).unwrap();
+        TestPki { dir, pki, control }
+    }
+
+    /// Another CA beside this one.
+    fn other(&self, name: &str) -> Pki {
+        Pki::new(self.dir.join(name)).unwrap()
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn remote_bed(remote: RemoteOptions) -> TestBed {
@@ -190,13 +210,11 @@ fn refused_handshake(bed: &TestBed, who: Option<&Identity>) {
 
 #[test]
 fn mtls_refuses_clients_without_a_certificate_the_ca_issued_and_serves_one_that_has() {
-    let dir = pki_dir("refuses");
-    let pki = Pki::new(dir.join("ca")).unwrap();
-    let control = pki.client("control", 30).unwrap();
+    let t = TestPki::new("refuses");
+    let (pki, control) = (&t.pki, t.control.clone());
     let expired = pki.client("expired", -1).unwrap();
-    let stranger = Pki::new(dir.join("other-ca")).unwrap();
-    let foreign = stranger.client("control", 30).unwrap();
-    let lone = Pki::new(dir.join("self-signed")).unwrap();
+    let foreign = t.other("other-ca").client("control", 30).unwrap();
+    let lone = t.other("self-signed");
     let bed = remote_bed(RemoteOptions::new(pki.clone()));
 
     for who in [
@@ -265,28 +283,25 @@ fn mtls_refuses_clients_without_a_certificate_the_ca_issued_and_serves_one_that_
     )
     .unwrap();
     assert!(bad.contains("bad_request"), "{bad}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn mtls_accepts_a_pinned_certificate_and_no_other() {
-    let dir = pki_dir("pins");
-    let pki = Pki::new(dir.join("ca")).unwrap();
+    let t = TestPki::new("pins");
     // Clients of a CA the dataplane does not trust: only the pinned one gets in.
-    let clients = Pki::new(dir.join("clients")).unwrap();
+    let clients = t.other("clients");
     let pinned = clients.client("pinned", 30).unwrap();
     let other = clients.client("other", 30).unwrap();
     let remote = RemoteOptions {
         client_ca: None,
         client_pins: vec![clients.fingerprint("pinned").unwrap()],
-        ..RemoteOptions::new(pki)
+        ..RemoteOptions::new(t.pki.clone())
     };
     let bed = remote_bed(remote);
     refused_handshake(&bed, Some(&other));
     refused_handshake(&bed, None);
     let s = remote_status(&bed, &pinned);
     assert_eq!(s.remote_control.unwrap().handshake_failures, 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Polls `f` until it gives something (10 s at most; the dataplane is then broken, not slow).
@@ -310,9 +325,8 @@ fn replace_file(from: &Path, to: &Path) {
 
 #[test]
 fn mtls_server_certificate_rotates_on_sighup_while_traffic_crosses_undisturbed() {
-    let dir = pki_dir("rotate");
-    let pki = Pki::new(dir.join("ca")).unwrap();
-    let control = pki.client("control", 30).unwrap();
+    let t = TestPki::new("rotate");
+    let (pki, control) = (&t.pki, t.control.clone());
     let mut opts = options();
     opts.remote = Some(RemoteOptions::new(pki.clone()));
     opts.policy = Some(testbed::policy_file("open.json"));
@@ -371,18 +385,15 @@ fn mtls_server_certificate_rotates_on_sighup_while_traffic_crosses_undisturbed()
     let out = String::from_utf8_lossy(&ping.stdout);
     assert!(out.contains(" 0% packet loss"), "{out}");
     assert_eq!(dropped(), drops_before, "no packet was dropped meanwhile");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn mtls_a_silent_or_plaintext_client_is_closed_and_counted() {
     use std::io::{Read, Write};
-    let dir = pki_dir("silent");
-    let pki = Pki::new(dir.join("ca")).unwrap();
-    let control = pki.client("control", 30).unwrap();
+    let t = TestPki::new("silent");
     let remote = RemoteOptions {
         handshake_timeout_ms: 300,
-        ..RemoteOptions::new(pki)
+        ..RemoteOptions::new(t.pki.clone())
     };
     let bed = remote_bed(remote);
     let addr = bed.remote_addr().unwrap();
@@ -406,20 +417,18 @@ fn mtls_a_silent_or_plaintext_client_is_closed_and_counted() {
     let _ = plain.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("\"ok\""), "{got:?}");
 
-    let r = remote_status(&bed, &control).remote_control.unwrap();
+    let r = remote_status(&bed, &t.control).remote_control.unwrap();
     assert_eq!(
         (r.handshake_timeouts, r.handshake_failures),
         (1, 1),
         "{r:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn mtls_three_remote_beds_run_side_by_side() {
-    let dir = pki_dir("three");
-    let pki = Pki::new(dir.join("ca")).unwrap();
-    let control = pki.client("control", 30).unwrap();
+    let t = TestPki::new("three");
+    let (pki, control) = (&t.pki, t.control.clone());
     let beds: Vec<TestBed> = (0..3)
         .map(|_| remote_bed(RemoteOptions::new(pki.clone())))
         .collect();
@@ -445,13 +454,12 @@ fn mtls_three_remote_beds_run_side_by_side() {
             Some(10 + i as u32)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn remote_config_is_checked_before_anything_starts() {
-    let dir = pki_dir("check");
-    let pki = Pki::new(dir.join("ca")).unwrap();
+    let t = TestPki::new("check");
+    let (dir, pki) = (&t.dir, &t.pki);
     let server = pki.server("gw", testbed::remote::LISTEN_ADDR, 30).unwrap();
     let base = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dataplane.toml"),
@@ -508,5 +516,4 @@ fn remote_config_is_checked_before_anything_starts() {
         check(good + &format!("client_ca = {:?}\n", server.key.display().to_string()));
     assert_eq!(code, Some(2));
     assert!(err.contains("remote_control.client_ca"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
