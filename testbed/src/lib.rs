@@ -332,8 +332,9 @@ pub struct TestBed {
     binary: PathBuf,
     events: Arc<(Mutex<Events>, Condvar)>,
     netns_created: Vec<String>,
-    /// The dataplane's server certificate and the CA that checks it, with a remote listener.
-    server: Option<(pki::Identity, PathBuf)>,
+    /// With a remote listener: the dataplane's server certificate, its name (`gw-<bed id>`, also its DNS
+    /// subject alternative name besides IP 127.0.0.1) and the CA that checks it.
+    server: Option<(pki::Identity, String, PathBuf)>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -380,9 +381,10 @@ impl TestBed {
             &bed.b.iface,
         );
         if let Some(r) = &opts.remote {
-            let server = r.pki.server(&format!("gw-{id}"), remote::LISTEN_ADDR, 30)?;
+            let name = format!("gw-{id}");
+            let server = r.pki.server(&name, remote::LISTEN_ADDR, 30)?;
             text += &remote::config_section(r, &server);
-            bed.server = Some((server, r.pki.ca()));
+            bed.server = Some((server, name, r.pki.ca()));
         }
         std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();
@@ -574,7 +576,13 @@ impl TestBed {
 
     /// The dataplane's server certificate and key (replace them and [`TestBed::reload`] to rotate them).
     pub fn server_identity(&self) -> Option<&pki::Identity> {
-        self.server.as_ref().map(|(id, _)| id)
+        self.server.as_ref().map(|(id, _, _)| id)
+    }
+
+    /// The name in the dataplane's server certificate (a DNS subject alternative name; the certificate also
+    /// holds IP 127.0.0.1, the address [`TestBed::remote_addr`] gives).
+    pub fn remote_name(&self) -> Option<&str> {
+        self.server.as_ref().map(|(_, name, _)| name.as_str())
     }
 
     /// Sends one request over the remote listener presenting `identity` (`None`: no client certificate), the
@@ -602,7 +610,7 @@ impl TestBed {
         identity: Option<&pki::Identity>,
         request: &Request,
     ) -> Result<String> {
-        let (Some(addr), Some((_, ca))) = (self.remote_addr(), &self.server) else {
+        let (Some(addr), Some((_, _, ca))) = (self.remote_addr(), &self.server) else {
             return Err(Error::Tls("the bed has no remote listener".into()));
         };
         remote::exchange(addr, ca, identity, &protocol::encode_request(None, request))
