@@ -517,3 +517,27 @@ fn remote_config_is_checked_before_anything_starts() {
     assert_eq!(code, Some(2));
     assert!(err.contains("remote_control.client_ca"), "{err}");
 }
+
+#[test]
+fn mtls_connections_beyond_the_limit_are_closed_and_counted() {
+    let t = TestPki::new("limit");
+    let remote = RemoteOptions {
+        max_connections: 1,
+        ..RemoteOptions::new(t.pki.clone())
+    };
+    let bed = remote_bed(remote);
+    // A connection that has not finished its handshake holds the only slot...
+    let holder = std::net::TcpStream::connect(bed.remote_addr().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    refused_handshake(&bed, Some(&t.control));
+    // ...until it goes; then the slot serves again.
+    drop(holder);
+    let r = wait_for(|| {
+        bed.ask_remote::<Status>(Some(&t.control), &Request::Status {})
+            .ok()
+    })
+    .remote_control
+    .unwrap();
+    assert!(r.over_limit >= 1, "{r:?}");
+    assert_eq!(r.sessions, 1, "{r:?}");
+}
