@@ -186,13 +186,12 @@ impl RemoteTls {
     /// fails or times out.
     pub fn handshake(
         &self,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
         poll: Duration,
         stop: &AtomicBool,
     ) -> Option<TlsStream> {
         let server = self.read().server.clone();
         let mut conn = ServerConnection::new(server).ok()?;
-        let mut tcp = tcp;
         tcp.set_nonblocking(false).ok()?;
         tcp.set_read_timeout(Some(poll)).ok()?;
         tcp.set_write_timeout(Some(poll)).ok()?;
