@@ -541,3 +541,54 @@ fn mtls_connections_beyond_the_limit_are_closed_and_counted() {
     assert!(r.over_limit >= 1, "{r:?}");
     assert_eq!(r.sessions, 1, "{r:?}");
 }
+
+#[test]
+fn mtls_sighup_rereads_the_client_ca_and_pins() {
+    let t = TestPki::new("reread");
+    let next_ca = t.other("next-ca");
+    let newcomer = next_ca.client("newcomer", 30).unwrap();
+    let clients = t.other("clients");
+    let pinned = clients.client("pinned", 30).unwrap();
+    // The dataplane's client CA file, apart from the file its own certificate is checked with.
+    let ca_file = t.dir.join("client-ca.pem");
+    std::fs::copy(t.pki.ca(), &ca_file).unwrap();
+    let bed = remote_bed(RemoteOptions {
+        client_ca: Some(ca_file.clone()),
+        ..RemoteOptions::new(t.pki.clone())
+    });
+    refused_handshake(&bed, Some(&newcomer));
+    refused_handshake(&bed, Some(&pinned));
+
+    // The operator trusts a second CA (both in the CA file) and pins one more certificate, then reloads.
+    let both = std::fs::read_to_string(&ca_file).unwrap()
+        + &std::fs::read_to_string(next_ca.ca()).unwrap();
+    std::fs::write(ca_file.with_extension("both"), both).unwrap();
+    replace_file(&ca_file.with_extension("both"), &ca_file);
+    let config = bed.dir.join("dataplane.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "client_pins = []",
+        &format!(
+            "client_pins = [{:?}]",
+            clients.fingerprint("pinned").unwrap()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    bed.reload().unwrap();
+    wait_for(|| {
+        let r = remote_status(&bed, &t.control).remote_control.unwrap();
+        (r.reloads == 1).then_some(())
+    });
+    for who in [&t.control, &newcomer, &pinned] {
+        remote_status(&bed, who);
+    }
+
+    // And withdraws the first CA: its clients are refused from the next connection on.
+    replace_file(&next_ca.ca(), &ca_file);
+    bed.reload().unwrap();
+    wait_for(|| {
+        let r = remote_status(&bed, &newcomer).remote_control.unwrap();
+        (r.reloads == 2).then_some(())
+    });
+    refused_handshake(&bed, Some(&t.control));
+    remote_status(&bed, &pinned);
+}
