@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -306,6 +306,18 @@ fn reserve_hugepages() -> Result {
     Ok(())
 }
 
+/// Starts a benchmarked program with its stdout (its reports) piped to us, stdin and stderr closed.
+fn spawn_reporting(cmd: &mut Command) -> Result<(Child, ChildStdout)> {
+    eprintln!("$ {}", show(cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    Ok((child, stdout))
+}
+
 /// Runs `bulkhead-dataplane` (in `bin`) with `config` until it has forwarded for `seconds`, and returns, for each
 /// of its stats reports after the warm-up, the per-second rates of the counters `counts` reads from the report
 /// (`None`: not a stats report). The first counter must be the packets received: it tells when traffic started.
@@ -315,15 +327,11 @@ fn dataplane_rates<const N: usize>(
     seconds: u64,
     counts: fn(&Value) -> Option<[u64; N]>,
 ) -> Result<Vec<[f64; N]>> {
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
+    let (mut child, stdout) = spawn_reporting(
+        Command::new(bin.join("bulkhead-dataplane"))
+            .arg("--config")
+            .arg(config),
+    )?;
     let (started, on_start) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut samples = Vec::new();

@@ -4,12 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use super::{dataplane_rates, inputs, median, stop_after, warm, Args, Row, Stat, Suite};
-use crate::util::{build_release, root, run, show, target_dir, Result};
+use super::{
+    dataplane_rates, inputs, median, spawn_reporting, stop_after, warm, Args, Row, Stat, Suite,
+};
+use crate::util::{build_release, root, run, target_dir, Result};
 
 /// How one rate benchmark is set up; testpmd and Bulkhead get the same pcap, memory and mbuf count.
 struct Setup<'a> {
@@ -388,13 +390,7 @@ fn run_testpmd(args: &Args, setup: &Setup, mode: &str) -> Result<Vec<f64>> {
         "--burst=32",
         &format!("--total-num-mbufs={}", setup.mbufs),
     ]);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
+    let (mut child, stdout) = spawn_reporting(&mut cmd)?;
     let (started, on_start) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut per_period = Vec::new();

@@ -1,14 +1,14 @@
 //! Policy compile + swap time for a 10k-rule policy, and memory per tracked flow.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use protocol::{LoadPolicyResult, Request};
 use serde_json::json;
 
-use super::{median, Args, Row, Stat, Suite};
-use crate::util::{build_release, root, show, target_dir, Result};
+use super::{median, spawn_reporting, Args, Row, Stat, Suite};
+use crate::util::{build_release, root, target_dir, Result};
 
 /// A Bulkhead policy made from a ClassBench rule set: each rule becomes a rule from its source prefix to its
 /// destination prefix on a service with its protocol and port ranges. Rules with a wildcard protocol but port
@@ -115,15 +115,12 @@ max_rules = 16384
             socket = socket.display().to_string(),
         ),
     )?;
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(&config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let (mut child, stdout) = spawn_reporting(
+        Command::new(bin.join("bulkhead-dataplane"))
+            .arg("--config")
+            .arg(&config),
+    )?;
+    let mut lines = BufReader::new(stdout).lines();
     let ready = lines
         .by_ref()
         .map_while(|l| l.ok())
