@@ -330,10 +330,10 @@ impl Default for Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloodLimits {
-    /// Most half-open TCP connections (SYN seen, handshake not completed) one source address may hold, at most
-    /// [`FloodLimits::MAX_HALF_OPEN_PER_SOURCE`].
+    /// Most half-open TCP connections (SYN seen, handshake not completed) one source — an IPv4 address, an IPv6
+    /// /64 — may hold, at most [`FloodLimits::MAX_HALF_OPEN_PER_SOURCE`].
     pub half_open_per_source: u32,
-    /// Most new connections one source address may open per second (whole seconds of the worker's clock).
+    /// Most new connections one source may open per second (whole seconds of the worker's clock).
     pub new_per_second_per_source: u32,
     /// Most connections opened from one segment (the most specific segment holding the source address; sources
     /// in no segment are not counted), so one segment cannot take the whole connection table.

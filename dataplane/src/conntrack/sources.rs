@@ -2,8 +2,9 @@
 //! ([`Tracker::commit_new`](super::Tracker::commit_new)): packets of tracked flows never reach this table, so
 //! established connections pay nothing for it.
 //!
-//! [`SourceTable`] is a fixed, set-associative table keyed by source address (hashed with a per-boot seed, like
-//! the connection table), allocated at start and never grown. Each slot holds the source's new flows in the
+//! [`SourceTable`] is a fixed, set-associative table keyed by source (hashed with a per-boot seed, like the
+//! connection table): an IPv4 address, or an IPv6 /64 — one host's share of IPv6 space, so a host cannot step
+//! past its limits by changing its interface identifier — allocated at start and never grown. Each slot holds the source's new flows in the
 //! current second and the ids of its half-open TCP flows (SYN seen, handshake not completed). Half-open flows
 //! are not counted down as their handshakes complete or they end — that would put work on the established
 //! path — but re-checked against the connection table only when the source is at its limit: a listed flow
@@ -168,8 +169,8 @@ impl SourceTable {
         table: &ConnTable,
         now: u64,
     ) -> Result<SourceRef, FloodLimit> {
-        let addr = key.addrs[originator.index()];
         let family = if key.is_ipv6() { 6 } else { 4 };
+        let addr = source_of(key.addrs[originator.index()], family);
         let second = (now / 1000) as u32;
         let at = self.slot_of(addr, family, second);
         let limits = self.limits;
@@ -238,6 +239,14 @@ impl SourceTable {
     }
 }
 
+/// The source an address counts as: itself for IPv4 (`family` 4), its /64 for IPv6.
+fn source_of(mut addr: [u8; 16], family: u8) -> [u8; 16] {
+    if family == 6 {
+        addr[8..].fill(0);
+    }
+    addr
+}
+
 /// Keeps the half-open flows of `slot` that still are: tracked, half-open, not expired, from this source.
 fn prune(slot: &mut SourceSlot, table: &ConnTable, now: u64) {
     let mut kept = 0;
@@ -247,8 +256,8 @@ fn prune(slot: &mut SourceSlot, table: &ConnTable, now: u64) {
             let key = e.key();
             is_half_open(e.proto(), e.tcp().state())
                 && !table.is_expired(e, now)
-                && key.addrs[e.originator().index()] == slot.addr
                 && (key.is_ipv6() == (slot.family == 6))
+                && source_of(key.addrs[e.originator().index()], slot.family) == slot.addr
         });
         if still {
             slot.half_open[kept] = id;

@@ -117,6 +117,36 @@ fn half_open_per_source_refuses_and_counts_completed_handshakes_out() {
 }
 
 #[test]
+fn an_ipv6_source_is_its_slash_64() {
+    let limits = FloodLimits {
+        half_open_per_source: 2,
+        ..FloodLimits::default()
+    };
+    let mut t = tracker(1024, limits);
+    let v6 = |net: u16, host: u16| -> IpAddr {
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, net, 0, 0, 0, host,
+        ))
+    };
+    let syn6 = |src: IpAddr, sport: u16| {
+        frame(
+            None,
+            src,
+            v6(0xffff, 1),
+            &tcp(sport, 80, SYN, 1_000, 0, 64_240, None, 0),
+        )
+    };
+    // Two hosts of one /64 share its limit: changing the interface identifier does not step past it.
+    offer(&mut t, &syn6(v6(1, 1), 1), 0).unwrap();
+    offer(&mut t, &syn6(v6(1, 2), 1), 0).unwrap();
+    assert_eq!(
+        offer(&mut t, &syn6(v6(1, 3), 1), 0),
+        Err(CommitError::Limit(FloodLimit::HalfOpenPerSource))
+    );
+    offer(&mut t, &syn6(v6(2, 1), 1), 0).expect("another /64");
+}
+
+#[test]
 fn new_per_second_per_source_refuses_within_the_second() {
     let limits = FloodLimits {
         new_per_second_per_source: 2,
