@@ -67,15 +67,16 @@
 //!
 //! # Flood limits
 //!
-//! `settings.flood_limits` ([`FloodLimits`]) bounds what a source or a segment may take of a gateway that
-//! legacy segments share, without touching the connections that matter — a source being an IPv4 address or an
-//! IPv6 /64: `half_open_per_source` (TCP connections whose handshake has not completed, at most 64), `new_per_second_per_source` (new connections in each whole
-//! second) and `connections_per_segment` (connections opened from a segment: the most specific one holding the
-//! source address with the frame's VLAN; sources in no segment are not counted). 0 turns a limit off, the
-//! default; the object is left out of a document that sets none, so such documents read and serialize as
-//! before. Limits apply to new connections the rules allow, never to packets of tracked connections, each
-//! enforced by every dataplane worker over the connections it tracks. An older reader refuses a document that
-//! sets them as an unknown field, so nothing is misread (see Compatibility).
+//! `settings.flood_limits` ([`FloodLimits`]) bounds what a source (an IPv4 address, an IPv6 /64) or a segment
+//! may take of a gateway that legacy segments share, without touching the connections that matter:
+//! `half_open_per_source` (TCP connections whose handshake has not completed, at most 64),
+//! `new_per_second_per_source` (new connections in each whole second) and `connections_per_segment` (connections
+//! opened from a segment: the most specific one holding the source address with the frame's VLAN; sources in no
+//! segment are not counted). 0 turns a limit off, the default; the object is left out of a document that sets
+//! none, so such documents read and serialize as before. Limits apply to new connections the rules allow, never
+//! to packets of tracked connections, each enforced by every dataplane worker over the connections it tracks. An
+//! older reader refuses a document that sets them as an unknown field, so nothing is misread (see
+//! Compatibility).
 //!
 //! ```json
 //! "settings": {"flood_limits": {"half_open_per_source": 16, "new_per_second_per_source": 200,

@@ -1,14 +1,15 @@
-//! Flood limits per source address, applied only where a new flow is admitted
+//! Flood limits per source, applied only where a new flow is admitted
 //! ([`Tracker::commit_new`](super::Tracker::commit_new)): packets of tracked flows never reach this table, so
 //! established connections pay nothing for it.
 //!
 //! [`SourceTable`] is a fixed, set-associative table keyed by source (hashed with a per-boot seed, like the
-//! connection table): an IPv4 address, or an IPv6 /64 — one host's share of IPv6 space, so a host cannot step
-//! past its limits by changing its interface identifier — allocated at start and never grown. Each slot holds the source's new flows in the
-//! current second and the ids of its half-open TCP flows (SYN seen, handshake not completed). Half-open flows
-//! are not counted down as their handshakes complete or they end — that would put work on the established
-//! path — but re-checked against the connection table only when the source is at its limit: a listed flow
-//! still counts if it is still tracked, still half-open, not expired and still from this source.
+//! connection table), allocated at start and never grown. A source is an IPv4 address, or an IPv6 /64: one
+//! host's share of IPv6 space, so a host cannot step past its limits by changing its interface identifier. Each
+//! slot holds the source's new flows in the current second and the ids of its half-open TCP flows (SYN seen,
+//! handshake not completed). Half-open flows are not counted down as their handshakes complete or they end —
+//! that would put work on the established path — but re-checked against the connection table only when the
+//! source is at its limit: a listed flow still counts if it is still tracked, still half-open, not expired and
+//! still from this source. Flows admitted while the half-open limit was off are not listed.
 //!
 //! **A full table** is itself a flood (many sources, e.g. randomly spoofed ones): a source without a slot
 //! takes the slot in its bucket that was least recently used, and the eviction is counted

@@ -135,7 +135,11 @@ pub fn flood(args: &Args) -> Result<Vec<Row>> {
             "table": TABLE, "half_open_per_source": HALF_OPEN_PER_SOURCE,
             "new_per_second_per_source": NEW_PER_SECOND_PER_SOURCE,
             "established_delivered_percent": delivered.json(),
-            "flood_percent": FATES.iter().zip(&fates).map(|(k, f)| (k.to_string(), f.json())).collect::<serde_json::Map<_, _>>(),
+            "flood_percent": FATES
+                .iter()
+                .zip(&fates)
+                .map(|(k, f)| (k.to_string(), f.json()))
+                .collect::<serde_json::Map<_, _>>(),
         }))?,
     )?;
     println!("written: {}", out.display());
