@@ -9,7 +9,7 @@
 //! handshake not completed). Half-open flows are not counted down as their handshakes complete or they end —
 //! that would put work on the established path — but re-checked against the connection table only when the
 //! source is at its limit: a listed flow still counts if it is still tracked, still half-open, not expired and
-//! still from this source. Flows admitted while the half-open limit was off are not listed.
+//! still from this source. Flows admitted while every per-source limit was off are not listed.
 //!
 //! **A full table** is itself a flood (many sources, e.g. randomly spoofed ones): a source without a slot
 //! takes the slot in its bucket that was least recently used, and the eviction is counted
