@@ -89,10 +89,10 @@ pub use error::{PolicyError, ValidationError};
 pub use eval::{Decision, Flow};
 pub use model::{
     proto, Action, Document, Format, Mode, OnPolicyChange, PortRange, Protocol, Provenance,
-    ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, TimeWindow,
-    Timeouts, ANY_SERVICE, FORMAT_V1,
+    ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, Tier, TierDefault,
+    TimeWindow, Timeouts, ANY_SERVICE, FORMAT_V1, FORMAT_V2, V1_TIER,
 };
-pub use policy::Policy;
+pub use policy::{Policy, TierView};
 pub use validate::{limits, validate};
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};

@@ -14,16 +14,16 @@ pub(super) fn verdict(decision: &Decision) -> Verdict {
     match decision.action() {
         _ if decision.would_deny() => Verdict::WouldDeny,
         policy::Action::Allow => Verdict::Allow,
-        policy::Action::Deny => Verdict::Deny,
+        policy::Action::Deny | policy::Action::Pass => Verdict::Deny,
         policy::Action::Reject => Verdict::Reject,
     }
 }
 
-/// The deciding rule's id; 0 for the default action.
+/// The deciding rule's id; 0 for the policy's default and for a tier's default.
 pub(super) fn rule_id(decision: &Decision) -> u32 {
     match decision {
         Decision::Rule { id, .. } => *id,
-        Decision::Default { .. } => 0,
+        Decision::Default { .. } | Decision::TierDefault { .. } => 0,
     }
 }
 
