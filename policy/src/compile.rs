@@ -8,6 +8,36 @@
 //!   a service's port lists are merged into disjoint ranges;
 //! * a flat rule covered by one already emitted (every flow it matches, the earlier one matches first) is
 //!   dropped. The same test tells which rules are shadowed.
+//!
+//! # Tiers and `pass`
+//!
+//! Pass chains are resolved here, at compile time, into the one flat first-match list the classifier already
+//! runs: the first flat rule a flow matches names the rule (or default) that decides it, whatever the number of
+//! tiers, so the dataplane finds the deciding rule and its tier in one classification, at no extra cost per
+//! packet. The construction, per family: `flatten(tiers k..n)` is
+//!
+//! 1. tier k's rules in order: a decisive rule's flat rules as they are; a `pass` rule P's flat rules each
+//!    intersected with every flat rule of `flatten(tiers k+1..n)`, in that order, at P's position — each
+//!    intersection keeps the lower rule's target, so a flow P matches is decided exactly as the tiers below
+//!    would decide it;
+//! 2. then tier k's default: `deny` as "src/dst in a monitor-mode segment" (monitored) and a catch-all;
+//!    `pass` as `flatten(tiers k+1..n)` itself.
+//!
+//! `flatten(tiers n..n)` (past the last tier) is the policy default: the monitored-default flat rules and a
+//! catch-all, so every `flatten` ends in a catch-all and a pass rule's intersections cover everything it
+//! matches. Intersections are exact (two prefixes nest or are disjoint; ranges intersect to a range; exact VLAN
+//! and protocol values meet or not); empty ones are dropped, and covered flat rules are dropped at every level
+//! as for v1. The trailing catch-all of the plain policy default is dropped at the end (no match means the
+//! same), so a v1 policy compiles exactly as before. A pass rule costs at most its own flat rules times those
+//! of the tiers below it; validation bounds that product ([`crate::limits::MAX_PASS_EXPANSION`], an error
+//! naming the pass rule), and [`Policy::compile_limited`] bounds the whole list.
+//!
+//! The alternative is `rte_acl` categories: one category per tier, each classification returning a result per
+//! tier and the worker taking the first decisive one. It has no blow-up, but costs every new flow a walk over
+//! the tiers' results and puts per-tier semantics (pass, tier defaults, monitored defaults) into the worker's
+//! hot path, and `rte_acl` allows at most 16 categories (tiers). Policies are compiled rarely and classified per
+//! new flow, so the work belongs here: with realistic pass rules (a segment pair passed on to the tier that
+//! owns it) most intersections are empty and the flat list grows little (see the README's figures).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -922,7 +952,17 @@ pub(crate) fn compile(policy: &Policy, limit: usize) -> Result<Compiled, Compile
             Some(ShadowReason::MatchesNothing)
         } else if effective {
             None
-        } else if let Some(&t) = tally.covering_tiers.first() {
+        } else if let Some(t) = tally.covering_tiers.first().copied().or_else(|| {
+            if !tally.covering.is_empty() {
+                return None;
+            }
+            // Never even reached the top: no pass rule above sends its flows on, so the nearest tier above
+            // that denies by default stops them.
+            let own = policy.tier_of(index);
+            (0..own)
+                .rev()
+                .find(|&t| policy.tiers()[t].default == TierDefault::Deny)
+        }) {
             Some(ShadowReason::BehindTierDefault {
                 tier: policy.tiers()[t].name.clone(),
                 rules: rules(),
