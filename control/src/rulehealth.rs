@@ -152,6 +152,7 @@ pub(crate) fn report(
                 "description": rule.description,
                 "action": rule.action,
                 "mode": rule.mode,
+                "tier": policy.tier_name_of(position),
                 "shadowed": shadowed.get(&rule.id),
             });
             merge(&mut v, counted(rule.id));

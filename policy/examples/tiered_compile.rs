@@ -73,7 +73,13 @@ fn tiered() -> Value {
     for i in 0..9600 {
         // Distinct (from, to, service) for every rule: the offset changes with each round of the segments.
         let round = i / SEGMENTS;
-        apps.push(rule(next(), seg(i), seg(i * 7 + 3 + round * 101), svc(i + round), "allow"));
+        apps.push(rule(
+            next(),
+            seg(i),
+            seg(i * 7 + 3 + round * 101),
+            svc(i + round),
+            "allow",
+        ));
     }
     let mut hosts = Vec::new();
     for i in 0..100 {
