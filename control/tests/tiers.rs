@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use testbed::addr;
 use testbed::control::ControlOptions;
-use testbed::{addr, Options, TestBed};
 
 /// global (security team): modbus from the clients to the plant is denied, everything else between them is
 /// passed on; segments (application team): web and modbus allowed, anything else denied by the tier.
@@ -65,13 +65,7 @@ fn decided(c: &testbed::control::Control) -> Vec<(u64, String, u64, Value)> {
 
 #[test]
 fn tiers_decide_real_traffic_and_scoped_tokens_stay_in_their_tier() {
-    let mut opts = Options::new(dataplane_bin());
-    opts.policy =
-        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.json"));
-    let bed = TestBed::start(&opts).unwrap();
-    let www = bed.dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("small"), b"hello").unwrap();
+    let (bed, www) = bed_with_www();
     let _servers = [8080, 502, 5432].map(|port| file_server(&bed.b, addr::B4, port, &www));
     for port in [8080, 502, 5432] {
         assert!(
