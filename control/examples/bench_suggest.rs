@@ -128,7 +128,7 @@ fn conversations(active: &Policy, tuples: &[Tuple]) -> Vec<Conversation> {
         };
         let rule_id = match d {
             Decision::Rule { id, .. } => id,
-            Decision::Default { .. } => 0,
+            Decision::Default { .. } | Decision::TierDefault { .. } => 0,
         };
         for b in 0..BUCKETS {
             let bucket = b * 24 * HOUR_MS;

@@ -97,6 +97,7 @@ fn event(kind: EventKind, at_ms: u64, c: (IpAddr, IpAddr, u16, u32, Verdict)) ->
         dst_segments: vec![],
         verdict: c.4,
         rule_id: c.3,
+        tier: None,
         policy_version: 7,
         packets: if closed { [12, 10] } else { [0, 0] },
         bytes: if closed { [1500, 9000] } else { [0, 0] },

@@ -146,10 +146,14 @@ pub fn judge(p: &Policy, flow: &Flow) -> Value {
             mode,
         } => {
             let r = &p.rules()[index];
-            json!({"type": "rule", "id": id, "name": r.name, "position": index, "action": action, "mode": mode})
+            json!({"type": "rule", "id": id, "name": r.name, "position": index, "action": action, "mode": mode,
+                   "tier": p.tier_name_of(index)})
         }
         Decision::Default { action, monitored } => {
             json!({"type": "default", "action": action, "monitored": monitored})
+        }
+        Decision::TierDefault { tier, monitored } => {
+            json!({"type": "tier_default", "tier": p.tiers()[tier].name, "action": "deny", "monitored": monitored})
         }
     };
     json!({

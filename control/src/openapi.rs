@@ -705,18 +705,26 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         "At most this many entries (the newest)",
     ),
     (
-        &[
-            "post /api/v1/draft/segments",
-            "put /api/v1/draft/segments/{key}",
-            "post /api/v1/draft/services",
-            "put /api/v1/draft/services/{key}",
-            "post /api/v1/draft/rules",
-            "put /api/v1/draft/rules/{key}",
-        ],
+        DRAFT_OBJECT_WRITES,
         "position",
         INT,
         "Where the object goes in its list (0-based; default: last when created, unchanged when replaced)",
     ),
+    (
+        DRAFT_OBJECT_WRITES,
+        "tier",
+        r#"{"type": "string"}"#,
+        "Rules of a tiered draft: the tier a created rule goes in (required with several tiers), or the tier an existing rule moves to; the position is within it. Segments and services refuse it (they are document-wide)",
+    ),
+];
+/// The draft's object writes take a position and, for rules, a tier.
+const DRAFT_OBJECT_WRITES: &[&str] = &[
+    "post /api/v1/draft/segments",
+    "put /api/v1/draft/segments/{key}",
+    "post /api/v1/draft/services",
+    "put /api/v1/draft/services/{key}",
+    "post /api/v1/draft/rules",
+    "put /api/v1/draft/rules/{key}",
 ];
 /// The flow log and its stream take the same filters; tracked connections take those of a single flow.
 const FLOW_LOG: &[&str] = &["get /api/v1/flow-log", "get /api/v1/flow-log/stream"];

@@ -100,6 +100,9 @@ pub fn shadowing(policy: &Policy) -> Shadowing {
             let v = match s.reason {
                 ShadowReason::CoveredBy(ids) => json!({"reason": "covered_by", "by": ids}),
                 ShadowReason::MatchesNothing => json!({"reason": "matches_nothing", "by": []}),
+                ShadowReason::BehindTierDefault { tier, rules } => {
+                    json!({"reason": "behind_tier_default", "tier_default": tier, "by": rules})
+                }
             };
             (s.id, v)
         })
@@ -149,6 +152,7 @@ pub(crate) fn report(
                 "description": rule.description,
                 "action": rule.action,
                 "mode": rule.mode,
+                "tier": policy.tier_name_of(position),
                 "shadowed": shadowed.get(&rule.id),
             });
             merge(&mut v, counted(rule.id));

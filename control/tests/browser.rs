@@ -4,7 +4,7 @@
 //! The story an engineer lives through: sign in with the token; see the segment map's edges appear after real
 //! traffic and open one; edit a rule and meet a validation error on the field it concerns; fix it, commit, and
 //! see the traffic change; roll back and see it change back. Along the way: rules health, connections,
-//! explain, text from the API rendered escaped, a viewer token made on the tokens page (and the console signed in
+//! explain, text from the API rendered escaped, tiers in the policy editor, a viewer token made on the tokens page (and the console signed in
 //! with it showing no action the role lacks), and no errors in the browser console and no
 //! Content-Security-Policy violation (the console is served over HTTPS with control's security headers; Chromium
 //! trusts control's self-signed certificate by its public key, nothing else). Screenshots of every
@@ -672,6 +672,40 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     );
     assert_eq!(ui.eval("return window.__xss === undefined;"), json!(true));
     ui.next_shot("escaped-text");
+
+    // ---- Tiers: the draft's rules become the tier main, a tier global is added before it with a pass rule,
+    // its default set, and the tiers reordered; the draft follows every step (nothing is committed).
+    ui.click_text(".toolbar button", "Use tiers");
+    ui.wait(r#"section[data-tier="main"] tr[data-rule="110"]"#);
+    ui.click_text(".toolbar button", "New tier");
+    ui.fill("dialog[open] input[name=tier-name]", "global");
+    ui.select("dialog[open] select[name=tier-where]", "first");
+    ui.click("dialog[open] button[value=add]");
+    ui.wait(r#"section[data-tier="global"]"#);
+    ui.click(r#"button[aria-label="New rule in tier global"]"#);
+    ui.fill("dialog[open] input[name=name]", "to-the-segment-tier");
+    ui.select("dialog[open] select[name=action]", "pass");
+    ui.click("dialog[open] button[type=submit]");
+    ui.wait_gone("dialog[open]");
+    ui.wait(r#"section[data-tier="global"] tr[data-rule]"#);
+    ui.select(r#"select[name="default-global"]"#, "deny");
+    ui.wait_text(".toast", "default deny");
+    ui.next_shot("tiers");
+    let draft = c.call("GET", "/api/v1/draft", None).unwrap().body;
+    assert_eq!(draft["format"], "bulkhead.policy/v2", "{draft}");
+    let tiers: Vec<(&str, &str)> = draft["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["default"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tiers, [("global", "deny"), ("main", "pass")]);
+    assert_eq!(draft["tiers"][0]["rules"][0]["action"], "pass");
+    ui.click(r#"button[aria-label="Move tier global down"]"#);
+    ui.wait(r#"section[data-tier="main"] + section[data-tier="global"]"#);
+    let draft = c.call("GET", "/api/v1/draft", None).unwrap().body;
+    assert_eq!(draft["tiers"][1]["name"], "global", "{draft}");
+    ui.assert_clean_console("tiers");
 
     // ---- Tokens: the admin creates a viewer token, whose secret is shown once; signed in with it, the console
     // shows no action the role lacks.

@@ -112,6 +112,7 @@ async fn serve(log: &Arc<FlowLog>) -> (SocketAddr, tokio::task::JoinHandle<()>) 
         token_id: "flow-log-test".into(),
         identity: "viewer".into(),
         role: Role::Viewer,
+        tiers: None,
         expires_unix_ms: None,
         hash: [0; 32],
     };

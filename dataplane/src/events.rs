@@ -27,6 +27,9 @@ pub struct FlowEvent {
     pub verdict: Verdict,
     /// The deciding rule's id; 0 for the default action.
     pub rule_id: u32,
+    /// The deciding tier's index in `policy_version` when the worker knows it (a denied packet's judgement);
+    /// otherwise the management thread finds it from `rule_id`.
+    pub tier: Option<u8>,
     pub policy_version: u32,
     /// Original direction, reply direction.
     pub packets: [u64; 2],
@@ -41,13 +44,14 @@ pub struct FlowEvent {
 }
 
 impl FlowEvent {
-    /// The event as the control socket sends it: with its wall-clock `time` and the policy segments of its
-    /// addresses.
+    /// The event as the control socket sends it: with its wall-clock `time`, the policy segments of its
+    /// addresses and the name of the tier that decided it.
     pub fn into_wire(
         self,
         time: String,
         src_segments: Vec<String>,
         dst_segments: Vec<String>,
+        tier: Option<String>,
     ) -> protocol::FlowEvent {
         protocol::FlowEvent {
             kind: self.kind,
@@ -64,6 +68,7 @@ impl FlowEvent {
             dst_segments,
             verdict: self.verdict,
             rule_id: self.rule_id,
+            tier,
             policy_version: self.policy_version,
             packets: self.packets,
             bytes: self.bytes,
@@ -147,6 +152,7 @@ mod tests {
             vlan: 0,
             verdict: Verdict::Allow,
             rule_id: 7,
+            tier: None,
             policy_version: 1,
             packets: [1, 0],
             bytes: [60, 0],
@@ -202,7 +208,7 @@ mod tests {
 
     #[test]
     fn goes_on_the_wire_with_time_and_segments() {
-        let wire = ev(1).into_wire("t".into(), vec!["a".into()], Vec::new());
+        let wire = ev(1).into_wire("t".into(), vec!["a".into()], Vec::new(), None);
         let v = serde_json::to_value(&wire).unwrap();
         assert_eq!(v["kind"], "new");
         assert_eq!(v["verdict"], "allow");
@@ -212,5 +218,8 @@ mod tests {
             ("t".into(), "a".into())
         );
         assert!(v["tcp_state"].is_null());
+        assert!(v.get("tier").is_none(), "absent for a v1 policy");
+        let wire = ev(1).into_wire("t".into(), Vec::new(), Vec::new(), Some("global".into()));
+        assert_eq!(serde_json::to_value(&wire).unwrap()["tier"], "global");
     }
 }

@@ -654,14 +654,18 @@ impl<'m, 'eal> Management<'m, 'eal> {
                     .collect()
             })
         };
+        let active = self.active.as_ref();
+        let tier_of = TierNames::new(active.map(|a| (a.version, &a.policy)));
         let events = self
             .recent
             .drain(..n)
             .map(|e| {
+                let tier = tier_of.name(&e);
                 e.into_wire(
                     humantime(self.clock.wall(e.time_ms)),
                     segments(e.src, e.vlan),
                     segments(e.dst, e.vlan),
+                    tier,
                 )
             })
             .collect();
@@ -669,6 +673,39 @@ impl<'m, 'eal> Management<'m, 'eal> {
             events,
             remaining: self.recent.len(),
         }
+    }
+}
+
+/// The deciding tier's name of an event, for a tiered policy: the worker's tier index when the event is of the
+/// active version, else the tier of the event's rule id in the active version.
+struct TierNames<'p> {
+    active: Option<(u32, &'p Policy)>,
+    tier_by_rule: hashbrown::HashMap<u32, usize>,
+}
+
+impl<'p> TierNames<'p> {
+    fn new(active: Option<(u32, &'p Policy)>) -> Self {
+        let active = active.filter(|(_, p)| p.document().format == policy::Format::V2);
+        let tier_by_rule = active.map_or_else(Default::default, |(_, p)| {
+            p.rules()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id, p.tier_of(i)))
+                .collect()
+        });
+        TierNames {
+            active,
+            tier_by_rule,
+        }
+    }
+
+    fn name(&self, e: &crate::events::FlowEvent) -> Option<String> {
+        let (version, policy) = self.active?;
+        let tier = match e.tier {
+            Some(t) if e.policy_version == version => usize::from(t),
+            _ => *self.tier_by_rule.get(&e.rule_id)?,
+        };
+        policy.tiers().get(tier).map(|t| t.name.clone())
     }
 }
 

@@ -14,7 +14,10 @@
 //! `vlan` is the outer VLAN id, 0 for untagged frames. For ICMP/ICMPv6 the port fields carry type and code, as
 //! in the policy model. A flat rule's position `i` becomes priority `MAX_PRIORITY - i` (first listed wins) and
 //! its target becomes the userdata: `index + 1` for a user rule, [`MONITORED_DEFAULT`] for the monitored
-//! default; 0 (no match) is the default action.
+//! default, [`DEFAULT`] for the policy's default reached through a tier's `pass` rule, and two values per tier
+//! below [`TIER_DEFAULTS`] for a tier's `deny` default (enforced, then monitored); 0 (no match) is the default
+//! action. A tiered policy's pass chains are resolved by [`policy::Policy::compile`], so one classification
+//! finds the deciding rule (or default) whatever the number of tiers.
 
 use std::net::IpAddr;
 
@@ -32,6 +35,10 @@ use crate::segment_index::SegmentIndex;
 
 /// Userdata of the flat rules that stand for the monitored default.
 pub const MONITORED_DEFAULT: u32 = u32::MAX;
+/// Userdata of the flat rules that stand for the policy's default (reached through a `pass` rule).
+pub const DEFAULT: u32 = u32::MAX - 1;
+/// Userdata of tier `t`'s deny default: `TIER_DEFAULTS - 2t`, monitored `TIER_DEFAULTS - 2t - 1`.
+pub const TIER_DEFAULTS: u32 = u32::MAX - 2;
 pub const V4_INPUT: usize = 20;
 pub const V6_INPUT: usize = 44;
 
@@ -57,6 +64,8 @@ pub struct RuleMeta {
     pub log: bool,
     /// The rule's counter slot (stable for its id across versions; see [`crate::counters::RuleCounters`]).
     pub slot: u32,
+    /// The rule's tier (index into [`Ruleset::tiers`]).
+    pub tier: u8,
 }
 
 /// The verdict for a new flow (or a stateless packet).
@@ -69,6 +78,9 @@ pub struct Judgement {
     /// A deny or reject that passes anyway (monitor mode): counted as would-deny.
     pub monitored: bool,
     pub log: bool,
+    /// The tier of the deciding rule or tier default (index into [`Ruleset::tiers`]); `None` for the
+    /// policy's default.
+    pub tier: Option<u8>,
 }
 
 impl Judgement {
@@ -114,6 +126,10 @@ pub struct Ruleset<'eal> {
     v4: AclContext<'eal>,
     v6: AclContext<'eal>,
     rules: Box<[RuleMeta]>,
+    /// Per tier, its deny default enforced and monitored (see [`TIER_DEFAULTS`]).
+    tier_defaults: Box<[Judgement]>,
+    /// Tier names in evaluation order.
+    tiers: Box<[String]>,
     /// Rule id → counter slot.
     slots: hashbrown::HashMap<u32, u32>,
     default: Judgement,
@@ -185,6 +201,9 @@ fn userdata(r: RuleRef) -> u32 {
     match r {
         RuleRef::Rule(index) => index as u32 + 1,
         RuleRef::MonitoredDefault => MONITORED_DEFAULT,
+        RuleRef::Default => DEFAULT,
+        RuleRef::TierDefault(t) => TIER_DEFAULTS - 2 * t as u32,
+        RuleRef::MonitoredTierDefault(t) => TIER_DEFAULTS - 2 * t as u32 - 1,
     }
 }
 
@@ -250,6 +269,7 @@ impl<'eal> Ruleset<'eal> {
                 mode: r.mode,
                 log: r.log,
                 slot: slot_of(r.id),
+                tier: r.tier as u8,
             })
             .collect();
         let mut slots: hashbrown::HashMap<u32, u32> =
@@ -261,13 +281,26 @@ impl<'eal> Ruleset<'eal> {
             action: compiled.default_action,
             monitored: false,
             log: false,
+            tier: None,
         };
+        let tier_defaults = (0..compiled.tiers.len())
+            .flat_map(|t| {
+                [false, true].map(|monitored| Judgement {
+                    action: Action::Deny,
+                    monitored,
+                    tier: Some(t as u8),
+                    ..default
+                })
+            })
+            .collect();
         Ok(Ruleset {
             version,
             settings: Settings::from_policy(policy.settings()),
             v4,
             v6,
             rules,
+            tier_defaults,
+            tiers: compiled.tiers.into(),
             slots,
             default,
             flat_rules: (compiled.v4.len(), compiled.v6.len()),
@@ -301,7 +334,7 @@ impl<'eal> Ruleset<'eal> {
     #[inline]
     pub fn judge(&self, userdata: u32) -> Judgement {
         match userdata {
-            0 => self.default,
+            0 | DEFAULT => self.default,
             MONITORED_DEFAULT => Judgement {
                 monitored: self.default.action != Action::Allow,
                 ..self.default
@@ -313,8 +346,13 @@ impl<'eal> Ruleset<'eal> {
                     action: r.action,
                     monitored: r.mode == Mode::Monitor && r.action != Action::Allow,
                     log: r.log,
+                    tier: Some(r.tier),
                 },
-                None => self.default,
+                None => self
+                    .tier_defaults
+                    .get(TIER_DEFAULTS.wrapping_sub(n) as usize)
+                    .copied()
+                    .unwrap_or(self.default),
             },
         }
     }
@@ -327,6 +365,18 @@ impl<'eal> Ruleset<'eal> {
     /// The rules of this version (id, counter slot, ...), in order.
     pub fn rules(&self) -> &[RuleMeta] {
         &self.rules
+    }
+
+    /// The tier names of this version, in evaluation order (a v1 policy has one).
+    pub fn tiers(&self) -> &[String] {
+        &self.tiers
+    }
+
+    /// The name of a judgement's tier; `None` for the policy's default.
+    pub fn tier_name(&self, j: &Judgement) -> Option<&str> {
+        j.tier
+            .and_then(|t| self.tiers.get(usize::from(t)))
+            .map(String::as_str)
     }
 }
 

@@ -693,7 +693,7 @@ fn new_flow(
         } else {
             Verdict::Deny
         };
-        denied_event(cx, rs, parsed, j.rule_id, verdict, None);
+        denied_event(cx, rs, parsed, &j, verdict, None);
         if j.action == Action::Reject {
             send_reject(cx, frame, parsed);
         }
@@ -762,7 +762,7 @@ fn new_flow(
                 cx,
                 rs,
                 parsed,
-                j.rule_id,
+                &j,
                 Verdict::Deny,
                 Some(limit.as_str()),
             );
@@ -802,7 +802,7 @@ fn denied_event(
     cx: &mut JudgeCtx<'_, '_, '_>,
     rs: &Ruleset<'_>,
     p: &Parsed,
-    rule_id: u32,
+    j: &Judgement,
     verdict: Verdict,
     limit: Option<&'static str>,
 ) {
@@ -829,7 +829,8 @@ fn denied_event(
         proto: flow.proto,
         vlan: flow.vlan.unwrap_or(0),
         verdict,
-        rule_id,
+        rule_id: j.rule_id,
+        tier: j.tier,
         policy_version: rs.version,
         packets: [1, 0],
         bytes: [0, 0],
@@ -866,6 +867,7 @@ fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64)
         vlan: f.vlan,
         verdict,
         rule_id: f.rule_id,
+        tier: None,
         policy_version: f.policy_version,
         packets: [f.packets_orig, f.packets_reply],
         bytes: [f.bytes_orig, f.bytes_reply],

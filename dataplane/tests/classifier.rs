@@ -1,7 +1,8 @@
 //! Differential test of the classifier exactly as the workers run it — policy → flat rules → two `rte_acl`
 //! contexts (`Ruleset`) → verdict — against the straightforward reference, `Policy::evaluate` (a linear scan
 //! over the rules, first match wins). Random policies and flows, biased toward prefix and port-range edges,
-//! VLANs, ICMP, monitor modes, IPv4 and IPv6; there must be no mismatch.
+//! VLANs, ICMP, monitor modes, IPv4 and IPv6, one-list (v1) and tiered (v2, with `pass` rules and tier
+//! defaults) documents; there must be no mismatch, in the verdict, the deciding rule or its tier.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -121,24 +122,66 @@ fn random_policy(r: &mut Rng) -> Value {
             }
         }
     };
-    let rules: Vec<Value> = (0..1 + r.below(10))
+    let tiered = r.chance(50);
+    let actions: &[&str] = if tiered {
+        &["allow", "deny", "reject", "pass", "pass"]
+    } else {
+        &["allow", "deny", "reject"]
+    };
+    let mut rules: Vec<Value> = (0..1 + r.below(12))
         .map(|i| {
             let service = if r.chance(20) {
                 "any".to_string()
             } else {
                 format!("v{}", r.below(nsvc as u64))
             };
+            let action = *r.pick(actions);
+            let monitor = action != "pass" && r.chance(20);
             json!({
                 "id": 10 * i + 1, "name": format!("r{i}"), "from": selector(r), "to": selector(r),
-                "service": service, "action": r.pick(&["allow", "deny", "reject"]),
-                "mode": if r.chance(20) { "monitor" } else { "enforce" },
+                "service": service, "action": action,
+                "mode": if monitor { "monitor" } else { "enforce" },
+            })
+        })
+        .collect();
+    let settings = json!({"default_action": r.pick(&["deny", "deny", "allow", "reject"])});
+    if !tiered {
+        return json!({
+            "format": "bulkhead.policy/v1", "segments": segments, "services": services, "rules": rules,
+            "settings": settings,
+        });
+    }
+    let ntiers = 1 + r.below(4);
+    let tiers: Vec<Value> = (0..ntiers)
+        .map(|t| {
+            let take = if t + 1 == ntiers {
+                rules.len()
+            } else {
+                (r.below(5) as usize).min(rules.len())
+            };
+            json!({
+                "name": format!("t{t}"), "rules": rules.drain(..take).collect::<Vec<_>>(),
+                "default": if r.chance(30) { "deny" } else { "pass" },
             })
         })
         .collect();
     json!({
-        "format": "bulkhead.policy/v1", "segments": segments, "services": services, "rules": rules,
-        "settings": {"default_action": r.pick(&["deny", "deny", "allow", "reject"])},
+        "format": "bulkhead.policy/v2", "segments": segments, "services": services, "tiers": tiers,
+        "settings": settings,
     })
+}
+
+/// Every rule of a v1 or v2 document.
+fn all_rules(doc: &Value) -> Vec<&Value> {
+    match doc.get("tiers") {
+        Some(tiers) => tiers
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["rules"].as_array().unwrap())
+            .collect(),
+        None => doc["rules"].as_array().unwrap().iter().collect(),
+    }
 }
 
 /// An address near the edges of some prefix of the policy (first, last, just outside), or anywhere.
@@ -148,7 +191,7 @@ fn address(r: &mut Rng, doc: &Value, v6: bool) -> IpAddr {
         .unwrap()
         .iter()
         .flat_map(|s| s["prefixes"].as_array().unwrap().iter())
-        .chain(doc["rules"].as_array().unwrap().iter().flat_map(|rule| {
+        .chain(all_rules(doc).into_iter().flat_map(|rule| {
             ["from", "to"]
                 .into_iter()
                 .filter_map(move |k| rule[k].get("prefix"))
@@ -247,13 +290,20 @@ fn random_flow(r: &mut Rng, doc: &Value) -> Flow {
     }
 }
 
-/// (rule id, action, passes-as-monitored) of the reference decision.
-fn reference(d: Decision) -> (u32, Action, bool) {
+/// (rule id, action, passes-as-monitored, tier) of the reference decision.
+fn reference(p: &Policy, d: Decision) -> (u32, Action, bool, Option<&str>) {
+    let tier = p.decision_tier(&d);
     match d {
         Decision::Rule {
             id, action, mode, ..
-        } => (id, action, mode == Mode::Monitor && action != Action::Allow),
-        Decision::Default { action, monitored } => (0, action, monitored),
+        } => (
+            id,
+            action,
+            mode == Mode::Monitor && action != Action::Allow,
+            tier,
+        ),
+        Decision::Default { action, monitored } => (0, action, monitored, tier),
+        Decision::TierDefault { monitored, .. } => (0, Action::Deny, monitored, tier),
     }
 }
 
@@ -274,7 +324,8 @@ fn compiled_classifier_matches_the_reference_evaluator() {
     .expect("EAL");
     let mut r = Rng(0x5eed_b01c);
     let (mut policies, mut flows, mut refused, mut matched_rules) = (0, 0, 0, 0);
-    for case in 0..400 {
+    let (mut tiered, mut lower_tier) = (0, 0);
+    for case in 0..600 {
         let doc = random_policy(&mut r);
         let policy = match Policy::from_value(doc.clone()) {
             Ok(p) => p,
@@ -285,6 +336,7 @@ fn compiled_classifier_matches_the_reference_evaluator() {
         };
         let ruleset = Ruleset::build(&eal, &policy, case + 1, 1024, |_| 0).expect("compiles");
         policies += 1;
+        tiered += u64::from(policy.tiers().len() > 1);
         for _ in 0..300 {
             let flow = random_flow(&mut r, &doc);
             let mut buf = [0u8; V6_INPUT];
@@ -292,20 +344,25 @@ fn compiled_classifier_matches_the_reference_evaluator() {
             let mut out = [0u32; 1];
             ruleset.classify(v6, &[input], &mut out);
             let j = ruleset.judge(out[0]);
-            let want = reference(policy.evaluate(&flow));
+            let want = reference(&policy, policy.evaluate(&flow));
             assert_eq!(
-                (j.rule_id, j.action, j.monitored),
+                (j.rule_id, j.action, j.monitored, ruleset.tier_name(&j)),
                 want,
                 "case {case}: flow {flow:?}\npolicy {}",
                 serde_json::to_string_pretty(&doc).unwrap()
             );
             flows += 1;
             matched_rules += u64::from(want.0 != 0);
+            lower_tier += u64::from(want.3.is_some_and(|t| t != "t0" && t != "main"));
         }
     }
-    eprintln!("{policies} policies ({refused} invalid ones skipped), {flows} flows, {matched_rules} decided by a rule, 0 mismatches");
+    eprintln!("{policies} policies ({refused} invalid ones skipped, {tiered} with several tiers), {flows} flows, {matched_rules} decided by a rule, {lower_tier} below the first tier, 0 mismatches");
     assert!(
         policies >= 200 && matched_rules >= flows / 10,
         "the generator must exercise rules, not just defaults"
+    );
+    assert!(
+        tiered >= 50 && lower_tier >= flows / 20,
+        "the generator must exercise tiers and pass chains"
     );
 }

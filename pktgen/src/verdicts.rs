@@ -118,13 +118,9 @@ pub fn sidecar_path(pcap: &Path) -> PathBuf {
 
 /// Human-readable text of a decision: `rule 10 (hmi-web) allow`,
 /// `rule 50 (legacy) monitor would-deny`, `default deny`,
-/// `default deny monitored would-deny`.
+/// `default deny monitored would-deny`, `tier global default deny`.
 pub fn describe(policy: &Policy, decision: &Decision) -> String {
-    let action = |a: policy::Action| match a {
-        policy::Action::Allow => "allow",
-        policy::Action::Deny => "deny",
-        policy::Action::Reject => "reject",
-    };
+    let action = policy::Action::as_str;
     match *decision {
         Decision::Rule {
             index, id, mode, ..
@@ -150,14 +146,22 @@ pub fn describe(policy: &Policy, decision: &Decision) -> String {
                 format!("default {}", action(a))
             }
         }
+        Decision::TierDefault { tier, monitored } => {
+            let name = policy.tiers().get(tier).map_or("?", |t| t.name.as_str());
+            if monitored {
+                format!("tier {name} default deny monitored would-deny")
+            } else {
+                format!("tier {name} default deny")
+            }
+        }
     }
 }
 
-/// The rule id of a decision, `None` for the default.
+/// The rule id of a decision, `None` for a default (the policy's or a tier's).
 pub fn rule_id(decision: &Decision) -> Option<u32> {
     match *decision {
         Decision::Rule { id, .. } => Some(id),
-        Decision::Default { .. } => None,
+        Decision::Default { .. } | Decision::TierDefault { .. } => None,
     }
 }
 

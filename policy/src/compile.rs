@@ -8,6 +8,36 @@
 //!   a service's port lists are merged into disjoint ranges;
 //! * a flat rule covered by one already emitted (every flow it matches, the earlier one matches first) is
 //!   dropped. The same test tells which rules are shadowed.
+//!
+//! # Tiers and `pass`
+//!
+//! Pass chains are resolved here, at compile time, into the one flat first-match list the classifier already
+//! runs: the first flat rule a flow matches names the rule (or default) that decides it, whatever the number of
+//! tiers, so the dataplane finds the deciding rule and its tier in one classification, at no extra cost per
+//! packet. The construction, per family: `flatten(tiers k..n)` is
+//!
+//! 1. tier k's rules in order: a decisive rule's flat rules as they are; a `pass` rule P's flat rules each
+//!    intersected with every flat rule of `flatten(tiers k+1..n)`, in that order, at P's position — each
+//!    intersection keeps the lower rule's target, so a flow P matches is decided exactly as the tiers below
+//!    would decide it;
+//! 2. then tier k's default: `deny` as "src/dst in a monitor-mode segment" (monitored) and a catch-all;
+//!    `pass` as `flatten(tiers k+1..n)` itself.
+//!
+//! `flatten(tiers n..n)` (past the last tier) is the policy default: the monitored-default flat rules and a
+//! catch-all, so every `flatten` ends in a catch-all and a pass rule's intersections cover everything it
+//! matches. Intersections are exact (two prefixes nest or are disjoint; ranges intersect to a range; exact VLAN
+//! and protocol values meet or not); empty ones are dropped, and covered flat rules are dropped at every level
+//! as for v1. The trailing catch-all of the plain policy default is dropped at the end (no match means the
+//! same), so a v1 policy compiles exactly as before. A pass rule costs at most its own flat rules times those
+//! of the tiers below it; validation bounds that product ([`crate::limits::MAX_PASS_EXPANSION`], an error
+//! naming the pass rule), and [`Policy::compile_limited`] bounds the whole list.
+//!
+//! The alternative is `rte_acl` categories: one category per tier, each classification returning a result per
+//! tier and the worker taking the first decisive one. It has no blow-up, but costs every new flow a walk over
+//! the tiers' results and puts per-tier semantics (pass, tier defaults, monitored defaults) into the worker's
+//! hot path, and `rte_acl` allows at most 16 categories (tiers). Policies are compiled rarely and classified per
+//! new flow, so the work belongs here: with realistic pass rules (a segment pair passed on to the tier that
+//! owns it) most intersections are empty and the flat list grows little (see the README's figures).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -17,8 +47,9 @@ use std::ops::Range;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::error::ValidationError;
 use crate::eval::{Decision, Flow};
-use crate::model::{Action, Mode, PortRange, Selector, ANY_SERVICE};
+use crate::model::{Action, Mode, PortRange, Selector, TierDefault, ANY_SERVICE};
 use crate::policy::Policy;
 
 /// Every port (or ICMP type/code) value, 0 included.
@@ -27,10 +58,17 @@ pub const FULL_RANGE: (u16, u16) = (0, u16::MAX);
 /// What a flat rule decides when it is the first match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RuleRef {
-    /// The user rule at this index in the document.
+    /// The user rule at this index of [`Policy::rules`] (never a `pass` rule: those are resolved away).
     Rule(usize),
     /// The default action, monitored: src or dst is in a monitor-mode segment (see [`Decision::Default`]).
     MonitoredDefault,
+    /// The policy's default action, reached through a `pass` rule of a higher tier (elsewhere the default is
+    /// simply "no match").
+    Default,
+    /// The `deny` default of the tier at this index.
+    TierDefault(usize),
+    /// The `deny` default of the tier at this index, monitored (src or dst in a monitor-mode segment).
+    MonitoredTierDefault(usize),
 }
 
 /// One 5-tuple + VLAN match.
@@ -149,6 +187,33 @@ impl<N: Prefix> FlatRule<N> {
             && range_contains(self.dport, flow.dport)
     }
 
+    /// The flat rule matching exactly the flows both match, with `other`'s target; `None` when no flow matches
+    /// both. Exact, because prefixes either nest or are disjoint and ranges intersect to a range.
+    pub fn intersect(&self, other: &Self) -> Option<Self> {
+        let narrower = |a: N, b: N| {
+            if a.covers(&b) {
+                Some(b)
+            } else if b.covers(&a) {
+                Some(a)
+            } else {
+                None
+            }
+        };
+        let range = |a: (u16, u16), b: (u16, u16)| {
+            let r = (a.0.max(b.0), a.1.min(b.1));
+            (r.0 <= r.1).then_some(r)
+        };
+        Some(FlatRule {
+            rule: other.rule,
+            src: narrower(self.src, other.src)?,
+            dst: narrower(self.dst, other.dst)?,
+            vlan: meet(self.vlan, other.vlan)?,
+            proto: meet(self.proto, other.proto)?,
+            sport: range(self.sport, other.sport)?,
+            dport: range(self.dport, other.dport)?,
+        })
+    }
+
     /// Whether every flow `other` matches, `self` matches too.
     pub fn covers(&self, other: &Self) -> bool {
         self.src.covers(&other.src)
@@ -172,20 +237,28 @@ pub struct RuleInfo {
     pub action: Action,
     pub mode: Mode,
     pub log: bool,
+    /// The rule's tier (index in [`Compiled::tiers`]).
+    pub tier: usize,
 }
 
-/// A rule that can never be the first match.
+/// A rule that can never decide (a `pass` rule: never sends a flow on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shadowed {
     pub index: usize,
     pub id: u32,
+    /// The rule's own tier.
+    pub tier: String,
     pub reason: ShadowReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShadowReason {
-    /// Earlier rules (these ids, in document order) match everything this one does.
+    /// Earlier rules (these ids, in evaluation order; of this tier or of a higher one) match everything this one
+    /// does.
     CoveredBy(Vec<u32>),
+    /// A higher tier makes the rule unreachable: that tier's `deny` default (with these rules of any higher
+    /// tier, possibly none) decides every flow this rule matches.
+    BehindTierDefault { tier: String, rules: Vec<u32> },
     /// The rule matches no flow at all: its sides have no address family or VLAN in common (e.g. an IPv4-only
     /// segment to an IPv6-only one).
     MatchesNothing,
@@ -193,12 +266,30 @@ pub enum ShadowReason {
 
 impl fmt::Display for Shadowed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rule {} (rules[{}]) ", self.id, self.index)?;
+        if self.tier == crate::model::V1_TIER {
+            write!(f, "rule {} (rules[{}]) ", self.id, self.index)?;
+        } else {
+            write!(f, "rule {} (tier {}) ", self.id, self.tier)?;
+        }
+        let list = |ids: &[u32]| {
+            ids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match &self.reason {
             ShadowReason::CoveredBy(ids) => {
-                let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-                write!(f, "can never match: covered by rule {}", ids.join(", "))
+                write!(f, "can never match: covered by rule {}", list(ids))
             }
+            ShadowReason::BehindTierDefault { tier, rules } if rules.is_empty() => write!(
+                f,
+                "can never match: tier {tier} denies by default everything it matches"
+            ),
+            ShadowReason::BehindTierDefault { tier, rules } => write!(
+                f,
+                "can never match: rule {} and tier {tier}'s default deny decide everything it matches",
+                list(rules)
+            ),
             ShadowReason::MatchesNothing => write!(
                 f,
                 "can never match: its sides share no address family or VLAN"
@@ -252,6 +343,8 @@ impl fmt::Display for CompileStats {
 pub enum CompileError {
     #[error("{} takes the policy past the limit of {limit} flat rules", what(.rule))]
     TooManyFlatRules { limit: usize, rule: Option<u32> },
+    #[error("the default of tier {tier} takes the policy past the limit of {limit} flat rules")]
+    TooManyFlatRulesAtTierDefault { limit: usize, tier: String },
 }
 
 fn what(rule: &Option<u32>) -> String {
@@ -269,6 +362,8 @@ pub struct Compiled {
     pub default_action: Action,
     /// Per user rule, by index.
     pub rules: Vec<RuleInfo>,
+    /// Tier names, in evaluation order.
+    pub tiers: Vec<String>,
     stats: CompileStats,
     shadowed: Vec<Shadowed>,
 }
@@ -290,7 +385,15 @@ impl Compiled {
                 action: self.default_action,
                 monitored: self.default_action != Action::Allow,
             },
-            None => Decision::Default {
+            Some(RuleRef::TierDefault(tier)) => Decision::TierDefault {
+                tier,
+                monitored: false,
+            },
+            Some(RuleRef::MonitoredTierDefault(tier)) => Decision::TierDefault {
+                tier,
+                monitored: true,
+            },
+            Some(RuleRef::Default) | None => Decision::Default {
                 action: self.default_action,
                 monitored: false,
             },
@@ -415,8 +518,9 @@ fn service_atoms(policy: &Policy, name: &str) -> Vec<ServiceAtom> {
     out
 }
 
-/// The VLAN condition of a pair of atoms: `None` when they can never hold together.
-fn meet(a: Option<u16>, b: Option<u16>) -> Option<Option<u16>> {
+/// The condition of a pair of optional exact values (VLAN, protocol; `None` is "any"): `None` when they can
+/// never hold together.
+fn meet<T: PartialEq>(a: Option<T>, b: Option<T>) -> Option<Option<T>> {
     match (a, b) {
         (None, x) | (x, None) => Some(x),
         (Some(x), Some(y)) => (x == y).then_some(Some(x)),
@@ -483,21 +587,25 @@ impl<N: Prefix> Emitted<N> {
 /// Per-rule bookkeeping while expanding.
 #[derive(Default)]
 struct Tally {
+    /// Flat rules the rule's own expansion produced.
     candidates: usize,
-    emitted: usize,
-    /// Candidates no earlier rule covers.
-    uncovered: usize,
-    /// Indices of the earlier rules that cover candidates.
+    /// A `pass` rule: intersections emitted at its position.
+    passed_on: usize,
+    /// Indices of other rules whose flat rules covered candidates of this one.
     covering: BTreeSet<usize>,
+    /// Tiers whose `deny` default covered candidates of this one.
+    covering_tiers: BTreeSet<usize>,
 }
 
 struct Compiler<'p> {
     policy: &'p Policy,
-    total: usize,
     limit: usize,
+    /// Flat rules already emitted for the other family (the limit counts both).
+    other_family: usize,
     /// Segments selected by each distinct label selector: many rules tend to share a few selectors, and
     /// matching labels against every segment for each rule dominated compile time on large policies.
     by_labels: HashMap<&'p BTreeMap<String, String>, Vec<usize>>,
+    tallies: Vec<Tally>,
 }
 
 impl<'p> Compiler<'p> {
@@ -531,57 +639,20 @@ impl<'p> Compiler<'p> {
         reduce(atoms)
     }
 
-    /// Emits `cand` unless an emitted rule covers it; `rule_start` is where the current rule's own flat rules
-    /// begin, so covers by earlier rules (shadowing) can be told from covers by the rule itself (redundancy).
-    fn offer<N: Prefix>(
-        &mut self,
-        out: &mut Emitted<N>,
-        rule_start: usize,
-        cand: FlatRule<N>,
-        tally: &mut Tally,
-    ) -> Result<(), CompileError> {
-        tally.candidates += 1;
-        if let Some(i) = out.cover(&cand, 0..rule_start) {
-            if let RuleRef::Rule(index) = out.rules[i].rule {
-                tally.covering.insert(index);
-            }
-            return Ok(());
-        }
-        tally.uncovered += 1;
-        if out.cover(&cand, rule_start..usize::MAX).is_some() {
-            return Ok(());
-        }
-        self.total += 1;
-        if self.total > self.limit {
-            return Err(CompileError::TooManyFlatRules {
-                limit: self.limit,
-                rule: None,
-            });
-        }
-        out.push(cand);
-        tally.emitted += 1;
-        Ok(())
-    }
-
-    fn rule<N: Prefix>(
-        &mut self,
-        index: usize,
-        services: &[ServiceAtom],
-        out: &mut Emitted<N>,
-        tally: &mut Tally,
-    ) -> Result<usize, CompileError> {
+    /// The rule's own expansion (from-side atoms × to-side atoms × service ranges), targeting the rule itself.
+    fn expand<N: Prefix>(&mut self, index: usize) -> Vec<FlatRule<N>> {
         let rule = &self.policy.rules()[index];
+        let services = service_atoms(self.policy, &rule.service);
         let from = self.side_atoms::<N>(&rule.from);
         let to = self.side_atoms::<N>(&rule.to);
-        let start = out.rules.len();
-        let before = tally.emitted;
+        let mut out = Vec::new();
         for f in &from {
             for t in &to {
                 let Some(vlan) = meet(f.vlan, t.vlan) else {
                     continue;
                 };
-                for &(proto, sport, dport) in services {
-                    let cand = FlatRule {
+                for &(proto, sport, dport) in &services {
+                    out.push(FlatRule {
                         rule: RuleRef::Rule(index),
                         src: f.net,
                         dst: t.net,
@@ -589,18 +660,54 @@ impl<'p> Compiler<'p> {
                         proto,
                         sport,
                         dport,
-                    };
-                    self.offer(out, start, cand, tally)?;
+                    });
                 }
             }
         }
-        Ok(tally.emitted - before)
+        self.tallies[index].candidates += out.len();
+        out
     }
 
-    fn monitored_default<N: Prefix>(
+    /// Emits `cand` unless an emitted rule covers it (then the first match never reaches it). Returns whether
+    /// it was emitted.
+    fn offer<N: Prefix>(
         &mut self,
         out: &mut Emitted<N>,
-    ) -> Result<usize, CompileError> {
+        cand: FlatRule<N>,
+        origin: Option<u32>,
+    ) -> Result<bool, CompileError> {
+        if let Some(i) = out.cover(&cand, 0..usize::MAX) {
+            let by = out.rules[i].rule;
+            if let RuleRef::Rule(index) = cand.rule {
+                if by != cand.rule {
+                    let tally = &mut self.tallies[index];
+                    match by {
+                        RuleRef::Rule(other) => {
+                            tally.covering.insert(other);
+                        }
+                        RuleRef::TierDefault(t) | RuleRef::MonitoredTierDefault(t) => {
+                            tally.covering_tiers.insert(t);
+                        }
+                        RuleRef::Default | RuleRef::MonitoredDefault => {}
+                    }
+                }
+            }
+            return Ok(false);
+        }
+        // One more than the limit is let through here: the policy default's catch-all, dropped at the end, may
+        // be that one (`compile` checks the final count).
+        if out.rules.len() + self.other_family > self.limit {
+            return Err(CompileError::TooManyFlatRules {
+                limit: self.limit,
+                rule: origin,
+            });
+        }
+        out.push(cand);
+        Ok(true)
+    }
+
+    /// "src in S" then "dst in S" for every monitor-mode segment S, targeting `target` (a monitored default).
+    fn monitored<N: Prefix>(&self, target: RuleRef) -> Vec<FlatRule<N>> {
         let mut atoms = Vec::new();
         for seg in self
             .policy
@@ -611,68 +718,264 @@ impl<'p> Compiler<'p> {
             segment_atoms(seg, &mut atoms);
         }
         let atoms = reduce(atoms);
-        let mut tally = Tally::default();
-        let start = out.rules.len();
         let any = N::everything();
-        for (is_src, a) in atoms
-            .iter()
-            .map(|a| (true, a))
-            .chain(atoms.iter().map(|a| (false, a)))
-        {
-            let (src, dst) = if is_src { (a.net, any) } else { (any, a.net) };
-            let cand = FlatRule {
-                rule: RuleRef::MonitoredDefault,
-                src,
-                dst,
-                vlan: a.vlan,
-                proto: None,
-                sport: FULL_RANGE,
-                dport: FULL_RANGE,
-            };
-            self.offer(out, start, cand, &mut tally)?;
+        let side = |is_src: bool| {
+            atoms.iter().map(move |a| {
+                let (src, dst) = if is_src { (a.net, any) } else { (any, a.net) };
+                FlatRule {
+                    rule: target,
+                    src,
+                    dst,
+                    vlan: a.vlan,
+                    proto: None,
+                    sport: FULL_RANGE,
+                    dport: FULL_RANGE,
+                }
+            })
+        };
+        side(true).chain(side(false)).collect()
+    }
+
+    /// The flat rule that matches every flow of the family.
+    fn catch_all<N: Prefix>(target: RuleRef) -> FlatRule<N> {
+        FlatRule {
+            rule: target,
+            src: N::everything(),
+            dst: N::everything(),
+            vlan: None,
+            proto: None,
+            sport: FULL_RANGE,
+            dport: FULL_RANGE,
         }
-        Ok(tally.emitted)
+    }
+
+    /// `flatten(tiers k..n)` for every k, from the last tier up; returns `flatten(tiers 0..n)`, which ends in
+    /// the policy default's catch-all (dropped by the caller). See the module docs for the construction.
+    fn flatten<N: Prefix>(&mut self) -> Result<Vec<FlatRule<N>>, CompileError> {
+        let policy = self.policy;
+        let default = policy.settings().default_action;
+        let mut below: Vec<FlatRule<N>> = Vec::new();
+        if default != Action::Allow {
+            below = self.monitored(RuleRef::MonitoredDefault);
+        }
+        below.push(Self::catch_all(RuleRef::Default));
+        let mut out = Emitted::<N>::new();
+        for rule in std::mem::take(&mut below) {
+            self.offer(&mut out, rule, None)?;
+        }
+        below = out.rules;
+        for (k, tier) in policy.tiers().iter().enumerate().rev() {
+            let mut out = Emitted::<N>::new();
+            for index in tier.rules.clone() {
+                let rule = &policy.rules()[index];
+                let origin = Some(rule.id);
+                let own = self.expand::<N>(index);
+                if rule.action != Action::Pass {
+                    for cand in own {
+                        self.offer(&mut out, cand, origin)?;
+                    }
+                    continue;
+                }
+                for p in &own {
+                    for r in &below {
+                        if let Some(cand) = p.intersect(r) {
+                            if self.offer(&mut out, cand, origin)? {
+                                self.tallies[index].passed_on += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            match tier.default {
+                TierDefault::Deny => {
+                    let mut tail = self.monitored(RuleRef::MonitoredTierDefault(k));
+                    tail.push(Self::catch_all(RuleRef::TierDefault(k)));
+                    for rule in tail {
+                        self.offer(&mut out, rule, None)
+                            .map_err(|e| e.in_tier(&tier.name))?;
+                    }
+                }
+                TierDefault::Pass => {
+                    for rule in below {
+                        let origin = match rule.rule {
+                            RuleRef::Rule(i) => Some(policy.rules()[i].id),
+                            _ => None,
+                        };
+                        self.offer(&mut out, rule, origin)?;
+                    }
+                }
+            }
+            below = out.rules;
+        }
+        Ok(below)
+    }
+}
+
+/// Upper bounds of `flatten(tiers k..n)`'s length per family, and of each pass rule's intersections, without
+/// building them: what validation checks against [`crate::limits::MAX_PASS_EXPANSION`].
+pub(crate) fn pass_expansion_errors(policy: &Policy) -> Vec<ValidationError> {
+    if !policy.rules().iter().any(|r| r.action == Action::Pass) {
+        return Vec::new();
+    }
+    let mut c = Compiler {
+        policy,
+        limit: usize::MAX,
+        other_family: 0,
+        by_labels: HashMap::new(),
+        tallies: (0..policy.rules().len())
+            .map(|_| Tally::default())
+            .collect(),
+    };
+    let mut bounds = vec![0usize; policy.rules().len()];
+    c.pass_bounds::<Ipv4Net>(&mut bounds);
+    c.pass_bounds::<Ipv6Net>(&mut bounds);
+    let limit = crate::limits::MAX_PASS_EXPANSION;
+    let mut errors = Vec::new();
+    for (t, tier) in policy.tiers().iter().enumerate() {
+        for (i, index) in tier.rules.clone().enumerate() {
+            if bounds[index] > limit {
+                errors.push(ValidationError::new(
+                    format!("tiers[{t}].rules[{i}].action"),
+                    format!(
+                        "this pass rule stands for up to {} flat rules (its matches times the rules of the tiers below), over the limit of {limit}: narrow its match, or move the rules it passes to into fewer tiers",
+                        bounds[index]
+                    ),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+impl Compiler<'_> {
+    /// Adds each pass rule's bound for family `N` to `bounds` (by rule index).
+    fn pass_bounds<N: Prefix>(&mut self, bounds: &mut [usize]) {
+        let policy = self.policy;
+        let monitored = if policy.settings().default_action != Action::Allow {
+            self.monitored::<N>(RuleRef::MonitoredDefault).len()
+        } else {
+            0
+        };
+        let mut below = monitored + 1;
+        for tier in policy.tiers().iter().rev() {
+            let mut size = 0usize;
+            for index in tier.rules.clone() {
+                let own = self.expand::<N>(index).len();
+                if policy.rules()[index].action == Action::Pass {
+                    let n = own.saturating_mul(below);
+                    bounds[index] = bounds[index].saturating_add(n);
+                    size = size.saturating_add(n);
+                } else {
+                    size = size.saturating_add(own);
+                }
+            }
+            below = match tier.default {
+                TierDefault::Deny => size.saturating_add(monitored + 1),
+                TierDefault::Pass => size.saturating_add(below),
+            };
+        }
+    }
+}
+
+impl CompileError {
+    /// A limit hit while emitting a tier's default: name the tier.
+    fn in_tier(self, tier: &str) -> CompileError {
+        match self {
+            CompileError::TooManyFlatRules { limit, rule: None } => {
+                CompileError::TooManyFlatRulesAtTierDefault {
+                    limit,
+                    tier: tier.to_string(),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Drops the trailing catch-all of the plain policy default: no match means the same.
+fn without_default_tail<N: Prefix>(mut rules: Vec<FlatRule<N>>) -> Vec<FlatRule<N>> {
+    if rules.last().is_some_and(|r| {
+        r.rule == RuleRef::Default && *r == Compiler::catch_all::<N>(RuleRef::Default)
+    }) {
+        rules.pop();
+    }
+    rules
+}
+
+fn count_refs<N>(rules: &[FlatRule<N>], counts: &mut [usize], monitored: &mut usize) {
+    for r in rules {
+        match r.rule {
+            RuleRef::Rule(i) => counts[i] += 1,
+            RuleRef::MonitoredDefault => *monitored += 1,
+            _ => {}
+        }
     }
 }
 
 pub(crate) fn compile(policy: &Policy, limit: usize) -> Result<Compiled, CompileError> {
     let mut c = Compiler {
         policy,
-        total: 0,
         limit,
+        other_family: 0,
         by_labels: HashMap::new(),
+        tallies: (0..policy.rules().len())
+            .map(|_| Tally::default())
+            .collect(),
     };
-    let mut v4 = Emitted::<Ipv4Net>::new();
-    let mut v6 = Emitted::<Ipv6Net>::new();
+    let v4 = without_default_tail(c.flatten::<Ipv4Net>()?);
+    c.other_family = v4.len();
+    let v6 = without_default_tail(c.flatten::<Ipv6Net>()?);
+    if v4.len() + v6.len() > limit {
+        return Err(CompileError::TooManyFlatRules { limit, rule: None });
+    }
+    let (mut n4, mut n6) = (vec![0; policy.rules().len()], vec![0; policy.rules().len()]);
+    let (mut md4, mut md6) = (0, 0);
+    count_refs(&v4, &mut n4, &mut md4);
+    count_refs(&v6, &mut n6, &mut md6);
     let mut rule_stats = Vec::with_capacity(policy.rules().len());
     let mut shadowed = Vec::new();
     for (index, rule) in policy.rules().iter().enumerate() {
-        let services = service_atoms(policy, &rule.service);
-        let mut tally = Tally::default();
-        let tag = |e: CompileError| match e {
-            CompileError::TooManyFlatRules { limit, .. } => CompileError::TooManyFlatRules {
-                limit,
-                rule: Some(rule.id),
-            },
+        let tally = &c.tallies[index];
+        let effective = if rule.action == Action::Pass {
+            tally.passed_on > 0
+        } else {
+            n4[index] + n6[index] > 0
         };
-        let n4 = c.rule(index, &services, &mut v4, &mut tally).map_err(tag)?;
-        let n6 = c.rule(index, &services, &mut v6, &mut tally).map_err(tag)?;
-        if tally.candidates == 0 {
-            shadowed.push(Shadowed {
-                index,
-                id: rule.id,
-                reason: ShadowReason::MatchesNothing,
-            });
-        } else if tally.uncovered == 0 {
-            let ids = tally
+        let rules = || -> Vec<u32> {
+            tally
                 .covering
                 .iter()
                 .map(|&i| policy.rules()[i].id)
-                .collect();
+                .collect()
+        };
+        let reason = if tally.candidates == 0 {
+            Some(ShadowReason::MatchesNothing)
+        } else if effective {
+            None
+        } else if let Some(t) = tally.covering_tiers.first().copied().or_else(|| {
+            if !tally.covering.is_empty() {
+                return None;
+            }
+            // Never even reached the top: no pass rule above sends its flows on, so the nearest tier above
+            // that denies by default stops them.
+            let own = policy.tier_of(index);
+            (0..own)
+                .rev()
+                .find(|&t| policy.tiers()[t].default == TierDefault::Deny)
+        }) {
+            Some(ShadowReason::BehindTierDefault {
+                tier: policy.tiers()[t].name.clone(),
+                rules: rules(),
+            })
+        } else {
+            Some(ShadowReason::CoveredBy(rules()))
+        };
+        if let Some(reason) = reason {
             shadowed.push(Shadowed {
                 index,
                 id: rule.id,
-                reason: ShadowReason::CoveredBy(ids),
+                tier: policy.tier_name_of(index).to_string(),
+                reason,
             });
         }
         rule_stats.push(RuleStats {
@@ -680,36 +983,34 @@ pub(crate) fn compile(policy: &Policy, limit: usize) -> Result<Compiled, Compile
             id: rule.id,
             name: rule.name.clone(),
             candidates: tally.candidates,
-            v4: n4,
-            v6: n6,
+            v4: n4[index],
+            v6: n6[index],
         });
     }
-    let (mut md4, mut md6) = (0, 0);
-    if policy.settings().default_action != Action::Allow {
-        md4 = c.monitored_default(&mut v4)?;
-        md6 = c.monitored_default(&mut v6)?;
-    }
     let stats = CompileStats {
-        v4: v4.rules.len(),
-        v6: v6.rules.len(),
+        v4: v4.len(),
+        v6: v6.len(),
         monitored_default_v4: md4,
         monitored_default_v6: md6,
         rules: rule_stats,
     };
     Ok(Compiled {
-        v4: v4.rules,
-        v6: v6.rules,
+        v4,
+        v6,
         default_action: policy.settings().default_action,
         rules: policy
             .rules()
             .iter()
-            .map(|r| RuleInfo {
+            .enumerate()
+            .map(|(index, r)| RuleInfo {
                 id: r.id,
                 action: r.action,
                 mode: r.mode,
                 log: r.log,
+                tier: policy.tier_of(index),
             })
             .collect(),
+        tiers: policy.tiers().iter().map(|t| t.name.clone()).collect(),
         stats,
         shadowed,
     })

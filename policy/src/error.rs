@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::model::{Document, FORMAT_V1};
+use crate::model::{Document, FORMAT_V1, FORMAT_V2};
 
 /// One problem with a document, located by its JSON path (e.g. `rules[3].from.segment`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,18 +120,18 @@ pub(crate) fn check_format(value: &Value) -> Result<(), PolicyError> {
     let Some(object) = value.as_object() else {
         return fail(
             ROOT,
-            format!("expected a JSON object with \"format\": \"{FORMAT_V1}\""),
+            format!("expected a JSON object with \"format\": \"{FORMAT_V2}\" (or \"{FORMAT_V1}\")"),
         );
     };
     match object.get("format") {
         None => fail(
             "format",
-            format!("required field is missing; this version of Bulkhead reads \"{FORMAT_V1}\""),
+            format!("required field is missing; this version of Bulkhead reads \"{FORMAT_V1}\" and \"{FORMAT_V2}\""),
         ),
-        Some(Value::String(s)) if s == FORMAT_V1 => Ok(()),
+        Some(Value::String(s)) if s == FORMAT_V1 || s == FORMAT_V2 => Ok(()),
         Some(other) => fail(
             "format",
-            format!("unsupported format {other}; this version of Bulkhead reads \"{FORMAT_V1}\""),
+            format!("unsupported format {other}; this version of Bulkhead reads \"{FORMAT_V1}\" and \"{FORMAT_V2}\""),
         ),
     }
 }

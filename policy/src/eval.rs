@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{proto, Action, Mode, PortRange, Segment, Selector, Service, ANY_SERVICE};
+use crate::model::{
+    proto, Action, Mode, PortRange, Segment, Selector, Service, TierDefault, ANY_SERVICE,
+};
 use crate::policy::Policy;
 use crate::validate::labels_match;
 
@@ -78,9 +80,12 @@ pub enum Decision {
         action: Action,
         mode: Mode,
     },
-    /// No rule matched. `monitored`: the action is deny or reject, but src or dst is in a monitor-mode
+    /// No rule decided. `monitored`: the action is deny or reject, but src or dst is in a monitor-mode
     /// segment, so the packet passes and counts as would-deny.
     Default { action: Action, monitored: bool },
+    /// No rule of the tier at `tier` (index in [`Policy::tiers`]) decided, and its default is `deny`.
+    /// `monitored` as for [`Decision::Default`].
+    TierDefault { tier: usize, monitored: bool },
 }
 
 impl Decision {
@@ -89,6 +94,7 @@ impl Decision {
         match *self {
             Decision::Rule { action, mode, .. } => action == Action::Allow || mode == Mode::Monitor,
             Decision::Default { action, monitored } => action == Action::Allow || monitored,
+            Decision::TierDefault { monitored, .. } => monitored,
         }
     }
 
@@ -97,6 +103,7 @@ impl Decision {
         match *self {
             Decision::Rule { action, mode, .. } => action != Action::Allow && mode == Mode::Monitor,
             Decision::Default { action, monitored } => action != Action::Allow && monitored,
+            Decision::TierDefault { monitored, .. } => monitored,
         }
     }
 
@@ -104,6 +111,7 @@ impl Decision {
     pub fn action(&self) -> Action {
         match *self {
             Decision::Rule { action, .. } | Decision::Default { action, .. } => action,
+            Decision::TierDefault { .. } => Action::Deny,
         }
     }
 }
@@ -177,7 +185,24 @@ impl Policy {
         service == ANY_SERVICE || self.service(service).is_some_and(|s| s.matches(flow))
     }
 
-    /// The reference decision for a flow: see the crate documentation for the exact semantics.
+    /// Whether a rule matches the flow (whatever its action).
+    pub fn rule_matches(&self, rule: &crate::model::Rule, flow: &Flow) -> bool {
+        self.selector_matches(&rule.from, flow.src, flow.vlan)
+            && self.selector_matches(&rule.to, flow.dst, flow.vlan)
+            && self.service_matches(&rule.service, flow)
+    }
+
+    /// Whether src or dst is in a monitor-mode segment (a deny by default is then only monitored).
+    fn in_monitor_segment(&self, flow: &Flow) -> bool {
+        self.segments().iter().any(|s| {
+            s.mode == Mode::Monitor
+                && (s.contains(flow.src, flow.vlan) || s.contains(flow.dst, flow.vlan))
+        })
+    }
+
+    /// The reference decision for a flow: see the crate documentation for the exact semantics. Tier by tier,
+    /// the first matching rule with a decisive action decides; a matching `pass` rule ends its tier's scan; a
+    /// tier's `deny` default decides what its rules did not; the policy's default applies at the end.
     pub fn evaluate(&self, flow: &Flow) -> Decision {
         let default = self.settings().default_action;
         if !flow.same_family() {
@@ -186,11 +211,15 @@ impl Policy {
                 monitored: false,
             };
         }
-        for (index, rule) in self.rules().iter().enumerate() {
-            if self.selector_matches(&rule.from, flow.src, flow.vlan)
-                && self.selector_matches(&rule.to, flow.dst, flow.vlan)
-                && self.service_matches(&rule.service, flow)
-            {
+        'tiers: for (tier, view) in self.tiers().iter().enumerate() {
+            for index in view.rules.clone() {
+                let rule = &self.rules()[index];
+                if !self.rule_matches(rule, flow) {
+                    continue;
+                }
+                if rule.action == Action::Pass {
+                    continue 'tiers;
+                }
                 return Decision::Rule {
                     index,
                     id: rule.id,
@@ -198,15 +227,26 @@ impl Policy {
                     mode: rule.mode,
                 };
             }
+            if view.default == TierDefault::Deny {
+                return Decision::TierDefault {
+                    tier,
+                    monitored: self.in_monitor_segment(flow),
+                };
+            }
         }
-        let monitored = default != Action::Allow
-            && self.segments().iter().any(|s| {
-                s.mode == Mode::Monitor
-                    && (s.contains(flow.src, flow.vlan) || s.contains(flow.dst, flow.vlan))
-            });
         Decision::Default {
             action: default,
-            monitored,
+            monitored: default != Action::Allow && self.in_monitor_segment(flow),
+        }
+    }
+
+    /// The name of the tier that gave a decision: the deciding rule's tier, or the tier whose default denied;
+    /// `None` for the policy's default.
+    pub fn decision_tier(&self, decision: &Decision) -> Option<&str> {
+        match *decision {
+            Decision::Rule { index, .. } => Some(self.tier_name_of(index)),
+            Decision::TierDefault { tier, .. } => self.tiers().get(tier).map(|t| t.name.as_str()),
+            Decision::Default { .. } => None,
         }
     }
 }

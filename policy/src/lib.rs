@@ -17,6 +17,31 @@
 //! }
 //! ```
 //!
+//! A `bulkhead.policy/v2` document layers its rules in ordered **tiers** instead of one `rules` list — e.g. a
+//! security team's `global` tier, then application teams' `segments` tier — each with its own ordered rules and
+//! its own `default` (`pass`, the default, or `deny`); a rule's action may also be `pass`:
+//!
+//! ```json
+//! {
+//!   "format": "bulkhead.policy/v2",
+//!   "segments": [...], "services": [...],
+//!   "tiers": [
+//!     {"name": "global", "rules": [
+//!        {"id": 1, "name": "pci-isolated", "from": {"segment": "office"}, "to": {"segment": "pci"},
+//!         "service": "any", "action": "deny"},
+//!        {"id": 2, "name": "office-to-ot", "from": {"segment": "office"}, "to": {"segment": "ot"},
+//!         "service": "any", "action": "pass"}], "default": "pass"},
+//!     {"name": "segments", "rules": [...], "default": "deny"}
+//!   ],
+//!   "settings": {"default_action": "deny"}
+//! }
+//! ```
+//!
+//! Segments, services and settings stay document-wide; rule ids and names are unique across all tiers. A v1
+//! document is read as the one tier [`V1_TIER`] (`main`) with default `pass` ([`Policy::tiers`]), with the same
+//! verdicts; it is stored and written back as v1 until migrated explicitly ([`Document::to_v2`]), so readers
+//! that only know v1 keep reading what they read before.
+//!
 //! Loading ([`Policy::from_json`]) reports a syntax error with its line and column, a type error (wrong type,
 //! unknown field, unknown variant) with the JSON path of the value, and semantic problems (unknown names,
 //! duplicates, host bits, bad ranges, ...) all at once, each as a [`ValidationError`] `path: message`.
@@ -52,12 +77,17 @@
 //!   the flow's protocol is the service's (protocol `any`: every protocol), `dport` is in one of `ports`,
 //!   `sport` in one of `source_ports`, `sport` equals `icmp_type` and `dport` equals `icmp_code`; each
 //!   constraint that is absent matches every value (port 0 included).
-//! * **Rules.** Rules are ordered; the first rule whose `from` matches src, whose `to` matches dst (both with
-//!   the flow's VLAN) and whose service matches the flow decides: [`Decision::Rule`]. The rule's own `mode`
-//!   governs it: in `enforce` its action applies; in `monitor` a deny or reject lets the packet pass and
-//!   counts it as would-deny (a monitor-mode allow is an allow). Segment modes do not change the decision of a
-//!   matching rule.
-//! * **Default.** When no rule matches, `settings.default_action` applies: [`Decision::Default`]. If that
+//! * **Rules.** A rule matches when its `from` matches src, its `to` matches dst (both with the flow's VLAN)
+//!   and its service matches the flow. Tiers are tried in order, and each tier's rules in order: the first
+//!   matching rule with action allow, deny or reject decides: [`Decision::Rule`]. A matching `pass` rule ends
+//!   its tier's scan and the flow goes on to the next tier. The rule's own `mode` governs it: in `enforce` its
+//!   action applies; in `monitor` a deny or reject lets the packet pass and counts it as would-deny (a
+//!   monitor-mode allow is an allow; a pass rule takes no mode and no log). Segment modes do not change the
+//!   decision of a matching rule.
+//! * **Tier default.** When no rule of a tier decided (none matched, or a pass rule did), a tier with default
+//!   `deny` decides ([`Decision::TierDefault`]); one with default `pass` sends the flow on. A tier's deny
+//!   default is *monitored*, like the policy's, when src or dst is in a monitor-mode segment.
+//! * **Default.** When no tier decides, `settings.default_action` applies: [`Decision::Default`]. If that
 //!   action is deny or reject and src or dst is in a segment whose mode is `monitor`, the default is
 //!   *monitored*: the packet passes and counts as would-deny.
 //! * **Verdict.** [`Decision::passes`] is true for an allow and for a monitored deny/reject (by a
@@ -88,7 +118,8 @@
 //! [`Policy::compile`] expands each rule into [`FlatRule`]s — from-side prefixes × to-side prefixes × VLAN
 //! conditions × service ranges, `any` being `0.0.0.0/0` and `::/0` — in rule order, then appends, for every
 //! monitor-mode segment S (when the default action is not allow), "src in S" and "dst in S" flat rules that
-//! stand for the monitored default. See the [`compile`] module for the details and reductions.
+//! stand for the monitored default. Tiers' pass chains are resolved there too, into the same flat list. See the
+//! [`compile`] module for the construction, the details and reductions.
 #![forbid(unsafe_code)]
 
 pub mod compile;
@@ -107,10 +138,10 @@ pub use error::{PolicyError, ValidationError};
 pub use eval::{Decision, Flow};
 pub use model::{
     proto, Action, Document, FloodLimits, Format, Mode, OnPolicyChange, PortRange, Protocol,
-    Provenance, ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness,
-    TimeWindow, Timeouts, ANY_SERVICE, FORMAT_V1,
+    Provenance, ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, Tier,
+    TierDefault, TimeWindow, Timeouts, ANY_SERVICE, FORMAT_V1, FORMAT_V2, V1_TIER,
 };
-pub use policy::Policy;
+pub use policy::{Policy, TierView};
 pub use validate::{limits, validate};
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};

@@ -11,8 +11,13 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-/// The only document format this crate reads and writes.
+/// The one-list document format: `rules` is a single ordered list.
 pub const FORMAT_V1: &str = "bulkhead.policy/v1";
+/// The layered document format: `tiers`, each an ordered list of rules with its own default.
+pub const FORMAT_V2: &str = "bulkhead.policy/v2";
+
+/// The name of the one tier a `bulkhead.policy/v1` document is seen as (and migrated to).
+pub const V1_TIER: &str = "main";
 
 /// The name of the built-in service that matches every protocol and port.
 pub const ANY_SERVICE: &str = "any";
@@ -25,9 +30,13 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
 }
 
-/// A whole policy document. `segments`, `services` and `rules` may be omitted (empty): such a document just
-/// applies the default action to everything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A whole policy document. `segments`, `services`, `rules` and `tiers` may be omitted (empty): such a document
+/// just applies the default action to everything.
+///
+/// A `bulkhead.policy/v1` document has `rules` (one ordered list) and no `tiers`; a `bulkhead.policy/v2` document
+/// has `tiers` and no `rules` (validation says so with the path). A document is written back in the format it
+/// came in: [`Document::to_v2`] is the one, explicit, migration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     pub format: Format,
@@ -35,8 +44,12 @@ pub struct Document {
     pub segments: Vec<Segment>,
     #[serde(default)]
     pub services: Vec<Service>,
+    /// v1 only.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// v2 only.
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
     #[serde(default)]
     pub settings: Settings,
 }
@@ -48,8 +61,54 @@ impl Default for Document {
             segments: Vec::new(),
             services: Vec::new(),
             rules: Vec::new(),
+            tiers: Vec::new(),
             settings: Settings::default(),
         }
+    }
+}
+
+impl Document {
+    /// The same policy as a `bulkhead.policy/v2` document: a v1 document's rules become the one tier
+    /// [`V1_TIER`] with default `pass` (so the policy's default still applies when no rule matches): every flow
+    /// gets the same verdict from the same rule. A v2 document is returned as it is.
+    pub fn to_v2(&self) -> Document {
+        let mut doc = self.clone();
+        if doc.format == Format::V1 {
+            doc.format = Format::V2;
+            doc.tiers = vec![Tier {
+                name: V1_TIER.to_string(),
+                description: None,
+                rules: std::mem::take(&mut doc.rules),
+                default: TierDefault::Pass,
+            }];
+        }
+        doc
+    }
+
+    /// Every rule of the document, in evaluation order (tier by tier), whatever the format.
+    pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .chain(self.tiers.iter().flat_map(|t| t.rules.iter()))
+    }
+}
+
+/// Written in the document's own shape: a v1 document without `tiers`, a v2 document without `rules`, so a
+/// document reads back as it was written (and an older reader of v1 never sees a field it does not know).
+impl Serialize for Document {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("format", &self.format)?;
+        m.serialize_entry("segments", &self.segments)?;
+        m.serialize_entry("services", &self.services)?;
+        if self.format == Format::V1 || !self.rules.is_empty() {
+            m.serialize_entry("rules", &self.rules)?;
+        }
+        if self.format == Format::V2 || !self.tiers.is_empty() {
+            m.serialize_entry("tiers", &self.tiers)?;
+        }
+        m.serialize_entry("settings", &self.settings)?;
+        m.end()
     }
 }
 
@@ -59,6 +118,34 @@ pub enum Format {
     #[default]
     #[serde(rename = "bulkhead.policy/v1")]
     V1,
+    #[serde(rename = "bulkhead.policy/v2")]
+    V2,
+}
+
+/// One layer of a v2 policy (e.g. `global` owned by the security team, `segments` by application teams): its
+/// rules are tried in order; the first that matches with a decisive action (allow, deny, reject) decides, one
+/// with action `pass` sends the flow on to the next tier, and when none matches the tier's `default` applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub default: TierDefault,
+}
+
+/// What a tier does with a flow none of its rules decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierDefault {
+    /// Continue with the next tier (after the last tier: the policy's `settings.default_action`).
+    #[default]
+    Pass,
+    /// Deny here: lower tiers never see the flow.
+    Deny,
 }
 
 /// A named set of addresses (optionally restricted to VLANs) that rules refer to.
@@ -197,6 +284,20 @@ pub enum Action {
     Deny,
     /// Drop and tell the sender (TCP RST / ICMP unreachable), so clients fail fast instead of timing out.
     Reject,
+    /// No decision here: continue with the next tier (v2 rules only; never a verdict).
+    Pass,
+}
+
+impl Action {
+    /// The action as written in documents and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Reject => "reject",
+            Action::Pass => "pass",
+        }
+    }
 }
 
 /// `monitor` lets traffic through that would be denied and counts it: a way to roll a policy out safely.

@@ -1,11 +1,12 @@
 //! [`Policy`]: a document that passed validation, plus the lookups evaluation needs.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use serde_json::Value;
 
 use crate::error::{document_from_json, document_from_value, PolicyError};
-use crate::model::{Document, Rule, Segment, Service, Settings};
+use crate::model::{Document, Format, Rule, Segment, Service, Settings, TierDefault, V1_TIER};
 use crate::validate::validate;
 
 /// A validated policy. The only way to get one is through validation, so everything downstream (evaluation,
@@ -15,6 +16,19 @@ pub struct Policy {
     doc: Document,
     segment_by_name: HashMap<String, usize>,
     service_by_name: HashMap<String, usize>,
+    /// A v2 document's rules, tier by tier (a v1 document's are its `rules`).
+    tier_rules: Vec<Rule>,
+    tiers: Vec<TierView>,
+}
+
+/// One tier as evaluation sees it, whatever the document's format: a v1 document is the one tier [`V1_TIER`]
+/// with default `pass`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierView {
+    pub name: String,
+    /// Its rules' indices in [`Policy::rules`] (evaluation order).
+    pub rules: Range<usize>,
+    pub default: TierDefault,
 }
 
 impl Policy {
@@ -36,11 +50,42 @@ impl Policy {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        Ok(Policy {
+        let (tier_rules, tiers) = match doc.format {
+            Format::V1 => (
+                Vec::new(),
+                vec![TierView {
+                    name: V1_TIER.to_string(),
+                    rules: 0..doc.rules.len(),
+                    default: TierDefault::Pass,
+                }],
+            ),
+            Format::V2 => {
+                let mut rules = Vec::new();
+                let mut tiers = Vec::with_capacity(doc.tiers.len());
+                for t in &doc.tiers {
+                    let start = rules.len();
+                    rules.extend(t.rules.iter().cloned());
+                    tiers.push(TierView {
+                        name: t.name.clone(),
+                        rules: start..rules.len(),
+                        default: t.default,
+                    });
+                }
+                (rules, tiers)
+            }
+        };
+        let policy = Policy {
             doc,
             segment_by_name,
             service_by_name,
-        })
+            tier_rules,
+            tiers,
+        };
+        let errors = crate::compile::pass_expansion_errors(&policy);
+        if !errors.is_empty() {
+            return Err(PolicyError::Invalid(errors));
+        }
+        Ok(policy)
     }
 
     /// Parses and validates a JSON document. Syntax errors carry line and column; type errors the JSON path of
@@ -75,8 +120,33 @@ impl Policy {
         &self.doc.services
     }
 
+    /// Every rule in evaluation order: a v1 document's `rules`, a v2 document's tiers' rules one tier after the
+    /// other. A rule's index here is its index everywhere (decisions, compiled rules, counters' metadata).
     pub fn rules(&self) -> &[Rule] {
-        &self.doc.rules
+        match self.doc.format {
+            Format::V1 => &self.doc.rules,
+            Format::V2 => &self.tier_rules,
+        }
+    }
+
+    /// The tiers in evaluation order (the v2 view of any document; a v1 document is one tier).
+    pub fn tiers(&self) -> &[TierView] {
+        &self.tiers
+    }
+
+    /// The index of the tier holding the rule at `index` of [`Policy::rules`].
+    pub fn tier_of(&self, index: usize) -> usize {
+        self.tiers.partition_point(|t| t.rules.end <= index)
+    }
+
+    /// The name of the tier holding the rule at `index` of [`Policy::rules`].
+    pub fn tier_name_of(&self, index: usize) -> &str {
+        self.tiers.get(self.tier_of(index)).map_or("", |t| &t.name)
+    }
+
+    /// The same policy as a `bulkhead.policy/v2` document (see [`Document::to_v2`]).
+    pub fn to_v2(&self) -> Policy {
+        Policy::new(self.doc.to_v2()).expect("migration keeps a valid document valid")
     }
 
     pub fn settings(&self) -> &Settings {

@@ -6,14 +6,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ipnet::IpNet;
 
 use crate::error::ValidationError;
-use crate::model::{Document, FloodLimits, PortRange, Provenance, Selector, Service, ANY_SERVICE};
+use crate::model::{
+    Action, Document, FloodLimits, Format, Mode, PortRange, Provenance, Rule, Selector, Service,
+    ANY_SERVICE, FORMAT_V2,
+};
 
 /// Size limits. They keep a mistaken or hostile document from exhausting the control process or the
 /// classifier's memory; real deployments sit far below them.
 pub mod limits {
     pub const MAX_SEGMENTS: usize = 10_000;
     pub const MAX_SERVICES: usize = 10_000;
+    /// Rules of all tiers together.
     pub const MAX_RULES: usize = 100_000;
+    pub const MAX_TIERS: usize = 64;
+    /// Flat rules one `pass` rule may stand for: its own flat rules times those of the tiers below it (an upper
+    /// bound, counted before empty intersections are dropped). Past it the document is refused, naming the
+    /// rule, rather than compiled into a classifier that cannot be built.
+    pub const MAX_PASS_EXPANSION: usize = 1_000_000;
     /// All segments' prefixes together.
     pub const MAX_PREFIXES: usize = 100_000;
     /// Per `ports` or `source_ports` list.
@@ -36,6 +45,8 @@ pub fn validate(doc: &Document) -> Vec<ValidationError> {
     };
     v.segments(doc);
     v.services(doc);
+    v.format(doc);
+    v.tiers(doc);
     v.rules(doc);
     v.settings(doc);
     v.errors
@@ -268,29 +279,81 @@ impl Validator {
         }
     }
 
+    /// Each format keeps its rules in its own place.
+    fn format(&mut self, doc: &Document) {
+        match doc.format {
+            Format::V1 => {
+                if !doc.tiers.is_empty() {
+                    self.err("tiers", format!("tiers need \"format\": \"{FORMAT_V2}\""));
+                }
+            }
+            Format::V2 => {
+                if !doc.rules.is_empty() {
+                    self.err(
+                        "rules",
+                        "a bulkhead.policy/v2 document keeps its rules in tiers: move them to tiers[N].rules",
+                    );
+                }
+            }
+        }
+    }
+
+    fn tiers(&mut self, doc: &Document) {
+        self.count("tiers", "tiers", doc.tiers.len(), MAX_TIERS);
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in doc.tiers.iter().enumerate() {
+            let at = format!("tiers[{i}]");
+            self.name(format!("{at}.name"), "tier name", &t.name);
+            if let Some(first) = seen.insert(&t.name, i) {
+                seen.insert(&t.name, first);
+                self.err(
+                    format!("{at}.name"),
+                    format!("duplicate tier name {:?} (also tiers[{first}])", t.name),
+                );
+            }
+            self.description(format!("{at}.description"), &t.description);
+        }
+    }
+
+    /// Every rule with its path: `rules[i]` in v1, `tiers[t].rules[i]` in v2.
+    fn rule_paths(doc: &Document) -> Vec<(String, &Rule)> {
+        let v1 = doc
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("rules[{i}]"), r));
+        let v2 = doc.tiers.iter().enumerate().flat_map(|(t, tier)| {
+            tier.rules
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (format!("tiers[{t}].rules[{i}]"), r))
+        });
+        v1.chain(v2).collect()
+    }
+
     fn rules(&mut self, doc: &Document) {
-        self.count("rules", "rules", doc.rules.len(), MAX_RULES);
+        let rules = Self::rule_paths(doc);
+        self.count("rules", "rules", rules.len(), MAX_RULES);
         let segments: HashSet<&str> = doc.segments.iter().map(|s| s.name.as_str()).collect();
         let services: HashSet<&str> = doc.services.iter().map(|s| s.name.as_str()).collect();
-        let mut ids: HashMap<u32, usize> = HashMap::new();
-        let mut names: HashMap<&str, usize> = HashMap::new();
-        for (i, r) in doc.rules.iter().enumerate() {
-            let at = format!("rules[{i}]");
+        let mut ids: HashMap<u32, &str> = HashMap::new();
+        let mut names: HashMap<&str, &str> = HashMap::new();
+        for (at, r) in &rules {
             if r.id == 0 {
                 self.err(format!("{at}.id"), "rule ids start at 1");
-            } else if let Some(first) = ids.insert(r.id, i) {
+            } else if let Some(first) = ids.insert(r.id, at) {
                 ids.insert(r.id, first);
                 self.err(
                     format!("{at}.id"),
-                    format!("duplicate rule id {} (also rules[{first}])", r.id),
+                    format!("duplicate rule id {} (also {first})", r.id),
                 );
             }
             self.name(format!("{at}.name"), "rule name", &r.name);
-            if let Some(first) = names.insert(&r.name, i) {
+            if let Some(first) = names.insert(&r.name, at) {
                 names.insert(&r.name, first);
                 self.err(
                     format!("{at}.name"),
-                    format!("duplicate rule name {:?} (also rules[{first}])", r.name),
+                    format!("duplicate rule name {:?} (also {first})", r.name),
                 );
             }
             self.description(format!("{at}.description"), &r.description);
@@ -311,6 +374,31 @@ impl Validator {
                     format!("unknown service {}{hint}", quoted(&r.service)),
                 );
             }
+            if r.action == Action::Pass {
+                self.pass_rule(at, r, doc.format);
+            }
+        }
+    }
+
+    /// `pass` continues with the next tier: it needs tiers, and decides nothing a mode or a log could apply to.
+    fn pass_rule(&mut self, at: &str, r: &Rule, format: Format) {
+        if format == Format::V1 {
+            self.err(
+                format!("{at}.action"),
+                format!("\"pass\" continues with the next tier; it needs \"format\": \"{FORMAT_V2}\" and tiers"),
+            );
+        }
+        if r.mode == Mode::Monitor {
+            self.err(
+                format!("{at}.mode"),
+                "a pass rule decides nothing, so monitor mode has nothing to monitor; set the mode on the rules that decide",
+            );
+        }
+        if r.log {
+            self.err(
+                format!("{at}.log"),
+                "a pass rule decides nothing, so it logs nothing; set log on the rules that decide",
+            );
         }
     }
 
@@ -372,6 +460,12 @@ impl Validator {
     }
 
     fn settings(&mut self, doc: &Document) {
+        if doc.settings.default_action == Action::Pass {
+            self.err(
+                "settings.default_action",
+                "the policy's default must decide: allow, deny or reject (\"pass\" is for rules and tier defaults)",
+            );
+        }
         for (field, secs) in doc.settings.timeouts.fields() {
             if secs == 0 {
                 self.err(

@@ -131,7 +131,8 @@ fn expansion_of_a_segment_pair() {
             id: 7,
             action: Action::Allow,
             mode: Mode::Enforce,
-            log: false
+            log: false,
+            tier: 0
         }]
     );
 }
@@ -232,6 +233,7 @@ fn vlan_lists_are_intersected() {
         [Shadowed {
             index: 1,
             id: 2,
+            tier: V1_TIER.to_string(),
             reason: ShadowReason::MatchesNothing
         }]
     );
@@ -511,21 +513,25 @@ fn shadowed_rules() {
             Shadowed {
                 index: 1,
                 id: 20,
+                tier: V1_TIER.to_string(),
                 reason: ShadowReason::CoveredBy(vec![10])
             },
             Shadowed {
                 index: 5,
                 id: 60,
+                tier: V1_TIER.to_string(),
                 reason: ShadowReason::CoveredBy(vec![40, 50])
             },
             Shadowed {
                 index: 6,
                 id: 70,
+                tier: V1_TIER.to_string(),
                 reason: ShadowReason::MatchesNothing
             },
             Shadowed {
                 index: 7,
                 id: 80,
+                tier: V1_TIER.to_string(),
                 reason: ShadowReason::CoveredBy(vec![40])
             },
         ]

@@ -25,7 +25,7 @@ fn check(p: &Policy, c: &Compiled, flow: Flow) -> (Option<u32>, bool, bool) {
     assert_eq!(c.classify(&flow), d, "{flow:?}");
     let id = match d {
         Decision::Rule { id, .. } => Some(id),
-        Decision::Default { .. } => None,
+        Decision::Default { .. } | Decision::TierDefault { .. } => None,
     };
     (id, d.passes(), d.would_deny())
 }

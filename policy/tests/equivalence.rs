@@ -1,7 +1,9 @@
 //! The pure-Rust half of the differential test: for random small policies, linear first match over the
 //! compiled flat rules gives exactly the decision of the reference `Policy::evaluate`, for random flows biased
 //! towards the edges where an off-by-one would show (prefix boundaries, port-range ends, VLANs, ICMP
-//! type/code, both families).
+//! type/code, both families). Half of the policies are `bulkhead.policy/v2` documents of up to four tiers with
+//! `pass` rules and `pass`/`deny` tier defaults, so pass chains are resolved exactly; the v1 ones are also
+//! migrated to v2 and must keep every decision.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -114,6 +116,9 @@ struct PolicyR {
     svcs: Vec<SvcR>,
     rules: Vec<RuleR>,
     default: usize,
+    /// `None`: a v1 document. `Some`: v2, tiers of (rules taken in order, default deny); the last tier takes
+    /// the rules left over.
+    tiers: Option<Vec<(usize, bool)>>,
 }
 
 fn prefix_r() -> impl Strategy<Value = PrefixR> {
@@ -170,7 +175,7 @@ fn rule_r() -> impl Strategy<Value = RuleR> {
         sel_r(),
         sel_r(),
         prop::option::weighted(0.8, 0..64usize),
-        0..3usize,
+        0..4usize,
         prop::bool::weighted(0.25),
     )
         .prop_map(|(from, to, svc, action, monitor)| RuleR {
@@ -186,19 +191,33 @@ fn policy_r() -> impl Strategy<Value = PolicyR> {
     (
         prop::collection::vec(seg_r(), 0..5),
         prop::collection::vec(svc_r(), 0..5),
-        prop::collection::vec(rule_r(), 0..8),
+        prop::collection::vec(rule_r(), 0..10),
         0..3usize,
+        prop::option::of(prop::collection::vec(
+            (0..5usize, prop::bool::weighted(0.3)),
+            1..5,
+        )),
     )
-        .prop_map(|(segs, svcs, rules, default)| PolicyR {
+        .prop_map(|(segs, svcs, rules, default, tiers)| PolicyR {
             segs,
             svcs,
             rules,
             default,
+            tiers,
         })
 }
 
 fn action(i: usize) -> Action {
     [Action::Allow, Action::Deny, Action::Reject][i % 3]
+}
+
+/// A rule's action: `pass` (index 3) only where tiers exist.
+fn rule_action(i: usize, tiered: bool) -> Action {
+    if tiered && i == 3 {
+        Action::Pass
+    } else {
+        action(i)
+    }
 }
 
 fn mode(monitor: bool) -> Mode {
@@ -313,35 +332,68 @@ fn build(r: &PolicyR) -> Document {
             _ => Selector::Any,
         }
     };
-    let rules = r
+    let tiered = r.tiers.is_some();
+    let mut rules: Vec<Rule> = r
         .rules
         .iter()
         .enumerate()
-        .map(|(i, rr)| Rule {
-            id: (i as u32 + 1) * 10,
-            name: format!("r{i}"),
-            description: None,
-            from: selector(&rr.from),
-            to: selector(&rr.to),
-            service: match rr.svc {
-                Some(s) if !services.is_empty() => services[s % services.len()].name.clone(),
-                _ => ANY_SERVICE.to_string(),
-            },
-            action: action(rr.action),
-            log: false,
-            mode: mode(rr.monitor),
-            provenance: None,
+        .map(|(i, rr)| {
+            let action = rule_action(rr.action, tiered);
+            Rule {
+                id: (i as u32 + 1) * 10,
+                name: format!("r{i}"),
+                description: None,
+                from: selector(&rr.from),
+                to: selector(&rr.to),
+                service: match rr.svc {
+                    Some(s) if !services.is_empty() => services[s % services.len()].name.clone(),
+                    _ => ANY_SERVICE.to_string(),
+                },
+                action,
+                log: false,
+                mode: mode(rr.monitor && action != Action::Pass),
+                provenance: None,
+            }
         })
         .collect();
     let settings = Settings {
         default_action: action(r.default),
         ..Settings::default()
     };
+    let Some(tier_shapes) = &r.tiers else {
+        return Document {
+            format: Format::V1,
+            segments,
+            services,
+            rules,
+            tiers: Vec::new(),
+            settings,
+        };
+    };
+    let mut tiers = Vec::new();
+    for (i, &(count, deny)) in tier_shapes.iter().enumerate() {
+        let take = if i + 1 == tier_shapes.len() {
+            rules.len()
+        } else {
+            count.min(rules.len())
+        };
+        tiers.push(Tier {
+            name: format!("t{i}"),
+            description: None,
+            rules: rules.drain(..take).collect(),
+            default: if deny {
+                TierDefault::Deny
+            } else {
+                TierDefault::Pass
+            },
+        });
+    }
     Document {
-        format: Format::V1,
+        format: Format::V2,
         segments,
         services,
-        rules,
+        rules: Vec::new(),
+        tiers,
         settings,
     }
 }
@@ -403,7 +455,7 @@ fn all_prefixes(doc: &Document, v6: bool) -> Vec<IpNet> {
         .iter()
         .flat_map(|s| s.prefixes.clone())
         .collect();
-    for r in &doc.rules {
+    for r in doc.all_rules() {
         for s in [&r.from, &r.to] {
             if let Selector::Prefix(p) = s {
                 out.push(*p);
@@ -528,6 +580,30 @@ proptest! {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(Policy::from_value(value).unwrap(), policy);
     }
+
+    /// A v1 document migrated to v2 (one tier, default pass) gives every flow the same decision, from the same
+    /// rule, and compiles to the same flat rules.
+    #[test]
+    fn v1_to_v2_migration_keeps_every_verdict(
+        mut r in policy_r(),
+        flows in prop::collection::vec(flow_r(), 64..256),
+    ) {
+        r.tiers = None;
+        let doc = build(&r);
+        let v1 = Policy::new(doc.clone()).unwrap();
+        let v2 = v1.to_v2();
+        prop_assert_eq!(v2.document().format, Format::V2);
+        prop_assert_eq!(v2.rules(), v1.rules());
+        let (c1, c2) = (v1.compile(), v2.compile());
+        prop_assert_eq!(&c1.v4, &c2.v4);
+        prop_assert_eq!(&c1.v6, &c2.v6);
+        for f in &flows {
+            let flow = flow(f, &doc);
+            prop_assert_eq!(v2.evaluate(&flow), v1.evaluate(&flow), "{:?}", flow);
+        }
+        let back = Policy::from_json(&v2.to_json_pretty()).unwrap();
+        prop_assert_eq!(back, v2);
+    }
 }
 
 /// The generator must actually exercise the interesting cases, or the equivalence test proves little.
@@ -537,6 +613,7 @@ fn generator_covers_rules_defaults_and_monitoring() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let (mut rule, mut default, mut monitored, mut vlan_rule, mut shadowed) = (0, 0, 0, 0, 0);
+    let (mut tier_default, mut passed, mut lower_tier) = (0, 0, 0);
     for _ in 0..300 {
         let r = policy_r().new_tree(&mut runner).unwrap().current();
         let doc = build(&r);
@@ -546,7 +623,24 @@ fn generator_covers_rules_defaults_and_monitoring() {
         vlan_rule += compiled.v4.iter().filter(|f| f.vlan.is_some()).count();
         for _ in 0..100 {
             let f = flow(&flow_r().new_tree(&mut runner).unwrap().current(), &doc);
-            match policy.evaluate(&f) {
+            let d = policy.evaluate(&f);
+            // Decided below a tier whose pass rule matched: the pass chain was followed.
+            let tier = match d {
+                Decision::Rule { index, .. } => Some(policy.tier_of(index)),
+                Decision::TierDefault { tier, .. } => Some(tier),
+                Decision::Default { .. } => None,
+            };
+            if tier.is_some_and(|t| t > 0) {
+                lower_tier += 1;
+                let passed_by_rule = policy.tiers()[..tier.unwrap()].iter().any(|t| {
+                    policy.rules()[t.rules.clone()]
+                        .iter()
+                        .any(|r| r.action == Action::Pass && policy.rule_matches(r, &f))
+                });
+                passed += usize::from(passed_by_rule);
+            }
+            match d {
+                Decision::TierDefault { .. } => tier_default += 1,
                 Decision::Rule { .. } => rule += 1,
                 Decision::Default {
                     monitored: true, ..
@@ -555,6 +649,7 @@ fn generator_covers_rules_defaults_and_monitoring() {
             }
         }
     }
-    eprintln!("rule {rule}, default {default}, monitored {monitored}, vlan flat rules {vlan_rule}, shadowed {shadowed}");
+    eprintln!("rule {rule}, default {default}, monitored {monitored}, vlan flat rules {vlan_rule}, shadowed {shadowed}, tier default {tier_default}, lower tier {lower_tier}, passed {passed}");
     assert!(rule > 3_000 && default > 3_000 && monitored > 300 && vlan_rule > 50 && shadowed > 20);
+    assert!(tier_default > 1_000 && lower_tier > 1_000 && passed > 300);
 }

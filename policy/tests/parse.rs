@@ -151,38 +151,38 @@ fn syntax_errors_have_line_and_column() {
 #[test]
 fn format_is_checked_first() {
     assert_eq!(
-        invalid(r#"{"format": "bulkhead.policy/v2", "rules": 7}"#),
+        invalid(r#"{"format": "bulkhead.policy/v3", "rules": 7}"#),
         pair(
             "format",
-            r#"unsupported format "bulkhead.policy/v2"; this version of Bulkhead reads "bulkhead.policy/v1""#
+            r#"unsupported format "bulkhead.policy/v3"; this version of Bulkhead reads "bulkhead.policy/v1" and "bulkhead.policy/v2""#
         )
     );
     assert_eq!(
         invalid(r#"{"format": 1}"#),
         pair(
             "format",
-            r#"unsupported format 1; this version of Bulkhead reads "bulkhead.policy/v1""#
+            r#"unsupported format 1; this version of Bulkhead reads "bulkhead.policy/v1" and "bulkhead.policy/v2""#
         )
     );
     assert_eq!(
         invalid(r#"{"rules": []}"#),
         pair(
             "format",
-            r#"required field is missing; this version of Bulkhead reads "bulkhead.policy/v1""#
+            r#"required field is missing; this version of Bulkhead reads "bulkhead.policy/v1" and "bulkhead.policy/v2""#
         )
     );
     assert_eq!(
         invalid("[]"),
         pair(
             "(document)",
-            r#"expected a JSON object with "format": "bulkhead.policy/v1""#
+            r#"expected a JSON object with "format": "bulkhead.policy/v2" (or "bulkhead.policy/v1")"#
         )
     );
     assert_eq!(
         error(json!({"format": "v1"})),
         pair(
             "format",
-            r#"unsupported format "v1"; this version of Bulkhead reads "bulkhead.policy/v1""#
+            r#"unsupported format "v1"; this version of Bulkhead reads "bulkhead.policy/v1" and "bulkhead.policy/v2""#
         )
     );
 }
@@ -197,12 +197,12 @@ fn unknown_variant_names_the_path() {
     assert_eq!(path, "rules[2].action");
     assert_eq!(
         message,
-        r#"unknown variant "permit", expected one of "allow", "deny", "reject""#
+        r#"unknown variant "permit", expected one of "allow", "deny", "reject", "pass""#
     );
     let e = Policy::from_json(&doc(rules)).unwrap_err();
     assert_eq!(
         e.to_string(),
-        r#"invalid policy: rules[2].action: unknown variant "permit", expected one of "allow", "deny", "reject""#
+        r#"invalid policy: rules[2].action: unknown variant "permit", expected one of "allow", "deny", "reject", "pass""#
     );
     assert_eq!(
         invalid(&doc(r#", "settings": {"on_policy_change": "drop"}"#)),
@@ -526,7 +526,7 @@ fn from_value_reports_paths_too() {
         error(v),
         pair(
             "rules[0].action",
-            r#"unknown variant "permit", expected one of "allow", "deny", "reject""#
+            r#"unknown variant "permit", expected one of "allow", "deny", "reject", "pass""#
         )
     );
 }

@@ -375,6 +375,11 @@ pub struct FlowEvent {
     pub verdict: Verdict,
     /// The deciding rule's id; 0 for the default action.
     pub rule_id: u32,
+    /// The name of the tier that decided (its rule, or its `deny` default), for a tiered
+    /// (`bulkhead.policy/v2`) policy; absent for a v1 policy and for the policy's default. Absent from older
+    /// dataplanes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     pub policy_version: u32,
     /// Original direction, reply direction.
     pub packets: [u64; 2],

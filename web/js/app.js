@@ -62,7 +62,7 @@ async function start() {
     const [me, v] = await Promise.all([get('/whoami'), get('/version')]);
     setRights(me.rights);
     for (const r of RIGHTS) document.body.classList.toggle(`lacks-${r}`, !can(r));
-    replace(document.getElementById('who'), h('span', { id: 'whoami' }, `${me.identity} (${me.role})`),
+    replace(document.getElementById('who'), h('span', { id: 'whoami' }, `${me.identity} (${me.role}${me.tiers ? `; tiers ${me.tiers.join(', ')}` : ''})`),
       ` · control ${v.control} · API ${v.api}`);
   } catch { /* a 401 already brought back the sign-in page */ }
   if (!token()) return;

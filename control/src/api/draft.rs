@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::extract::{
-    active_etag, draft_etag, if_match, strip_position, who, with_etag, ApiResult, Body, Params,
+    active_etag, draft_etag, editor, if_match, strip_position, with_etag, ApiResult, Body, Params,
     QueryParams, Who,
 };
 use super::{p, Routes};
@@ -83,7 +83,7 @@ async fn put_draft(
     Body(value): Body<Value>,
 ) -> ApiResult {
     let doc = off_worker(move || document_from_value(value)).await?;
-    write_draft(&app, &who(w), &headers, "draft.import", None, |d| {
+    write_draft(&app, &editor(w), &headers, "draft.import", None, |d| {
         *d = doc;
         Ok(Value::Null)
     })
@@ -93,14 +93,21 @@ async fn put_draft(
 /// A document that may not validate yet, but whose types are right.
 fn document_from_value(value: Value) -> ApiResult<Document> {
     match value.get("format") {
-        Some(Value::String(f)) if f == policy::FORMAT_V1 => {}
+        Some(Value::String(f)) if f == policy::FORMAT_V1 || f == policy::FORMAT_V2 => {}
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_policy",
                 "not a policy document",
             )
-            .detail("format", format!("must be \"{}\"", policy::FORMAT_V1)))
+            .detail(
+                "format",
+                format!(
+                    "must be \"{}\" or \"{}\"",
+                    policy::FORMAT_V1,
+                    policy::FORMAT_V2
+                ),
+            ))
         }
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -122,7 +129,7 @@ async fn reset_draft(
         let store = app.store.lock().await;
         store.active_policy().map(|p| p.document().clone())
     };
-    write_draft(&app, &who(w), &headers, "draft.reset", None, |d| {
+    write_draft(&app, &editor(w), &headers, "draft.reset", None, |d| {
         *d = active.unwrap_or_default();
         Ok(Value::Null)
     })
@@ -165,6 +172,23 @@ pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn key(&self) -> String;
     fn list(doc: &Document) -> &Vec<Self>;
     fn list_mut(doc: &mut Document) -> &mut Vec<Self>;
+    /// Every object, in document order.
+    fn all(doc: &Document) -> Vec<Self> {
+        Self::list(doc).clone()
+    }
+    /// The list a write goes to: the one holding `key` (when given and present), or the one `tier` names. Only
+    /// rules live in tiers; other kinds refuse a tier.
+    fn list_for<'d>(
+        doc: &'d mut Document,
+        _key: Option<&str>,
+        tier: Option<&str>,
+    ) -> ApiResult<&'d mut Vec<Self>> {
+        match tier {
+            None => Ok(Self::list_mut(doc)),
+            Some(_) => Err(ApiError::bad_request("only rules belong to tiers")
+                .detail("tier", format!("{} are document-wide", Self::KIND))),
+        }
+    }
 }
 
 impl Object for Segment {
@@ -195,6 +219,8 @@ impl Object for Service {
     }
 }
 
+/// A v1 draft's rules are its `rules`; a v2 draft's are in its tiers: listed all together, in evaluation order,
+/// and written in the tier that holds the rule or the one `?tier=` names.
 impl Object for Rule {
     const KIND: &'static str = "rules";
     const KEY: &'static str = "id";
@@ -206,6 +232,50 @@ impl Object for Rule {
     }
     fn list_mut(doc: &mut Document) -> &mut Vec<Self> {
         &mut doc.rules
+    }
+    fn all(doc: &Document) -> Vec<Self> {
+        doc.all_rules().cloned().collect()
+    }
+    fn list_for<'d>(
+        doc: &'d mut Document,
+        key: Option<&str>,
+        tier: Option<&str>,
+    ) -> ApiResult<&'d mut Vec<Self>> {
+        if doc.format == policy::Format::V1 {
+            return match tier {
+                None => Ok(&mut doc.rules),
+                Some(t) if t == policy::V1_TIER => Ok(&mut doc.rules),
+                Some(_) => Err(ApiError::bad_request("the draft has no tiers").detail(
+                    "tier",
+                    format!(
+                        "a bulkhead.policy/v1 draft is the one tier {:?}",
+                        policy::V1_TIER
+                    ),
+                )),
+            };
+        }
+        let holding = key.and_then(|k| {
+            doc.tiers
+                .iter()
+                .position(|t| t.rules.iter().any(|r| r.id.to_string() == k))
+        });
+        let named = match tier {
+            Some(t) => Some(doc.tiers.iter().position(|x| x.name == t).ok_or_else(|| {
+                ApiError::not_found(format!("no tier {t:?} in the draft")).detail("tier", "unknown")
+            })?),
+            None => None,
+        };
+        let i = match (named, holding, doc.tiers.len()) {
+            (Some(i), _, _) | (None, Some(i), _) => i,
+            (None, None, 1) => 0,
+            (None, None, _) => {
+                return Err(ApiError::bad_request("which tier?").detail(
+                    "tier",
+                    "the draft has several tiers: name the rule's with ?tier=NAME",
+                ))
+            }
+        };
+        Ok(&mut doc.tiers[i].rules)
     }
 }
 
@@ -227,7 +297,7 @@ async fn read_doc<T>(
 }
 
 async fn list_objects<O: Object, const ACTIVE: bool>(State(app): State<Shared>) -> ApiResult {
-    let (list, etag) = read_doc(&app, ACTIVE, |d| O::list(d).clone()).await?;
+    let (list, etag) = read_doc(&app, ACTIVE, O::all).await?;
     Ok(with_etag(etag, Json(list)))
 }
 
@@ -236,7 +306,7 @@ async fn get_object<O: Object, const ACTIVE: bool>(
     Path(key): Path<String>,
 ) -> ApiResult {
     let (found, etag) = read_doc(&app, ACTIVE, |d| {
-        O::list(d).iter().find(|o| o.key() == key).cloned()
+        O::all(d).into_iter().find(|o| o.key() == key)
     })
     .await?;
     let found = found.ok_or_else(|| {
@@ -253,11 +323,17 @@ async fn get_object<O: Object, const ACTIVE: bool>(
 struct Position {
     /// Where the object goes in its list (0-based); rule order decides which rule matches first.
     position: Option<usize>,
+    /// The tier a rule goes in (a v2 draft; the position is within the tier).
+    tier: Option<String>,
 }
 
 impl QueryParams for Position {
-    const NAMES: &'static [&'static str] = &["position"];
-    fn set(&mut self, _: &str, v: &str) -> Result<(), &'static str> {
+    const NAMES: &'static [&'static str] = &["position", "tier"];
+    fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
+        if name == "tier" {
+            self.tier = Some(v.to_string());
+            return Ok(());
+        }
         self.position = Some(super::extract::value(v, "a position (0, 1, ...)")?);
         Ok(())
     }
@@ -288,13 +364,12 @@ async fn create_object<O: Object>(
     let object = format!("{}/{key}", O::KIND);
     let resp = write_draft(
         &app,
-        &who(w),
+        &editor(w),
         &headers,
         &format!("draft.{}.create", O::KIND),
         Some(object),
         move |d| {
-            let list = O::list_mut(d);
-            if list.iter().any(|o| o.key() == key) {
+            if O::all(d).iter().any(|o| o.key() == key) {
                 return Err(ApiError::conflict(
                     "exists",
                     format!(
@@ -305,6 +380,7 @@ async fn create_object<O: Object>(
                 .detail(O::KEY, "already used"));
             }
             let value = serde_json::to_value(&obj).unwrap_or_default();
+            let list = O::list_for(d, None, pos.tier.as_deref())?;
             place(list, pos.position, obj)?;
             Ok(value)
         },
@@ -334,13 +410,22 @@ async fn put_object<O: Object>(
     let object = format!("{}/{key}", O::KIND);
     write_draft(
         &app,
-        &who(w),
+        &editor(w),
         &headers,
         &format!("draft.{}.put", O::KIND),
         Some(object),
         move |d| {
-            let list = O::list_mut(d);
             let value = serde_json::to_value(&obj).unwrap_or_default();
+            // A rule named into another tier than the one holding it moves there.
+            if let Some(tier) = pos.tier.as_deref() {
+                let there = O::list_for(d, None, Some(tier))?
+                    .iter()
+                    .any(|o| o.key() == key);
+                if !there && O::all(d).iter().any(|o| o.key() == key) {
+                    O::list_for(d, Some(&key), None)?.retain(|o| o.key() != key);
+                }
+            }
+            let list = O::list_for(d, Some(&key), pos.tier.as_deref())?;
             match list.iter().position(|o| o.key() == key) {
                 Some(i) if pos.position.is_none() => list[i] = obj,
                 Some(i) => {
@@ -364,12 +449,12 @@ async fn delete_object<O: Object>(
     let object = format!("{}/{key}", O::KIND);
     write_draft(
         &app,
-        &who(w),
+        &editor(w),
         &headers,
         &format!("draft.{}.delete", O::KIND),
         Some(object),
         move |d| {
-            let list = O::list_mut(d);
+            let list = O::list_for(d, Some(&key), None)?;
             let i = list.iter().position(|o| o.key() == key).ok_or_else(|| {
                 ApiError::not_found(format!("no {} {key:?} in the draft", O::KIND))
             })?;
@@ -393,7 +478,7 @@ async fn put_settings(
 ) -> ApiResult {
     write_draft(
         &app,
-        &who(w),
+        &editor(w),
         &headers,
         "draft.settings.put",
         Some("settings".into()),
@@ -407,9 +492,10 @@ async fn put_settings(
 
 /// The common path of every draft write: If-Match, edit a copy, persist, audit, answer with the new ETag,
 /// the object written (if any) and whether the draft now validates.
+/// A token scoped to tiers may change only those (see [`crate::auth::scope`]): 403 naming what it touched.
 pub(super) async fn write_draft(
     app: &App,
-    who: &str,
+    who: &Who,
     headers: &HeaderMap,
     action: &str,
     object: Option<String>,
@@ -420,8 +506,14 @@ pub(super) async fn write_draft(
         if_match(headers, &draft_etag(store.revision()))?;
         let mut doc = store.draft().clone();
         let written = edit(&mut doc)?;
+        if let Some(granted) = &who.tiers {
+            crate::auth::scope::check(store.draft(), &doc, granted).map_err(|e| {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden_tier", e.to_string())
+                    .detail("tier", e.part())
+            })?;
+        }
         let rev = store.set_draft(doc.clone())?;
-        let mut entry = AuditEntry::new(who, action);
+        let mut entry = AuditEntry::new(&who.identity, action);
         entry.object = object;
         entry.version_before = store.active_version();
         entry.version_after = store.active_version();

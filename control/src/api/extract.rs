@@ -249,13 +249,28 @@ pub fn rule_id(v: &str) -> Result<u32, &'static str> {
 // ---------------------------------------------------------------------------------------------------------
 // The caller
 
-/// The token identity of the caller (set by the authentication middleware).
+/// The token identity of the caller and the tiers its token may edit (set by the authentication middleware).
 #[derive(Debug, Clone)]
-pub struct Who(pub String);
+pub struct Who {
+    pub identity: String,
+    /// `None`: the whole document.
+    pub tiers: Option<Vec<String>>,
+}
 
 /// The caller's identity, for the audit log.
 pub fn who(w: Option<axum::Extension<Who>>) -> String {
-    w.map_or_else(|| "unknown".into(), |w| w.0 .0)
+    w.map_or_else(|| "unknown".into(), |w| w.0.identity)
+}
+
+/// The caller, for a draft write (identity and tier scope).
+pub fn editor(w: Option<axum::Extension<Who>>) -> Who {
+    w.map_or_else(
+        || Who {
+            identity: "unknown".into(),
+            tiers: None,
+        },
+        |w| w.0,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -257,7 +257,10 @@ async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -
         Err(reason) => return refuse(&app, peer, reason).await,
     };
     app.auth_failures.succeeded(peer);
-    req.extensions_mut().insert(Who(caller.identity.clone()));
+    req.extensions_mut().insert(Who {
+        identity: caller.identity.clone(),
+        tiers: caller.tiers.clone(),
+    });
     req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
     let streams = resp

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::draft::write_draft;
-use super::extract::{who, ApiResult, Body, Who};
+use super::extract::{editor, ApiResult, Body, Who};
 use super::{p, Routes};
 use crate::app::{off_worker, App, Shared};
 use crate::auth::Right;
@@ -202,7 +202,7 @@ async fn apply(
     let added: Vec<u32> = rules.iter().map(|r| r.id).collect();
     write_draft(
         &app,
-        &who(w),
+        &editor(w),
         &headers,
         "draft.suggestion.apply",
         None,
@@ -215,11 +215,16 @@ async fn apply(
                 }
             }
             for r in &rules {
-                if d.rules.iter().any(|o| o.id == r.id || o.name == r.name) {
+                if d.all_rules().any(|o| o.id == r.id || o.name == r.name) {
                     return Err(exists("rule", &format!("{} ({})", r.id, r.name)));
                 }
             }
-            d.rules.extend(rules);
+            // A tiered draft takes them in its last tier (the most specific one; a token scoped to tiers
+            // must be granted it).
+            match d.tiers.last_mut() {
+                Some(tier) if d.format == policy::Format::V2 => tier.rules.extend(rules),
+                _ => d.rules.extend(rules),
+            }
             Ok(json!({"rules_added": added, "services_added": services.iter().map(|s| &s.name).collect::<Vec<_>>()}))
         },
     )

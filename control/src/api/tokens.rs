@@ -67,6 +67,7 @@ async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({
         "identity": caller.identity,
         "role": caller.role,
+        "tiers": caller.tiers,
         "rights": rights,
         "token_id": caller.token_id,
         "expires_at": caller.expires_unix_ms.map(|ms| time::rfc3339(time::from_unix_ms(ms))),
@@ -91,6 +92,7 @@ async fn change(
         "token_id": record.id,
         "identity": record.identity,
         "role": record.role,
+        "tiers": record.tiers,
         "expires_at": record.expires_unix_ms.map(|ms| time::rfc3339(time::from_unix_ms(ms))),
         "by_token_id": caller.token_id,
     });
@@ -134,6 +136,9 @@ async fn list(State(app): State<Shared>) -> Json<Value> {
 struct CreateBody {
     identity: String,
     role: Role,
+    /// The tiers the token may edit; absent: all of the document.
+    #[serde(default)]
+    tiers: Option<Vec<String>>,
     #[serde(default)]
     description: String,
     /// RFC 3339 UTC.
@@ -179,6 +184,7 @@ async fn create(
         expires_unix_ms: expiry(&body)?,
         identity: body.identity,
         role: body.role,
+        tiers: body.tiers,
         description: body.description,
     };
     let answer = change(&app, &caller, "token.create", |t| t.prepare_create(new)).await?;

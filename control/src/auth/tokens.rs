@@ -93,6 +93,10 @@ pub struct Record {
     pub id: String,
     pub identity: String,
     pub role: Role,
+    /// The tiers the token may edit in the draft (its role's edit rights apply there only); `None`: every
+    /// part of the document, as for every token before tiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub created_unix_ms: u64,
@@ -133,6 +137,7 @@ impl Record {
             "id": self.id,
             "identity": self.identity,
             "role": self.role,
+            "tiers": self.tiers,
             "description": self.description,
             "state": self.state(now_ms),
             "created_at": t(Some(self.created_unix_ms)),
@@ -195,6 +200,8 @@ pub struct Caller {
     pub token_id: String,
     pub identity: String,
     pub role: Role,
+    /// The tiers the token may edit (`None`: all of the document).
+    pub tiers: Option<Vec<String>>,
     pub expires_unix_ms: Option<u64>,
     /// The hash of the secret presented (to check it again later; the secret itself is not kept).
     pub hash: [u8; 32],
@@ -222,6 +229,7 @@ pub struct Change {
 pub struct NewToken {
     pub identity: String,
     pub role: Role,
+    pub tiers: Option<Vec<String>>,
     pub description: String,
     pub expires_unix_ms: Option<u64>,
 }
@@ -293,6 +301,38 @@ pub fn check_identity(identity: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
+/// A token's tiers: 1 to 64 distinct tier names (as the policy writes them: 1 to 64 of A-Z a-z 0-9 _ . -). A
+/// tier that does not exist (yet) is allowed: the token may create it.
+pub fn check_tiers(tiers: &[String]) -> Result<(), TokenError> {
+    let invalid = |message: String| {
+        Err(TokenError::Invalid {
+            field: "tiers",
+            message,
+        })
+    };
+    if tiers.is_empty() || tiers.len() > 64 {
+        return invalid(
+            "must list 1 to 64 tier names (omit it for a token that edits every tier)".into(),
+        );
+    }
+    for (i, t) in tiers.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return invalid(format!(
+                "{:?} is not a tier name: use 1 to 64 characters from A-Z a-z 0-9 _ . -",
+                t.chars().take(80).collect::<String>()
+            ));
+        }
+        if tiers[..i].contains(t) {
+            return invalid(format!("{t:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
 /// A description: at most 200 characters, none of them a control character.
 pub fn check_description(description: &str) -> Result<(), TokenError> {
     if description.chars().count() > MAX_DESCRIPTION {
@@ -344,6 +384,7 @@ impl Tokens {
                 let change = tokens.prepare_create(NewToken {
                     identity: "admin".into(),
                     role: Role::Admin,
+                    tiers: None,
                     description: "created at first start".into(),
                     expires_unix_ms: None,
                 })?;
@@ -389,6 +430,9 @@ impl Tokens {
             let hash = unhex(&stored.sha256)
                 .ok_or_else(|| at("sha256: expected 64 hexadecimal digits".into()))?;
             check_identity(&stored.record.identity).map_err(|e| at(e.to_string()))?;
+            if let Some(tiers) = &stored.record.tiers {
+                check_tiers(tiers).map_err(|e| at(e.to_string()))?;
+            }
             if entries.iter().any(|e| e.record.id == stored.record.id) {
                 return Err(at(format!("id {} listed twice", stored.record.id)));
             }
@@ -436,6 +480,7 @@ impl Tokens {
                     id: random_hex(8)?,
                     identity: who.to_string(),
                     role: Role::Admin,
+                    tiers: None,
                     description: "migrated from the identity-secret token file".into(),
                     created_unix_ms: now,
                     expires_unix_ms: None,
@@ -503,6 +548,7 @@ impl Tokens {
             token_id: e.record.id.clone(),
             identity: e.record.identity.clone(),
             role: e.record.role,
+            tiers: e.record.tiers.clone(),
             expires_unix_ms: e.record.expires_unix_ms,
             hash,
         })
@@ -527,6 +573,9 @@ impl Tokens {
     pub fn prepare_create(&self, new: NewToken) -> Result<Change, TokenError> {
         check_identity(&new.identity)?;
         check_description(&new.description)?;
+        if let Some(tiers) = &new.tiers {
+            check_tiers(tiers)?;
+        }
         let now = now_ms();
         if new.expires_unix_ms.is_some_and(|e| e <= now) {
             return Err(TokenError::Invalid {
@@ -548,6 +597,7 @@ impl Tokens {
             id: random_hex(8)?,
             identity: new.identity,
             role: new.role,
+            tiers: new.tiers,
             description: new.description,
             created_unix_ms: now,
             expires_unix_ms: new.expires_unix_ms,

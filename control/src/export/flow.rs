@@ -158,6 +158,7 @@ mod tests {
             dst_segments: vec![],
             verdict: Verdict::Allow,
             rule_id: 1,
+            tier: None,
             policy_version: 1,
             packets,
             bytes: [100, 100],

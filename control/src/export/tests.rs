@@ -23,6 +23,7 @@ fn event(kind: EventKind, src: &str, dst: &str) -> FlowEvent {
         dst_segments: vec!["ot".into(), "scada".into()],
         verdict: Verdict::Allow,
         rule_id: 10,
+        tier: None,
         policy_version: 3,
         packets: [6, 5],
         bytes: [700, 5000],

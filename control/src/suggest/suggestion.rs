@@ -179,7 +179,8 @@ pub fn suggest(
                 action: Action::Allow,
                 ..
             } => {}
-            Decision::Rule { .. } => left_to_draft_rules += 1,
+            // A tier's deny default is the draft's own decision, like a deny rule.
+            Decision::Rule { .. } | Decision::TierDefault { .. } => left_to_draft_rules += 1,
             Decision::Default { .. } => uncovered.push((*t, *seen, from, to)),
         }
     }

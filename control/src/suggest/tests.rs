@@ -406,6 +406,7 @@ fn event(
         dst_segments: vec![],
         verdict: Verdict::Allow,
         rule_id: 1,
+        tier: None,
         policy_version: 1,
         packets: [2, 1],
         bytes: [200, 100],

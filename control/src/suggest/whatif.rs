@@ -14,17 +14,24 @@ pub(super) fn verdict(decision: &Decision) -> Verdict {
     match decision.action() {
         _ if decision.would_deny() => Verdict::WouldDeny,
         policy::Action::Allow => Verdict::Allow,
-        policy::Action::Deny => Verdict::Deny,
+        policy::Action::Deny | policy::Action::Pass => Verdict::Deny,
         policy::Action::Reject => Verdict::Reject,
     }
 }
 
-/// The deciding rule's id; 0 for the default action.
+/// The deciding rule's id; 0 for the policy's default and for a tier's default.
 pub(super) fn rule_id(decision: &Decision) -> u32 {
     match decision {
         Decision::Rule { id, .. } => *id,
-        Decision::Default { .. } => 0,
+        Decision::Default { .. } | Decision::TierDefault { .. } => 0,
     }
+}
+
+/// The name of the tier that gives `decision` under a tiered (v2) draft.
+pub(super) fn draft_tier(draft: &Policy, decision: &Decision) -> Option<String> {
+    (draft.document().format == policy::Format::V2)
+        .then(|| draft.decision_tier(decision).map(str::to_string))
+        .flatten()
 }
 
 /// One observed tuple whose verdict the draft changes.
@@ -38,6 +45,9 @@ pub struct Change {
     /// Under the draft.
     pub draft: Verdict,
     pub draft_rule_id: u32,
+    /// The tier that decides under a tiered draft (its rule, or its deny default); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft_tier: Option<String>,
     #[serde(flatten)]
     pub seen: Seen,
 }
@@ -47,6 +57,8 @@ pub struct Change {
 pub struct RuleChange {
     pub observed_rule_id: u32,
     pub draft_rule_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft_tier: Option<String>,
     pub conversations: u64,
     pub flows: u64,
 }
@@ -96,6 +108,7 @@ pub fn what_if(conversations: &[Conversation], draft: &Policy, limit: usize) -> 
             observed_rule_id,
             draft: draft_verdict,
             draft_rule_id: rule_id(&decision),
+            draft_tier: draft_tier(draft, &decision),
             seen,
         };
         match (observed == Verdict::Allow, draft_verdict == Verdict::Allow) {
@@ -110,13 +123,13 @@ pub fn what_if(conversations: &[Conversation], draft: &Policy, limit: usize) -> 
 }
 
 fn change_set(mut changes: Vec<Change>, limit: usize) -> ChangeSet {
-    let mut by_rule: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+    let mut by_rule: BTreeMap<(u32, u32, Option<String>), (u64, u64)> = BTreeMap::new();
     let mut set = ChangeSet::default();
     for c in &changes {
         set.conversations += 1;
         set.flows += c.seen.flows;
         let e = by_rule
-            .entry((c.observed_rule_id, c.draft_rule_id))
+            .entry((c.observed_rule_id, c.draft_rule_id, c.draft_tier.clone()))
             .or_default();
         e.0 += 1;
         e.1 += c.seen.flows;
@@ -124,9 +137,10 @@ fn change_set(mut changes: Vec<Change>, limit: usize) -> ChangeSet {
     set.by_rule = by_rule
         .into_iter()
         .map(
-            |((observed_rule_id, draft_rule_id), (conversations, flows))| RuleChange {
+            |((observed_rule_id, draft_rule_id, draft_tier), (conversations, flows))| RuleChange {
                 observed_rule_id,
                 draft_rule_id,
+                draft_tier,
                 conversations,
                 flows,
             },

@@ -237,6 +237,18 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
+/// The namespace test bed, started with the example policy, and a directory for its file servers holding
+/// `small`.
+pub fn bed_with_www() -> (testbed::TestBed, PathBuf) {
+    let mut opts = testbed::Options::new(dataplane_bin());
+    opts.policy = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.json"));
+    let bed = testbed::TestBed::start(&opts).unwrap();
+    let www = bed.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("small"), b"hello").unwrap();
+    (bed, www)
+}
+
 /// Whether `side` can download `http://host:port/small` (the test bed's file server) within 2 s, from its
 /// address `from` when given.
 pub fn fetches(side: &Side, from: Option<&str>, host: &str, port: u16) -> bool {

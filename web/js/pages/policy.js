@@ -151,9 +151,25 @@ const policyChanged = () => window.dispatchEvent(new Event('bulkhead:policy-chan
 
 // ---- Rules ----
 
-function ruleEditor(rule) {
+// A tiered (bulkhead.policy/v2) draft keeps its rules in tiers; a v1 draft's rules are one list.
+const tiered = () => draft.doc.format === 'bulkhead.policy/v2';
+const allRules = () => (tiered() ? (draft.doc.tiers || []).flatMap((t) => t.rules || []) : draft.doc.rules || []);
+/** The validation path prefix of a rule: `rules[i].` or `tiers[k].rules[i].`. */
+function rulePath(id) {
+  if (!tiered()) return `rules[${(draft.doc.rules || []).findIndex((x) => x.id === id)}].`;
+  for (const [k, t] of (draft.doc.tiers || []).entries()) {
+    const i = (t.rules || []).findIndex((x) => x.id === id);
+    if (i >= 0) return `tiers[${k}].rules[${i}].`;
+  }
+  return null;
+}
+
+function ruleEditor(rule, tier) {
   const isNew = !rule;
   const r = rule || { id: nextRuleId(), name: '', from: 'any', to: 'any', service: 'any', action: 'allow', mode: 'enforce', log: false };
+  const actions = [['allow', 'allow'], ['deny', 'deny (drop silently)'], ['reject', 'reject (RST / unreachable)']];
+  if (tiered()) actions.push(['pass', 'pass (no decision: the next tier decides)']);
+  const listed = tiered() ? ((draft.doc.tiers || []).find((t) => t.name === tier)?.rules || []) : draft.doc.rules || [];
   const segs = draft.doc.segments || [];
   const fields = [
     h('div', { class: 'row' },
@@ -163,13 +179,13 @@ function ruleEditor(rule) {
     h('div', { class: 'row' }, selectorField('from', 'From', r.from, segs), selectorField('to', 'To', r.to, segs)),
     h('div', { class: 'row' },
       field('Service', input('service', r.service, { list: 'service-names' }), 'a service name, or "any"'),
-      field('Action', select('action', [['allow', 'allow'], ['deny', 'deny (drop silently)'], ['reject', 'reject (RST / unreachable)']], r.action)),
+      field('Action', select('action', actions, r.action)),
       field('Mode', select('mode', [['enforce', 'enforce'], ['monitor', 'monitor (pass, count would-deny)']], r.mode))),
     h('datalist', { id: 'service-names' }, h('option', { value: 'any' }), (draft.doc.services || []).map((s) => h('option', { value: s.name }))),
     h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'log', checked: r.log }), ' Log every flow this rule decides'),
-    isNew ? field('Position', input('position', (draft.doc.rules || []).length, { type: 'number', min: 0 }), '0 = first; the first matching rule decides') : null,
+    isNew ? field('Position', input('position', listed.length, { type: 'number', min: 0 }), tiered() ? `0 = first in tier ${tier}` : '0 = first; the first matching rule decides') : null,
   ];
-  editor(isNew ? 'New rule' : `Rule #${r.id}`, fields, async (form) => {
+  editor(isNew ? (tiered() ? `New rule in tier ${tier}` : 'New rule') : `Rule #${r.id}`, fields, async (form) => {
     const el = form.elements;
     const body = {
       id: Number(el.id.value),
@@ -182,15 +198,16 @@ function ruleEditor(rule) {
       log: el.log.checked,
     };
     if (el.description.value.trim()) body.description = el.description.value.trim();
-    if (isNew) await write('POST', '/draft/rules', body, { position: el.position.value });
+    const query = { position: el.position ? el.position.value : undefined };
+    if (isNew && tiered()) query.tier = tier;
+    if (isNew) await write('POST', '/draft/rules', body, query);
     else await write('PUT', `/draft/rules/${body.id}`, body);
-    const i = draft.doc.rules.findIndex((x) => x.id === body.id);
-    return `rules[${i}].`;
+    return rulePath(body.id);
   });
 }
 
 function nextRuleId() {
-  const ids = (draft.doc.rules || []).map((r) => r.id);
+  const ids = allRules().map((r) => r.id);
   return ids.length ? Math.ceil((Math.max(...ids) + 1) / 10) * 10 : 100;
 }
 
@@ -226,10 +243,40 @@ const issues = (prefix) => {
   return errs.length ? h('span', { class: 'badge badge-deny', title: errs.map((e) => `${e.path}: ${e.message}`).join('\n') }, `${errs.length} error(s)`) : '';
 };
 
-function rulesTab(body, query) {
-  const rules = draft.doc.rules || [];
+/** A whole-document write (tiers: add, remove, reorder, defaults; migration to tiers). */
+async function writeDoc(change, done) {
+  const doc = structuredClone(draft.doc);
+  change(doc);
+  try {
+    await write('PUT', '/draft', doc);
+    if (done) toast(done, 'ok');
+    rerender();
+  } catch (e) { reportError(e); }
+}
+
+/** Asks for a new tier's name, then adds it (first or last). */
+async function newTier() {
+  const name = h('input', { name: 'tier-name', required: true, maxlength: 64, placeholder: 'e.g. global, segments, hosts', 'aria-label': 'Tier name' });
+  const where = select('tier-where', [['last', 'after the last tier'], ['first', 'before the first tier']], 'last');
+  const ok = await modal('New tier', h('div', {}, field('Name', name), field('Place', where)),
+    [{ label: 'Cancel', value: '' }, { label: 'Add tier', value: 'add', class: 'primary' }]);
+  if (ok !== 'add' || !name.value.trim()) return;
+  const tier = { name: name.value.trim(), rules: [], default: 'pass' };
+  await writeDoc((d) => { if (where.value === 'first') d.tiers.unshift(tier); else d.tiers.push(tier); }, `Tier ${tier.name} added to the draft.`);
+}
+
+/** A v1 draft as one tier `main` with default pass: the same verdicts. */
+function toTiers() {
+  return writeDoc((d) => {
+    d.format = 'bulkhead.policy/v2';
+    d.tiers = [{ name: 'main', rules: d.rules || [], default: 'pass' }];
+    delete d.rules;
+  }, 'The draft now has tiers (one tier, main, with the same verdicts).');
+}
+
+function rulesTable(rules, query, pathOf, label) {
   const rows = rules.map((r, i) => ({ r, i })).filter(({ r }) => matches(query.q, r.id, r.name, r.description, selectorText(r.from), selectorText(r.to), r.service, r.action));
-  const list = table({
+  return table({
     columns: [
       { label: '#', class: 'num', cell: ({ i }) => i },
       { label: 'Id', class: 'num', cell: ({ r }) => r.id },
@@ -238,20 +285,59 @@ function rulesTab(body, query) {
       { label: 'To', cell: ({ r }) => selectorText(r.to) },
       { label: 'Service', cell: ({ r }) => r.service },
       { label: 'Action', cell: ({ r }) => h('span', {}, badge(r.action), r.mode === 'monitor' ? badge('monitor') : null, r.log ? badge('log', 'info') : null) },
-      { label: 'Issues', cell: ({ i }) => issues(`rules[${i}].`) },
+      { label: 'Issues', cell: ({ i }) => issues(pathOf(i)) },
       { label: '', class: 'row-actions', cell: ({ r, i }) => h('span', {},
-        h('button', { 'data-needs': 'edit', type: 'button', class: 'small', onclick: () => ruleEditor(r), 'aria-label': `Edit rule ${r.id}` }, 'Edit'),
+        h('button', { 'data-needs': 'edit', type: 'button', class: 'small', onclick: () => ruleEditor(r, label), 'aria-label': `Edit rule ${r.id}` }, 'Edit'),
         h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: i === 0, onclick: () => moveRule(r, i - 1), 'aria-label': `Move rule ${r.id} up` }, '↑'),
         h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: i === rules.length - 1, onclick: () => moveRule(r, i + 1), 'aria-label': `Move rule ${r.id} down` }, '↓'),
         h('button', { 'data-needs': 'edit', type: 'button', class: 'small danger', onclick: () => remove('rules', r.id, `rule #${r.id} ${r.name}`), 'aria-label': `Delete rule ${r.id}` }, 'Delete')) },
     ],
     rows,
     rowAttrs: ({ r }) => ({ 'data-rule': r.id }),
-    empty: query.q ? 'No rule matches the search.' : 'No rules: everything gets the default action.',
+    empty: query.q ? 'No rule matches the search.' : (label ? `No rules in tier ${label}: its default applies.` : 'No rules: everything gets the default action.'),
   });
+}
+
+function tieredRulesTab(body, query) {
+  const tiers = draft.doc.tiers || [];
+  const sections = tiers.map((t, k) => h('section', { class: 'card tier', 'data-tier': t.name },
+    h('div', { class: 'toolbar' },
+      h('h2', {}, `Tier ${k + 1}: ${t.name}`),
+      t.description ? h('span', { class: 'muted' }, t.description) : null,
+      h('label', {}, 'Default ', h('select', {
+        'data-needs': 'edit', name: `default-${t.name}`, 'aria-label': `Default of tier ${t.name}`,
+        onchange: (ev) => writeDoc((d) => { d.tiers[k].default = ev.target.value; }, `Tier ${t.name}: default ${ev.target.value}.`),
+      }, [['pass', 'pass (the next tier decides)'], ['deny', 'deny']].map(([v, l]) => h('option', { value: v, selected: (t.default || 'pass') === v }, l)))),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'small primary', onclick: () => ruleEditor(null, t.name), 'aria-label': `New rule in tier ${t.name}` }, 'New rule'),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: k === 0, 'aria-label': `Move tier ${t.name} up`,
+        onclick: () => writeDoc((d) => { d.tiers.splice(k - 1, 0, d.tiers.splice(k, 1)[0]); }) }, '↑'),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'small', disabled: k === tiers.length - 1, 'aria-label': `Move tier ${t.name} down`,
+        onclick: () => writeDoc((d) => { d.tiers.splice(k + 1, 0, d.tiers.splice(k, 1)[0]); }) }, '↓'),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'small danger', 'aria-label': `Delete tier ${t.name}`,
+        onclick: async () => {
+          const ok = await modal(`Delete tier ${t.name}?`, h('p', {}, `Tier ${t.name} and its ${(t.rules || []).length} rule(s) are removed from the draft.`),
+            [{ label: 'Cancel', value: '' }, { label: 'Delete', value: 'yes', class: 'danger' }]);
+          if (ok === 'yes') await writeDoc((d) => { d.tiers.splice(k, 1); }, `Tier ${t.name} deleted from the draft.`);
+        } }, 'Delete tier'),
+      issues(`tiers[${k}].name`)),
+    rulesTable(t.rules || [], query, (i) => `tiers[${k}].rules[${i}].`, t.name)));
+  replace(body,
+    h('div', { class: 'toolbar' }, searchBox(query, body, rulesTab),
+      h('button', { 'data-needs': 'edit', type: 'button', class: 'primary', onclick: newTier }, 'New tier'),
+      h('span', { class: 'muted' }, `Tiers are evaluated in order, each top to bottom: the first allow, deny or reject decides; pass hands the flow to the next tier; a tier's deny default decides what its rules did not. Then the policy default: ${draft.doc.settings?.default_action ?? 'deny'}.`)),
+    tiers.length ? sections : h('p', { class: 'muted' }, 'No tiers: everything gets the default action.'));
+}
+
+function rulesTab(body, query) {
+  if (tiered()) {
+    tieredRulesTab(body, query);
+    return;
+  }
+  const list = rulesTable(draft.doc.rules || [], query, (i) => `rules[${i}].`, null);
   replace(body,
     h('div', { class: 'toolbar' }, searchBox(query, body, rulesTab),
       h('button', { 'data-needs': 'edit', type: 'button', class: 'primary', onclick: () => ruleEditor(null) }, 'New rule'),
+      h('button', { 'data-needs': 'edit', type: 'button', onclick: toTiers, title: 'Make the rules the tier main of a tiered policy (same verdicts); tiers can then be added' }, 'Use tiers'),
       h('span', { class: 'muted' }, `Rules are evaluated top to bottom; the first match decides. Default action: ${draft.doc.settings?.default_action ?? 'deny'}.`)),
     list);
 }
@@ -663,7 +749,7 @@ export function mount(main, params) {
     rerender();
     // #/policy/rules/<id> opens that rule's editor (links from the map and rules health).
     if (tab === 'rules' && params[1]) {
-      const r = (draft.doc.rules || []).find((x) => String(x.id) === params[1]);
+      const r = allRules().find((x) => String(x.id) === params[1]);
       if (r) ruleEditor(r);
     }
   }, reportError);

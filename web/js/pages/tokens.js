@@ -32,12 +32,15 @@ export function mount(main) {
   const role = h('select', { name: 'role' }, ROLES.map(([v, l]) => h('option', { value: v }, l)));
   const expiry = h('select', { name: 'expires_in_s' }, EXPIRIES.map(([v, l]) => h('option', { value: v }, l)));
   const description = h('input', { name: 'description', maxlength: 200, size: 40, placeholder: 'what it is for' });
+  const tiers = h('input', { name: 'tiers', size: 30, placeholder: 'e.g. segments (empty: every tier)', autocomplete: 'off' });
   const note = h('div', { class: 'form-note' });
   const form = h('form', { class: 'card', id: 'token-create', novalidate: true, onsubmit: async (ev) => {
     ev.preventDefault();
     replace(note);
     const body = { identity: identity.value.trim(), role: role.value };
     if (description.value.trim()) body.description = description.value.trim();
+    const scope = tiers.value.split(',').map((t) => t.trim()).filter((t) => t);
+    if (scope.length) body.tiers = scope;
     if (expiry.value) body.expires_in_s = Number(expiry.value);
     try {
       const r = await request('POST', '/tokens', { body });
@@ -53,6 +56,7 @@ export function mount(main) {
   h('h2', {}, 'New token'),
   h('div', { class: 'row' }, field('Identity', identity, 'recorded in the audit log as who'), field('Role', role), field('Expires', expiry)),
   field('Description', description),
+  field('Tiers it may edit', tiers, 'comma-separated; a scoped token edits only those tiers of the draft'),
   note,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create token')));
   replace(main, h('h1', {}, 'Tokens'),
@@ -89,6 +93,7 @@ export function mount(main) {
       columns: [
         { label: 'Identity', cell: (t) => h('span', {}, h('strong', {}, t.identity), t.description ? h('div', { class: 'muted small' }, t.description) : null), sort: (t) => t.identity },
         { label: 'Role', cell: (t) => t.role, sort: (t) => t.role },
+        { label: 'Tiers', cell: (t) => (t.tiers ? t.tiers.join(', ') : h('span', { class: 'muted' }, 'all')), sort: (t) => (t.tiers || []).join(',') },
         { label: 'State', cell: (t) => badge(t.state, STATE_KIND[t.state]), sort: (t) => t.state },
         { label: 'Id', cell: (t) => h('code', {}, t.id) },
         { label: 'Created', cell: (t) => h('span', { title: t.created_at }, fmtAgo(t.created_at)), sort: (t) => t.created_at },

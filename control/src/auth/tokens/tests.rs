@@ -16,6 +16,7 @@ fn create(t: &mut Tokens, identity: &str, role: Role) -> (String, String) {
         .prepare_create(NewToken {
             identity: identity.into(),
             role,
+            tiers: None,
             description: String::new(),
             expires_unix_ms: None,
         })
@@ -133,6 +134,7 @@ fn revoked_and_expired_tokens_are_refused_and_the_last_admin_stays() {
     let past = NewToken {
         identity: "bob".into(),
         role: Role::Operator,
+        tiers: None,
         description: String::new(),
         expires_unix_ms: Some(1),
     };
