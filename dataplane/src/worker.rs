@@ -758,14 +758,7 @@ fn new_flow(
         Err(CommitError::Full) => Note::Drop(DropReason::TableFull),
         Err(CommitError::Limit(limit)) => {
             cx.counters.refused(Refusal::Limit(limit));
-            denied_event(
-                cx,
-                rs,
-                parsed,
-                &j,
-                Verdict::Deny,
-                Some(limit.as_str()),
-            );
+            denied_event(cx, rs, parsed, &j, Verdict::Deny, Some(limit.as_str()));
             Note::Dropped
         }
     }
