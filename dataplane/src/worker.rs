@@ -20,9 +20,7 @@ use net::{Parsed, L3, L4};
 use policy::Action;
 
 use crate::clock::Clock;
-use crate::conntrack::{
-    Admission, Dir, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked,
-};
+use crate::conntrack::{Admission, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
 use crate::reject;
@@ -90,6 +88,8 @@ struct Scratch {
     /// Frame lengths (first segment), so later passes need not look at the mbufs again.
     lens: [u32; MAX_BURST],
     parsed: [Parsed; MAX_BURST],
+    /// The packet is a common frame, prepared without a `Parsed` (written only if it is needed).
+    common: [bool; MAX_BURST],
     prepared: [Prepared; MAX_BURST],
     news: [NewFlow; MAX_BURST],
     inputs: [[u8; V6_INPUT]; MAX_BURST],
@@ -103,6 +103,7 @@ impl Scratch {
             notes: [Note::Dropped; MAX_BURST],
             lens: [0; MAX_BURST],
             parsed: [Parsed::EMPTY; MAX_BURST],
+            common: [false; MAX_BURST],
             prepared: [Prepared::EMPTY; MAX_BURST],
             news: [NewFlow::EMPTY; MAX_BURST],
             inputs: [[0; V6_INPUT]; MAX_BURST],
@@ -377,6 +378,16 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     };
     for (i, frame) in burst.iter().enumerate() {
         s.lens[i] = frame.len() as u32;
+        // The common frame (IPv4 TCP/UDP) is keyed straight from its fields: no `Parsed` is built unless the
+        // packet turns out to need one (see the finishing loop).
+        s.common[i] = false;
+        if let Some(f) = net::parse_common(frame) {
+            cx.tracker.prepare_common(frame, &f, &mut s.prepared[i]);
+            s.common[i] = true;
+            flows[nflows] = i as u8;
+            nflows += 1;
+            continue;
+        }
         let parsed = &mut s.parsed[i];
         if let Err(e) = net::parse_into(frame, parsed) {
             cx.counters.malformed(e);
@@ -408,16 +419,25 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     }
     for &i in &flows[..nflows] {
         let i = usize::from(i);
-        let note = match cx.tracker.finish(&s.parsed[i], &s.prepared[i], cx.now) {
+        let track = cx.tracker.finish(&s.prepared[i], cx.now);
+        if s.common[i] && !matches!(track, Track::Known { .. }) {
+            // Policy, events and rejects read the `Parsed` the common path skipped.
+            if let Some(frame) = burst.data(i) {
+                let _ = net::parse_into(frame, &mut s.parsed[i]);
+            }
+        }
+        let note = match track {
             Track::Known {
                 id,
-                dir,
                 policy_version,
+                rule_id,
+                monitored,
+                ..
             } => {
                 if policy_version != rs.version && rs.settings.reevaluate {
                     Note::Recheck(id)
                 } else {
-                    known_packet(cx, rs, id, dir, s.lens[i] as usize);
+                    count_known(cx, rs, rule_id, monitored, s.lens[i]);
                     Note::Forward
                 }
             }
@@ -573,22 +593,28 @@ fn untracked(rs: &Ruleset<'_>, p: &Parsed, u: Untracked) -> Note {
     }
 }
 
+/// Counts a forwarded packet of a tracked flow against the rule that admitted it.
 #[inline]
-fn known_packet(
+fn count_known(
     cx: &mut JudgeCtx<'_, '_, '_>,
     rs: &Ruleset<'_>,
-    id: FlowId,
-    _dir: Dir,
-    len: usize,
+    rule_id: u32,
+    monitored: bool,
+    len: u32,
 ) {
-    let Some(e) = cx.tracker.table().get(id) else {
-        return;
-    };
-    if e.monitored() {
+    if monitored {
         cx.counters.would_deny.add(1);
     }
-    let rule_id = e.rule_id();
-    cx.cache.hit(cx.counters, rs, rule_id, len as u64, cx.now);
+    cx.cache
+        .hit(cx.counters, rs, rule_id, u64::from(len), cx.now);
+}
+
+/// [`count_known`] for the flow `id` (a packet decided after pass 1).
+fn known_packet(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, id: FlowId, len: usize) {
+    if let Some(e) = cx.tracker.table().get(id) {
+        let (rule_id, monitored) = (e.rule_id(), e.monitored());
+        count_known(cx, rs, rule_id, monitored, len as u32);
+    }
 }
 
 fn new_flow(
@@ -601,7 +627,7 @@ fn new_flow(
 ) -> Note {
     // An earlier packet of this burst may have created the flow already.
     if let Some(id) = cx.tracker.table().find(new.key()) {
-        known_packet(cx, rs, id, Dir::Original, frame.len());
+        known_packet(cx, rs, id, frame.len());
         return Note::Forward;
     }
     if !j.passes() {
@@ -681,7 +707,7 @@ fn recheck(
             e.set_monitored(j.monitored);
             e.set_logged(j.log);
         }
-        known_packet(cx, rs, id, Dir::Original, len);
+        known_packet(cx, rs, id, len);
         return Note::Forward;
     }
     if let Some(e) = cx.tracker.table_mut().remove(id) {

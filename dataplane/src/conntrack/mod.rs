@@ -15,7 +15,8 @@
 //!
 //! ```text
 //! match tracker.process(frame, &parsed, now) {
-//!     Track::Known { id, dir, policy_version } => forward (re-check policy if policy_version is stale),
+//!     Track::Known { id, dir, policy_version, rule_id, monitored } => forward (re-check policy if policy_version
+//!         is stale), count it against `rule_id`,
 //!     Track::New(new) => match policy.classify(&parsed) {
 //!         Allow { rule, version, log } => match tracker.commit_new(&new, Admission { .. }, now) {
 //!             Ok(c) => { report c.displaced as closed; forward }

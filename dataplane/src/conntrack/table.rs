@@ -717,6 +717,16 @@ impl ConnTable {
         u64::from(self.timeouts.of(e))
     }
 
+    /// The flow `id`, mutably, if the slot is in use and the flow has not expired at `now`: one access to the
+    /// entry for the established-packet path (the occupancy, the timeout and then the state and counters).
+    #[inline]
+    pub(super) fn live_mut(&mut self, id: FlowId, now: u64) -> Option<&mut Entry> {
+        let timeouts = &self.timeouts;
+        self.slab
+            .get_mut(id.index())
+            .filter(|e| e.is_occupied() && idle(e.last_seen, now) <= timeouts.of(e))
+    }
+
     /// The flow `id`, if the slot is in use.
     #[inline]
     pub fn get(&self, id: FlowId) -> Option<&Entry> {
