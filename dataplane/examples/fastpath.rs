@@ -18,7 +18,7 @@
 //! * (b) parse + `Tracker::process` one packet at a time (no batching);
 //! * (c) the worker's pass 1: key each packet of the burst (`net::parse_common` and `Tracker::prepare_common`
 //!   for the common IPv4 TCP/UDP frame, else parse and `Tracker::prepare_into`), `prefetch_index`
-//!   them (control-byte loads back to back), `probe` them (index lookups back to back, entries prefetched),
+//!   them (index-line loads back to back), `probe` them (index lookups back to back, entries prefetched),
 //!   `finish` in packet order, then one expiry step of the default budget, as the poll loop does once per
 //!   burst.
 //!

@@ -5,8 +5,9 @@
 //!
 //! * [`key`]: [`FlowKey`], the canonical direction-independent key (v4 and v6 in one table), [`Side`] and
 //!   [`Dir`], and the key of a parsed packet or of the packet quoted by an ICMP error.
-//! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
-//!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
+//! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded, linearly probed hash
+//!   index of slab slots (at most two thirds full, backward-shift deletion, no tombstones); a hard cap that
+//!   only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
 //! * [`Tracker`]: the per-packet entry point.
 //! * [`FlowInfo`]: a serializable view for listings and flow logs.

@@ -481,12 +481,10 @@ impl Tracker {
         }
     }
 
-    /// Starts loading the hash-index buckets [`probe`](Self::probe) will compare for this packet (it reads the
-    /// index's control bytes). Prepare a whole burst, then call this for each packet in a loop of its own, then
-    /// probe them all, then finish them in order: each step's cache misses overlap across the burst instead of
-    /// every lookup waiting for a control-byte miss, then a bucket miss, then an entry miss in turn (a loop
-    /// that only loads control bytes keeps many of those loads in flight at once; interleaved with parsing it
-    /// kept one or two). Same results as `process`.
+    /// Starts loading the index line [`probe`](Self::probe) will read for this packet. Prepare a whole burst,
+    /// then call this for each packet in a loop of its own, then probe them all, then finish them in order:
+    /// each step's cache misses overlap across the burst instead of every lookup waiting for an index miss,
+    /// then an entry miss in turn. Same results as `process`.
     #[inline]
     pub fn prefetch_index(&self, p: &Prepared) {
         if matches!(p.stage, Stage::Flow | Stage::Related) {

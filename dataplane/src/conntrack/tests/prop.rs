@@ -122,6 +122,7 @@ proptest! {
             }
             prop_assert_eq!(t.iter().count(), model.len());
             prop_assert_eq!(t.index_allocation_bytes(), alloc);
+            t.check_index();
         }
     }
 }
