@@ -389,6 +389,21 @@ impl Entry {
     }
 }
 
+/// A live flow's entry, borrowed for one packet (see [`ConnTable::live_mut`]).
+pub(super) struct Live<'a> {
+    pub(super) entry: &'a mut Entry,
+    seen: &'a mut u16,
+}
+
+impl Live<'_> {
+    /// [`Entry::record`], keeping the expiry sweep's copy of the last packet's second in step.
+    #[inline(always)]
+    pub(super) fn record(&mut self, dir: Dir, bytes: u32, now: u64) {
+        self.entry.record(dir, bytes, now);
+        *self.seen = seen_second(now);
+    }
+}
+
 /// Milliseconds from `last` (low 32 bits of the clock) to `now`, 0 if `now` appears to be earlier.
 #[inline]
 fn idle(last: u32, now: u64) -> u32 {
@@ -400,6 +415,18 @@ fn idle(last: u32, now: u64) -> u32 {
     }
 }
 
+/// Most seconds of idleness for which the expiry sweep skips a flow's entry. The sweep's seconds wrap every
+/// 2^16 s (~18 hours), so a flow idle longer than that may look recently active for this long once per wrap:
+/// its expiry can come this much late, never early.
+const SWEEP_SKIP_MAX_S: u32 = 60;
+
+/// The low 16 bits of the second of the millisecond clock `now`: a flow's last packet as the expiry sweep reads
+/// it (see [`ConnTable::seen`]).
+#[inline(always)]
+fn seen_second(now: u64) -> u16 {
+    (now / 1000) as u16
+}
+
 /// Timeouts in milliseconds, laid out for the expiry check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TimeoutsMs {
@@ -408,18 +435,30 @@ struct TimeoutsMs {
     udp_stream: u32,
     icmp: u32,
     other: u32,
+    /// Whole seconds of idleness below which no flow can have expired, whatever its state (the shortest
+    /// timeout, less one for the rounding of [`seen_second`]; at most [`SWEEP_SKIP_MAX_S`]): the expiry sweep
+    /// does not read the entry of a flow idle for less, by its [`ConnTable::seen`] second.
+    sweep_skip_s: u16,
 }
 
 impl TimeoutsMs {
     fn new(t: &Timeouts) -> Self {
         let ms = |ms: u64| ms.min(u64::from(MAX_TIMEOUT_MS)) as u32;
         let s = |secs: u32| ms(u64::from(secs) * 1000);
+        let tcp = TcpConnState::ALL.map(|st| ms(tcp::timeout_ms(st, t)));
+        let (udp, udp_stream, icmp, other) = (s(t.udp), s(t.udp_stream), s(t.icmp), s(t.other));
+        let shortest = tcp
+            .into_iter()
+            .chain([udp, udp_stream, icmp, other])
+            .min()
+            .unwrap_or(0);
         TimeoutsMs {
-            tcp: TcpConnState::ALL.map(|st| ms(tcp::timeout_ms(st, t))),
-            udp: s(t.udp),
-            udp_stream: s(t.udp_stream),
-            icmp: s(t.icmp),
-            other: s(t.other),
+            tcp,
+            udp,
+            udp_stream,
+            icmp,
+            other,
+            sweep_skip_s: (shortest / 1000).saturating_sub(1).min(SWEEP_SKIP_MAX_S) as u16,
         }
     }
 
@@ -506,6 +545,12 @@ pub struct ConnTable {
     /// One bit per slot, set while the slot holds a flow: the expiry sweep reads 64 slots' occupancy in one
     /// word instead of one cache line per slot.
     occupied: Vec<u64>,
+    /// Per slot, the [`seen_second`] of the flow's last packet: the expiry sweep reads two bytes per slot here
+    /// and the entry only of a flow idle for [`TimeoutsMs::sweep_skip_s`] seconds or more, instead of every
+    /// occupied slot's entry (at a million flows the sweep otherwise loads more memory than the packets'
+    /// lookups). Written with the entry's own clock on every accepted packet; where it lags (an entry
+    /// refreshed through [`get_mut`](Self::get_mut)) the sweep only reads the entry sooner.
+    seen: Vec<u16>,
     free_head: u32,
     len: usize,
     cursor: usize,
@@ -553,6 +598,7 @@ impl ConnTable {
             index_mask: positions - 1,
             slot_mask,
             occupied: vec![0; capacity.div_ceil(64)],
+            seen: vec![0; capacity],
             free_head: if capacity == 0 { NIL } else { 0 },
             len: 0,
             cursor: 0,
@@ -593,6 +639,7 @@ impl ConnTable {
         self.slab.capacity() * size_of::<Entry>()
             + self.index_allocation_bytes()
             + self.occupied.capacity() * size_of::<u64>()
+            + self.seen.capacity() * size_of::<u16>()
     }
 
     /// Bytes of the hash index's allocation (constant: the index never grows).
@@ -746,11 +793,16 @@ impl ConnTable {
     /// The flow `id`, mutably, if the slot is in use and the flow has not expired at `now`: one access to the
     /// entry for the established-packet path (the occupancy, the timeout and then the state and counters).
     #[inline]
-    pub(super) fn live_mut(&mut self, id: FlowId, now: u64) -> Option<&mut Entry> {
+    pub(super) fn live_mut(&mut self, id: FlowId, now: u64) -> Option<Live<'_>> {
         let timeouts = &self.timeouts;
-        self.slab
+        let entry = self
+            .slab
             .get_mut(id.index())
-            .filter(|e| e.is_occupied() && idle(e.last_seen, now) <= timeouts.of(e))
+            .filter(|e| e.is_occupied() && idle(e.last_seen, now) <= timeouts.of(e))?;
+        Some(Live {
+            entry,
+            seen: self.seen.get_mut(id.index())?,
+        })
     }
 
     /// The flow `id`, if the slot is in use.
@@ -787,6 +839,7 @@ impl ConnTable {
             let slot = &mut self.slab[id.index()];
             let old = *slot;
             *slot = Entry::fresh(key, originator, now);
+            self.seen[id.index()] = seen_second(now);
             return Ok(Inserted {
                 id,
                 displaced: Some(old),
@@ -805,6 +858,7 @@ impl ConnTable {
         self.free_head = free.rule_id;
         self.slab[slot as usize] = Entry::fresh(key, originator, now);
         self.occupied[slot as usize / 64] |= 1 << (slot % 64);
+        self.seen[slot as usize] = seen_second(now);
         self.len += 1;
         // The end of the key's probe run: the index is at most two thirds full, so there is one.
         let mut pos = self.home(hash);
@@ -957,9 +1011,13 @@ impl ConnTable {
             self.cursor = if start + span == cap { 0 } else { start + span };
             let mask = (u64::MAX >> (64 - span)) << bit;
             let mut due = self.occupied[word] & mask;
+            let (now_s, skip) = (seen_second(now), self.timeouts.sweep_skip_s);
             while due != 0 {
                 let i = word * 64 + due.trailing_zeros() as usize;
                 due &= due - 1;
+                if now_s.wrapping_sub(self.seen[i]) < skip {
+                    continue;
+                }
                 if self.is_expired(&self.slab[i], now) {
                     let id = FlowId(i as u32);
                     if let Some(old) = self.remove(id) {

@@ -528,12 +528,12 @@ impl Tracker {
 
         if let Transport::Tcp(seg) = p.transport {
             let strictness = self.strictness;
-            if let Some((id, e)) = live {
-                let dir = e.dir_of(side);
-                match e.tcp_mut().track(dir, &seg, strictness) {
+            if let Some((id, mut live)) = live {
+                let dir = live.entry.dir_of(side);
+                match live.entry.tcp_mut().track(dir, &seg, strictness) {
                     TcpVerdict::Accept => {
-                        e.record(dir, bytes, now);
-                        return known(id, dir, e);
+                        live.record(dir, bytes, now);
+                        return known(id, dir, live.entry);
                     }
                     TcpVerdict::Drop(r) => return Track::Drop(Refusal::Tcp(r)),
                     TcpVerdict::Reopen => {}
@@ -556,13 +556,13 @@ impl Tracker {
             _ => (false, false),
         };
         match live {
-            Some((id, e)) => {
-                let dir = e.dir_of(side);
+            Some((id, mut live)) => {
+                let dir = live.entry.dir_of(side);
                 if is_echo && echo_request != (dir == Dir::Original) {
                     return Track::Drop(Refusal::IcmpEchoDirection);
                 }
-                e.record(dir, bytes, now);
-                known(id, dir, e)
+                live.record(dir, bytes, now);
+                known(id, dir, live.entry)
             }
             None if is_echo && !echo_request => Track::Drop(Refusal::IcmpUnsolicitedReply),
             None => Track::New(NewFlow {

@@ -348,6 +348,50 @@ fn removal_keeps_colliding_runs_whole() {
     assert!(t.index_is_empty_for_test());
 }
 
+/// The sweep's copy of the last packet's second wraps every 2^16 s: a flow idle across wraps is still removed,
+/// never before its timeout and at most a minute after it.
+#[test]
+fn sweep_removes_long_idle_flows_across_the_seconds_wrap() {
+    const S: u64 = 1000;
+    // Just past two wraps: when the flow expires, its wrapped idle time looks like a few seconds. Every
+    // timeout that long, so the sweep skips flows idle for up to its most (a minute).
+    let timeout_s: u32 = 2 * 65_536 + 2;
+    let timeouts = Timeouts {
+        tcp_syn: timeout_s,
+        tcp_established: timeout_s,
+        tcp_fin: timeout_s,
+        tcp_time_wait: timeout_s,
+        tcp_close: timeout_s,
+        udp: timeout_s,
+        udp_stream: timeout_s,
+        icmp: timeout_s,
+        other: timeout_s,
+    };
+    let mut t = ConnTable::with_timeouts(64, 3, &timeouts);
+    t.insert(udp_key(1), Side::First, 0).unwrap();
+    // Recently active flows beside it are skipped, and stay.
+    let mut now = 0;
+    let mut removed_at = None;
+    while now <= (u64::from(timeout_s) + 120) * S {
+        if let Some(id) = t.find(&udp_key(2)) {
+            t.remove(id);
+        }
+        t.insert(udp_key(2), Side::First, now).unwrap();
+        if t.expire(now, 64, |_, e| assert_eq!(e.key(), udp_key(1))) > 0 {
+            removed_at = Some(now);
+            break;
+        }
+        now += 7 * S;
+    }
+    let removed_at = removed_at.expect("removed");
+    assert!(removed_at > u64::from(timeout_s) * S);
+    assert!(
+        removed_at <= (u64::from(timeout_s) + 61 + 7) * S,
+        "{removed_at}"
+    );
+    assert!(t.find(&udp_key(2)).is_some());
+}
+
 #[test]
 fn key_symmetry_v4_v6_vlan() {
     let a4 = Ipv4Addr::new(10, 0, 0, 1);
