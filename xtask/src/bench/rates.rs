@@ -1,6 +1,8 @@
 //! The packet-rate suites: Bulkhead and `dpdk-testpmd` io forwarding, alternately, on the same pcap and sink.
 //! The forwarding and stateful suites also run testpmd in a forwarding mode that reads every packet (see
 //! [`Touching`]): io forwarding never looks at a packet, and on a software port that is much of the cost.
+//! The stateful and new-flow suites also run OVS-DPDK's userspace connection tracker ([`super::ovs`]) on the
+//! same input, alternated with the others run by run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ struct Setup<'a> {
     flows_per_worker: u32,
     /// A testpmd forwarding mode that touches every packet, run beside io forwarding.
     touching: Option<Touching>,
+    /// Also run OVS-DPDK's userspace conntrack on the same input.
+    ovs: bool,
 }
 
 /// testpmd forwarding modes that read (and rewrite) every packet: what forwarding costs once a program looks
@@ -51,10 +55,19 @@ impl Touching {
     }
 }
 
-/// testpmd's per-run medians: io forwarding and, if the suite has one, the touching mode.
+/// The baselines' per-run medians: testpmd io forwarding, the touching mode if the suite has one, and
+/// OVS-DPDK if the suite runs it.
 struct Baselines {
     io: Vec<f64>,
     touching: Option<(Touching, Vec<f64>)>,
+    ovs: Option<Vec<OvsFigures>>,
+}
+
+/// One OVS-DPDK run: its median rate and the connections its tracker held at the end.
+#[derive(Debug, Clone, Copy)]
+struct OvsFigures {
+    pps: f64,
+    connections: u64,
 }
 
 impl<'a> Setup<'a> {
@@ -68,6 +81,7 @@ impl<'a> Setup<'a> {
             memory_mb: 1024,
             flows_per_worker: 65536,
             touching: None,
+            ovs: false,
         }
     }
 
@@ -76,6 +90,10 @@ impl<'a> Setup<'a> {
             touching: Some(t),
             ..self
         }
+    }
+
+    fn with_ovs(self) -> Self {
+        Setup { ovs: true, ..self }
     }
 }
 
@@ -113,6 +131,8 @@ pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.9"),
+        None,
+        None,
     ))
 }
 
@@ -126,10 +146,12 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         .args(["--flows", &args.flows.to_string()])
         .args(["--frame-size", &args.frame_size.to_string(), "--out"])
         .arg(&pcap))?;
-    let setup = Setup::open_policy("stateful", &pcap).touching(Touching::FiveTupleSwap);
+    let setup = Setup::open_policy("stateful", &pcap)
+        .touching(Touching::FiveTupleSwap)
+        .with_ovs();
     let (t, b) = alternate(args, &bin, &setup)?;
     report(args, &setup, &t, &b, json!({"flows": args.flows}))?;
-    Ok(testpmd_rows(
+    let mut rows = testpmd_rows(
         Suite::Stateful,
         format!(
             "established flows, {} TCP flows, {} B frames, open policy",
@@ -139,11 +161,17 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.7"),
-    ))
+        Some("≥ 1.0"),
+        Some("≥ 5"),
+    );
+    rows.extend(super::fastpath::rows(args)?);
+    Ok(rows)
 }
 
 /// Summary rows: Bulkhead's per-run medians of `rate` beside testpmd io forwarding's (with the issue's
-/// `target`) and, if the suite ran one, beside the touching mode's.
+/// `target`), beside the touching mode's if the suite ran one (`touching_target`) and beside OVS-DPDK's if
+/// it ran (`ovs_target`).
+#[allow(clippy::too_many_arguments)]
 fn testpmd_rows(
     suite: Suite,
     what: String,
@@ -151,6 +179,8 @@ fn testpmd_rows(
     rate: impl Fn(&Sample) -> f64 + Copy,
     testpmd: Baselines,
     target: Option<&'static str>,
+    touching_target: Option<&'static str>,
+    ovs_target: Option<&'static str>,
 ) -> Vec<Row> {
     let ours = Stat::of(bulkhead.iter().map(|s| median_of(s, rate)).collect());
     let mut rows = vec![Row {
@@ -168,9 +198,23 @@ fn testpmd_rows(
             what: format!("{what}; beside testpmd reading every packet"),
             unit: "Mpps",
             scale: 1e6,
-            bulkhead: ours,
+            bulkhead: ours.clone(),
             baseline: Some((t.name(), Stat::of(runs))),
-            target: None,
+            target: touching_target,
+        });
+    }
+    if let Some(runs) = testpmd.ovs {
+        rows.push(Row {
+            suite,
+            what: format!("{what}; beside OVS-DPDK userspace conntrack"),
+            unit: "Mpps",
+            scale: 1e6,
+            bulkhead: ours,
+            baseline: Some((
+                "OVS-DPDK 3.1 ct()",
+                Stat::of(runs.iter().map(|r| r.pps).collect()),
+            )),
+            target: ovs_target,
         });
     }
     rows
@@ -209,6 +253,7 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         memory_mb: 2048,
         flows_per_worker: NEW_FLOWS_TABLE,
         touching: None,
+        ovs: true,
     };
     let (t, b) = alternate(args, &bin, &setup)?;
     let new_share = median(
@@ -234,7 +279,20 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         new_share * 100.0,
         evicted
     );
-    Ok(testpmd_rows(
+    let ovs_connections = t.ovs.as_ref().map_or(0.0, |runs| {
+        median(
+            &runs
+                .iter()
+                .map(|r| r.connections as f64)
+                .collect::<Vec<_>>(),
+        )
+    });
+    let created = Stat::of(b.iter().map(|s| median_of(s, |x| x.created)).collect());
+    let ovs_rate = t
+        .ovs
+        .as_ref()
+        .map(|runs| Stat::of(runs.iter().map(|r| r.pps).collect()));
+    let mut rows = testpmd_rows(
         Suite::Newflows,
         format!(
             "every packet a new flow ({:.1} % measured), acl1_10k ({} rules), {} B",
@@ -245,8 +303,27 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         &b,
         |x| x.rx,
         t,
+        Some("≥ 0.2"),
         None,
-    ))
+        None,
+    );
+    // OVS-DPDK never evicts: it keeps every flow of the input (its connection count is reported), so after
+    // the first pass its packets belong to tracked connections and its rate bounds its new-connection rate
+    // from above.
+    if let Some(ovs) = ovs_rate {
+        rows.push(Row {
+            suite: Suite::Newflows,
+            what: format!(
+                "new connections per second; OVS-DPDK's packet rate on the same input (it kept all {ovs_connections:.0} connections, no eviction: an upper bound of its new-connection rate)"
+            ),
+            unit: "M/s",
+            scale: 1e6,
+            bulkhead: created,
+            baseline: Some(("OVS-DPDK 3.1 ct(commit)", ovs)),
+            target: None,
+        });
+    }
+    Ok(rows)
 }
 
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
@@ -259,6 +336,7 @@ fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Baselines, Vec<V
     let mut testpmd = Baselines {
         io: Vec::new(),
         touching: setup.touching.map(|t| (t, Vec::new())),
+        ovs: setup.ovs.then(Vec::new),
     };
     let mut bulkhead = Vec::new();
     for i in 1..=args.runs {
@@ -275,6 +353,18 @@ fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Baselines, Vec<V
                 t.mode()
             );
             runs.push(median(&run_testpmd(args, setup, t.mode())?));
+        }
+        if let Some(runs) = &mut testpmd.ovs {
+            eprintln!(
+                "xtask: {} run {i}/{}: OVS-DPDK userspace conntrack",
+                setup.name, args.runs
+            );
+            let dir = out_dir()?.join(format!("ovs-{}", std::process::id()));
+            let r = super::ovs::measure(&dir, setup.pcap, setup.memory_mb, args.seconds)?;
+            runs.push(OvsFigures {
+                pps: median(&r.pps),
+                connections: r.connections,
+            });
         }
         eprintln!(
             "xtask: {} run {i}/{}: bulkhead-dataplane",
