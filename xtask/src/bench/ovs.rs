@@ -256,3 +256,28 @@ pub fn measure(dir: &Path, pcap: &Path, memory_mb: u32, seconds: u64) -> Result<
         connections,
     })
 }
+
+/// Writes the first `packets` packets of the classic pcap file `src` (either byte order) to `dst`.
+pub fn pcap_prefix(src: &Path, dst: &Path, packets: usize) -> Result {
+    let bytes = std::fs::read(src)?;
+    let le = match bytes.get(..4) {
+        Some([0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1]) => true,
+        Some([0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d]) => false,
+        _ => return Err(format!("{}: not a classic pcap file", src.display()).into()),
+    };
+    let mut end = 24;
+    for _ in 0..packets {
+        let Some(len) = bytes.get(end + 8..end + 12) else {
+            break;
+        };
+        let len = [len[0], len[1], len[2], len[3]];
+        let len = if le {
+            u32::from_le_bytes(len)
+        } else {
+            u32::from_be_bytes(len)
+        };
+        end = (end + 16 + len as usize).min(bytes.len());
+    }
+    std::fs::write(dst, &bytes[..end])?;
+    Ok(())
+}
