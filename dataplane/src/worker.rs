@@ -540,6 +540,10 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
         }
     }
 
+    let mut created = Created {
+        ids: [None; MAX_BURST],
+        len: 0,
+    };
     for i in 0..n {
         let note = match s.notes[i] {
             Note::New => {
@@ -551,6 +555,7 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
                     rs.judge(s.results[i]),
                     frame,
                     &s.parsed[i],
+                    &mut created,
                 )
             }
             Note::Recheck(id) => recheck(cx, rs, id, rs.judge(s.results[i]), s.lens[i] as usize),
@@ -618,6 +623,25 @@ fn known_packet(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, id: FlowId, len
     }
 }
 
+/// The flows committed so far while deciding a burst.
+struct Created {
+    ids: [Option<FlowId>; MAX_BURST],
+    len: usize,
+}
+
+impl Created {
+    fn contains(&self, id: FlowId) -> bool {
+        self.ids[..self.len].contains(&Some(id))
+    }
+
+    fn push(&mut self, id: FlowId) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = Some(id);
+            self.len += 1;
+        }
+    }
+}
+
 fn new_flow(
     cx: &mut JudgeCtx<'_, '_, '_>,
     rs: &Ruleset<'_>,
@@ -625,11 +649,16 @@ fn new_flow(
     j: Judgement,
     frame: &[u8],
     parsed: &Parsed,
+    created: &mut Created,
 ) -> Note {
-    // An earlier packet of this burst may have created the flow already.
+    // An earlier packet of this burst may have created the flow already. An entry that was there before the
+    // burst (expired, or a finished connection whose tuple a new SYN reuses) is not that: this packet is judged
+    // and, if allowed, replaces it.
     if let Some(id) = cx.tracker.table().find(new.key()) {
-        known_packet(cx, rs, id, frame.len());
-        return Note::Forward;
+        if created.contains(id) {
+            known_packet(cx, rs, id, frame.len());
+            return Note::Forward;
+        }
     }
     if !j.passes() {
         cx.counters
@@ -653,6 +682,7 @@ fn new_flow(
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
+            created.push(c.id);
             if let Some(old) = c.displaced {
                 cx.counters.flows_closed.add(1);
                 let (worker, now) = (cx.worker, cx.now);
