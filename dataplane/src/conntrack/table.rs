@@ -677,9 +677,10 @@ impl ConnTable {
         (pos + 1) & self.index_mask
     }
 
-    /// The flow with `key` (live or expired), by its precomputed [`hash`](Self::hash).
-    #[inline]
-    pub(super) fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowId> {
+    /// The first slot along the probe run of `hash` whose index value carries the hash's bits and that `is_it`
+    /// accepts; `None` at the run's end.
+    #[inline(always)]
+    fn walk(&self, hash: u64, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let (tag, mask) = (self.index_tag(hash), self.slot_mask);
         let mut pos = self.home(hash);
         loop {
@@ -687,16 +688,20 @@ impl ConnTable {
             if v == EMPTY {
                 return None;
             }
-            if v & !mask == tag
-                && self
-                    .slab
-                    .get((v & mask) as usize)
-                    .is_some_and(|e| e.key_eq(key))
-            {
-                return Some(FlowId(v & mask));
+            if v & !mask == tag && is_it(v & mask) {
+                return Some(v & mask);
             }
             pos = self.next(pos);
         }
+    }
+
+    /// The flow with `key` (live or expired), by its precomputed [`hash`](Self::hash).
+    #[inline]
+    pub(super) fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowId> {
+        self.walk(hash, |slot| {
+            self.slab.get(slot as usize).is_some_and(|e| e.key_eq(key))
+        })
+        .map(FlowId)
     }
 
     /// The slot the flow hashing to `hash` most likely occupies, from the index alone (the slab is not read):
@@ -704,18 +709,7 @@ impl ConnTable {
     /// this hash is tracked; a slot must be [`confirm`](Self::confirm)ed against the key.
     #[inline]
     pub(super) fn probe(&self, hash: u64) -> Option<u32> {
-        let (tag, mask) = (self.index_tag(hash), self.slot_mask);
-        let mut pos = self.home(hash);
-        loop {
-            let v = self.index[pos];
-            if v == EMPTY {
-                return None;
-            }
-            if v & !mask == tag {
-                return Some(v & mask);
-            }
-            pos = self.next(pos);
-        }
+        self.walk(hash, |_| true)
     }
 
     /// Starts loading the index line a lookup of `hash` starts at into the cache. Prefetch a whole burst's

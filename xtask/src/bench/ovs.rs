@@ -46,6 +46,21 @@ impl Ovs {
         c
     }
 
+    /// A daemon's pid file and log in the directory, detached.
+    fn daemon_args(&self, name: &str) -> [String; 3] {
+        [
+            format!(
+                "--pidfile={}",
+                self.dir.join(format!("{name}.pid")).display()
+            ),
+            "--detach".into(),
+            format!(
+                "--log-file={}",
+                self.dir.join(format!("{name}.log")).display()
+            ),
+        ]
+    }
+
     fn db(&self) -> String {
         format!("unix:{}", self.dir.join("db.sock").display())
     }
@@ -135,15 +150,7 @@ pub fn measure(dir: &Path, pcap: &Path, memory_mb: u32, seconds: u64) -> Result<
     run(ovs
         .command("ovsdb-server")
         .arg(format!("--remote=punix:{}", dir.join("db.sock").display()))
-        .arg(format!(
-            "--pidfile={}",
-            dir.join("ovsdb-server.pid").display()
-        ))
-        .arg("--detach")
-        .arg(format!(
-            "--log-file={}",
-            dir.join("ovsdb-server.log").display()
-        ))
+        .args(ovs.daemon_args("ovsdb-server"))
         .arg(&conf))?;
     ovs.vsctl(&["--no-wait", "init"])?;
     let extra = format!(
@@ -166,18 +173,10 @@ pub fn measure(dir: &Path, pcap: &Path, memory_mb: u32, seconds: u64) -> Result<
         .command(VSWITCHD)
         .arg(ovs.db())
         .arg(format!(
-            "--pidfile={}",
-            dir.join("ovs-vswitchd.pid").display()
-        ))
-        .arg(format!(
             "--unixctl={}",
             dir.join("ovs-vswitchd.ctl").display()
         ))
-        .arg("--detach")
-        .arg(format!(
-            "--log-file={}",
-            dir.join("ovs-vswitchd.log").display()
-        )))?;
+        .args(ovs.daemon_args("ovs-vswitchd")))?;
     ovs.vsctl(&[
         "add-br",
         "br0",
