@@ -6,6 +6,11 @@
 //! Publishing order for a new version: compile it (off the fast path), persist it durably, then publish it.
 //! A version that cannot be persisted is not published, so what the gateway enforces is always what it will
 //! enforce after a restart.
+//!
+//! Two-step loading splits this for clients that drive several gateways: `prepare_policy` compiles a version
+//! and persists it as *pending* (`pending.json`, never read back as the enforced state), `publish_policy`
+//! persists it as the enforced state (`policy.json`) and publishes it. At most one version is pending; a
+//! restart removes it, so the gateway comes back with the last published version.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -16,8 +21,9 @@ use dpdk::rcu::RcuCell;
 use dpdk::Eal;
 use policy::Policy;
 use protocol::{
-    CountersReport, ErrorCode, ErrorReply, EventBatch, FlatRules, FlowFilter, FlowList, KillResult,
-    LoadPolicyResult, PolicyState, Reply, Request, RuleCounters, Status, SwapTimes, WorkerSnapshot,
+    CountersReport, DiscardResult, ErrorCode, ErrorReply, EventBatch, FlatRules, FlowFilter,
+    FlowList, KillResult, LoadPolicyResult, PolicyState, PreparedPolicy, Reply, Request,
+    RuleCounters, Status, SwapTimes, WorkerSnapshot,
 };
 
 use crate::clock::Clock;
@@ -47,6 +53,16 @@ struct Active {
     loaded: std::time::SystemTime,
 }
 
+/// A compiled version, ready to publish.
+struct Compiled<'eal> {
+    version: u32,
+    policy: Policy,
+    ruleset: Ruleset<'eal>,
+    /// The state file's content for this version.
+    state: Vec<u8>,
+    compile: Duration,
+}
+
 /// Rule id → counter slot, stable for as long as the id exists. Slot 0 is the default action.
 #[derive(Default)]
 struct Slots {
@@ -73,9 +89,12 @@ impl Slots {
         Some(())
     }
 
-    /// Frees the slots of ids `policy` no longer has (after the version that used them is gone).
-    fn retain(&mut self, policy: &Policy) {
-        let keep: hashbrown::HashSet<u32> = policy.rules().iter().map(|r| r.id).collect();
+    /// Frees the slots of ids none of `policies` has (after the versions that used them are gone).
+    fn retain(&mut self, policies: &[&Policy]) {
+        let keep: hashbrown::HashSet<u32> = policies
+            .iter()
+            .flat_map(|p| p.rules().iter().map(|r| r.id))
+            .collect();
         let free = &mut self.free;
         self.by_id.retain(|id, slot| {
             let k = keep.contains(id);
@@ -113,6 +132,8 @@ pub struct Management<'m, 'eal> {
     clock: Clock,
     started: Instant,
     active: Option<Active>,
+    /// The version prepared by `prepare_policy`, persisted as pending and not published.
+    pending: Option<Compiled<'eal>>,
     slots: Slots,
     last_swap: SwapStats,
     pub sources: Vec<EventSource>,
@@ -145,6 +166,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             clock,
             started: Instant::now(),
             active: None,
+            pending: None,
             slots: Slots::new(Self::rule_slots(cfg) as u32),
             last_swap: SwapStats::default(),
             sources: Vec::new(),
@@ -163,9 +185,29 @@ impl<'m, 'eal> Management<'m, 'eal> {
         self.cfg.policy.state_dir.join("policy.json")
     }
 
+    fn pending_file(&self) -> PathBuf {
+        self.cfg.policy.state_dir.join("pending.json")
+    }
+
     /// Loads the last committed policy, or the bootstrap one, and publishes it. Without either the gateway
     /// stays closed. A state file that exists but cannot be used is an error, never a silent fresh start.
     pub fn restore(&mut self) -> Result<Option<u32>, StateError> {
+        // A version prepared and never published is not what the gateway enforces: forget it.
+        let pending = self.pending_file();
+        match std::fs::remove_file(&pending) {
+            Ok(()) => eprintln!(
+                "bulkhead-dataplane: {}: removed a prepared policy version that was never published",
+                pending.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Io(persist::PersistError {
+                    action: "cannot remove",
+                    path: pending,
+                    source,
+                }))
+            }
+        }
         let path = self.state_file();
         if let Some(bytes) = persist::read_if_exists(&path)? {
             let corrupt = |reason: String| StateError::Corrupt {
@@ -209,6 +251,24 @@ impl<'m, 'eal> Management<'m, 'eal> {
         version: u32,
         persist_it: bool,
     ) -> Result<LoadPolicyResult, ErrorReply> {
+        let compiled = self.compile(policy, version)?;
+        let persist = if persist_it {
+            match self.persist_active(&compiled) {
+                Ok(d) => d,
+                Err(e) => {
+                    drop(compiled);
+                    self.release_slots();
+                    return Err(e);
+                }
+            }
+        } else {
+            Duration::ZERO
+        };
+        Ok(self.publish(compiled, persist))
+    }
+
+    /// Validates the rule count and builds the classifier of `policy` (its rules get counter slots).
+    fn compile(&mut self, policy: Policy, version: u32) -> Result<Compiled<'eal>, ErrorReply> {
         let t0 = Instant::now();
         self.slots.assign(&policy).ok_or_else(|| {
             ErrorReply::new(ErrorCode::InvalidPolicy, "more rules than policy.max_rules")
@@ -225,35 +285,49 @@ impl<'m, 'eal> Management<'m, 'eal> {
             Ok(r) => r,
             Err(e) => {
                 // Give back the slots this attempt took.
-                if let Some(a) = &self.active {
-                    self.slots.retain(&a.policy);
-                }
+                self.release_slots();
                 return Err(ErrorReply::new(ErrorCode::InvalidPolicy, e.to_string()));
             }
         };
-        let compile = t0.elapsed();
-        let flat = ruleset.flat_rules;
-        let t1 = Instant::now();
-        if persist_it {
-            // Through a `Value`, as the file has always been written: keys in sorted order.
-            let document = serde_json::to_value(state_document(version, &policy));
-            let bytes = document
-                .and_then(|d| serde_json::to_vec_pretty(&d))
-                .unwrap_or_default();
-            if let Err(e) = persist::write_atomic(&self.state_file(), &bytes) {
-                if let Some(a) = &self.active {
-                    self.slots.retain(&a.policy);
-                }
+        let state = match persist::state_bytes(version, policy.document()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.release_slots();
                 return Err(ErrorReply::new(
                     ErrorCode::Internal,
                     format!("policy not applied: {e}"),
                 ));
             }
-        }
-        let persist = t1.elapsed();
+        };
+        Ok(Compiled {
+            version,
+            policy,
+            ruleset,
+            state,
+            compile: t0.elapsed(),
+        })
+    }
+
+    /// Makes `compiled` the enforced state on disk (what a restart publishes).
+    fn persist_active(&self, compiled: &Compiled<'eal>) -> Result<Duration, ErrorReply> {
+        let t0 = Instant::now();
+        persist::write_atomic(&self.state_file(), &compiled.state).map_err(|e| {
+            ErrorReply::new(ErrorCode::Internal, format!("policy not applied: {e}"))
+        })?;
+        Ok(t0.elapsed())
+    }
+
+    /// Publishes a compiled (and, unless restored, persisted) version to the workers.
+    fn publish(&mut self, compiled: Compiled<'eal>, persist: Duration) -> LoadPolicyResult {
+        let Compiled {
+            version,
+            policy,
+            ruleset,
+            compile,
+            ..
+        } = compiled;
+        let flat = ruleset.flat_rules;
         let grace = self.cell.publish(Box::new(ruleset));
-        // The previous version is gone from every worker: its rules' slots may be reused.
-        self.slots.retain(&policy);
         self.last_swap = SwapStats {
             compile,
             persist,
@@ -264,17 +338,112 @@ impl<'m, 'eal> Management<'m, 'eal> {
             policy,
             loaded: std::time::SystemTime::now(),
         });
+        // The previous version is gone from every worker: its rules' slots may be reused.
+        self.release_slots();
         let times = self.last_swap.times();
-        Ok(LoadPolicyResult {
+        LoadPolicyResult {
             version,
-            flat_rules: FlatRules {
-                ipv4: flat.0,
-                ipv6: flat.1,
-            },
+            flat_rules: flat_rules(flat),
             compile_ms: times.compile_ms,
             persist_ms: times.persist_ms,
             grace_period_us: times.grace_period_us,
-        })
+        }
+    }
+
+    /// Frees the counter slots of rules neither the enforced nor the pending version has.
+    fn release_slots(&mut self) {
+        let mut keep = Vec::new();
+        keep.extend(self.active.as_ref().map(|a| &a.policy));
+        keep.extend(self.pending.as_ref().map(|p| &p.policy));
+        self.slots.retain(&keep);
+    }
+
+    /// `prepare_policy` (once the pending version is forgotten): compiles `policy` and persists it as pending.
+    fn prepare(&mut self, policy: Policy, version: u32) -> Result<PreparedPolicy, ErrorReply> {
+        let compiled = self.compile(policy, version)?;
+        let t0 = Instant::now();
+        if let Err(e) = persist::write_atomic(&self.pending_file(), &compiled.state) {
+            drop(compiled);
+            self.release_slots();
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                format!("policy not prepared: {e}"),
+            ));
+        }
+        let persist = t0.elapsed();
+        let prepared = PreparedPolicy {
+            version,
+            flat_rules: flat_rules(compiled.ruleset.flat_rules),
+            compile_ms: compiled.compile.as_secs_f64() * 1e3,
+            persist_ms: persist.as_secs_f64() * 1e3,
+        };
+        self.pending = Some(compiled);
+        Ok(prepared)
+    }
+
+    /// `publish_policy`: persists the pending version `version` as the enforced state, then publishes it. If
+    /// it cannot be persisted it stays pending.
+    fn publish_pending(&mut self, version: u32) -> Result<LoadPolicyResult, ErrorReply> {
+        let compiled = match self.pending.take() {
+            Some(p) if p.version == version => p,
+            other => {
+                let now = other
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.version.to_string());
+                self.pending = other;
+                return Err(ErrorReply::new(
+                    ErrorCode::NotPrepared,
+                    format!("version {version} is not prepared (pending: {now})"),
+                ));
+            }
+        };
+        let persist = match self.persist_active(&compiled) {
+            Ok(d) => d,
+            Err(e) => {
+                self.pending = Some(compiled);
+                return Err(e);
+            }
+        };
+        let result = self.publish(compiled, persist);
+        // Published and persisted as the enforced state: the pending file has served. A failure to remove it
+        // must not answer a publish that took effect as failed; a restart removes it anyway.
+        if let Err(e) = self.remove_pending_file() {
+            eprintln!(
+                "bulkhead-dataplane: version {version} published, but {}",
+                e.message
+            );
+        }
+        Ok(result)
+    }
+
+    /// `discard_prepared`: forgets the pending version if it is `version`.
+    fn discard(&mut self, version: u32) -> Result<DiscardResult, ErrorReply> {
+        let discarded = self.pending.as_ref().is_some_and(|p| p.version == version);
+        if discarded {
+            self.forget_pending()?;
+        }
+        Ok(DiscardResult { version, discarded })
+    }
+
+    /// Drops the pending version, its file and its counter slots.
+    fn forget_pending(&mut self) -> Result<(), ErrorReply> {
+        if self.pending.take().is_some() {
+            self.release_slots();
+            self.remove_pending_file()?;
+        }
+        Ok(())
+    }
+
+    fn remove_pending_file(&self) -> Result<(), ErrorReply> {
+        let path = self.pending_file();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ErrorReply::new(
+                ErrorCode::Internal,
+                format!("cannot remove {}: {e}", path.display()),
+            )),
+        }
     }
 
     pub fn version(&self) -> Option<u32> {
@@ -313,7 +482,27 @@ impl<'m, 'eal> Management<'m, 'eal> {
                         )
                     })?,
                 };
+                // One step: a version left pending is superseded.
+                self.forget_pending()?;
                 self.install(policy, version, true).map(Reply::LoadPolicy)
+            }
+            Request::PreparePolicy { policy, version } => {
+                // A prepare replaces the pending version, whether or not it succeeds.
+                self.forget_pending()?;
+                let policy = Policy::from_value(policy).map_err(policy_error)?;
+                if version == 0 {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        "version 0 is not in 1..=4294967295",
+                    ));
+                }
+                self.prepare(policy, version).map(Reply::PreparePolicy)
+            }
+            Request::PublishPolicy { version } => {
+                self.publish_pending(version).map(Reply::LoadPolicy)
+            }
+            Request::DiscardPrepared { version } => {
+                self.discard(version).map(Reply::DiscardPrepared)
             }
             Request::GetPolicy {} => Ok(Reply::GetPolicy(match &self.active {
                 Some(a) => state_document(a.version, &a.policy),
@@ -346,6 +535,9 @@ impl<'m, 'eal> Management<'m, 'eal> {
             flows_active: flows,
             dpdk: dpdk::runtime_version(),
             last_swap: self.last_swap.times(),
+            prepared_version: self.pending.as_ref().map(|p| p.version),
+            // The listener belongs to the main loop, which adds it.
+            remote_control: None,
         }
     }
 
@@ -478,6 +670,10 @@ impl<'m, 'eal> Management<'m, 'eal> {
             remaining: self.recent.len(),
         }
     }
+}
+
+fn flat_rules((ipv4, ipv6): (usize, usize)) -> FlatRules {
+    FlatRules { ipv4, ipv6 }
 }
 
 fn policy_error(e: policy::PolicyError) -> ErrorReply {

@@ -2,6 +2,13 @@
 //! system call: everything it needs — queues, its connection table, a burst buffer on its stack, its counters,
 //! its event queue — is set up before it starts, and it reports only through counters and events.
 //!
+//! One deliberate exception, off by default: the idle back-off (`[workers] idle_sleep_max_us`). After
+//! `idle_polls_before_sleep` consecutive iterations that found every queue empty, the worker goes offline for
+//! RCU (a policy publish never waits for it), answers a pending flow command, and sleeps — a system call —
+//! starting at a few microseconds and doubling up to the maximum; the first packet resets it. Pollers with
+//! nothing to do then yield their core (gateways sharing cores, quiet segments, power), at the price of up to
+//! the maximum sleep of added latency for the first packet after a quiet spell.
+//!
 //! Per loop iteration: announce a quiescent point (QSBR) and pick up the current policy version; then, for each
 //! port, receive a burst, judge it, send what passes to the linked port and the reject answers back out the
 //! port they came from; finally advance connection expiry by a fixed budget.
@@ -20,7 +27,9 @@ use net::{Parsed, L3, L4};
 use policy::Action;
 
 use crate::clock::Clock;
-use crate::conntrack::{Admission, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked};
+use crate::conntrack::{
+    Admission, CommitError, FlowId, FlowInfo, NewFlow, Prepared, Refusal, Track, Tracker, Untracked,
+};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
 use crate::reject;
@@ -46,6 +55,56 @@ pub enum Command {
 /// How often (in loop iterations) the worker looks for commands.
 const COMMAND_PERIOD: u32 = 1024;
 
+/// The first sleep of the idle back-off, in microseconds.
+const FIRST_IDLE_SLEEP_US: u32 = 2;
+
+/// The idle back-off's settings (see the module docs); `sleep_max_us` 0: never sleep (pure polling).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleBackoff {
+    pub sleep_max_us: u32,
+    pub polls_before_sleep: u32,
+}
+
+/// Where a worker is in its idle back-off.
+#[derive(Debug)]
+struct Idle {
+    cfg: IdleBackoff,
+    empty_polls: u32,
+    next_sleep_us: u32,
+}
+
+impl Idle {
+    fn new(cfg: IdleBackoff) -> Self {
+        Idle {
+            cfg,
+            empty_polls: 0,
+            next_sleep_us: FIRST_IDLE_SLEEP_US.min(cfg.sleep_max_us),
+        }
+    }
+
+    /// After an iteration that found every queue empty: how long to sleep now, if at all.
+    #[inline]
+    fn after_empty_poll(&mut self) -> Option<std::time::Duration> {
+        if self.cfg.sleep_max_us == 0 {
+            return None;
+        }
+        self.empty_polls = self.empty_polls.saturating_add(1);
+        if self.empty_polls < self.cfg.polls_before_sleep {
+            return None;
+        }
+        let us = self.next_sleep_us;
+        self.next_sleep_us = us.saturating_mul(2).min(self.cfg.sleep_max_us);
+        Some(std::time::Duration::from_micros(u64::from(us)))
+    }
+
+    /// After an iteration that moved packets.
+    #[inline]
+    fn reset(&mut self) {
+        self.empty_polls = 0;
+        self.next_sleep_us = FIRST_IDLE_SLEEP_US.min(self.cfg.sleep_max_us);
+    }
+}
+
 /// What one worker owns.
 pub struct Worker<'a, 'p, 'eal> {
     pub index: u16,
@@ -65,6 +124,7 @@ pub struct Worker<'a, 'p, 'eal> {
     pub denied_events_per_sec: u32,
     /// Buffers for reject answers.
     pub pool: &'p Mempool<'eal>,
+    pub idle: IdleBackoff,
 }
 
 /// Per-packet notes between the passes.
@@ -217,6 +277,7 @@ impl<'p> Worker<'_, 'p, '_> {
         };
         let mut applied_version = u32::MAX;
         let mut iteration: u32 = 0;
+        let mut idle = Idle::new(self.idle);
         while !stop.load(Relaxed) {
             self.policy.quiescent();
             let now = self.clock.ms(dpdk::tsc());
@@ -230,6 +291,7 @@ impl<'p> Worker<'_, 'p, '_> {
                     applied_version = rs.version;
                     tracker.set_timeouts(&rs.settings.timeouts);
                     tracker.set_strictness(rs.settings.strictness);
+                    tracker.set_flood_limits(rs.settings.flood_limits);
                 }
             }
             let mut moved = 0u64;
@@ -273,8 +335,12 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             if moved == 0 {
                 self.counters.idle_polls.add(1);
+                if let Some(pause) = idle.after_empty_poll() {
+                    self.idle_sleep(pause, now);
+                }
             } else {
                 self.counters.busy_polls.add(1);
+                idle.reset();
             }
             let (counters, events, worker) = (self.counters, &self.events, self.index);
             self.tracker.expire(now, self.expiry_budget, |id, e| {
@@ -292,12 +358,27 @@ impl<'p> Worker<'_, 'p, '_> {
                 self.counters
                     .flows_evicted
                     .set(self.tracker.stats().evictions);
+                self.counters
+                    .flood_sources_evicted
+                    .set(self.tracker.sources().evictions());
                 if let Ok(cmd) = self.commands.try_recv() {
                     self.command(cmd, now);
                 }
             }
         }
         self.policy.offline();
+    }
+
+    /// The idle back-off's sleep (the documented exception to the no-syscall rule): offline for RCU first, so
+    /// a publish does not wait for a sleeping worker; a pending flow command is answered first, so commands
+    /// are not held up by the sleeps.
+    #[cold]
+    fn idle_sleep(&mut self, pause: std::time::Duration, now: u64) {
+        self.policy.offline();
+        if let Ok(cmd) = self.commands.try_recv() {
+            self.command(cmd, now);
+        }
+        std::thread::sleep(pause);
     }
 
     fn command(&mut self, cmd: Command, now: u64) {
@@ -320,7 +401,7 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             Command::Kill { filter, reply } => {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
-                let n = self.tracker.table_mut().remove_where(|id, e| {
+                let n = self.tracker.remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
                     let kill = info.matches(&filter);
                     if kill {
@@ -664,7 +745,12 @@ fn new_flow(
         cx.counters
             .rule(j.slot)
             .new_flow(j.rule_id, frame.len() as u64, cx.now);
-        denied_event(cx, rs, parsed, &j);
+        let verdict = if j.action == Action::Reject {
+            Verdict::Reject
+        } else {
+            Verdict::Deny
+        };
+        denied_event(cx, rs, parsed, j.rule_id, verdict, None);
         if j.action == Action::Reject {
             send_reject(cx, frame, parsed);
         }
@@ -674,11 +760,18 @@ fn new_flow(
             DropReason::PolicyDeny
         });
     }
+    let segment = if rs.settings.flood_limits.connections_per_segment != 0 {
+        let (source, _) = new.key().endpoint(new.originator());
+        rs.segments.segment_of(source, new.key().vlan())
+    } else {
+        None
+    };
     let admission = Admission {
         rule_id: j.rule_id,
         policy_version: rs.version,
         log: j.log,
         monitor: j.monitored,
+        segment,
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
@@ -720,7 +813,19 @@ fn new_flow(
             }
             Note::Forward
         }
-        Err(_full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Limit(limit)) => {
+            cx.counters.refused(Refusal::Limit(limit));
+            denied_event(
+                cx,
+                rs,
+                parsed,
+                j.rule_id,
+                Verdict::Deny,
+                Some(limit.as_str()),
+            );
+            Note::Dropped
+        }
     }
 }
 
@@ -741,7 +846,7 @@ fn recheck(
         known_packet(cx, rs, id, len);
         return Note::Forward;
     }
-    if let Some(e) = cx.tracker.table_mut().remove(id) {
+    if let Some(e) = cx.tracker.remove(id) {
         cx.counters.flows_closed.add(1);
         let info = FlowInfo::new(id, &e, cx.now);
         cx.events
@@ -750,7 +855,15 @@ fn recheck(
     Note::Drop(DropReason::PolicyRevoked)
 }
 
-fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: &Judgement) {
+/// A denied flow event (rate limited): by the rule `rule_id`, or by the flood `limit` of a flow it allows.
+fn denied_event(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    p: &Parsed,
+    rule_id: u32,
+    verdict: Verdict,
+    limit: Option<&'static str>,
+) {
     if cx.now.saturating_sub(cx.deny.window_start) >= 1000 {
         cx.deny.window_start = cx.now;
         cx.deny.left = cx.deny_rate;
@@ -763,11 +876,6 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
     let Some(flow) = crate::ruleset::flow_of(p) else {
         return;
     };
-    let verdict = if j.action == Action::Reject {
-        Verdict::Reject
-    } else {
-        Verdict::Deny
-    };
     let ev = FlowEvent {
         kind: EventKind::Denied,
         time_ms: cx.now,
@@ -779,13 +887,14 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
         proto: flow.proto,
         vlan: flow.vlan.unwrap_or(0),
         verdict,
-        rule_id: j.rule_id,
+        rule_id,
         policy_version: rs.version,
         packets: [1, 0],
         bytes: [0, 0],
         duration_ms: 0,
         tcp_state: None,
         tcp_flags: None,
+        limit,
     };
     cx.events.emit_counted(ev, cx.counters);
 }
@@ -821,6 +930,7 @@ fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64)
         duration_ms: f.age_ms,
         tcp_state: (f.proto == 6).then_some(f.state),
         tcp_flags: f.tcp_flags,
+        limit: None,
     }
 }
 
@@ -831,4 +941,35 @@ fn closed_event(f: &FlowInfo, worker: u16, now: u64) -> FlowEvent {
         Verdict::Allow
     };
     event(EventKind::Closed, f, verdict, worker, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Idle, IdleBackoff};
+    use std::time::Duration;
+
+    fn sleeps(idle: &mut Idle, polls: usize) -> Vec<Option<Duration>> {
+        (0..polls).map(|_| idle.after_empty_poll()).collect()
+    }
+
+    #[test]
+    fn idle_backoff_sleeps_after_empty_polls_doubling_to_the_max_and_resets_on_a_packet() {
+        let us = |n| Some(Duration::from_micros(n));
+        let mut idle = Idle::new(IdleBackoff {
+            sleep_max_us: 20,
+            polls_before_sleep: 3,
+        });
+        assert_eq!(
+            sleeps(&mut idle, 8),
+            [None, None, us(2), us(4), us(8), us(16), us(20), us(20)]
+        );
+        idle.reset();
+        assert_eq!(sleeps(&mut idle, 4), [None, None, us(2), us(4)]);
+        // Off: pure polling, however long the quiet.
+        let mut off = Idle::new(IdleBackoff {
+            sleep_max_us: 0,
+            polls_before_sleep: 1,
+        });
+        assert!(sleeps(&mut off, 10_000).iter().all(Option::is_none));
+    }
 }

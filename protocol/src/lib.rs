@@ -1,7 +1,7 @@
 //! The dataplane's control protocol: every request a client may send, every reply the dataplane gives, and
 //! how one message is written as one line. This crate is the API boundary between the dataplane and the
 //! processes that drive it (`bulkhead-control`, the testbed, `xtask`); it knows nothing of the transport
-//! (today a local Unix socket, later TLS to remote gateways), of DPDK or of an async runtime.
+//! (a local Unix socket, or TLS with client certificates to a remote gateway), of DPDK or of an async runtime.
 //!
 //! # Messages
 //!
@@ -14,8 +14,19 @@
 //! ← {"error":{"code":"invalid_policy","details":[...],"message":"..."},"id":7,"ok":false,"v":1}
 //! ```
 //!
-//! The result of each op is its own type: [`Status`], [`CountersReport`], [`LoadPolicyResult`],
-//! [`PolicyState`], [`FlowList`], [`KillResult`], [`EventBatch`]; a refusal is an [`ErrorReply`]. Lines are
+//! The result of each op is its own type: [`Status`], [`CountersReport`], [`LoadPolicyResult`] (also the
+//! result of `publish_policy`), [`PreparedPolicy`], [`DiscardResult`], [`PolicyState`], [`FlowList`],
+//! [`KillResult`], [`EventBatch`]; a refusal is an [`ErrorReply`].
+//!
+//! # Two-step loading
+//!
+//! `load_policy` validates, compiles, persists and publishes in one request. A client that drives several
+//! gateways splits it: `prepare_policy` (version N: validated, compiled, persisted as pending, not enforced) on
+//! every gateway, then `publish_policy` (N) on every gateway, or `discard_prepared` (N) if any refused. A
+//! gateway holds at most one pending version (a new prepare, or a `load_policy`, replaces it) and forgets it
+//! when it restarts: it then enforces the last published version, never a pending one. `publish_policy` of a
+//! version that is not pending is `not_prepared`. These ops were added without a version change (an older
+//! dataplane answers them `bad_request`; see the rule below). Lines are
 //! written with the keys of every object in sorted order (see [`line`]), as the dataplane always has.
 //!
 //! # Version rule
@@ -44,9 +55,9 @@ mod request;
 
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
-    CountersReport, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList, KillResult,
-    LoadPolicyResult, PolicyState, PortCounters, Reply, RuleCounters, Status, SwapTimes, Verdict,
-    WorkerSnapshot,
+    CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
+    KillResult, LoadPolicyResult, PolicyState, PortCounters, PreparedPolicy, RemoteControlStatus,
+    Reply, RuleCounters, Status, SwapTimes, Verdict, WorkerSnapshot,
 };
 pub use request::{ErrorCode, ErrorReply, FlowFilter, Request};
 

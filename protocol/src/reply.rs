@@ -14,6 +14,8 @@ pub enum Reply {
     Status(Status),
     Counters(CountersReport),
     LoadPolicy(LoadPolicyResult),
+    PreparePolicy(PreparedPolicy),
+    DiscardPrepared(DiscardResult),
     GetPolicy(PolicyState),
     Flows(FlowList),
     KillFlows(KillResult),
@@ -38,6 +40,32 @@ pub struct Status {
     pub dpdk: String,
     /// How long the last policy swap took (zeros before the first).
     pub last_swap: SwapTimes,
+    /// The version prepared and not yet published, if any (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared_version: Option<u32>,
+    /// The remote control listener (TLS), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_control: Option<RemoteControlStatus>,
+}
+
+/// The remote control listener: where it listens, the certificate it serves, what its clients did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteControlStatus {
+    /// The bound address and port.
+    pub listen: String,
+    /// SHA-256 of the served certificate (`AB:CD:...`).
+    pub cert_sha256: String,
+    /// Handshakes completed (authenticated clients).
+    pub sessions: u64,
+    /// Handshakes refused or broken: no client certificate, an unknown, expired or unpinned one, not TLS.
+    pub handshake_failures: u64,
+    /// Handshakes not completed in time.
+    pub handshake_timeouts: u64,
+    /// Connections closed at once because the listener served its maximum.
+    pub over_limit: u64,
+    /// Certificate reloads (SIGHUP) that took effect, and those that kept the previous files.
+    pub reloads: u64,
+    pub reload_failures: u64,
 }
 
 /// The stages of a policy swap.
@@ -81,6 +109,10 @@ pub struct WorkerSnapshot {
     pub flows_active: u64,
     /// Unestablished flows evicted to make room for new ones in a full table.
     pub flows_evicted: u64,
+    /// Source addresses that lost their place in the flood limits' per-source table to a new source (the
+    /// table is full: many sources, e.g. spoofed ones). Absent from older dataplanes (read as 0).
+    #[serde(default)]
+    pub flood_sources_evicted: u64,
     pub rejects_sent: u64,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: u64,
@@ -108,6 +140,7 @@ impl WorkerSnapshot {
             acc.flows_closed += w.flows_closed;
             acc.flows_active += w.flows_active;
             acc.flows_evicted += w.flows_evicted;
+            acc.flood_sources_evicted += w.flood_sources_evicted;
             acc.rejects_sent += w.rejects_sent;
             acc.events_dropped += w.events_dropped;
             acc.events_rate_limited += w.events_rate_limited;
@@ -183,6 +216,23 @@ pub struct LoadPolicyResult {
     pub compile_ms: f64,
     pub persist_ms: f64,
     pub grace_period_us: f64,
+}
+
+/// `prepare_policy`: the version now pending (persisted, not enforced) and what preparing it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreparedPolicy {
+    pub version: u32,
+    /// Classifier rules the policy compiled to, per address family.
+    pub flat_rules: FlatRules,
+    pub compile_ms: f64,
+    pub persist_ms: f64,
+}
+
+/// `discard_prepared`: whether the named version was pending and is now forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardResult {
+    pub version: u32,
+    pub discarded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +387,10 @@ pub struct FlowEvent {
     /// for other protocols and denied packets. Absent from older dataplanes (read as `None`).
     #[serde(default)]
     pub tcp_flags: Option<[u8; 2]>,
+    /// On a denied event: the flood limit (`settings.flood_limits`, e.g. `half_open_per_source`) that refused a
+    /// flow the policy allows. Absent otherwise (and from older dataplanes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl FlowEvent {

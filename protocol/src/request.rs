@@ -20,6 +20,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
+    /// The first step of a two-step load: validate, compile and persist a policy document as the pending
+    /// version, without publishing it ([`crate::PreparedPolicy`]). It replaces a pending version, if any; a
+    /// restart forgets it (the gateway enforces the last published version).
+    PreparePolicy { policy: Value, version: u32 },
+    /// The second step: publish the pending version `version` (persisted as the enforced state first)
+    /// ([`crate::LoadPolicyResult`]). `not_prepared` when the pending version is another or none.
+    PublishPolicy { version: u32 },
+    /// Forget the pending version `version` ([`crate::DiscardResult`]; `discarded: false` when it was not
+    /// pending).
+    DiscardPrepared { version: u32 },
     /// The active policy document and its version ([`crate::PolicyState`]).
     GetPolicy {},
     /// Tracked connections matching `filter`, at most `limit` (default 1000) ([`crate::FlowList`]).
@@ -90,6 +100,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The dataplane could not do what was asked (a worker did not answer, the state file is not writable...).
     Internal,
+    /// `publish_policy` named a version that is not the pending one (none was prepared, or another was).
+    NotPrepared,
     /// A code this build does not know (sent by a newer peer); never sent.
     #[serde(other)]
     Other,
@@ -105,6 +117,7 @@ impl ErrorCode {
             ErrorCode::InvalidPolicy => "invalid_policy",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotPrepared => "not_prepared",
             ErrorCode::Other => "other",
         }
     }
@@ -165,6 +178,7 @@ mod tests {
             ErrorCode::InvalidPolicy,
             ErrorCode::TooLarge,
             ErrorCode::Internal,
+            ErrorCode::NotPrepared,
             ErrorCode::Other,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.to_string());

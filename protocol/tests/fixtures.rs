@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use protocol::{
-    decode_reply, decode_request, encode_reply, encode_request, CountersReport, ErrorCode,
-    ErrorReply, EventBatch, EventKind, FlowFilter, FlowList, KillResult, LoadPolicyResult,
-    PolicyState, Request, Status, Verdict,
+    decode_reply, decode_request, encode_reply, encode_request, CountersReport, DiscardResult,
+    ErrorCode, ErrorReply, EventBatch, EventKind, FlowFilter, FlowList, KillResult,
+    LoadPolicyResult, PolicyState, PreparedPolicy, Request, Status, Verdict,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,6 +86,27 @@ fn requests() {
         request("request_events"),
         Request::Events { max: Some(10_000) }
     );
+    assert!(matches!(
+        request("request_prepare_policy"),
+        Request::PreparePolicy { version: 4, .. }
+    ));
+    assert_eq!(
+        request("request_publish_policy"),
+        Request::PublishPolicy { version: 4 }
+    );
+    assert_eq!(
+        request("request_discard_prepared"),
+        Request::DiscardPrepared { version: 4 }
+    );
+}
+
+#[test]
+fn two_step_requests_need_a_version() {
+    for op in ["prepare_policy", "publish_policy", "discard_prepared"] {
+        let line = format!("{{\"v\":1,\"op\":\"{op}\",\"policy\":{{}}}}");
+        let (_, request) = decode_request(&line);
+        assert_eq!(request.unwrap_err().code, ErrorCode::BadRequest, "{op}");
+    }
 }
 
 #[test]
@@ -95,8 +116,12 @@ fn status() {
         (s.policy_version, s.rules, s.workers),
         (Some(3), 7, vec![1])
     );
+    assert_eq!(s.prepared_version, None);
     let s = reply::<Status>("status_before_policy").unwrap();
     assert_eq!((s.policy_version, s.policy_loaded_at), (None, None));
+    let s = reply::<Status>("status_prepared").unwrap();
+    assert_eq!((s.policy_version, s.prepared_version), (Some(3), Some(4)));
+    assert_eq!(s.remote_control.unwrap().handshake_failures, 3);
 }
 
 #[test]
@@ -119,6 +144,15 @@ fn policy() {
     assert_eq!(p.policy.unwrap()["format"], "bulkhead.policy/v1");
     let p = reply::<PolicyState>("get_policy_before_policy").unwrap();
     assert_eq!((p.version, p.policy), (None, None));
+    let p = reply::<PreparedPolicy>("prepare_policy").unwrap();
+    assert_eq!((p.version, p.flat_rules.ipv6), (4, 7));
+    assert_eq!(
+        reply::<DiscardResult>("discard_prepared").unwrap(),
+        DiscardResult {
+            version: 4,
+            discarded: true
+        }
+    );
 }
 
 #[test]
@@ -161,6 +195,7 @@ fn errors() {
         ("error_invalid_policy", ErrorCode::InvalidPolicy),
         ("error_unsupported_version", ErrorCode::UnsupportedVersion),
         ("error_bad_json", ErrorCode::BadJson),
+        ("error_not_prepared", ErrorCode::NotPrepared),
     ] {
         assert_eq!(reply::<Status>(name).unwrap_err().code, code, "{name}");
     }
