@@ -28,8 +28,7 @@ use policy::Action;
 
 use crate::clock::Clock;
 use crate::conntrack::{
-    Admission, CommitError, Dir, FlowId, FlowInfo, NewFlow, Prepared, Refusal, Track, Tracker,
-    Untracked,
+    Admission, CommitError, FlowId, FlowInfo, NewFlow, Prepared, Refusal, Track, Tracker, Untracked,
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
@@ -149,6 +148,8 @@ struct Scratch {
     /// Frame lengths (first segment), so later passes need not look at the mbufs again.
     lens: [u32; MAX_BURST],
     parsed: [Parsed; MAX_BURST],
+    /// The packet is a common frame, prepared without a `Parsed` (written only if it is needed).
+    common: [bool; MAX_BURST],
     prepared: [Prepared; MAX_BURST],
     news: [NewFlow; MAX_BURST],
     inputs: [[u8; V6_INPUT]; MAX_BURST],
@@ -162,6 +163,7 @@ impl Scratch {
             notes: [Note::Dropped; MAX_BURST],
             lens: [0; MAX_BURST],
             parsed: [Parsed::EMPTY; MAX_BURST],
+            common: [false; MAX_BURST],
             prepared: [Prepared::EMPTY; MAX_BURST],
             news: [NewFlow::EMPTY; MAX_BURST],
             inputs: [[0; V6_INPUT]; MAX_BURST],
@@ -440,11 +442,12 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     };
     let n = burst.len();
 
-    // Pass 1: parse and look every packet up, in stages over the burst so the table's memory accesses overlap:
-    // (a) parse, key and hash each packet — those that belong to no flow (not IP, fragments, ...) are decided
-    // there and then, without the table; (b) load the flows' hash-index control bytes and start loading the
-    // buckets they point to, in a loop that does nothing else so the loads' misses overlap; (c) probe the
-    // index, prefetching the entries; (d) in packet order, finish tracking (state, counters).
+    // Pass 1: key and look every packet up, in stages over the burst so the table's memory accesses overlap:
+    // (a) key and hash each packet (the common IPv4 TCP/UDP frame straight from its fields, anything else
+    // parsed first) — those that belong to no flow (not IP, fragments, ...) are decided there and then,
+    // without the table; (b) start loading the index line each lookup starts at, in a loop that does nothing
+    // else so the loads' misses overlap; (c) probe the index, prefetching the entries; (d) in packet order,
+    // finish tracking (state, counters).
     let mut flows = [0u8; MAX_BURST];
     let mut nflows = 0;
     let mut undecided = 0;
@@ -457,6 +460,16 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     };
     for (i, frame) in burst.iter().enumerate() {
         s.lens[i] = frame.len() as u32;
+        // The common frame (IPv4 TCP/UDP) is keyed straight from its fields: no `Parsed` is built unless the
+        // packet turns out to need one (see the finishing loop).
+        s.common[i] = false;
+        if let Some(f) = net::parse_common(frame) {
+            cx.tracker.prepare_common(frame, &f, &mut s.prepared[i]);
+            s.common[i] = true;
+            flows[nflows] = i as u8;
+            nflows += 1;
+            continue;
+        }
         let parsed = &mut s.parsed[i];
         if let Err(e) = net::parse_into(frame, parsed) {
             cx.counters.malformed(e);
@@ -488,16 +501,25 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     }
     for &i in &flows[..nflows] {
         let i = usize::from(i);
-        let note = match cx.tracker.finish(&s.parsed[i], &s.prepared[i], cx.now) {
+        let track = cx.tracker.finish(&s.prepared[i], cx.now);
+        if s.common[i] && !matches!(track, Track::Known { .. }) {
+            // Policy, events and rejects read the `Parsed` the common path skipped.
+            if let Some(frame) = burst.data(i) {
+                let _ = net::parse_into(frame, &mut s.parsed[i]);
+            }
+        }
+        let note = match track {
             Track::Known {
                 id,
-                dir,
                 policy_version,
+                rule_id,
+                monitored,
+                ..
             } => {
                 if policy_version != rs.version && rs.settings.reevaluate {
                     Note::Recheck(id)
                 } else {
-                    known_packet(cx, rs, id, dir, s.lens[i] as usize);
+                    count_known(cx, rs, rule_id, monitored, s.lens[i]);
                     Note::Forward
                 }
             }
@@ -599,6 +621,10 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
         }
     }
 
+    let mut created = Created {
+        ids: [None; MAX_BURST],
+        len: 0,
+    };
     for i in 0..n {
         let note = match s.notes[i] {
             Note::New => {
@@ -610,6 +636,7 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
                     rs.judge(s.results[i]),
                     frame,
                     &s.parsed[i],
+                    &mut created,
                 )
             }
             Note::Recheck(id) => recheck(cx, rs, id, rs.judge(s.results[i]), s.lens[i] as usize),
@@ -653,22 +680,47 @@ fn untracked(rs: &Ruleset<'_>, p: &Parsed, u: Untracked) -> Note {
     }
 }
 
+/// Counts a forwarded packet of a tracked flow against the rule that admitted it.
 #[inline]
-fn known_packet(
+fn count_known(
     cx: &mut JudgeCtx<'_, '_, '_>,
     rs: &Ruleset<'_>,
-    id: FlowId,
-    _dir: Dir,
-    len: usize,
+    rule_id: u32,
+    monitored: bool,
+    len: u32,
 ) {
-    let Some(e) = cx.tracker.table().get(id) else {
-        return;
-    };
-    if e.monitored() {
+    if monitored {
         cx.counters.would_deny.add(1);
     }
-    let rule_id = e.rule_id();
-    cx.cache.hit(cx.counters, rs, rule_id, len as u64, cx.now);
+    cx.cache
+        .hit(cx.counters, rs, rule_id, u64::from(len), cx.now);
+}
+
+/// [`count_known`] for the flow `id` (a packet decided after pass 1).
+fn known_packet(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, id: FlowId, len: usize) {
+    if let Some(e) = cx.tracker.table().get(id) {
+        let (rule_id, monitored) = (e.rule_id(), e.monitored());
+        count_known(cx, rs, rule_id, monitored, len as u32);
+    }
+}
+
+/// The flows committed so far while deciding a burst.
+struct Created {
+    ids: [Option<FlowId>; MAX_BURST],
+    len: usize,
+}
+
+impl Created {
+    fn contains(&self, id: FlowId) -> bool {
+        self.ids[..self.len].contains(&Some(id))
+    }
+
+    fn push(&mut self, id: FlowId) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = Some(id);
+            self.len += 1;
+        }
+    }
 }
 
 fn new_flow(
@@ -678,11 +730,16 @@ fn new_flow(
     j: Judgement,
     frame: &[u8],
     parsed: &Parsed,
+    created: &mut Created,
 ) -> Note {
-    // An earlier packet of this burst may have created the flow already.
+    // An earlier packet of this burst may have created the flow already. An entry that was there before the
+    // burst (expired, or a finished connection whose tuple a new SYN reuses) is not that: this packet is judged
+    // and, if allowed, replaces it.
     if let Some(id) = cx.tracker.table().find(new.key()) {
-        known_packet(cx, rs, id, Dir::Original, frame.len());
-        return Note::Forward;
+        if created.contains(id) {
+            known_packet(cx, rs, id, frame.len());
+            return Note::Forward;
+        }
     }
     if !j.passes() {
         cx.counters
@@ -718,6 +775,7 @@ fn new_flow(
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
+            created.push(c.id);
             if let Some(old) = c.displaced {
                 cx.counters.flows_closed.add(1);
                 let (worker, now) = (cx.worker, cx.now);
@@ -778,7 +836,7 @@ fn recheck(
             e.set_monitored(j.monitored);
             e.set_logged(j.log);
         }
-        known_packet(cx, rs, id, Dir::Original, len);
+        known_packet(cx, rs, id, len);
         return Note::Forward;
     }
     if let Some(e) = cx.tracker.remove(id) {

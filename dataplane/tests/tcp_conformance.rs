@@ -266,6 +266,13 @@ fn tcp_sequences_get_exact_verdicts_and_counts() {
     scenario(&bed, "fin-teardown", 41001, &s);
     assert_eq!(state(&bed, 41001), "time_wait");
 
+    // A new connection reusing the tuple of one in TIME_WAIT: judged by the policy as a new flow, it replaces
+    // the finished one and completes its handshake.
+    let mut s = handshake();
+    s.push(data(A, C + 1, S + 1, 10, Pass));
+    scenario(&bed, "time-wait-reopen", 41001, &s);
+    assert_eq!(state(&bed, 41001), "established");
+
     // Both ends send a SYN; each answers the other's with a SYN-ACK.
     scenario(
         &bed,

@@ -44,6 +44,8 @@ const PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "nfdump",
     "python3-venv",
+    // The stateful and new-flow benchmarks' second baseline: OVS-DPDK's userspace connection tracker.
+    "openvswitch-switch-dpdk",
 ];
 
 fn installed(package: &str) -> bool {

@@ -78,7 +78,7 @@ mod fixtures;
 pub use error::{EmitError, Error, Result};
 pub use ethernet::{EtherType, MacAddr};
 pub use ip::{Fragment, IpAddrs, IpProtocol};
-pub use parse::{parse, parse_into, Layer, ParseError, Parsed, L3, L4};
+pub use parse::{parse, parse_common, parse_into, Ipv4Frame, Layer, ParseError, Parsed, L3, L4};
 pub use tcp::TcpFlags;
 
 #[cfg(test)]

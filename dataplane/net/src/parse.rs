@@ -377,23 +377,87 @@ pub fn parse_into(frame: &[u8], out: &mut Parsed) -> Result<(), ParseError> {
     parse_general(frame, out)
 }
 
-/// Decodes the overwhelmingly common frame, IPv4 with a 20-byte header,
-/// not a fragment, carrying TCP or UDP, untagged or behind one VLAN tag,
-/// in a few loads and compares. Returns `false`, having written nothing,
-/// for anything else, which [`parse_general`] then decides; where it
-/// returns `true`, `out` holds exactly what `parse_general` would produce
-/// (held equal by a property test).
+/// The overwhelmingly common frame — IPv4 with a 20-byte header, not a
+/// fragment, carrying TCP or UDP, untagged or behind one VLAN tag — decoded
+/// by [`parse_common`] to plain values: what connection tracking needs of
+/// an established flow's packet, without building a [`Parsed`].
+/// [`parsed`](Self::parsed) is exactly what [`parse`] returns for the
+/// frame (held equal by a property test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Frame {
+    /// The VLAN id of the tag, if the frame has one.
+    pub vlan: Option<u16>,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// The IPv4 total length (header and payload, without Ethernet
+    /// padding).
+    pub total_len: u16,
+    /// Time to live.
+    pub ttl: u8,
+    /// [`L4::Tcp`] or [`L4::Udp`].
+    pub l4: L4,
+}
+
+impl Ipv4Frame {
+    /// Where the IPv4 header starts in the frame.
+    #[inline(always)]
+    pub const fn l3_offset(&self) -> usize {
+        if self.vlan.is_some() {
+            18
+        } else {
+            14
+        }
+    }
+
+    /// Where the transport header starts in the frame.
+    #[inline(always)]
+    pub const fn l4_offset(&self) -> usize {
+        self.l3_offset() + 20
+    }
+
+    /// The transport protocol.
+    #[inline(always)]
+    pub const fn proto(&self) -> IpProtocol {
+        match self.l4 {
+            L4::Tcp { .. } => IpProtocol::TCP,
+            _ => IpProtocol::UDP,
+        }
+    }
+
+    /// What [`parse`] returns for this frame.
+    #[inline(always)]
+    pub fn parsed(&self) -> Parsed {
+        Parsed {
+            vlans: [self.vlan, None],
+            ethertype: EtherType::IPV4,
+            l3_offset: self.l3_offset(),
+            l3: L3::Ipv4 {
+                src: self.src,
+                dst: self.dst,
+                proto: self.proto(),
+                frag: None,
+                ttl: self.ttl,
+            },
+            l4_offset: Some(self.l4_offset()),
+            l4: self.l4,
+        }
+    }
+}
+
+/// Decodes the common frame (see [`Ipv4Frame`]) in a few loads and
+/// compares; `None` for any other frame, which [`parse`] decides. Where it
+/// answers, [`parse`] succeeds with [`Ipv4Frame::parsed`].
 #[inline(always)]
-fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
+pub fn parse_common(frame: &[u8]) -> Option<Ipv4Frame> {
     // The shortest frame it takes: Ethernet, IPv4 and 20 bytes after that.
-    let Some(eth) = frame.first_chunk::<54>() else {
-        return false;
-    };
+    let eth = frame.first_chunk::<54>()?;
     // EtherType IPv4 and version 4 with IHL 5, in one compare (comparing
     // the EtherType alone, the compiler merged it with the tag checks
     // into a switch).
     if [eth[12], eth[13], eth[14]] == [0x08, 0x00, 0x45] {
-        return shortcut_ipv4::<14>(frame, [None; MAX_VLAN_TAGS], out);
+        return common_ipv4::<14>(frame, None);
     }
     // One tag; a second one (or anything but IPv4) fails the check of the
     // inner EtherType and takes the general path.
@@ -401,41 +465,41 @@ fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
         && [eth[16], eth[17], eth[18]] == [0x08, 0x00, 0x45]
     {
         let vid = u16::from_be_bytes([eth[14], eth[15]]) & 0x0fff;
-        return shortcut_ipv4::<18>(frame, [Some(vid), None], out);
+        return common_ipv4::<18>(frame, Some(vid));
     }
-    false
+    None
 }
 
-/// The IPv4/TCP-or-UDP part of [`shortcut`], for an IPv4 header at `OFF`
-/// (the caller has checked the EtherType and that the header starts with
-/// version 4, IHL 5).
+/// [`parse_into`]'s shortcut: the common frame through [`parse_common`].
+/// Returns `false`, having written nothing, for anything else, which
+/// [`parse_general`] then decides.
 #[inline(always)]
-fn shortcut_ipv4<const OFF: usize>(
-    frame: &[u8],
-    vlans: [Option<u16>; MAX_VLAN_TAGS],
-    out: &mut Parsed,
-) -> bool {
+fn shortcut(frame: &[u8], out: &mut Parsed) -> bool {
+    match parse_common(frame) {
+        Some(f) => {
+            *out = f.parsed();
+            true
+        }
+        None => false,
+    }
+}
+
+/// The IPv4/TCP-or-UDP part of [`parse_common`], for an IPv4 header at
+/// `OFF` (the caller has checked the EtherType and that the header starts
+/// with version 4, IHL 5).
+#[inline(always)]
+fn common_ipv4<const OFF: usize>(frame: &[u8], vlan: Option<u16>) -> Option<Ipv4Frame> {
     // One length check covers every fixed-offset read below: the IPv4
     // header and the 20 bytes after it (a TCP header, or a UDP header and
     // more: the smallest UDP frame on the wire is padded to 60 bytes).
-    let Some((ip, l4)) = frame
-        .get(OFF..)
-        .and_then(|b| b.first_chunk::<40>())
-        .map(|h| h.split_at(20))
-    else {
-        return false;
-    };
+    let (ip, l4) = frame.get(OFF..)?.first_chunk::<40>()?.split_at(20);
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     // Neither the MF flag nor a fragment offset; the total length within
     // the frame (and covering the headers: checked below, per protocol).
     if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || total > frame.len() - OFF {
-        return false;
+        return None;
     }
-    let proto = IpProtocol(ip[9]);
-    // Every check is done before the first write to `out`, so on `false`
-    // it is untouched; each protocol writes its own `l4` (assembling one
-    // `L4` for both and writing it once spilled fields to the stack).
-    match proto {
+    let l4 = match IpProtocol(ip[9]) {
         IpProtocol::TCP => {
             let off_flags = u16::from_be_bytes([l4[12], l4[13]]);
             let hl = usize::from(off_flags >> 12) * 4;
@@ -443,9 +507,9 @@ fn shortcut_ipv4<const OFF: usize>(
             // Data offset 5 or more and within the segment, which implies
             // a total length of at least 40.
             if hl < 20 || headers > total {
-                return false;
+                return None;
             }
-            out.l4 = L4::Tcp {
+            L4::Tcp {
                 sport: u16::from_be_bytes([l4[0], l4[1]]),
                 dport: u16::from_be_bytes([l4[2], l4[3]]),
                 flags: TcpFlags::from_bits_truncate(off_flags),
@@ -454,34 +518,31 @@ fn shortcut_ipv4<const OFF: usize>(
                 window: u16::from_be_bytes([l4[14], l4[15]]),
                 // Less than `total`, a u16: the cast does not truncate.
                 payload_len: (total - headers) as u16,
-            };
+            }
         }
         IpProtocol::UDP => {
             let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
             // Length 8 or more and within the datagram, which implies a
             // total length of at least 28.
             if len < 8 || len + 20 > total {
-                return false;
+                return None;
             }
-            out.l4 = L4::Udp {
+            L4::Udp {
                 sport: u16::from_be_bytes([l4[0], l4[1]]),
                 dport: u16::from_be_bytes([l4[2], l4[3]]),
-            };
+            }
         }
-        _ => return false,
-    }
-    out.vlans = vlans;
-    out.ethertype = EtherType::IPV4;
-    out.l3_offset = OFF;
-    out.l3 = L3::Ipv4 {
+        _ => return None,
+    };
+    Some(Ipv4Frame {
+        vlan,
         src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
         dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        proto,
-        frag: None,
+        // At most the frame's length minus the header offset: a u16 read.
+        total_len: total as u16,
         ttl: ip[8],
-    };
-    out.l4_offset = Some(OFF + 20);
-    true
+        l4,
+    })
 }
 
 /// The parser for every frame: VLAN stacks, IPv6 and its extension

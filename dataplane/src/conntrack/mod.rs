@@ -5,8 +5,9 @@
 //!
 //! * [`key`]: [`FlowKey`], the canonical direction-independent key (v4 and v6 in one table), [`Side`] and
 //!   [`Dir`], and the key of a parsed packet or of the packet quoted by an ICMP error.
-//! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
-//!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
+//! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded, linearly probed hash
+//!   index of slab slots (at most two thirds full, backward-shift deletion, no tombstones); a hard cap that
+//!   only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
 //! * [`sources`]: [`SourceTable`], the per-source flood limits, and [`segments`]: [`SegmentTable`], the
 //!   per-segment one; consulted only when a new flow is admitted.
@@ -17,7 +18,8 @@
 //!
 //! ```text
 //! match tracker.process(frame, &parsed, now) {
-//!     Track::Known { id, dir, policy_version } => forward (re-check policy if policy_version is stale),
+//!     Track::Known { id, dir, policy_version, rule_id, monitored } => forward (re-check policy if policy_version
+//!         is stale), count it against `rule_id`,
 //!     Track::New(new) => match policy.classify(&parsed) {
 //!         Allow { rule, version, log } => match tracker.commit_new(&new, Admission { .. }, now) {
 //!             Ok(c) => { report c.displaced as closed; forward }

@@ -1,21 +1,23 @@
-//! The connection table: a pre-allocated slab of entries indexed by a pre-sized hash table of slab indices.
+//! The connection table: a pre-allocated slab of entries indexed by a pre-sized, open-addressed hash index of
+//! slab slots.
 //!
 //! Nothing here allocates after [`ConnTable::new`]: the slab and its intrusive free list are filled at
-//! construction, and the hash index is sized so it never has to grow — when hashbrown would want to rehash
-//! (its tombstones used up the spare room) the index is rebuilt in place from the slab instead
-//! ([`TableStats::index_rebuilds`]), which allocates nothing.
+//! construction, and the index — a power-of-two array of `u32`s at least half again as large as the table, so
+//! at most two thirds full — never grows. It is probed linearly from the key's home position (one cache line
+//! holds sixteen neighbours, so a lookup almost always reads one line of the index and then the entry), and a
+//! removal shifts the rest of its probe run back instead of leaving a tombstone, so the index never degrades
+//! and never needs rebuilding.
 //!
 //! **Hash flooding.** Keys are hashed with foldhash keyed by a per-boot random seed supplied by the caller, so
 //! tuples crafted offline to collide (or learned to collide on another gateway or boot) do not collide here.
 //! foldhash is not a cryptographic PRF; the seed raises the bar, and the bounded table (a hard cap, no growth,
-//! load factor at most 70 % of the buckets) bounds what any collision can cost.
+//! the index at most two thirds full) bounds what any collision can cost.
 
 use std::hash::Hasher;
 use std::net::IpAddr;
 
 use foldhash::quality::FoldHasher;
 use foldhash::SharedSeed;
-use hashbrown::HashTable;
 
 use super::key::{self, Dir, FlowKey, Side, FAMILY_V6};
 use super::tcp::{self, TcpConnState, TcpState};
@@ -392,6 +394,21 @@ impl Entry {
     }
 }
 
+/// A live flow's entry, borrowed for one packet (see [`ConnTable::live_mut`]).
+pub(super) struct Live<'a> {
+    pub(super) entry: &'a mut Entry,
+    seen: &'a mut u16,
+}
+
+impl Live<'_> {
+    /// [`Entry::record`], keeping the expiry sweep's copy of the last packet's second in step.
+    #[inline(always)]
+    pub(super) fn record(&mut self, dir: Dir, bytes: u32, now: u64) {
+        self.entry.record(dir, bytes, now);
+        *self.seen = seen_second(now);
+    }
+}
+
 /// Milliseconds from `last` (low 32 bits of the clock) to `now`, 0 if `now` appears to be earlier.
 #[inline]
 fn idle(last: u32, now: u64) -> u32 {
@@ -403,6 +420,18 @@ fn idle(last: u32, now: u64) -> u32 {
     }
 }
 
+/// Most seconds of idleness for which the expiry sweep skips a flow's entry. The sweep's seconds wrap every
+/// 2^16 s (~18 hours), so a flow idle longer than that may look recently active for this long once per wrap:
+/// its expiry can come this much late, never early.
+const SWEEP_SKIP_MAX_S: u32 = 60;
+
+/// The low 16 bits of the second of the millisecond clock `now`: a flow's last packet as the expiry sweep reads
+/// it (see [`ConnTable::seen`]).
+#[inline(always)]
+fn seen_second(now: u64) -> u16 {
+    (now / 1000) as u16
+}
+
 /// Timeouts in milliseconds, laid out for the expiry check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TimeoutsMs {
@@ -411,18 +440,30 @@ struct TimeoutsMs {
     udp_stream: u32,
     icmp: u32,
     other: u32,
+    /// Whole seconds of idleness below which no flow can have expired, whatever its state (the shortest
+    /// timeout, less one for the rounding of [`seen_second`]; at most [`SWEEP_SKIP_MAX_S`]): the expiry sweep
+    /// does not read the entry of a flow idle for less, by its [`ConnTable::seen`] second.
+    sweep_skip_s: u16,
 }
 
 impl TimeoutsMs {
     fn new(t: &Timeouts) -> Self {
         let ms = |ms: u64| ms.min(u64::from(MAX_TIMEOUT_MS)) as u32;
         let s = |secs: u32| ms(u64::from(secs) * 1000);
+        let tcp = TcpConnState::ALL.map(|st| ms(tcp::timeout_ms(st, t)));
+        let (udp, udp_stream, icmp, other) = (s(t.udp), s(t.udp_stream), s(t.icmp), s(t.other));
+        let shortest = tcp
+            .into_iter()
+            .chain([udp, udp_stream, icmp, other])
+            .min()
+            .unwrap_or(0);
         TimeoutsMs {
-            tcp: TcpConnState::ALL.map(|st| ms(tcp::timeout_ms(st, t))),
-            udp: s(t.udp),
-            udp_stream: s(t.udp_stream),
-            icmp: s(t.icmp),
-            other: s(t.other),
+            tcp,
+            udp,
+            udp_stream,
+            icmp,
+            other,
+            sweep_skip_s: (shortest / 1000).saturating_sub(1).min(SWEEP_SKIP_MAX_S) as u16,
         }
     }
 
@@ -483,31 +524,38 @@ impl KeyHasher {
 pub struct TableStats {
     /// Unestablished flows evicted to make room.
     pub evictions: u64,
-    /// Rebuilds of the hash index in place (instead of a rehash that could allocate).
-    pub index_rebuilds: u64,
     /// Slots examined looking for a victim (at most [`EVICT_SCAN`] per insert into a full table).
     pub evict_slots_scanned: u64,
 }
 
-/// Hash bits stored in the index next to a slot start here: above every bit hashbrown uses to pick a bucket
-/// (at most 32 of them, for [`MAX_CAPACITY`]) minus the slot bits, and below its 7-bit control tag (bits 57..64).
-const INDEX_TAG_SHIFT: u32 = 24;
+/// An unused index position. Index values keep bit 31 clear (see [`ConnTable::index_tag`]), so no flow's value
+/// is ever this.
+const EMPTY: u32 = u32::MAX;
 
 /// A fixed-capacity connection table owned by one worker.
 ///
-/// The index stores one `u32` per flow: the slab slot in the low bits and, in the bits the slot does not need,
-/// more bits of the key's hash. With hashbrown's own 7-bit tag they let [`probe`](Self::probe) pick the flow's
-/// slot without reading the slab (so a burst can probe first and prefetch the entries), and a full lookup
-/// reads the slab only for a near-certain match.
+/// The index stores one `u32` per position: the slab slot in the low bits and, in the bits the slot does not
+/// need (bit 31 aside), bits of the key's hash other than those that pick the home position. They let
+/// [`probe`](Self::probe) pick the flow's slot without reading the slab (so a burst can probe first and
+/// prefetch the entries), and a full lookup reads the slab only for a near-certain match.
 #[derive(Debug)]
 pub struct ConnTable {
     slab: Vec<Entry>,
-    index: HashTable<u32>,
+    /// Open-addressed, linearly probed; a power of two long, [`EMPTY`] where unused.
+    index: Vec<u32>,
+    /// `index.len() - 1`.
+    index_mask: usize,
     /// Mask of the slot bits of an index value.
     slot_mask: u32,
     /// One bit per slot, set while the slot holds a flow: the expiry sweep reads 64 slots' occupancy in one
     /// word instead of one cache line per slot.
     occupied: Vec<u64>,
+    /// Per slot, the [`seen_second`] of the flow's last packet: the expiry sweep reads two bytes per slot here
+    /// and the entry only of a flow idle for [`TimeoutsMs::sweep_skip_s`] seconds or more, instead of every
+    /// occupied slot's entry (at a million flows the sweep otherwise loads more memory than the packets'
+    /// lookups). Written with the entry's own clock on every accepted packet; where it lags (an entry
+    /// refreshed through [`get_mut`](Self::get_mut)) the sweep only reads the entry sooner.
+    seen: Vec<u16>,
     free_head: u32,
     len: usize,
     cursor: usize,
@@ -543,17 +591,19 @@ impl ConnTable {
                 NIL
             };
         }
-        // A quarter more than the cap keeps the index at most ~70 % loaded and leaves hashbrown room for
-        // tombstones, so rebuilds stay rare.
-        let index = HashTable::with_capacity(capacity + capacity / 4);
+        // Half again as many positions as flows, rounded up to a power of two: at most two thirds full, so
+        // probe runs stay short (and there is always an empty position to end one).
+        let positions = (capacity + capacity / 2).max(2).next_power_of_two();
         // Slots are below `capacity`, so they need the bits of `capacity - 1`.
         let slot_bits = usize::BITS - capacity.saturating_sub(1).leading_zeros();
         let slot_mask = u32::try_from((1u64 << slot_bits) - 1).unwrap_or(u32::MAX);
         ConnTable {
             slab,
-            index,
+            index: vec![EMPTY; positions],
+            index_mask: positions - 1,
             slot_mask,
             occupied: vec![0; capacity.div_ceil(64)],
+            seen: vec![0; capacity],
             free_head: if capacity == 0 { NIL } else { 0 },
             len: 0,
             cursor: 0,
@@ -592,13 +642,14 @@ impl ConnTable {
     /// Bytes of heap the table holds (slab, hash index, occupancy bits); constant after construction.
     pub fn heap_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Entry>()
-            + self.index.allocation_size()
+            + self.index_allocation_bytes()
             + self.occupied.capacity() * size_of::<u64>()
+            + self.seen.capacity() * size_of::<u16>()
     }
 
     /// Bytes of the hash index's allocation (constant: the index never grows).
     pub fn index_allocation_bytes(&self) -> usize {
-        self.index.allocation_size()
+        self.index.capacity() * size_of::<u32>()
     }
 
     #[inline]
@@ -606,10 +657,11 @@ impl ConnTable {
         self.hasher.hash(key)
     }
 
-    /// The hash bits an index value keeps above its slot.
+    /// The hash bits an index value keeps above its slot: from the hash's high half (its low bits pick the
+    /// home position), bit 31 clear so no value is [`EMPTY`].
     #[inline(always)]
     fn index_tag(&self, hash: u64) -> u32 {
-        ((hash >> INDEX_TAG_SHIFT) as u32) & !self.slot_mask
+        ((hash >> 32) as u32) & !self.slot_mask & 0x7fff_ffff
     }
 
     /// The index value of the flow in `slot` whose key hashes to `hash`.
@@ -618,43 +670,58 @@ impl ConnTable {
         slot | self.index_tag(hash)
     }
 
-    /// The hash of the flow an index value points to (hashbrown's rehash callback; the table never lets it
-    /// run, see [`rebuild_index`](Self::rebuild_index)).
-    fn rehash_of(hasher: &KeyHasher, slab: &[Entry], slot_mask: u32, value: u32) -> u64 {
-        slab.get((value & slot_mask) as usize)
-            .map_or(0, |e| hasher.hash_entry(e))
+    /// Where the probe run of `hash` starts.
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & self.index_mask
+    }
+
+    /// The next position of a probe run.
+    #[inline(always)]
+    fn next(&self, pos: usize) -> usize {
+        (pos + 1) & self.index_mask
+    }
+
+    /// The first slot along the probe run of `hash` whose index value carries the hash's bits and that `is_it`
+    /// accepts; `None` at the run's end.
+    #[inline(always)]
+    fn walk(&self, hash: u64, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
+        let (tag, mask) = (self.index_tag(hash), self.slot_mask);
+        let mut pos = self.home(hash);
+        loop {
+            let v = self.index[pos];
+            if v == EMPTY {
+                return None;
+            }
+            if v & !mask == tag && is_it(v & mask) {
+                return Some(v & mask);
+            }
+            pos = self.next(pos);
+        }
     }
 
     /// The flow with `key` (live or expired), by its precomputed [`hash`](Self::hash).
     #[inline]
     pub(super) fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowId> {
-        let (slab, tag, mask) = (&self.slab, self.index_tag(hash), self.slot_mask);
-        self.index
-            .find(hash, |&v| {
-                v & !mask == tag && slab.get((v & mask) as usize).is_some_and(|e| e.key_eq(key))
-            })
-            .map(|&v| FlowId(v & mask))
+        self.walk(hash, |slot| {
+            self.slab.get(slot as usize).is_some_and(|e| e.key_eq(key))
+        })
+        .map(FlowId)
     }
 
     /// The slot the flow hashing to `hash` most likely occupies, from the index alone (the slab is not read):
-    /// the first indexed flow along the probe sequence whose stored hash bits match. `None` means no flow with
+    /// the first indexed flow along the probe run whose stored hash bits match. `None` means no flow with
     /// this hash is tracked; a slot must be [`confirm`](Self::confirm)ed against the key.
     #[inline]
     pub(super) fn probe(&self, hash: u64) -> Option<u32> {
-        let (tag, mask) = (self.index_tag(hash), self.slot_mask);
-        self.index
-            .find(hash, |&v| v & !mask == tag)
-            .map(|&v| v & mask)
+        self.walk(hash, |_| true)
     }
 
-    /// Starts loading the index buckets a lookup of `hash` compares into the cache: walks the probe sequence
-    /// (reading the control bytes) and prefetches, rather than reads, each candidate bucket.
+    /// Starts loading the index line a lookup of `hash` starts at into the cache. Prefetch a whole burst's
+    /// lines in a loop of their own, then probe: the misses overlap instead of each lookup waiting in turn.
     #[inline]
     pub(super) fn prefetch_index(&self, hash: u64) {
-        let _ = self.index.find(hash, |v| {
-            dpdk::prefetch(v);
-            false
-        });
+        dpdk::prefetch(&self.index[self.home(hash)]);
     }
 
     /// When the table is full, starts loading what the next `count` inserts will touch to make room: the
@@ -722,6 +789,21 @@ impl ConnTable {
         u64::from(self.timeouts.of(e))
     }
 
+    /// The flow `id`, mutably, if the slot is in use and the flow has not expired at `now`: one access to the
+    /// entry for the established-packet path (the occupancy, the timeout and then the state and counters).
+    #[inline]
+    pub(super) fn live_mut(&mut self, id: FlowId, now: u64) -> Option<Live<'_>> {
+        let timeouts = &self.timeouts;
+        let entry = self
+            .slab
+            .get_mut(id.index())
+            .filter(|e| e.is_occupied() && idle(e.last_seen, now) <= timeouts.of(e))?;
+        Some(Live {
+            entry,
+            seen: self.seen.get_mut(id.index())?,
+        })
+    }
+
     /// The flow `id`, if the slot is in use.
     #[inline]
     pub fn get(&self, id: FlowId) -> Option<&Entry> {
@@ -756,6 +838,7 @@ impl ConnTable {
             let slot = &mut self.slab[id.index()];
             let old = *slot;
             *slot = Entry::fresh(key, originator, now);
+            self.seen[id.index()] = seen_second(now);
             return Ok(Inserted {
                 id,
                 displaced: Some(old),
@@ -772,18 +855,16 @@ impl ConnTable {
             return Err(Full);
         };
         self.free_head = free.rule_id;
-        // hashbrown would rehash (and might allocate) on an insert with no growth left; rebuild instead, while
-        // the new slot is still vacant so it is not indexed twice.
-        if self.index.len() >= self.index.capacity() {
-            self.rebuild_index();
-        }
         self.slab[slot as usize] = Entry::fresh(key, originator, now);
         self.occupied[slot as usize / 64] |= 1 << (slot % 64);
+        self.seen[slot as usize] = seen_second(now);
         self.len += 1;
-        let value = self.index_value(hash, slot);
-        let (slab, hasher, mask) = (&self.slab, &self.hasher, self.slot_mask);
-        self.index
-            .insert_unique(hash, value, |&v| Self::rehash_of(hasher, slab, mask, v));
+        // The end of the key's probe run: the index is at most two thirds full, so there is one.
+        let mut pos = self.home(hash);
+        while self.index[pos] != EMPTY {
+            pos = self.next(pos);
+        }
+        self.index[pos] = self.index_value(hash, slot);
         Ok(Inserted {
             id: FlowId(slot),
             displaced,
@@ -810,29 +891,18 @@ impl ConnTable {
         None
     }
 
-    /// Rebuilds the index from the slab, reusing its allocation: clears tombstones without a rehash that
-    /// could allocate. O(capacity); rare (see the module documentation).
-    fn rebuild_index(&mut self) {
-        self.stats.index_rebuilds += 1;
-        self.index.clear();
-        let mask = self.slot_mask;
-        let (slab, hasher, index) = (&self.slab, &self.hasher, &mut self.index);
-        for (i, e) in slab.iter().enumerate() {
-            if e.is_occupied() {
-                let hash = hasher.hash_entry(e);
-                let value = (i as u32) | (((hash >> INDEX_TAG_SHIFT) as u32) & !mask);
-                index.insert_unique(hash, value, |&v| Self::rehash_of(hasher, slab, mask, v));
-            }
-        }
-    }
-
     /// Removes the flow `id`, returning it; `None` if the slot is not in use.
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
         let e = *self.get(id)?;
         let hash = self.hasher.hash_entry(&e);
         let value = self.index_value(hash, id.0);
-        if let Ok(found) = self.index.find_entry(hash, |&v| v == value) {
-            found.remove();
+        // Every flow in the slab is indexed along its run, so the walk ends on its value.
+        let mut pos = self.home(hash);
+        while self.index[pos] != value && self.index[pos] != EMPTY {
+            pos = self.next(pos);
+        }
+        if self.index[pos] == value {
+            self.unindex(pos);
         }
         let slot = &mut self.slab[id.index()];
         *slot = Entry::VACANT;
@@ -841,6 +911,72 @@ impl ConnTable {
         self.free_head = id.0;
         self.len -= 1;
         Some(e)
+    }
+
+    /// Empties index position `hole` and closes the gap (backward-shift deletion): each later value of the
+    /// probe run whose home is not between the hole and itself moves back into the hole, so every run stays
+    /// unbroken and lookups may stop at the first empty position, with no tombstones. The homes are recomputed
+    /// from the entries' keys (runs are short: the index is at most two thirds full).
+    fn unindex(&mut self, mut hole: usize) {
+        let mut pos = hole;
+        loop {
+            pos = self.next(pos);
+            let v = self.index[pos];
+            if v == EMPTY {
+                break;
+            }
+            let home = self
+                .slab
+                .get((v & self.slot_mask) as usize)
+                .map_or(pos, |e| self.home(self.hasher.hash_entry(e)));
+            // Distances along the run, modulo the index size: the value may move back if its home is no further
+            // from it than the hole is.
+            let mask = self.index_mask;
+            if (pos.wrapping_sub(home) & mask) >= (pos.wrapping_sub(hole) & mask) {
+                self.index[hole] = v;
+                hole = pos;
+            }
+        }
+        self.index[hole] = EMPTY;
+    }
+
+    /// Checks the index against the slab: every flow indexed once, reachable from its home without crossing
+    /// an empty position, and nothing else indexed.
+    #[cfg(test)]
+    pub(super) fn check_index(&self) {
+        let mut indexed = 0;
+        for (pos, &v) in self.index.iter().enumerate() {
+            if v == EMPTY {
+                continue;
+            }
+            indexed += 1;
+            let e = self
+                .get(FlowId(v & self.slot_mask))
+                .expect("indexed slot in use");
+            let hash = self.hasher.hash_entry(e);
+            assert_eq!(v, self.index_value(hash, v & self.slot_mask));
+            let mut at = self.home(hash);
+            while at != pos {
+                assert_ne!(
+                    self.index[at], EMPTY,
+                    "run of position {pos} broken at {at}"
+                );
+                at = self.next(at);
+            }
+        }
+        assert_eq!(indexed, self.len);
+    }
+
+    /// Positions in the index.
+    #[cfg(test)]
+    pub(super) fn index_positions(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no index position is in use.
+    #[cfg(test)]
+    pub(super) fn index_is_empty_for_test(&self) -> bool {
+        self.index.iter().all(|&v| v == EMPTY)
     }
 
     /// Removes the flow `id` if it has expired at `now`, returning it.
@@ -874,9 +1010,13 @@ impl ConnTable {
             self.cursor = if start + span == cap { 0 } else { start + span };
             let mask = (u64::MAX >> (64 - span)) << bit;
             let mut due = self.occupied[word] & mask;
+            let (now_s, skip) = (seen_second(now), self.timeouts.sweep_skip_s);
             while due != 0 {
                 let i = word * 64 + due.trailing_zeros() as usize;
                 due &= due - 1;
+                if now_s.wrapping_sub(self.seen[i]) < skip {
+                    continue;
+                }
                 if self.is_expired(&self.slab[i], now) {
                     let id = FlowId(i as u32);
                     if let Some(old) = self.remove(id) {

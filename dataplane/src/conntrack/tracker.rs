@@ -3,7 +3,7 @@
 use net::icmpv4::types as icmp4;
 use net::icmpv6::types as icmp6;
 use net::tcp::{TcpOption, TcpPacket};
-use net::{Parsed, TcpFlags, L3, L4};
+use net::{Ipv4Frame, Parsed, TcpFlags, L3, L4};
 
 use super::key::{self, Dir, FlowKey, Side};
 use super::segments::{SegmentKey, SegmentTable};
@@ -11,6 +11,18 @@ use super::sources::{self, FloodLimit, SourceTable};
 use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
 use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
+
+/// The verdict for a packet of the tracked flow `e` (already accounted).
+#[inline(always)]
+fn known(id: FlowId, dir: Dir, e: &Entry) -> Track {
+    Track::Known {
+        id,
+        dir,
+        policy_version: e.policy_version(),
+        rule_id: e.rule_id(),
+        monitored: e.monitored(),
+    }
+}
 
 /// Why the tracker refuses a packet (besides a full table, which [`Tracker::commit_new`] reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,6 +145,10 @@ pub enum Track {
         dir: Dir,
         /// Version of the policy that admitted the flow.
         policy_version: u32,
+        /// The rule that admitted the flow (its counters count the packet).
+        rule_id: u32,
+        /// Admitted in monitor mode (the policy would deny it).
+        monitored: bool,
     },
     /// No flow yet: classify the packet against the policy, then [`Tracker::commit_new`] if it is allowed
     /// (or drop it, leaving no state behind).
@@ -207,9 +223,10 @@ enum Stage {
     Related,
 }
 
-/// One packet between [`Tracker::prepare`], [`Tracker::probe`] and [`Tracker::finish`]: its flow key and hash,
-/// computed once, and the probed slot. A plain value (one cache line), so a worker can keep an array of them
-/// for a burst and reuse it from burst to burst without clearing it.
+/// One packet between [`Tracker::prepare`] (or [`Tracker::prepare_common`]), [`Tracker::probe`] and
+/// [`Tracker::finish`]: its flow key and hash, computed once, what finishing needs of its transport header, and
+/// the probed slot. A plain value, so a worker can keep an array of them for a burst and reuse it from burst to
+/// burst without clearing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
     key: FlowKey,
@@ -218,7 +235,19 @@ pub struct Prepared {
     slot: u32,
     stage: Stage,
     side: Side,
-    wscale: Option<u8>,
+    transport: Transport,
+}
+
+/// What [`Tracker::finish`] needs of a packet's transport header, read once by the prepare stage so finishing
+/// needs nothing but the [`Prepared`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// A TCP segment (with its window scale if it is a SYN).
+    Tcp(TcpSegment),
+    /// An ICMP or ICMPv6 echo request (`true`) or reply.
+    Echo { request: bool },
+    /// UDP, other protocols, ICMP errors.
+    Other,
 }
 
 impl Prepared {
@@ -230,7 +259,7 @@ impl Prepared {
         slot: NO_SLOT,
         stage: Stage::Untracked(Untracked::NotIp),
         side: Side::First,
-        wscale: None,
+        transport: Transport::Other,
     };
 }
 
@@ -265,14 +294,42 @@ pub struct Tracker {
     segments: SegmentTable,
 }
 
-/// The window-scale option of a SYN's header, if present and well formed.
-fn wscale(frame: &[u8], p: &Parsed) -> Option<u8> {
-    let seg = TcpPacket::new_checked(key::l4_bytes(frame, p)?).ok()?;
+/// The window-scale option of a SYN's header (the transport bytes from `l4_offset` to `ip_end`), if present
+/// and well formed.
+fn wscale(frame: &[u8], l4_offset: usize, ip_end: usize) -> Option<u8> {
+    let seg = TcpPacket::new_checked(frame.get(l4_offset..ip_end)?).ok()?;
     seg.options().find_map(|o| match o {
         Ok(TcpOption::WindowScale(s)) => Some(Some(s)),
         Ok(_) => None,
         Err(_) => Some(None),
     })?
+}
+
+/// The [`Transport`] of a TCP segment: its fields, and the window scale if it is a SYN.
+#[inline(always)]
+fn tcp_transport(l4: L4, wscale_of_syn: impl FnOnce() -> Option<u8>) -> Transport {
+    match l4 {
+        L4::Tcp {
+            flags,
+            seq,
+            ack,
+            window,
+            payload_len,
+            ..
+        } => Transport::Tcp(TcpSegment {
+            flags,
+            seq,
+            ack,
+            window,
+            payload_len,
+            wscale: if flags.contains(TcpFlags::SYN) {
+                wscale_of_syn()
+            } else {
+                None
+            },
+        }),
+        _ => Transport::Other,
+    }
 }
 
 /// IP length of the packet, for the byte counters.
@@ -382,7 +439,7 @@ impl Tracker {
     pub fn process(&mut self, frame: &[u8], parsed: &Parsed, now: u64) -> Track {
         let mut p = self.prepare(frame, parsed);
         self.probe(&mut p);
-        self.finish(parsed, &p, now)
+        self.finish(&p, now)
     }
 
     /// Stage 1 of [`process`](Self::process): everything that depends on the packet alone — what kind of
@@ -408,12 +465,9 @@ impl Tracker {
             p.stage = Stage::Untracked(Untracked::Fragment);
             return;
         }
-        let (keyed, flags) = match parsed.l4 {
-            L4::Icmp { ident, .. } | L4::Icmpv6 { ident, .. } => {
-                (ident.is_some(), TcpFlags::empty())
-            }
-            L4::Tcp { flags, .. } => (true, flags),
-            _ => (true, TcpFlags::empty()),
+        let keyed = match parsed.l4 {
+            L4::Icmp { ident, .. } | L4::Icmpv6 { ident, .. } => ident.is_some(),
+            _ => true,
         };
         if !keyed {
             // ICMP that is not echo: an error is judged by the flow it quotes.
@@ -440,11 +494,43 @@ impl Tracker {
         p.key = key;
         p.side = side;
         p.bytes = ip_bytes(frame, parsed);
-        p.wscale = if flags.contains(TcpFlags::SYN) {
-            wscale(frame, parsed)
-        } else {
-            None
+        p.transport = match parsed.l4 {
+            L4::Icmp { ty, ident, .. } if ident.is_some() => Transport::Echo {
+                request: ty == icmp4::ECHO_REQUEST,
+            },
+            L4::Icmpv6 { ty, ident, .. } if ident.is_some() => Transport::Echo {
+                request: ty == icmp6::ECHO_REQUEST,
+            },
+            l4 => tcp_transport(l4, || {
+                wscale(frame, parsed.l4_offset?, key::ip_end(frame, parsed)?)
+            }),
         };
+    }
+
+    /// [`prepare_into`](Self::prepare_into) for the common frame, decoded by [`net::parse_common`] (IPv4 TCP or
+    /// UDP, untagged or one VLAN tag): the key and its hash straight from the frame's fields, with no
+    /// [`Parsed`] built or read. The same `Prepared` as `prepare_into` with the frame's [`net::parse`] (held
+    /// equal by a property test).
+    #[inline]
+    pub fn prepare_common(&self, frame: &[u8], f: &Ipv4Frame, p: &mut Prepared) {
+        let (sport, dport) = match f.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),
+            _ => (0, 0),
+        };
+        let (key, side) = FlowKey::v4(f.src, sport, f.dst, dport, f.proto().0, f.vlan.unwrap_or(0));
+        p.slot = NO_SLOT;
+        p.stage = Stage::Flow;
+        p.hash = self.table.hash(&key);
+        p.key = key;
+        p.side = side;
+        p.bytes = u32::from(f.total_len);
+        p.transport = tcp_transport(f.l4, || {
+            wscale(
+                frame,
+                f.l4_offset(),
+                f.l3_offset() + usize::from(f.total_len),
+            )
+        });
     }
 
     /// Stage 2 of [`process`](Self::process): finds the slot the packet's flow most likely occupies from the
@@ -462,12 +548,10 @@ impl Tracker {
         }
     }
 
-    /// Starts loading the hash-index buckets [`probe`](Self::probe) will compare for this packet (it reads the
-    /// index's control bytes). Prepare a whole burst, then call this for each packet in a loop of its own, then
-    /// probe them all, then finish them in order: each step's cache misses overlap across the burst instead of
-    /// every lookup waiting for a control-byte miss, then a bucket miss, then an entry miss in turn (a loop
-    /// that only loads control bytes keeps many of those loads in flight at once; interleaved with parsing it
-    /// kept one or two). Same results as `process`.
+    /// Starts loading the index line [`probe`](Self::probe) will read for this packet. Prepare a whole burst,
+    /// then call this for each packet in a loop of its own, then probe them all, then finish them in order:
+    /// each step's cache misses overlap across the burst instead of every lookup waiting for an index miss,
+    /// then an entry miss in turn. Same results as `process`.
     #[inline]
     pub fn prefetch_index(&self, p: &Prepared) {
         if matches!(p.stage, Stage::Flow | Stage::Related) {
@@ -482,12 +566,12 @@ impl Tracker {
         self.table.prefetch_victims(count, now);
     }
 
-    /// Stage 3 of [`process`](Self::process): the verdict, updating the flow's state and counters. `parsed` and
-    /// `p` must be of the same frame, and `p` probed on this tracker with no flow inserted or removed since
+    /// Stage 3 of [`process`](Self::process): the verdict, updating the flow's state and counters, from the
+    /// prepared packet alone. `p` must have been probed on this tracker with no flow inserted or removed since
     /// (a worker prepares and probes a burst, then finishes its packets in order, and commits new flows only
     /// after that).
     #[inline]
-    pub fn finish(&mut self, parsed: &Parsed, p: &Prepared, now: u64) -> Track {
+    pub fn finish(&mut self, p: &Prepared, now: u64) -> Track {
         let probed = (p.slot != NO_SLOT).then_some(p.slot);
         match p.stage {
             Stage::Flow => {}
@@ -506,45 +590,20 @@ impl Tracker {
         }
         let (key, side, bytes) = (p.key, p.side, p.bytes);
         let found = self.table.confirm(p.hash, &key, probed);
-        let live = found.filter(|&id| {
-            self.table
-                .get(id)
-                .is_some_and(|e| !self.table.is_expired(e, now))
-        });
+        // The live entry is borrowed once: its timeout, state and counters are one access.
+        let live = found.and_then(|id| Some((id, self.table.live_mut(id, now)?)));
 
-        if let L4::Tcp {
-            flags,
-            seq,
-            ack,
-            window,
-            payload_len,
-            ..
-        } = parsed.l4
-        {
-            let seg = TcpSegment {
-                flags,
-                seq,
-                ack,
-                window,
-                payload_len,
-                wscale: p.wscale,
-            };
+        if let Transport::Tcp(seg) = p.transport {
             let strictness = self.strictness;
-            if let Some(id) = live {
-                if let Some(e) = self.table.get_mut(id) {
-                    let dir = e.dir_of(side);
-                    match e.tcp_mut().track(dir, &seg, strictness) {
-                        TcpVerdict::Accept => {
-                            e.record(dir, bytes, now);
-                            return Track::Known {
-                                id,
-                                dir,
-                                policy_version: e.policy_version(),
-                            };
-                        }
-                        TcpVerdict::Drop(r) => return Track::Drop(Refusal::Tcp(r)),
-                        TcpVerdict::Reopen => {}
+            if let Some((id, mut live)) = live {
+                let dir = live.entry.dir_of(side);
+                match live.entry.tcp_mut().track(dir, &seg, strictness) {
+                    TcpVerdict::Accept => {
+                        live.record(dir, bytes, now);
+                        return known(id, dir, live.entry);
                     }
+                    TcpVerdict::Drop(r) => return Track::Drop(Refusal::Tcp(r)),
+                    TcpVerdict::Reopen => {}
                 }
             }
             return match TcpState::from_first(&seg, strictness) {
@@ -559,23 +618,18 @@ impl Tracker {
             };
         }
 
-        let (echo_request, is_echo) = match parsed.l4 {
-            L4::Icmp { ty, ident, .. } => (ty == icmp4::ECHO_REQUEST, ident.is_some()),
-            L4::Icmpv6 { ty, ident, .. } => (ty == icmp6::ECHO_REQUEST, ident.is_some()),
+        let (echo_request, is_echo) = match p.transport {
+            Transport::Echo { request } => (request, true),
             _ => (false, false),
         };
-        match live.and_then(|id| self.table.get_mut(id).map(|e| (id, e))) {
-            Some((id, e)) => {
-                let dir = e.dir_of(side);
+        match live {
+            Some((id, mut live)) => {
+                let dir = live.entry.dir_of(side);
                 if is_echo && echo_request != (dir == Dir::Original) {
                     return Track::Drop(Refusal::IcmpEchoDirection);
                 }
-                e.record(dir, bytes, now);
-                Track::Known {
-                    id,
-                    dir,
-                    policy_version: e.policy_version(),
-                }
+                live.record(dir, bytes, now);
+                known(id, dir, live.entry)
             }
             None if is_echo && !echo_request => Track::Drop(Refusal::IcmpUnsolicitedReply),
             None => Track::New(NewFlow {

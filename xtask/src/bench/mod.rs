@@ -6,7 +6,8 @@
 //! (lcore 1), the main thread on lcore 0. Rates are per-second samples after a warm-up, median per run; the
 //! figure is the median over runs, with the spread (min–max of the run medians). The forwarding and stateful
 //! suites also run testpmd's `macswap` and `5tswap` modes, which read every packet as Bulkhead must (io
-//! forwarding never does): the cost of looking at packets at all on these ports. Classification runs
+//! forwarding never does): the cost of looking at packets at all on these ports. The stateful and new-flow
+//! suites also run OVS-DPDK's userspace connection tracker on the same input (see [`ovs`]). Classification runs
 //! `dpdk-test-acl` with its best algorithm on the same ClassBench sets. Every suite's rows go into one
 //! Markdown table and one JSON file (`bench-results/summary.{md,json}`), stamped with the date, machine and
 //! commit; each suite also writes its own detailed JSON.
@@ -22,9 +23,11 @@ use serde_json::{json, Value};
 use crate::util::{root, show, Result};
 
 mod classify;
+mod fastpath;
 mod flood;
 mod history;
 mod inputs;
+mod ovs;
 mod suggest;
 mod swap;
 
@@ -33,9 +36,10 @@ mod swap;
 pub enum Suite {
     /// Plain L2 forwarding (frames the policy passes without state) vs dpdk-testpmd io and macswap.
     Forwarding,
-    /// Stateful forwarding of established flows vs dpdk-testpmd io and 5tswap.
+    /// Stateful forwarding of established flows vs dpdk-testpmd io and 5tswap and OVS-DPDK's userspace
+    /// conntrack; the fast path without I/O at 4096, 65 536 and 1 000 000 flows.
     Stateful,
-    /// Every packet a new flow judged against ClassBench acl1_10k, vs dpdk-testpmd io forwarding.
+    /// Every packet a new flow judged against ClassBench acl1_10k, vs dpdk-testpmd io forwarding and OVS-DPDK.
     Newflows,
     /// An established-flow stream beside a SYN flood through one worker: the stream's delivered share, the
     /// flood's fates by reason.

@@ -1,6 +1,8 @@
 //! The packet-rate suites: Bulkhead and `dpdk-testpmd` io forwarding, alternately, on the same pcap and sink.
 //! The forwarding and stateful suites also run testpmd in a forwarding mode that reads every packet (see
 //! [`Touching`]): io forwarding never looks at a packet, and on a software port that is much of the cost.
+//! The stateful and new-flow suites also run OVS-DPDK's userspace connection tracker ([`super::ovs`]) on the
+//! same input, alternated with the others run by run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ struct Setup<'a> {
     flows_per_worker: u32,
     /// A testpmd forwarding mode that touches every packet, run beside io forwarding.
     touching: Option<Touching>,
+    /// Also run OVS-DPDK's userspace conntrack, on this pcap (the suite's own unless OVS cannot hold it).
+    ovs: Option<&'a Path>,
 }
 
 /// testpmd forwarding modes that read (and rewrite) every packet: what forwarding costs once a program looks
@@ -53,10 +57,19 @@ impl Touching {
     }
 }
 
-/// testpmd's per-run medians: io forwarding and, if the suite has one, the touching mode.
+/// The baselines' per-run medians: testpmd io forwarding, the touching mode if the suite has one, and
+/// OVS-DPDK if the suite runs it.
 struct Baselines {
     io: Vec<f64>,
     touching: Option<(Touching, Vec<f64>)>,
+    ovs: Option<Vec<OvsFigures>>,
+}
+
+/// One OVS-DPDK run: its median rate and the connections its tracker held at the end.
+#[derive(Debug, Clone, Copy)]
+struct OvsFigures {
+    pps: f64,
+    connections: u64,
 }
 
 impl<'a> Setup<'a> {
@@ -70,12 +83,20 @@ impl<'a> Setup<'a> {
             memory_mb: 1024,
             flows_per_worker: 65536,
             touching: None,
+            ovs: None,
         }
     }
 
     fn touching(self, t: Touching) -> Self {
         Setup {
             touching: Some(t),
+            ..self
+        }
+    }
+
+    fn with_ovs(self) -> Self {
+        Setup {
+            ovs: Some(self.pcap),
             ..self
         }
     }
@@ -115,6 +136,8 @@ pub fn forwarding(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.9"),
+        None,
+        None,
     ))
 }
 
@@ -128,10 +151,12 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         .args(["--flows", &args.flows.to_string()])
         .args(["--frame-size", &args.frame_size.to_string(), "--out"])
         .arg(&pcap))?;
-    let setup = Setup::open_policy("stateful", &pcap).touching(Touching::FiveTupleSwap);
+    let setup = Setup::open_policy("stateful", &pcap)
+        .touching(Touching::FiveTupleSwap)
+        .with_ovs();
     let (t, b) = alternate(args, &bin, &setup)?;
     report(args, &setup, &t, &b, json!({"flows": args.flows}))?;
-    Ok(testpmd_rows(
+    let mut rows = testpmd_rows(
         Suite::Stateful,
         format!(
             "established flows, {} TCP flows, {} B frames, open policy",
@@ -141,11 +166,17 @@ pub fn stateful(args: &Args) -> Result<Vec<Row>> {
         |x| x.tx,
         t,
         Some("≥ 0.7"),
-    ))
+        Some("≥ 1.0"),
+        Some("≥ 5"),
+    );
+    rows.extend(super::fastpath::rows(args)?);
+    Ok(rows)
 }
 
 /// Summary rows: Bulkhead's per-run medians of `rate` beside testpmd io forwarding's (with the issue's
-/// `target`) and, if the suite ran one, beside the touching mode's.
+/// `target`), beside the touching mode's if the suite ran one (`touching_target`) and beside OVS-DPDK's if
+/// it ran (`ovs_target`).
+#[allow(clippy::too_many_arguments)]
 fn testpmd_rows(
     suite: Suite,
     what: String,
@@ -153,6 +184,8 @@ fn testpmd_rows(
     rate: impl Fn(&Sample) -> f64 + Copy,
     testpmd: Baselines,
     target: Option<&'static str>,
+    touching_target: Option<&'static str>,
+    ovs_target: Option<&'static str>,
 ) -> Vec<Row> {
     let ours = Stat::of(bulkhead.iter().map(|s| median_of(s, rate)).collect());
     let mut rows = vec![Row {
@@ -170,9 +203,23 @@ fn testpmd_rows(
             what: format!("{what}; beside testpmd reading every packet"),
             unit: "Mpps",
             scale: 1e6,
-            bulkhead: ours,
+            bulkhead: ours.clone(),
             baseline: Some((t.name(), Stat::of(runs))),
-            target: None,
+            target: touching_target,
+        });
+    }
+    if let Some(runs) = testpmd.ovs {
+        rows.push(Row {
+            suite,
+            what: format!("{what}; beside OVS-DPDK userspace conntrack"),
+            unit: "Mpps",
+            scale: 1e6,
+            bulkhead: ours,
+            baseline: Some((
+                "OVS-DPDK 3.1 ct()",
+                Stat::of(runs.iter().map(|r| r.pps).collect()),
+            )),
+            target: ovs_target,
         });
     }
     rows
@@ -182,6 +229,8 @@ fn testpmd_rows(
 /// evicted and is judged as a new flow again.
 const NEW_FLOWS: u32 = 262_144;
 const NEW_FLOWS_TABLE: u32 = 65_536;
+/// Packets of the new-flow input OVS-DPDK replays: as many as its mbuf pool holds with room to spare.
+const OVS_NEW_FLOWS: usize = 8192;
 
 /// Every packet a new flow: SYNs (and UDP datagrams) of distinct connections sampled inside the rules of
 /// ClassBench acl1_10k, judged against acl1_10k as a Bulkhead policy. The connection table holds a quarter of
@@ -203,6 +252,13 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         "xtask: {} new-flow packets from {} of {} acl1_10k rules (the others are not TCP/UDP)",
         input.packets, input.rules_used, input.rules_total
     );
+    // OVS-DPDK's mbuf pool cannot hold the whole input for `net_pcap` to replay (it then never forwards): it
+    // gets the input's first packets.
+    let ovs_pcap = dir.join(format!(
+        "newflows-acl1_10k-{}B-first{OVS_NEW_FLOWS}.pcap",
+        args.frame_size
+    ));
+    super::ovs::pcap_prefix(&pcap, &ovs_pcap, OVS_NEW_FLOWS)?;
     let setup = Setup {
         name: "newflows",
         pcap: &pcap,
@@ -211,6 +267,7 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         memory_mb: 2048,
         flows_per_worker: NEW_FLOWS_TABLE,
         touching: None,
+        ovs: Some(&ovs_pcap),
     };
     let (t, b) = alternate(args, &bin, &setup)?;
     let new_share = median(
@@ -236,7 +293,20 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         new_share * 100.0,
         evicted
     );
-    Ok(testpmd_rows(
+    let ovs_connections = t.ovs.as_ref().map_or(0.0, |runs| {
+        median(
+            &runs
+                .iter()
+                .map(|r| r.connections as f64)
+                .collect::<Vec<_>>(),
+        )
+    });
+    let created = Stat::of(b.iter().map(|s| median_of(s, |x| x.created)).collect());
+    let ovs_rate = t
+        .ovs
+        .as_ref()
+        .map(|runs| Stat::of(runs.iter().map(|r| r.pps).collect()));
+    let mut rows = testpmd_rows(
         Suite::Newflows,
         format!(
             "every packet a new flow ({:.1} % measured), acl1_10k ({} rules), {} B",
@@ -247,8 +317,27 @@ pub fn new_flows(args: &Args) -> Result<Vec<Row>> {
         &b,
         |x| x.rx,
         t,
+        Some("≥ 0.2"),
         None,
-    ))
+        None,
+    );
+    // OVS-DPDK never evicts: it keeps every flow of the input (its connection count is reported), so after
+    // the first pass its packets belong to tracked connections and its rate bounds its new-connection rate
+    // from above.
+    if let Some(ovs) = ovs_rate {
+        rows.push(Row {
+            suite: Suite::Newflows,
+            what: format!(
+                "new connections per second; OVS-DPDK's packet rate on the input's first {OVS_NEW_FLOWS} packets (it kept all {ovs_connections:.0} connections, no eviction: an upper bound of its new-connection rate)"
+            ),
+            unit: "M/s",
+            scale: 1e6,
+            bulkhead: created,
+            baseline: Some(("OVS-DPDK 3.1 ct(commit)", ovs)),
+            target: None,
+        });
+    }
+    Ok(rows)
 }
 
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
@@ -261,6 +350,7 @@ fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Baselines, Vec<V
     let mut testpmd = Baselines {
         io: Vec::new(),
         touching: setup.touching.map(|t| (t, Vec::new())),
+        ovs: setup.ovs.map(|_| Vec::new()),
     };
     let mut bulkhead = Vec::new();
     for i in 1..=args.runs {
@@ -277,6 +367,18 @@ fn alternate(args: &Args, bin: &Path, setup: &Setup) -> Result<(Baselines, Vec<V
                 t.mode()
             );
             runs.push(median(&run_testpmd(args, setup, t.mode())?));
+        }
+        if let (Some(runs), Some(pcap)) = (&mut testpmd.ovs, setup.ovs) {
+            eprintln!(
+                "xtask: {} run {i}/{}: OVS-DPDK userspace conntrack",
+                setup.name, args.runs
+            );
+            let dir = out_dir()?.join(format!("ovs-{}", std::process::id()));
+            let r = super::ovs::measure(&dir, pcap, setup.memory_mb, args.seconds)?;
+            runs.push(OvsFigures {
+                pps: median(&r.pps),
+                connections: r.connections,
+            });
         }
         eprintln!(
             "xtask: {} run {i}/{}: bulkhead-dataplane",
@@ -302,17 +404,21 @@ fn report(
         args.frame_size
     );
     let touching = testpmd.touching.as_ref();
-    let (head, rule) = match touching {
+    let (mut head, mut rule) = match touching {
         Some((t, _)) => (
             format!(
                 " {0} (Mpps) | {0} / io | bulkhead tx / {1} |",
                 t.name(),
                 t.mode()
             ),
-            "---|---|---|",
+            "---|---|---|".to_string(),
         ),
-        None => (String::new(), ""),
+        None => (String::new(), String::new()),
     };
+    if testpmd.ovs.is_some() {
+        head += " OVS-DPDK (Mpps) | OVS-DPDK connections | bulkhead tx / OVS-DPDK |";
+        rule += "---|---|---|";
+    }
     println!(
         "| run | dpdk-testpmd io (Mpps) | bulkhead rx (Mpps) | bulkhead tx (Mpps) | tx ratio |{head}"
     );
@@ -321,9 +427,18 @@ fn report(
     for (i, (t, b)) in testpmd.io.iter().zip(bulkhead).enumerate() {
         let (rx, tx) = (median_of(b, |s| s.rx), median_of(b, |s| s.tx));
         let touched = touching.and_then(|(_, runs)| runs.get(i)).copied();
-        let extra_cells = touched.map_or(String::new(), |x| {
+        let mut extra_cells = touched.map_or(String::new(), |x| {
             format!(" {:.2} | {:.3} | {:.3} |", x / 1e6, x / t, tx / x)
         });
+        let ovs = testpmd.ovs.as_ref().and_then(|runs| runs.get(i)).copied();
+        if let Some(o) = ovs {
+            extra_cells += &format!(
+                " {:.2} | {} | {:.3} |",
+                o.pps / 1e6,
+                o.connections,
+                tx / o.pps
+            );
+        }
         println!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.3} |{extra_cells}",
             i + 1,
@@ -335,7 +450,8 @@ fn report(
         runs.push(
             json!({"testpmd_pps": t, "bulkhead_rx_pps": rx, "bulkhead_tx_pps": tx,
             "bulkhead_created_per_s": median_of(b, |s| s.created),
-            "testpmd_touching": touching.map(|(t, _)| t.mode()), "testpmd_touching_pps": touched}),
+            "testpmd_touching": touching.map(|(t, _)| t.mode()), "testpmd_touching_pps": touched,
+            "ovs_pps": ovs.map(|o| o.pps), "ovs_connections": ovs.map(|o| o.connections)}),
         );
     }
     let results = root().join("bench-results");

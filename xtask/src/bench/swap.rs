@@ -285,7 +285,8 @@ pub fn memory() -> Result<Vec<Row>> {
     Ok(vec![
         Row {
             suite: Suite::Memory,
-            what: "memory per tracked flow at 10⁶ flows (entry + index, allocated)".into(),
+            what: "memory per tracked flow at 10⁶ flows (entry + index + sweep seconds, allocated)"
+                .into(),
             unit: "B",
             scale: 1.0,
             bulkhead: Stat::of(vec![computed]),

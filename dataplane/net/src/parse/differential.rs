@@ -1,5 +1,6 @@
-//! The shortcut of [`parse_into`] against the general parser: for every
-//! input, the same `Result` and, on success, the same `Parsed`.
+//! The shortcut of [`parse_into`] (and [`parse_common`], which it is made
+//! of) against the general parser: for every input, the same `Result` and,
+//! on success, the same `Parsed`.
 //!
 //! Frames start valid (IPv4 carrying TCP or UDP, with 0 to 3 VLAN tags) and
 //! are then bent exactly where the shortcut decides whether it applies:
@@ -35,6 +36,14 @@ fn agree(frame: &[u8]) -> Result<bool, TestCaseError> {
         prop_assert_eq!(short, general);
     } else {
         prop_assert_eq!(short, SENTINEL, "shortcut declined but wrote to `out`");
+    }
+    // `parse_common` takes exactly the shortcut's frames, with the same result.
+    let common = parse_common(frame);
+    prop_assert_eq!(common.is_some(), taken);
+    if let Some(c) = common {
+        prop_assert_eq!(c.parsed(), general);
+        prop_assert_eq!(c.l3_offset(), general.l3_offset);
+        prop_assert_eq!(Some(c.l4_offset()), general.l4_offset);
     }
     let mut via = SENTINEL;
     prop_assert_eq!(parse_into(frame, &mut via), want);

@@ -33,9 +33,10 @@ fn bytes_per_flow_at_one_million() {
     let index = t.index_allocation_bytes() as f64 / CAP as f64;
     let computed = t.heap_bytes() as f64 / CAP as f64;
     println!(
-        "conntrack memory at {CAP} flows: entry {} B + index {index:.1} B = {computed:.1} B/flow computed, \
-         {measured:.1} B/flow measured (RSS delta)",
-        size_of::<Entry>()
+        "conntrack memory at {CAP} flows: entry {} B + index {index:.1} B + sweep seconds {} B = {computed:.1} \
+         B/flow computed, {measured:.1} B/flow measured (RSS delta)",
+        size_of::<Entry>(),
+        size_of::<u16>()
     );
     assert!(computed <= 128.0, "{computed} B/flow");
     // Generous: other tests run concurrently in this process.

@@ -122,6 +122,7 @@ proptest! {
             }
             prop_assert_eq!(t.iter().count(), model.len());
             prop_assert_eq!(t.index_allocation_bytes(), alloc);
+            t.check_index();
         }
     }
 }
@@ -287,6 +288,53 @@ mod hostile {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// The common frame's prepare, straight from its fields, gives exactly the `Prepared` of the general
+        /// prepare over its `Parsed` (key, hash, side, IP length, TCP segment with a SYN's window scale).
+        #[test]
+        fn common_prepare_agrees_with_parsed_prepare(p in pkt(), seed: u64) {
+            let f = build(&p);
+            let t = Tracker::new(16, seed, &Timeouts::default(), Strictness::Strict);
+            if let Some(c) = net::parse_common(&f) {
+                let parsed = net::parse(&f).expect("the common frame parses");
+                let (mut general, mut common) = (Prepared::EMPTY, Prepared::EMPTY);
+                t.prepare_into(&f, &parsed, &mut general);
+                t.prepare_common(&f, &c, &mut common);
+                prop_assert_eq!(general, common);
+            }
+        }
+    }
+
+    /// The generator gives the common path what it must agree on: TCP (SYNs with a window scale among them)
+    /// and UDP, untagged and tagged.
+    #[test]
+    fn generator_covers_the_common_path() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let (mut tcp, mut syn_wscale, mut udp, mut tagged) = (0, 0, 0, 0);
+        for _ in 0..2_000 {
+            let p = pkt().new_tree(&mut runner).unwrap().current();
+            let Some(c) = net::parse_common(&build(&p)) else {
+                continue;
+            };
+            tagged += usize::from(c.vlan.is_some());
+            match (c.l4, &p.l4) {
+                (net::L4::Tcp { flags, .. }, L4Spec::Tcp { wscale, .. }) => {
+                    tcp += 1;
+                    syn_wscale += usize::from(flags.contains(TcpFlags::SYN) && wscale.is_some());
+                }
+                (net::L4::Udp { .. }, _) => udp += 1,
+                _ => {}
+            }
+        }
+        assert!(
+            tcp > 300 && syn_wscale > 20 && udp > 100 && tagged > 50,
+            "{tcp} {syn_wscale} {udp} {tagged}"
+        );
+    }
+
     /// Commits a burst's new flows after the burst, as the worker does (skipping a flow an earlier packet of
     /// the burst already committed).
     fn commit_burst(t: &mut Tracker, tracks: &[Track], now: u64) {
@@ -333,10 +381,21 @@ mod hostile {
                         one_by_one.push(a.process(f, p, now));
                     }
                 }
+                // The common frames straight from their fields, as the worker does.
                 let mut prepared: Vec<Prepared> = burst
                     .iter()
                     .zip(&parsed)
-                    .filter_map(|(f, p)| Some(b.prepare(f, p.as_ref()?)))
+                    .filter_map(|(f, p)| {
+                        let p = p.as_ref()?;
+                        Some(match net::parse_common(f) {
+                            Some(c) => {
+                                let mut pr = Prepared::EMPTY;
+                                b.prepare_common(f, &c, &mut pr);
+                                pr
+                            }
+                            None => b.prepare(f, p),
+                        })
+                    })
                     .collect();
                 // As the worker does: every index prefetch, then every probe, then the finishes in order.
                 for p in &prepared {
@@ -349,7 +408,7 @@ mod hostile {
                     .iter()
                     .flatten()
                     .zip(&prepared)
-                    .map(|(p, pr)| b.finish(p, pr, now))
+                    .map(|(_, pr)| b.finish(pr, now))
                     .collect();
                 prop_assert_eq!(&one_by_one, &pipelined);
 

@@ -114,7 +114,12 @@ fn tcp_flow_through_the_tracker() {
             id: i,
             dir,
             policy_version,
-        } => assert_eq!((i, dir, policy_version), (id, Dir::Reply, 3)),
+            rule_id,
+            monitored,
+        } => assert_eq!(
+            (i, dir, policy_version, rule_id, monitored),
+            (id, Dir::Reply, 3, 7, false)
+        ),
         other => panic!("{other:?}"),
     }
     // Out of window: dropped, counted by the caller.
