@@ -56,7 +56,17 @@ pub struct Config {
     /// machine. Absent: local sockets only.
     #[serde(default)]
     pub remote_control: Option<RemoteControlCfg>,
+    /// Membership of an active/standby pair: present, the gateway starts as standby (forwarding nothing) and
+    /// takes the role `set_role` gives it. Absent: a single gateway, always forwarding.
+    #[serde(default)]
+    pub ha: Option<HaCfg>,
 }
+
+/// `[ha]`. The role is all a member needs today; the connection-state sync over the HA link will add its
+/// addresses here.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HaCfg {}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

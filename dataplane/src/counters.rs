@@ -41,10 +41,12 @@ pub enum DropReason {
     IcmpInvalid,
     /// A new flow could not be tracked: the table is full of established flows.
     TableFull,
+    /// This gateway is the standby member of an HA pair: it forwards nothing.
+    Standby,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::TxUnsent,
         DropReason::NoPolicy,
         DropReason::Malformed,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::TcpOutOfWindow,
         DropReason::IcmpInvalid,
         DropReason::TableFull,
+        DropReason::Standby,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::TcpOutOfWindow => "tcp_out_of_window",
             DropReason::IcmpInvalid => "icmp_invalid",
             DropReason::TableFull => "table_full",
+            DropReason::Standby => "standby",
         }
     }
 

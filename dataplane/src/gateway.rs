@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use dpdk::rcu::RcuCell;
 use dpdk::{lcore, Eal, Mempool, Port, PortConfig, PortStats};
-use protocol::{ErrorCode, ErrorReply, PortCounters, Reply, Request};
+use protocol::{ErrorCode, ErrorReply, PortCounters, Reply, Request, Role};
 use serde_json::json;
 
 use crate::clock::Clock;
@@ -20,6 +20,7 @@ use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
+use crate::ha::RoleCell;
 use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
@@ -147,7 +148,22 @@ pub fn run(
     let cell: RcuCell<Ruleset<'_>> = RcuCell::new(workers as u32)?;
     let counters = Counters::new(workers, Management::rule_slots(cfg));
     let clock = Clock::new(dpdk::tsc(), dpdk::tsc_hz(&eal));
-    let mut mgmt = Management::new(&eal, cfg, &cell, &counters, clock);
+    // A member of an HA pair starts as standby; a single gateway is always active.
+    let role = RoleCell::new(match cfg.ha {
+        Some(_) => Role::Standby,
+        None => Role::Active,
+    });
+    let mut mgmt = Management::new(
+        &eal,
+        cfg,
+        &cell,
+        &counters,
+        clock,
+        cfg.ha.as_ref().map(|_| &role),
+    );
+    if cfg.ha.is_some() {
+        eprintln!("bulkhead-dataplane: HA member: standby (forwarding nothing) until set_role makes it active");
+    }
     match mgmt.restore()? {
         Some(v) => eprintln!("bulkhead-dataplane: enforcing policy version {v}"),
         None => eprintln!("bulkhead-dataplane: no policy yet: forwarding nothing until one is loaded (fail-closed)"),
@@ -205,6 +221,7 @@ pub fn run(
                 sleep_max_us: cfg.workers.idle_sleep_max_us,
                 polls_before_sleep: cfg.workers.idle_polls_before_sleep,
             },
+            role: &role,
         });
     }
     drop(started);
@@ -238,6 +255,7 @@ pub fn run(
                     "event": "ready", "ports": info, "workers": cfg.workers.cores,
                     "policy_version": mgmt.version(), "control_socket": cfg.policy.control_socket,
                     "remote_control": remote.as_ref().map(|(_, addr)| addr.to_string()),
+                    "ha_role": cfg.ha.as_ref().map(|_| role.role()),
                 }),
             )?;
             let reserved = match &cfg.control_socket.reserved_path {

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::conntrack::FlowInfo;
 use crate::counters::Counters;
 use crate::events::{EventSource, FlowEvent};
+use crate::ha::RoleCell;
 use crate::persist;
 use crate::ruleset::Ruleset;
 use crate::worker::Command;
@@ -140,6 +141,8 @@ pub struct Management<'m, 'eal> {
     pub commands: Vec<Sender<Command>>,
     recent: VecDeque<FlowEvent>,
     events_overflow: u64,
+    /// The HA role, for a member of a pair (`[ha]`).
+    ha: Option<&'m RoleCell>,
 }
 
 /// What `policy.json` in the state directory holds.
@@ -157,6 +160,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
         cell: &'m RcuCell<Ruleset<'eal>>,
         counters: &'m Counters,
         clock: Clock,
+        ha: Option<&'m RoleCell>,
     ) -> Self {
         Management {
             eal,
@@ -173,6 +177,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             commands: Vec::new(),
             recent: VecDeque::new(),
             events_overflow: 0,
+            ha,
         }
     }
 
@@ -510,6 +515,22 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 .map(Reply::Flows),
             Request::KillFlows { filter } => self.kill(filter).map(Reply::KillFlows),
             Request::Events { max } => Ok(Reply::Events(self.events(max.unwrap_or(10_000)))),
+            Request::SetRole { role } => {
+                let cell = self.ha.ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::NotHa,
+                        "this gateway is not a member of an HA pair (its config has no [ha] section)",
+                    )
+                })?;
+                let change = cell.set(role);
+                if change.previous != role {
+                    eprintln!(
+                        "bulkhead-dataplane: HA role {} (was {})",
+                        role, change.previous
+                    );
+                }
+                Ok(Reply::SetRole(change))
+            }
         }
     }
 
@@ -532,6 +553,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             prepared_version: self.pending.as_ref().map(|p| p.version),
             // The listener belongs to the main loop, which adds it.
             remote_control: None,
+            ha: self.ha.map(RoleCell::status),
         }
     }
 

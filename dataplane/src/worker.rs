@@ -32,6 +32,7 @@ use crate::conntrack::{
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::ha::RoleCell;
 use crate::reject;
 use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
 use protocol::FlowFilter;
@@ -125,6 +126,8 @@ pub struct Worker<'a, 'p, 'eal> {
     /// Buffers for reject answers.
     pub pool: &'p Mempool<'eal>,
     pub idle: IdleBackoff,
+    /// The HA role (always active for a gateway without `[ha]`): a standby drops every packet it receives.
+    pub role: &'a RoleCell,
 }
 
 /// Per-packet notes between the passes.
@@ -291,6 +294,7 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
             }
             let mut moved = 0u64;
+            let standby = self.role.is_standby();
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
                 if n == 0 {
@@ -298,6 +302,11 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
+                if standby {
+                    self.counters
+                        .drop(DropReason::Standby, burst.clear() as u64);
+                    continue;
+                }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
                 judge(

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Role;
+
 /// Any result, as the dataplane sends it (clients decode the type of the op they asked for).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -20,6 +22,7 @@ pub enum Reply {
     Flows(FlowList),
     KillFlows(KillResult),
     Events(EventBatch),
+    SetRole(RoleChange),
 }
 
 /// `status`: the process and its policy.
@@ -46,6 +49,24 @@ pub struct Status {
     /// The remote control listener (TLS), when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_control: Option<RemoteControlStatus>,
+    /// This gateway's part in an HA pair, when it is a member of one (`[ha]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// A member of an HA pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub role: Role,
+    /// Role changes since the start (a member starts as standby).
+    pub role_changes: u64,
+}
+
+/// `set_role`: the role now, and the one before (equal when nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    pub role: Role,
+    pub previous: Role,
 }
 
 /// The remote control listener: where it listens, the certificate it serves, what its clients did.

@@ -105,6 +105,8 @@ pub struct Options {
     /// The workers' idle back-off (`[workers] idle_sleep_max_us`; 0: pure polling). With it, idle beds
     /// yield the cores they share.
     pub idle_sleep_max_us: u32,
+    /// Make the dataplane a member of an HA pair (`[ha]`): it starts as standby, forwarding nothing.
+    pub ha: bool,
 }
 
 impl Options {
@@ -116,6 +118,7 @@ impl Options {
             policy: None,
             remote: None,
             idle_sleep_max_us: 0,
+            ha: false,
         }
     }
 }
@@ -385,6 +388,9 @@ impl TestBed {
             let server = r.pki.server(&name, remote::LISTEN_ADDR, 30)?;
             text += &remote::config_section(r, &server);
             bed.server = Some((server, name, r.pki.ca()));
+        }
+        if opts.ha {
+            text += "\n[ha]\n";
         }
         std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();
