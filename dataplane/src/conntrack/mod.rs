@@ -8,6 +8,8 @@
 //! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
 //!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
+//! * [`sync`]: the wire form of a flow's state for the HA pair's connection-state sync
+//!   ([`ConnTable::export`] and [`ConnTable::import`] read and write it).
 //! * [`Tracker`]: the per-packet entry point.
 //! * [`FlowInfo`]: a serializable view for listings and flow logs.
 //!
@@ -33,6 +35,7 @@
 
 pub mod info;
 pub mod key;
+pub mod sync;
 pub mod table;
 pub mod tcp;
 mod tracker;
@@ -42,6 +45,7 @@ mod tests;
 
 pub use info::FlowInfo;
 pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
+pub use sync::{FlowRecord, FlowState, RecordError, RECORD_LEN};
 pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{
     timeout_ms, track, Strictness, TcpConnState, TcpRefusal, TcpSegment, TcpState, TcpVerdict,

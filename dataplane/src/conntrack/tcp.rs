@@ -296,13 +296,14 @@ fn kind(f: TcpFlags) -> Kind {
 /// Everything tracked about one TCP connection (36 bytes). Arrays are indexed by [`Dir::index`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpState {
-    end: [u32; 2],
-    maxend: [u32; 2],
-    maxwin: [u32; 2],
-    maxack: [u32; 2],
-    wflags: [u8; 2],
-    state: TcpConnState,
-    tflags: u8,
+    // `pub(super)` for the HA sync's wire form (`sync.rs`) only.
+    pub(super) end: [u32; 2],
+    pub(super) maxend: [u32; 2],
+    pub(super) maxwin: [u32; 2],
+    pub(super) maxack: [u32; 2],
+    pub(super) wflags: [u8; 2],
+    pub(super) state: TcpConnState,
+    pub(super) tflags: u8,
 }
 
 impl Default for TcpState {

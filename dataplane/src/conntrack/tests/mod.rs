@@ -3,6 +3,7 @@
 mod frames;
 mod mem;
 mod prop;
+mod sync;
 mod table;
 mod tcp;
 mod tracker;
