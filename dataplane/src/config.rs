@@ -62,11 +62,26 @@ pub struct Config {
     pub ha: Option<HaCfg>,
 }
 
-/// `[ha]`. The role is all a member needs today; the connection-state sync over the HA link will add its
-/// addresses here.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HaCfg {}
+/// `[ha]`. (The connection-state sync over the HA link will add its addresses here.)
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaCfg {
+    /// How often the data ports' link state is read (ms). When a port loses its link, the port it is linked
+    /// to is taken down too, and brought up again when the link returns.
+    pub link_check_ms: u64,
+    /// A file for keepalived's `track_file`: `0` while every data port has its link, `1` when one has lost it
+    /// (with `weight 0`, keepalived then gives up mastership). Absent: not written.
+    pub track_file: Option<PathBuf>,
+}
+
+impl Default for HaCfg {
+    fn default() -> Self {
+        HaCfg {
+            link_check_ms: 100,
+            track_file: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -639,6 +654,21 @@ impl Config {
         self.control_socket.validate(&self.policy.control_socket)?;
         if let Some(remote) = &self.remote_control {
             remote.validate()?;
+        }
+        if let Some(ha) = &self.ha {
+            if !(10..=10_000).contains(&ha.link_check_ms) {
+                return Err(invalid(
+                    "ha.link_check_ms",
+                    format!("{} is not in 10..=10000", ha.link_check_ms),
+                ));
+            }
+            if ha
+                .track_file
+                .as_ref()
+                .is_some_and(|p| p.file_name().is_none())
+            {
+                return Err(invalid("ha.track_file", "must name a file"));
+            }
         }
 
         let needed = self.min_mbufs();

@@ -20,7 +20,7 @@ use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
-use crate::ha::RoleCell;
+use crate::ha::{LinkWatch, RoleCell};
 use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
@@ -272,6 +272,16 @@ pub fn run(
             eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}{reserved}{remote_line}; SIGINT/SIGTERM to stop",
                 ports.len(), cfg.policy.control_socket.display());
 
+            // Link-state propagation, for a member of an HA pair.
+            let mut links = cfg.ha.as_ref().map(|ha| {
+                let watch = LinkWatch::new(peer.clone());
+                write_track_file(ha.track_file.as_deref(), &watch);
+                (
+                    watch,
+                    Duration::from_millis(ha.link_check_ms),
+                    Instant::now(),
+                )
+            });
             let interval = Duration::from_millis(cfg.stats.interval_ms);
             let mut next_report = started_at + interval;
             let mut last = (started_at, WorkerSnapshot::default());
@@ -287,12 +297,21 @@ pub fn run(
                         Ok(Reply::Status(status)) => {
                             status.remote_control =
                                 remote.as_ref().map(|(tls, addr)| tls.status(*addr));
+                            if let (Some(ha), Some((watch, ..))) = (&mut status.ha, &links) {
+                                ha.links = watch.links(cfg.ports.iter().map(|p| p.name.as_str()));
+                            }
                         }
                         _ => {}
                     }
                     let _ = reply.send(answer);
                 }
                 mgmt.collect_events();
+                if let Some((watch, period, next)) = &mut links {
+                    if Instant::now() >= *next {
+                        *next += *period;
+                        check_links(cfg, &ports, watch);
+                    }
+                }
                 if reload_requested.swap(false, Ordering::Relaxed) {
                     reload(remote.as_ref().map(|(tls, _)| &**tls));
                 }
@@ -325,6 +344,42 @@ pub fn run(
         return Err(GatewayError::WorkerPanicked(core));
     }
     result
+}
+
+/// Reads every data port's link, takes down (or brings back) the ports linked to one that lost (or regained)
+/// its link, and rewrites the track file when what keepalived sees changes.
+fn check_links(cfg: &Config, ports: &[Port<'_>], watch: &mut LinkWatch) {
+    let lost_before = watch.any_lost();
+    let reading: Vec<Option<bool>> = ports.iter().map(|p| p.link_up().ok()).collect();
+    for change in watch.step(&reading) {
+        let name = &cfg.ports[change.port].name;
+        let (what, why) = if change.up {
+            ("up", "its linked port's link returned")
+        } else {
+            ("down", "its linked port lost its link")
+        };
+        match ports[change.port].set_link(change.up) {
+            Ok(()) => eprintln!("bulkhead-dataplane: port {name:?} {what}: {why}"),
+            Err(e) => eprintln!(
+                "bulkhead-dataplane: port {name:?}: cannot set the link {what} ({why}): {e}"
+            ),
+        }
+    }
+    if watch.any_lost() != lost_before {
+        write_track_file(
+            cfg.ha.as_ref().and_then(|ha| ha.track_file.as_deref()),
+            watch,
+        );
+    }
+}
+
+/// Writes keepalived's track file (atomically, so keepalived never reads half of it), if one is configured.
+fn write_track_file(path: Option<&std::path::Path>, watch: &LinkWatch) {
+    if let Some(path) = path {
+        if let Err(e) = crate::persist::write_atomic(path, watch.track_value()) {
+            eprintln!("bulkhead-dataplane: ha.track_file: {e}");
+        }
+    }
 }
 
 /// For each port, the index of the port it is linked to.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use protocol::{ErrorReply, HaStatus, Request, Role, RoleChange, Status};
+use protocol::{ErrorReply, HaStatus, PortLink, Request, Role, RoleChange, Status};
 
 /// The role, shared by the management thread (the only writer) and the workers (one relaxed load per loop
 /// iteration).
@@ -59,6 +59,96 @@ impl RoleCell {
         HaStatus {
             role: self.role(),
             role_changes: self.changes.load(Relaxed),
+            // The ports belong to the main loop, which adds their links.
+            links: Vec::new(),
+        }
+    }
+}
+
+/// Link-state propagation: a bump in the wire must not hide a lost link from the neighbours. When a data port
+/// loses its link, the port it is linked to is taken down too (its neighbour sees the carrier go, and moves
+/// to the other member's path); when the link returns, so does the held port. Pure state: the main loop reads
+/// the devices, feeds [`step`](Self::step) and applies the changes it answers.
+#[derive(Debug, Clone)]
+pub struct LinkWatch {
+    /// For each port, the index of the port it is linked to.
+    peer: Vec<usize>,
+    /// The last reading of each port (for a held port: false).
+    up: Vec<bool>,
+    /// For each port held down, the port whose lost link it mirrors.
+    held_by: Vec<Option<usize>>,
+}
+
+/// A change [`LinkWatch::step`] asks of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetLink {
+    pub port: usize,
+    pub up: bool,
+}
+
+impl LinkWatch {
+    /// Every port up and none held, for ports linked as `peer` says.
+    pub fn new(peer: Vec<usize>) -> Self {
+        let n = peer.len();
+        LinkWatch {
+            peer,
+            up: vec![true; n],
+            held_by: vec![None; n],
+        }
+    }
+
+    /// Takes a reading of every port's link (`None`: unreadable, taken as up); answers what to change. A held
+    /// port's own reading is ignored (it is down because it is held).
+    pub fn step(&mut self, reading: &[Option<bool>]) -> Vec<SetLink> {
+        let mut changes = Vec::new();
+        for (p, r) in reading.iter().enumerate() {
+            self.up[p] = self.held_by[p].is_none() && r.unwrap_or(true);
+        }
+        // Release first: a held port whose peer is back comes up.
+        for q in 0..self.held_by.len() {
+            if let Some(p) = self.held_by[q] {
+                if self.up[p] {
+                    self.held_by[q] = None;
+                    // Taken as up until the next reading says otherwise.
+                    self.up[q] = true;
+                    changes.push(SetLink { port: q, up: true });
+                }
+            }
+        }
+        for p in 0..self.up.len() {
+            let q = self.peer[p];
+            if !self.up[p] && self.held_by[p].is_none() && self.held_by[q].is_none() && self.up[q] {
+                self.held_by[q] = Some(p);
+                self.up[q] = false;
+                changes.push(SetLink { port: q, up: false });
+            }
+        }
+        changes
+    }
+
+    /// Whether a port has lost its link by itself (not held by the gateway): what keepalived tracks.
+    pub fn any_lost(&self) -> bool {
+        (0..self.up.len()).any(|p| !self.up[p] && self.held_by[p].is_none())
+    }
+
+    /// The ports' links for `status`, under their configured names.
+    pub fn links<'n>(&self, names: impl Iterator<Item = &'n str>) -> Vec<PortLink> {
+        names
+            .enumerate()
+            .map(|(p, name)| PortLink {
+                port: name.to_string(),
+                up: self.up[p],
+                held_down: self.held_by[p].is_some(),
+            })
+            .collect()
+    }
+
+    /// The track file's content (keepalived `track_file`, weight 0: non-zero is a fault).
+    pub fn track_value(&self) -> &'static [u8] {
+        if self.any_lost() {
+            b"1\n"
+        } else {
+            b"0\n"
         }
     }
 }
@@ -154,8 +244,54 @@ mod tests {
             cell.status(),
             HaStatus {
                 role: Role::Standby,
-                role_changes: 2
+                role_changes: 2,
+                links: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn a_lost_link_takes_the_linked_port_down_until_it_returns() {
+        let up = Some(true);
+        let down = Some(false);
+        // Ports 0-1 linked, 2-3 linked.
+        let mut w = LinkWatch::new(vec![1, 0, 3, 2]);
+        assert_eq!(w.step(&[up, up, up, up]), []);
+        assert_eq!(w.track_value(), b"0\n");
+        assert_eq!(
+            w.step(&[down, up, up, up]),
+            [SetLink { port: 1, up: false }]
+        );
+        assert!(w.any_lost());
+        // The held port reads down now; nothing more changes while the link stays away.
+        assert_eq!(w.step(&[down, down, up, up]), []);
+        let links = w.links(["a", "b", "c", "d"].into_iter());
+        assert_eq!(
+            links
+                .iter()
+                .map(|l| (l.up, l.held_down))
+                .collect::<Vec<_>>(),
+            [(false, false), (false, true), (true, false), (true, false)]
+        );
+        assert_eq!(w.track_value(), b"1\n");
+        // The link returns: so does the held port.
+        assert_eq!(w.step(&[up, down, up, up]), [SetLink { port: 1, up: true }]);
+        assert_eq!(w.step(&[up, up, up, up]), []);
+        assert!(!w.any_lost());
+        // An unreadable port is taken as up.
+        assert_eq!(w.step(&[None, up, up, up]), []);
+    }
+
+    #[test]
+    fn both_sides_lost_converges_without_flapping() {
+        let (up, down) = (Some(true), Some(false));
+        let mut w = LinkWatch::new(vec![1, 0]);
+        // Both really down: nothing to mirror.
+        assert_eq!(w.step(&[down, down]), []);
+        // Port 0 returns while port 1 is still down: 0 is held down.
+        assert_eq!(w.step(&[up, down]), [SetLink { port: 0, up: false }]);
+        assert_eq!(w.step(&[down, down]), []);
+        assert_eq!(w.step(&[down, up]), [SetLink { port: 0, up: true }]);
+        assert_eq!(w.step(&[up, up]), []);
     }
 }

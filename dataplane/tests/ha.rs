@@ -2,17 +2,21 @@
 //! `standby`; `set_role` (sent by the `bulkhead-dataplane role` command keepalived's notify scripts run) makes
 //! it active and standby again. Needs root and ping.
 
-use std::process::Output;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use protocol::{CountersReport, Request, Role, RoleChange, Status};
+use protocol::{CountersReport, PortLink, Request, Role, RoleChange, Status};
 use testbed::{addr, Options, TestBed};
 
-fn bed(ha: bool) -> TestBed {
+fn bed(ha: Option<&str>) -> TestBed {
     let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
     opts.policy = Some(testbed::policy_file("open.json"));
     // Beds of this file may run beside another dataplane: idle workers yield the shared cores.
     opts.idle_sleep_max_us = 1000;
-    opts.ha = ha;
+    opts.ha = ha.map(str::to_string);
     TestBed::start(&opts).unwrap_or_else(|e| panic!("test bed: {e}"))
 }
 
@@ -52,7 +56,7 @@ fn assert_accounted(c: &CountersReport) {
 
 #[test]
 fn ha_member_starts_standby_and_forwards_only_while_active() {
-    let bed = bed(true);
+    let bed = bed(Some(""));
     let status: Status = bed.ask(&Request::Status {}).unwrap();
     let ha = status.ha.expect("an [ha] member reports its role");
     assert_eq!((ha.role, ha.role_changes), (Role::Standby, 0));
@@ -106,7 +110,7 @@ fn ha_member_starts_standby_and_forwards_only_while_active() {
 
 #[test]
 fn ha_role_on_a_single_gateway_is_not_ha() {
-    let bed = bed(false);
+    let bed = bed(None);
     let status: Status = bed.ask(&Request::Status {}).unwrap();
     assert_eq!(status.ha, None);
     match bed.ask::<RoleChange>(&Request::SetRole {
@@ -131,4 +135,143 @@ fn ha_role_on_a_single_gateway_is_not_ha() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bulkhead-ha.sock"));
+}
+
+/// A dataplane on two TAP devices left in this namespace. (A bed moves its TAP devices into namespaces of
+/// their own, where net_tap's flag ioctls cannot reach them: it then reports their links down whatever their
+/// state; see docs/ha.md.) Stopped and cleaned up on drop.
+struct RootTaps {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    track: PathBuf,
+    taps: [String; 2],
+}
+
+impl RootTaps {
+    fn start() -> RootTaps {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("bulkhead-ha-links-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let taps = [format!("bhha{pid:x}a"), format!("bhha{pid:x}b")];
+        let track = dir.join("links.track");
+        let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
+        opts.idle_sleep_max_us = 1000;
+        opts.policy = Some(testbed::policy_file("open.json"));
+        let mut text =
+            testbed::config_text(&opts, &format!("ha-links-{pid}"), &dir, &taps[0], &taps[1]);
+        text += &format!(
+            "\n[ha]\nlink_check_ms = 20\ntrack_file = {:?}\n",
+            track.display().to_string()
+        );
+        let config = dir.join("dataplane.toml");
+        std::fs::write(&config, text).unwrap();
+        let stderr = std::fs::File::create(dir.join("dataplane.stderr")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let gw = RootTaps {
+            child,
+            socket: dir.join("control.sock"),
+            dir,
+            track,
+            taps,
+        };
+        gw.wait_for("the control socket", |gw| gw.try_links().is_some());
+        gw
+    }
+
+    fn try_links(&self) -> Option<Vec<PortLink>> {
+        let mut stream = UnixStream::connect(&self.socket).ok()?;
+        let mut line = protocol::encode_request(None, &Request::Status {});
+        line.push('\n');
+        stream.write_all(line.as_bytes()).ok()?;
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer).ok()?;
+        let status: Status = protocol::decode_reply(answer.trim_end()).ok()?.ok()?;
+        Some(status.ha?.links)
+    }
+
+    /// (up, held down) of each port.
+    fn links(&self) -> Vec<(bool, bool)> {
+        self.try_links()
+            .unwrap()
+            .iter()
+            .map(|l| (l.up, l.held_down))
+            .collect()
+    }
+
+    fn track(&self) -> String {
+        std::fs::read_to_string(&self.track).unwrap_or_default()
+    }
+
+    /// Whether the kernel has TAP device `i` administratively up.
+    fn tap_up(&self, i: usize) -> bool {
+        let out = testbed::sh(&["ip", "-o", "link", "show", &self.taps[i]]).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let flags = text
+            .split(['<', '>'])
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        flags.split(',').any(|f| f == "UP")
+    }
+
+    fn set_tap(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        testbed::sh(&["ip", "link", "set", &self.taps[i], state]).unwrap();
+    }
+
+    /// Waits (up to a minute) until `ready` holds.
+    fn wait_for(&self, what: &str, ready: impl Fn(&RootTaps) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready(self) {
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {what}: links {:?}, track {:?}\n{}",
+                self.try_links(),
+                self.track(),
+                std::fs::read_to_string(self.dir.join("dataplane.stderr")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RootTaps {
+    fn drop(&mut self) {
+        let _ = testbed::terminate(&mut self.child, Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn ha_link_lost_on_one_port_takes_the_linked_port_down_until_it_returns() {
+    let gw = RootTaps::start();
+    gw.wait_for("both links up", |gw| {
+        gw.links() == [(true, false), (true, false)]
+    });
+    assert_eq!(gw.track(), "0\n");
+
+    // Port a's link goes: the dataplane takes port b down (its neighbour sees the carrier go), and the track
+    // file tells keepalived.
+    gw.set_tap(0, false);
+    gw.wait_for("port b held down", |gw| {
+        gw.links() == [(false, false), (false, true)]
+    });
+    assert!(!gw.tap_up(1), "port b's device is still up");
+    gw.wait_for("the track file", |gw| gw.track() == "1\n");
+
+    // It returns: so does port b.
+    gw.set_tap(0, true);
+    gw.wait_for("both links up again", |gw| {
+        gw.links() == [(true, false), (true, false)]
+    });
+    assert!(gw.tap_up(1), "port b's device stayed down");
+    gw.wait_for("the track file", |gw| gw.track() == "0\n");
 }

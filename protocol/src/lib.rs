@@ -64,7 +64,7 @@ mod request;
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
-    HaStatus, KillResult, LoadPolicyResult, PolicyState, PortCounters, PreparedPolicy,
+    HaStatus, KillResult, LoadPolicyResult, PolicyState, PortCounters, PortLink, PreparedPolicy,
     RemoteControlStatus, Reply, RoleChange, RuleCounters, Status, SwapTimes, Verdict,
     WorkerSnapshot,
 };

@@ -60,6 +60,20 @@ pub struct HaStatus {
     pub role: Role,
     /// Role changes since the start (a member starts as standby).
     pub role_changes: u64,
+    /// The data ports' links, in config order (link-state propagation).
+    #[serde(default)]
+    pub links: Vec<PortLink>,
+}
+
+/// A data port's link as the HA member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLink {
+    /// The port's configured name.
+    pub port: String,
+    /// The device reports its link up (false while the gateway holds the port down).
+    pub up: bool,
+    /// The gateway took the port down because the port it is linked to lost its link.
+    pub held_down: bool,
 }
 
 /// `set_role`: the role now, and the one before (equal when nothing changed).

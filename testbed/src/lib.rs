@@ -105,8 +105,9 @@ pub struct Options {
     /// The workers' idle back-off (`[workers] idle_sleep_max_us`; 0: pure polling). With it, idle beds
     /// yield the cores they share.
     pub idle_sleep_max_us: u32,
-    /// Make the dataplane a member of an HA pair (`[ha]`): it starts as standby, forwarding nothing.
-    pub ha: bool,
+    /// Make the dataplane a member of an HA pair: the body of its `[ha]` section (empty: the defaults). It
+    /// starts as standby, forwarding nothing.
+    pub ha: Option<String>,
 }
 
 impl Options {
@@ -118,7 +119,7 @@ impl Options {
             policy: None,
             remote: None,
             idle_sleep_max_us: 0,
-            ha: false,
+            ha: None,
         }
     }
 }
@@ -389,8 +390,8 @@ impl TestBed {
             text += &remote::config_section(r, &server);
             bed.server = Some((server, name, r.pki.ca()));
         }
-        if opts.ha {
-            text += "\n[ha]\n";
+        if let Some(ha) = &opts.ha {
+            text += &format!("\n[ha]\n{ha}\n");
         }
         std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();
