@@ -20,7 +20,8 @@ use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
-use crate::ha::{LinkWatch, RoleCell};
+use crate::ha::sync::{SyncShared, WorkerSync};
+use crate::ha::{self, LinkWatch, RoleCell};
 use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
@@ -153,6 +154,22 @@ pub fn run(
         Some(_) => Role::Standby,
         None => Role::Active,
     });
+    // Connection-state sync with the HA peer, when configured.
+    let sync_cfg = cfg
+        .ha
+        .as_ref()
+        .filter(|ha| ha.sync_peer.is_some() || ha.sync_listen.is_some());
+    let sync_shared = SyncShared::new(workers);
+    let sync_listener =
+        match sync_cfg.and_then(|ha| ha.sync_listen) {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| {
+                GatewayError::SocketBind {
+                    field: "ha.sync_listen",
+                    source,
+                }
+            })?),
+            None => None,
+        };
     let mut mgmt = Management::new(
         &eal,
         cfg,
@@ -160,6 +177,7 @@ pub fn run(
         &counters,
         clock,
         cfg.ha.as_ref().map(|_| &role),
+        sync_cfg.map(|_| &sync_shared),
     );
     if cfg.ha.is_some() {
         eprintln!("bulkhead-dataplane: HA member: standby (forwarding nothing) until set_role makes it active");
@@ -184,7 +202,22 @@ pub fn run(
     let peer = peers(cfg);
     let seed_state = std::collections::hash_map::RandomState::new();
     let mut crew = Vec::with_capacity(workers);
+    let (mut sync_outs, mut sync_inboxes) = (Vec::new(), Vec::new());
     for w in 0..workers {
+        let sync = sync_cfg.map(|ha| {
+            let (out, out_rx) = crossbeam_channel::bounded(ha.sync_queue as usize);
+            let (inbox_tx, inbox) = crossbeam_channel::bounded(ha.sync_queue as usize);
+            sync_outs.push(out_rx);
+            sync_inboxes.push(inbox_tx);
+            WorkerSync::new(
+                w,
+                &sync_shared,
+                out,
+                inbox,
+                ha.sync_refresh_ms,
+                ha.sync_budget as usize,
+            )
+        });
         let (sink, source) = events::queue(cfg.events.queue_per_worker as usize);
         let (commands_tx, commands_rx) = crossbeam_channel::bounded(4);
         mgmt.sources.push(source);
@@ -222,6 +255,7 @@ pub fn run(
                 polls_before_sleep: cfg.workers.idle_polls_before_sleep,
             },
             role: &role,
+            sync,
         });
     }
     drop(started);
@@ -249,6 +283,14 @@ pub fn run(
         std::thread::scope(|threads| -> Result<(), GatewayError> {
             let _server_stop = StopOnExit(&server_stop);
             let server = threads.spawn(|| socket::serve(sockets, &Forward(req_tx), &server_stop));
+            if let Some(peer) = sync_cfg.and_then(|ha| ha.sync_peer) {
+                let (shared, outs, role, stop) = (&sync_shared, &sync_outs, &role, &server_stop);
+                threads.spawn(move || ha::sync::run_sender(shared, outs, peer, role, stop));
+            }
+            if let Some(listener) = sync_listener {
+                let (shared, inboxes, stop) = (&sync_shared, &sync_inboxes, &server_stop);
+                threads.spawn(move || ha::sync::run_receiver(shared, listener, inboxes, stop));
+            }
             emit(
                 events,
                 &json!({
@@ -299,6 +341,9 @@ pub fn run(
                                 remote.as_ref().map(|(tls, addr)| tls.status(*addr));
                             if let (Some(ha), Some((watch, ..))) = (&mut status.ha, &links) {
                                 ha.links = watch.links(cfg.ports.iter().map(|p| p.name.as_str()));
+                            }
+                            if let (Some(ha), Some(sync)) = (&mut status.ha, sync_cfg) {
+                                ha.sync = Some(sync_shared.status(&role, sync));
                             }
                         }
                         _ => {}

@@ -4,6 +4,8 @@
 //! nothing: its workers drop every received packet as [`DropReason::Standby`](crate::counters::DropReason),
 //! so the two members can never loop or duplicate frames between the segments they share.
 
+pub mod sync;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -61,6 +63,7 @@ impl RoleCell {
             role_changes: self.changes.load(Relaxed),
             // The ports belong to the main loop, which adds their links.
             links: Vec::new(),
+            sync: None,
         }
     }
 }
@@ -246,6 +249,7 @@ mod tests {
                 role: Role::Standby,
                 role_changes: 2,
                 links: Vec::new(),
+                sync: None,
             }
         );
     }

@@ -23,7 +23,7 @@ use policy::Policy;
 use protocol::{
     CountersReport, DiscardResult, ErrorCode, ErrorReply, EventBatch, FlatRules, FlowFilter,
     FlowList, KillResult, LoadPolicyResult, PolicyState, PreparedPolicy, Reply, Request,
-    RuleCounters, Status, SwapTimes, WorkerSnapshot,
+    ResyncResult, RuleCounters, Status, SwapTimes, WorkerSnapshot,
 };
 
 use crate::clock::Clock;
@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::conntrack::FlowInfo;
 use crate::counters::Counters;
 use crate::events::{EventSource, FlowEvent};
+use crate::ha::sync::SyncShared;
 use crate::ha::RoleCell;
 use crate::persist;
 use crate::ruleset::Ruleset;
@@ -143,6 +144,8 @@ pub struct Management<'m, 'eal> {
     events_overflow: u64,
     /// The HA role, for a member of a pair (`[ha]`).
     ha: Option<&'m RoleCell>,
+    /// Connection-state sync with the peer, when configured.
+    sync: Option<&'m SyncShared>,
 }
 
 /// What `policy.json` in the state directory holds.
@@ -161,6 +164,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
         counters: &'m Counters,
         clock: Clock,
         ha: Option<&'m RoleCell>,
+        sync: Option<&'m SyncShared>,
     ) -> Self {
         Management {
             eal,
@@ -178,6 +182,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             recent: VecDeque::new(),
             events_overflow: 0,
             ha,
+            sync,
         }
     }
 
@@ -530,6 +535,18 @@ impl<'m, 'eal> Management<'m, 'eal> {
                     );
                 }
                 Ok(Reply::SetRole(change))
+            }
+            Request::Resync {} => {
+                let sync = self.sync.ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::NotHa,
+                        "this gateway syncs no connection state (its [ha] section has no sync_peer)",
+                    )
+                })?;
+                sync.request_resync();
+                Ok(Reply::Resync(ResyncResult {
+                    workers: self.cfg.workers.cores.len(),
+                }))
             }
         }
     }

@@ -32,6 +32,7 @@ use crate::conntrack::{
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::ha::sync::WorkerSync;
 use crate::ha::RoleCell;
 use crate::reject;
 use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
@@ -128,6 +129,9 @@ pub struct Worker<'a, 'p, 'eal> {
     pub idle: IdleBackoff,
     /// The HA role (always active for a gateway without `[ha]`): a standby drops every packet it receives.
     pub role: &'a RoleCell,
+    /// Connection-state sync with the HA peer, when configured: the active sweeps its table into the sync
+    /// queue, the standby applies the peer's updates (`ha::sync`).
+    pub sync: Option<WorkerSync<'a>>,
 }
 
 /// Per-packet notes between the passes.
@@ -355,6 +359,9 @@ impl<'p> Worker<'_, 'p, '_> {
                     counters,
                 );
             });
+            if let Some(sync) = &mut self.sync {
+                sync.step(standby, self.tracker.table_mut(), now);
+            }
             iteration = iteration.wrapping_add(1);
             if iteration.is_multiple_of(COMMAND_PERIOD) {
                 self.counters

@@ -275,3 +275,113 @@ fn ha_link_lost_on_one_port_takes_the_linked_port_down_until_it_returns() {
     assert!(gw.tap_up(1), "port b's device stayed down");
     gw.wait_for("the track file", |gw| gw.track() == "0\n");
 }
+
+/// A free TCP port on 127.0.0.1 (the HA link of two beds in this namespace).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `[ha]` body of a member that receives on `listen` and sends to `peer`.
+fn sync_section(listen: u16, peer: u16) -> String {
+    format!("sync_listen = \"127.0.0.1:{listen}\"\nsync_peer = \"127.0.0.1:{peer}\"\nsync_refresh_ms = 200")
+}
+
+/// The flows of `bed` on TCP port `port` and their states.
+fn tcp_states(bed: &TestBed, port: u16) -> Vec<String> {
+    let list: protocol::FlowList = bed
+        .ask(&Request::Flows {
+            filter: protocol::FlowFilter {
+                port: Some(port),
+                proto: Some(6),
+                ..Default::default()
+            },
+            limit: None,
+        })
+        .unwrap();
+    list.flows.into_iter().map(|f| f.state).collect()
+}
+
+fn sync_status(bed: &TestBed) -> protocol::SyncStatus {
+    let s: Status = bed.ask(&Request::Status {}).unwrap();
+    s.ha.unwrap().sync.expect("sync is configured")
+}
+
+/// Waits (up to a minute) until `ready` holds.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs() {
+    let (pa, pb) = (free_port(), free_port());
+    let active = bed(Some(&sync_section(pa, pb)));
+    let mut standby = bed(Some(&sync_section(pb, pa)));
+    active
+        .ask::<RoleChange>(&Request::SetRole { role: Role::Active })
+        .unwrap();
+
+    // A TCP connection held open through the active (strict tracking: it is seen from its SYN).
+    let port = 5501u16;
+    let server = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET6 if ':' in '{b}' else socket.AF_INET)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{b}',{port}))\ns.listen(1)\n\
+         c,_=s.accept()\nc.sendall(c.recv(100))\ntime.sleep(120)\n",
+        b = addr::B4
+    );
+    let _server = active.b.spawn(&["python3", "-c", &server]).unwrap();
+    active.b.wait_listening(port).unwrap();
+    let client = format!(
+        "import socket,time\nc=socket.create_connection(('{b}',{port}))\nc.sendall(b'hello')\n\
+         assert c.recv(100)==b'hello'\ntime.sleep(120)\n",
+        b = addr::B4
+    );
+    let _client = active.a.spawn(&["python3", "-c", &client]).unwrap();
+    wait_until("the connection on the active", || {
+        tcp_states(&active, port) == ["established"]
+    });
+
+    // It appears in the standby's table with its TCP state, and the sync catches up.
+    wait_until("the connection on the standby", || {
+        tcp_states(&standby, port) == ["established"]
+    });
+    wait_until("the sync in sync", || {
+        sync_status(&active).state == protocol::SyncState::InSync
+    });
+    let sent = sync_status(&active);
+    assert!(
+        sent.sending && sent.sent > 0 && sent.acked == sent.sent && sent.lag == 0,
+        "{sent:?}"
+    );
+    let received = sync_status(&standby);
+    assert!(!received.sending && received.received > 0, "{received:?}");
+    assert_eq!(received.state, protocol::SyncState::InSync);
+
+    // The standby restarts with an empty table: the active reconnects and resyncs it in bulk.
+    standby.restart().unwrap();
+    assert_eq!(
+        standby
+            .ask::<Status>(&Request::Status {})
+            .unwrap()
+            .ha
+            .unwrap()
+            .role,
+        Role::Standby
+    );
+    wait_until("the connection on the restarted standby", || {
+        tcp_states(&standby, port) == ["established"]
+    });
+    // An on-demand resync is answered by every worker.
+    let r: protocol::ResyncResult = active.ask(&Request::Resync {}).unwrap();
+    assert_eq!(r.workers, 1);
+    wait_until("the sync in sync again", || {
+        sync_status(&active).state == protocol::SyncState::InSync
+    });
+}

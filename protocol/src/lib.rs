@@ -65,8 +65,8 @@ pub use line::{decode_reply, decode_request, encode_reply, encode_request, Decod
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
     HaStatus, KillResult, LoadPolicyResult, PolicyState, PortCounters, PortLink, PreparedPolicy,
-    RemoteControlStatus, Reply, RoleChange, RuleCounters, Status, SwapTimes, Verdict,
-    WorkerSnapshot,
+    RemoteControlStatus, Reply, ResyncResult, RoleChange, RuleCounters, Status, SwapTimes,
+    SyncState, SyncStatus, Verdict, WorkerSnapshot,
 };
 pub use request::{ErrorCode, ErrorReply, FlowFilter, Request, Role};
 

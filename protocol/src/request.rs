@@ -54,6 +54,9 @@ pub enum Request {
     /// Make this member of an HA pair the active one (it forwards) or the standby (it forwards nothing)
     /// ([`crate::RoleChange`]). `not_ha` on a gateway without an `[ha]` section.
     SetRole { role: Role },
+    /// Send every flow's state to the HA peer again (a bulk resync) ([`crate::ResyncResult`]). `not_ha`
+    /// without connection-state sync (`[ha] sync_peer`).
+    Resync {},
 }
 
 /// A gateway's part in an HA pair.

@@ -868,6 +868,28 @@ impl ConnTable {
         })
     }
 
+    /// Exports the flows of the `budget` slots from `from` on (the HA sync's sweep, a budget per poll-loop
+    /// iteration like expiry); answers where the next call starts, 0 once the end of the slab is reached.
+    pub fn export_slots<F: FnMut(FlowState)>(
+        &self,
+        from: usize,
+        budget: usize,
+        now: u64,
+        mut out: F,
+    ) -> usize {
+        let end = from.saturating_add(budget).min(self.slab.len());
+        for i in from..end {
+            if let Some(state) = self.export(FlowId(i as u32), now) {
+                out(state);
+            }
+        }
+        if end == self.slab.len() {
+            0
+        } else {
+            end
+        }
+    }
+
     /// Creates the flow `state` describes, or overwrites the flow with its key, as of `now` (the HA standby
     /// applying the active's updates). `displaced` of the answer is another flow that gave up its place (an
     /// unestablished one evicted from a full table), never the flow updated.
