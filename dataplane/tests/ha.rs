@@ -137,10 +137,9 @@ fn ha_role_on_a_single_gateway_is_not_ha() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bulkhead-ha.sock"));
 }
 
-/// A dataplane on two TAP devices left in this namespace. (A bed moves its TAP devices into namespaces of
-/// their own, where net_tap's flag ioctls cannot reach them: it then reports their links down whatever their
-/// state; see docs/ha.md.) Stopped and cleaned up on drop.
-struct RootTaps {
+/// A dataplane on two TAP devices it creates in this namespace (tests may move them elsewhere), with an `[ha]`
+/// section. Stopped and cleaned up on drop.
+struct Gateway {
     child: Child,
     dir: PathBuf,
     socket: PathBuf,
@@ -148,20 +147,23 @@ struct RootTaps {
     taps: [String; 2],
 }
 
-impl RootTaps {
-    fn start() -> RootTaps {
+impl Gateway {
+    /// Gateway `tag` (a short name, unique within the test), with `ha` in its `[ha]` section (the track file
+    /// is added) and the policy `policy`.
+    fn start(tag: &str, ha: &str, policy: PathBuf) -> Gateway {
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("bulkhead-ha-links-{pid}"));
+        let dir = std::env::temp_dir().join(format!("bulkhead-ha-{tag}-{pid}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let taps = [format!("bhha{pid:x}a"), format!("bhha{pid:x}b")];
+        // Interface names: at most 15 bytes.
+        let taps = [format!("bh{tag}{pid:x}a"), format!("bh{tag}{pid:x}b")];
         let track = dir.join("links.track");
         let mut opts = Options::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"));
         opts.idle_sleep_max_us = 1000;
-        opts.policy = Some(testbed::policy_file("open.json"));
+        opts.policy = Some(policy);
         let mut text =
-            testbed::config_text(&opts, &format!("ha-links-{pid}"), &dir, &taps[0], &taps[1]);
+            testbed::config_text(&opts, &format!("ha-{tag}-{pid}"), &dir, &taps[0], &taps[1]);
         text += &format!(
-            "\n[ha]\nlink_check_ms = 20\ntrack_file = {:?}\n",
+            "\n[ha]\n{ha}\ntrack_file = {:?}\n",
             track.display().to_string()
         );
         let config = dir.join("dataplane.toml");
@@ -175,7 +177,7 @@ impl RootTaps {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let gw = RootTaps {
+        let gw = Gateway {
             child,
             socket: dir.join("control.sock"),
             dir,
@@ -186,14 +188,24 @@ impl RootTaps {
         gw
     }
 
-    fn try_links(&self) -> Option<Vec<PortLink>> {
+    /// `request`'s answer, `None` if there is none (yet) or a refusal.
+    fn try_ask<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Option<T> {
         let mut stream = UnixStream::connect(&self.socket).ok()?;
-        let mut line = protocol::encode_request(None, &Request::Status {});
+        let mut line = protocol::encode_request(None, request);
         line.push('\n');
         stream.write_all(line.as_bytes()).ok()?;
         let mut answer = String::new();
         BufReader::new(&stream).read_line(&mut answer).ok()?;
-        let status: Status = protocol::decode_reply(answer.trim_end()).ok()?.ok()?;
+        protocol::decode_reply(answer.trim_end()).ok()?.ok()
+    }
+
+    fn ask<T: serde::de::DeserializeOwned>(&self, request: &Request) -> T {
+        self.try_ask(request)
+            .unwrap_or_else(|| panic!("no answer to {request:?}"))
+    }
+
+    fn try_links(&self) -> Option<Vec<PortLink>> {
+        let status: Status = self.try_ask(&Request::Status {})?;
         Some(status.ha?.links)
     }
 
@@ -228,7 +240,7 @@ impl RootTaps {
     }
 
     /// Waits (up to a minute) until `ready` holds.
-    fn wait_for(&self, what: &str, ready: impl Fn(&RootTaps) -> bool) {
+    fn wait_for(&self, what: &str, ready: impl Fn(&Gateway) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready(self) {
             assert!(
@@ -243,7 +255,7 @@ impl RootTaps {
     }
 }
 
-impl Drop for RootTaps {
+impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = testbed::terminate(&mut self.child, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -252,7 +264,9 @@ impl Drop for RootTaps {
 
 #[test]
 fn ha_link_lost_on_one_port_takes_the_linked_port_down_until_it_returns() {
-    let gw = RootTaps::start();
+    // The TAP devices stay in this namespace: moved into another one, net_tap's flag ioctls no longer reach
+    // them and it reports their links down whatever their state (docs/ha.md).
+    let gw = Gateway::start("l", "link_check_ms = 20", testbed::policy_file("open.json"));
     gw.wait_for("both links up", |gw| {
         gw.links() == [(true, false), (true, false)]
     });
@@ -384,4 +398,154 @@ fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs()
     wait_until("the sync in sync again", || {
         sync_status(&active).state == protocol::SyncState::InSync
     });
+}
+
+/// Two gateways in parallel between two segments: each segment is a namespace whose Linux bridge joins the
+/// host's address and both gateways' ports on that side. The bridges flood every frame (ageing time 0, a
+/// hub), so both members see all traffic and the standby's drops decide nothing: only the active forwards.
+/// The members sync connection state over loopback. Namespaces removed on drop.
+struct PairBed {
+    sides: [testbed::Side; 2],
+    gws: [Gateway; 2],
+    dir: PathBuf,
+}
+
+impl PairBed {
+    fn start() -> PairBed {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("bulkhead-ha-pair-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Strict TCP tracking: a connection the new active has no state for would not continue.
+        let mut policy: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(testbed::policy_file("open.json")).unwrap(),
+        )
+        .unwrap();
+        policy["settings"]["tcp_strictness"] = "strict".into();
+        let policy_path = dir.join("strict.json");
+        std::fs::write(&policy_path, policy.to_string()).unwrap();
+        let (p1, p2) = (free_port(), free_port());
+        let gws = [
+            Gateway::start("p1", &sync_section(p1, p2), policy_path.clone()),
+            Gateway::start("p2", &sync_section(p2, p1), policy_path),
+        ];
+        let sides = [0, 1].map(|i| testbed::Side {
+            netns: format!("bulkhead-ha-{pid}-{}", ["a", "b"][i]),
+            iface: "br0".to_string(),
+        });
+        let bed = PairBed { sides, gws, dir };
+        for (i, side) in bed.sides.iter().enumerate() {
+            testbed::sh(&["ip", "netns", "add", &side.netns]).unwrap();
+            side.ok(&["ip", "link", "set", "lo", "up"]).unwrap();
+            side.ok(&[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "ageing_time",
+                "0",
+            ])
+            .unwrap();
+            for gw in &bed.gws {
+                let tap = &gw.taps[i];
+                testbed::sh(&["ip", "link", "set", tap, "netns", &side.netns]).unwrap();
+                side.ok(&["ip", "link", "set", tap, "master", "br0"])
+                    .unwrap();
+                side.ok(&["ip", "link", "set", tap, "up"]).unwrap();
+            }
+            let address = format!("{}/24", [addr::A4, addr::B4][i]);
+            side.ok(&["ip", "addr", "add", &address, "dev", "br0"])
+                .unwrap();
+            side.ok(&["ip", "link", "set", "br0", "up"]).unwrap();
+        }
+        bed
+    }
+}
+
+impl Drop for PairBed {
+    fn drop(&mut self) {
+        for side in &self.sides {
+            let _ = testbed::sh(&["ip", "netns", "del", &side.netns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn gw_tcp_states(gw: &Gateway, port: u16) -> Vec<String> {
+    let list: Option<protocol::FlowList> = gw.try_ask(&Request::Flows {
+        filter: protocol::FlowFilter {
+            port: Some(port),
+            proto: Some(6),
+            ..Default::default()
+        },
+        limit: None,
+    });
+    list.map(|l| l.flows.into_iter().map(|f| f.state).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn ha_switchover_keeps_an_established_tcp_session_without_rst() {
+    let bed = PairBed::start();
+    let [a, b] = &bed.sides;
+    let [g1, g2] = &bed.gws;
+    let _: RoleChange = g1.ask(&Request::SetRole { role: Role::Active });
+    assert!(a
+        .run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", addr::B4])
+        .unwrap()
+        .status
+        .success());
+
+    // An interactive session: the client sends a line every 50 ms and expects it echoed, 120 times.
+    let port = 5502u16;
+    let server = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{b}',{port}))\ns.listen(1)\nc,_=s.accept()\nwhile True:\n    d=c.recv(100)\n    \
+         if not d: break\n    c.sendall(d)\n",
+        b = addr::B4
+    );
+    let _server = b.spawn(&["python3", "-c", &server]).unwrap();
+    b.wait_listening(port).unwrap();
+    let rst = a
+        .capture("tcp[tcpflags] & tcp-rst != 0", &bed.dir.join("rst.pcap"))
+        .unwrap();
+    let client = format!(
+        "import socket,time\nc=socket.create_connection(('{b}',{port}))\nc.settimeout(30)\n\
+         for i in range(120):\n    m=b'line %d' % i\n    c.sendall(m)\n    got=b''\n    \
+         while len(got)<len(m): got+=c.recv(100)\n    assert got==m, (got, m)\n    time.sleep(0.05)\n\
+         c.close()\n",
+        b = addr::B4
+    );
+    let mut client = a.spawn(&["python3", "-c", &client]).unwrap();
+    wait_until("the session on the active", || {
+        gw_tcp_states(g1, port) == ["established"]
+    });
+    // The standby has it too (synced), then the roles swap mid-session: standby first, so the two never
+    // forward at once.
+    wait_until("the session on the standby", || {
+        gw_tcp_states(g2, port) == ["established"]
+    });
+    let _: RoleChange = g1.ask(&Request::SetRole {
+        role: Role::Standby,
+    });
+    let _: RoleChange = g2.ask(&Request::SetRole { role: Role::Active });
+    let forwarded_before: CountersReport = g2.ask(&Request::Counters {});
+
+    let status = client.0.wait().unwrap();
+    assert!(status.success(), "the session broke after the switchover");
+    let after: CountersReport = g2.ask(&Request::Counters {});
+    assert!(
+        after.totals.tx_packets > forwarded_before.totals.tx_packets,
+        "the new active forwarded nothing"
+    );
+    assert_eq!(
+        after.totals.drops["tcp_invalid"], 0,
+        "{:?}",
+        after.totals.drops
+    );
+    assert_eq!(after.totals.drops["tcp_out_of_window"], 0);
+    // No RST from either end.
+    let rsts = rst.frames(1, Duration::from_millis(500)).unwrap();
+    assert!(rsts.is_empty(), "{} RST(s) seen", rsts.len());
 }
