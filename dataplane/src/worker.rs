@@ -410,12 +410,17 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             Command::Kill { filter, reply } => {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
+                // The active tells its HA peer, so a killed flow is not kept alive on the standby.
+                let sync = self.sync.as_ref().filter(|_| !self.role.is_standby());
                 let n = self.tracker.table_mut().remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
                     let kill = info.matches(&filter);
                     if kill {
                         counters.flows_closed.add(1);
                         events.emit_counted(closed_event(&info, worker, now), counters);
+                        if let Some(sync) = sync {
+                            sync.closed(e.key());
+                        }
                     }
                     kill
                 });

@@ -398,6 +398,20 @@ fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs()
     wait_until("the sync in sync again", || {
         sync_status(&active).state == protocol::SyncState::InSync
     });
+
+    // A flow killed on the active is removed from the standby too.
+    let killed: protocol::KillResult = active
+        .ask(&Request::KillFlows {
+            filter: protocol::FlowFilter {
+                port: Some(port),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+    assert_eq!(killed.killed, 1);
+    wait_until("the killed connection gone from the standby", || {
+        tcp_states(&standby, port).is_empty()
+    });
 }
 
 /// Two gateways in parallel between two segments: each segment is a namespace whose Linux bridge joins the

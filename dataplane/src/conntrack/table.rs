@@ -900,6 +900,7 @@ impl ConnTable {
         }
         let e = &mut self.slab[inserted.id.index()];
         e.tcp = state.tcp;
+        e.tcp.mark_synced();
         e.rule_id = state.rule_id;
         e.policy_version = state.policy_version;
         e.set_flag(SEEN_REPLY, state.seen_reply);

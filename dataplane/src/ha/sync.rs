@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 use protocol::{SyncState, SyncStatus};
 
-use crate::conntrack::{ConnTable, FlowRecord, RECORD_LEN};
+use crate::conntrack::{ConnTable, FlowKey, FlowRecord, RECORD_LEN};
 use crate::ha::RoleCell;
 
 const BATCH: u8 = 1;
@@ -157,6 +157,14 @@ impl<'a> WorkerSync<'a> {
             sweeping: false,
             resync_sweep: false,
             next_sweep: 0,
+        }
+    }
+
+    /// Sends the end of a flow (killed on the active); a full queue is counted.
+    pub fn closed(&self, key: FlowKey) {
+        if self.out.try_send(FlowRecord::Closed(key)).is_err() {
+            let lost = &self.shared.lost[self.index];
+            lost.store(lost.load(Relaxed) + 1, Relaxed);
         }
     }
 

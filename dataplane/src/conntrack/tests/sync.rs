@@ -195,7 +195,9 @@ fn an_imported_flow_continues_under_strict_tracking() {
         ),
         (3, 44 + 1_040, 3_996)
     );
-    assert_eq!(e.tcp(), active.table().get(id).unwrap().tcp());
+    let mut expected = *active.table().get(id).unwrap().tcp();
+    expected.mark_synced();
+    assert_eq!(e.tcp(), &expected);
 
     // The next segments continue on the standby; one far outside the window is refused as it would be on the
     // active.
@@ -233,5 +235,82 @@ fn imported_counters_beyond_48_bits_are_held_at_the_maximum() {
     assert_eq!(
         (e.packets(Dir::Original), e.bytes(Dir::Reply)),
         ((1 << 48) - 1, (1 << 48) - 1)
+    );
+}
+
+#[test]
+fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
+    let (mut active, id) = established(1);
+    let state = active.table().export(id, 1_004).unwrap();
+    // After the export the connection moves on through the active: 300 bytes from the client, 500 back.
+    for (f, now) in [
+        (
+            frame(
+                None,
+                v4(1),
+                v4(2),
+                &tcp(40_000, 80, ACK | PSH, 401, 10_001, 502, None, 300),
+            ),
+            1_005,
+        ),
+        (
+            frame(
+                None,
+                v4(2),
+                v4(1),
+                &tcp(80, 40_000, ACK | PSH, 10_001, 701, 509, None, 500),
+            ),
+            1_006,
+        ),
+    ] {
+        assert!(matches!(run(&mut active, &f, now), Track::Known { .. }));
+    }
+    let mut standby = Tracker::new(64, 2, &Timeouts::default(), Strictness::Strict);
+    let got = standby.table_mut().import(&state, 50_000).unwrap().id;
+    // A segment far ahead of anything is refused even now.
+    let wild = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, ACK, 701, 10_501 + (1 << 30), 502, None, 10),
+    );
+    assert_eq!(
+        run(&mut standby, &wild, 50_001),
+        Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
+    );
+    // The standby takes over: the client's next segment acknowledges data it never saw, and the server's
+    // follows data it never saw. Both continue, and teach it the windows.
+    let client = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, ACK | PSH, 701, 10_501, 502, None, 50),
+    );
+    let server = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(80, 40_000, ACK | PSH, 10_501, 751, 509, None, 60),
+    );
+    for (f, now, dir) in [
+        (&client, 50_002, Dir::Original),
+        (&server, 50_003, Dir::Reply),
+    ] {
+        match run(&mut standby, f, now) {
+            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (got, dir)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Once caught up, tracking is as strict as ever: the same far-ahead segment is still refused, and the
+    // catch-up is not granted again.
+    let wild = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, ACK, 751, 10_561 + 100_000, 502, None, 10),
+    );
+    assert_eq!(
+        run(&mut standby, &wild, 50_004),
+        Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
     );
 }
