@@ -44,6 +44,9 @@ const BATCH_HEADER: usize = 13;
 const BATCH_RECORDS: usize = 64;
 /// Batches kept for resending at most; older ones are lost (and a resync follows).
 const MAX_UNACKED: usize = 4096;
+/// A write to the peer that takes longer ends the connection (it is made again, and unacknowledged batches
+/// resent).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the workers and the sync threads share.
 #[derive(Debug)]
@@ -262,6 +265,9 @@ pub fn run_sender(
                     acks.clear();
                     let _ = s.set_nodelay(true);
                     let _ = s.set_read_timeout(Some(Duration::from_millis(2)));
+                    // A peer that stops reading ends the connection rather than holding this thread (and the
+                    // gateway's shutdown) forever.
+                    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
                     conn = Some(s);
                     shared.connected.store(true, Relaxed);
                     // A peer (re)joined: what it missed is sent again, and every table swept for it.
@@ -380,7 +386,7 @@ pub fn run_receiver(
         match listener.accept() {
             Ok((stream, _)) => {
                 shared.receiving.store(true, Relaxed);
-                serve(shared, stream, inboxes, stop);
+                serve(shared, &listener, stream, inboxes, stop);
                 shared.receiving.store(false, Relaxed);
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -388,20 +394,28 @@ pub fn run_receiver(
     }
 }
 
+/// Sets a connection from the peer up for [`serve`].
+fn configure(stream: &TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+}
+
 fn serve(
     shared: &SyncShared,
+    listener: &TcpListener,
     mut stream: TcpStream,
     inboxes: &[Sender<FlowRecord>],
     stop: &AtomicBool,
 ) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    configure(&stream);
     let mut header = [0u8; BATCH_HEADER];
     let mut record = [0u8; RECORD_LEN];
     while !stop.load(Relaxed) {
-        // A timeout before a frame starts only checks `stop`; one within a frame ends the connection (the
-        // active sends its unacknowledged batches again).
+        // A timeout before a frame starts checks `stop`, and takes a newer connection from the peer if one
+        // waits (a peer that vanished without closing leaves the old one silent forever); a timeout within a
+        // frame ends the connection (the active sends its unacknowledged batches again).
         match stream.read(&mut header[..1]) {
             Ok(0) => return,
             Ok(_) => {}
@@ -411,7 +425,11 @@ fn serve(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                if let Ok((newer, _)) = listener.accept() {
+                    stream = newer;
+                    configure(&stream);
+                }
+                continue;
             }
             Err(_) => return,
         }
