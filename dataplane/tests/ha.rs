@@ -257,7 +257,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = testbed::terminate(&mut self.child, Duration::from_secs(10));
+        // A test may have killed it already.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = testbed::terminate(&mut self.child, Duration::from_secs(10));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -499,58 +502,83 @@ fn gw_tcp_states(gw: &Gateway, port: u16) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn ha_switchover_keeps_an_established_tcp_session_without_rst() {
-    let bed = PairBed::start();
-    let [a, b] = &bed.sides;
-    let [g1, g2] = &bed.gws;
-    let _: RoleChange = g1.ask(&Request::SetRole { role: Role::Active });
-    assert!(a
-        .run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", addr::B4])
-        .unwrap()
-        .status
-        .success());
+/// An interactive TCP session through the pair: the client in segment a sends a line every 50 ms and expects
+/// it echoed, 120 times; RSTs on segment a are captured.
+struct Session {
+    _server: testbed::Background,
+    client: testbed::Background,
+    rst: testbed::Capture,
+    port: u16,
+}
 
-    // An interactive session: the client sends a line every 50 ms and expects it echoed, 120 times.
-    let port = 5502u16;
-    let server = format!(
-        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('{b}',{port}))\ns.listen(1)\nc,_=s.accept()\nwhile True:\n    d=c.recv(100)\n    \
-         if not d: break\n    c.sendall(d)\n",
-        b = addr::B4
-    );
-    let _server = b.spawn(&["python3", "-c", &server]).unwrap();
-    b.wait_listening(port).unwrap();
-    let rst = a
-        .capture("tcp[tcpflags] & tcp-rst != 0", &bed.dir.join("rst.pcap"))
-        .unwrap();
-    let client = format!(
-        "import socket,time\nc=socket.create_connection(('{b}',{port}))\nc.settimeout(30)\n\
-         for i in range(120):\n    m=b'line %d' % i\n    c.sendall(m)\n    got=b''\n    \
-         while len(got)<len(m): got+=c.recv(100)\n    assert got==m, (got, m)\n    time.sleep(0.05)\n\
-         c.close()\n",
-        b = addr::B4
-    );
-    let mut client = a.spawn(&["python3", "-c", &client]).unwrap();
-    wait_until("the session on the active", || {
-        gw_tcp_states(g1, port) == ["established"]
-    });
-    // The standby has it too (synced), then the roles swap mid-session: standby first, so the two never
-    // forward at once.
-    wait_until("the session on the standby", || {
-        gw_tcp_states(g2, port) == ["established"]
-    });
-    let _: RoleChange = g1.ask(&Request::SetRole {
-        role: Role::Standby,
-    });
-    let _: RoleChange = g2.ask(&Request::SetRole { role: Role::Active });
-    let forwarded_before: CountersReport = g2.ask(&Request::Counters {});
+impl Session {
+    /// Starts it through `g1` (made active) and waits until both members track it.
+    fn start(bed: &PairBed) -> Session {
+        let [a, b] = &bed.sides;
+        let [g1, g2] = &bed.gws;
+        let _: RoleChange = g1.ask(&Request::SetRole { role: Role::Active });
+        let port = 5502u16;
+        let server = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('{b}',{port}))\ns.listen(1)\nc,_=s.accept()\nwhile True:\n    d=c.recv(100)\n    \
+             if not d: break\n    c.sendall(d)\n",
+            b = addr::B4
+        );
+        let server = b.spawn(&["python3", "-c", &server]).unwrap();
+        b.wait_listening(port).unwrap();
+        let rst = a
+            .capture("tcp[tcpflags] & tcp-rst != 0", &bed.dir.join("rst.pcap"))
+            .unwrap();
+        let client = format!(
+            "import socket,time\nc=socket.create_connection(('{b}',{port}))\nc.settimeout(30)\n\
+             for i in range(120):\n    m=b'line %d' % i\n    c.sendall(m)\n    got=b''\n    \
+             while len(got)<len(m): got+=c.recv(100)\n    assert got==m, (got, m)\n    time.sleep(0.05)\n\
+             c.close()\n",
+            b = addr::B4
+        );
+        let client = a.spawn(&["python3", "-c", &client]).unwrap();
+        wait_until("the session on the active", || {
+            gw_tcp_states(g1, port) == ["established"]
+        });
+        // The standby has it too (synced).
+        wait_until("the session on the standby", || {
+            gw_tcp_states(g2, port) == ["established"]
+        });
+        Session {
+            _server: server,
+            client,
+            rst,
+            port,
+        }
+    }
 
-    let status = client.0.wait().unwrap();
-    assert!(status.success(), "the session broke after the switchover");
-    let after: CountersReport = g2.ask(&Request::Counters {});
+    /// Waits for the client to finish: every line echoed, and no RST from either end. `new_active`'s counters
+    /// explain a failure.
+    fn completes(mut self, new_active: &Gateway) {
+        let status = self.client.0.wait().unwrap();
+        let mut stderr = String::new();
+        if let Some(e) = self.client.0.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut stderr);
+        }
+        assert!(
+            status.success(),
+            "the session on port {} broke: {stderr}\nnew active: {:?}\nflows: {:?}",
+            self.port,
+            new_active
+                .try_ask::<CountersReport>(&Request::Counters {})
+                .map(|c| c.totals),
+            gw_tcp_states(new_active, self.port),
+        );
+        let rsts = self.rst.frames(1, Duration::from_millis(500)).unwrap();
+        assert!(rsts.is_empty(), "{} RST(s) seen", rsts.len());
+    }
+}
+
+/// The new active forwarded, and refused nothing of the session's TCP.
+fn assert_took_over(g: &Gateway, before: &CountersReport) {
+    let after: CountersReport = g.ask(&Request::Counters {});
     assert!(
-        after.totals.tx_packets > forwarded_before.totals.tx_packets,
+        after.totals.tx_packets > before.totals.tx_packets,
         "the new active forwarded nothing"
     );
     assert_eq!(
@@ -559,7 +587,19 @@ fn ha_switchover_keeps_an_established_tcp_session_without_rst() {
         after.totals.drops
     );
     assert_eq!(after.totals.drops["tcp_out_of_window"], 0);
-    // No RST from either end.
-    let rsts = rst.frames(1, Duration::from_millis(500)).unwrap();
-    assert!(rsts.is_empty(), "{} RST(s) seen", rsts.len());
+}
+
+#[test]
+fn ha_switchover_keeps_an_established_tcp_session_without_rst() {
+    let bed = PairBed::start();
+    let [g1, g2] = &bed.gws;
+    let session = Session::start(&bed);
+    // The roles swap mid-session: standby first, so the two never forward at once.
+    let _: RoleChange = g1.ask(&Request::SetRole {
+        role: Role::Standby,
+    });
+    let _: RoleChange = g2.ask(&Request::SetRole { role: Role::Active });
+    let before: CountersReport = g2.ask(&Request::Counters {});
+    session.completes(g2);
+    assert_took_over(g2, &before);
 }
