@@ -56,6 +56,46 @@ pub struct Config {
     /// machine. Absent: local sockets only.
     #[serde(default)]
     pub remote_control: Option<RemoteControlCfg>,
+    /// Membership of an active/standby pair: present, the gateway starts as standby (forwarding nothing) and
+    /// takes the role `set_role` gives it. Absent: a single gateway, always forwarding.
+    #[serde(default)]
+    pub ha: Option<HaCfg>,
+}
+
+/// `[ha]`. (The connection-state sync over the HA link will add its addresses here.)
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaCfg {
+    /// How often the data ports' link state is read (ms). When a port loses its link, the port it is linked
+    /// to is taken down too, and brought up again when the link returns.
+    pub link_check_ms: u64,
+    /// A file for keepalived's `track_file`: `0` while every data port has its link, `1` when one has lost it
+    /// (with `weight 0`, keepalived then gives up mastership). Absent: not written.
+    pub track_file: Option<PathBuf>,
+    /// Connection-state sync: where this member receives the active's updates (on the HA link).
+    pub sync_listen: Option<SocketAddr>,
+    /// Where the peer receives them: while active, this member sends its flows' state there.
+    pub sync_peer: Option<SocketAddr>,
+    /// Updates each worker may queue for the sync thread (full: counted as lost, and a resync follows).
+    pub sync_queue: u32,
+    /// Every flow's state is sent again at this period (TCP windows, counters), by a sweep of each worker's
+    /// table at `sync_budget` slots per poll-loop iteration.
+    pub sync_refresh_ms: u64,
+    pub sync_budget: u32,
+}
+
+impl Default for HaCfg {
+    fn default() -> Self {
+        HaCfg {
+            link_check_ms: 100,
+            track_file: None,
+            sync_listen: None,
+            sync_peer: None,
+            sync_queue: 16384,
+            sync_refresh_ms: 1000,
+            sync_budget: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -629,6 +669,39 @@ impl Config {
         self.control_socket.validate(&self.policy.control_socket)?;
         if let Some(remote) = &self.remote_control {
             remote.validate()?;
+        }
+        if let Some(ha) = &self.ha {
+            if !(10..=10_000).contains(&ha.link_check_ms) {
+                return Err(invalid(
+                    "ha.link_check_ms",
+                    format!("{} is not in 10..=10000", ha.link_check_ms),
+                ));
+            }
+            if ha
+                .track_file
+                .as_ref()
+                .is_some_and(|p| p.file_name().is_none())
+            {
+                return Err(invalid("ha.track_file", "must name a file"));
+            }
+            if !(64..=1 << 22).contains(&ha.sync_queue) {
+                return Err(invalid(
+                    "ha.sync_queue",
+                    format!("{} is not in 64..=4194304", ha.sync_queue),
+                ));
+            }
+            if !(50..=60_000).contains(&ha.sync_refresh_ms) {
+                return Err(invalid(
+                    "ha.sync_refresh_ms",
+                    format!("{} is not in 50..=60000", ha.sync_refresh_ms),
+                ));
+            }
+            if !(1..=65_536).contains(&ha.sync_budget) {
+                return Err(invalid(
+                    "ha.sync_budget",
+                    format!("{} is not in 1..=65536", ha.sync_budget),
+                ));
+            }
         }
 
         let needed = self.min_mbufs();

@@ -43,10 +43,12 @@ pub enum DropReason {
     TableFull,
     /// A new flow the policy allows, over one of its flood limits (see the `conntrack` detail counters).
     FloodLimit,
+    /// This gateway is the standby member of an HA pair: it forwards nothing.
+    Standby,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::TxUnsent,
         DropReason::NoPolicy,
         DropReason::Malformed,
@@ -60,6 +62,7 @@ impl DropReason {
         DropReason::IcmpInvalid,
         DropReason::TableFull,
         DropReason::FloodLimit,
+        DropReason::Standby,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::IcmpInvalid => "icmp_invalid",
             DropReason::TableFull => "table_full",
             DropReason::FloodLimit => "flood_limit",
+            DropReason::Standby => "standby",
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use dpdk::rcu::RcuCell;
 use dpdk::{lcore, Eal, Mempool, Port, PortConfig, PortStats};
-use protocol::{ErrorCode, ErrorReply, PortCounters, Reply, Request};
+use protocol::{ErrorCode, ErrorReply, PortCounters, Reply, Request, Role};
 use serde_json::json;
 
 use crate::clock::Clock;
@@ -20,6 +20,8 @@ use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
+use crate::ha::sync::{SyncShared, WorkerSync};
+use crate::ha::{self, LinkWatch, RoleCell};
 use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
@@ -147,7 +149,39 @@ pub fn run(
     let cell: RcuCell<Ruleset<'_>> = RcuCell::new(workers as u32)?;
     let counters = Counters::new(workers, Management::rule_slots(cfg));
     let clock = Clock::new(dpdk::tsc(), dpdk::tsc_hz(&eal));
-    let mut mgmt = Management::new(&eal, cfg, &cell, &counters, clock);
+    // A member of an HA pair starts as standby; a single gateway is always active.
+    let role = RoleCell::new(match cfg.ha {
+        Some(_) => Role::Standby,
+        None => Role::Active,
+    });
+    // Connection-state sync with the HA peer, when configured.
+    let sync_cfg = cfg
+        .ha
+        .as_ref()
+        .filter(|ha| ha.sync_peer.is_some() || ha.sync_listen.is_some());
+    let sync_shared = SyncShared::new(workers);
+    let sync_listener =
+        match sync_cfg.and_then(|ha| ha.sync_listen) {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| {
+                GatewayError::SocketBind {
+                    field: "ha.sync_listen",
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    let mut mgmt = Management::new(
+        &eal,
+        cfg,
+        &cell,
+        &counters,
+        clock,
+        cfg.ha.as_ref().map(|_| &role),
+        sync_cfg.map(|_| &sync_shared),
+    );
+    if cfg.ha.is_some() {
+        eprintln!("bulkhead-dataplane: HA member: standby (forwarding nothing) until set_role makes it active");
+    }
     match mgmt.restore()? {
         Some(v) => eprintln!("bulkhead-dataplane: enforcing policy version {v}"),
         None => eprintln!("bulkhead-dataplane: no policy yet: forwarding nothing until one is loaded (fail-closed)"),
@@ -168,7 +202,22 @@ pub fn run(
     let peer = peers(cfg);
     let seed_state = std::collections::hash_map::RandomState::new();
     let mut crew = Vec::with_capacity(workers);
+    let (mut sync_outs, mut sync_inboxes) = (Vec::new(), Vec::new());
     for w in 0..workers {
+        let sync = sync_cfg.map(|ha| {
+            let (out, out_rx) = crossbeam_channel::bounded(ha.sync_queue as usize);
+            let (inbox_tx, inbox) = crossbeam_channel::bounded(ha.sync_queue as usize);
+            sync_outs.push(out_rx);
+            sync_inboxes.push(inbox_tx);
+            WorkerSync::new(
+                w,
+                &sync_shared,
+                out,
+                inbox,
+                ha.sync_refresh_ms,
+                ha.sync_budget as usize,
+            )
+        });
         let (sink, source) = events::queue(cfg.events.queue_per_worker as usize);
         let (commands_tx, commands_rx) = crossbeam_channel::bounded(4);
         mgmt.sources.push(source);
@@ -205,6 +254,8 @@ pub fn run(
                 sleep_max_us: cfg.workers.idle_sleep_max_us,
                 polls_before_sleep: cfg.workers.idle_polls_before_sleep,
             },
+            role: &role,
+            sync,
         });
     }
     drop(started);
@@ -232,12 +283,21 @@ pub fn run(
         std::thread::scope(|threads| -> Result<(), GatewayError> {
             let _server_stop = StopOnExit(&server_stop);
             let server = threads.spawn(|| socket::serve(sockets, &Forward(req_tx), &server_stop));
+            if let Some(peer) = sync_cfg.and_then(|ha| ha.sync_peer) {
+                let (shared, outs, role, stop) = (&sync_shared, &sync_outs, &role, &server_stop);
+                threads.spawn(move || ha::sync::run_sender(shared, outs, peer, role, stop));
+            }
+            if let Some(listener) = sync_listener {
+                let (shared, inboxes, stop) = (&sync_shared, &sync_inboxes, &server_stop);
+                threads.spawn(move || ha::sync::run_receiver(shared, listener, inboxes, stop));
+            }
             emit(
                 events,
                 &json!({
                     "event": "ready", "ports": info, "workers": cfg.workers.cores,
                     "policy_version": mgmt.version(), "control_socket": cfg.policy.control_socket,
                     "remote_control": remote.as_ref().map(|(_, addr)| addr.to_string()),
+                    "ha_role": cfg.ha.as_ref().map(|_| role.role()),
                 }),
             )?;
             let reserved = match &cfg.control_socket.reserved_path {
@@ -254,6 +314,16 @@ pub fn run(
             eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}{reserved}{remote_line}; SIGINT/SIGTERM to stop",
                 ports.len(), cfg.policy.control_socket.display());
 
+            // Link-state propagation, for a member of an HA pair.
+            let mut links = cfg.ha.as_ref().map(|ha| {
+                let watch = LinkWatch::new(peer.clone());
+                write_track_file(ha.track_file.as_deref(), &watch);
+                (
+                    watch,
+                    Duration::from_millis(ha.link_check_ms),
+                    Instant::now(),
+                )
+            });
             let interval = Duration::from_millis(cfg.stats.interval_ms);
             let mut next_report = started_at + interval;
             let mut last = (started_at, WorkerSnapshot::default());
@@ -269,12 +339,24 @@ pub fn run(
                         Ok(Reply::Status(status)) => {
                             status.remote_control =
                                 remote.as_ref().map(|(tls, addr)| tls.status(*addr));
+                            if let (Some(ha), Some((watch, ..))) = (&mut status.ha, &links) {
+                                ha.links = watch.links(cfg.ports.iter().map(|p| p.name.as_str()));
+                            }
+                            if let (Some(ha), Some(sync)) = (&mut status.ha, sync_cfg) {
+                                ha.sync = Some(sync_shared.status(&role, sync));
+                            }
                         }
                         _ => {}
                     }
                     let _ = reply.send(answer);
                 }
                 mgmt.collect_events();
+                if let Some((watch, period, next)) = &mut links {
+                    if Instant::now() >= *next {
+                        *next += *period;
+                        check_links(cfg, &ports, watch);
+                    }
+                }
                 if reload_requested.swap(false, Ordering::Relaxed) {
                     reload(remote.as_ref().map(|(tls, _)| &**tls));
                 }
@@ -307,6 +389,42 @@ pub fn run(
         return Err(GatewayError::WorkerPanicked(core));
     }
     result
+}
+
+/// Reads every data port's link, takes down (or brings back) the ports linked to one that lost (or regained)
+/// its link, and rewrites the track file when what keepalived sees changes.
+fn check_links(cfg: &Config, ports: &[Port<'_>], watch: &mut LinkWatch) {
+    let lost_before = watch.any_lost();
+    let reading: Vec<Option<bool>> = ports.iter().map(|p| p.link_up().ok()).collect();
+    for change in watch.step(&reading) {
+        let name = &cfg.ports[change.port].name;
+        let (what, why) = if change.up {
+            ("up", "its linked port's link returned")
+        } else {
+            ("down", "its linked port lost its link")
+        };
+        match ports[change.port].set_link(change.up) {
+            Ok(()) => eprintln!("bulkhead-dataplane: port {name:?} {what}: {why}"),
+            Err(e) => eprintln!(
+                "bulkhead-dataplane: port {name:?}: cannot set the link {what} ({why}): {e}"
+            ),
+        }
+    }
+    if watch.any_lost() != lost_before {
+        write_track_file(
+            cfg.ha.as_ref().and_then(|ha| ha.track_file.as_deref()),
+            watch,
+        );
+    }
+}
+
+/// Writes keepalived's track file (atomically, so keepalived never reads half of it), if one is configured.
+fn write_track_file(path: Option<&std::path::Path>, watch: &LinkWatch) {
+    if let Some(path) = path {
+        if let Err(e) = crate::persist::write_atomic(path, watch.track_value()) {
+            eprintln!("bulkhead-dataplane: ha.track_file: {e}");
+        }
+    }
 }
 
 /// For each port, the index of the port it is linked to.

@@ -14,6 +14,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod events;
 pub mod gateway;
+pub mod ha;
 pub mod management;
 pub mod persist;
 pub mod reject;

@@ -1,4 +1,5 @@
-//! `bulkhead-dataplane --config config/dataplane.toml`
+//! `bulkhead-dataplane --config config/dataplane.toml`, or
+//! `bulkhead-dataplane role --socket PATH [active|standby]` (for keepalived's notify scripts).
 
 #![forbid(unsafe_code)]
 
@@ -7,24 +8,94 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use bulkhead_dataplane::{config::Config, gateway, remote::RemoteTls};
-use clap::Parser;
+use bulkhead_dataplane::{config::Config, gateway, ha, remote::RemoteTls};
+use clap::{Parser, Subcommand, ValueEnum};
+use protocol::Role;
 
 /// Bulkhead's poll-mode dataplane: forwards frames between paired ports.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, subcommand_negates_reqs = true)]
 struct Args {
     /// Gateway config file (TOML); see config/dataplane.toml.
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
     /// Validate the config, print the EAL command line it implies, and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set (or, without a role, print) the HA role of a running dataplane through its local control socket.
+    /// Exit status: 0 done (printing: active), 3 printing: standby, 1 the dataplane could not be asked or
+    /// refused, 4 it is not a member of an HA pair.
+    Role {
+        /// The dataplane's control socket (`policy.control_socket`).
+        #[arg(long)]
+        socket: PathBuf,
+        role: Option<RoleArg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Active,
+    Standby,
+}
+
+/// Exit status of `role` when printing the role of a standby (so a track script can test it).
+const EXIT_STANDBY: u8 = 3;
+/// Exit status of `role` for a dataplane without `[ha]`.
+const EXIT_NOT_HA: u8 = 4;
+
+fn role_command(socket: &std::path::Path, role: Option<RoleArg>) -> ExitCode {
+    let failed = |e: ha::RoleCommandError| {
+        eprintln!("bulkhead-dataplane role: {e}");
+        match e {
+            ha::RoleCommandError::NotHa => ExitCode::from(EXIT_NOT_HA),
+            _ => ExitCode::FAILURE,
+        }
+    };
+    match role {
+        Some(arg) => {
+            let role = match arg {
+                RoleArg::Active => Role::Active,
+                RoleArg::Standby => Role::Standby,
+            };
+            match ha::set_role_over_socket(socket, role) {
+                Ok(change) => {
+                    println!("{} (was {})", change.role, change.previous);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
+        None => match ha::role_over_socket(socket) {
+            Ok(role) => {
+                println!("{role}");
+                match role {
+                    Role::Active => ExitCode::SUCCESS,
+                    Role::Standby => ExitCode::from(EXIT_STANDBY),
+                }
+            }
+            Err(e) => failed(e),
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match Config::load(&args.config) {
+    if let Some(Command::Role { socket, role }) = &args.command {
+        return role_command(socket, *role);
+    }
+    // clap requires --config without a subcommand; this only keeps the types honest.
+    let Some(config) = args.config else {
+        eprintln!("bulkhead-dataplane: --config is required");
+        return ExitCode::from(2);
+    };
+    let cfg = match Config::load(&config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("bulkhead-dataplane: invalid config: {e}");
@@ -41,7 +112,7 @@ fn main() -> ExitCode {
         }
         println!(
             "{}: ok\nEAL: {}",
-            args.config.display(),
+            config.display(),
             cfg.eal_args().join(" ")
         );
         return ExitCode::SUCCESS;
@@ -60,13 +131,7 @@ fn main() -> ExitCode {
         eprintln!("bulkhead-dataplane: cannot install the handler for SIGHUP: {e}");
         return ExitCode::FAILURE;
     }
-    match gateway::run(
-        &cfg,
-        &args.config,
-        &stop,
-        &reload,
-        &mut std::io::stdout().lock(),
-    ) {
+    match gateway::run(&cfg, &config, &stop, &reload, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bulkhead-dataplane: {e}");

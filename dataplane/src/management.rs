@@ -23,7 +23,7 @@ use policy::Policy;
 use protocol::{
     CountersReport, DiscardResult, ErrorCode, ErrorReply, EventBatch, FlatRules, FlowFilter,
     FlowList, KillResult, LoadPolicyResult, PolicyState, PreparedPolicy, Reply, Request,
-    RuleCounters, Status, SwapTimes, WorkerSnapshot,
+    ResyncResult, RuleCounters, Status, SwapTimes, WorkerSnapshot,
 };
 
 use crate::clock::Clock;
@@ -31,6 +31,8 @@ use crate::config::Config;
 use crate::conntrack::FlowInfo;
 use crate::counters::Counters;
 use crate::events::{EventSource, FlowEvent};
+use crate::ha::sync::SyncShared;
+use crate::ha::RoleCell;
 use crate::persist;
 use crate::ruleset::Ruleset;
 use crate::worker::Command;
@@ -140,6 +142,10 @@ pub struct Management<'m, 'eal> {
     pub commands: Vec<Sender<Command>>,
     recent: VecDeque<FlowEvent>,
     events_overflow: u64,
+    /// The HA role, for a member of a pair (`[ha]`).
+    ha: Option<&'m RoleCell>,
+    /// Connection-state sync with the peer, when configured.
+    sync: Option<&'m SyncShared>,
 }
 
 /// What `policy.json` in the state directory holds.
@@ -157,6 +163,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
         cell: &'m RcuCell<Ruleset<'eal>>,
         counters: &'m Counters,
         clock: Clock,
+        ha: Option<&'m RoleCell>,
+        sync: Option<&'m SyncShared>,
     ) -> Self {
         Management {
             eal,
@@ -173,6 +181,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
             commands: Vec::new(),
             recent: VecDeque::new(),
             events_overflow: 0,
+            ha,
+            sync,
         }
     }
 
@@ -516,6 +526,34 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 .map(Reply::Flows),
             Request::KillFlows { filter } => self.kill(filter).map(Reply::KillFlows),
             Request::Events { max } => Ok(Reply::Events(self.events(max.unwrap_or(10_000)))),
+            Request::SetRole { role } => {
+                let cell = self.ha.ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::NotHa,
+                        "this gateway is not a member of an HA pair (its config has no [ha] section)",
+                    )
+                })?;
+                let change = cell.set(role);
+                if change.previous != role {
+                    eprintln!(
+                        "bulkhead-dataplane: HA role {} (was {})",
+                        role, change.previous
+                    );
+                }
+                Ok(Reply::SetRole(change))
+            }
+            Request::Resync {} => {
+                let sync = self.sync.ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::NotHa,
+                        "this gateway syncs no connection state (its [ha] section has no sync_peer)",
+                    )
+                })?;
+                sync.request_resync();
+                Ok(Reply::Resync(ResyncResult {
+                    workers: self.cfg.workers.cores.len(),
+                }))
+            }
         }
     }
 
@@ -538,6 +576,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             prepared_version: self.pending.as_ref().map(|p| p.version),
             // The listener belongs to the main loop, which adds it.
             remote_control: None,
+            ha: self.ha.map(RoleCell::status),
         }
     }
 

@@ -32,6 +32,8 @@ use crate::conntrack::{
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::ha::sync::WorkerSync;
+use crate::ha::RoleCell;
 use crate::reject;
 use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
 use protocol::FlowFilter;
@@ -125,6 +127,11 @@ pub struct Worker<'a, 'p, 'eal> {
     /// Buffers for reject answers.
     pub pool: &'p Mempool<'eal>,
     pub idle: IdleBackoff,
+    /// The HA role (always active for a gateway without `[ha]`): a standby drops every packet it receives.
+    pub role: &'a RoleCell,
+    /// Connection-state sync with the HA peer, when configured: the active sweeps its table into the sync
+    /// queue, the standby applies the peer's updates (`ha::sync`).
+    pub sync: Option<WorkerSync<'a>>,
 }
 
 /// Per-packet notes between the passes.
@@ -295,6 +302,7 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
             }
             let mut moved = 0u64;
+            let standby = self.role.is_standby();
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
                 if n == 0 {
@@ -302,6 +310,11 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
+                if standby {
+                    self.counters
+                        .drop(DropReason::Standby, burst.clear() as u64);
+                    continue;
+                }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
                 judge(
@@ -350,6 +363,9 @@ impl<'p> Worker<'_, 'p, '_> {
                     counters,
                 );
             });
+            if let Some(sync) = &mut self.sync {
+                sync.step(standby, &mut self.tracker, now);
+            }
             iteration = iteration.wrapping_add(1);
             if iteration.is_multiple_of(COMMAND_PERIOD) {
                 self.counters
@@ -401,12 +417,17 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             Command::Kill { filter, reply } => {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
+                // The active tells its HA peer, so a killed flow is not kept alive on the standby.
+                let sync = self.sync.as_ref().filter(|_| !self.role.is_standby());
                 let n = self.tracker.remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
                     let kill = info.matches(&filter);
                     if kill {
                         counters.flows_closed.add(1);
                         events.emit_counted(closed_event(&info, worker, now), counters);
+                        if let Some(sync) = sync {
+                            sync.closed(e.key());
+                        }
                     }
                     kill
                 });

@@ -16,7 +16,15 @@
 //!
 //! The result of each op is its own type: [`Status`], [`CountersReport`], [`LoadPolicyResult`] (also the
 //! result of `publish_policy`), [`PreparedPolicy`], [`DiscardResult`], [`PolicyState`], [`FlowList`],
-//! [`KillResult`], [`EventBatch`]; a refusal is an [`ErrorReply`].
+//! [`KillResult`], [`EventBatch`], [`RoleChange`]; a refusal is an [`ErrorReply`].
+//!
+//! # HA pairs
+//!
+//! A gateway with an `[ha]` section is a member of an active/standby pair: it starts as standby (forwarding
+//! nothing, every packet counted as the drop reason `standby`) and `set_role` makes it active or standby again
+//! (keepalived's notify scripts send it). `status` then carries `ha` (the role). The op, the `ha` field, the
+//! drop reason and the error code `not_ha` were added without a version change (see the rule below: a new
+//! drop reason is a new key of a map every reader already iterates).
 //!
 //! # Two-step loading
 //!
@@ -56,10 +64,11 @@ mod request;
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
-    KillResult, LoadPolicyResult, PolicyState, PortCounters, PreparedPolicy, RemoteControlStatus,
-    Reply, RuleCounters, Status, SwapTimes, Verdict, WorkerSnapshot,
+    HaStatus, KillResult, LoadPolicyResult, PolicyState, PortCounters, PortLink, PreparedPolicy,
+    RemoteControlStatus, Reply, ResyncResult, RoleChange, RuleCounters, Status, SwapTimes,
+    SyncState, SyncStatus, Verdict, WorkerSnapshot,
 };
-pub use request::{ErrorCode, ErrorReply, FlowFilter, Request};
+pub use request::{ErrorCode, ErrorReply, FlowFilter, Request, Role};
 
 /// The version of the protocol this build speaks (see the version rule above).
 pub const PROTOCOL_VERSION: u64 = 1;

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Role;
+
 /// Any result, as the dataplane sends it (clients decode the type of the op they asked for).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -20,6 +22,14 @@ pub enum Reply {
     Flows(FlowList),
     KillFlows(KillResult),
     Events(EventBatch),
+    SetRole(RoleChange),
+    Resync(ResyncResult),
+}
+
+/// `resync`: a bulk resync was asked of every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncResult {
+    pub workers: usize,
 }
 
 /// `status`: the process and its policy.
@@ -46,6 +56,78 @@ pub struct Status {
     /// The remote control listener (TLS), when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_control: Option<RemoteControlStatus>,
+    /// This gateway's part in an HA pair, when it is a member of one (`[ha]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// A member of an HA pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub role: Role,
+    /// Role changes since the start (a member starts as standby).
+    pub role_changes: u64,
+    /// The data ports' links, in config order (link-state propagation).
+    #[serde(default)]
+    pub links: Vec<PortLink>,
+    /// Connection-state sync with the peer, when configured (`sync_listen`/`sync_peer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// Connection-state sync as one member sees it. Counts are of updates (one flow's state or end each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// This member sends (it is active); otherwise it receives.
+    pub sending: bool,
+    /// Where updates are sent (the peer's `sync_listen`), and where this member receives them.
+    pub peer: Option<String>,
+    pub listen: Option<String>,
+    pub state: SyncState,
+    /// Updates sent and not yet acknowledged.
+    pub lag: u64,
+    pub sent: u64,
+    pub acked: u64,
+    /// Updates sent again after a reconnection.
+    pub resent: u64,
+    /// Updates that never made it: a full worker queue or inbox, or a batch beyond the resend window (each
+    /// answered by a resync).
+    pub lost: u64,
+    /// Updates received from the peer.
+    pub received: u64,
+}
+
+/// Where the sync stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// No connection with the peer. (A standby reports `in_sync` while the active is connected to it: only
+    /// the active knows the lag.)
+    Disconnected,
+    /// A bulk resync is in progress (a peer joined, or one was asked).
+    Resyncing,
+    /// Updates are sent and not yet acknowledged (`lag`).
+    Lagging,
+    /// Everything sent is acknowledged.
+    InSync,
+}
+
+/// A data port's link as the HA member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLink {
+    /// The port's configured name.
+    pub port: String,
+    /// The device reports its link up (false while the gateway holds the port down).
+    pub up: bool,
+    /// The gateway took the port down because the port it is linked to lost its link.
+    pub held_down: bool,
+}
+
+/// `set_role`: the role now, and the one before (equal when nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    pub role: Role,
+    pub previous: Role,
 }
 
 /// The remote control listener: where it listens, the certificate it serves, what its clients did.

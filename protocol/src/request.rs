@@ -51,6 +51,38 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max: Option<usize>,
     },
+    /// Make this member of an HA pair the active one (it forwards) or the standby (it forwards nothing)
+    /// ([`crate::RoleChange`]). `not_ha` on a gateway without an `[ha]` section.
+    SetRole { role: Role },
+    /// Send every flow's state to the HA peer again (a bulk resync) ([`crate::ResyncResult`]). `not_ha`
+    /// without connection-state sync (`[ha] sync_peer`).
+    Resync {},
+}
+
+/// A gateway's part in an HA pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Forwards traffic as its policy allows.
+    Active,
+    /// Forwards nothing (every packet is dropped as `standby`), so the pair never loops or duplicates frames.
+    Standby,
+}
+
+impl Role {
+    /// The role as it travels (`active`, `standby`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Selects connections; every given field must match (an empty filter selects all).
@@ -102,6 +134,8 @@ pub enum ErrorCode {
     Internal,
     /// `publish_policy` named a version that is not the pending one (none was prepared, or another was).
     NotPrepared,
+    /// An HA request (`set_role`) to a gateway that is not a member of an HA pair (no `[ha]` section).
+    NotHa,
     /// A code this build does not know (sent by a newer peer); never sent.
     #[serde(other)]
     Other,
@@ -118,6 +152,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
             ErrorCode::NotPrepared => "not_prepared",
+            ErrorCode::NotHa => "not_ha",
             ErrorCode::Other => "other",
         }
     }
@@ -152,7 +187,7 @@ impl ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::ErrorCode;
-    use crate::{EventKind, Verdict};
+    use crate::{EventKind, Role, Verdict};
 
     #[test]
     fn event_names_are_as_they_travel() {
@@ -170,6 +205,13 @@ mod tests {
     }
 
     #[test]
+    fn roles_display_as_they_travel() {
+        for role in [Role::Active, Role::Standby] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.to_string());
+        }
+    }
+
+    #[test]
     fn error_codes_display_as_they_travel() {
         for code in [
             ErrorCode::BadJson,
@@ -179,6 +221,7 @@ mod tests {
             ErrorCode::TooLarge,
             ErrorCode::Internal,
             ErrorCode::NotPrepared,
+            ErrorCode::NotHa,
             ErrorCode::Other,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.to_string());

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use protocol::{
     decode_reply, decode_request, encode_reply, encode_request, CountersReport, DiscardResult,
     ErrorCode, ErrorReply, EventBatch, EventKind, FlowFilter, FlowList, KillResult,
-    LoadPolicyResult, PolicyState, PreparedPolicy, Request, Status, Verdict,
+    LoadPolicyResult, PolicyState, PreparedPolicy, Request, ResyncResult, Role, RoleChange, Status,
+    SyncState, Verdict,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -98,6 +99,11 @@ fn requests() {
         request("request_discard_prepared"),
         Request::DiscardPrepared { version: 4 }
     );
+    assert_eq!(
+        request("request_set_role"),
+        Request::SetRole { role: Role::Active }
+    );
+    assert_eq!(request("request_resync"), Request::Resync {});
 }
 
 #[test]
@@ -122,6 +128,19 @@ fn status() {
     let s = reply::<Status>("status_prepared").unwrap();
     assert_eq!((s.policy_version, s.prepared_version), (Some(3), Some(4)));
     assert_eq!(s.remote_control.unwrap().handshake_failures, 3);
+    assert_eq!(s.ha, None);
+    let ha = reply::<Status>("status_ha").unwrap().ha.unwrap();
+    assert_eq!(ha.role, Role::Active);
+    assert_eq!(ha.links.len(), 2);
+    assert_eq!(ha.sync.unwrap().state, SyncState::InSync);
+    assert_eq!(reply::<ResyncResult>("resync").unwrap().workers, 1);
+    assert_eq!(
+        reply::<RoleChange>("set_role").unwrap(),
+        RoleChange {
+            role: Role::Active,
+            previous: Role::Standby
+        }
+    );
 }
 
 #[test]
@@ -196,6 +215,7 @@ fn errors() {
         ("error_unsupported_version", ErrorCode::UnsupportedVersion),
         ("error_bad_json", ErrorCode::BadJson),
         ("error_not_prepared", ErrorCode::NotPrepared),
+        ("error_not_ha", ErrorCode::NotHa),
     ] {
         assert_eq!(reply::<Status>(name).unwrap_err().code, code, "{name}");
     }

@@ -105,6 +105,9 @@ pub struct Options {
     /// The workers' idle back-off (`[workers] idle_sleep_max_us`; 0: pure polling). With it, idle beds
     /// yield the cores they share.
     pub idle_sleep_max_us: u32,
+    /// Make the dataplane a member of an HA pair: the body of its `[ha]` section (empty: the defaults). It
+    /// starts as standby, forwarding nothing.
+    pub ha: Option<String>,
 }
 
 impl Options {
@@ -116,6 +119,7 @@ impl Options {
             policy: None,
             remote: None,
             idle_sleep_max_us: 0,
+            ha: None,
         }
     }
 }
@@ -385,6 +389,9 @@ impl TestBed {
             let server = r.pki.server(&name, remote::LISTEN_ADDR, 30)?;
             text += &remote::config_section(r, &server);
             bed.server = Some((server, name, r.pki.ca()));
+        }
+        if let Some(ha) = &opts.ha {
+            text += &format!("\n[ha]\n{ha}\n");
         }
         std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();

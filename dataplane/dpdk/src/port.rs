@@ -249,6 +249,23 @@ impl<'a> Port<'a> {
         Ok(())
     }
 
+    /// Takes the link administratively down or up (`rte_eth_dev_set_link_down`/`_up`): the neighbour sees
+    /// its carrier go away (on `net_tap`: the interface loses `IFF_UP`). Devices without the operation give
+    /// an error (`-ENOTSUP`).
+    pub fn set_link(&self, up: bool) -> Result<()> {
+        if up {
+            // SAFETY: valid port id; the ethdev API allows this on a started port from the control thread.
+            check("rte_eth_dev_set_link_up", unsafe {
+                dpdk_sys::rte_eth_dev_set_link_up(self.id)
+            })
+        } else {
+            // SAFETY: as above.
+            check("rte_eth_dev_set_link_down", unsafe {
+                dpdk_sys::rte_eth_dev_set_link_down(self.id)
+            })
+        }
+    }
+
     /// Whether the link is up, without waiting (`rte_eth_link_get_nowait`). Virtual devices that connect to a
     /// peer (memif) come up only once the peer has connected; senders wait for this before timing anything.
     pub fn link_up(&self) -> Result<bool> {

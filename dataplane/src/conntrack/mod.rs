@@ -11,6 +11,8 @@
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
 //! * [`sources`]: [`SourceTable`], the per-source flood limits, and [`segments`]: [`SegmentTable`], the
 //!   per-segment one; consulted only when a new flow is admitted.
+//! * [`sync`]: the wire form of a flow's state for the HA pair's connection-state sync
+//!   ([`ConnTable::export`] and [`ConnTable::import`] read and write it).
 //! * [`Tracker`]: the per-packet entry point.
 //! * [`FlowInfo`]: a serializable view for listings and flow logs.
 //!
@@ -40,6 +42,7 @@ pub mod info;
 pub mod key;
 pub mod segments;
 pub mod sources;
+pub mod sync;
 pub mod table;
 pub mod tcp;
 mod tracker;
@@ -51,6 +54,7 @@ pub use info::FlowInfo;
 pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
 pub use segments::{SegmentKey, SegmentTable};
 pub use sources::{FloodLimit, SourceTable};
+pub use sync::{FlowRecord, FlowState, RecordError, RECORD_LEN};
 pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{
     timeout_ms, track, Strictness, TcpConnState, TcpRefusal, TcpSegment, TcpState, TcpVerdict,

@@ -20,6 +20,7 @@ use foldhash::quality::FoldHasher;
 use foldhash::SharedSeed;
 
 use super::key::{self, Dir, FlowKey, Side, FAMILY_V6};
+use super::sync::FlowState;
 use super::tcp::{self, TcpConnState, TcpState};
 use super::Timeouts;
 
@@ -121,6 +122,16 @@ impl Counters {
     #[inline]
     fn bytes(&self) -> u64 {
         (u64::from(self.hi & 0xffff) << 32) | u64::from(self.bytes_lo)
+    }
+
+    /// Totals beyond 48 bits are held at the maximum.
+    fn from_totals(packets: u64, bytes: u64) -> Self {
+        let (p, b) = (packets.min(MAX48), bytes.min(MAX48));
+        Counters {
+            packets_lo: p as u32,
+            bytes_lo: b as u32,
+            hi: (((p >> 32) as u32) << 16) | ((b >> 32) as u32),
+        }
     }
 
     #[inline]
@@ -977,6 +988,74 @@ impl ConnTable {
     #[cfg(test)]
     pub(super) fn index_is_empty_for_test(&self) -> bool {
         self.index.iter().all(|&v| v == EMPTY)
+    }
+
+    /// The state of flow `id` as of `now`, for the HA peer ([`FlowState`]); `None` if the slot is vacant.
+    pub fn export(&self, id: FlowId, now: u64) -> Option<FlowState> {
+        let e = self.get(id)?;
+        Some(FlowState {
+            key: e.key(),
+            originator: e.originator(),
+            seen_reply: e.seen_reply(),
+            logged: e.logged(),
+            monitored: e.monitored(),
+            tcp: e.tcp,
+            rule_id: e.rule_id,
+            policy_version: e.policy_version,
+            idle_ms: idle(e.last_seen, now),
+            age_s: ((now / 1000) as u32).saturating_sub(e.created_s),
+            packets: [e.packets(Dir::Original), e.packets(Dir::Reply)],
+            bytes: [e.bytes(Dir::Original), e.bytes(Dir::Reply)],
+        })
+    }
+
+    /// Exports the flows of the `budget` slots from `from` on (the HA sync's sweep, a budget per poll-loop
+    /// iteration like expiry); answers where the next call starts, 0 once the end of the slab is reached.
+    pub fn export_slots<F: FnMut(FlowState)>(
+        &self,
+        from: usize,
+        budget: usize,
+        now: u64,
+        mut out: F,
+    ) -> usize {
+        let end = from.saturating_add(budget).min(self.slab.len());
+        for i in from..end {
+            if let Some(state) = self.export(FlowId(i as u32), now) {
+                out(state);
+            }
+        }
+        if end == self.slab.len() {
+            0
+        } else {
+            end
+        }
+    }
+
+    /// Creates the flow `state` describes, or overwrites the flow with its key, as of `now` (the HA standby
+    /// applying the active's updates). `displaced` of the answer is another flow that gave up its place (an
+    /// unestablished one evicted from a full table), never the flow updated.
+    pub fn import(&mut self, state: &FlowState, now: u64) -> Result<Inserted, Full> {
+        let mut inserted = self.insert(state.key, state.originator, now)?;
+        if inserted.displaced.is_some_and(|d| d.key_eq(&state.key)) {
+            inserted.displaced = None;
+        }
+        let e = &mut self.slab[inserted.id.index()];
+        e.tcp = state.tcp;
+        e.tcp.mark_synced();
+        e.rule_id = state.rule_id;
+        e.policy_version = state.policy_version;
+        e.set_flag(SEEN_REPLY, state.seen_reply);
+        e.set_flag(LOGGED, state.logged);
+        e.set_flag(MONITORED, state.monitored);
+        e.last_seen = (now as u32).wrapping_sub(state.idle_ms);
+        e.created_s = ((now / 1000) as u32).saturating_sub(state.age_s);
+        // The sweep's copy of the last packet's second, so the flow expires on the active's schedule.
+        self.seen[inserted.id.index()] = seen_second(now.saturating_sub(u64::from(state.idle_ms)));
+        for dir in Dir::BOTH {
+            let i = dir.index();
+            e.counters[i] = Counters::from_totals(state.packets[i], state.bytes[i]);
+        }
+        Ok(inserted)
     }
 
     /// Removes the flow `id` if it has expired at `now`, returning it.

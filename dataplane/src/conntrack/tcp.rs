@@ -225,6 +225,9 @@ const TF_LIBERAL: u8 = 0x01;
 const TF_RST_ORIGINAL: u8 = 0x02;
 /// The responder sent a SYN (its SYN-ACK, or a simultaneous open's SYN).
 const TF_REPLY_SYN: u8 = 0x08;
+/// Imported by an HA standby, the original direction may still catch up once (`catch_up`); `<< 1` for the
+/// reply direction.
+const TF_SYNCED: u8 = 0x10;
 
 /// RFC 7323's largest shift.
 const MAX_WSCALE: u8 = 14;
@@ -296,13 +299,14 @@ fn kind(f: TcpFlags) -> Kind {
 /// Everything tracked about one TCP connection (36 bytes). Arrays are indexed by [`Dir::index`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpState {
-    end: [u32; 2],
-    maxend: [u32; 2],
-    maxwin: [u32; 2],
-    maxack: [u32; 2],
-    wflags: [u8; 2],
-    state: TcpConnState,
-    tflags: u8,
+    // `pub(super)` for the HA sync's wire form (`sync.rs`) only.
+    pub(super) end: [u32; 2],
+    pub(super) maxend: [u32; 2],
+    pub(super) maxwin: [u32; 2],
+    pub(super) maxack: [u32; 2],
+    pub(super) wflags: [u8; 2],
+    pub(super) state: TcpConnState,
+    pub(super) tflags: u8,
 }
 
 impl Default for TcpState {
@@ -497,6 +501,44 @@ impl TcpState {
             && after(ack, self.end[r].wrapping_sub(maxackwin).wrapping_sub(1))
     }
 
+    /// Marks a state imported from an HA peer (`ConnTable::import`): its windows may trail the connection by
+    /// up to a sync period.
+    pub(super) fn mark_synced(&mut self) {
+        self.tflags |= TF_SYNCED | TF_SYNCED << 1;
+    }
+
+    /// For a state imported from an HA peer, once per direction: a segment that failed the window check only
+    /// by being ahead of the tracked windows — its sequence number and acknowledgement at most a window beyond
+    /// them, the acknowledgement not ancient — is accepted and learned from, so a standby that takes over
+    /// continues strict tracking where the active left off instead of dropping the segments it did not see
+    /// sent. Runs only after a failed check, never on the common path.
+    #[cold]
+    fn catch_up(&mut self, d: usize, seg: &TcpSegment) -> bool {
+        let bit = TF_SYNCED << d;
+        if self.tflags & bit == 0 {
+            return false;
+        }
+        let r = d ^ 1;
+        let slack = self.maxwin[d].max(self.maxwin[r]).max(MAXACKWINCONST);
+        let ack = self.effective_ack(d, seg);
+        let ahead = !after(seg.seq, self.maxend[d].wrapping_add(slack))
+            && !after(ack, self.end[r].wrapping_add(slack))
+            && after(ack, self.end[r].wrapping_sub(slack).wrapping_sub(1));
+        if !ahead {
+            return false;
+        }
+        self.tflags &= !bit;
+        // The peer did send what this acknowledges, and the receiver let this far.
+        if after(ack, self.end[r]) {
+            self.end[r] = ack;
+        }
+        if after(seg.end(), self.maxend[d]) {
+            self.maxend[d] = seg.end();
+        }
+        self.window_update(d, seg);
+        true
+    }
+
     /// Learns from an in-window segment from direction `d`.
     #[inline]
     fn window_update(&mut self, d: usize, seg: &TcpSegment) {
@@ -574,7 +616,7 @@ impl TcpState {
         Some(if self.window_ok(d, seg) {
             self.window_update(d, seg);
             TcpVerdict::Accept
-        } else if liberal {
+        } else if liberal || self.catch_up(d, seg) {
             TcpVerdict::Accept
         } else {
             TcpVerdict::Drop(TcpRefusal::OutOfWindow)
@@ -687,7 +729,7 @@ impl TcpState {
         let past_fin = self.fin(d) && after(seg.end(), self.end[d]);
         if !past_fin && self.window_ok(d, seg) {
             self.window_update(d, seg);
-        } else if !liberal {
+        } else if !liberal && (past_fin || !self.catch_up(d, seg)) {
             return TcpVerdict::Drop(TcpRefusal::OutOfWindow);
         }
         if fin {

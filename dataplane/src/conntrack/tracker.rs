@@ -8,7 +8,8 @@ use net::{Ipv4Frame, Parsed, TcpFlags, L3, L4};
 use super::key::{self, Dir, FlowKey, Side};
 use super::segments::{SegmentKey, SegmentTable};
 use super::sources::{self, FloodLimit, SourceTable};
-use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
+use super::sync::FlowState;
+use super::table::{ConnTable, Entry, FlowId, Full, Inserted, TableStats};
 use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
 
@@ -387,6 +388,15 @@ impl Tracker {
         let removed = self.table.remove(id)?;
         self.segments.removed(id);
         Some(removed)
+    }
+
+    /// Creates or overwrites a flow from the HA peer's state (the standby applying the active's updates). An
+    /// imported flow is not counted against the per-segment limit, and whatever held its slot before is counted
+    /// out.
+    pub fn import(&mut self, state: &FlowState, now: u64) -> Result<Inserted, Full> {
+        let inserted = self.table.import(state, now)?;
+        self.segments.removed(inserted.id);
+        Ok(inserted)
     }
 
     /// Removes every flow for which `pred` holds (control path: O(capacity)); returns how many.

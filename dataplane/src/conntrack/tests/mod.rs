@@ -4,6 +4,7 @@ mod flood;
 mod frames;
 mod mem;
 mod prop;
+mod sync;
 mod table;
 mod tcp;
 mod tracker;
