@@ -75,7 +75,7 @@ fn counts_flows_once_and_every_segment_pair() {
     let now = SystemTime::now();
     let s = |secs: u64| now - Duration::from_secs(secs);
     let l = log("count", 100);
-    l.ingest(vec![
+    l.ingest("local", vec![
         // Too old for a 600 s window.
         ev("new", "allow", s(700), &["a"], &["b"], 6, 80, 5, [1, 0]),
         ev(
@@ -216,7 +216,7 @@ fn truncated_when_the_full_buffer_starts_inside_the_window() {
             [1, 0],
         )
     };
-    l.ingest(vec![e(500), e(400), e(300)]);
+    l.ingest("local", vec![e(500), e(400), e(300)]);
     assert_eq!(
         map(&l, None, &query(600, None, None), now)["truncated"],
         true
