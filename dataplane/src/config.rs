@@ -2,6 +2,7 @@
 //! typo in `config/*.toml` is a precise message at start, never a silently different gateway.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -51,6 +52,10 @@ pub struct Config {
     pub events: EventsCfg,
     #[serde(default)]
     pub control_socket: ControlSocketCfg,
+    /// The control protocol over TLS with required client certificates, for a control process on another
+    /// machine. Absent: local sockets only.
+    #[serde(default)]
+    pub remote_control: Option<RemoteControlCfg>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -152,6 +157,81 @@ impl Default for ControlSocketCfg {
             reserved_mode: 0o600,
             reserved_gid: None,
         }
+    }
+}
+
+/// `[remote_control]`: the control protocol on a TCP listener, TLS only, every client authenticated by its
+/// certificate. There is no plaintext form. Idle and reply timeouts are `[control_socket]`'s.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteControlCfg {
+    /// Address and port to listen on (port 0: any free port, announced in the `ready` event).
+    pub listen: SocketAddr,
+    /// The dataplane's certificate chain (PEM, leaf first) and its private key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates issued by this CA (PEM; expiry checked) are accepted.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates with one of these SHA-256 fingerprints (hex, colons optional, as `openssl x509
+    /// -fingerprint -sha256` prints them) are accepted.
+    #[serde(default)]
+    pub client_pins: Vec<String>,
+    /// Connections served at once; further ones are closed at once (and counted).
+    #[serde(default = "default_remote_connections")]
+    pub max_connections: u32,
+    /// Time for a client to complete the TLS handshake; then the connection is closed (and counted).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_remote_connections() -> u32 {
+    16
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
+}
+
+impl RemoteControlCfg {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.client_ca.is_none() && self.client_pins.is_empty() {
+            return Err(invalid(
+                "remote_control",
+                "set client_ca, client_pins or both: every client must present a certificate one of them accepts",
+            ));
+        }
+        for (i, pin) in self.client_pins.iter().enumerate() {
+            if crate::remote::parse_pin(pin).is_none() {
+                return Err(invalid(
+                    format!("remote_control.client_pins[{i}]"),
+                    format!(
+                        "{pin:?} is not a SHA-256 fingerprint (64 hex digits, colons optional)"
+                    ),
+                ));
+            }
+        }
+        for (field, p) in [
+            ("remote_control.cert", &self.cert),
+            ("remote_control.key", &self.key),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        if !(1..=1024).contains(&self.max_connections) {
+            return Err(invalid(
+                "remote_control.max_connections",
+                format!("{} is not in 1..=1024", self.max_connections),
+            ));
+        }
+        if !(100..=600_000).contains(&self.handshake_timeout_ms) {
+            return Err(invalid(
+                "remote_control.handshake_timeout_ms",
+                format!("{} is not in 100..=600000", self.handshake_timeout_ms),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -522,6 +602,9 @@ impl Config {
         }
         check_socket_path("policy.control_socket", &self.policy.control_socket)?;
         self.control_socket.validate(&self.policy.control_socket)?;
+        if let Some(remote) = &self.remote_control {
+            remote.validate()?;
+        }
 
         let needed = self.min_mbufs();
         if self.mempool.mbufs < needed {

@@ -4,7 +4,9 @@
 //! runs [`worker::run`] on the queues it owns. Nothing here is on the packet path.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -19,6 +21,7 @@ use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
 use crate::management::{Management, StateError};
+use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
 use crate::socket::{self, Handler};
 use crate::worker::Worker;
@@ -50,6 +53,8 @@ pub enum GatewayError {
     State(#[from] StateError),
     #[error("control socket: {0}")]
     Socket(std::io::Error),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// A control socket could not be created at the path its config field names.
     #[error("{field}: {source}")]
     SocketBind {
@@ -105,13 +110,21 @@ impl Handler for Forward {
     }
 }
 
-/// Runs the gateway until `stop_requested` becomes true. Machine-readable events (one JSON object per line)
-/// go to `events`; a human summary goes to stderr.
+/// Runs the gateway until `stop_requested` becomes true; each time `reload_requested` becomes true (SIGHUP) it
+/// is reset and the remote listener's pins (from `config_path`) and certificates are read again.
+/// Machine-readable events (one JSON object per line) go to `events`; a human summary goes to stderr.
 pub fn run(
     cfg: &Config,
+    config_path: &std::path::Path,
     stop_requested: &AtomicBool,
+    reload_requested: &AtomicBool,
     events: &mut dyn Write,
 ) -> Result<(), GatewayError> {
+    // The remote listener's files are read before anything starts: unusable ones stop the start here.
+    let remote_tls = match &cfg.remote_control {
+        Some(rc) => Some(Arc::new(RemoteTls::load(rc, Some(config_path))?)),
+        None => None,
+    };
     let eal = Eal::init(&cfg.eal_args())?;
     for &core in &cfg.workers.cores {
         if !eal.lcore_enabled(core) {
@@ -142,7 +155,7 @@ pub fn run(
 
     // Bound before the ports start: a second dataplane on the same socket stops here, and `ready` (below)
     // means clients can connect.
-    let sockets = control_sockets(cfg)?;
+    let (sockets, remote) = control_sockets(cfg, remote_tls)?;
 
     let mut started = Vec::with_capacity(ports.len());
     for (port, pc) in ports.iter().zip(&cfg.ports) {
@@ -220,13 +233,21 @@ pub fn run(
                 &json!({
                     "event": "ready", "ports": info, "workers": cfg.workers.cores,
                     "policy_version": mgmt.version(), "control_socket": cfg.policy.control_socket,
+                    "remote_control": remote.as_ref().map(|(_, addr)| addr.to_string()),
                 }),
             )?;
             let reserved = match &cfg.control_socket.reserved_path {
                 Some(path) => format!(" (reserved for control: {})", path.display()),
                 None => String::new(),
             };
-            eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}{reserved}; SIGINT/SIGTERM to stop",
+            let remote_line = match &remote {
+                Some((tls, addr)) => format!(
+                    ", remote control (TLS) on {addr}, certificate SHA-256 {}",
+                    tls.fingerprint()
+                ),
+                None => String::new(),
+            };
+            eprintln!("bulkhead-dataplane: {} port(s), {workers} worker(s), control socket {}{reserved}{remote_line}; SIGINT/SIGTERM to stop",
                 ports.len(), cfg.policy.control_socket.display());
 
             let interval = Duration::from_millis(cfg.stats.interval_ms);
@@ -239,12 +260,20 @@ pub fn run(
                 if let Ok((request, reply)) = req_rx.recv_timeout(Duration::from_millis(20)) {
                     let mut answer = mgmt.handle(request);
                     // The ports belong to this loop, not to management: their counters join here.
-                    if let Ok(Reply::Counters(report)) = &mut answer {
-                        report.ports = port_reports(cfg, &ports);
+                    match &mut answer {
+                        Ok(Reply::Counters(report)) => report.ports = port_reports(cfg, &ports),
+                        Ok(Reply::Status(status)) => {
+                            status.remote_control =
+                                remote.as_ref().map(|(tls, addr)| tls.status(*addr));
+                        }
+                        _ => {}
                     }
                     let _ = reply.send(answer);
                 }
                 mgmt.collect_events();
+                if reload_requested.swap(false, Ordering::Relaxed) {
+                    reload(remote.as_ref().map(|(tls, _)| &**tls));
+                }
                 if !interval.is_zero() && Instant::now() >= next_report {
                     next_report += interval;
                     let snaps = counters.snapshot();
@@ -293,8 +322,34 @@ fn peers(cfg: &Config) -> Vec<usize> {
     peer
 }
 
-/// Binds `policy.control_socket` and, when configured, the socket reserved for control, each with its limits.
-fn control_sockets(cfg: &Config) -> Result<Vec<(socket::Listener, socket::Limits)>, GatewayError> {
+/// SIGHUP: the remote listener's certificate, key, CA and pins are read again (the workers are not touched).
+fn reload(remote: Option<&RemoteTls>) {
+    match remote {
+        Some(tls) => match tls.reload() {
+            Ok(fingerprint) => eprintln!(
+                "bulkhead-dataplane: SIGHUP: remote control certificates reloaded; serving SHA-256 {fingerprint}"
+            ),
+            Err(e) => eprintln!(
+                "bulkhead-dataplane: SIGHUP: {e}; the remote listener keeps its previous certificates"
+            ),
+        },
+        None => eprintln!("bulkhead-dataplane: SIGHUP: no remote listener configured; nothing to reload"),
+    }
+}
+
+/// The control endpoints and their limits: `policy.control_socket`, when configured the socket reserved for
+/// control, and the remote listener (with its TLS side and bound address).
+#[allow(clippy::type_complexity)]
+fn control_sockets(
+    cfg: &Config,
+    remote_tls: Option<Arc<RemoteTls>>,
+) -> Result<
+    (
+        Vec<(socket::Endpoint, socket::Limits)>,
+        Option<(Arc<RemoteTls>, SocketAddr)>,
+    ),
+    GatewayError,
+> {
     let c = &cfg.control_socket;
     let limits = |max_connections: u32| socket::Limits {
         max_connections: max_connections as usize,
@@ -306,11 +361,11 @@ fn control_sockets(cfg: &Config) -> Result<Vec<(socket::Listener, socket::Limits
         socket::bind(path, access).map_err(|source| GatewayError::SocketBind { field, source })
     };
     let mut sockets = vec![(
-        bind(
+        socket::Endpoint::Unix(bind(
             "policy.control_socket",
             &cfg.policy.control_socket,
             socket::Access::OWNER,
-        )?,
+        )?),
         limits(c.max_connections),
     )];
     if let Some(path) = &c.reserved_path {
@@ -319,11 +374,21 @@ fn control_sockets(cfg: &Config) -> Result<Vec<(socket::Listener, socket::Limits
             gid: c.reserved_gid,
         };
         sockets.push((
-            bind("control_socket.reserved_path", path, access)?,
+            socket::Endpoint::Unix(bind("control_socket.reserved_path", path, access)?),
             limits(c.reserved_connections),
         ));
     }
-    Ok(sockets)
+    let mut remote = None;
+    if let (Some(rc), Some(tls)) = (&cfg.remote_control, remote_tls) {
+        let bound = |source| GatewayError::SocketBind {
+            field: "remote_control.listen",
+            source,
+        };
+        let listener = socket::TlsListener::bind(rc.listen, tls.clone()).map_err(bound)?;
+        remote = Some((tls, listener.local_addr().map_err(bound)?));
+        sockets.push((socket::Endpoint::Tls(listener), limits(rc.max_connections)));
+    }
+    Ok((sockets, remote))
 }
 
 fn port_error(pc: &crate::config::PortCfg, source: dpdk::Error) -> GatewayError {

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod management;
 pub mod persist;
 pub mod reject;
+pub mod remote;
 pub mod ruleset;
 pub mod socket;
 pub mod worker;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use bulkhead_dataplane::{config::Config, gateway};
+use bulkhead_dataplane::{config::Config, gateway, remote::RemoteTls};
 use clap::Parser;
 
 /// Bulkhead's poll-mode dataplane: forwards frames between paired ports.
@@ -32,6 +32,13 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        // The remote listener's certificate, key, CA and pins are read and checked as a start would.
+        if let Some(rc) = &cfg.remote_control {
+            if let Err(e) = RemoteTls::load(rc, None) {
+                eprintln!("bulkhead-dataplane: invalid config: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!(
             "{}: ok\nEAL: {}",
             args.config.display(),
@@ -47,7 +54,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match gateway::run(&cfg, &stop, &mut std::io::stdout().lock()) {
+    // SIGHUP: the remote listener reads its certificates again.
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload)) {
+        eprintln!("bulkhead-dataplane: cannot install the handler for SIGHUP: {e}");
+        return ExitCode::FAILURE;
+    }
+    match gateway::run(
+        &cfg,
+        &args.config,
+        &stop,
+        &reload,
+        &mut std::io::stdout().lock(),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bulkhead-dataplane: {e}");

@@ -352,10 +352,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
         self.slots.retain(&keep);
     }
 
-    /// `prepare_policy`: forgets the pending version (also if this one fails), then compiles `policy` and
-    /// persists it as pending.
+    /// `prepare_policy` (once the pending version is forgotten): compiles `policy` and persists it as pending.
     fn prepare(&mut self, policy: Policy, version: u32) -> Result<PreparedPolicy, ErrorReply> {
-        self.forget_pending()?;
         let compiled = self.compile(policy, version)?;
         let t0 = Instant::now();
         if let Err(e) = persist::write_atomic(&self.pending_file(), &compiled.state) {
@@ -477,6 +475,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 self.install(policy, version, true).map(Reply::LoadPolicy)
             }
             Request::PreparePolicy { policy, version } => {
+                // A prepare replaces the pending version, whether or not it succeeds.
+                self.forget_pending()?;
                 let policy = Policy::from_value(policy).map_err(policy_error)?;
                 if version == 0 {
                     return Err(ErrorReply::new(
@@ -524,6 +524,8 @@ impl<'m, 'eal> Management<'m, 'eal> {
             dpdk: dpdk::runtime_version(),
             last_swap: self.last_swap.times(),
             prepared_version: self.pending.as_ref().map(|p| p.version),
+            // The listener belongs to the main loop, which adds it.
+            remote_control: None,
         }
     }
 

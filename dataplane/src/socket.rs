@@ -8,13 +8,21 @@
 //! not send a whole request line in time, or does not read its answer in time, is disconnected. An optional
 //! second socket, reserved for control, has connections of its own, so no other local client can crowd control
 //! out, however often it reconnects.
+//!
+//! The remote listener (`[remote_control]`) is served by the same loop with the same handling: each of its
+//! connections first completes a TLS handshake with a client certificate ([`crate::remote`]), then reads and
+//! answers lines exactly as a local connection does.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::remote::{RemoteTls, TlsStream};
 
 use protocol::{decode_request, encode_reply, ErrorCode, ErrorReply, Reply, Request};
 use serde_json::Value;
@@ -117,34 +125,116 @@ pub fn bind(path: &Path, access: Access) -> std::io::Result<Listener> {
     Ok(listener)
 }
 
-/// Serves every socket, each under its own limits, until `stop` is set. Runs on a management thread (one std
+/// The remote listener: TLS over TCP, every client authenticated by its certificate.
+pub struct TlsListener {
+    listener: TcpListener,
+    tls: Arc<RemoteTls>,
+}
+
+impl TlsListener {
+    /// Binds `addr` (port 0: any free port); connections are served with `tls`.
+    pub fn bind(addr: SocketAddr, tls: Arc<RemoteTls>) -> std::io::Result<TlsListener> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(TlsListener { listener, tls })
+    }
+
+    /// The bound address (with the port chosen when 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Where control requests come in.
+pub enum Endpoint {
+    /// A local control socket.
+    Unix(Listener),
+    /// The remote listener.
+    Tls(TlsListener),
+}
+
+/// A connection just accepted, before anything is read.
+enum Incoming<'a> {
+    Unix(UnixStream),
+    Tcp(TcpStream, &'a RemoteTls),
+}
+
+impl Endpoint {
+    fn accept(&self) -> std::io::Result<Incoming<'_>> {
+        match self {
+            Endpoint::Unix(l) => l.listener.accept().map(|(c, _)| Incoming::Unix(c)),
+            Endpoint::Tls(l) => l.listener.accept().map(|(c, _)| Incoming::Tcp(c, &l.tls)),
+        }
+    }
+}
+
+/// A connection's byte stream: a Unix socket, or an authenticated TLS session.
+trait Stream: Read + Write {
+    /// Bounds how long one write to the underlying socket may block.
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_write_timeout(self, timeout)
+    }
+}
+
+impl Stream for TlsStream {
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TlsStream::set_write_timeout(self, timeout)
+    }
+}
+
+/// Serves every endpoint, each under its own limits, until `stop` is set. Runs on a management thread (one std
 /// thread per connection), never on a worker. The socket files are removed when the listeners are dropped.
 pub fn serve(
-    sockets: Vec<(Listener, Limits)>,
+    endpoints: Vec<(Endpoint, Limits)>,
     handler: &dyn Handler,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    let active: Vec<AtomicUsize> = sockets.iter().map(|_| AtomicUsize::new(0)).collect();
+    let active: Vec<AtomicUsize> = endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
     let result = std::thread::scope(|s| -> std::io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             let mut accepted = false;
-            // One accept per socket and round: a client that keeps connecting to one socket cannot keep the
-            // loop from another.
-            for ((listener, limits), active) in sockets.iter().zip(&active) {
-                let conn = match listener.listener.accept() {
-                    Ok((conn, _)) => conn,
+            // One accept per endpoint and round: a client that keeps connecting to one cannot keep the loop
+            // from another.
+            for ((endpoint, limits), active) in endpoints.iter().zip(&active) {
+                let incoming = match endpoint.accept() {
+                    Ok(incoming) => incoming,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    // A TCP client that reset before it was accepted is its own problem.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
                     Err(e) => return Err(e),
                 };
                 accepted = true;
                 if active.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
                     active.fetch_sub(1, Ordering::AcqRel);
-                    let err = refusal(ErrorCode::Internal, "too many control connections");
-                    let _ = send(&conn, err, Instant::now() + POLL);
+                    match incoming {
+                        Incoming::Unix(mut conn) => {
+                            let err = refusal(ErrorCode::Internal, "too many control connections");
+                            let _ = send(&mut conn, err, Instant::now() + POLL);
+                        }
+                        // No answer without a handshake, which would hold a thread: closed and counted.
+                        Incoming::Tcp(_, tls) => {
+                            tls.counters.over_limit.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     continue;
                 }
                 s.spawn(move || {
-                    let _ = connection(conn, handler, stop, limits);
+                    match incoming {
+                        Incoming::Unix(conn) => {
+                            let _ = unix_connection(conn, handler, stop, limits);
+                        }
+                        Incoming::Tcp(tcp, tls) => {
+                            if let Some(mut session) = tls.handshake(tcp, POLL) {
+                                if connection(&mut session, handler, stop, limits).is_ok() {
+                                    session.close();
+                                }
+                            }
+                        }
+                    }
                     active.fetch_sub(1, Ordering::AcqRel);
                 });
             }
@@ -154,20 +244,30 @@ pub fn serve(
         }
         Ok(())
     });
-    drop(sockets);
+    drop(endpoints);
     result
 }
 
-fn connection(
-    conn: UnixStream,
+fn unix_connection(
+    mut conn: UnixStream,
     handler: &dyn Handler,
     stop: &AtomicBool,
     limits: &Limits,
 ) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(POLL))?;
-    let writer = conn.try_clone()?;
-    let mut reader = BufReader::new(conn);
+    connection(&mut conn, handler, stop, limits)
+}
+
+/// Reads request lines from `stream` (whose reads time out every [`POLL`]) and answers each, until the client
+/// hangs up, idles, sends too much or `stop` is set.
+fn connection<S: Stream>(
+    stream: &mut S,
+    handler: &dyn Handler,
+    stop: &AtomicBool,
+    limits: &Limits,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     let mut deadline = Instant::now() + limits.idle_timeout;
     while !stop.load(Ordering::Relaxed) {
@@ -179,7 +279,7 @@ fn connection(
                     limits.idle_timeout.as_millis()
                 ),
             );
-            return send(&writer, err, Instant::now() + POLL);
+            return send(&mut **reader.get_mut(), err, Instant::now() + POLL);
         }
         // Never more than one byte past the limit is buffered, however long the line.
         match (&mut reader)
@@ -192,11 +292,19 @@ fn connection(
                     ErrorCode::TooLarge,
                     format!("request longer than {} bytes", limits.max_line),
                 );
-                return send(&writer, err, Instant::now() + limits.reply_timeout);
+                return send(
+                    &mut **reader.get_mut(),
+                    err,
+                    Instant::now() + limits.reply_timeout,
+                );
             }
             Ok(_) if line.last() == Some(&b'\n') => {
                 let answer = answer(&line, handler);
-                send(&writer, answer, Instant::now() + limits.reply_timeout)?;
+                send(
+                    &mut **reader.get_mut(),
+                    answer,
+                    Instant::now() + limits.reply_timeout,
+                )?;
                 line.clear();
                 deadline = Instant::now() + limits.idle_timeout;
             }
@@ -214,15 +322,23 @@ fn connection(
 
 /// Writes `line` and its newline, or fails at `deadline`: a client that does not read its answer cannot hold its
 /// connection (and a thread) for longer.
-fn send(mut conn: &UnixStream, mut line: String, deadline: Instant) -> std::io::Result<()> {
+fn send<S: Stream + ?Sized>(
+    conn: &mut S,
+    mut line: String,
+    deadline: Instant,
+) -> std::io::Result<()> {
     line.push('\n');
     let mut rest = line.as_bytes();
-    while !rest.is_empty() {
+    let left = || {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
+            Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        } else {
+            Ok(left)
         }
-        conn.set_write_timeout(Some(left))?;
+    };
+    while !rest.is_empty() {
+        conn.set_write_timeout(Some(left()?))?;
         match conn.write(rest) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
@@ -230,7 +346,9 @@ fn send(mut conn: &UnixStream, mut line: String, deadline: Instant) -> std::io::
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // A TLS session may still hold some of it (a Unix socket holds nothing).
+    conn.set_write_timeout(Some(left()?))?;
+    conn.flush()
 }
 
 fn answer(line: &[u8], handler: &dyn Handler) -> String {
@@ -280,7 +398,7 @@ mod tests {
     fn serving(sockets: &[(&Path, Limits)], test: impl FnOnce()) {
         let listeners = sockets
             .iter()
-            .map(|(path, limits)| (bind(path, Access::OWNER).unwrap(), *limits))
+            .map(|(path, limits)| (Endpoint::Unix(bind(path, Access::OWNER).unwrap()), *limits))
             .collect();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {

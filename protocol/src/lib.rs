@@ -56,8 +56,8 @@ mod request;
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
-    KillResult, LoadPolicyResult, PolicyState, PortCounters, PreparedPolicy, Reply, RuleCounters,
-    Status, SwapTimes, Verdict, WorkerSnapshot,
+    KillResult, LoadPolicyResult, PolicyState, PortCounters, PreparedPolicy, RemoteControlStatus,
+    Reply, RuleCounters, Status, SwapTimes, Verdict, WorkerSnapshot,
 };
 pub use request::{ErrorCode, ErrorReply, FlowFilter, Request};
 

@@ -43,6 +43,29 @@ pub struct Status {
     /// The version prepared and not yet published, if any (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepared_version: Option<u32>,
+    /// The remote control listener (TLS), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_control: Option<RemoteControlStatus>,
+}
+
+/// The remote control listener: where it listens, the certificate it serves, what its clients did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteControlStatus {
+    /// The bound address and port.
+    pub listen: String,
+    /// SHA-256 of the served certificate (`AB:CD:...`).
+    pub cert_sha256: String,
+    /// Handshakes completed (authenticated clients).
+    pub sessions: u64,
+    /// Handshakes refused or broken: no client certificate, an unknown, expired or unpinned one, not TLS.
+    pub handshake_failures: u64,
+    /// Handshakes not completed in time.
+    pub handshake_timeouts: u64,
+    /// Connections closed at once because the listener served its maximum.
+    pub over_limit: u64,
+    /// Certificate reloads (SIGHUP) that took effect, and those that kept the previous files.
+    pub reloads: u64,
+    pub reload_failures: u64,
 }
 
 /// The stages of a policy swap.

@@ -121,6 +121,7 @@ fn status() {
     assert_eq!((s.policy_version, s.policy_loaded_at), (None, None));
     let s = reply::<Status>("status_prepared").unwrap();
     assert_eq!((s.policy_version, s.prepared_version), (Some(3), Some(4)));
+    assert_eq!(s.remote_control.unwrap().handshake_failures, 3);
 }
 
 #[test]

@@ -9,12 +9,38 @@
 //! between the namespaces is through the dataplane. Every bed has its own namespace names, interface names and
 //! DPDK file prefix, so beds run in parallel; [`TestBed`]'s `Drop` stops the dataplane and deletes the
 //! namespaces even when a test panics. Needs root.
+//!
+//! # Remote gateways
+//!
+//! With [`Options::remote`] the bed's dataplane also serves its remote control listener (`[remote_control]`)
+//! on 127.0.0.1 at a port the kernel picks ([`TestBed::remote_addr`]), with a server certificate issued for
+//! 127.0.0.1 by the given [`pki::Pki`] (made with the `openssl` commands of `docs/remote-gateways.md`), and
+//! accepts clients by that CA and/or pins ([`remote::RemoteOptions`]). [`TestBed::ask_remote`] and
+//! [`TestBed::control_remote`] send a request over TLS with a given client identity. Several beds (say, three
+//! gateways for one control) share one `Pki`; [`Options::idle_sleep_max_us`] lets their workers yield the
+//! core when idle, so they run side by side on a small machine:
+//!
+//! ```no_run
+//! # fn main() -> testbed::Result<()> {
+//! use testbed::{pki::Pki, remote::RemoteOptions, Options, TestBed};
+//! let pki = Pki::new(std::env::temp_dir().join("my-test-pki"))?;
+//! let control = pki.client("control", 30)?;
+//! let mut opts = Options::new("target/debug/bulkhead-dataplane");
+//! opts.remote = Some(RemoteOptions::new(pki.clone()));
+//! let beds: Vec<TestBed> = (0..3).map(|_| TestBed::start(&opts)).collect::<Result<_, _>>()?;
+//! let status: protocol::Status = beds[0].ask_remote(Some(&control), &protocol::Request::Status {})?;
+//! // A control process is configured with beds[i].remote_addr(), pki.ca(), control.cert and control.key.
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod pki;
+pub mod remote;
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -55,6 +81,8 @@ pub enum Error {
     DataplaneDied { status: String, stderr: String },
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,6 +99,8 @@ pub struct Options {
     /// A policy document the dataplane loads at start (its `policy.bootstrap`). Without one it forwards
     /// nothing until a policy arrives on the control socket (fail-closed).
     pub policy: Option<PathBuf>,
+    /// Serve the remote control listener too (see the crate docs).
+    pub remote: Option<remote::RemoteOptions>,
 }
 
 impl Options {
@@ -80,6 +110,7 @@ impl Options {
             workers: vec![1],
             stats_interval_ms: 200,
             policy: None,
+            remote: None,
         }
     }
 }
@@ -296,6 +327,8 @@ pub struct TestBed {
     binary: PathBuf,
     events: Arc<(Mutex<Events>, Condvar)>,
     netns_created: Vec<String>,
+    /// The dataplane's server certificate and the CA that checks it, with a remote listener.
+    server: Option<(pki::Identity, PathBuf)>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -327,22 +360,26 @@ impl TestBed {
             binary: PathBuf::new(),
             events: Arc::default(),
             netns_created: Vec::new(),
+            server: None,
         };
         for ns in [bed.a.netns.clone(), bed.b.netns.clone()] {
             sh(&["ip", "netns", "add", &ns])?;
             bed.netns_created.push(ns);
         }
         let config = bed.dir.join("dataplane.toml");
-        std::fs::write(
-            &config,
-            config_text(
-                opts,
-                &format!("tb-{id}"),
-                &bed.dir,
-                &bed.a.iface,
-                &bed.b.iface,
-            ),
-        )?;
+        let mut text = config_text(
+            opts,
+            &format!("tb-{id}"),
+            &bed.dir,
+            &bed.a.iface,
+            &bed.b.iface,
+        );
+        if let Some(r) = &opts.remote {
+            let server = r.pki.server(&format!("gw-{id}"), remote::LISTEN_ADDR, 30)?;
+            text += &remote::config_section(r, &server);
+            bed.server = Some((server, r.pki.ca()));
+        }
+        std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();
         bed.start_dataplane(&opts.dataplane, &config)?;
         bed.wire()?;
@@ -368,12 +405,32 @@ impl TestBed {
     /// are recreated and wired in again). Returns how the first process ended.
     pub fn restart(&mut self) -> Result<Stopped> {
         let stopped = self.stop()?;
+        self.start_again()?;
+        Ok(stopped)
+    }
+
+    /// Starts the dataplane again with the bed's config and state directory, and wires its new TAP devices in.
+    fn start_again(&mut self) -> Result<()> {
         self.events = Arc::default();
         let config = self.dir.join("dataplane.toml");
         let binary = self.binary.clone();
         self.start_dataplane(&binary, &config)?;
-        self.wire()?;
-        Ok(stopped)
+        self.wire()
+    }
+
+    /// Kills the dataplane with SIGKILL (no shutdown of any kind) and starts it again with the same config and
+    /// state directory, wired in as before. Returns how the first process ended.
+    pub fn kill_and_restart(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            return Err(Error::Timeout(
+                Duration::ZERO,
+                "a running dataplane (already stopped)",
+            ));
+        };
+        child.kill()?;
+        let status = child.wait()?;
+        self.start_again()?;
+        Ok(status)
     }
 
     /// The dataplane's process id, while it runs.
@@ -490,12 +547,7 @@ impl TestBed {
     /// Sends one request on the control socket and reads its result as `T`, the result type of its op; a
     /// refusal is an [`Error::Refused`].
     pub fn ask<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {
-        let reply = self.exchange(request)?;
-        match protocol::decode_reply(&reply) {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(refusal)) => Err(Error::Refused(refusal)),
-            Err(e) => Err(Error::Protocol(format!("{e}: {reply:?}"))),
-        }
+        decode(&self.exchange(request)?)
     }
 
     /// Sends `request`, returns the answer line.
@@ -508,6 +560,55 @@ impl TestBed {
         let mut reply = String::new();
         BufReader::new(&stream).read_line(&mut reply)?;
         Ok(reply)
+    }
+
+    /// Where the remote listener listens (from the `ready` event), if the bed has one.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.ready()["remote_control"].as_str()?.parse().ok()
+    }
+
+    /// The dataplane's server certificate and key (replace them and [`TestBed::reload`] to rotate them).
+    pub fn server_identity(&self) -> Option<&pki::Identity> {
+        self.server.as_ref().map(|(id, _)| id)
+    }
+
+    /// Sends one request over the remote listener presenting `identity` (`None`: no client certificate), the
+    /// dataplane's certificate checked against the bed's CA; the whole answer line as JSON.
+    pub fn control_remote(
+        &self,
+        identity: Option<&pki::Identity>,
+        request: &Request,
+    ) -> Result<Value> {
+        let reply = self.exchange_remote(identity, request)?;
+        serde_json::from_str(&reply).map_err(|e| Error::Protocol(format!("{e}: {reply:?}")))
+    }
+
+    /// [`TestBed::control_remote`], the result read as `T`; a refusal is an [`Error::Refused`].
+    pub fn ask_remote<T: DeserializeOwned>(
+        &self,
+        identity: Option<&pki::Identity>,
+        request: &Request,
+    ) -> Result<T> {
+        decode(&self.exchange_remote(identity, request)?)
+    }
+
+    fn exchange_remote(
+        &self,
+        identity: Option<&pki::Identity>,
+        request: &Request,
+    ) -> Result<String> {
+        let (Some(addr), Some((_, ca))) = (self.remote_addr(), &self.server) else {
+            return Err(Error::Tls("the bed has no remote listener".into()));
+        };
+        remote::exchange(addr, ca, identity, &protocol::encode_request(None, request))
+    }
+
+    /// Sends the dataplane SIGHUP (it reads its remote listener's certificates again).
+    pub fn reload(&self) -> Result<()> {
+        let pid = self
+            .dataplane_pid()
+            .ok_or(Error::Timeout(Duration::ZERO, "a running dataplane"))?;
+        sh(&["kill", "-HUP", &pid.to_string()]).map(drop)
     }
 
     /// Everything the dataplane wrote on stderr so far.
@@ -591,6 +692,15 @@ fn remove_stale_namespaces() {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
+    }
+}
+
+/// An answer line's result as `T`; a refusal is an [`Error::Refused`].
+fn decode<T: DeserializeOwned>(reply: &str) -> Result<T> {
+    match protocol::decode_reply(reply) {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(refusal)) => Err(Error::Refused(refusal)),
+        Err(e) => Err(Error::Protocol(format!("{e}: {reply:?}"))),
     }
 }
 
