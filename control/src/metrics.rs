@@ -612,6 +612,7 @@ impl Metrics {
     /// dataplane is retried at the same pace (no spinning, no crash); state changes are logged once.
     pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
         let dataplane = dataplane.with_timeout(Duration::from_millis(self.config.timeout_ms));
+        self.watch([dataplane.name()]);
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_up = None;
