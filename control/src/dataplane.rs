@@ -84,6 +84,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 struct Backoff {
     wait: Option<Duration>,
     retry_at: Option<Instant>,
+    /// Why the last attempt failed.
+    error: String,
 }
 
 /// A gateway's name, where it listens, and how long to wait for an answer.
@@ -154,7 +156,7 @@ impl Dataplane {
             },
         };
         let stream = connected.map_err(|source| {
-            self.failed();
+            self.failed(&source);
             DataplaneError::Unreachable {
                 at: self.transport.to_string(),
                 source,
@@ -201,7 +203,8 @@ impl Dataplane {
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotConnected,
                     format!(
-                        "not reachable at the last attempt; next attempt in {} ms",
+                        "{} (next attempt in {} ms)",
+                        backoff.error,
                         at.saturating_duration_since(Instant::now()).as_millis()
                     ),
                 ),
@@ -210,8 +213,9 @@ impl Dataplane {
         }
     }
 
-    fn failed(&self) {
+    fn failed(&self, error: &std::io::Error) {
         let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.error = error.to_string();
         let wait = backoff
             .wait
             .map_or(FIRST_BACKOFF, |w| (w * 2).min(MAX_BACKOFF));

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::util::{root, show, Result};
 
 mod classify;
+mod gateways;
 mod history;
 mod inputs;
 mod suggest;
@@ -41,19 +42,22 @@ pub enum Suite {
     Swap,
     /// Memory per tracked flow at one million flows.
     Memory,
+    /// Commit to enforced through control of a 10k-rule policy on one and on three gateways.
+    Gateways,
     /// Control's flow history: ingestion rate, 30-day queries over 10⁶ conversation-buckets, bytes per row.
     History,
     /// Rule suggestion and what-if over 1 000 000 conversation-buckets (control's engines, no dataplane).
     Suggest,
 }
 
-const ALL: [Suite; 8] = [
+const ALL: [Suite; 9] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
+    Suite::Gateways,
     Suite::History,
     Suite::Suggest,
 ];
@@ -165,6 +169,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
+            Suite::Gateways => gateways::gateways(args)?,
             Suite::History => history::history()?,
             Suite::Suggest => suggest::suggest(args)?,
         });
