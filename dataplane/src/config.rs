@@ -272,10 +272,22 @@ pub struct Workers {
     /// Packets per RX burst.
     #[serde(default = "default_burst")]
     pub burst: usize,
+    /// Idle back-off: the longest a worker sleeps when its queues stay empty, in microseconds (0: never
+    /// sleep, pure polling). A deliberate exception to the poll loop's no-syscall rule that lets idle workers
+    /// yield their core, at the cost of up to this much latency for the first packet after a quiet spell.
+    #[serde(default)]
+    pub idle_sleep_max_us: u32,
+    /// Consecutive empty polls before the first sleep (the sleeps then double from 2 µs to the maximum).
+    #[serde(default = "default_idle_polls_before_sleep")]
+    pub idle_polls_before_sleep: u32,
 }
 
 fn default_burst() -> usize {
     32
+}
+
+fn default_idle_polls_before_sleep() -> u32 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -484,6 +496,19 @@ impl Config {
             return Err(invalid(
                 "workers.burst",
                 format!("{} is not in 1..={}", w.burst, dpdk::MAX_BURST),
+            ));
+        }
+
+        if w.idle_sleep_max_us > 100_000 {
+            return Err(invalid(
+                "workers.idle_sleep_max_us",
+                format!("{} is above 100000 (100 ms)", w.idle_sleep_max_us),
+            ));
+        }
+        if !(1..=1_000_000).contains(&w.idle_polls_before_sleep) {
+            return Err(invalid(
+                "workers.idle_polls_before_sleep",
+                format!("{} is not in 1..=1000000", w.idle_polls_before_sleep),
             ));
         }
 

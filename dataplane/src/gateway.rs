@@ -24,7 +24,7 @@ use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
 use crate::socket::{self, Handler};
-use crate::worker::Worker;
+use crate::worker::{IdleBackoff, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -201,6 +201,10 @@ pub fn run(
             expiry_budget: cfg.conntrack.expiry_budget as usize,
             denied_events_per_sec: cfg.events.denied_per_second,
             pool: &pool,
+            idle: IdleBackoff {
+                sleep_max_us: cfg.workers.idle_sleep_max_us,
+                polls_before_sleep: cfg.workers.idle_polls_before_sleep,
+            },
         });
     }
     drop(started);

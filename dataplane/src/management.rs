@@ -399,8 +399,14 @@ impl<'m, 'eal> Management<'m, 'eal> {
             }
         };
         let result = self.publish(compiled, persist);
-        // Published and persisted as the enforced state: the pending file has served.
-        self.remove_pending_file()?;
+        // Published and persisted as the enforced state: the pending file has served. A failure to remove it
+        // must not answer a publish that took effect as failed; a restart removes it anyway.
+        if let Err(e) = self.remove_pending_file() {
+            eprintln!(
+                "bulkhead-dataplane: version {version} published, but {}",
+                e.message
+            );
+        }
         Ok(result)
     }
 

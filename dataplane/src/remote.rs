@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -182,16 +182,24 @@ impl RemoteTls {
     }
 
     /// Completes the TLS handshake on `tcp` within the handshake deadline, polling every `poll` (the socket's
-    /// read timeout) so a stopping dataplane is not held up. `None` (counted) when it fails or times out.
-    pub fn handshake(&self, tcp: TcpStream, poll: Duration) -> Option<TlsStream> {
+    /// read timeout) so a stopping dataplane (`stop`) is not held up. `None` (counted, unless stopping) when it
+    /// fails or times out.
+    pub fn handshake(
+        &self,
+        mut tcp: TcpStream,
+        poll: Duration,
+        stop: &AtomicBool,
+    ) -> Option<TlsStream> {
         let server = self.read().server.clone();
         let mut conn = ServerConnection::new(server).ok()?;
-        let mut tcp = tcp;
         tcp.set_nonblocking(false).ok()?;
         tcp.set_read_timeout(Some(poll)).ok()?;
         tcp.set_write_timeout(Some(poll)).ok()?;
         let deadline = Instant::now() + self.handshake_timeout();
         while conn.is_handshaking() {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
             if Instant::now() >= deadline {
                 self.counters
                     .handshake_timeouts
@@ -207,11 +215,7 @@ impl RemoteTls {
                     return None;
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if crate::socket::timed_out(&e) => {}
                 Err(_) => {
                     // rustls has queued its alert; let the client know why, best effort.
                     let _ = conn.write_tls(&mut tcp);

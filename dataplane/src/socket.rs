@@ -228,7 +228,7 @@ pub fn serve(
                             let _ = unix_connection(conn, handler, stop, limits);
                         }
                         Incoming::Tcp(tcp, tls) => {
-                            if let Some(mut session) = tls.handshake(tcp, POLL) {
+                            if let Some(mut session) = tls.handshake(tcp, POLL, stop) {
                                 if connection(&mut session, handler, stop, limits).is_ok() {
                                     session.close();
                                 }
@@ -309,15 +309,19 @@ fn connection<S: Stream>(
                 deadline = Instant::now() + limits.idle_timeout;
             }
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Whether a read or write failed only because the socket's timeout passed (try again).
+pub(crate) fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Writes `line` and its newline, or fails at `deadline`: a client that does not read its answer cannot hold its

@@ -2,6 +2,13 @@
 //! system call: everything it needs — queues, its connection table, a burst buffer on its stack, its counters,
 //! its event queue — is set up before it starts, and it reports only through counters and events.
 //!
+//! One deliberate exception, off by default: the idle back-off (`[workers] idle_sleep_max_us`). After
+//! `idle_polls_before_sleep` consecutive iterations that found every queue empty, the worker goes offline for
+//! RCU (a policy publish never waits for it), answers a pending flow command, and sleeps — a system call —
+//! starting at a few microseconds and doubling up to the maximum; the first packet resets it. Pollers with
+//! nothing to do then yield their core (gateways sharing cores, quiet segments, power), at the price of up to
+//! the maximum sleep of added latency for the first packet after a quiet spell.
+//!
 //! Per loop iteration: announce a quiescent point (QSBR) and pick up the current policy version; then, for each
 //! port, receive a burst, judge it, send what passes to the linked port and the reject answers back out the
 //! port they came from; finally advance connection expiry by a fixed budget.
@@ -48,6 +55,56 @@ pub enum Command {
 /// How often (in loop iterations) the worker looks for commands.
 const COMMAND_PERIOD: u32 = 1024;
 
+/// The first sleep of the idle back-off, in microseconds.
+const FIRST_IDLE_SLEEP_US: u32 = 2;
+
+/// The idle back-off's settings (see the module docs); `sleep_max_us` 0: never sleep (pure polling).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleBackoff {
+    pub sleep_max_us: u32,
+    pub polls_before_sleep: u32,
+}
+
+/// Where a worker is in its idle back-off.
+#[derive(Debug)]
+struct Idle {
+    cfg: IdleBackoff,
+    empty_polls: u32,
+    next_sleep_us: u32,
+}
+
+impl Idle {
+    fn new(cfg: IdleBackoff) -> Self {
+        Idle {
+            cfg,
+            empty_polls: 0,
+            next_sleep_us: FIRST_IDLE_SLEEP_US.min(cfg.sleep_max_us),
+        }
+    }
+
+    /// After an iteration that found every queue empty: how long to sleep now, if at all.
+    #[inline]
+    fn after_empty_poll(&mut self) -> Option<std::time::Duration> {
+        if self.cfg.sleep_max_us == 0 {
+            return None;
+        }
+        self.empty_polls = self.empty_polls.saturating_add(1);
+        if self.empty_polls < self.cfg.polls_before_sleep {
+            return None;
+        }
+        let us = self.next_sleep_us;
+        self.next_sleep_us = us.saturating_mul(2).min(self.cfg.sleep_max_us);
+        Some(std::time::Duration::from_micros(u64::from(us)))
+    }
+
+    /// After an iteration that moved packets.
+    #[inline]
+    fn reset(&mut self) {
+        self.empty_polls = 0;
+        self.next_sleep_us = FIRST_IDLE_SLEEP_US.min(self.cfg.sleep_max_us);
+    }
+}
+
 /// What one worker owns.
 pub struct Worker<'a, 'p, 'eal> {
     pub index: u16,
@@ -67,6 +124,7 @@ pub struct Worker<'a, 'p, 'eal> {
     pub denied_events_per_sec: u32,
     /// Buffers for reject answers.
     pub pool: &'p Mempool<'eal>,
+    pub idle: IdleBackoff,
 }
 
 /// Per-packet notes between the passes.
@@ -216,6 +274,7 @@ impl<'p> Worker<'_, 'p, '_> {
         };
         let mut applied_version = u32::MAX;
         let mut iteration: u32 = 0;
+        let mut idle = Idle::new(self.idle);
         while !stop.load(Relaxed) {
             self.policy.quiescent();
             let now = self.clock.ms(dpdk::tsc());
@@ -272,8 +331,12 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             if moved == 0 {
                 self.counters.idle_polls.add(1);
+                if let Some(pause) = idle.after_empty_poll() {
+                    self.idle_sleep(pause, now);
+                }
             } else {
                 self.counters.busy_polls.add(1);
+                idle.reset();
             }
             let (counters, events, worker) = (self.counters, &self.events, self.index);
             self.tracker.expire(now, self.expiry_budget, |id, e| {
@@ -297,6 +360,18 @@ impl<'p> Worker<'_, 'p, '_> {
             }
         }
         self.policy.offline();
+    }
+
+    /// The idle back-off's sleep (the documented exception to the no-syscall rule): offline for RCU first, so
+    /// a publish does not wait for a sleeping worker; a pending flow command is answered first, so commands
+    /// are not held up by the sleeps.
+    #[cold]
+    fn idle_sleep(&mut self, pause: std::time::Duration, now: u64) {
+        self.policy.offline();
+        if let Ok(cmd) = self.commands.try_recv() {
+            self.command(cmd, now);
+        }
+        std::thread::sleep(pause);
     }
 
     fn command(&mut self, cmd: Command, now: u64) {
@@ -774,4 +849,35 @@ fn closed_event(f: &FlowInfo, worker: u16, now: u64) -> FlowEvent {
         Verdict::Allow
     };
     event(EventKind::Closed, f, verdict, worker, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Idle, IdleBackoff};
+    use std::time::Duration;
+
+    fn sleeps(idle: &mut Idle, polls: usize) -> Vec<Option<Duration>> {
+        (0..polls).map(|_| idle.after_empty_poll()).collect()
+    }
+
+    #[test]
+    fn idle_backoff_sleeps_after_empty_polls_doubling_to_the_max_and_resets_on_a_packet() {
+        let us = |n| Some(Duration::from_micros(n));
+        let mut idle = Idle::new(IdleBackoff {
+            sleep_max_us: 20,
+            polls_before_sleep: 3,
+        });
+        assert_eq!(
+            sleeps(&mut idle, 8),
+            [None, None, us(2), us(4), us(8), us(16), us(20), us(20)]
+        );
+        idle.reset();
+        assert_eq!(sleeps(&mut idle, 4), [None, None, us(2), us(4)]);
+        // Off: pure polling, however long the quiet.
+        let mut off = Idle::new(IdleBackoff {
+            sleep_max_us: 0,
+            polls_before_sleep: 1,
+        });
+        assert!(sleeps(&mut off, 10_000).iter().all(Option::is_none));
+    }
 }

@@ -1,7 +1,7 @@
 //! The dataplane's control protocol: every request a client may send, every reply the dataplane gives, and
 //! how one message is written as one line. This crate is the API boundary between the dataplane and the
 //! processes that drive it (`bulkhead-control`, the testbed, `xtask`); it knows nothing of the transport
-//! (today a local Unix socket, later TLS to remote gateways), of DPDK or of an async runtime.
+//! (a local Unix socket, or TLS with client certificates to a remote gateway), of DPDK or of an async runtime.
 //!
 //! # Messages
 //!

@@ -17,8 +17,8 @@
 //! 127.0.0.1 by the given [`pki::Pki`] (made with the `openssl` commands of `docs/remote-gateways.md`), and
 //! accepts clients by that CA and/or pins ([`remote::RemoteOptions`]). [`TestBed::ask_remote`] and
 //! [`TestBed::control_remote`] send a request over TLS with a given client identity. Several beds (say, three
-//! gateways for one control) share one `Pki`; [`Options::idle_sleep_max_us`] lets their workers yield the
-//! core when idle, so they run side by side on a small machine:
+//! gateways for one control) share one `Pki`; [`Options::idle_sleep_max_us`] (1000 is a good value) lets
+//! their workers yield the core when idle, so they run side by side on a small machine:
 //!
 //! ```no_run
 //! # fn main() -> testbed::Result<()> {
@@ -27,6 +27,7 @@
 //! let control = pki.client("control", 30)?;
 //! let mut opts = Options::new("target/debug/bulkhead-dataplane");
 //! opts.remote = Some(RemoteOptions::new(pki.clone()));
+//! opts.idle_sleep_max_us = 1000;
 //! let beds: Vec<TestBed> = (0..3).map(|_| TestBed::start(&opts)).collect::<Result<_, _>>()?;
 //! let status: protocol::Status = beds[0].ask_remote(Some(&control), &protocol::Request::Status {})?;
 //! // A control process is configured with beds[i].remote_addr(), pki.ca(), control.cert and control.key.
@@ -101,6 +102,9 @@ pub struct Options {
     pub policy: Option<PathBuf>,
     /// Serve the remote control listener too (see the crate docs).
     pub remote: Option<remote::RemoteOptions>,
+    /// The workers' idle back-off (`[workers] idle_sleep_max_us`; 0: pure polling). With it, idle beds
+    /// yield the cores they share.
+    pub idle_sleep_max_us: u32,
 }
 
 impl Options {
@@ -111,6 +115,7 @@ impl Options {
             stats_interval_ms: 200,
             policy: None,
             remote: None,
+            idle_sleep_max_us: 0,
         }
     }
 }
@@ -327,8 +332,9 @@ pub struct TestBed {
     binary: PathBuf,
     events: Arc<(Mutex<Events>, Condvar)>,
     netns_created: Vec<String>,
-    /// The dataplane's server certificate and the CA that checks it, with a remote listener.
-    server: Option<(pki::Identity, PathBuf)>,
+    /// With a remote listener: the dataplane's server certificate, its name (`gw-<bed id>`, also its DNS
+    /// subject alternative name besides IP 127.0.0.1) and the CA that checks it.
+    server: Option<(pki::Identity, String, PathBuf)>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -375,9 +381,10 @@ impl TestBed {
             &bed.b.iface,
         );
         if let Some(r) = &opts.remote {
-            let server = r.pki.server(&format!("gw-{id}"), remote::LISTEN_ADDR, 30)?;
+            let name = format!("gw-{id}");
+            let server = r.pki.server(&name, remote::LISTEN_ADDR, 30)?;
             text += &remote::config_section(r, &server);
-            bed.server = Some((server, r.pki.ca()));
+            bed.server = Some((server, name, r.pki.ca()));
         }
         std::fs::write(&config, text)?;
         bed.binary = opts.dataplane.clone();
@@ -569,7 +576,13 @@ impl TestBed {
 
     /// The dataplane's server certificate and key (replace them and [`TestBed::reload`] to rotate them).
     pub fn server_identity(&self) -> Option<&pki::Identity> {
-        self.server.as_ref().map(|(id, _)| id)
+        self.server.as_ref().map(|(id, _, _)| id)
+    }
+
+    /// The name in the dataplane's server certificate (a DNS subject alternative name; the certificate also
+    /// holds IP 127.0.0.1, the address [`TestBed::remote_addr`] gives).
+    pub fn remote_name(&self) -> Option<&str> {
+        self.server.as_ref().map(|(_, name, _)| name.as_str())
     }
 
     /// Sends one request over the remote listener presenting `identity` (`None`: no client certificate), the
@@ -597,7 +610,7 @@ impl TestBed {
         identity: Option<&pki::Identity>,
         request: &Request,
     ) -> Result<String> {
-        let (Some(addr), Some((_, ca))) = (self.remote_addr(), &self.server) else {
+        let (Some(addr), Some((_, _, ca))) = (self.remote_addr(), &self.server) else {
             return Err(Error::Tls("the bed has no remote listener".into()));
         };
         remote::exchange(addr, ca, identity, &protocol::encode_request(None, request))
@@ -759,6 +772,7 @@ log_level = "warning"
 
 [workers]
 cores = [{cores}]
+idle_sleep_max_us = {idle_sleep_max_us}
 
 [mempool]
 mbufs = 8191
@@ -789,6 +803,7 @@ control_socket = {socket:?}
 [conntrack]
 flows_per_worker = 16384
 "#,
-        interval = opts.stats_interval_ms
+        interval = opts.stats_interval_ms,
+        idle_sleep_max_us = opts.idle_sleep_max_us,
     )
 }

@@ -26,6 +26,10 @@ pub struct RemoteOptions {
     pub client_ca: Option<PathBuf>,
     /// SHA-256 fingerprints of client certificates accepted besides.
     pub client_pins: Vec<String>,
+    /// Time for a client's TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// Connections served at once.
+    pub max_connections: u32,
 }
 
 impl RemoteOptions {
@@ -35,6 +39,8 @@ impl RemoteOptions {
             client_ca: Some(pki.ca()),
             pki,
             client_pins: Vec::new(),
+            handshake_timeout_ms: 5000,
+            max_connections: 16,
         }
     }
 }
@@ -42,11 +48,13 @@ impl RemoteOptions {
 /// The `[remote_control]` section for a bed whose server certificate is `server`.
 pub(crate) fn config_section(opts: &RemoteOptions, server: &Identity) -> String {
     let mut text = format!(
-        "\n[remote_control]\nlisten = \"{}\"\ncert = {:?}\nkey = {:?}\nclient_pins = {:?}\n",
+        "\n[remote_control]\nlisten = \"{}\"\ncert = {:?}\nkey = {:?}\nclient_pins = {:?}\nhandshake_timeout_ms = {}\nmax_connections = {}\n",
         SocketAddr::new(LISTEN_ADDR, 0),
         server.cert.display().to_string(),
         server.key.display().to_string(),
         opts.client_pins,
+        opts.handshake_timeout_ms,
+        opts.max_connections,
     );
     if let Some(ca) = &opts.client_ca {
         text += &format!("client_ca = {:?}\n", ca.display().to_string());

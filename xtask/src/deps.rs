@@ -35,7 +35,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "util-linux",
     "adduser",
-    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently.
+    // The TLS tests: certificate fingerprints and the public-key hash Chromium trusts, read independently; the
+    // dataplane remote listener's certificates, made with the commands of docs/remote-gateways.md.
     "openssl",
     // SIEM export tests: a real syslog receiver with its TLS driver, nfdump's IPFIX collector, and a venv for
     // the reference Community ID implementation from PyPI.
