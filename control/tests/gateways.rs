@@ -129,6 +129,8 @@ fn one_control_three_gateways() {
     opts.policy =
         Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.json"));
     opts.remote = Some(RemoteOptions::new(pki.clone()));
+    // Three dataplanes share this machine's cores: idle workers yield theirs.
+    opts.idle_sleep_max_us = 1000;
     let mut beds: Vec<TestBed> = (0..3).map(|_| TestBed::start(&opts).unwrap()).collect();
     let mut servers = Vec::new();
     for bed in &beds {
