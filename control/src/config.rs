@@ -398,7 +398,10 @@ mod tests {
             .to_string();
         assert!(e.contains("store_dir"), "{e}");
         let e = parse("store_dir = \"/s\"\n").unwrap_err().to_string();
-        assert!(e.contains("dataplane_socket") && e.contains("[[gateways]]"), "{e}");
+        assert!(
+            e.contains("dataplane_socket") && e.contains("[[gateways]]"),
+            "{e}"
+        );
         let e = parse("store_dir = \"/s\"\ndataplane_socket = \"/d\"\nconfirm_timeout_s = 0\n")
             .unwrap_err()
             .to_string();
@@ -439,7 +442,10 @@ mod tests {
         let e = parse(&format!("dataplane_socket = \"/d\"\n{two}"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("dataplane_socket") && e.contains("[[gateways]]"), "{e}");
+        assert!(
+            e.contains("dataplane_socket") && e.contains("[[gateways]]"),
+            "{e}"
+        );
         let bad = [
             ("name = \"\"\nsocket = \"/a\"", "gateways[0].name"),
             ("name = \"a b\"\nsocket = \"/a\"", "gateways[0].name"),
@@ -461,7 +467,10 @@ mod tests {
         let e = parse("store_dir = \"/s\"\n[[gateways]]\nname = \"a\"\nsocket = \"/a\"\n[[gateways]]\nname = \"a\"\nsocket = \"/b\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("gateways[1].name") && e.contains("earlier"), "{e}");
+        assert!(
+            e.contains("gateways[1].name") && e.contains("earlier"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -313,8 +313,9 @@ impl Dataplane {
 
 /// A version number as the two-step ops carry it (control's numbers stay far below 2³²).
 fn wire_version(version: u64) -> Result<u32, DataplaneError> {
-    u32::try_from(version)
-        .map_err(|_| DataplaneError::Protocol(format!("version {version} does not fit the protocol")))
+    u32::try_from(version).map_err(|_| {
+        DataplaneError::Protocol(format!("version {version} does not fit the protocol"))
+    })
 }
 
 /// A connection to a dataplane: a Unix socket or a TLS stream over TCP.

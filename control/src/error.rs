@@ -192,7 +192,11 @@ fn not_deployed(d: &crate::lifecycle::Deployment, message: String) -> ApiError {
     let mut out = if d.refused() {
         ApiError::new(StatusCode::BAD_GATEWAY, "dataplane_refused", message)
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "dataplane_unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dataplane_unavailable",
+            message,
+        )
     };
     for (name, answer) in &d.answers {
         out = out.detail(format!("gateways.{name}"), answer.describe());

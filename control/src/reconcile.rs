@@ -134,7 +134,11 @@ pub async fn reconcile(app: &App) -> Report {
     }
     let mut outcomes: Vec<Option<Outcome>> = statuses
         .iter()
-        .map(|s| s.as_ref().err().map(|e| Outcome::Unreachable(e.to_string())))
+        .map(|s| {
+            s.as_ref()
+                .err()
+                .map(|e| Outcome::Unreachable(e.to_string()))
+        })
         .collect();
     if store.active_version().is_none() {
         // Adopt what the gateway with the highest version enforces rather than leave the store empty and the
@@ -230,12 +234,9 @@ async fn sync(
             }
         });
     }
-    let pushed = futures_util::future::join_all(
-        pushes
-            .iter()
-            .map(|(_, g, _, _)| app.push(g, &doc, active)),
-    )
-    .await;
+    let pushed =
+        futures_util::future::join_all(pushes.iter().map(|(_, g, _, _)| app.push(g, &doc, active)))
+            .await;
     for ((k, _, intent, running), pushed) in pushes.into_iter().zip(pushed) {
         let outcome = match &pushed {
             Ok(_) => Some(store::Outcome::Applied),
@@ -247,7 +248,9 @@ async fn sync(
         };
         if let Some(outcome) = outcome {
             if let Err(e) = store.append_outcome(intent, outcome, false) {
-                log(&json!({"event": "intent_unresolved", "intent": intent, "error": e.to_string()}));
+                log(
+                    &json!({"event": "intent_unresolved", "intent": intent, "error": e.to_string()}),
+                );
             }
         }
         outcomes[k] = match pushed {
@@ -304,9 +307,7 @@ fn resolve_open_intents(store: &mut Store, reached: &[(&str, Option<u64>)]) {
         .map(|e| (e.seq, e.version_after, e.object.clone()))
         .collect();
     for (seq, version, object) in open {
-        let gateway = object
-            .as_deref()
-            .and_then(|o| o.strip_prefix("gateways/"));
+        let gateway = object.as_deref().and_then(|o| o.strip_prefix("gateways/"));
         let runs = match gateway {
             Some(name) => match reached.iter().find(|(n, _)| *n == name) {
                 Some((_, running)) => *running == version,
@@ -417,7 +418,10 @@ pub async fn run(app: std::sync::Arc<App>) {
         }
         let report = reconcile(&app).await;
         // Log changes only: an unreachable gateway must not flood the log every tick.
-        let changed = |name: &str, outcome: &Outcome| match (last.as_ref().and_then(|l| l.get(name)), outcome) {
+        let changed = |name: &str, outcome: &Outcome| match (
+            last.as_ref().and_then(|l| l.get(name)),
+            outcome,
+        ) {
             (Some(Outcome::InSync(a)), Outcome::InSync(b)) => a != b,
             (Some(Outcome::Unreachable(_)), Outcome::Unreachable(_)) => false,
             (Some(Outcome::Empty), Outcome::Empty) => false,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,23 +26,7 @@ fn reaches(side: &Side, port: u16) -> bool {
 
 /// A rate-limited download of the 3 MiB file from `side` (about 8 s), and its tracked flow on `bed`.
 fn download(bed: &TestBed) -> (Child, Value) {
-    let child = bed
-        .a
-        .command("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--limit-rate",
-            "400k",
-            "--max-time",
-            "60",
-        ])
-        .arg(format!("http://{}:8080/blob", addr::B4))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = slow_download(&bed.a, "400k", 60);
     let flow = wait_for(10, "the download's flow", || {
         let r = bed
             .control(&Request::Flows {
@@ -92,7 +76,11 @@ fn gateways_toml(beds: &[TestBed], pki: &Pki, ca: &std::path::Path, pin: &str) -
         "[[gateways]]\nname = \"{}\"\nsocket = {:?}\n{}{}",
         NAMES[0],
         beds[0].control_socket().display().to_string(),
-        remote(NAMES[1], &beds[1], format!("ca = {:?}", ca.display().to_string())),
+        remote(
+            NAMES[1],
+            &beds[1],
+            format!("ca = {:?}", ca.display().to_string())
+        ),
         remote(NAMES[2], &beds[2], format!("pin = \"{pin}\"")),
     )
 }
@@ -141,7 +129,11 @@ fn one_control_three_gateways() {
         servers.extend([8080, 502].map(|port| file_server(&bed.b, addr::B4, port, &www)));
     }
     let pin = fingerprint(&beds[2].server_identity().unwrap().cert);
-    let mut copts = ControlOptions::new(control_bin(), &dir.join("control"), std::path::Path::new(""));
+    let mut copts = ControlOptions::new(
+        control_bin(),
+        &dir.join("control"),
+        std::path::Path::new(""),
+    );
     copts.extra = gateways_toml(&beds, &pki, &pki.ca(), &pin);
     let mut c = start_control(&copts);
 
@@ -201,7 +193,9 @@ fn one_control_three_gateways() {
         .unwrap()
         .iter()
         .any(|f| f["sport"] == sport && f["gateway"] == NAMES[1]));
-    let r = c.call("GET", "/api/v1/flows?gateway=nowhere", None).unwrap();
+    let r = c
+        .call("GET", "/api/v1/flows?gateway=nowhere", None)
+        .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
 
     let etag = draft_etag(&c);
@@ -238,7 +232,11 @@ fn one_control_three_gateways() {
         "{cut_a}"
     );
     assert_eq!(
-        cut_a["gateways"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        cut_a["gateways"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         [NAMES[0]]
     );
     let r = c
@@ -280,8 +278,7 @@ fn one_control_three_gateways() {
         let back = status(&beds[0]);
         assert_eq!(back.prepared_version, None);
         assert!(
-            back.policy_version.map(u64::from) == Some(v2)
-                || back.policy_version == Some(prepared),
+            back.policy_version.map(u64::from) == Some(v2) || back.policy_version == Some(prepared),
             "{back:?}"
         );
         call.join().unwrap()
@@ -333,10 +330,17 @@ fn one_control_three_gateways() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body["killed"].as_u64().unwrap() >= 1, "{}", r.body);
     assert_eq!(
-        r.body["gateways"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        r.body["gateways"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         [NAMES[2]]
     );
-    assert!(!finished(download_c), "a killed connection does not complete");
+    assert!(
+        !finished(download_c),
+        "a killed connection does not complete"
+    );
 
     // Metrics and the flow log name the gateways.
     let metrics = c.call("GET", "/metrics", None).unwrap().body;
@@ -349,7 +353,11 @@ fn one_control_three_gateways() {
     }
     let log = wait_for(10, "flow events of plant-c", || {
         let r = c
-            .call("GET", &format!("/api/v1/flow-log?gateway={}", NAMES[2]), None)
+            .call(
+                "GET",
+                &format!("/api/v1/flow-log?gateway={}", NAMES[2]),
+                None,
+            )
             .unwrap();
         let events = r.body["events"].as_array()?.clone();
         (!events.is_empty()).then_some(events)
@@ -385,7 +393,107 @@ fn one_control_three_gateways() {
             "nothing pushed"
         );
     }
-    assert!(finished(download_a), "the established download was disturbed");
+    assert!(
+        finished(download_a),
+        "the established download was disturbed"
+    );
     drop(servers);
     beds.clear();
+}
+
+/// Two gateways on `net_null`, one of which takes at most two rules: a three-rule commit is refused there, so it
+/// is discarded on the other and published nowhere; the commit fails with both answers and the store, both
+/// gateways and their pending versions are as before. With one gateway down, a commit publishes on the other
+/// and the one that comes back is brought to it.
+#[test]
+fn a_refusal_on_one_gateway_publishes_nowhere() {
+    let dir = test_dir("gateways-refusal");
+    std::fs::create_dir_all(dir.join("x")).unwrap();
+    std::fs::create_dir_all(dir.join("y")).unwrap();
+    let x = NullDataplane::start(&dir.join("x"));
+    let mut y = NullDataplane::start_with(&dir.join("y"), "max_rules = 2");
+    let mut copts = ControlOptions::new(
+        control_bin(),
+        &dir.join("control"),
+        std::path::Path::new(""),
+    );
+    copts.extra = format!(
+        "[[gateways]]\nname = \"x\"\nsocket = {:?}\n[[gateways]]\nname = \"y\"\nsocket = {:?}\n",
+        x.socket.display().to_string(),
+        y.socket.display().to_string()
+    );
+    let c = start_control(&copts);
+    import(&c, &policy_doc());
+    let r = commit(&c, json!({"comment": "two rules"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["version"], 1);
+    let rule = json!({"id": 30, "name": "third", "from": "any", "to": "any", "service": "any", "action": "deny"});
+    let r = c
+        .write("POST", "/api/v1/draft/rules", Some(&rule), &draft_etag(&c))
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let r = commit(&c, json!({"comment": "three rules"}));
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "dataplane_refused");
+    let details = r.body["error"]["details"].as_array().unwrap();
+    let answer = |name: &str| {
+        details
+            .iter()
+            .find(|d| d["path"] == format!("gateways.{name}"))
+            .map(|d| d["message"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        answer("y").contains("refused (invalid_policy)"),
+        "{}",
+        r.body
+    );
+    assert!(answer("x").contains("discarded"), "{}", r.body);
+    for dp in [&x, &y] {
+        let s = dp.status().unwrap();
+        assert_eq!(s["policy_version"], 1, "{s}");
+        assert!(s["prepared_version"].is_null(), "{s}");
+    }
+    let versions = c.call("GET", "/api/v1/versions", None).unwrap().body;
+    assert_eq!(versions["active"], 1);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+    let audit = c.call("GET", "/api/v1/audit", None).unwrap().body;
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["outcome"] == "failed" && e["details"]["gateways"]["y"]["outcome"] == "refused"
+        }),
+        "{audit}"
+    );
+
+    // y down: a commit (rule 30 gone again, another change) publishes on x, y is out of sync; when y is back,
+    // reconciliation brings it to the active version.
+    y.stop();
+    let r = c
+        .write("DELETE", "/api/v1/draft/rules/30", None, &draft_etag(&c))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = c
+        .write("DELETE", "/api/v1/draft/rules/20", None, &draft_etag(&c))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = commit(&c, json!({"comment": "one rule"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.body["version"].as_u64().unwrap();
+    assert_eq!(r.body["gateways"]["x"]["outcome"], "applied", "{}", r.body);
+    assert_eq!(
+        r.body["gateways"]["y"]["outcome"], "out_of_sync",
+        "{}",
+        r.body
+    );
+    assert_eq!(x.status().unwrap()["policy_version"], v);
+    let health = c.call("GET", "/api/v1/health", None).unwrap().body;
+    assert_eq!(health["in_sync"], false, "{health}");
+    let y = NullDataplane::start_with(&dir.join("y"), "max_rules = 2");
+    wait_for(30, "y brought to the active version", || {
+        (y.status()?["policy_version"] == v).then_some(())
+    });
+    wait_for(10, "health to see both in sync", || {
+        let h = c.call("GET", "/api/v1/health", None).ok()?.body;
+        (h["in_sync"] == true).then_some(())
+    });
 }

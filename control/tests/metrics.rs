@@ -158,13 +158,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         Some((name, labels)) => format!("{name}{{gateway=\"local\",{labels}"),
         None => format!("{series}{{gateway=\"local\"}}"),
     };
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            [series, labelled.as_str()]
-                .iter()
-                .find_map(|s| l.strip_prefix(s)?.strip_prefix(' ')?.parse().ok())
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        [series, labelled.as_str()]
+            .iter()
+            .find_map(|s| l.strip_prefix(s)?.strip_prefix(' ')?.parse().ok())
+    })
 }
 
 fn has_family(text: &str, name: &str) -> bool {

@@ -52,7 +52,10 @@ impl ControlOptions {
         let socket = if self.dataplane_socket.as_os_str().is_empty() {
             String::new()
         } else {
-            format!("dataplane_socket = {:?}\n", self.dataplane_socket.display().to_string())
+            format!(
+                "dataplane_socket = {:?}\n",
+                self.dataplane_socket.display().to_string()
+            )
         };
         format!(
             "listen = \"127.0.0.1:0\"\nstore_dir = {:?}\n{socket}\

@@ -83,8 +83,9 @@ impl Default for LiveFlowsQuery {
 }
 
 impl QueryParams for LiveFlowsQuery {
-    const NAMES: &'static [&'static str] =
-        &["gateway", "addr", "src", "dst", "port", "proto", "rule_id", "limit"];
+    const NAMES: &'static [&'static str] = &[
+        "gateway", "addr", "src", "dst", "port", "proto", "rule_id", "limit",
+    ];
     fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
         let f = &mut self.filter;
         match name {
@@ -196,7 +197,8 @@ async fn kill_flows(
     let mut entry = AuditEntry::new(&who(w), "flows.kill");
     entry.version_before = store.active_version();
     entry.version_after = store.active_version();
-    entry.details = json!({"filter": filter, "gateway": body.gateway, "killed": killed, "gateways": per});
+    entry.details =
+        json!({"filter": filter, "gateway": body.gateway, "killed": killed, "gateways": per});
     store.append_audit(entry)?;
     Ok(Json(json!({"killed": killed, "gateways": per})))
 }

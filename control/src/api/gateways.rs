@@ -14,9 +14,9 @@ pub(super) fn routes(r: Routes) -> Routes {
 }
 
 /// `GET /gateways`: every configured gateway, in config order, from what control last learned (no request to
-/// any gateway: a slow one cannot delay the answer).
+/// any gateway, no wait for a commit in progress: a slow gateway cannot delay the answer).
 async fn list_gateways(State(app): State<Shared>) -> Json<Value> {
-    let active = app.store.lock().await.active_version();
+    let active = app.gateways.active_version(&app.store);
     Json(json!({
         "active_version": active,
         "gateways": app.gateways.to_json(active),

@@ -365,12 +365,14 @@ async fn token_ended(app: Shared, caller: Caller, mut changes: watch::Receiver<(
 /// Control is up; which version each gateway runs. `dataplane` sums the gateways up (exactly the one gateway's
 /// state when there is one): reachable when all are, the version they all run (else null), their connections.
 async fn health(State(app): State<Shared>) -> Json<Value> {
-    let active = app.store.lock().await.active_version();
+    let active = app.gateways.active_version(&app.store);
     let gateways = app.gateways.to_json(active);
     let reachable = gateways.iter().all(|g| g["reachable"] == true);
     let mut dataplane = if reachable {
         let first = gateways.first().map(|g| g["policy_version"].clone());
-        let same = gateways.iter().all(|g| Some(&g["policy_version"]) == first.as_ref());
+        let same = gateways
+            .iter()
+            .all(|g| Some(&g["policy_version"]) == first.as_ref());
         let flows: u64 = gateways
             .iter()
             .filter_map(|g| g["flows_active"].as_u64())
@@ -381,10 +383,13 @@ async fn health(State(app): State<Shared>) -> Json<Value> {
             "flows_active": flows,
         })
     } else {
-        let error = app
-            .gateways
-            .iter()
-            .find_map(|g| g.seen().status.as_ref().err().map(|e| format!("{}: {e}", g.name())));
+        let error = app.gateways.iter().find_map(|g| {
+            g.seen()
+                .status
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", g.name()))
+        });
         json!({"reachable": false, "error": error})
     };
     if app.gateways.len() == 1 {

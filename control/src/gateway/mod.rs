@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::Downgrade;
-use crate::dataplane::{Dataplane, DataplaneError, Transport};
 pub use crate::dataplane::LOCAL;
+use crate::dataplane::{Dataplane, DataplaneError, Transport};
 
 pub mod tls;
 
@@ -271,7 +271,12 @@ impl Gateway {
     pub fn to_json(&self, active: Option<u64>) -> Value {
         let seen = self.seen().clone();
         let (reachable, version, flows, uptime) = match &seen.status {
-            Ok(s) => (true, s.policy_version, Some(s.flows_active), Some(s.uptime_s)),
+            Ok(s) => (
+                true,
+                s.policy_version,
+                Some(s.flows_active),
+                Some(s.uptime_s),
+            ),
             Err(_) => (false, None, None, None),
         };
         let in_sync = reachable && active.is_some() && version.map(u64::from) == active;
@@ -299,9 +304,9 @@ impl Gateway {
     }
 }
 
-/// The configured gateways, in config order.
+/// The configured gateways, in config order, and the store's active version as last seen.
 #[derive(Debug, Clone)]
-pub struct Gateways(Vec<Arc<Gateway>>);
+pub struct Gateways(Vec<Arc<Gateway>>, Arc<Mutex<Option<u64>>>);
 
 /// A `gateway` parameter that names no configured gateway.
 #[derive(Debug, thiserror::Error)]
@@ -330,12 +335,22 @@ impl Gateways {
                 Dataplane::with_transport(&gw.name, transport).with_timeout(timeout),
             )));
         }
-        Ok(Gateways(out))
+        Ok(Gateways(out, Arc::default()))
     }
 
     /// One gateway for an existing client (tests, and control run in process).
     pub fn single(client: Dataplane) -> Gateways {
-        Gateways(vec![Arc::new(Gateway::new(client))])
+        Gateways(vec![Arc::new(Gateway::new(client))], Arc::default())
+    }
+
+    /// The store's active version, without waiting for the store: a commit holds the store while it waits for
+    /// the gateways, and `health` must not wait with it. While the store is busy, the version last seen.
+    pub fn active_version(&self, store: &tokio::sync::Mutex<crate::store::Store>) -> Option<u64> {
+        let mut seen = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(store) = store.try_lock() {
+            *seen = store.active_version();
+        }
+        *seen
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Gateway>> {

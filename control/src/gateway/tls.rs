@@ -58,7 +58,8 @@ pub fn connector(
         ));
     };
     let chain = certs("client_cert", cert).map_err(|r| problem("client_cert", r))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| problem("client_key", e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| problem("client_key", e.to_string()))?;
     let client = builder
         .with_client_auth_cert(chain, key)
         .map_err(|e| problem("client_key", e.to_string()))?;
@@ -66,8 +67,12 @@ pub fn connector(
         .server_name
         .clone()
         .unwrap_or_else(|| crate::export::host_of(address).to_string());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|_| problem("server_name", format!("{name:?} is not a valid server name")))?;
+    let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+        problem(
+            "server_name",
+            format!("{name:?} is not a valid server name"),
+        )
+    })?;
     Ok((TlsConnector::from(Arc::new(client)), server_name))
 }
 

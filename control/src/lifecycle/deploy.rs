@@ -39,7 +39,9 @@ impl Answer {
                 code,
                 message,
                 details,
-            } => json!({"outcome": "refused", "code": code, "message": message, "details": details}),
+            } => {
+                json!({"outcome": "refused", "code": code, "message": message, "details": details})
+            }
             Answer::Discarded => json!({"outcome": "discarded"}),
             Answer::OutOfSync(e) => json!({"outcome": "out_of_sync", "error": e}),
             Answer::Unconfirmed(e) => json!({"outcome": "unconfirmed", "error": e}),
@@ -152,7 +154,9 @@ pub async fn deploy(app: &App, policy: &Value, version: u64) -> Deployment {
             });
         }
     }
-    let ready: Vec<usize> = (0..gateways.len()).filter(|i| answers[*i].is_none()).collect();
+    let ready: Vec<usize> = (0..gateways.len())
+        .filter(|i| answers[*i].is_none())
+        .collect();
     if refused {
         let subset: Vec<_> = ready.iter().map(|&i| gateways[i].clone()).collect();
         let discarded = Gateways::each(&subset, |g| g.client.discard_prepared(version)).await;
@@ -171,9 +175,9 @@ pub async fn deploy(app: &App, policy: &Value, version: u64) -> Deployment {
         for (&i, p) in ready.iter().zip(published) {
             answers[i] = Some(match p {
                 Ok(r) => Answer::Applied(r),
-                Err(
-                    e @ (DataplaneError::Refused { .. } | DataplaneError::Unreachable { .. }),
-                ) => Answer::OutOfSync(format!("publish: {e}")),
+                Err(e @ (DataplaneError::Refused { .. } | DataplaneError::Unreachable { .. })) => {
+                    Answer::OutOfSync(format!("publish: {e}"))
+                }
                 Err(e) => Answer::Unconfirmed(format!("publish: {e}")),
             });
         }

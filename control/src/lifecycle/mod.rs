@@ -318,7 +318,9 @@ async fn revert(app: &App, who: &str, when: Revert) -> Result<Option<u64>> {
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
     let deployed = deploy::deploy(app, &doc, version).await;
     if deployed.applied().next().is_some() {
-        if let Err(e) = store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json()) {
+        if let Err(e) =
+            store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json())
+        {
             eprintln!("bulkhead-control: revert to version {version} enforced; its outcome is not recorded yet: {e}");
         }
     } else {
@@ -383,7 +385,9 @@ async fn activate(
     let mut warnings = Vec::new();
     if first.is_some() {
         app.metrics.observe_commit(took);
-        if let Err(e) = store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json()) {
+        if let Err(e) =
+            store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json())
+        {
             warnings.push(format!(
                 "version {version} is enforced, but its audit outcome could not be written ({e}); the next \
                  reconciliation records it"

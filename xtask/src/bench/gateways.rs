@@ -145,8 +145,8 @@ pub fn gateways(args: &super::Args) -> Result<Vec<Row>> {
         }
         sockets.push((name.to_string(), gw.join("control.sock")));
     }
-    let measured = commits(&bin, &dir.join("control-1"), &sockets[..1], &doc, args.runs)
-        .and_then(|one| {
+    let measured =
+        commits(&bin, &dir.join("control-1"), &sockets[..1], &doc, args.runs).and_then(|one| {
             let three = commits(&bin, &dir.join("control-3"), &sockets, &doc, args.runs)?;
             Ok((one, three))
         });
