@@ -103,6 +103,7 @@ fn event(kind: EventKind, at_ms: u64, c: (IpAddr, IpAddr, u16, u32, Verdict)) ->
         duration_ms: 0,
         tcp_state: None,
         tcp_flags: None,
+        limit: None,
     }
 }
 

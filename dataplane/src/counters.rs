@@ -41,10 +41,12 @@ pub enum DropReason {
     IcmpInvalid,
     /// A new flow could not be tracked: the table is full of established flows.
     TableFull,
+    /// A new flow the policy allows, over one of its flood limits (see the `conntrack` detail counters).
+    FloodLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::TxUnsent,
         DropReason::NoPolicy,
         DropReason::Malformed,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::TcpOutOfWindow,
         DropReason::IcmpInvalid,
         DropReason::TableFull,
+        DropReason::FloodLimit,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::TcpOutOfWindow => "tcp_out_of_window",
             DropReason::IcmpInvalid => "icmp_invalid",
             DropReason::TableFull => "table_full",
+            DropReason::FloodLimit => "flood_limit",
         }
     }
 
@@ -85,6 +89,7 @@ impl DropReason {
                 DropReason::TcpOutOfWindow
             }
             conntrack::Refusal::Tcp(_) => DropReason::TcpInvalid,
+            conntrack::Refusal::Limit(_) => DropReason::FloodLimit,
             _ => DropReason::IcmpInvalid,
         }
     }
@@ -177,6 +182,8 @@ pub struct WorkerCounters {
     pub flows_active: Counter,
     /// Unestablished flows evicted to make room for new ones in a full table (set by the worker).
     pub flows_evicted: Counter,
+    /// Sources that lost their flood-limit slot to a new one (set by the worker).
+    pub flood_sources_evicted: Counter,
     pub rejects_sent: Counter,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: Counter,
@@ -201,6 +208,7 @@ impl WorkerCounters {
             flows_closed: Counter::default(),
             flows_active: Counter::default(),
             flows_evicted: Counter::default(),
+            flood_sources_evicted: Counter::default(),
             rejects_sent: Counter::default(),
             events_dropped: Counter::default(),
             events_rate_limited: Counter::default(),
@@ -254,6 +262,7 @@ impl WorkerCounters {
             flows_closed: self.flows_closed.get(),
             flows_active: self.flows_active.get(),
             flows_evicted: self.flows_evicted.get(),
+            flood_sources_evicted: self.flood_sources_evicted.get(),
             rejects_sent: self.rejects_sent.get(),
             events_dropped: self.events_dropped.get(),
             events_rate_limited: self.events_rate_limited.get(),

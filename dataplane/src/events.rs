@@ -36,6 +36,8 @@ pub struct FlowEvent {
     pub tcp_state: Option<&'static str>,
     /// TCP control flags each side sent, `[original, reply]`, if TCP and tracked.
     pub tcp_flags: Option<[u8; 2]>,
+    /// The flood limit that refused a flow the policy allows (a denied event).
+    pub limit: Option<&'static str>,
 }
 
 impl FlowEvent {
@@ -68,6 +70,7 @@ impl FlowEvent {
             duration_ms: self.duration_ms,
             tcp_state: self.tcp_state.map(String::from),
             tcp_flags: self.tcp_flags,
+            limit: self.limit.map(String::from),
         }
     }
 }
@@ -150,6 +153,7 @@ mod tests {
             duration_ms: 0,
             tcp_state: None,
             tcp_flags: None,
+            limit: None,
         }
     }
 

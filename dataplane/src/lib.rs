@@ -19,5 +19,6 @@ pub mod persist;
 pub mod reject;
 pub mod remote;
 pub mod ruleset;
+pub mod segment_index;
 pub mod socket;
 pub mod worker;

@@ -289,10 +289,16 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 return Err(ErrorReply::new(ErrorCode::InvalidPolicy, e.to_string()));
             }
         };
-        // Through a `Value`, as the file has always been written: keys in sorted order.
-        let state = serde_json::to_value(state_document(version, &policy))
-            .and_then(|d| serde_json::to_vec_pretty(&d))
-            .unwrap_or_default();
+        let state = match persist::state_bytes(version, policy.document()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.release_slots();
+                return Err(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("policy not applied: {e}"),
+                ));
+            }
+        };
         Ok(Compiled {
             version,
             policy,

@@ -28,6 +28,7 @@ use policy::{
 };
 
 use crate::conntrack::{Dir, Entry, Strictness, Timeouts};
+use crate::segment_index::SegmentIndex;
 
 /// Userdata of the flat rules that stand for the monitored default.
 pub const MONITORED_DEFAULT: u32 = u32::MAX;
@@ -86,6 +87,7 @@ pub struct Settings {
     pub pass_arp: bool,
     pub pass_neighbor_discovery: bool,
     pub drop_other_ethertypes: bool,
+    pub flood_limits: policy::FloodLimits,
 }
 
 impl Settings {
@@ -100,6 +102,7 @@ impl Settings {
             pass_arp: s.pass_arp,
             pass_neighbor_discovery: s.pass_neighbor_discovery,
             drop_other_ethertypes: s.drop_other_ethertypes,
+            flood_limits: s.flood_limits,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct Ruleset<'eal> {
     default: Judgement,
     /// Flat rules per family (the compiled rule count, for status and benchmarks).
     pub flat_rules: (usize, usize),
+    /// Source address → segment, for the per-segment flood limit.
+    pub segments: SegmentIndex,
 }
 
 impl std::fmt::Debug for Ruleset<'_> {
@@ -266,6 +271,7 @@ impl<'eal> Ruleset<'eal> {
             slots,
             default,
             flat_rules: (compiled.v4.len(), compiled.v6.len()),
+            segments: SegmentIndex::new(policy),
         })
     }
 

@@ -28,7 +28,8 @@ use policy::Action;
 
 use crate::clock::Clock;
 use crate::conntrack::{
-    Admission, Dir, FlowId, FlowInfo, NewFlow, Prepared, Track, Tracker, Untracked,
+    Admission, CommitError, Dir, FlowId, FlowInfo, NewFlow, Prepared, Refusal, Track, Tracker,
+    Untracked,
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
@@ -288,6 +289,7 @@ impl<'p> Worker<'_, 'p, '_> {
                     applied_version = rs.version;
                     tracker.set_timeouts(&rs.settings.timeouts);
                     tracker.set_strictness(rs.settings.strictness);
+                    tracker.set_flood_limits(rs.settings.flood_limits);
                 }
             }
             let mut moved = 0u64;
@@ -354,6 +356,9 @@ impl<'p> Worker<'_, 'p, '_> {
                 self.counters
                     .flows_evicted
                     .set(self.tracker.stats().evictions);
+                self.counters
+                    .flood_sources_evicted
+                    .set(self.tracker.sources().evictions());
                 if let Ok(cmd) = self.commands.try_recv() {
                     self.command(cmd, now);
                 }
@@ -394,7 +399,7 @@ impl<'p> Worker<'_, 'p, '_> {
             }
             Command::Kill { filter, reply } => {
                 let (counters, events, worker) = (self.counters, &self.events, self.index);
-                let n = self.tracker.table_mut().remove_where(|id, e| {
+                let n = self.tracker.remove_where(|id, e| {
                     let info = FlowInfo::new(id, e, now);
                     let kill = info.matches(&filter);
                     if kill {
@@ -683,7 +688,12 @@ fn new_flow(
         cx.counters
             .rule(j.slot)
             .new_flow(j.rule_id, frame.len() as u64, cx.now);
-        denied_event(cx, rs, parsed, &j);
+        let verdict = if j.action == Action::Reject {
+            Verdict::Reject
+        } else {
+            Verdict::Deny
+        };
+        denied_event(cx, rs, parsed, j.rule_id, verdict, None);
         if j.action == Action::Reject {
             send_reject(cx, frame, parsed);
         }
@@ -693,11 +703,18 @@ fn new_flow(
             DropReason::PolicyDeny
         });
     }
+    let segment = if rs.settings.flood_limits.connections_per_segment != 0 {
+        let (source, _) = new.key().endpoint(new.originator());
+        rs.segments.segment_of(source, new.key().vlan())
+    } else {
+        None
+    };
     let admission = Admission {
         rule_id: j.rule_id,
         policy_version: rs.version,
         log: j.log,
         monitor: j.monitored,
+        segment,
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
@@ -738,7 +755,19 @@ fn new_flow(
             }
             Note::Forward
         }
-        Err(_full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Full) => Note::Drop(DropReason::TableFull),
+        Err(CommitError::Limit(limit)) => {
+            cx.counters.refused(Refusal::Limit(limit));
+            denied_event(
+                cx,
+                rs,
+                parsed,
+                j.rule_id,
+                Verdict::Deny,
+                Some(limit.as_str()),
+            );
+            Note::Dropped
+        }
     }
 }
 
@@ -759,7 +788,7 @@ fn recheck(
         known_packet(cx, rs, id, Dir::Original, len);
         return Note::Forward;
     }
-    if let Some(e) = cx.tracker.table_mut().remove(id) {
+    if let Some(e) = cx.tracker.remove(id) {
         cx.counters.flows_closed.add(1);
         let info = FlowInfo::new(id, &e, cx.now);
         cx.events
@@ -768,7 +797,15 @@ fn recheck(
     Note::Drop(DropReason::PolicyRevoked)
 }
 
-fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: &Judgement) {
+/// A denied flow event (rate limited): by the rule `rule_id`, or by the flood `limit` of a flow it allows.
+fn denied_event(
+    cx: &mut JudgeCtx<'_, '_, '_>,
+    rs: &Ruleset<'_>,
+    p: &Parsed,
+    rule_id: u32,
+    verdict: Verdict,
+    limit: Option<&'static str>,
+) {
     if cx.now.saturating_sub(cx.deny.window_start) >= 1000 {
         cx.deny.window_start = cx.now;
         cx.deny.left = cx.deny_rate;
@@ -781,11 +818,6 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
     let Some(flow) = crate::ruleset::flow_of(p) else {
         return;
     };
-    let verdict = if j.action == Action::Reject {
-        Verdict::Reject
-    } else {
-        Verdict::Deny
-    };
     let ev = FlowEvent {
         kind: EventKind::Denied,
         time_ms: cx.now,
@@ -797,13 +829,14 @@ fn denied_event(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, p: &Parsed, j: 
         proto: flow.proto,
         vlan: flow.vlan.unwrap_or(0),
         verdict,
-        rule_id: j.rule_id,
+        rule_id,
         policy_version: rs.version,
         packets: [1, 0],
         bytes: [0, 0],
         duration_ms: 0,
         tcp_state: None,
         tcp_flags: None,
+        limit,
     };
     cx.events.emit_counted(ev, cx.counters);
 }
@@ -839,6 +872,7 @@ fn event(kind: EventKind, f: &FlowInfo, verdict: Verdict, worker: u16, now: u64)
         duration_ms: f.age_ms,
         tcp_state: (f.proto == 6).then_some(f.state),
         tcp_flags: f.tcp_flags,
+        limit: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod attack;
 pub mod classbench_gen;
 pub mod conversation;
 pub mod error;
+pub mod flood;
 pub mod flows;
 pub mod frame;
 #[cfg(feature = "live")]

@@ -65,6 +65,24 @@
 //! * **Mixed families.** A flow whose src and dst are of different families cannot come from a packet; it
 //!   matches no rule and is never monitored: the plain default applies.
 //!
+//! # Flood limits
+//!
+//! `settings.flood_limits` ([`FloodLimits`]) bounds what a source (an IPv4 address, an IPv6 /64) or a segment
+//! may take of a gateway that legacy segments share, without touching the connections that matter:
+//! `half_open_per_source` (TCP connections whose handshake has not completed, at most 64),
+//! `new_per_second_per_source` (new connections in each whole second) and `connections_per_segment` (connections
+//! opened from a segment: the most specific one holding the source address with the frame's VLAN; sources in no
+//! segment are not counted). 0 turns a limit off, the default; the object is left out of a document that sets
+//! none, so such documents read and serialize as before. Limits apply to new connections the rules allow, never
+//! to packets of tracked connections, each enforced by every dataplane worker over the connections it tracks. An
+//! older reader refuses a document that sets them as an unknown field, so nothing is misread (see
+//! Compatibility).
+//!
+//! ```json
+//! "settings": {"flood_limits": {"half_open_per_source": 16, "new_per_second_per_source": 200,
+//!                               "connections_per_segment": 20000}}
+//! ```
+//!
 //! # Compilation
 //!
 //! [`Policy::compile`] expands each rule into [`FlatRule`]s — from-side prefixes × to-side prefixes × VLAN
@@ -88,9 +106,9 @@ pub use compile::{
 pub use error::{PolicyError, ValidationError};
 pub use eval::{Decision, Flow};
 pub use model::{
-    proto, Action, Document, Format, Mode, OnPolicyChange, PortRange, Protocol, Provenance,
-    ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness, TimeWindow,
-    Timeouts, ANY_SERVICE, FORMAT_V1,
+    proto, Action, Document, FloodLimits, Format, Mode, OnPolicyChange, PortRange, Protocol,
+    Provenance, ProvenanceSource, Rule, Segment, Selector, Service, Settings, TcpStrictness,
+    TimeWindow, Timeouts, ANY_SERVICE, FORMAT_V1,
 };
 pub use policy::Policy;
 pub use validate::{limits, validate};

@@ -302,6 +302,10 @@ pub struct Settings {
     pub pass_neighbor_discovery: bool,
     /// Drop ethertypes other than IPv4, IPv6 (and ARP when passed): they cannot be policed.
     pub drop_other_ethertypes: bool,
+    /// Limits on new connections that keep floods and scans from crowding out the connections that matter.
+    /// Left out of the document when all are off, so documents that do not use them read as before.
+    #[serde(skip_serializing_if = "FloodLimits::is_off")]
+    pub flood_limits: FloodLimits,
 }
 
 impl Default for Settings {
@@ -314,7 +318,36 @@ impl Default for Settings {
             pass_arp: true,
             pass_neighbor_discovery: true,
             drop_other_ethertypes: true,
+            flood_limits: FloodLimits::default(),
         }
+    }
+}
+
+/// Limits on new connections, each enforced by every worker over the connections it tracks (a source's flows
+/// are spread over workers by RSS); 0 turns a limit off, which is the default. A new flow over a limit is
+/// dropped, counted under its limit and reported by a denied flow event naming it; established connections are
+/// never touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodLimits {
+    /// Most half-open TCP connections (SYN seen, handshake not completed) one source — an IPv4 address, an IPv6
+    /// /64 — may hold, at most [`FloodLimits::MAX_HALF_OPEN_PER_SOURCE`].
+    pub half_open_per_source: u32,
+    /// Most new connections one source may open per second (whole seconds of the worker's clock).
+    pub new_per_second_per_source: u32,
+    /// Most connections opened from one segment (the most specific segment holding the source address; sources
+    /// in no segment are not counted), so one segment cannot take the whole connection table.
+    pub connections_per_segment: u32,
+}
+
+impl FloodLimits {
+    /// Largest `half_open_per_source`: the dataplane keeps that many half-open connections per source in a
+    /// table allocated at start.
+    pub const MAX_HALF_OPEN_PER_SOURCE: u32 = 64;
+
+    /// Whether every limit is off.
+    pub fn is_off(&self) -> bool {
+        *self == FloodLimits::default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ipnet::IpNet;
 
 use crate::error::ValidationError;
-use crate::model::{Document, PortRange, Provenance, Selector, Service, ANY_SERVICE};
+use crate::model::{Document, FloodLimits, PortRange, Provenance, Selector, Service, ANY_SERVICE};
 
 /// Size limits. They keep a mistaken or hostile document from exhausting the control process or the
 /// classifier's memory; real deployments sit far below them.
@@ -379,6 +379,13 @@ impl Validator {
                     "a timeout must be at least 1 second",
                 );
             }
+        }
+        let max = FloodLimits::MAX_HALF_OPEN_PER_SOURCE;
+        if doc.settings.flood_limits.half_open_per_source > max {
+            self.err(
+                "settings.flood_limits.half_open_per_source",
+                format!("at most {max} (0 turns the limit off)"),
+            );
         }
     }
 }

@@ -478,6 +478,33 @@ fn zero_timeouts() {
     );
 }
 
+#[test]
+fn flood_limits() {
+    let p = policy(with(
+        |v| {
+            v["settings"] = json!({"flood_limits": {"half_open_per_source": 64, "new_per_second_per_source": 100}})
+        },
+    ));
+    let limits = p.settings().flood_limits;
+    assert_eq!(limits.half_open_per_source, 64);
+    assert_eq!(limits.new_per_second_per_source, 100);
+    // Off by default, and then left out of the document, so documents that do not use them serialize as before.
+    let p = policy(base());
+    assert!(p.settings().flood_limits.is_off());
+    assert!(!serde_json::to_string(p.document())
+        .unwrap()
+        .contains("flood_limits"));
+
+    let v = with(|v| v["settings"] = json!({"flood_limits": {"half_open_per_source": 65}}));
+    assert_eq!(
+        errors(v),
+        vec![pair(
+            "settings.flood_limits.half_open_per_source",
+            "at most 64 (0 turns the limit off)"
+        )]
+    );
+}
+
 // ---- limits ----
 
 #[test]

@@ -109,6 +109,10 @@ pub struct WorkerSnapshot {
     pub flows_active: u64,
     /// Unestablished flows evicted to make room for new ones in a full table.
     pub flows_evicted: u64,
+    /// Source addresses that lost their place in the flood limits' per-source table to a new source (the
+    /// table is full: many sources, e.g. spoofed ones). Absent from older dataplanes (read as 0).
+    #[serde(default)]
+    pub flood_sources_evicted: u64,
     pub rejects_sent: u64,
     /// Flow events lost because the worker's event queue was full.
     pub events_dropped: u64,
@@ -136,6 +140,7 @@ impl WorkerSnapshot {
             acc.flows_closed += w.flows_closed;
             acc.flows_active += w.flows_active;
             acc.flows_evicted += w.flows_evicted;
+            acc.flood_sources_evicted += w.flood_sources_evicted;
             acc.rejects_sent += w.rejects_sent;
             acc.events_dropped += w.events_dropped;
             acc.events_rate_limited += w.events_rate_limited;
@@ -382,6 +387,10 @@ pub struct FlowEvent {
     /// for other protocols and denied packets. Absent from older dataplanes (read as `None`).
     #[serde(default)]
     pub tcp_flags: Option<[u8; 2]>,
+    /// On a denied event: the flood limit (`settings.flood_limits`, e.g. `half_open_per_source`) that refused a
+    /// flow the policy allows. Absent otherwise (and from older dataplanes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl FlowEvent {

@@ -164,6 +164,7 @@ mod tests {
             duration_ms: 1500,
             tcp_state: Some(state.into()),
             tcp_flags: None,
+            limit: None,
         }
     }
 

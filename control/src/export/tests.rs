@@ -29,6 +29,7 @@ fn event(kind: EventKind, src: &str, dst: &str) -> FlowEvent {
         duration_ms: 2500,
         tcp_state: Some("time_wait".into()),
         tcp_flags: Some([0x03, 0x13]),
+        limit: None,
     }
 }
 

@@ -412,6 +412,7 @@ fn event(
         duration_ms: 0,
         tcp_state: None,
         tcp_flags: None,
+        limit: None,
     }
 }
 

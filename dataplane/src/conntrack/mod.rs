@@ -8,6 +8,8 @@
 //! * [`table`]: [`ConnTable`], a slab of [`Entry`]s (116 bytes) plus a pre-sized, seeded hash index; a hard
 //!   cap that only ever evicts unestablished flows; expiry by a cursor advancing a budget of slots per call.
 //! * [`tcp`]: the TCP state machine with window tracking (Linux conntrack / Rooij style).
+//! * [`sources`]: [`SourceTable`], the per-source flood limits, and [`segments`]: [`SegmentTable`], the
+//!   per-segment one; consulted only when a new flow is admitted.
 //! * [`Tracker`]: the per-packet entry point.
 //! * [`FlowInfo`]: a serializable view for listings and flow logs.
 //!
@@ -19,7 +21,8 @@
 //!     Track::New(new) => match policy.classify(&parsed) {
 //!         Allow { rule, version, log } => match tracker.commit_new(&new, Admission { .. }, now) {
 //!             Ok(c) => { report c.displaced as closed; forward }
-//!             Err(Full) => { count table_full; drop }
+//!             Err(CommitError::Full) => { count table_full; drop }
+//!             Err(CommitError::Limit(limit)) => { count Refusal::Limit(limit); report it; drop }
 //!         },
 //!         Deny => { count; drop }            // no state is kept for denied packets
 //!     },
@@ -33,6 +36,8 @@
 
 pub mod info;
 pub mod key;
+pub mod segments;
+pub mod sources;
 pub mod table;
 pub mod tcp;
 mod tracker;
@@ -42,11 +47,15 @@ mod tests;
 
 pub use info::FlowInfo;
 pub use key::{packet_key, quoted_key, Dir, FlowKey, Side};
+pub use segments::{SegmentKey, SegmentTable};
+pub use sources::{FloodLimit, SourceTable};
 pub use table::{ConnTable, Entry, FlowId, Full, Inserted, Lookup, TableStats};
 pub use tcp::{
     timeout_ms, track, Strictness, TcpConnState, TcpRefusal, TcpSegment, TcpState, TcpVerdict,
 };
-pub use tracker::{Admission, Committed, NewFlow, Prepared, Refusal, Track, Tracker, Untracked};
+pub use tracker::{
+    Admission, CommitError, Committed, NewFlow, Prepared, Refusal, Track, Tracker, Untracked,
+};
 
 /// Idle timeouts in seconds, by protocol state: the policy's `settings.timeouts`, used as they are. Values above
 /// [`table::MAX_TIMEOUT_MS`] are clamped to it.

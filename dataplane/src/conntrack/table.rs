@@ -64,6 +64,11 @@ impl FlowId {
     pub const fn get(self) -> u32 {
         self.0
     }
+
+    /// The id of slab index `index` (the flood limits keep ids as plain numbers).
+    pub(super) const fn from_index(index: u32) -> Self {
+        FlowId(index)
+    }
 }
 
 /// The table is full and nothing could be evicted; the caller counts it (`table_full`) and drops the packet.

@@ -6,6 +6,8 @@ use net::tcp::{TcpOption, TcpPacket};
 use net::{Parsed, TcpFlags, L3, L4};
 
 use super::key::{self, Dir, FlowKey, Side};
+use super::segments::{SegmentKey, SegmentTable};
+use super::sources::{self, FloodLimit, SourceTable};
 use super::table::{ConnTable, Entry, FlowId, Full, TableStats};
 use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
@@ -21,11 +23,13 @@ pub enum Refusal {
     IcmpEchoDirection,
     /// An ICMP/ICMPv6 error that quotes no tracked flow (or is not addressed to the quoted packet's sender).
     IcmpErrorUnrelated,
+    /// A new flow the policy allows, over one of its flood limits ([`Tracker::commit_new`]).
+    Limit(FloodLimit),
 }
 
 impl Refusal {
     /// Number of distinct reasons.
-    pub const COUNT: usize = TcpRefusal::ALL.len() + 3;
+    pub const COUNT: usize = TcpRefusal::ALL.len() + 3 + FloodLimit::ALL.len();
 
     /// Every reason, in [`index`](Self::index) order.
     pub const ALL: [Refusal; Self::COUNT] = [
@@ -39,6 +43,9 @@ impl Refusal {
         Refusal::IcmpUnsolicitedReply,
         Refusal::IcmpEchoDirection,
         Refusal::IcmpErrorUnrelated,
+        Refusal::Limit(FloodLimit::HalfOpenPerSource),
+        Refusal::Limit(FloodLimit::NewPerSecondPerSource),
+        Refusal::Limit(FloodLimit::ConnectionsPerSegment),
     ];
 
     /// Dense index, e.g. into an array of counters.
@@ -48,6 +55,7 @@ impl Refusal {
             Refusal::IcmpUnsolicitedReply => TcpRefusal::ALL.len(),
             Refusal::IcmpEchoDirection => TcpRefusal::ALL.len() + 1,
             Refusal::IcmpErrorUnrelated => TcpRefusal::ALL.len() + 2,
+            Refusal::Limit(l) => TcpRefusal::ALL.len() + 3 + l as usize,
         }
     }
 
@@ -58,6 +66,7 @@ impl Refusal {
             Refusal::IcmpUnsolicitedReply => "icmp_unsolicited_reply",
             Refusal::IcmpEchoDirection => "icmp_echo_direction",
             Refusal::IcmpErrorUnrelated => "icmp_error_unrelated",
+            Refusal::Limit(l) => l.as_str(),
         }
     }
 }
@@ -152,6 +161,25 @@ pub struct Admission {
     pub log: bool,
     /// Admitted in monitor mode: the policy would deny it.
     pub monitor: bool,
+    /// The segment the flow's source is in, when the per-segment flood limit is on (see [`super::segments`]).
+    pub segment: Option<SegmentKey>,
+}
+
+/// Why [`Tracker::commit_new`] did not track a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum CommitError {
+    /// The table is full of established flows (the caller counts `table_full`).
+    #[error("connection table full")]
+    Full,
+    /// The flow's source is over a flood limit (the caller counts [`Refusal::Limit`]).
+    #[error("over the flood limit {}", .0.as_str())]
+    Limit(FloodLimit),
+}
+
+impl From<Full> for CommitError {
+    fn from(_: Full) -> Self {
+        CommitError::Full
+    }
 }
 
 /// A committed new flow.
@@ -233,6 +261,8 @@ impl Default for Prepared {
 pub struct Tracker {
     table: ConnTable,
     strictness: Strictness,
+    sources: SourceTable,
+    segments: SegmentTable,
 }
 
 /// The window-scale option of a SYN's header, if present and well formed.
@@ -274,7 +304,44 @@ impl Tracker {
         Tracker {
             table: ConnTable::with_timeouts(capacity, seed, timeouts),
             strictness,
+            sources: SourceTable::new(capacity, seed),
+            segments: SegmentTable::new(capacity),
         }
+    }
+
+    /// The per-source flood limits' table (statistics).
+    pub fn sources(&self) -> &SourceTable {
+        &self.sources
+    }
+
+    /// The per-segment flood limit's table (statistics).
+    pub fn segments(&self) -> &SegmentTable {
+        &self.segments
+    }
+
+    /// Changes the flood limits (policy reload).
+    pub fn set_flood_limits(&mut self, limits: policy::FloodLimits) {
+        self.sources.set_limits(limits);
+        self.segments.set_limit(limits.connections_per_segment);
+    }
+
+    /// Removes the flow `id` (a kill, a revocation), returning it.
+    pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
+        let removed = self.table.remove(id)?;
+        self.segments.removed(id);
+        Some(removed)
+    }
+
+    /// Removes every flow for which `pred` holds (control path: O(capacity)); returns how many.
+    pub fn remove_where<F: FnMut(FlowId, &Entry) -> bool>(&mut self, mut pred: F) -> usize {
+        let segments = &mut self.segments;
+        self.table.remove_where(|id, e| {
+            let remove = pred(id, e);
+            if remove {
+                segments.removed(id);
+            }
+            remove
+        })
     }
 
     /// The table (listing, statistics).
@@ -521,17 +588,44 @@ impl Tracker {
         }
     }
 
-    /// Inserts the flow of a [`Track::New`] packet the policy admitted, counting that packet. Returns
-    /// [`Full`] if the table is full of established flows (the caller counts `table_full` and drops).
+    /// Inserts the flow of a [`Track::New`] packet the policy admitted, counting that packet. Refuses it when
+    /// its source is over a flood limit ([`CommitError::Limit`]; the per-source table is consulted only here,
+    /// and only when a limit is on) or the table is full of established flows ([`CommitError::Full`]).
     pub fn commit_new(
         &mut self,
         new: &NewFlow,
         admission: Admission,
         now: u64,
-    ) -> Result<Committed, Full> {
+    ) -> Result<Committed, CommitError> {
+        let half_open = sources::is_half_open(new.key.proto(), new.tcp.state());
+        let source = if self.sources.is_active() {
+            let at = self
+                .sources
+                .check(&new.key, new.originator, half_open, &self.table, now)
+                .map_err(CommitError::Limit)?;
+            Some(at)
+        } else {
+            None
+        };
+        let segment = match admission.segment {
+            Some(key) if self.segments.is_active() => {
+                self.segments.check(key).map_err(CommitError::Limit)?
+            }
+            _ => None,
+        };
         // Hashed again rather than trusting a value carried by the caller: a NewFlow from another worker's
         // tracker (another seed) must not corrupt this index.
         let inserted = self.table.insert(new.key, new.originator, now)?;
+        if inserted.displaced.is_some() {
+            // The flow it replaced or evicted held this very slot.
+            self.segments.removed(inserted.id);
+        }
+        if let Some(at) = source {
+            self.sources.admitted(at, inserted.id, half_open);
+        }
+        if let Some(at) = segment {
+            self.segments.admitted(inserted.id, at);
+        }
         if let Some(e) = self.table.get_mut(inserted.id) {
             e.set_tcp(new.tcp);
             e.set_admission(admission.rule_id, admission.policy_version);
@@ -550,8 +644,12 @@ impl Tracker {
         &mut self,
         now: u64,
         budget: usize,
-        closed: F,
+        mut closed: F,
     ) -> usize {
-        self.table.expire(now, budget, closed)
+        let segments = &mut self.segments;
+        self.table.expire(now, budget, |id, e| {
+            segments.removed(id);
+            closed(id, e);
+        })
     }
 }

@@ -369,6 +369,9 @@ function settingsTab(body) {
   const bool = (name, label, value) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name, checked: value !== false }), ` ${label}`);
   const note = h('div', { class: 'form-note' });
   const timeouts = ['tcp_syn', 'tcp_established', 'tcp_fin', 'tcp_time_wait', 'tcp_close', 'udp', 'udp_stream', 'icmp', 'other'];
+  const fl = s.flood_limits || {};
+  const floodLimits = [['half_open_per_source', 'half-open per source', 'at most 64'], ['new_per_second_per_source', 'new per second per source', ''],
+    ['connections_per_segment', 'connections per segment', '']];
   const form = h('form', { class: 'editor card', novalidate: true, onsubmit: async (ev) => {
     ev.preventDefault();
     replace(note);
@@ -381,6 +384,7 @@ function settingsTab(body) {
       pass_neighbor_discovery: el.pass_neighbor_discovery.checked,
       drop_other_ethertypes: el.drop_other_ethertypes.checked,
       timeouts: Object.fromEntries(timeouts.map((k) => [k, el[`timeouts.${k}`].value === '' ? null : Number(el[`timeouts.${k}`].value)])),
+      flood_limits: Object.fromEntries(floodLimits.map(([k]) => [k, el[`flood_limits.${k}`].value === '' ? 0 : Number(el[`flood_limits.${k}`].value)])),
     };
     try {
       await write('PUT', '/draft/settings', settings);
@@ -401,6 +405,8 @@ function settingsTab(body) {
     bool('drop_other_ethertypes', 'Drop other ethertypes', s.drop_other_ethertypes)),
   h('fieldset', {}, h('legend', {}, 'Idle timeouts (seconds)'),
     h('div', { class: 'row wrap' }, timeouts.map((k) => field(k.replace(/_/g, ' '), input(`timeouts.${k}`, t[k], { type: 'number', min: 1 }))))),
+  h('fieldset', {}, h('legend', {}, 'Flood limits (0: off)'),
+    h('div', { class: 'row wrap' }, floodLimits.map(([k, label, hint]) => field(label, input(`flood_limits.${k}`, fl[k] ?? 0, { type: 'number', min: 0 }), hint || undefined)))),
   note,
   h('div', { class: 'actions' }, h('button', { 'data-needs': 'edit', type: 'submit', class: 'primary' }, 'Save settings to draft')));
   replace(body, form);

@@ -7,14 +7,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
 
-use super::{swap::classbench_policy, Row, Stat, Suite};
-use crate::util::{build_release, show, target_dir, Result};
+use super::{spawn_reporting, swap::classbench_policy, Row, Stat, Suite};
+use crate::util::{build_release, target_dir, Result};
 
 /// A dataplane on idle ports, its control socket at `dir/control.sock`.
 fn start_gateway(bin: &Path, dir: &Path, name: &str) -> Result<Child> {
@@ -53,15 +53,12 @@ max_rules = 16384
             socket = dir.join("control.sock").display().to_string(),
         ),
     )?;
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(&config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let ready = BufReader::new(child.stdout.take().expect("piped"))
+    let (mut child, stdout) = spawn_reporting(
+        Command::new(bin.join("bulkhead-dataplane"))
+            .arg("--config")
+            .arg(&config),
+    )?;
+    let ready = BufReader::new(stdout)
         .lines()
         .map_while(|l| l.ok())
         .any(|l| l.contains("\"event\":\"ready\""));

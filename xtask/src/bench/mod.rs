@@ -11,8 +11,9 @@
 //! Markdown table and one JSON file (`bench-results/summary.{md,json}`), stamped with the date, machine and
 //! commit; each suite also writes its own detailed JSON.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use crate::util::{root, show, Result};
 
 mod classify;
+mod flood;
 mod gateways;
 mod history;
 mod inputs;
@@ -36,6 +38,9 @@ pub enum Suite {
     Stateful,
     /// Every packet a new flow judged against ClassBench acl1_10k, vs dpdk-testpmd io forwarding.
     Newflows,
+    /// An established-flow stream beside a SYN flood through one worker: the stream's delivered share, the
+    /// flood's fates by reason.
+    Flood,
     /// ClassBench classification vs dpdk-test-acl with its best algorithm on this CPU.
     Classify,
     /// Compile + persist + swap of a 10k-rule policy in a running dataplane, and its peak memory.
@@ -50,10 +55,11 @@ pub enum Suite {
     Suggest,
 }
 
-const ALL: [Suite; 9] = [
+const ALL: [Suite; 10] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
+    Suite::Flood,
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
@@ -166,6 +172,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Forwarding => rates::forwarding(args)?,
             Suite::Stateful => rates::stateful(args)?,
             Suite::Newflows => rates::new_flows(args)?,
+            Suite::Flood => flood::flood(args)?,
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
@@ -302,6 +309,60 @@ fn reserve_hugepages() -> Result {
         ]))?;
     }
     Ok(())
+}
+
+/// Starts a benchmarked program with its stdout (its reports) piped to us, stdin and stderr closed.
+fn spawn_reporting(cmd: &mut Command) -> Result<(Child, ChildStdout)> {
+    eprintln!("$ {}", show(cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    Ok((child, stdout))
+}
+
+/// Runs `bulkhead-dataplane` (in `bin`) with `config` until it has forwarded for `seconds`, and returns, for each
+/// of its stats reports after the warm-up, the per-second rates of the counters `counts` reads from the report
+/// (`None`: not a stats report). The first counter must be the packets received: it tells when traffic started.
+fn dataplane_rates<const N: usize>(
+    bin: &Path,
+    config: &Path,
+    seconds: u64,
+    counts: fn(&Value) -> Option<[u64; N]>,
+) -> Result<Vec<[f64; N]>> {
+    let (mut child, stdout) = spawn_reporting(
+        Command::new(bin.join("bulkhead-dataplane"))
+            .arg("--config")
+            .arg(config),
+    )?;
+    let (started, on_start) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut last: Option<(f64, [u64; N])> = None;
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let (Some(now), Some(time)) = (counts(&v), v["uptime_s"].as_f64()) else {
+                continue;
+            };
+            if let Some((t0, before)) = last {
+                if now[0] > before[0] {
+                    let _ = started.send(());
+                }
+                samples.push(std::array::from_fn(|i| {
+                    now[i].saturating_sub(before[i]) as f64 / (time - t0)
+                }));
+            }
+            last = Some((time, now));
+        }
+        samples
+    });
+    stop_after(&mut child, &on_start, seconds)?;
+    let samples = reader.join().map_err(|_| "bulkhead reader panicked")?;
+    warm(samples, "bulkhead-dataplane", |s: &[f64; N]| s[0] > 0.0)
 }
 
 /// How long a program may take to start forwarding (loading a large pcap into mbufs takes a while).

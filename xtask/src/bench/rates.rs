@@ -4,12 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use super::{inputs, median, stop_after, warm, Args, Row, Stat, Suite};
-use crate::util::{build_release, root, run, show, target_dir, Result};
+use super::{
+    dataplane_rates, inputs, median, spawn_reporting, stop_after, warm, Args, Row, Stat, Suite,
+};
+use crate::util::{build_release, root, run, target_dir, Result};
 
 /// How one rate benchmark is set up; testpmd and Bulkhead get the same pcap, memory and mbuf count.
 struct Setup<'a> {
@@ -388,13 +390,7 @@ fn run_testpmd(args: &Args, setup: &Setup, mode: &str) -> Result<Vec<f64>> {
         "--burst=32",
         &format!("--total-num-mbufs={}", setup.mbufs),
     ]);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
+    let (mut child, stdout) = spawn_reporting(&mut cmd)?;
     let (started, on_start) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut per_period = Vec::new();
@@ -488,54 +484,25 @@ flows_per_worker = {flows}
             flows = setup.flows_per_worker,
         ),
     )?;
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(&config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let (started, on_start) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut samples = Vec::new();
-        let mut last: Option<(f64, [u64; 4])> = None;
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["event"] != "stats" {
-                continue;
-            }
-            let t = &v["totals"];
-            let (Some(time), Some(rx), Some(tx), Some(created)) = (
-                v["uptime_s"].as_f64(),
-                t["rx_packets"].as_u64(),
-                t["tx_packets"].as_u64(),
-                t["flows_created"].as_u64(),
-            ) else {
-                continue;
-            };
-            let evicted = t["flows_evicted"].as_u64().unwrap_or(0);
-            let now = [rx, tx, created, evicted];
-            if let Some((t0, before)) = last {
-                let rate = |i: usize| (now[i] - before[i]) as f64 / (time - t0);
-                if now[0] > before[0] {
-                    let _ = started.send(());
-                }
-                samples.push(Sample {
-                    rx: rate(0),
-                    tx: rate(1),
-                    created: rate(2),
-                    evicted: rate(3),
-                });
-            }
-            last = Some((time, now));
+    let rates = dataplane_rates(bin, &config, args.seconds, |v| {
+        if v["event"] != "stats" {
+            return None;
         }
-        samples
-    });
-    stop_after(&mut child, &on_start, args.seconds)?;
-    let samples = reader.join().map_err(|_| "bulkhead reader panicked")?;
-    warm(samples, "bulkhead-dataplane", |s| s.rx > 0.0)
+        let t = &v["totals"];
+        Some([
+            t["rx_packets"].as_u64()?,
+            t["tx_packets"].as_u64()?,
+            t["flows_created"].as_u64()?,
+            t["flows_evicted"].as_u64().unwrap_or(0),
+        ])
+    })?;
+    Ok(rates
+        .into_iter()
+        .map(|[rx, tx, created, evicted]| Sample {
+            rx,
+            tx,
+            created,
+            evicted,
+        })
+        .collect())
 }

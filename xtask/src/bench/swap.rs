@@ -1,14 +1,14 @@
 //! Policy compile + swap time for a 10k-rule policy, and memory per tracked flow.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use protocol::{LoadPolicyResult, Request};
 use serde_json::json;
 
-use super::{median, Args, Row, Stat, Suite};
-use crate::util::{build_release, root, show, target_dir, Result};
+use super::{median, spawn_reporting, Args, Row, Stat, Suite};
+use crate::util::{build_release, root, target_dir, Result};
 
 /// A Bulkhead policy made from a ClassBench rule set: each rule becomes a rule from its source prefix to its
 /// destination prefix on a service with its protocol and port ranges. Rules with a wildcard protocol but port
@@ -115,15 +115,12 @@ max_rules = 16384
             socket = socket.display().to_string(),
         ),
     )?;
-    let mut cmd = Command::new(bin.join("bulkhead-dataplane"));
-    cmd.arg("--config").arg(&config);
-    eprintln!("$ {}", show(&cmd));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let (mut child, stdout) = spawn_reporting(
+        Command::new(bin.join("bulkhead-dataplane"))
+            .arg("--config")
+            .arg(&config),
+    )?;
+    let mut lines = BufReader::new(stdout).lines();
     let ready = lines
         .by_ref()
         .map_while(|l| l.ok())
@@ -136,10 +133,18 @@ max_rules = 16384
     let mut results = Vec::new();
     let stream = std::os::unix::net::UnixStream::connect(&socket)?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut ask = |request: &Request| -> Result<LoadPolicyResult> {
+    // Encoded once, before the clock starts: the round trip is the dataplane's work (reading the line, decoding
+    // and validating the document, compile, rte_acl build, persist, publish), not the client's encoding.
+    let mut line = protocol::encode_request(
+        None,
+        &Request::LoadPolicy {
+            policy: doc,
+            version: None,
+        },
+    );
+    line.push('\n');
+    let mut ask = || -> Result<LoadPolicyResult> {
         use std::io::Write;
-        let mut line = protocol::encode_request(None, request);
-        line.push('\n');
         (&stream).write_all(line.as_bytes())?;
         let mut reply = String::new();
         reader.read_line(&mut reply)?;
@@ -151,13 +156,9 @@ max_rules = 16384
         }
     };
     let rss_before = vm_kib(pid, "VmRSS:");
-    let load = Request::LoadPolicy {
-        policy: doc,
-        version: None,
-    };
     for i in 0..args.runs.max(1) {
         let t0 = Instant::now();
-        let r = ask(&load)?;
+        let r = ask()?;
         let round_trip = t0.elapsed().as_secs_f64() * 1e3;
         eprintln!("xtask: swap {}: {}", i + 1, serde_json::to_value(&r)?);
         results.push((r, round_trip));
@@ -233,11 +234,14 @@ max_rules = 16384
             "µs",
             stat(|r| r.grace_period_us),
         ),
-        row(
-            "load_policy request round trip".into(),
-            "ms",
-            Stat::of(results.iter().map(|(_, t)| *t).collect()),
-        ),
+        Row {
+            target: Some("≤ 500 ms"),
+            ..row(
+                "load_policy request round trip (commit to enforced)".into(),
+                "ms",
+                Stat::of(results.iter().map(|(_, t)| *t).collect()),
+            )
+        },
         row(
             format!(
                 "dataplane peak RSS during builds (before: {} MiB)",

@@ -1,5 +1,6 @@
 //! Tests of the connection tracker. Frames are built with `net`'s emit side.
 
+mod flood;
 mod frames;
 mod mem;
 mod prop;

@@ -6,8 +6,8 @@ use net::TcpFlags;
 
 use super::frames::{frame, ip_packet, quote_v4, tcp, L4Spec};
 use crate::conntrack::{
-    Admission, Dir, FlowId, FlowInfo, Full, NewFlow, Refusal, Strictness, TcpConnState, TcpRefusal,
-    Timeouts, Track, Tracker, Untracked,
+    Admission, CommitError, Dir, FlowId, FlowInfo, NewFlow, Refusal, Strictness, TcpConnState,
+    TcpRefusal, Timeouts, Track, Tracker, Untracked,
 };
 
 const SYN: TcpFlags = TcpFlags::SYN;
@@ -38,6 +38,7 @@ fn admit() -> Admission {
         policy_version: 3,
         log: true,
         monitor: false,
+        segment: None,
     }
 }
 
@@ -765,7 +766,7 @@ fn commit_on_a_full_table() {
         },
     );
     let n = expect_new(run(&mut t, &q, 1));
-    assert_eq!(t.commit_new(&n, admit(), 1), Err(Full));
+    assert_eq!(t.commit_new(&n, admit(), 1), Err(CommitError::Full));
     let mut closed = 0;
     assert_eq!(t.expire(400_000, 2, |_, _| closed += 1), 2);
     assert_eq!(closed, 2);
