@@ -13,45 +13,17 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use testbed::control::{Control, ControlOptions};
 
-use super::{spawn_reporting, swap::classbench_policy, Row, Stat, Suite};
+use super::swap::{classbench_policy, idle_ports_config};
+use super::{spawn_reporting, Row, Stat, Suite};
 use crate::util::{build_release, target_dir, Result};
 
 /// A dataplane on idle ports, its control socket at `dir/control.sock`.
 fn start_gateway(bin: &Path, dir: &Path, name: &str) -> Result<Child> {
     std::fs::create_dir_all(dir)?;
     let config = dir.join("dataplane.toml");
-    let pid = std::process::id();
     std::fs::write(
         &config,
-        format!(
-            r#"# Written by `cargo xtask bench gateways`: two idle ports, no policy at start.
-[eal]
-file_prefix = "bench-gw-{name}-{pid}"
-hugepages = false
-memory_mb = 2048
-log_level = "warning"
-[workers]
-cores = [1]
-idle_sleep_max_us = 1000
-[mempool]
-mbufs = 8191
-cache = 64
-[[ports]]
-name = "a"
-device = "net_null0,no-rx=1"
-[[ports]]
-name = "b"
-device = "net_null1,no-rx=1"
-[[links]]
-ports = ["a", "b"]
-[policy]
-state_dir = {state:?}
-control_socket = {socket:?}
-max_rules = 16384
-"#,
-            state = dir.join("state").display().to_string(),
-            socket = dir.join("control.sock").display().to_string(),
-        ),
+        idle_ports_config("gateways", dir, "idle_sleep_max_us = 1000"),
     )?;
     let (mut child, stdout) = spawn_reporting(
         Command::new(bin.join("bulkhead-dataplane"))
