@@ -41,8 +41,8 @@ fn start_gateway(bin: &Path, dir: &Path, name: &str) -> Result<Child> {
     Ok(child)
 }
 
-/// Commits `doc` `runs` times (a rule renamed each time, so every commit is a change) through a control that
-/// manages `gateways`; answers (commit_ms, round trip ms) per commit.
+/// Commits `doc` `runs` times (a rule renamed each time, so every commit is a change) through a new control that
+/// manages `gateways` (it adopts what they run); answers (commit_ms, round trip ms) per commit.
 fn commits(
     bin: &Path,
     dir: &Path,
@@ -65,7 +65,8 @@ fn commits(
     let mut out = Vec::new();
     for i in 0..runs.max(1) {
         let mut doc = doc.clone();
-        doc["rules"][0]["name"] = json!(format!("acl1-first-{i}"));
+        // Unlike whatever the gateways run already (a previous control's commits, adopted by this one).
+        doc["rules"][0]["name"] = json!(format!("acl1-first-{}-{i}", gateways.len()));
         let etag = control.call("GET", "/api/v1/draft", None)?.etag();
         let put = control.write("PUT", "/api/v1/draft", Some(&doc), &etag)?;
         if put.status != 200 {
