@@ -1,12 +1,13 @@
 //! The state every part of control shares (the REST handlers, the reconciler and the policy lifecycle), and
 //! [`off_worker`], where they all run CPU-heavy work.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::auth::{Failures, Tokens};
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::DataplaneError;
 use crate::flowlog::FlowLog;
+use crate::gateway::{Gateway, Gateways};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::rulehealth::ShadowCache;
@@ -14,14 +15,15 @@ use crate::store::Store;
 
 /// Everything the handlers and the background tasks share.
 ///
-/// Every store change and every push to the dataplane happens under one lock (the store's), so commits,
+/// Every store change and every push to a gateway happens under one lock (the store's), so commits,
 /// rollbacks, reverts and reconciliation are serialized.
 pub struct App {
     pub store: tokio::sync::Mutex<Store>,
     pub tokens: RwLock<Tokens>,
     /// Failed authentications: counted, and slowed per source.
     pub auth_failures: Failures,
-    pub dataplane: Dataplane,
+    /// The managed gateways, and what control last learned of each.
+    pub gateways: Gateways,
     pub metrics: Arc<Metrics>,
     /// The flow log: its routes and the traffic map read its memory.
     pub flowlog: Arc<FlowLog>,
@@ -30,15 +32,9 @@ pub struct App {
     /// Shadowed rules of the last policy `rules/health` was asked about.
     pub shadow_cache: ShadowCache,
     pub config: Config,
-    /// The last `status` answer of the dataplane (or why there was none), for `health`.
-    pub dataplane_seen: Mutex<Result<protocol::Status, String>>,
-    /// The last reconciliation that verified the dataplane runs the active version: (version, dataplane uptime).
-    pub verified: Mutex<Option<(u64, f64)>>,
-    /// Set while reconciliation refuses to move the dataplane to an older version than it runs (for `health`).
-    pub refused: Mutex<Option<Downgrade>>,
 }
 
-/// The dataplane runs a newer version than the store's active one: pushing would move it back.
+/// A gateway runs a newer version than the store's active one: pushing would move it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Downgrade {
     pub active_version: u64,
@@ -48,21 +44,21 @@ pub struct Downgrade {
 pub type Shared = Arc<App>;
 
 impl App {
-    /// Forgets the last verification: the next reconciliation compares documents again.
-    pub fn unverify(&self) {
-        *self.verified.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// Pushes `policy` to the dataplane as `version` (one durable step for the crash test); whatever the answer,
-    /// the next reconciliation compares documents again.
+    /// Loads `policy` on one gateway as `version` in one step (reconciliation; one durable step for the crash
+    /// test); whatever the answer, the next reconciliation compares documents again.
     pub async fn push(
         &self,
+        gateway: &Gateway,
         policy: &serde_json::Value,
         version: u64,
     ) -> Result<protocol::LoadPolicyResult, DataplaneError> {
-        let pushed = self.dataplane.load_policy(policy, version).await;
+        let pushed = gateway.client.load_policy(policy, version).await;
         crate::crashpoint::step("after a push");
-        self.unverify();
+        gateway.unverify();
+        match &pushed {
+            Ok(_) => gateway.enforces(version),
+            Err(e) => gateway.failed(&format!("push of version {version}"), e),
+        }
         pushed
     }
 }

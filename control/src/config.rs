@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::export::ExportConfig;
 use crate::flowlog::FlowLogConfig;
+use crate::gateway::GatewayConfig;
 use crate::history::HistoryConfig;
 use crate::metrics::MetricsConfig;
 
@@ -21,8 +22,14 @@ pub struct Config {
     /// Policy store: versions, draft, active pointer, audit log.
     pub store_dir: PathBuf,
     /// The dataplane's control socket: the one it reserves for control (`control_socket.reserved_path` in its
-    /// config), or else the shared `policy.control_socket`.
-    pub dataplane_socket: PathBuf,
+    /// config), or else the shared `policy.control_socket`. The one gateway, named `local`; or else give
+    /// `[[gateways]]`.
+    #[serde(default)]
+    pub dataplane_socket: Option<PathBuf>,
+    /// The gateways control manages (instead of `dataplane_socket`): local sockets or remote listeners over
+    /// mutual TLS.
+    #[serde(default)]
+    pub gateways: Vec<GatewayConfig>,
     /// Bearer tokens (hashed; see `auth::tokens`); created (mode 0600) at first start, with the first admin
     /// secret beside it in `<token_file>.initial`. Default: `<store_dir>/tokens`.
     #[serde(default)]
@@ -44,7 +51,7 @@ pub struct Config {
     /// Confirm window for `"confirm": true` commits that give no `confirm_within_s`.
     #[serde(default = "default_confirm")]
     pub confirm_timeout_s: u64,
-    /// How long to wait for one dataplane answer.
+    /// How long to wait for one dataplane answer (each gateway's default).
     #[serde(default = "default_dp_timeout")]
     pub dataplane_timeout_ms: u64,
     /// How often control checks that the dataplane runs the active version (and pushes it if not).
@@ -260,13 +267,59 @@ impl Config {
         if self.store_dir.as_os_str().is_empty() {
             return invalid("store_dir", "must not be empty");
         }
-        if self.dataplane_socket.as_os_str().is_empty() {
-            return invalid("dataplane_socket", "must not be empty");
-        }
+        self.check_gateways(path)?;
         if let Err((field, message)) = self.auth.check() {
             return invalid(field, message);
         }
         self.check_tls(path)
+    }
+
+    fn check_gateways(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| {
+            Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("{field}: {message}"),
+            })
+        };
+        match (&self.dataplane_socket, self.gateways.is_empty()) {
+            (Some(_), false) => {
+                return invalid(
+                    "dataplane_socket".into(),
+                    "cannot be combined with [[gateways]]: give dataplane_socket (one local dataplane) or                      [[gateways]] (one or more, local or remote)"
+                        .into(),
+                )
+            }
+            (None, true) => {
+                return invalid(
+                    "dataplane_socket".into(),
+                    "missing: give dataplane_socket (one local dataplane) or [[gateways]]".into(),
+                )
+            }
+            (Some(s), true) if s.as_os_str().is_empty() => {
+                return invalid("dataplane_socket".into(), "must not be empty".into())
+            }
+            _ => {}
+        }
+        for (i, gw) in self.gateways.iter().enumerate() {
+            if let Err((field, message)) = gw.check() {
+                return invalid(format!("gateways[{i}].{field}"), message);
+            }
+            if self.gateways[..i].iter().any(|g| g.name == gw.name) {
+                return invalid(
+                    format!("gateways[{i}].name"),
+                    format!("{:?} is the name of an earlier gateway", gw.name),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateways to manage: `[[gateways]]`, or the one `local` gateway of `dataplane_socket`.
+    pub fn gateways(&self) -> Vec<GatewayConfig> {
+        match &self.dataplane_socket {
+            Some(socket) => vec![GatewayConfig::local(socket.clone())],
+            None => self.gateways.clone(),
+        }
     }
 
     fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
@@ -344,6 +397,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store_dir"), "{e}");
+        let e = parse("store_dir = \"/s\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("dataplane_socket") && e.contains("[[gateways]]"),
+            "{e}"
+        );
         let e = parse("store_dir = \"/s\"\ndataplane_socket = \"/d\"\nconfirm_timeout_s = 0\n")
             .unwrap_err()
             .to_string();
@@ -365,6 +423,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("auth.max_failure_delay_ms"), "{e}");
+    }
+
+    #[test]
+    fn gateways_local_and_remote() {
+        let c = parse("store_dir = \"/s\"\ndataplane_socket = \"/d.sock\"\n").unwrap();
+        assert_eq!(c.gateways(), [GatewayConfig::local("/d.sock".into())]);
+        let pin = "ab".repeat(32);
+        let two = format!(
+            "store_dir = \"/s\"\n[[gateways]]\nname = \"edge-1\"\nsocket = \"/a.sock\"\n\
+             [[gateways]]\nname = \"plant.b\"\naddress = \"192.0.2.7:7443\"\npin = \"{pin}\"\n\
+             client_cert = \"/c.pem\"\nclient_key = \"/k.pem\"\n"
+        );
+        let c = parse(&two).unwrap();
+        let names: Vec<String> = c.gateways().into_iter().map(|g| g.name).collect();
+        assert_eq!(names, ["edge-1", "plant.b"]);
+        // Both ways at once: an error naming both.
+        let e = parse(&format!("dataplane_socket = \"/d\"\n{two}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dataplane_socket") && e.contains("[[gateways]]"),
+            "{e}"
+        );
+        let bad = [
+            ("name = \"\"\nsocket = \"/a\"", "gateways[0].name"),
+            ("name = \"a b\"\nsocket = \"/a\"", "gateways[0].name"),
+            ("name = \"a\"", "gateways[0].socket"),
+            ("name = \"a\"\nsocket = \"/a\"\naddress = \"h:1\"", "gateways[0].address"),
+            ("name = \"a\"\nsocket = \"/a\"\nca = \"/ca\"", "gateways[0].socket"),
+            ("name = \"a\"\naddress = \"h\"\nca = \"/ca\"", "gateways[0].address"),
+            ("name = \"a\"\naddress = \"h:1\"\nclient_cert = \"/c\"\nclient_key = \"/k\"", "gateways[0].ca"),
+            ("name = \"a\"\naddress = \"h:1\"\npin = \"12\"\nclient_cert = \"/c\"\nclient_key = \"/k\"", "gateways[0].pin"),
+            ("name = \"a\"\naddress = \"h:1\"\nca = \"/ca\"\nclient_key = \"/k\"", "gateways[0].client_cert"),
+            ("name = \"a\"\naddress = \"h:1\"\nca = \"/ca\"\nclient_cert = \"/c\"\nclient_key = \"/k\"\nhost = \"x\"", "host"),
+        ];
+        for (entry, field) in bad {
+            let e = parse(&format!("store_dir = \"/s\"\n[[gateways]]\n{entry}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{entry}: {e}");
+        }
+        let e = parse("store_dir = \"/s\"\n[[gateways]]\nname = \"a\"\nsocket = \"/a\"\n[[gateways]]\nname = \"a\"\nsocket = \"/b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gateways[1].name") && e.contains("earlier"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! middle of an audit line) and the answers of dataplane pushes, so a test can enumerate every point of a commit,
 //! a rollback, a revert or an audit append instead of hoping a timed kill lands there. Release builds have no
 //! such seam: [`reached`] is always false there.
+//!
+//! A second seam for the gateway tests: with `BULKHEAD_CONTROL_PAUSE_BEFORE_PUBLISH_MS=N`, a debug build waits N
+//! milliseconds between preparing a version on the gateways and publishing it, so a test can kill a gateway in
+//! between. Release builds never wait.
 
 #[cfg(debug_assertions)]
 mod seam {
@@ -47,4 +51,16 @@ pub fn step(what: &str) {
 pub fn crash(what: &str) -> ! {
     eprintln!("bulkhead-control: crash point reached: {what}");
     std::process::abort()
+}
+
+/// Waits `BULKHEAD_CONTROL_PAUSE_BEFORE_PUBLISH_MS` between prepare and publish (debug builds only).
+pub async fn pause_before_publish() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("BULKHEAD_CONTROL_PAUSE_BEFORE_PUBLISH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("bulkhead-control: pausing {ms} ms before publishing");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }

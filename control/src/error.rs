@@ -180,8 +180,42 @@ impl From<LifecycleError> for ApiError {
             }
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Dataplane(e) => e.into(),
+            LifecycleError::NotDeployed(d) => not_deployed(&d, message),
         }
     }
+}
+
+/// A version no gateway enforces: 502 `dataplane_refused` when a gateway refused it (each refusal's details,
+/// their paths as the gateway gave them, their messages prefixed with the gateway's name), else 503
+/// `dataplane_unavailable`; `details` also carry each gateway's answer at `gateways.<name>`.
+fn not_deployed(d: &crate::lifecycle::Deployment, message: String) -> ApiError {
+    let mut out = if d.refused() {
+        ApiError::new(StatusCode::BAD_GATEWAY, "dataplane_refused", message)
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dataplane_unavailable",
+            message,
+        )
+    };
+    for (name, answer) in &d.answers {
+        out = out.detail(format!("gateways.{name}"), answer.describe());
+        if let crate::lifecycle::Answer::Refused { details, .. } = answer {
+            for d in details {
+                out.details.push(match d.split_once(": ") {
+                    Some((p, m)) => Detail {
+                        path: p.into(),
+                        message: format!("[{name}] {m}"),
+                    },
+                    None => Detail {
+                        path: String::new(),
+                        message: format!("[{name}] {d}"),
+                    },
+                });
+            }
+        }
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

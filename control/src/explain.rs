@@ -8,8 +8,10 @@ use protocol::{FlowFilter, FlowInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::dataplane::Dataplane;
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::gateway::{Gateway, Gateways};
 
 /// The flow to explain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +35,9 @@ pub struct Request {
     /// 802.1Q VLAN id; absent for untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// The gateway whose tracked connections are examined (default: every gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,35 +189,63 @@ const SCAN_LIMIT: usize = 100_000;
 /// Most cut connections listed in the answer (all are counted).
 const LIST_LIMIT: usize = 1000;
 
-/// Which currently tracked connections `draft` would cut if committed.
-pub async fn connections_cut(dp: &Dataplane, draft: &Policy) -> Value {
-    let listed = match dp.flows(&FlowFilter::default(), SCAN_LIMIT).await {
-        Ok(v) => v,
-        Err(e) => return json!({"error": format!("tracked connections unavailable: {e}")}),
-    };
-    let flows = listed.flows;
+/// Which currently tracked connections of `gateways` `draft` would cut if committed (asked of all at once); each
+/// cut connection names its gateway, and `gateways` says what each one counted (or why it could not).
+pub async fn connections_cut(gateways: &[Arc<Gateway>], draft: &Policy) -> Value {
+    let all = FlowFilter::default();
+    let listed = Gateways::each(gateways, |g| g.client.flows(&all, SCAN_LIMIT)).await;
     let keep = draft.settings().on_policy_change == policy::OnPolicyChange::Keep;
     let mut cut = Vec::new();
-    let mut count = 0usize;
-    if !keep {
-        for f in &flows {
-            let flow = tracked_flow(f);
-            if !draft.evaluate(&flow).passes() {
-                count += 1;
-                if cut.len() < LIST_LIMIT {
-                    let mut c = serde_json::to_value(f).unwrap_or_default();
-                    c["draft"] = judge(draft, &flow);
-                    cut.push(c);
+    let (mut count, mut tracked, mut truncated) = (0usize, 0usize, false);
+    let mut per = serde_json::Map::new();
+    let mut reached = 0;
+    let mut last_error = None;
+    for (g, listed) in gateways.iter().zip(listed) {
+        let listed = match listed {
+            Ok(v) => v,
+            Err(e) => {
+                let error = format!("tracked connections unavailable: {e}");
+                per.insert(g.name().into(), json!({"error": error}));
+                last_error = Some(error);
+                continue;
+            }
+        };
+        reached += 1;
+        let mut here = 0usize;
+        if !keep {
+            for f in &listed.flows {
+                let flow = tracked_flow(f);
+                if !draft.evaluate(&flow).passes() {
+                    here += 1;
+                    if cut.len() < LIST_LIMIT {
+                        let mut c = serde_json::to_value(f).unwrap_or_default();
+                        c["gateway"] = json!(g.name());
+                        c["draft"] = judge(draft, &flow);
+                        cut.push(c);
+                    }
                 }
             }
         }
+        count += here;
+        tracked += listed.flows.len();
+        truncated |= listed.truncated;
+        per.insert(
+            g.name().into(),
+            json!({"tracked": listed.flows.len(), "would_cut": here, "scan_truncated": listed.truncated}),
+        );
+    }
+    if reached == 0 {
+        if let Some(error) = last_error {
+            return json!({"error": error, "gateways": per});
+        }
     }
     json!({
-        "tracked": flows.len(),
-        "scan_truncated": listed.truncated,
+        "tracked": tracked,
+        "scan_truncated": truncated,
         "on_policy_change": draft.settings().on_policy_change,
         "would_cut": count,
         "cut": cut,
         "list_truncated": count > cut.len(),
+        "gateways": per,
     })
 }

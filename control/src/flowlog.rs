@@ -110,6 +110,8 @@ pub struct Key {
     /// Both directions together.
     pub packets: u64,
     pub bytes: u64,
+    /// The gateway that reported it (absent on records written before gateways were named).
+    pub gateway: Option<String>,
 }
 
 impl Key {
@@ -128,14 +130,22 @@ impl Key {
             verdict: Some(e.verdict.as_str().to_string()),
             packets: e.packets.iter().sum(),
             bytes: e.bytes.iter().sum(),
+            gateway: None,
         }
     }
 
     /// The key of a line of the flow log file (an event with its `seq`); empty for a line that is not one.
     fn of_line(mut line: Map<String, Value>) -> Key {
         line.remove("seq");
+        let gateway = match line.remove("gateway") {
+            Some(Value::String(g)) => Some(g),
+            _ => None,
+        };
         serde_json::from_value::<FlowEvent>(Value::Object(line))
-            .map(|e| Key::of(&e))
+            .map(|e| Key {
+                gateway,
+                ..Key::of(&e)
+            })
             .unwrap_or_default()
     }
 }
@@ -164,6 +174,8 @@ pub struct FlowLogFilter {
     /// A segment name in the event's `src_segments` / `dst_segments` ([`UNSEGMENTED`]: an empty list).
     pub src_segment: Option<String>,
     pub dst_segment: Option<String>,
+    /// The gateway that reported the event.
+    pub gateway: Option<String>,
 }
 
 /// The segment "name" of an address that is in no segment.
@@ -200,6 +212,10 @@ impl FlowLogFilter {
                 .dst_segment
                 .as_ref()
                 .is_none_or(|n| in_segment(k.dst_segments.as_ref(), n))
+            && self
+                .gateway
+                .as_ref()
+                .is_none_or(|g| k.gateway.as_ref() == Some(g))
     }
 }
 
@@ -271,6 +287,9 @@ pub struct FlowLog {
     export: Arc<Exporters>,
     /// The flow history: each drained batch is offered to it once, without waiting.
     history: Option<Arc<History>>,
+    /// Held from numbering a batch to writing it, so the file's lines stay in `seq` order when several
+    /// gateways' pollers drain at once.
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -303,6 +322,7 @@ impl FlowLog {
             config,
             export,
             history,
+            writing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -315,8 +335,8 @@ impl FlowLog {
         registry.register(Box::new(s.subscribers.clone()))
     }
 
-    /// Drains the dataplane's events every `poll_ms` until the process ends; an unreachable dataplane is
-    /// retried at the same pace (no spinning, no crash), and state changes are logged once.
+    /// Drains one gateway's events every `poll_ms` until the process ends (one such task per gateway); an
+    /// unreachable gateway is retried at the same pace (no spinning, no crash), and state changes are logged once.
     pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
         let dataplane = dataplane.with_timeout(Duration::from_secs(5));
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(10)));
@@ -334,9 +354,13 @@ impl FlowLog {
             let up = result.is_ok();
             if was_up != Some(up) {
                 match result {
-                    Ok(_) => eprintln!("bulkhead-control: flow log: draining the dataplane's events"),
+                    Ok(_) => eprintln!(
+                        "bulkhead-control: flow log: draining the events of gateway {}",
+                        dataplane.name()
+                    ),
                     Err(e) => eprintln!(
-                        "bulkhead-control: flow log: cannot read the dataplane's events ({e}); retrying every {} ms",
+                        "bulkhead-control: flow log: cannot read the events of gateway {} ({e}); retrying every {} ms",
+                        dataplane.name(),
                         self.config.poll_ms
                     ),
                 }
@@ -345,8 +369,8 @@ impl FlowLog {
         }
     }
 
-    /// Drains one batch of events: numbered, kept, streamed, written. Returns how many the dataplane still
-    /// holds.
+    /// Drains one batch of events of `dataplane`'s gateway: named after it, numbered, kept, streamed, written.
+    /// Returns how many the gateway still holds.
     pub async fn poll_once(&self, dataplane: &Dataplane) -> Result<u64, DataplaneError> {
         let EventBatch { events, remaining } = dataplane.events(BATCH).await?;
         let remaining = remaining as u64;
@@ -354,7 +378,8 @@ impl FlowLog {
         if events.is_empty() {
             return Ok(remaining);
         }
-        let stored = self.ingest(events);
+        let _writing = self.writing.lock().await;
+        let stored = self.ingest(dataplane.name(), events);
         let file = self.file.clone();
         let lines = stored.clone();
         let written = tokio::task::spawn_blocking(move || lock(&file).append(&lines)).await;
@@ -380,8 +405,8 @@ impl FlowLog {
         Ok(remaining)
     }
 
-    /// Numbers `events`, puts them in the ring and sends them to subscribers.
-    pub(crate) fn ingest(&self, events: Vec<FlowEvent>) -> Vec<Arc<StoredEvent>> {
+    /// Numbers `events` (reported by `gateway`), puts them in the ring and sends them to subscribers.
+    pub(crate) fn ingest(&self, gateway: &str, events: Vec<FlowEvent>) -> Vec<Arc<StoredEvent>> {
         if let Some(history) = &self.history {
             // Never waits: a full queue drops the batch, counted by the history.
             history.offer(&events);
@@ -390,7 +415,10 @@ impl FlowLog {
         {
             let mut ring = lock(&self.ring);
             for e in events {
-                let key = Key::of(&e);
+                let key = Key {
+                    gateway: Some(gateway.to_string()),
+                    ..Key::of(&e)
+                };
                 // Through a `Value`: the file and the API have always had the event's keys in sorted order.
                 let Ok(Value::Object(mut map)) = serde_json::to_value(&e) else {
                     continue;
@@ -399,6 +427,7 @@ impl FlowLog {
                 ring.next_seq += 1;
                 let flow = ExportedFlow::new(seq, e);
                 map.insert("seq".into(), json!(seq));
+                map.insert("gateway".into(), json!(gateway));
                 flow.add_derived_fields(&mut map);
                 self.export.offer_flow(&flow);
                 let ev = Arc::new(StoredEvent {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod explain;
 pub mod export;
 pub mod flowlog;
+pub mod gateway;
 pub mod history;
 pub mod http;
 pub mod lifecycle;

@@ -9,16 +9,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bulkhead_control::api;
 use bulkhead_control::app::App;
 use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
-use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::export::Exporters;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::gateway::Gateways;
 use bulkhead_control::history::History;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
@@ -47,6 +47,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("bulkhead-control: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The gateways' certificate files are config too (exit code 2).
+    let gateways = match Gateways::connect(&config.gateways(), config.dataplane_timeout_ms) {
+        Ok(g) => g,
         Err(e) => {
             eprintln!("bulkhead-control: config error: {e}");
             return ExitCode::from(2);
@@ -111,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(config, tls)) {
+    match runtime.block_on(serve(config, tls, gateways)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bulkhead-control: {e}");
@@ -120,7 +128,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    config: Config,
+    tls: Option<Tls>,
+    gateways: Gateways,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut store = Store::open(&config.store_dir)?;
     let (tokens, migrated) = Tokens::load_or_create(&config.token_path())?;
     if migrated > 0 {
@@ -129,9 +141,8 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
             config.token_path().display()
         );
     }
-    let dataplane = Dataplane::new(&config.dataplane_socket)
-        .with_timeout(Duration::from_millis(config.dataplane_timeout_ms));
     let metrics = Metrics::new(config.metrics.clone());
+    metrics.watch(gateways.names());
     let export = Exporters::start(&config.export, metrics.registry())?;
     store.export_audit_to(export.clone());
     let history = if config.history.enabled {
@@ -160,15 +171,12 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
         store: tokio::sync::Mutex::new(store),
         tokens: RwLock::new(tokens),
         auth_failures,
-        dataplane: dataplane.clone(),
+        gateways: gateways.clone(),
         metrics: metrics.clone(),
         flowlog: flowlog.clone(),
         history,
         shadow_cache: Default::default(),
         config,
-        dataplane_seen: Mutex::new(Err("not asked yet".into())),
-        verified: Mutex::new(None),
-        refused: Mutex::new(None),
     });
     let router = api::app(app.clone(), vec![metrics.router()]);
     let limits = http::Limits::new(&app.config);
@@ -213,8 +221,10 @@ async fn serve(config: Config, tls: Option<Tls>) -> Result<(), Box<dyn std::erro
             "reconcile": first.to_json(),
         })
     );
-    tokio::spawn(metrics.clone().run(dataplane.clone()));
-    tokio::spawn(flowlog.clone().run(dataplane.clone()));
+    for gateway in gateways.iter() {
+        tokio::spawn(metrics.clone().run(gateway.client.clone()));
+        tokio::spawn(flowlog.clone().run(gateway.client.clone()));
+    }
     tokio::spawn(reconcile::run(app.clone()));
     tokio::spawn(flush_last_use(app.clone()));
     tokio::select! {

@@ -9,7 +9,9 @@
 //! reports the last reading as is), never as deltas accumulated here: a dataplane restart then shows as an
 //! ordinary counter reset, which `rate()`/`increase()` handle, and a control restart changes nothing. While the
 //! dataplane is unreachable its series are not exported at all (Prometheus marks them stale) and
-//! `bulkhead_dataplane_up` is 0. See `docs/metrics.md` for the list.
+//! `bulkhead_dataplane_up` is 0. With several gateways, one poller per gateway keeps one reading each, and every
+//! family of the readings carries a `gateway` label (its configured name: as many values as configured
+//! gateways). See `docs/metrics.md` for the list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -228,6 +230,8 @@ pub(crate) fn went_backwards(old: &CountersReport, new: &CountersReport) -> bool
 struct Out {
     families: Vec<MetricFamily>,
     index: HashMap<&'static str, usize>,
+    /// The gateway whose reading is being added (its `gateway` label).
+    gateway: String,
 }
 
 impl Out {
@@ -246,10 +250,14 @@ impl Out {
             })
             .collect();
         let index = DEFS.iter().enumerate().map(|(i, d)| (d.name, i)).collect();
-        Out { families, index }
+        Out {
+            families,
+            index,
+            gateway: String::new(),
+        }
     }
 
-    /// One sample; `values` in the order of the family's labels.
+    /// One sample of the current gateway; `values` in the order of the family's labels.
     fn add(&mut self, name: &str, values: &[&str], value: f64) {
         let Some(&i) = self.index.get(name) else {
             debug_assert!(false, "{name} is not in DEFS");
@@ -259,9 +267,8 @@ impl Out {
         debug_assert_eq!(def.labels.len(), values.len(), "{name}");
         let mut m = proto::Metric::default();
         m.set_label(
-            def.labels
-                .iter()
-                .zip(values)
+            std::iter::once((&GATEWAY_LABEL, self.gateway.as_str()))
+                .chain(def.labels.iter().zip(values.iter().copied()))
                 .map(|(k, v)| {
                     let mut l = proto::LabelPair::default();
                     l.set_name(k.to_string());
@@ -293,8 +300,20 @@ impl Out {
     }
 }
 
-fn render_reading(r: &Reading) -> Vec<MetricFamily> {
+/// The label every family of the readings carries first.
+const GATEWAY_LABEL: &str = "gateway";
+
+/// Every gateway's reading, in the order the gateways were configured.
+fn render_readings(readings: &[(String, Reading)]) -> Vec<MetricFamily> {
     let mut o = Out::new();
+    for (gateway, r) in readings {
+        o.gateway.clone_from(gateway);
+        render_reading(&mut o, r);
+    }
+    o.finish()
+}
+
+fn render_reading(o: &mut Out, r: &Reading) {
     o.add("bulkhead_dataplane_up", &[], if r.up { 1.0 } else { 0.0 });
     for kind in ERROR_KINDS {
         let n = r.errors.get(kind).copied().unwrap_or(0);
@@ -316,7 +335,7 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
         );
     }
     let Some(rep) = r.report.as_ref().filter(|_| r.up) else {
-        return o.finish();
+        return;
     };
     o.add(
         "bulkhead_dataplane_poll_duration_seconds",
@@ -416,13 +435,12 @@ fn render_reading(r: &Reading) -> Vec<MetricFamily> {
         &[],
         t.events_rate_limited as f64,
     );
-    o.finish()
 }
 
 /// Reports the last reading as is (see the module docs for why not deltas).
 struct DataplaneCollector {
     descs: Vec<Desc>,
-    reading: Arc<Mutex<Reading>>,
+    readings: Arc<Mutex<Vec<(String, Reading)>>>,
 }
 
 impl Collector for DataplaneCollector {
@@ -431,7 +449,7 @@ impl Collector for DataplaneCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        render_reading(&lock(&self.reading))
+        render_readings(&lock(&self.readings))
     }
 }
 
@@ -444,7 +462,8 @@ pub struct Metrics {
     registry: Registry,
     commit_latency: Histogram,
     reconcile_refused: IntGauge,
-    reading: Arc<Mutex<Reading>>,
+    /// Per gateway, in config order ([`Metrics::watch`]).
+    readings: Arc<Mutex<Vec<(String, Reading)>>>,
     config: MetricsConfig,
 }
 
@@ -473,14 +492,17 @@ impl Metrics {
         registry
             .register(Box::new(reconcile_refused.clone()))
             .expect("registered once");
-        let reading = Arc::new(Mutex::new(Reading::default()));
+        let readings = Arc::new(Mutex::new(Vec::new()));
         let descs = DEFS
             .iter()
             .map(|d| {
                 Desc::new(
                     d.name.to_string(),
                     d.help.to_string(),
-                    d.labels.iter().map(|l| l.to_string()).collect(),
+                    std::iter::once(GATEWAY_LABEL)
+                        .chain(d.labels.iter().copied())
+                        .map(str::to_string)
+                        .collect(),
                     HashMap::new(),
                 )
                 .expect("valid metric names (checked by the tests)")
@@ -489,16 +511,27 @@ impl Metrics {
         registry
             .register(Box::new(DataplaneCollector {
                 descs,
-                reading: reading.clone(),
+                readings: readings.clone(),
             }))
             .expect("names distinct from the histogram's");
         Arc::new(Metrics {
             registry,
             commit_latency,
             reconcile_refused,
-            reading,
+            readings,
             config,
         })
+    }
+
+    /// Reserves a reading per gateway, in this order (the order of the output, and the first is the one
+    /// [`with_reading`](Self::with_reading) reads by default).
+    pub fn watch<'a>(&self, gateways: impl IntoIterator<Item = &'a str>) {
+        let mut readings = lock(&self.readings);
+        for name in gateways {
+            if !readings.iter().any(|(n, _)| n == name) {
+                readings.push((name.to_string(), Reading::default()));
+            }
+        }
     }
 
     /// Records how long a commit took from request to enforcement by the dataplane.
@@ -516,20 +549,32 @@ impl Metrics {
         &self.registry
     }
 
-    /// Whether the last reading of the dataplane succeeded.
+    /// Whether the last reading of every gateway succeeded.
     pub fn dataplane_up(&self) -> bool {
-        lock(&self.reading).up
+        let readings = lock(&self.readings);
+        !readings.is_empty() && readings.iter().all(|(_, r)| r.up)
     }
 
-    /// Runs `f` on the poller's last readings (for the stats and rules-health endpoints: never a new request
-    /// to the dataplane).
-    pub(crate) fn with_reading<R>(&self, f: impl FnOnce(&Reading) -> R) -> R {
-        f(&lock(&self.reading))
+    /// Runs `f` on the last reading of `gateway` (default: the first configured; for the stats and
+    /// rules-health endpoints: never a new request to a gateway). `None` for a gateway never watched.
+    pub(crate) fn with_reading<R>(
+        &self,
+        gateway: Option<&str>,
+        f: impl FnOnce(&Reading) -> R,
+    ) -> Option<R> {
+        let readings = lock(&self.readings);
+        let found = match gateway {
+            None => readings.first(),
+            Some(name) => readings.iter().find(|(n, _)| n == name),
+        };
+        found.map(|(_, r)| f(r))
     }
 
-    /// Why the last reading failed, if it did.
+    /// Why the last reading of a gateway failed, if one did (the first such gateway's).
     pub fn last_error(&self) -> Option<String> {
-        lock(&self.reading).last_error.clone()
+        lock(&self.readings)
+            .iter()
+            .find_map(|(_, r)| r.last_error.clone())
     }
 
     /// Reads the dataplane's counters once and makes them what scrapes see.
@@ -542,7 +587,15 @@ impl Metrics {
             other => other,
         });
         let took = t0.elapsed();
-        let mut r = lock(&self.reading);
+        let mut readings = lock(&self.readings);
+        let i = match readings.iter().position(|(n, _)| n == dataplane.name()) {
+            Some(i) => i,
+            None => {
+                readings.push((dataplane.name().to_string(), Reading::default()));
+                readings.len() - 1
+            }
+        };
+        let r = &mut readings[i].1;
         match answer {
             Ok(report) => {
                 r.succeed(report, took);
@@ -559,6 +612,7 @@ impl Metrics {
     /// dataplane is retried at the same pace (no spinning, no crash); state changes are logged once.
     pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
         let dataplane = dataplane.with_timeout(Duration::from_millis(self.config.timeout_ms));
+        self.watch([dataplane.name()]);
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_up = None;
@@ -568,9 +622,13 @@ impl Metrics {
             let up = result.is_ok();
             if was_up != Some(up) {
                 match result {
-                    Ok(()) => eprintln!("bulkhead-control: metrics: reading the dataplane's counters"),
+                    Ok(()) => eprintln!(
+                        "bulkhead-control: metrics: reading the counters of gateway {}",
+                        dataplane.name()
+                    ),
                     Err(e) => eprintln!(
-                        "bulkhead-control: metrics: cannot read the dataplane's counters ({e}); retrying every {} ms",
+                        "bulkhead-control: metrics: cannot read the counters of gateway {} ({e}); retrying every {} ms",
+                        dataplane.name(),
                         self.config.poll_ms
                     ),
                 }

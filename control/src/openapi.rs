@@ -21,7 +21,7 @@ pub const OPERATIONS: &[Op] = &[
     (
         "get",
         "/api/v1/health",
-        "Liveness, active version, dataplane reachability (no token needed)",
+        "Liveness, active version, each gateway's reachability and version (no token needed)",
         None,
         None,
     ),
@@ -365,14 +365,21 @@ pub const OPERATIONS: &[Op] = &[
     (
         "get",
         "/api/v1/flows",
-        "Tracked connections (?addr&src&dst&port&proto&rule_id&limit)",
+        "Tracked connections of every gateway, or of one (?gateway&addr&src&dst&port&proto&rule_id&limit)",
+        None,
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/gateways",
+        "The managed gateways: reachability, the version each runs, in sync, last contact and error",
         None,
         None,
     ),
     (
         "post",
         "/api/v1/flows/kill",
-        "Kill tracked connections matching a filter",
+        "Kill tracked connections matching a filter, on every gateway or one (gateway)",
         Some("FlowFilter"),
         None,
     ),
@@ -494,6 +501,12 @@ pub const OPERATIONS: &[Op] = &[
 /// Query parameters: (the operations that take it, as `"method path"`, name, schema, description). A test
 /// checks that each operation documents exactly the parameters its route takes.
 const QUERY: &[(&[&str], &str, &str, &str)] = &[
+    (
+        GATEWAY,
+        "gateway",
+        S,
+        "One gateway by its configured name (flows and the flow log: default every gateway; stats and rules health: default the first configured)",
+    ),
     (
         &["get /api/v1/rules/health"],
         "policy",
@@ -726,6 +739,14 @@ const DRAFT_OBJECT_WRITES: &[&str] = &[
     "post /api/v1/draft/rules",
     "put /api/v1/draft/rules/{key}",
 ];
+/// Where a `gateway` parameter picks one gateway.
+const GATEWAY: &[&str] = &[
+    "get /api/v1/flow-log",
+    "get /api/v1/flow-log/stream",
+    "get /api/v1/flows",
+    "get /api/v1/stats",
+    "get /api/v1/rules/health",
+];
 /// The flow log and its stream take the same filters; tracked connections take those of a single flow.
 const FLOW_LOG: &[&str] = &["get /api/v1/flow-log", "get /api/v1/flow-log/stream"];
 const FLOWS: &[&str] = &[
@@ -877,7 +898,8 @@ fn schemas() -> Value {
             "src": {"type": "string"}, "dst": {"type": "string"},
             "protocol": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
             "port": {"type": "integer"}, "source_port": {"type": "integer"},
-            "icmp_type": {"type": "integer"}, "icmp_code": {"type": "integer"}, "vlan": {"type": "integer"}}},
+            "icmp_type": {"type": "integer"}, "icmp_code": {"type": "integer"}, "vlan": {"type": "integer"},
+            "gateway": {"type": "string"}}},
         "NewToken": {"type": "object", "required": ["identity", "role"], "properties": {
             "identity": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$"},
             "role": {"enum": ["viewer", "operator", "author", "approver", "admin"]},
@@ -887,7 +909,7 @@ fn schemas() -> Value {
         "FlowFilter": {"type": "object", "properties": {
             "addr": {"type": "string"}, "src": {"type": "string"}, "dst": {"type": "string"},
             "port": {"type": "integer"}, "proto": {"type": "integer"}, "rule_id": {"type": "integer"},
-            "all": {"type": "boolean"}}},
+            "gateway": {"type": "string"}, "all": {"type": "boolean"}}},
     })
 }
 

@@ -31,6 +31,8 @@ pub struct RulesHealthQuery {
     pub which: Which,
     /// A rule not hit for longer than this (or never) is stale; at least 1.
     pub stale_after_s: u64,
+    /// The gateway whose counters are read (default: the first configured).
+    pub gateway: Option<String>,
 }
 
 impl Default for RulesHealthQuery {
@@ -38,6 +40,7 @@ impl Default for RulesHealthQuery {
         RulesHealthQuery {
             which: Which::Active,
             stale_after_s: DEFAULT_STALE_AFTER_S,
+            gateway: None,
         }
     }
 }

@@ -722,6 +722,17 @@ impl Store {
         outcome: Outcome,
         recovered: bool,
     ) -> Result<(), StoreError> {
+        self.append_outcome_with(intent, outcome, recovered, Value::Null)
+    }
+
+    /// [`append_outcome`](Self::append_outcome) with `details` (e.g. what each gateway answered).
+    pub fn append_outcome_with(
+        &mut self,
+        intent: u64,
+        outcome: Outcome,
+        recovered: bool,
+        details: Value,
+    ) -> Result<(), StoreError> {
         let Some(open) = self.open_intents.get(&intent) else {
             return Ok(());
         };
@@ -733,6 +744,7 @@ impl Store {
         entry.intent = Some(intent);
         entry.outcome = Some(outcome);
         entry.recovered = recovered;
+        entry.details = details;
         self.append_audit(entry)?;
         self.open_intents.remove(&intent);
         Ok(())

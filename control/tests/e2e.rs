@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -61,23 +60,7 @@ fn rest_commits_change_traffic_and_control_crashes_do_not() {
     assert!(reaches(&bed.a, 8080));
 
     // A long download (rate-limited, ~8 s) stays established through everything below.
-    let mut download = bed
-        .a
-        .command("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--limit-rate",
-            "400k",
-            "--max-time",
-            "60",
-        ])
-        .arg(format!("http://{}:8080/blob", addr::B4))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut download = slow_download(&bed.a, "400k", 60);
     let flow = wait_for(10, "the download's flow", || {
         flows_on(&bed, 8080)
             .into_iter()
@@ -176,23 +159,7 @@ fn rest_commits_change_traffic_and_control_crashes_do_not() {
 
     // Killing connections through the API: a fresh download is cut from the table (strict TCP then drops its
     // mid-stream packets, so it cannot come back).
-    let mut download = bed
-        .a
-        .command("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--limit-rate",
-            "200k",
-            "--max-time",
-            "8",
-        ])
-        .arg(format!("http://{}:8080/blob", addr::B4))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut download = slow_download(&bed.a, "200k", 8);
     let flow = wait_for(10, "the second download's flow", || {
         flows_on(&bed, 8080)
             .into_iter()

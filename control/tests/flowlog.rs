@@ -208,10 +208,14 @@ async fn filters_and_paging_select_exactly() {
         (v["oldest_seq"].clone(), v["newest_seq"].clone()),
         (json!(1), json!(7))
     );
-    // The event is the dataplane's, plus seq and its Community ID.
+    // The event is the dataplane's, plus seq, the gateway's name and its Community ID.
     let (_, v) = get(addr, "?rule_id=90").await;
     let mut e = v["events"][0].clone();
     assert_eq!(e.as_object_mut().unwrap().remove("seq"), Some(json!(2)));
+    assert_eq!(
+        e.as_object_mut().unwrap().remove("gateway"),
+        Some(json!("local"))
+    );
     assert_eq!(
         e.as_object_mut().unwrap().remove("community_id"),
         Some(json!(community_id(
@@ -276,7 +280,7 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
         ("?port=80&port=443", "query parameter `port` is given more than once"),
         ("?src_segment=", "query parameter `src_segment`: \"\" is not a segment name (or - for addresses in no segment)"),
         ("?src_segment=a&src_segment=b", "query parameter `src_segment` is given more than once"),
-        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since, limit"),
+        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, since, limit"),
     ] {
         let (status, v) = get(addr, query).await;
         assert_eq!(status, 400, "{query}");
@@ -291,7 +295,7 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(
         v["error"]["message"],
-        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, since"
+        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, since"
     );
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/api/v1/flow-log/stream"))
@@ -596,6 +600,7 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
             10,
         );
         e["seq"] = json!(seq);
+        e["gateway"] = json!("local");
         e["community_id"] = json!(community_id(
             0,
             "10.99.0.1".parse().unwrap(),

@@ -151,11 +151,18 @@ fn report(scale: u64, rules: &[u32]) -> Value {
     })
 }
 
-/// The value of the sample `series` (name with labels, exactly as rendered), if present.
+/// The value of the sample `series` (name with labels, exactly as rendered, but for the `gateway` label that
+/// families of the dataplane's readings carry first: `local`, the one gateway of these tests), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    let labelled = match series.split_once('{') {
+        Some((name, labels)) => format!("{name}{{gateway=\"local\",{labels}"),
+        None => format!("{series}{{gateway=\"local\"}}"),
+    };
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        [series, labelled.as_str()]
+            .iter()
+            .find_map(|s| l.strip_prefix(s)?.strip_prefix(' ')?.parse().ok())
+    })
 }
 
 fn has_family(text: &str, name: &str) -> bool {
@@ -357,6 +364,7 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
     // Start with no dataplane at all: the poller keeps trying, at most once per poll_ms (a spinning retry
     // would make thousands of attempts), and /metrics says the dataplane is down.
     let t0 = Instant::now();
+    m.watch(["local"]);
     let poller = tokio::spawn(m.clone().run(Dataplane::new(&sock)));
     let (addr, server) = serve(m.router()).await;
     let failures = loop {

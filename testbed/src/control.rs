@@ -19,7 +19,7 @@ pub struct ControlOptions {
     pub binary: PathBuf,
     /// Directory for the config, store, tokens, flow log and stderr (kept across restarts).
     pub dir: PathBuf,
-    /// The dataplane's control socket.
+    /// The dataplane's control socket; empty when `extra` configures `[[gateways]]` instead.
     pub dataplane_socket: PathBuf,
     pub reconcile_interval_ms: u64,
     /// Appended to the generated config verbatim (e.g. `confirm_timeout_s = 5`).
@@ -48,12 +48,20 @@ impl ControlOptions {
     }
 
     pub fn config_text(&self) -> String {
+        // An empty socket path: the gateways are configured in `extra` (`[[gateways]]` tables).
+        let socket = if self.dataplane_socket.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(
+                "dataplane_socket = {:?}\n",
+                self.dataplane_socket.display().to_string()
+            )
+        };
         format!(
-            "listen = \"127.0.0.1:0\"\nstore_dir = {:?}\ndataplane_socket = {:?}\n\
+            "listen = \"127.0.0.1:0\"\nstore_dir = {:?}\n{socket}\
              reconcile_interval_ms = {}\ndataplane_timeout_ms = 5000\n{}\n\
              [flow_log]\npath = {:?}\n\n[web]\ndir = {:?}\n",
             self.store_dir().display().to_string(),
-            self.dataplane_socket.display().to_string(),
             self.reconcile_interval_ms,
             self.extra,
             self.dir.join("flows.jsonl").display().to_string(),

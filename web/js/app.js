@@ -11,8 +11,9 @@ import * as health from './pages/health.js';
 import * as connections from './pages/connections.js';
 import * as tokens from './pages/tokens.js';
 import * as discovery from './pages/discovery.js';
+import * as gateways from './pages/gateways.js';
 
-const PAGES = { dashboard, map, discovery, policy, explain, health, connections, tokens };
+const PAGES = { dashboard, map, discovery, policy, explain, health, connections, gateways, tokens };
 // Every right a role may have: the body is marked `lacks-<right>` for each one the caller lacks (console.css
 // hides elements marked data-needs="<right>" then).
 const RIGHTS = ['read', 'kill', 'confirm', 'analyze', 'edit', 'submit', 'commit', 'manage_tokens'];
@@ -73,10 +74,15 @@ async function start() {
 async function refreshStatus() {
   const [hl, active] = await Promise.all([get('/health'), get('/active').catch(() => null)]);
   const dp = hl.dataplane || {};
+  const gws = hl.gateways || [];
+  const up = gws.filter((g) => g.reachable).length;
   const pending = active && active.pending_confirm;
   replace(document.getElementById('status'),
-    h('span', { class: `pill ${dp.reachable ? 'ok' : 'bad'}`, title: 'dataplane control socket' },
-      dp.reachable ? 'dataplane up' : 'dataplane unreachable'),
+    gws.length > 1
+      ? h('a', { class: `pill ${up === gws.length ? 'ok' : 'bad'}`, href: '#/gateways', title: 'gateways reachable' },
+        `${up}/${gws.length} gateways up`)
+      : h('span', { class: `pill ${dp.reachable ? 'ok' : 'bad'}`, title: 'dataplane control socket' },
+        dp.reachable ? 'dataplane up' : 'dataplane unreachable'),
     h('span', { class: `pill ${hl.in_sync ? 'ok' : 'warn'}`, id: 'active-version' },
       `policy v${hl.active_version ?? '–'}`, hl.in_sync ? '' : ' (not in sync)'),
     dp.reachable ? h('span', { class: 'pill' }, `${dp.flows_active ?? 0} flows`) : null,

@@ -20,19 +20,53 @@ use crate::traffic::{self, TrafficMapQuery, MAX_WINDOW_S};
 
 pub(super) fn routes(r: Routes) -> Routes {
     use Method as M;
-    r.add(M::GET, &p("/stats"), Right::Read, get_stats)
+    r.add_with::<StatsQuery, _, _>(M::GET, &p("/stats"), Right::Read, get_stats)
         .add_with::<RulesHealthQuery, _, _>(M::GET, &p("/rules/health"), Right::Read, rules_health)
         .add_with::<TrafficMapQuery, _, _>(M::GET, &p("/traffic/map"), Right::Read, traffic_map)
 }
 
-async fn get_stats(State(app): State<Shared>) -> Json<Value> {
-    Json(app.metrics.with_reading(stats::stats))
+/// `GET /stats?gateway`: one gateway's counters (default: the first configured).
+#[derive(Default)]
+struct StatsQuery {
+    gateway: Option<String>,
+}
+
+impl QueryParams for StatsQuery {
+    const NAMES: &'static [&'static str] = &["gateway"];
+    fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
+        match name {
+            "gateway" => self.gateway = Some(v.to_string()),
+            _ => extract::not_a_name(name),
+        }
+        Ok(())
+    }
+}
+
+/// A `gateway` parameter must name a configured gateway.
+fn known_gateway(app: &Shared, name: Option<&str>) -> Result<(), ApiError> {
+    app.gateways
+        .select(name)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(e.to_string()).detail("gateway", "unknown gateway"))
+}
+
+async fn get_stats(
+    State(app): State<Shared>,
+    Params(q): Params<StatsQuery>,
+) -> ApiResult<Json<Value>> {
+    known_gateway(&app, q.gateway.as_deref())?;
+    let stats = app
+        .metrics
+        .with_reading(q.gateway.as_deref(), stats::stats)
+        .unwrap_or_else(|| stats::stats(&Default::default()));
+    Ok(Json(stats))
 }
 
 impl QueryParams for RulesHealthQuery {
-    const NAMES: &'static [&'static str] = &["policy", "stale_after_s"];
+    const NAMES: &'static [&'static str] = &["policy", "stale_after_s", "gateway"];
     fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
         match name {
+            "gateway" => self.gateway = Some(v.to_string()),
             "policy" => {
                 self.which = match v {
                     "active" => Which::Active,
@@ -72,7 +106,11 @@ async fn rules_health(
             }
         }
     };
-    let counters = app.metrics.with_reading(rulehealth::rule_counters);
+    known_gateway(&app, q.gateway.as_deref())?;
+    let counters = app
+        .metrics
+        .with_reading(q.gateway.as_deref(), rulehealth::rule_counters)
+        .flatten();
     // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
     let cache = app.clone();
     let answer = tokio::task::spawn_blocking(move || {

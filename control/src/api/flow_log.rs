@@ -45,6 +45,7 @@ impl QueryParams for FlowLogQuery {
         "rule_id",
         "src_segment",
         "dst_segment",
+        "gateway",
         "since",
         "limit",
     ];
@@ -58,6 +59,7 @@ impl QueryParams for FlowLogQuery {
                     f.kinds.push(kind);
                 }
             }
+            "gateway" => f.gateway = Some(v.to_string()),
             "src" => f.src = Some(extract::ip(v)?),
             "dst" => f.dst = Some(extract::ip(v)?),
             "addr" => f.addr = Some(extract::ip(v)?),
@@ -192,6 +194,6 @@ mod tests {
     #[test]
     fn the_stream_takes_the_flow_log_parameters_but_limit() {
         assert_eq!(FlowLogQuery::NAMES.last(), Some(&"limit"));
-        assert_eq!(StreamQuery::NAMES, &FlowLogQuery::NAMES[..10]);
+        assert_eq!(StreamQuery::NAMES, &FlowLogQuery::NAMES[..11]);
     }
 }

@@ -1,6 +1,8 @@
 //! The dataplane's tracked connections: list them, kill them, and explain a flow under the draft and the active
 //! policy (with the connections the draft would cut).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
@@ -15,6 +17,7 @@ use crate::app::{off_worker, Shared};
 use crate::auth::Right;
 use crate::error::ApiError;
 use crate::explain;
+use crate::gateway::{Gateway, Gateways};
 use crate::store::AuditEntry;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -29,6 +32,7 @@ async fn explain_flow(
     Body(req): Body<explain::Request>,
 ) -> ApiResult<Json<Value>> {
     let flow = req.flow()?;
+    let gateways = select(&app, req.gateway.as_deref(), "gateway")?;
     let (draft, active) = {
         let store = app.store.lock().await;
         (store.draft().clone(), store.active_policy().cloned())
@@ -46,14 +50,23 @@ async fn explain_flow(
         .as_ref()
         .map_or(Value::Null, |p| explain::judge(p, &flow));
     out["connections"] = match &draft {
-        Ok(p) => explain::connections_cut(&app.dataplane, p).await,
+        Ok(p) => explain::connections_cut(&gateways, p).await,
         Err(_) => json!({"error": "the draft does not validate"}),
     };
     Ok(Json(out))
 }
 
-/// `GET /flows?addr&src&dst&port&proto&rule_id&limit`.
+/// The gateways a request names (`None`: all), or a 400 naming `field`.
+fn select(app: &Shared, name: Option<&str>, field: &str) -> Result<Vec<Arc<Gateway>>, ApiError> {
+    app.gateways
+        .select(name)
+        .map_err(|e| ApiError::bad_request(e.to_string()).detail(field, "unknown gateway"))
+}
+
+/// `GET /flows?gateway&addr&src&dst&port&proto&rule_id&limit`.
 struct LiveFlowsQuery {
+    /// Only this gateway's connections (default: every gateway's).
+    gateway: Option<String>,
     filter: FlowFilter,
     /// At most this many connections (capped at 100 000).
     limit: usize,
@@ -62,6 +75,7 @@ struct LiveFlowsQuery {
 impl Default for LiveFlowsQuery {
     fn default() -> Self {
         LiveFlowsQuery {
+            gateway: None,
             filter: FlowFilter::default(),
             limit: 1000,
         }
@@ -69,11 +83,13 @@ impl Default for LiveFlowsQuery {
 }
 
 impl QueryParams for LiveFlowsQuery {
-    const NAMES: &'static [&'static str] =
-        &["addr", "src", "dst", "port", "proto", "rule_id", "limit"];
+    const NAMES: &'static [&'static str] = &[
+        "gateway", "addr", "src", "dst", "port", "proto", "rule_id", "limit",
+    ];
     fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
         let f = &mut self.filter;
         match name {
+            "gateway" => self.gateway = Some(v.to_string()),
             "addr" => f.addr = Some(extract::ip(v)?),
             "src" => f.src = Some(extract::ip(v)?),
             "dst" => f.dst = Some(extract::ip(v)?),
@@ -87,12 +103,47 @@ impl QueryParams for LiveFlowsQuery {
     }
 }
 
+/// Every selected gateway's connections (asked of all at once), each naming its gateway; `errors` names the
+/// gateways that did not answer. When none answers, its error (503 for an unreachable one).
 async fn list_flows(
     State(app): State<Shared>,
     Params(q): Params<LiveFlowsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let result = app.dataplane.flows(&q.filter, q.limit.min(100_000)).await?;
-    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
+    let gateways = select(&app, q.gateway.as_deref(), "gateway")?;
+    let limit = q.limit.min(100_000);
+    let answers = Gateways::each(&gateways, |g| g.client.flows(&q.filter, limit)).await;
+    let mut flows = Vec::new();
+    let mut truncated = false;
+    let mut errors = serde_json::Map::new();
+    let mut failure = None;
+    for (g, answer) in gateways.iter().zip(answers) {
+        match answer {
+            Ok(list) => {
+                truncated |= list.truncated;
+                for f in list.flows {
+                    let mut v = serde_json::to_value(f).unwrap_or_default();
+                    v["gateway"] = json!(g.name());
+                    flows.push(v);
+                }
+            }
+            Err(e) => {
+                errors.insert(g.name().into(), json!(e.to_string()));
+                failure = Some(e);
+            }
+        }
+    }
+    if let (Some(e), true) = (failure, errors.len() == gateways.len()) {
+        return Err(e.into());
+    }
+    if flows.len() > limit {
+        flows.truncate(limit);
+        truncated = true;
+    }
+    let mut out = json!({"flows": flows, "truncated": truncated});
+    if !errors.is_empty() {
+        out["errors"] = Value::Object(errors);
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
@@ -100,6 +151,9 @@ async fn list_flows(
 struct KillBody {
     #[serde(flatten)]
     filter: FlowFilter,
+    /// Only on this gateway (default: every gateway).
+    #[serde(default)]
+    gateway: Option<String>,
     /// Required (true) to kill every connection with an empty filter.
     #[serde(default)]
     all: bool,
@@ -117,12 +171,34 @@ async fn kill_flows(
         )
         .detail("all", "required for an empty filter"));
     }
-    let result = app.dataplane.kill_flows(&filter).await?;
+    let gateways = select(&app, body.gateway.as_deref(), "gateway")?;
+    let answers = Gateways::each(&gateways, |g| g.client.kill_flows(&filter)).await;
+    let mut killed = 0;
+    let mut per = serde_json::Map::new();
+    let mut failure = None;
+    for (g, answer) in gateways.iter().zip(answers) {
+        match answer {
+            Ok(r) => {
+                killed += r.killed;
+                per.insert(g.name().into(), json!({"killed": r.killed}));
+            }
+            Err(e) => {
+                per.insert(g.name().into(), json!({"error": e.to_string()}));
+                failure = Some(e);
+            }
+        }
+    }
+    if per.values().all(|v| v.get("error").is_some()) {
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+    }
     let mut store = app.store.lock().await;
     let mut entry = AuditEntry::new(&who(w), "flows.kill");
     entry.version_before = store.active_version();
     entry.version_after = store.active_version();
-    entry.details = json!({"filter": filter, "killed": result.killed});
+    entry.details =
+        json!({"filter": filter, "gateway": body.gateway, "killed": killed, "gateways": per});
     store.append_audit(entry)?;
-    Ok(Json(serde_json::to_value(result).unwrap_or_default()))
+    Ok(Json(json!({"killed": killed, "gateways": per})))
 }

@@ -105,6 +105,7 @@ async fn commit(
         "version": done.version,
         "previous": done.previous,
         "dataplane": done.dataplane,
+        "gateways": done.gateways.to_json()["gateways"],
         "commit_ms": done.took.as_secs_f64() * 1e3,
         "pending_confirm": pending_json(done.pending.as_ref()),
     });
@@ -367,7 +368,7 @@ async fn rollback(
         started,
     )
     .await?;
-    let mut answer = json!({"version": done.version, "source": body.version, "previous": done.previous, "dataplane": done.dataplane});
+    let mut answer = json!({"version": done.version, "source": body.version, "previous": done.previous, "dataplane": done.dataplane, "gateways": done.gateways.to_json()["gateways"]});
     with_warning(&mut answer, done.warning);
     Ok(with_etag(active_etag(&store), Json(answer)))
 }

@@ -38,6 +38,7 @@ mod draft;
 pub mod extract;
 pub mod flow_log;
 mod flows;
+mod gateways;
 mod history;
 mod lifecycle;
 mod suggest;
@@ -161,6 +162,7 @@ pub fn protected_routes() -> Routes {
     let r = draft::object_routes::<Rule>(r);
     let r = lifecycle::routes(r);
     let r = flows::routes(r);
+    let r = gateways::routes(r);
     let r = console::routes(r);
     let r = history::routes(r);
     let r = audit::routes(r);
@@ -363,34 +365,53 @@ async fn token_ended(app: Shared, caller: Caller, mut changes: watch::Receiver<(
 // ---------------------------------------------------------------------------------------------------------
 // Health, version, OpenAPI
 
+/// Control is up; which version each gateway runs. `dataplane` sums the gateways up (exactly the one gateway's
+/// state when there is one): reachable when all are, the version they all run (else null), their connections.
 async fn health(State(app): State<Shared>) -> Json<Value> {
-    let active = app.store.lock().await.active_version();
-    let seen = app
-        .dataplane_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let dataplane = match seen {
-        Ok(s) => {
-            json!({"reachable": true, "policy_version": s.policy_version, "flows_active": s.flows_active})
-        }
-        Err(e) => json!({"reachable": false, "error": e}),
-    };
-    let in_sync = active.is_some() && dataplane["policy_version"].as_u64() == active;
-    let refused = *app.refused.lock().unwrap_or_else(|p| p.into_inner());
-    let reconcile_refused = refused.map(|d| {
+    let active = app.gateways.active_version(&app.store);
+    let gateways = app.gateways.to_json(active);
+    let reachable = gateways.iter().all(|g| g["reachable"] == true);
+    let mut dataplane = if reachable {
+        let first = gateways.first().map(|g| g["policy_version"].clone());
+        let same = gateways
+            .iter()
+            .all(|g| Some(&g["policy_version"]) == first.as_ref());
+        let flows: u64 = gateways
+            .iter()
+            .filter_map(|g| g["flows_active"].as_u64())
+            .sum();
         json!({
-            "active_version": d.active_version,
-            "dataplane_version": d.dataplane_version,
-            "reason": crate::reconcile::refusal_reason(&d),
+            "reachable": true,
+            "policy_version": if same { first.unwrap_or(Value::Null) } else { Value::Null },
+            "flows_active": flows,
         })
-    });
+    } else {
+        let error = app.gateways.iter().find_map(|g| {
+            g.seen()
+                .status
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", g.name()))
+        });
+        json!({"reachable": false, "error": error})
+    };
+    if app.gateways.len() == 1 {
+        if let Some(Err(e)) = app.gateways.iter().next().map(|g| g.seen().status.clone()) {
+            dataplane["error"] = json!(e);
+        }
+    }
+    let in_sync = active.is_some() && gateways.iter().all(|g| g["in_sync"] == true);
+    let reconcile_refused = gateways
+        .iter()
+        .find(|g| !g["reconcile_refused"].is_null())
+        .map(|g| g["reconcile_refused"].clone());
     Json(json!({
         "status": "ok",
         "active_version": active,
         "dataplane": dataplane,
         "in_sync": in_sync,
         "reconcile_refused": reconcile_refused,
+        "gateways": gateways,
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The policy lifecycle: commit the draft, confirm a commit, roll back to an earlier version, and revert an
 //! unconfirmed commit whose deadline passed (or at once, on request). [`approval`] holds the two-person rule
-//! (submit, then another identity commits) and [`schedule`] commits at a given time. Every activation creates a new version number, is pushed to the
-//! dataplane and is audited. The REST handlers and the reconciler's background task both come here; nothing here
+//! (submit, then another identity commits) and [`schedule`] commits at a given time. Every activation creates a
+//! new version number, is deployed to every gateway ([`deploy`]: prepared on all, then published on all) and is
+//! audited. The REST handlers and the reconciler's background task both come here; nothing here
 //! knows of HTTP (the handlers map [`LifecycleError`] to status codes and check ETags before calling).
 //!
 //! Callers hold the store lock for the whole operation, so lifecycle operations and reconciliation are serialized;
@@ -27,7 +28,10 @@ use crate::store::{
 use crate::time;
 
 pub mod approval;
+pub mod deploy;
 pub mod schedule;
+
+pub use deploy::{Answer, Deployment};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -66,6 +70,10 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// No gateway enforces the version: one refused to prepare it (the others discarded it), or none could be
+    /// reached. What each answered is in the deployment.
+    #[error("{}", .0.summary())]
+    NotDeployed(Deployment),
 }
 
 type Result<T> = std::result::Result<T, LifecycleError>;
@@ -87,9 +95,11 @@ pub struct Activated {
     pub version: u64,
     /// The version active before.
     pub previous: Option<u64>,
-    /// The dataplane's `load_policy` report; `None` when it did not answer (the version stays active and
+    /// The first gateway's publish report; `None` when none confirmed (the version stays active and
     /// reconciliation pushes it: see `warning`).
     pub dataplane: Option<LoadPolicyResult>,
+    /// What every gateway answered.
+    pub gateways: Deployment,
     /// From the request's start to enforcement (also observed in the commit histogram).
     pub took: Duration,
     pub pending: Option<Pending>,
@@ -306,14 +316,18 @@ async fn revert(app: &App, who: &str, when: Revert) -> Result<Option<u64>> {
     entry.details = json!({"source": p.revert_to, "reason": reason});
     let (intent, version, _) = make_active(&mut store, policy.clone(), meta, None, entry)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let pushed = app.push(&doc, version).await;
-    match pushed {
-        Ok(_) => {
-            if let Err(e) = store.append_outcome(intent, Outcome::Applied, false) {
-                eprintln!("bulkhead-control: revert to version {version} enforced; its outcome is not recorded yet: {e}");
-            }
+    let deployed = deploy::deploy(app, &doc, version).await;
+    if deployed.applied().next().is_some() {
+        if let Err(e) =
+            store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json())
+        {
+            eprintln!("bulkhead-control: revert to version {version} enforced; its outcome is not recorded yet: {e}");
         }
-        Err(e) => eprintln!("bulkhead-control: revert to version {version} not pushed yet: {e}"),
+    } else {
+        eprintln!(
+            "bulkhead-control: revert to version {version} not deployed yet: {}",
+            deployed.summary()
+        );
     }
     Ok(Some(version))
 }
@@ -336,13 +350,16 @@ fn due_revert(store: &Store, when: Revert) -> Result<Option<(ActiveFile, policy:
     Ok(Some((active, doc)))
 }
 
-/// Activates `policy` as a new version and pushes it to the dataplane, observes the time since `started`, and
-/// audits it as `intent` (with the versions before and after) and its outcome:
-/// - pushed: outcome `applied`; if that record cannot be written the answer is still a success, with a warning;
-/// - refused, or the dataplane is unreachable: the store goes back to what it was, outcome `failed`, an error;
-/// - no answer (a timeout, a broken connection): the dataplane may have taken it, so it is not reported as
-///   failed; the version stays active (reconciliation pushes it if needed) and the intent stays open for
-///   reconciliation to resolve.
+/// Activates `policy` as a new version and deploys it to every gateway ([`deploy`]), observes the time since
+/// `started`, and audits it as `intent` (with the versions before and after) and its outcome (with each gateway's
+/// answer in its details):
+/// - published on at least one gateway: outcome `applied`; gateways that missed it keep enforcing their policy and
+///   are named in a warning (reconciliation brings them to the version); if the outcome cannot be written the
+///   answer is still a success, with a warning;
+/// - refused by a gateway (the others discarded it), or no gateway reached: the store goes back to what it was,
+///   outcome `failed`, an error with every gateway's answer;
+/// - no confirmation from any gateway, but some may have published (no answer): the version stays active
+///   (reconciliation pushes it where needed) and the intent stays open for reconciliation to resolve.
 async fn activate(
     app: &App,
     store: &mut Store,
@@ -356,44 +373,49 @@ async fn activate(
     let (intent, version, previous) =
         make_active(store, policy.clone(), meta, pending.clone(), intent)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let pushed = app.push(&doc, version).await;
-    let activated = |dataplane, warning| Activated {
+    let deployed = deploy::deploy(app, &doc, version).await;
+    let first = deployed.applied().next().cloned();
+    if first.is_none() && !deployed.unconfirmed() {
+        restore(store, before, version)?;
+        // If this cannot be written either, reconciliation records the intent as not applied.
+        let _ = store.append_outcome_with(intent, Outcome::Failed, false, deployed.to_json());
+        return Err(LifecycleError::NotDeployed(deployed));
+    }
+    let took = started.elapsed();
+    let mut warnings = Vec::new();
+    if first.is_some() {
+        app.metrics.observe_commit(took);
+        if let Err(e) =
+            store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json())
+        {
+            warnings.push(format!(
+                "version {version} is enforced, but its audit outcome could not be written ({e}); the next \
+                 reconciliation records it"
+            ));
+        }
+    }
+    let missed: Vec<String> = deployed
+        .answers
+        .iter()
+        .filter(|(_, a)| !matches!(a, Answer::Applied(_)))
+        .map(|(name, a)| format!("{name}: {}", a.describe()))
+        .collect();
+    if !missed.is_empty() {
+        warnings.push(format!(
+            "version {version} is not confirmed on every gateway ({}); those keep enforcing their policy and \
+             reconciliation brings them to version {version} when they answer",
+            missed.join("; ")
+        ));
+    }
+    Ok(Activated {
         version,
         previous,
-        dataplane,
-        took: started.elapsed(),
-        pending: pending.clone(),
-        warning,
-    };
-    match pushed {
-        Ok(result) => {
-            let done = activated(Some(result), None);
-            app.metrics.observe_commit(done.took);
-            let warning = store
-                .append_outcome(intent, Outcome::Applied, false)
-                .err()
-                .map(|e| {
-                    format!(
-                        "version {version} is enforced, but its audit outcome could not be written ({e}); \
-                         the next reconciliation records it"
-                    )
-                });
-            Ok(Activated { warning, ..done })
-        }
-        Err(e @ (DataplaneError::Refused { .. } | DataplaneError::Unreachable { .. })) => {
-            restore(store, before, version)?;
-            // If this cannot be written either, reconciliation records the intent as not applied.
-            let _ = store.append_outcome(intent, Outcome::Failed, false);
-            Err(e.into())
-        }
-        Err(e) => Ok(activated(
-            None,
-            Some(format!(
-                "the dataplane did not confirm version {version} ({e}); it stays active and \
-                 reconciliation pushes it if the dataplane does not run it"
-            )),
-        )),
-    }
+        dataplane: first,
+        gateways: deployed,
+        took,
+        pending,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+    })
 }
 
 /// Records `intent` and only then writes the version and moves the active pointer; answers the intent's `seq`,
@@ -435,17 +457,10 @@ fn restore(store: &mut Store, before: Option<(ActiveFile, Policy)>, version: u64
     Ok(())
 }
 
-/// The number of the next version: above every stored one and above the one the dataplane last reported, so
-/// that version numbers the dataplane sees only grow (a store restored from an older copy included).
+/// The number of the next version: above every stored one and above the highest a gateway last reported, so
+/// that version numbers the gateways see only grow (a store restored from an older copy included).
 fn next_version(app: &App, store: &Store) -> u64 {
-    let running = app
-        .dataplane_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .ok()
-        .and_then(|s| s.policy_version)
-        .map_or(0, u64::from);
+    let running = app.gateways.highest_running().unwrap_or(0);
     store.next_version().max(running + 1)
 }
 

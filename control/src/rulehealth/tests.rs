@@ -47,6 +47,7 @@ fn counters_staleness_and_shadowing() {
     let q = RulesHealthQuery {
         which: Which::Active,
         stale_after_s: 1800,
+        gateway: None,
     };
     let p = policy();
     let sh = shadowing(&p);
@@ -78,6 +79,7 @@ fn counters_staleness_and_shadowing() {
     let q = RulesHealthQuery {
         which: Which::Active,
         stale_after_s: 7200,
+        gateway: None,
     };
     let v = report(&q, Some(4), Some((&p, &sh)), Some(&counters), now);
     assert_eq!(v["rules"][0]["stale"], false, "within two hours");
@@ -88,6 +90,7 @@ fn without_a_reading_shadowing_is_still_given() {
     let q = RulesHealthQuery {
         which: Which::Draft,
         stale_after_s: 60,
+        gateway: None,
     };
     let p = policy();
     let v = report(

@@ -75,56 +75,59 @@ fn counts_flows_once_and_every_segment_pair() {
     let now = SystemTime::now();
     let s = |secs: u64| now - Duration::from_secs(secs);
     let l = log("count", 100);
-    l.ingest(vec![
-        // Too old for a 600 s window.
-        ev("new", "allow", s(700), &["a"], &["b"], 6, 80, 5, [1, 0]),
-        ev(
-            "new",
-            "allow",
-            s(100),
-            &["a", "a2"],
-            &["b"],
-            6,
-            80,
-            5,
-            [1, 0],
-        ),
-        ev(
-            "closed",
-            "allow",
-            s(50),
-            &["a", "a2"],
-            &["b"],
-            6,
-            80,
-            5,
-            [4, 3],
-        ),
-        ev(
-            "new",
-            "would_deny",
-            s(40),
-            &["a"],
-            &["b"],
-            17,
-            53,
-            0,
-            [1, 0],
-        ),
-        ev("denied", "deny", s(30), &[], &["b"], 6, 22, 0, [1, 0]),
-        ev("denied", "reject", s(20), &[], &["b"], 6, 22, 0, [1, 0]),
-        ev(
-            "new",
-            "allow",
-            s(10),
-            &["gone"],
-            &["a"],
-            1,
-            4242,
-            77,
-            [1, 0],
-        ),
-    ]);
+    l.ingest(
+        "local",
+        vec![
+            // Too old for a 600 s window.
+            ev("new", "allow", s(700), &["a"], &["b"], 6, 80, 5, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(100),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [1, 0],
+            ),
+            ev(
+                "closed",
+                "allow",
+                s(50),
+                &["a", "a2"],
+                &["b"],
+                6,
+                80,
+                5,
+                [4, 3],
+            ),
+            ev(
+                "new",
+                "would_deny",
+                s(40),
+                &["a"],
+                &["b"],
+                17,
+                53,
+                0,
+                [1, 0],
+            ),
+            ev("denied", "deny", s(30), &[], &["b"], 6, 22, 0, [1, 0]),
+            ev("denied", "reject", s(20), &[], &["b"], 6, 22, 0, [1, 0]),
+            ev(
+                "new",
+                "allow",
+                s(10),
+                &["gone"],
+                &["a"],
+                1,
+                4242,
+                77,
+                [1, 0],
+            ),
+        ],
+    );
     let m = map(&l, Some(&policy()), &query(600, None, None), now);
     assert_eq!(m["events_considered"], 6);
     assert_eq!(m["truncated"], false);
@@ -216,7 +219,7 @@ fn truncated_when_the_full_buffer_starts_inside_the_window() {
             [1, 0],
         )
     };
-    l.ingest(vec![e(500), e(400), e(300)]);
+    l.ingest("local", vec![e(500), e(400), e(300)]);
     assert_eq!(
         map(&l, None, &query(600, None, None), now)["truncated"],
         true

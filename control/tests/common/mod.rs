@@ -327,6 +327,19 @@ pub fn edit_and_commit(c: &Control, delete_rule: u32) -> Value {
     r.body
 }
 
+/// A download of `http://10.99.0.2:8080/blob` from `side`, limited to `rate` (curl's `--limit-rate`) and ending
+/// after `max_time_s`: a connection that stays established for a while.
+pub fn slow_download(side: &Side, rate: &str, max_time_s: u32) -> std::process::Child {
+    side.command("curl")
+        .args(["-sS", "-o", "/dev/null", "--limit-rate", rate, "--max-time"])
+        .arg(max_time_s.to_string())
+        .arg(format!("http://{}:8080/blob", testbed::addr::B4))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// An HTTP server of `dir`'s files on `side`, listening on `host:port` when this returns.
 pub fn file_server(side: &Side, host: &str, port: u16, dir: &Path) -> testbed::Background {
     let server = side

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bulkhead_control::api;
@@ -14,6 +14,7 @@ use bulkhead_control::auth::{Failures, Tokens};
 use bulkhead_control::config::Config;
 use bulkhead_control::dataplane::Dataplane;
 use bulkhead_control::flowlog::FlowLog;
+use bulkhead_control::gateway::Gateways;
 use bulkhead_control::history::History;
 use bulkhead_control::http;
 use bulkhead_control::metrics::Metrics;
@@ -105,8 +106,10 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
         tokens: RwLock::new(tokens),
         auth_failures,
-        dataplane: Dataplane::new(&config.dataplane_socket)
-            .with_timeout(Duration::from_millis(100)),
+        gateways: Gateways::single(
+            Dataplane::new(config.dataplane_socket.clone().unwrap())
+                .with_timeout(Duration::from_millis(100)),
+        ),
         metrics: metrics.clone(),
         flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
         history: config
@@ -115,9 +118,6 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
             .then(|| History::open(config.history.clone(), &config.store_dir).unwrap()),
         shadow_cache: Default::default(),
         config,
-        dataplane_seen: Mutex::new(Err("not asked".into())),
-        verified: Mutex::new(None),
-        refused: Mutex::new(None),
     });
     let limits = http::Limits::new(&app.config);
     let router = api::app(app, vec![metrics.router()]);

@@ -1,10 +1,11 @@
-// Connections: the dataplane's live connection table (GET /flows) with filters, and kill (POST /flows/kill)
-// for one connection or every connection matching the filter.
+// Connections: the gateways' live connection tables (GET /flows, every gateway or one) with filters, and kill
+// (POST /flows/kill) for one connection (on its gateway) or every connection matching the filter.
 
 import { get, request } from '../api.js';
 import { h, replace, every, table, badge, toast, modal, reportError, endpoint, protoName, fmtBytes, fmtDuration, fmtInt } from '../dom.js';
+import { gatewaySelect } from './gateways.js';
 
-const filter = { addr: '', src: '', dst: '', port: '', proto: '', rule_id: '', limit: '200' };
+const filter = { gateway: '', addr: '', src: '', dst: '', port: '', proto: '', rule_id: '', limit: '200' };
 
 export function mount(main) {
   const inp = (name, attrs = {}) => h('label', {}, `${attrs.label} `, h('input', {
@@ -12,6 +13,7 @@ export function mount(main) {
   }));
   const note = h('div', { class: 'form-note' });
   const form = h('form', { class: 'toolbar', onsubmit: (ev) => { ev.preventDefault(); read(); refresh().catch(reportError); } },
+    h('label', {}, 'Gateway ', gatewaySelect(filter.gateway, () => { read(); refresh().catch(reportError); })),
     inp('addr', { label: 'Address', placeholder: 'either end' }), inp('src', { label: 'Source' }), inp('dst', { label: 'Destination' }),
     inp('port', { label: 'Port', size: 6 }), inp('proto', { label: 'Protocol', size: 7, placeholder: 'tcp' }),
     inp('rule_id', { label: 'Rule', size: 6 }),
@@ -47,8 +49,8 @@ export function mount(main) {
   function killMatching() {
     read();
     const base = {};
-    for (const k of ['addr', 'src', 'dst', 'port', 'proto', 'rule_id']) if (filter[k] !== '') base[k] = filter[k];
-    if (!Object.keys(base).length) {
+    for (const k of ['gateway', 'addr', 'src', 'dst', 'port', 'proto', 'rule_id']) if (filter[k] !== '') base[k] = filter[k];
+    if (!Object.keys(base).filter((k) => k !== 'gateway').length) {
       replace(note, h('div', { class: 'banner warn' }, 'Set a filter first: killing every connection is not offered here (the API takes "all": true for that).'));
       return;
     }
@@ -73,6 +75,7 @@ export function mount(main) {
     replace(list, h('p', { class: 'muted' }, `${fmtInt(x.flows.length)} connection(s)${x.truncated ? ` (only the first ${filter.limit} shown)` : ''}.`),
       table({
         columns: [
+          { label: 'Gateway', cell: (f) => f.gateway || '', sort: (f) => f.gateway },
           { label: 'Protocol', cell: (f) => protoName(f.proto), sort: (f) => f.proto },
           { label: 'Source', cell: (f) => endpoint(f.src, f.sport, f.proto), sort: (f) => f.src },
           { label: 'Destination', cell: (f) => endpoint(f.dst, f.dport, f.proto), sort: (f) => f.dst },
@@ -85,8 +88,8 @@ export function mount(main) {
           { label: 'Idle', class: 'num', cell: (f) => fmtDuration(f.idle_ms), sort: (f) => f.idle_ms },
           { label: '', class: 'row-actions', cell: (f) => h('button', {
             type: 'button', class: 'small danger', 'data-needs': 'kill', 'aria-label': `Kill ${f.src} to ${f.dst}`,
-            onclick: () => kill(killBody({ src: f.src, dst: f.dst, port: f.dport, proto: f.proto }),
-              `The connection ${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} (and any other between these hosts on that port) is killed`),
+            onclick: () => kill(killBody({ gateway: f.gateway, src: f.src, dst: f.dst, port: f.dport, proto: f.proto }),
+              `The connection ${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} on gateway ${f.gateway} (and any other between these hosts on that port there) is killed`),
           }, 'Kill') },
         ],
         rows: x.flows,

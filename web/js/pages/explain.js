@@ -3,8 +3,9 @@
 
 import { request } from '../api.js';
 import { h, replace, field, showFieldErrors, table, badge, endpoint, protoName, fmtBytes, fmtDuration } from '../dom.js';
+import { gatewaySelect } from './gateways.js';
 
-const last = { src: '', dst: '', protocol: 'tcp', port: '', source_port: '', icmp_type: '', icmp_code: '', vlan: '' };
+const last = { src: '', dst: '', protocol: 'tcp', port: '', source_port: '', icmp_type: '', icmp_code: '', vlan: '', gateway: '' };
 
 function verdictCard(title, v) {
   const m = v.matched || {};
@@ -32,6 +33,7 @@ export function mount(main) {
     for (const k of Object.keys(last)) last[k] = el[k].value.trim();
     const body = { src: last.src, dst: last.dst, protocol: last.protocol };
     for (const k of ['port', 'source_port', 'icmp_type', 'icmp_code', 'vlan']) if (last[k] !== '') body[k] = /^\d+$/.test(last[k]) ? Number(last[k]) : last[k];
+    if (last.gateway !== '') body.gateway = last.gateway;
     showFieldErrors(form, []);
     try {
       const r = await request('POST', '/explain', { body });
@@ -49,7 +51,8 @@ export function mount(main) {
     field('Source port', inp('source_port', { type: 'number', min: 0, max: 65535 })),
     field('ICMP type', inp('icmp_type', { type: 'number', min: 0, max: 255 })),
     field('ICMP code', inp('icmp_code', { type: 'number', min: 0, max: 255 })),
-    field('VLAN', inp('vlan', { type: 'number', min: 0, max: 4095 }))),
+    field('VLAN', inp('vlan', { type: 'number', min: 0, max: 4095 })),
+    field('Connections of', gatewaySelect(last.gateway))),
   note,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Explain')));
 
@@ -64,6 +67,7 @@ export function mount(main) {
           : `${c.would_cut} of the ${c.tracked} tracked connections would be cut${c.scan_truncated ? ' (the scan stopped early: there may be more)' : ''}.`),
         table({
           columns: [
+            { label: 'Gateway', cell: (f) => f.gateway || '' },
             { label: 'Connection', cell: (f) => `${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} ${protoName(f.proto)}` },
             { label: 'State', cell: (f) => f.state },
             { label: 'Admitted by', cell: (f) => (f.rule_id ? `rule #${f.rule_id}` : 'default') },

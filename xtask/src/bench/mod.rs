@@ -25,6 +25,7 @@ use crate::util::{root, show, Result};
 mod classify;
 mod fastpath;
 mod flood;
+mod gateways;
 mod history;
 mod inputs;
 mod ovs;
@@ -50,13 +51,15 @@ pub enum Suite {
     Swap,
     /// Memory per tracked flow at one million flows.
     Memory,
+    /// Commit to enforced through control of a 10k-rule policy on one and on three gateways.
+    Gateways,
     /// Control's flow history: ingestion rate, 30-day queries over 10⁶ conversation-buckets, bytes per row.
     History,
     /// Rule suggestion and what-if over 1 000 000 conversation-buckets (control's engines, no dataplane).
     Suggest,
 }
 
-const ALL: [Suite; 9] = [
+const ALL: [Suite; 10] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
@@ -64,6 +67,7 @@ const ALL: [Suite; 9] = [
     Suite::Classify,
     Suite::Swap,
     Suite::Memory,
+    Suite::Gateways,
     Suite::History,
     Suite::Suggest,
 ];
@@ -176,6 +180,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Classify => classify::classify(args)?,
             Suite::Swap => swap::swap(args)?,
             Suite::Memory => swap::memory()?,
+            Suite::Gateways => gateways::gateways(args)?,
             Suite::History => history::history()?,
             Suite::Suggest => suggest::suggest(args)?,
         });

@@ -73,28 +73,25 @@ fn vm_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn swap(args: &Args) -> Result<Vec<Row>> {
-    let rules = classbench::read_rules(&classbench::rules_path(&classbench::dir(), "acl1_10k"))?;
-    let doc = classbench_policy(&rules);
-    let bin = build_release(&["bulkhead-dataplane"])?;
-    let dir = target_dir().join("bench-swap");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("swap.toml");
-    let socket = dir.join("control.sock");
-    // Unique per run: two benchmarks on one machine must not share DPDK runtime files.
-    let pid = std::process::id();
-    std::fs::write(
-        &config,
-        format!(
-            r#"# Written by `cargo xtask bench swap`: two idle ports, no policy at start.
+/// A dataplane config for `cargo xtask bench <suite>`: two idle `net_null` ports, no policy at start, its state
+/// and control socket (`control.sock`) in `dir`; `workers_extra` goes in `[workers]`.
+pub fn idle_ports_config(suite: &str, dir: &std::path::Path, workers_extra: &str) -> String {
+    // Unique per run and directory: two benchmarks on one machine must not share DPDK runtime files.
+    let prefix = format!(
+        "bench-{suite}-{}-{}",
+        std::process::id(),
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    );
+    format!(
+        r#"# Written by `cargo xtask bench {suite}`: two idle ports, no policy at start.
 [eal]
-file_prefix = "bench-swap-{pid}"
+file_prefix = "{prefix}"
 hugepages = false
 memory_mb = 2048
 log_level = "warning"
 [workers]
 cores = [1]
+{workers_extra}
 [mempool]
 mbufs = 8191
 cache = 64
@@ -111,10 +108,21 @@ state_dir = {state:?}
 control_socket = {socket:?}
 max_rules = 16384
 "#,
-            state = dir.join("state").display().to_string(),
-            socket = socket.display().to_string(),
-        ),
-    )?;
+        state = dir.join("state").display().to_string(),
+        socket = dir.join("control.sock").display().to_string(),
+    )
+}
+
+pub fn swap(args: &Args) -> Result<Vec<Row>> {
+    let rules = classbench::read_rules(&classbench::rules_path(&classbench::dir(), "acl1_10k"))?;
+    let doc = classbench_policy(&rules);
+    let bin = build_release(&["bulkhead-dataplane"])?;
+    let dir = target_dir().join("bench-swap");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("swap.toml");
+    let socket = dir.join("control.sock");
+    std::fs::write(&config, idle_ports_config("swap", &dir, ""))?;
     let (mut child, stdout) = spawn_reporting(
         Command::new(bin.join("bulkhead-dataplane"))
             .arg("--config")

@@ -1,0 +1,418 @@
+//! The gateways control manages: `[[gateways]]` in the config (or the single `dataplane_socket`, the gateway
+//! [`LOCAL`]), one [`Dataplane`] client each (its own timeout and reconnect backoff), and what control last
+//! learned of each (its status, when it last answered, its last error, whether reconciliation verified or refused
+//! it). Requests to several gateways run concurrently ([`Gateways::each`]), so a slow gateway delays only its
+//! own part of an answer.
+//!
+//! A remote gateway is reached over mutual TLS ([`tls`]): control presents `client_cert`/`client_key` and accepts
+//! the gateway's certificate only if `ca` signs it (for `server_name`, by default the address's host) or if its
+//! SHA-256 is `pin`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::Downgrade;
+pub use crate::dataplane::LOCAL;
+use crate::dataplane::{Dataplane, DataplaneError, Transport};
+
+pub mod tls;
+
+/// One `[[gateways]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// How the API, the metrics' `gateway` label and the flow log call it: 1 to 32 of `A-Z a-z 0-9 _ . -`.
+    pub name: String,
+    /// Its local control socket (the one it reserves for control).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Its remote listener, `host:port` (mutual TLS).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// CA certificates (PEM) that sign the gateway's certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Instead of `ca`: the SHA-256 of the gateway's certificate (64 hex digits, colons allowed).
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// The certificate (PEM chain) and key control presents to the gateway.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The name the gateway's certificate must carry (with `ca`); default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// How long to wait for one answer of this gateway; default: `dataplane_timeout_ms`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl GatewayConfig {
+    /// The gateway of a config that gives only `dataplane_socket`.
+    pub fn local(socket: PathBuf) -> GatewayConfig {
+        GatewayConfig {
+            name: LOCAL.into(),
+            socket: Some(socket),
+            address: None,
+            ca: None,
+            pin: None,
+            client_cert: None,
+            client_key: None,
+            server_name: None,
+            timeout_ms: None,
+        }
+    }
+
+    /// Checks one entry: (the field, relative to the entry, and what is wrong).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let name_ok = (1..=32).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !name_ok {
+            return Err((
+                "name",
+                format!("{:?}: 1 to 32 of A-Z a-z 0-9 _ . -", self.name),
+            ));
+        }
+        let tls_fields = self.ca.is_some()
+            || self.pin.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.server_name.is_some();
+        match (&self.socket, &self.address) {
+            (Some(_), Some(_)) => Err((
+                "address",
+                "give socket (a local gateway) or address (a remote one), not both".into(),
+            )),
+            (None, None) => Err((
+                "socket",
+                "give socket (a local gateway) or address (a remote one)".into(),
+            )),
+            (Some(s), None) if s.as_os_str().is_empty() => {
+                Err(("socket", "must not be empty".into()))
+            }
+            (Some(_), None) if tls_fields => Err((
+                "socket",
+                "ca, pin, client_cert, client_key and server_name are for a remote gateway (address)".into(),
+            )),
+            (Some(_), None) => self.check_timeout(),
+            (None, Some(address)) => {
+                let port = address.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                if !matches!(port, Some(Ok(p)) if p > 0) || crate::export::host_of(address).is_empty()
+                {
+                    return Err(("address", format!("{address:?}: expected host:port")));
+                }
+                match (&self.ca, &self.pin) {
+                    (Some(_), Some(_)) => {
+                        return Err(("pin", "give ca or pin, not both".into()));
+                    }
+                    (None, None) => {
+                        return Err((
+                            "ca",
+                            "a remote gateway's certificate is checked against ca (a PEM file) or pin \
+                             (its SHA-256): give one"
+                                .into(),
+                        ));
+                    }
+                    (None, Some(pin)) => parse_pin(pin).map(|_| ()).map_err(|r| ("pin", r.into()))?,
+                    (Some(_), None) => {}
+                }
+                if self.client_cert.is_none() || self.client_key.is_none() {
+                    return Err((
+                        if self.client_cert.is_none() {
+                            "client_cert"
+                        } else {
+                            "client_key"
+                        },
+                        "a remote gateway requires a client certificate: give client_cert and client_key"
+                            .into(),
+                    ));
+                }
+                self.check_timeout()
+            }
+        }
+    }
+
+    fn check_timeout(&self) -> Result<(), (&'static str, String)> {
+        match self.timeout_ms {
+            Some(0) => Err(("timeout_ms", "must be at least 1".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A pin as bytes: 64 hex digits, colons between byte pairs allowed (as `openssl x509 -fingerprint` prints).
+pub fn parse_pin(pin: &str) -> Result<[u8; 32], &'static str> {
+    const WHY: &str = "expected the certificate's SHA-256: 64 hex digits, colons allowed";
+    let hex: String = pin.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(WHY);
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| WHY)?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway {gateway}: {field}: {reason}")]
+    Tls {
+        gateway: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// What control last learned of a gateway.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Its last `status` answer, or why there was none.
+    pub status: Result<protocol::Status, String>,
+    /// When it last answered anything.
+    pub last_contact: Option<SystemTime>,
+    /// The last failure of a request to it (cleared by the next status it answers).
+    pub last_error: Option<String>,
+    /// The last reconciliation that verified it runs the active version: (version, its uptime then).
+    pub verified: Option<(u64, f64)>,
+    /// Set while reconciliation refuses to move it to an older version than it runs.
+    pub refused: Option<Downgrade>,
+}
+
+/// One managed gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub client: Dataplane,
+    seen: Mutex<Seen>,
+}
+
+impl Gateway {
+    pub fn new(client: Dataplane) -> Gateway {
+        Gateway {
+            client,
+            seen: Mutex::new(Seen {
+                status: Err("not asked yet".into()),
+                last_contact: None,
+                last_error: None,
+                verified: None,
+                refused: None,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.client.name()
+    }
+
+    /// What control last learned of it.
+    pub fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks its status and remembers the answer (or the failure).
+    pub async fn refresh(&self) -> Result<protocol::Status, DataplaneError> {
+        let status = self.client.status().await;
+        let mut seen = self.seen();
+        match &status {
+            Ok(s) => {
+                seen.status = Ok(s.clone());
+                seen.last_contact = Some(SystemTime::now());
+                seen.last_error = None;
+            }
+            Err(e) => {
+                seen.status = Err(e.to_string());
+                seen.last_error = Some(e.to_string());
+                seen.verified = None;
+            }
+        }
+        status
+    }
+
+    /// Records a failed request (a commit step, a push).
+    pub fn failed(&self, what: &str, e: &DataplaneError) {
+        let mut seen = self.seen();
+        seen.last_error = Some(format!("{what}: {e}"));
+        seen.verified = None;
+    }
+
+    /// Records that it now enforces `version` (it said so in answer to a publish or a push).
+    pub fn enforces(&self, version: u64) {
+        let mut seen = self.seen();
+        seen.last_contact = Some(SystemTime::now());
+        if let Ok(status) = &mut seen.status {
+            status.policy_version = u32::try_from(version).ok();
+        }
+    }
+
+    /// Forgets the last verification: the next reconciliation compares documents again.
+    pub fn unverify(&self) {
+        self.seen().verified = None;
+    }
+
+    /// The version it last said it runs.
+    pub fn running(&self) -> Option<u64> {
+        self.seen()
+            .status
+            .as_ref()
+            .ok()
+            .and_then(|s| s.policy_version)
+            .map(u64::from)
+    }
+
+    /// Its entry in `GET /gateways`, `/health` and `/status`, against the store's `active` version.
+    pub fn to_json(&self, active: Option<u64>) -> Value {
+        let seen = self.seen().clone();
+        let (reachable, version, flows, uptime) = match &seen.status {
+            Ok(s) => (
+                true,
+                s.policy_version,
+                Some(s.flows_active),
+                Some(s.uptime_s),
+            ),
+            Err(_) => (false, None, None, None),
+        };
+        let in_sync = reachable && active.is_some() && version.map(u64::from) == active;
+        let (transport, address) = match self.client.transport() {
+            Transport::Unix(path) => ("unix", path.display().to_string()),
+            Transport::Tls { address, .. } => ("tls", address.clone()),
+        };
+        json!({
+            "name": self.name(),
+            "transport": transport,
+            "address": address,
+            "reachable": reachable,
+            "policy_version": version,
+            "in_sync": in_sync,
+            "flows_active": flows,
+            "uptime_s": uptime,
+            "last_contact": seen.last_contact.map(crate::time::rfc3339),
+            "last_error": seen.last_error,
+            "reconcile_refused": seen.refused.map(|d| json!({
+                "active_version": d.active_version,
+                "dataplane_version": d.dataplane_version,
+                "reason": crate::reconcile::refusal_reason(&d),
+            })),
+        })
+    }
+}
+
+/// The configured gateways, in config order, and the store's active version as last seen.
+#[derive(Debug, Clone)]
+pub struct Gateways(Vec<Arc<Gateway>>, Arc<Mutex<Option<u64>>>);
+
+/// A `gateway` parameter that names no configured gateway.
+#[derive(Debug, thiserror::Error)]
+#[error("no gateway {0:?} (configured: {1})")]
+pub struct UnknownGateway(pub String, pub String);
+
+impl Gateways {
+    /// A client per entry; `timeout_ms` where an entry gives none. Reads the TLS files the entries name.
+    pub fn connect(configs: &[GatewayConfig], timeout_ms: u64) -> Result<Gateways, GatewayError> {
+        let mut out = Vec::with_capacity(configs.len());
+        for gw in configs {
+            let transport = match (&gw.socket, &gw.address) {
+                (Some(socket), _) => Transport::Unix(socket.clone()),
+                (None, Some(address)) => {
+                    let (connector, server_name) = tls::connector(gw, address)?;
+                    Transport::Tls {
+                        address: address.clone(),
+                        connector,
+                        server_name,
+                    }
+                }
+                (None, None) => unreachable!("checked with the config"),
+            };
+            let timeout = Duration::from_millis(gw.timeout_ms.unwrap_or(timeout_ms));
+            out.push(Arc::new(Gateway::new(
+                Dataplane::with_transport(&gw.name, transport).with_timeout(timeout),
+            )));
+        }
+        Ok(Gateways(out, Arc::default()))
+    }
+
+    /// One gateway for an existing client (tests, and control run in process).
+    pub fn single(client: Dataplane) -> Gateways {
+        Gateways(vec![Arc::new(Gateway::new(client))], Arc::default())
+    }
+
+    /// The store's active version, without waiting for the store: a commit holds the store while it waits for
+    /// the gateways, and `health` must not wait with it. While the store is busy, the version last seen.
+    pub fn active_version(&self, store: &tokio::sync::Mutex<crate::store::Store>) -> Option<u64> {
+        let mut seen = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(store) = store.try_lock() {
+            *seen = store.active_version();
+        }
+        *seen
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Gateway>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|g| g.name()).collect()
+    }
+
+    /// The gateway named `name`, or every gateway when `None`.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<Arc<Gateway>>, UnknownGateway> {
+        match name {
+            None => Ok(self.0.clone()),
+            Some(n) => self
+                .0
+                .iter()
+                .find(|g| g.name() == n)
+                .map(|g| vec![g.clone()])
+                .ok_or_else(|| UnknownGateway(n.to_string(), self.names().join(", "))),
+        }
+    }
+
+    /// Runs `f` on every gateway of `gateways` at once; the answers in the same order.
+    pub async fn each<'a, T, F, Fut>(gateways: &'a [Arc<Gateway>], f: F) -> Vec<T>
+    where
+        F: Fn(&'a Arc<Gateway>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        futures_util::future::join_all(gateways.iter().map(f)).await
+    }
+
+    /// The highest version any gateway last said it runs.
+    pub fn highest_running(&self) -> Option<u64> {
+        self.0.iter().filter_map(|g| g.running()).max()
+    }
+
+    /// Every gateway's entry, against the store's `active` version.
+    pub fn to_json(&self, active: Option<u64>) -> Vec<Value> {
+        self.0.iter().map(|g| g.to_json(active)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_read_with_or_without_colons() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let with_colons = crate::tls::fingerprint_sha256(b"");
+        assert_eq!(parse_pin(hex), parse_pin(&with_colons));
+        assert_eq!(parse_pin(hex).unwrap()[0], 0xe3);
+        assert!(parse_pin("e3b0").is_err());
+        assert!(parse_pin(&hex.replace('e', "g")).is_err());
+    }
+}
