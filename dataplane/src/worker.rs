@@ -356,7 +356,12 @@ impl<'p> Worker<'_, 'p, '_> {
                 idle.reset();
             }
             let (counters, events, worker) = (self.counters, &self.events, self.index);
+            // The active tells its HA peer at once, rather than leaving the standby to time the flow out.
+            let sync = self.sync.as_ref().filter(|_| !standby);
             self.tracker.expire(now, self.expiry_budget, |id, e| {
+                if let Some(sync) = sync {
+                    sync.closed(e.key());
+                }
                 counters.flows_closed.add(1);
                 events.emit_counted_with(
                     || closed_event(&FlowInfo::new(id, e, now), worker, now),

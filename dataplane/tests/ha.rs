@@ -417,6 +417,67 @@ fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs()
     });
 }
 
+#[test]
+fn ha_sync_sends_new_flows_and_state_changes_as_they_happen() {
+    // The longest refresh period: after the sweep the peer's connection starts, the next one is a minute
+    // away, so what the standby learns before then came as it happened.
+    let section = |listen, peer| {
+        sync_section(listen, peer).replace("sync_refresh_ms = 200", "sync_refresh_ms = 60000")
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let active = bed(Some(&section(pa, pb)));
+    let standby = bed(Some(&section(pb, pa)));
+    active
+        .ask::<RoleChange>(&Request::SetRole { role: Role::Active })
+        .unwrap();
+    wait_until("the sync in sync", || {
+        sync_status(&active).state == protocol::SyncState::InSync
+    });
+    let synced = Instant::now();
+
+    // A connection opened after that, held until `close` exists, then closed by the client.
+    let close = std::env::temp_dir().join(format!("bulkhead-ha-sync-close-{}", std::process::id()));
+    let port = 5503u16;
+    let server = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{b}',{port}))\ns.listen(1)\nc,_=s.accept()\nc.sendall(c.recv(100))\n\
+         while c.recv(100): pass\nc.close()\n",
+        b = addr::B4
+    );
+    let _server = active.b.spawn(&["python3", "-c", &server]).unwrap();
+    active.b.wait_listening(port).unwrap();
+    let client = format!(
+        "import os,socket,time\nc=socket.create_connection(('{b}',{port}))\nc.sendall(b'hello')\n\
+         assert c.recv(100)==b'hello'\nwhile not os.path.exists('{close}'): time.sleep(0.05)\n\
+         c.close()\ntime.sleep(60)\n",
+        b = addr::B4,
+        close = close.display()
+    );
+    let _client = active.a.spawn(&["python3", "-c", &client]).unwrap();
+    wait_until("the connection on the standby", || {
+        tcp_states(&standby, port) == ["established"]
+    });
+    std::fs::write(&close, b"").unwrap();
+    wait_until(
+        "the close on the active",
+        || !matches!(tcp_states(&active, port).as_slice(), [s] if s == "established"),
+    );
+    wait_until("the close on the standby", || {
+        let (a, s) = (tcp_states(&active, port), tcp_states(&standby, port));
+        a.len() == 1 && a == s
+    });
+    println!(
+        "new flow and close on the standby {} ms after the sync was in step",
+        synced.elapsed().as_millis()
+    );
+    let _ = std::fs::remove_file(&close);
+    // The resync sweep ended (and the next one was due a minute later) before the sync was seen in step.
+    assert!(
+        synced.elapsed() < Duration::from_secs(50),
+        "the standby may have learned them from a sweep, not as they happened"
+    );
+}
+
 /// Two gateways in parallel between two segments: each segment is a namespace whose Linux bridge joins the
 /// host's address and both gateways' ports on that side. The bridges flood every frame (ageing time 0, a
 /// hub), so both members see all traffic and the standby's drops decide nothing: only the active forwards.

@@ -28,6 +28,7 @@
 //! need not agree. No crate covers this: it is the layout of this table's entries.
 
 use super::key::{FlowKey, Side};
+use super::table::FlowId;
 use super::tcp::{TcpConnState, TcpState};
 
 /// Bytes of one record.
@@ -232,5 +233,94 @@ impl FlowRecord {
             }
             other => Err(RecordError::Kind(other)),
         }
+    }
+}
+
+/// Room in [`SyncNotes`] per kind: a poll-loop iteration notes at most one change and one end per packet
+/// received (two ports' full bursts are 128 packets).
+pub const NOTES: usize = 256;
+
+/// What the worker's packet path changed since the HA sync last took it ([`super::Tracker::take_notes`]): the
+/// flows created or whose TCP state changed, and the keys of flows removed. Fixed arrays, so noting allocates
+/// nothing; a note that finds its array full is dropped and `overflowed` set (the sync then resyncs). Off (and
+/// costing one predictable branch) unless the worker is the active member of a pair.
+#[derive(Debug)]
+pub struct SyncNotes {
+    on: bool,
+    overflowed: bool,
+    changed_len: usize,
+    ended_len: usize,
+    changed: [FlowId; NOTES],
+    ended: [FlowKey; NOTES],
+}
+
+impl SyncNotes {
+    pub fn new() -> Box<SyncNotes> {
+        Box::new(SyncNotes {
+            on: false,
+            overflowed: false,
+            changed_len: 0,
+            ended_len: 0,
+            changed: [FlowId::from_index(0); NOTES],
+            ended: [FlowKey::ZERO; NOTES],
+        })
+    }
+
+    /// Turns noting on or off; off forgets what was noted.
+    pub fn set_on(&mut self, on: bool) {
+        self.on = on;
+        if !on {
+            (self.changed_len, self.ended_len, self.overflowed) = (0, 0, false);
+        }
+    }
+
+    /// The flow `id` was created or changed state.
+    #[inline]
+    pub fn changed(&mut self, id: FlowId) {
+        if !self.on {
+            return;
+        }
+        // A handshake's segments often arrive in one burst: one note per flow is enough.
+        if self.changed_len > 0 && self.changed[self.changed_len - 1] == id {
+            return;
+        }
+        if self.changed_len == NOTES {
+            self.overflowed = true;
+            return;
+        }
+        self.changed[self.changed_len] = id;
+        self.changed_len += 1;
+    }
+
+    /// The flow `key` was removed.
+    pub fn ended(&mut self, key: FlowKey) {
+        if !self.on {
+            return;
+        }
+        if self.ended_len == NOTES {
+            self.overflowed = true;
+            return;
+        }
+        self.ended[self.ended_len] = key;
+        self.ended_len += 1;
+    }
+
+    /// Hands out and forgets what was noted: the ends first (a flow replaced by one with the same key, a SYN
+    /// reusing the tuple of a closed connection, must reach the peer as its end, then the new flow), then the
+    /// changed flows by id. Answers whether notes were dropped.
+    pub fn take(
+        &mut self,
+        mut ended: impl FnMut(FlowKey),
+        mut changed: impl FnMut(FlowId),
+    ) -> bool {
+        for key in &self.ended[..self.ended_len] {
+            ended(*key);
+        }
+        for id in &self.changed[..self.changed_len] {
+            changed(*id);
+        }
+        let overflowed = self.overflowed;
+        (self.changed_len, self.ended_len, self.overflowed) = (0, 0, false);
+        overflowed
     }
 }

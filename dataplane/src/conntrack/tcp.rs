@@ -592,11 +592,26 @@ impl TcpState {
     /// Processes one segment of this flow travelling in `dir`. See the module documentation.
     #[inline]
     pub fn track(&mut self, dir: Dir, seg: &TcpSegment, strictness: Strictness) -> TcpVerdict {
+        self.track_noting_change(dir, seg, strictness).0
+    }
+
+    /// [`track`](Self::track), answering besides whether the connection state changed (the HA sync sends the
+    /// flow at once then). The plain ACK of an established connection never changes it: its shortcut answers
+    /// `false` without comparing anything.
+    #[inline]
+    pub fn track_noting_change(
+        &mut self,
+        dir: Dir,
+        seg: &TcpSegment,
+        strictness: Strictness,
+    ) -> (TcpVerdict, bool) {
         let liberal = strictness == Strictness::Loose || self.picked_up();
         if let Some(verdict) = self.established_ack(dir.index(), seg, liberal) {
-            return verdict;
+            return (verdict, false);
         }
-        self.track_general(dir, seg, strictness)
+        let before = self.state;
+        let verdict = self.track_general(dir, seg, strictness);
+        (verdict, self.state != before)
     }
 
     /// Nearly every packet of a flow: a plain ACK (with or without data, URG and PSH aside) of an established

@@ -8,7 +8,7 @@ use net::{Ipv4Frame, Parsed, TcpFlags, L3, L4};
 use super::key::{self, Dir, FlowKey, Side};
 use super::segments::{SegmentKey, SegmentTable};
 use super::sources::{self, FloodLimit, SourceTable};
-use super::sync::FlowState;
+use super::sync::{FlowState, SyncNotes};
 use super::table::{ConnTable, Entry, FlowId, Full, Inserted, TableStats};
 use super::tcp::{Strictness, TcpRefusal, TcpSegment, TcpState, TcpVerdict};
 use super::Timeouts;
@@ -293,6 +293,8 @@ pub struct Tracker {
     strictness: Strictness,
     sources: SourceTable,
     segments: SegmentTable,
+    /// Flows created, changed or removed by the packet path, for the HA sync (off unless active in a pair).
+    notes: Box<SyncNotes>,
 }
 
 /// The window-scale option of a SYN's header (the transport bytes from `l4_offset` to `ip_end`), if present
@@ -364,6 +366,7 @@ impl Tracker {
             strictness,
             sources: SourceTable::new(capacity, seed),
             segments: SegmentTable::new(capacity),
+            notes: SyncNotes::new(),
         }
     }
 
@@ -387,7 +390,32 @@ impl Tracker {
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
         let removed = self.table.remove(id)?;
         self.segments.removed(id);
+        self.notes.ended(removed.key());
         Some(removed)
+    }
+
+    /// Turns noting flows created, changed (TCP state) and removed for the HA sync on (the active member) or
+    /// off; see [`take_notes`](Self::take_notes).
+    pub fn set_noting(&mut self, on: bool) {
+        self.notes.set_on(on);
+    }
+
+    /// Hands out what was noted since the last call — the keys of removed flows, then the current state of
+    /// each flow created or changed — and forgets it; answers whether notes were dropped (more than fit
+    /// between two calls: the caller resyncs).
+    pub fn take_notes(
+        &mut self,
+        now: u64,
+        mut ended: impl FnMut(FlowKey),
+        mut changed: impl FnMut(FlowState),
+    ) -> bool {
+        let table = &self.table;
+        self.notes.take(&mut ended, |id| {
+            // A flow created and removed since is gone; its end was handed out first.
+            if let Some(state) = table.export(id, now) {
+                changed(state);
+            }
+        })
     }
 
     /// Creates or overwrites a flow from the HA peer's state (the standby applying the active's updates). An
@@ -607,13 +635,20 @@ impl Tracker {
             let strictness = self.strictness;
             if let Some((id, mut live)) = live {
                 let dir = live.entry.dir_of(side);
-                match live.entry.tcp_mut().track(dir, &seg, strictness) {
-                    TcpVerdict::Accept => {
+                match live
+                    .entry
+                    .tcp_mut()
+                    .track_noting_change(dir, &seg, strictness)
+                {
+                    (TcpVerdict::Accept, changed) => {
                         live.record(dir, bytes, now);
+                        if changed {
+                            self.notes.changed(id);
+                        }
                         return known(id, dir, live.entry);
                     }
-                    TcpVerdict::Drop(r) => return Track::Drop(Refusal::Tcp(r)),
-                    TcpVerdict::Reopen => {}
+                    (TcpVerdict::Drop(r), _) => return Track::Drop(Refusal::Tcp(r)),
+                    (TcpVerdict::Reopen, _) => {}
                 }
             }
             return match TcpState::from_first(&seg, strictness) {
@@ -680,10 +715,12 @@ impl Tracker {
         // Hashed again rather than trusting a value carried by the caller: a NewFlow from another worker's
         // tracker (another seed) must not corrupt this index.
         let inserted = self.table.insert(new.key, new.originator, now)?;
-        if inserted.displaced.is_some() {
+        if let Some(old) = &inserted.displaced {
             // The flow it replaced or evicted held this very slot.
             self.segments.removed(inserted.id);
+            self.notes.ended(old.key());
         }
+        self.notes.changed(inserted.id);
         if let Some(at) = source {
             self.sources.admitted(at, inserted.id, half_open);
         }

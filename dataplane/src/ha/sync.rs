@@ -1,6 +1,9 @@
 //! Connection-state sync, active → standby, over the HA link.
 //!
-//! **Workers** ([`WorkerSync::step`], once per poll-loop iteration). On the active member each worker sweeps
+//! **Workers** ([`WorkerSync::step`], once per poll-loop iteration). On the active member each worker first
+//! queues what its packet path noted since the last iteration (flows created, TCP state changes, removed
+//! flows: [`Tracker::take_notes`]), so those reach the standby as they happen; a note that finds the queue
+//! full is counted and asks a resync of that worker's table. Then it sweeps
 //! its table by a budget of slots per iteration — a full sweep every `sync_refresh_ms`, and at once when a
 //! resync is asked — and `try_send`s each flow's state ([`FlowRecord`]) into its bounded queue: no
 //! allocation, lock or system call. A full queue stops the sweep where it is (retried at the next
@@ -138,6 +141,8 @@ pub struct WorkerSync<'a> {
     sweeping: bool,
     resync_sweep: bool,
     next_sweep: u64,
+    /// The tracker notes what its packet path changes (this member is active).
+    noting: bool,
 }
 
 impl<'a> WorkerSync<'a> {
@@ -160,15 +165,13 @@ impl<'a> WorkerSync<'a> {
             sweeping: false,
             resync_sweep: false,
             next_sweep: 0,
+            noting: false,
         }
     }
 
-    /// Sends the end of a flow (killed on the active); a full queue is counted.
+    /// Sends the end of a flow (killed or expired on the active).
     pub fn closed(&self, key: FlowKey) {
-        if self.out.try_send(FlowRecord::Closed(key)).is_err() {
-            let lost = &self.shared.lost[self.index];
-            lost.store(lost.load(Relaxed) + 1, Relaxed);
-        }
+        send(self.shared, self.index, &self.out, FlowRecord::Closed(key));
     }
 
     /// Once per poll-loop iteration: the standby applies updates, the active sweeps its table.
@@ -190,7 +193,26 @@ impl<'a> WorkerSync<'a> {
                 }
             }
             self.sweeping = false;
+            if self.noting {
+                tracker.set_noting(false);
+                self.noting = false;
+            }
             return;
+        }
+        if !self.noting {
+            tracker.set_noting(true);
+            self.noting = true;
+        }
+        // What the packet path changed since the last iteration goes out at once; the sweep below refreshes
+        // the rest (TCP windows, counters, idle times).
+        let (shared, index, out) = (self.shared, self.index, &self.out);
+        let overflowed = tracker.take_notes(
+            now,
+            |key| send(shared, index, out, FlowRecord::Closed(key)),
+            |state| send(shared, index, out, FlowRecord::State(state)),
+        );
+        if overflowed {
+            shared.resync[index].store(true, Relaxed);
         }
         let resync = &self.shared.resync[self.index];
         if !self.resync_sweep && resync.load(Relaxed) {
@@ -227,6 +249,17 @@ impl<'a> WorkerSync<'a> {
                 resync.store(false, Relaxed);
             }
         }
+    }
+}
+
+/// Queues one update of worker `index`; a full queue is counted and answered by a resync of that worker's
+/// table (a lost end is not: the standby expires the flow by its timeouts).
+#[inline]
+fn send(shared: &SyncShared, index: usize, out: &Sender<FlowRecord>, record: FlowRecord) {
+    if let Err(TrySendError::Full(_)) = out.try_send(record) {
+        let lost = &shared.lost[index];
+        lost.store(lost.load(Relaxed) + 1, Relaxed);
+        shared.resync[index].store(true, Relaxed);
     }
 }
 

@@ -7,9 +7,10 @@ use net::TcpFlags;
 
 use super::frames::{frame, tcp};
 use super::table::udp_key;
+use crate::conntrack::sync::{SyncNotes, NOTES};
 use crate::conntrack::{
-    Admission, Dir, FlowId, FlowInfo, FlowRecord, RecordError, Refusal, Strictness, TcpConnState,
-    TcpRefusal, Timeouts, Track, Tracker, RECORD_LEN,
+    Admission, Dir, FlowId, FlowInfo, FlowKey, FlowRecord, RecordError, Refusal, Strictness,
+    TcpConnState, TcpRefusal, Timeouts, Track, Tracker, RECORD_LEN,
 };
 
 const SYN: TcpFlags = TcpFlags::SYN;
@@ -314,4 +315,103 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
         run(&mut standby, &wild, 50_004),
         Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
     );
+}
+
+/// What the tracker noted for the HA sync since the last call: removed keys, then created or changed flows
+/// with their TCP state.
+fn take(t: &mut Tracker, now: u64) -> (Vec<FlowKey>, Vec<(FlowKey, TcpConnState)>) {
+    let (mut ended, mut changed) = (Vec::new(), Vec::new());
+    let overflowed = t.take_notes(
+        now,
+        |k| ended.push(k),
+        |s| changed.push((s.key, s.tcp.state())),
+    );
+    assert!(!overflowed);
+    (ended, changed)
+}
+
+#[test]
+fn the_packet_path_notes_new_changed_and_removed_flows_while_noting() {
+    let mut t = Tracker::new(64, 5, &Timeouts::default(), Strictness::Strict);
+    t.set_noting(true);
+    let syn = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, SYN, 100, 0, 64_240, Some(7), 0),
+    );
+    let Track::New(new) = run(&mut t, &syn, 1_000) else {
+        panic!("a SYN starts a flow")
+    };
+    let key = *new.key();
+    let id = t.commit_new(&new, Admission::default(), 1_000).unwrap().id;
+    assert_eq!(
+        take(&mut t, 1_000),
+        (vec![], vec![(key, TcpConnState::SynSent)])
+    );
+    let steps = [
+        (
+            v4(2),
+            v4(1),
+            tcp(80, 40_000, SYN | ACK, 9_000, 101, 65_160, Some(8), 0),
+            Some(TcpConnState::SynRecv),
+        ),
+        (
+            v4(1),
+            v4(2),
+            tcp(40_000, 80, ACK, 101, 9_001, 502, None, 0),
+            Some(TcpConnState::Established),
+        ),
+        // Data both ways: the connection state stays, nothing is noted (the sweep refreshes the windows).
+        (
+            v4(1),
+            v4(2),
+            tcp(40_000, 80, ACK | PSH, 101, 9_001, 502, None, 300),
+            None,
+        ),
+        (
+            v4(2),
+            v4(1),
+            tcp(80, 40_000, ACK | PSH, 9_001, 401, 509, None, 1_000),
+            None,
+        ),
+    ];
+    for (src, dst, seg, state) in steps {
+        assert!(matches!(
+            run(&mut t, &frame(None, src, dst, &seg), 1_001),
+            Track::Known { .. }
+        ));
+        let noted = state.map(|s| vec![(key, s)]).unwrap_or_default();
+        assert_eq!(take(&mut t, 1_001), (vec![], noted));
+    }
+    t.remove(id).unwrap();
+    assert_eq!(take(&mut t, 1_002), (vec![key], vec![]));
+
+    // Off (a standby, a single gateway): nothing is noted.
+    t.set_noting(false);
+    let Track::New(new) = run(&mut t, &syn, 2_000) else {
+        panic!("a SYN starts a flow")
+    };
+    let id = t.commit_new(&new, Admission::default(), 2_000).unwrap().id;
+    t.remove(id).unwrap();
+    assert_eq!(take(&mut t, 2_000), (vec![], vec![]));
+}
+
+#[test]
+fn notes_beyond_their_room_are_dropped_and_reported() {
+    let mut notes = SyncNotes::new();
+    notes.set_on(true);
+    for i in 0..=NOTES as u32 {
+        notes.changed(FlowId::from_index(i));
+        // The same flow twice in a row is noted once.
+        notes.changed(FlowId::from_index(i));
+    }
+    let mut n = 0;
+    assert!(
+        notes.take(|_| {}, |_| n += 1),
+        "the note that did not fit is reported"
+    );
+    assert_eq!(n, NOTES);
+    assert!(!notes.take(|_| {}, |_| n += 1), "taking forgets");
+    assert_eq!(n, NOTES);
 }
