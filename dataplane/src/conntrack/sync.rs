@@ -254,6 +254,18 @@ pub struct SyncNotes {
     ended: [FlowKey; NOTES],
 }
 
+/// Appends `item` to the first `len` of `list`, or sets `overflowed` when they are all of it.
+#[inline]
+fn push<T>(list: &mut [T; NOTES], len: &mut usize, overflowed: &mut bool, item: T) {
+    match list.get_mut(*len) {
+        Some(slot) => {
+            *slot = item;
+            *len += 1;
+        }
+        None => *overflowed = true,
+    }
+}
+
 impl SyncNotes {
     pub fn new() -> Box<SyncNotes> {
         Box::new(SyncNotes {
@@ -284,12 +296,12 @@ impl SyncNotes {
         if self.changed_len > 0 && self.changed[self.changed_len - 1] == id {
             return;
         }
-        if self.changed_len == NOTES {
-            self.overflowed = true;
-            return;
-        }
-        self.changed[self.changed_len] = id;
-        self.changed_len += 1;
+        push(
+            &mut self.changed,
+            &mut self.changed_len,
+            &mut self.overflowed,
+            id,
+        );
     }
 
     /// The flow `key` was removed.
@@ -297,12 +309,12 @@ impl SyncNotes {
         if !self.on {
             return;
         }
-        if self.ended_len == NOTES {
-            self.overflowed = true;
-            return;
-        }
-        self.ended[self.ended_len] = key;
-        self.ended_len += 1;
+        push(
+            &mut self.ended,
+            &mut self.ended_len,
+            &mut self.overflowed,
+            key,
+        );
     }
 
     /// Hands out and forgets what was noted: the ends first (a flow replaced by one with the same key, a SYN

@@ -26,16 +26,25 @@ fn run(t: &mut Tracker, f: &[u8], now: u64) -> Track {
     t.process(f, &parsed, now)
 }
 
-/// `10.0.0.1:40000 -> 10.0.0.2:80` through its handshake and one data segment each way, on a tracker of
-/// its own; returns the tracker and the flow.
-fn established(seed: u64) -> (Tracker, FlowId) {
-    let mut t = Tracker::new(64, seed, &Timeouts::default(), Strictness::Strict);
-    let syn = frame(
+/// An empty tracker under strict TCP tracking.
+fn strict_tracker(seed: u64) -> Tracker {
+    Tracker::new(64, seed, &Timeouts::default(), Strictness::Strict)
+}
+
+/// The SYN of `10.0.0.1:40000 -> 10.0.0.2:80`.
+fn client_syn() -> Vec<u8> {
+    frame(
         None,
         v4(1),
         v4(2),
         &tcp(40_000, 80, SYN, 100, 0, 64_240, Some(7), 0),
-    );
+    )
+}
+
+/// `10.0.0.1:40000 -> 10.0.0.2:80` through its handshake and one data segment each way, on a tracker of
+/// its own; returns the tracker and the flow.
+fn established(seed: u64) -> (Tracker, FlowId) {
+    let (mut t, syn) = (strict_tracker(seed), client_syn());
     let Track::New(new) = run(&mut t, &syn, 1_000) else {
         panic!("a SYN starts a flow")
     };
@@ -332,14 +341,8 @@ fn take(t: &mut Tracker, now: u64) -> (Vec<FlowKey>, Vec<(FlowKey, TcpConnState)
 
 #[test]
 fn the_packet_path_notes_new_changed_and_removed_flows_while_noting() {
-    let mut t = Tracker::new(64, 5, &Timeouts::default(), Strictness::Strict);
+    let (mut t, syn) = (strict_tracker(5), client_syn());
     t.set_noting(true);
-    let syn = frame(
-        None,
-        v4(1),
-        v4(2),
-        &tcp(40_000, 80, SYN, 100, 0, 64_240, Some(7), 0),
-    );
     let Track::New(new) = run(&mut t, &syn, 1_000) else {
         panic!("a SYN starts a flow")
     };
