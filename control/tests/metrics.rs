@@ -59,6 +59,21 @@ impl FakeDataplane {
                         // Counters as the test wrote them (some tests send a malformed report on purpose).
                         match request {
                             Ok(Request::Counters {}) => s.counters.clone(),
+                            // The poller's status request (a standalone gateway: no `ha`).
+                            Ok(Request::Status {}) => serde_json::to_value(protocol::Status {
+                                policy_version: Some(1),
+                                policy_loaded_at: None,
+                                rules: 0,
+                                workers: vec![1],
+                                uptime_s: 1.0,
+                                flows_active: 0,
+                                dpdk: "fake".into(),
+                                last_swap: Default::default(),
+                                prepared_version: None,
+                                remote_control: None,
+                                ha: None,
+                            })
+                            .unwrap(),
                             Ok(Request::Events { max: Some(max) }) => {
                                 let n = max.min(s.events.len());
                                 let events = s
@@ -365,7 +380,10 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
     // would make thousands of attempts), and /metrics says the dataplane is down.
     let t0 = Instant::now();
     m.watch(["local"]);
-    let poller = tokio::spawn(m.clone().run(Dataplane::new(&sock)));
+    let gateway = Arc::new(bulkhead_control::gateway::Gateway::new(Dataplane::new(
+        &sock,
+    )));
+    let poller = tokio::spawn(m.clone().run(gateway));
     let (addr, server) = serve(m.router()).await;
     let failures = loop {
         let t = reqwest::get(format!("http://{addr}/metrics"))
