@@ -141,6 +141,12 @@ fn an_ha_pair_shows_roles_and_sync_resyncs_and_gets_every_commit() {
         assert_eq!(s.policy_version.map(u64::from), Some(v), "{s:?}");
     }
 
+    // Rules health for the pair: its members' counters summed (known rules, no error).
+    let r = c
+        .call("GET", &format!("/api/v1/rules/health?gateway={PAIR}"), None)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+
     // The metrics carry each member's role and the sync's figures.
     let series =
         |name: &str, gateway: &str, label: &str| format!("{name}{{gateway=\"{gateway}\",{label}}}");
