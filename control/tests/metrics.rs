@@ -645,6 +645,66 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     }
 }
 
+#[tokio::test]
+async fn an_ha_members_role_and_sync_are_exported() {
+    let dir = tempdir("ha");
+    let fake = FakeDataplane::start(&dir.join("dp.sock"), report(1, &[10]));
+    let m = Metrics::new(MetricsConfig::default());
+    m.poll_once(&fake.client()).await.unwrap();
+    assert!(!m.render().contains("bulkhead_ha_"), "a standalone gateway");
+    m.set_ha(
+        fake.client().name(),
+        Some(protocol::HaStatus {
+            role: protocol::Role::Standby,
+            role_changes: 2,
+            links: Vec::new(),
+            sync: Some(protocol::SyncStatus {
+                sending: false,
+                peer: None,
+                listen: Some("127.0.0.1:7000".into()),
+                state: protocol::SyncState::InSync,
+                lag: 0,
+                sent: 0,
+                acked: 0,
+                resent: 0,
+                lost: 0,
+                received: 42,
+            }),
+        }),
+    );
+    let text = m.render();
+    let g = fake.client().name().to_string();
+    for (series, value) in [
+        (
+            format!("bulkhead_ha_role{{gateway=\"{g}\",role=\"standby\"}}"),
+            1.0,
+        ),
+        (
+            format!("bulkhead_ha_role{{gateway=\"{g}\",role=\"active\"}}"),
+            0.0,
+        ),
+        (
+            format!("bulkhead_ha_role_changes_total{{gateway=\"{g}\"}}"),
+            2.0,
+        ),
+        (
+            format!("bulkhead_ha_sync_state{{gateway=\"{g}\",state=\"in_sync\"}}"),
+            1.0,
+        ),
+        (
+            format!("bulkhead_ha_sync_state{{gateway=\"{g}\",state=\"disconnected\"}}"),
+            0.0,
+        ),
+        (format!("bulkhead_ha_sync_lag{{gateway=\"{g}\"}}"), 0.0),
+        (
+            format!("bulkhead_ha_sync_updates_total{{gateway=\"{g}\",outcome=\"received\"}}"),
+            42.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+}
+
 // ---- The Grafana dashboard. ----
 
 fn dashboard() -> Value {
@@ -708,6 +768,27 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     log.register_metrics(m.registry()).unwrap();
     m.observe_commit(Duration::from_millis(40));
     m.poll_once(&fake.client()).await.unwrap();
+    // An HA member's role and sync, as its poller reads them from its status.
+    m.set_ha(
+        fake.client().name(),
+        Some(protocol::HaStatus {
+            role: protocol::Role::Active,
+            role_changes: 1,
+            links: Vec::new(),
+            sync: Some(protocol::SyncStatus {
+                sending: true,
+                peer: Some("127.0.0.1:7000".into()),
+                listen: None,
+                state: protocol::SyncState::Lagging,
+                lag: 3,
+                sent: 10,
+                acked: 7,
+                resent: 1,
+                lost: 0,
+                received: 0,
+            }),
+        }),
+    );
     // What a scrape actually contains after a poll (histograms also as _bucket, _sum, _count).
     let text = m.render();
     let exported: BTreeSet<String> = text
