@@ -314,11 +314,14 @@ impl Config {
             let members = self
                 .gateways
                 .iter()
-                .filter(|g| g.pair.as_ref() == Some(pair));
-            if members.count() != 2 {
+                .filter(|g| g.pair.as_ref() == Some(pair))
+                .count();
+            if members != 2 {
                 return invalid(
                     format!("gateways[{i}].pair"),
-                    format!("an HA pair has exactly two members; {pair:?} is named by another number of gateways"),
+                    format!(
+                        "an HA pair has exactly two members; {members} gateway(s) name {pair:?}"
+                    ),
                 );
             }
             if self.gateways.iter().any(|g| &g.name == pair) {

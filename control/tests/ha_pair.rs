@@ -14,14 +14,6 @@ use testbed::{Options, TestBed};
 const PAIR: &str = "hapair-x";
 const MEMBERS: [&str; 2] = ["hapair-x1", "hapair-x2"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A member that receives sync updates on `listen` and sends them to `peer`.
 fn member(listen: u16, peer: u16) -> TestBed {
     let mut opts = Options::new(dataplane_bin());
