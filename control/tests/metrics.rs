@@ -645,6 +645,29 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     }
 }
 
+/// An HA member's status as its poller reads it: the active sends (3 updates not yet acknowledged), the
+/// standby receives.
+fn ha_member(role: protocol::Role, state: protocol::SyncState) -> protocol::HaStatus {
+    let active = role == protocol::Role::Active;
+    protocol::HaStatus {
+        role,
+        role_changes: 2,
+        links: Vec::new(),
+        sync: Some(protocol::SyncStatus {
+            sending: active,
+            peer: active.then(|| "127.0.0.1:7000".into()),
+            listen: (!active).then(|| "127.0.0.1:7000".into()),
+            state,
+            lag: if active { 3 } else { 0 },
+            sent: if active { 10 } else { 0 },
+            acked: if active { 7 } else { 0 },
+            resent: 0,
+            lost: 0,
+            received: if active { 0 } else { 42 },
+        }),
+    }
+}
+
 #[tokio::test]
 async fn an_ha_members_role_and_sync_are_exported() {
     let dir = tempdir("ha");
@@ -654,23 +677,10 @@ async fn an_ha_members_role_and_sync_are_exported() {
     assert!(!m.render().contains("bulkhead_ha_"), "a standalone gateway");
     m.set_ha(
         fake.client().name(),
-        Some(protocol::HaStatus {
-            role: protocol::Role::Standby,
-            role_changes: 2,
-            links: Vec::new(),
-            sync: Some(protocol::SyncStatus {
-                sending: false,
-                peer: None,
-                listen: Some("127.0.0.1:7000".into()),
-                state: protocol::SyncState::InSync,
-                lag: 0,
-                sent: 0,
-                acked: 0,
-                resent: 0,
-                lost: 0,
-                received: 42,
-            }),
-        }),
+        Some(ha_member(
+            protocol::Role::Standby,
+            protocol::SyncState::InSync,
+        )),
     );
     let text = m.render();
     let g = fake.client().name().to_string();
@@ -771,23 +781,10 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     // An HA member's role and sync, as its poller reads them from its status.
     m.set_ha(
         fake.client().name(),
-        Some(protocol::HaStatus {
-            role: protocol::Role::Active,
-            role_changes: 1,
-            links: Vec::new(),
-            sync: Some(protocol::SyncStatus {
-                sending: true,
-                peer: Some("127.0.0.1:7000".into()),
-                listen: None,
-                state: protocol::SyncState::Lagging,
-                lag: 3,
-                sent: 10,
-                acked: 7,
-                resent: 1,
-                lost: 0,
-                received: 0,
-            }),
-        }),
+        Some(ha_member(
+            protocol::Role::Active,
+            protocol::SyncState::Lagging,
+        )),
     );
     // What a scrape actually contains after a poll (histograms also as _bucket, _sum, _count).
     let text = m.render();
