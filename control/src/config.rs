@@ -310,6 +310,26 @@ impl Config {
                     format!("{:?} is the name of an earlier gateway", gw.name),
                 );
             }
+            let Some(pair) = &gw.pair else { continue };
+            let members = self
+                .gateways
+                .iter()
+                .filter(|g| g.pair.as_ref() == Some(pair))
+                .count();
+            if members != 2 {
+                return invalid(
+                    format!("gateways[{i}].pair"),
+                    format!(
+                        "an HA pair has exactly two members; {members} gateway(s) name {pair:?}"
+                    ),
+                );
+            }
+            if self.gateways.iter().any(|g| &g.name == pair) {
+                return invalid(
+                    format!("gateways[{i}].pair"),
+                    format!("{pair:?} is the name of a gateway: a pair needs a name of its own"),
+                );
+            }
         }
         Ok(())
     }
@@ -464,6 +484,37 @@ mod tests {
                 .to_string();
             assert!(e.contains(field), "{entry}: {e}");
         }
+        let pairs = |p: [&str; 3]| {
+            parse(&format!(
+                "store_dir = \"/s\"\n[[gateways]]\nname = \"a\"\nsocket = \"/a\"\npair = \"{}\"\n\
+                 [[gateways]]\nname = \"b\"\nsocket = \"/b\"\npair = \"{}\"\n\
+                 [[gateways]]\nname = \"c\"\nsocket = \"/c\"\npair = \"{}\"\n",
+                p[0], p[1], p[2]
+            ))
+        };
+        let c = pairs(["ab", "ab", "c2"]).unwrap_err().to_string();
+        assert!(
+            c.contains("gateways[2].pair") && c.contains("exactly two"),
+            "{c}"
+        );
+        let c = pairs(["ab", "ab", "ab"]).unwrap_err().to_string();
+        assert!(c.contains("gateways[0].pair"), "{c}");
+        let c = pairs(["c", "c", "x"]).unwrap_err().to_string();
+        assert!(
+            c.contains("gateways[0].pair") && c.contains("name of a gateway"),
+            "{c}"
+        );
+        let c = pairs(["a b", "a b", "x"]).unwrap_err().to_string();
+        assert!(c.contains("gateways[0].pair"), "{c}");
+        let ok = parse(
+            "store_dir = \"/s\"\n[[gateways]]\nname = \"a\"\nsocket = \"/a\"\npair = \"ab\"\n\
+             [[gateways]]\nname = \"b\"\nsocket = \"/b\"\npair = \"ab\"\n",
+        )
+        .unwrap();
+        assert!(ok
+            .gateways()
+            .iter()
+            .all(|g| g.pair.as_deref() == Some("ab")));
         let e = parse("store_dir = \"/s\"\n[[gateways]]\nname = \"a\"\nsocket = \"/a\"\n[[gateways]]\nname = \"a\"\nsocket = \"/b\"\n")
             .unwrap_err()
             .to_string();

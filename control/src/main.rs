@@ -222,7 +222,7 @@ async fn serve(
         })
     );
     for gateway in gateways.iter() {
-        tokio::spawn(metrics.clone().run(gateway.client.clone()));
+        tokio::spawn(metrics.clone().run(gateway.clone()));
         tokio::spawn(flowlog.clone().run(gateway.client.clone()));
     }
     tokio::spawn(reconcile::run(app.clone()));

@@ -126,6 +126,23 @@ const DEFS: &[Def] = &[
     def("bulkhead_policy_rules", G, &[], "Rules in the active policy."),
     def("bulkhead_flow_events_dropped_total", C, &["stage"], "Flow events lost inside the dataplane: worker_queue (a worker's queue was full) or dataplane_buffer (not drained in time)."),
     def("bulkhead_flow_events_rate_limited_total", C, &[], "Denied-flow events not emitted because of the dataplane's per-worker rate limit."),
+    def("bulkhead_ha_role", G, &["role"], "1 for the HA member's role (active or standby), 0 for the other; absent without [ha]."),
+    def("bulkhead_ha_role_changes_total", C, &[], "Role changes of the HA member since its start."),
+    def("bulkhead_ha_sync_state", G, &["state"], "1 for the connection-state sync's state (in_sync, lagging, resyncing, disconnected), 0 for the others."),
+    def("bulkhead_ha_sync_lag", G, &[], "Sync updates sent to the HA peer and not yet acknowledged."),
+    def("bulkhead_ha_sync_updates_total", C, &["outcome"], "Sync updates: sent, acked, resent (after a reconnection), lost (each answered by a resync), received (from the peer)."),
+];
+
+const ROLES: [(protocol::Role, &str); 2] = [
+    (protocol::Role::Active, "active"),
+    (protocol::Role::Standby, "standby"),
+];
+
+const SYNC_STATES: [(protocol::SyncState, &str); 4] = [
+    (protocol::SyncState::InSync, "in_sync"),
+    (protocol::SyncState::Lagging, "lagging"),
+    (protocol::SyncState::Resyncing, "resyncing"),
+    (protocol::SyncState::Disconnected, "disconnected"),
 ];
 
 const ERROR_KINDS: [&str; 5] = ["unreachable", "timeout", "io", "protocol", "refused"];
@@ -156,6 +173,8 @@ pub(crate) struct Reading {
     pub(crate) last_duration: Duration,
     pub(crate) last_error: Option<String>,
     pub(crate) resets: u64,
+    /// The HA member's role and sync, from its last `status` (none without `[ha]`, or when it did not answer).
+    pub(crate) ha: Option<protocol::HaStatus>,
 }
 
 impl Reading {
@@ -435,6 +454,39 @@ fn render_reading(o: &mut Out, r: &Reading) {
         &[],
         t.events_rate_limited as f64,
     );
+    if let Some(ha) = &r.ha {
+        render_ha(o, ha);
+    }
+}
+
+fn render_ha(o: &mut Out, ha: &protocol::HaStatus) {
+    for (role, label) in ROLES {
+        o.add(
+            "bulkhead_ha_role",
+            &[label],
+            f64::from(u8::from(ha.role == role)),
+        );
+    }
+    o.add(
+        "bulkhead_ha_role_changes_total",
+        &[],
+        ha.role_changes as f64,
+    );
+    let Some(sync) = &ha.sync else { return };
+    for (state, label) in SYNC_STATES {
+        let on = u8::from(sync.state == state);
+        o.add("bulkhead_ha_sync_state", &[label], f64::from(on));
+    }
+    o.add("bulkhead_ha_sync_lag", &[], sync.lag as f64);
+    for (outcome, n) in [
+        ("sent", sync.sent),
+        ("acked", sync.acked),
+        ("resent", sync.resent),
+        ("lost", sync.lost),
+        ("received", sync.received),
+    ] {
+        o.add("bulkhead_ha_sync_updates_total", &[outcome], n as f64);
+    }
 }
 
 /// Reports the last reading as is (see the module docs for why not deltas).
@@ -608,10 +660,22 @@ impl Metrics {
         }
     }
 
-    /// Refreshes the readings from the dataplane every `poll_ms`, until the process ends. An unreachable
-    /// dataplane is retried at the same pace (no spinning, no crash); state changes are logged once.
-    pub async fn run(self: Arc<Self>, dataplane: Dataplane) {
-        let dataplane = dataplane.with_timeout(Duration::from_millis(self.config.timeout_ms));
+    /// Makes `ha` (the gateway's last HA status, `None` without `[ha]`) part of its reading.
+    pub fn set_ha(&self, gateway: &str, ha: Option<protocol::HaStatus>) {
+        if let Some((_, r)) = lock(&self.readings).iter_mut().find(|(n, _)| n == gateway) {
+            r.ha = ha;
+        }
+    }
+
+    /// Refreshes the readings from the gateway every `poll_ms`, until the process ends: its counters, and its
+    /// status (which keeps `GET /gateways` and the HA families as fresh as the counters: a role change by
+    /// keepalived shows within one poll). An unreachable dataplane is retried at the same pace (no spinning, no
+    /// crash); state changes are logged once.
+    pub async fn run(self: Arc<Self>, gateway: Arc<crate::gateway::Gateway>) {
+        let dataplane = gateway
+            .client
+            .clone()
+            .with_timeout(Duration::from_millis(self.config.timeout_ms));
         self.watch([dataplane.name()]);
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -620,6 +684,12 @@ impl Metrics {
             tick.tick().await;
             let result = self.poll_once(&dataplane).await;
             let up = result.is_ok();
+            let ha = if up {
+                gateway.refresh().await.ok().and_then(|s| s.ha)
+            } else {
+                None
+            };
+            self.set_ha(dataplane.name(), ha);
             if was_up != Some(up) {
                 match result {
                     Ok(()) => eprintln!(

@@ -372,7 +372,14 @@ pub const OPERATIONS: &[Op] = &[
     (
         "get",
         "/api/v1/gateways",
-        "The managed gateways: reachability, the version each runs, in sync, last contact and error",
+        "The managed gateways: reachability, the version each runs, in sync, last contact and error; HA role and sync, and the pairs",
+        None,
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/gateways/{name}/resync",
+        "Ask an HA member for a bulk resync of its connection state to its peer",
         None,
         None,
     ),

@@ -63,6 +63,36 @@ pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, Rul
     ))
 }
 
+/// An HA pair's rule counters: the sum of its members' (a failover moves the traffic, not the counts). Read
+/// at the later of the readings; a rule's last hit is the later of its members'. `None` when no member was read.
+pub(crate) fn pair_counters(
+    members: impl IntoIterator<Item = (SystemTime, HashMap<u32, RuleCounters>)>,
+) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
+    members
+        .into_iter()
+        .reduce(|(at_a, mut sum), (at_b, other)| {
+            for (id, b) in other {
+                let a = sum.entry(id).or_insert_with(|| RuleCounters {
+                    packets: 0,
+                    bytes: 0,
+                    flows: 0,
+                    last_hit_ms: None,
+                    last_hit: None,
+                    ..b.clone()
+                });
+                a.packets += b.packets;
+                a.bytes += b.bytes;
+                a.flows += b.flows;
+                // RFC 3339 times in the same (UTC) form order as strings.
+                if b.last_hit > a.last_hit {
+                    a.last_hit = b.last_hit;
+                    a.last_hit_ms = b.last_hit_ms;
+                }
+            }
+            (at_a.max(at_b), sum)
+        })
+}
+
 /// What identifies a policy's content: an active version is immutable, and every draft write changes the
 /// revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -645,9 +645,11 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     ui.wait_text(".toast", "connection(s) killed");
     ui.wait_text("table.grid tbody", "No tracked connection matches");
 
-    // ---- Gateways: the one gateway (`local`, the config's dataplane_socket) is up and runs the active version.
+    // ---- Gateways: the one gateway (`local`, the config's dataplane_socket) is up and runs the active version;
+    // it has no [ha], so it is standalone.
     ui.goto(&format!("{base}#/gateways"));
     ui.wait_text(r#"tr[data-gateway="local"]"#, "in sync");
+    ui.wait_text(r#"tr[data-gateway="local"]"#, "standalone");
     ui.wait_text("#gateways-summary", "1 of 1 gateway(s)");
     ui.next_shot("gateways");
 

@@ -423,6 +423,21 @@ fn a_refusal_on_one_gateway_publishes_nowhere() {
         y.socket.display().to_string()
     );
     let c = start_control(&copts);
+    // Neither has [ha]: standalone, outside any pair, and nothing to resync.
+    let listed = gateways(&c);
+    assert!(
+        listed
+            .iter()
+            .all(|g| g["role"] == "standalone" && g["pair"].is_null()),
+        "{listed:?}"
+    );
+    let r = c.call("POST", "/api/v1/gateways/x/resync", None).unwrap();
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("not_ha")),
+        "{}",
+        r.body
+    );
     import(&c, &policy_doc());
     let r = commit(&c, json!({"comment": "two rules"}));
     assert_eq!(r.status, 200, "{}", r.body);

@@ -59,6 +59,21 @@ impl FakeDataplane {
                         // Counters as the test wrote them (some tests send a malformed report on purpose).
                         match request {
                             Ok(Request::Counters {}) => s.counters.clone(),
+                            // The poller's status request (a standalone gateway: no `ha`).
+                            Ok(Request::Status {}) => serde_json::to_value(protocol::Status {
+                                policy_version: Some(1),
+                                policy_loaded_at: None,
+                                rules: 0,
+                                workers: vec![1],
+                                uptime_s: 1.0,
+                                flows_active: 0,
+                                dpdk: "fake".into(),
+                                last_swap: Default::default(),
+                                prepared_version: None,
+                                remote_control: None,
+                                ha: None,
+                            })
+                            .unwrap(),
                             Ok(Request::Events { max: Some(max) }) => {
                                 let n = max.min(s.events.len());
                                 let events = s
@@ -365,7 +380,10 @@ async fn scrapes_are_answered_from_the_last_poll_and_the_poller_neither_spins_no
     // would make thousands of attempts), and /metrics says the dataplane is down.
     let t0 = Instant::now();
     m.watch(["local"]);
-    let poller = tokio::spawn(m.clone().run(Dataplane::new(&sock)));
+    let gateway = Arc::new(bulkhead_control::gateway::Gateway::new(Dataplane::new(
+        &sock,
+    )));
+    let poller = tokio::spawn(m.clone().run(gateway));
     let (addr, server) = serve(m.router()).await;
     let failures = loop {
         let t = reqwest::get(format!("http://{addr}/metrics"))
@@ -627,6 +645,76 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     }
 }
 
+/// An HA member's status as its poller reads it: the active sends (3 updates not yet acknowledged), the
+/// standby receives.
+fn ha_member(role: protocol::Role, state: protocol::SyncState) -> protocol::HaStatus {
+    let active = role == protocol::Role::Active;
+    protocol::HaStatus {
+        role,
+        role_changes: 2,
+        links: Vec::new(),
+        sync: Some(protocol::SyncStatus {
+            sending: active,
+            peer: active.then(|| "127.0.0.1:7000".into()),
+            listen: (!active).then(|| "127.0.0.1:7000".into()),
+            state,
+            lag: if active { 3 } else { 0 },
+            sent: if active { 10 } else { 0 },
+            acked: if active { 7 } else { 0 },
+            resent: 0,
+            lost: 0,
+            received: if active { 0 } else { 42 },
+        }),
+    }
+}
+
+#[tokio::test]
+async fn an_ha_members_role_and_sync_are_exported() {
+    let dir = tempdir("ha");
+    let fake = FakeDataplane::start(&dir.join("dp.sock"), report(1, &[10]));
+    let m = Metrics::new(MetricsConfig::default());
+    m.poll_once(&fake.client()).await.unwrap();
+    assert!(!m.render().contains("bulkhead_ha_"), "a standalone gateway");
+    m.set_ha(
+        fake.client().name(),
+        Some(ha_member(
+            protocol::Role::Standby,
+            protocol::SyncState::InSync,
+        )),
+    );
+    let text = m.render();
+    let g = fake.client().name().to_string();
+    for (series, value) in [
+        (
+            format!("bulkhead_ha_role{{gateway=\"{g}\",role=\"standby\"}}"),
+            1.0,
+        ),
+        (
+            format!("bulkhead_ha_role{{gateway=\"{g}\",role=\"active\"}}"),
+            0.0,
+        ),
+        (
+            format!("bulkhead_ha_role_changes_total{{gateway=\"{g}\"}}"),
+            2.0,
+        ),
+        (
+            format!("bulkhead_ha_sync_state{{gateway=\"{g}\",state=\"in_sync\"}}"),
+            1.0,
+        ),
+        (
+            format!("bulkhead_ha_sync_state{{gateway=\"{g}\",state=\"disconnected\"}}"),
+            0.0,
+        ),
+        (format!("bulkhead_ha_sync_lag{{gateway=\"{g}\"}}"), 0.0),
+        (
+            format!("bulkhead_ha_sync_updates_total{{gateway=\"{g}\",outcome=\"received\"}}"),
+            42.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, &series), Some(value), "{series}\n{text}");
+    }
+}
+
 // ---- The Grafana dashboard. ----
 
 fn dashboard() -> Value {
@@ -690,6 +778,14 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     log.register_metrics(m.registry()).unwrap();
     m.observe_commit(Duration::from_millis(40));
     m.poll_once(&fake.client()).await.unwrap();
+    // An HA member's role and sync, as its poller reads them from its status.
+    m.set_ha(
+        fake.client().name(),
+        Some(ha_member(
+            protocol::Role::Active,
+            protocol::SyncState::Lagging,
+        )),
+    );
     // What a scrape actually contains after a poll (histograms also as _bucket, _sum, _count).
     let text = m.render();
     let exported: BTreeSet<String> = text

@@ -106,11 +106,21 @@ async fn rules_health(
             }
         }
     };
-    known_gateway(&app, q.gateway.as_deref())?;
-    let counters = app
-        .metrics
-        .with_reading(q.gateway.as_deref(), rulehealth::rule_counters)
-        .flatten();
+    let members = q.gateway.as_deref().map(|n| app.gateways.members(n));
+    let counters = match members.filter(|m| !m.is_empty()) {
+        // An HA pair: the sum of its members' counters.
+        Some(members) => rulehealth::pair_counters(members.iter().filter_map(|g| {
+            app.metrics
+                .with_reading(Some(g.name()), rulehealth::rule_counters)
+                .flatten()
+        })),
+        None => {
+            known_gateway(&app, q.gateway.as_deref())?;
+            app.metrics
+                .with_reading(q.gateway.as_deref(), rulehealth::rule_counters)
+                .flatten()
+        }
+    };
     // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
     let cache = app.clone();
     let answer = tokio::task::spawn_blocking(move || {

@@ -50,6 +50,11 @@ pub struct GatewayConfig {
     /// How long to wait for one answer of this gateway; default: `dataplane_timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The HA pair it belongs to: exactly two gateways name the same pair (same rules as `name`, and no
+    /// gateway may be called like a pair). Control never sets a member's role (keepalived does); it shows
+    /// both, sums their counters and commits to both like to any gateway.
+    #[serde(default)]
+    pub pair: Option<String>,
 }
 
 impl GatewayConfig {
@@ -65,21 +70,15 @@ impl GatewayConfig {
             client_key: None,
             server_name: None,
             timeout_ms: None,
+            pair: None,
         }
     }
 
     /// Checks one entry: (the field, relative to the entry, and what is wrong).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let name_ok = (1..=32).contains(&self.name.len())
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !name_ok {
-            return Err((
-                "name",
-                format!("{:?}: 1 to 32 of A-Z a-z 0-9 _ . -", self.name),
-            ));
+        check_name(&self.name).map_err(|m| ("name", m))?;
+        if let Some(pair) = &self.pair {
+            check_name(pair).map_err(|m| ("pair", m))?;
         }
         let tls_fields = self.ca.is_some()
             || self.pin.is_some()
@@ -148,6 +147,19 @@ impl GatewayConfig {
     }
 }
 
+/// A gateway's or a pair's name: 1 to 32 of `A-Z a-z 0-9 _ . -`.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?}: 1 to 32 of A-Z a-z 0-9 _ . -"))
+    }
+}
+
 /// A pin as bytes: 64 hex digits, colons between byte pairs allowed (as `openssl x509 -fingerprint` prints).
 pub fn parse_pin(pin: &str) -> Result<[u8; 32], &'static str> {
     const WHY: &str = "expected the certificate's SHA-256: 64 hex digits, colons allowed";
@@ -191,6 +203,8 @@ pub struct Seen {
 #[derive(Debug)]
 pub struct Gateway {
     pub client: Dataplane,
+    /// The HA pair it belongs to (`pair` in its config entry).
+    pub pair: Option<String>,
     seen: Mutex<Seen>,
 }
 
@@ -198,6 +212,7 @@ impl Gateway {
     pub fn new(client: Dataplane) -> Gateway {
         Gateway {
             client,
+            pair: None,
             seen: Mutex::new(Seen {
                 status: Err("not asked yet".into()),
                 last_contact: None,
@@ -257,6 +272,11 @@ impl Gateway {
         self.seen().verified = None;
     }
 
+    /// Its part in an HA pair as it last said (`None` when it did not answer, or has no `[ha]`).
+    pub fn ha(&self) -> Option<protocol::HaStatus> {
+        self.seen().status.as_ref().ok().and_then(|s| s.ha.clone())
+    }
+
     /// The version it last said it runs.
     pub fn running(&self) -> Option<u64> {
         self.seen()
@@ -280,6 +300,13 @@ impl Gateway {
             Err(_) => (false, None, None, None),
         };
         let in_sync = reachable && active.is_some() && version.map(u64::from) == active;
+        // What the gateway says, never what control decided: keepalived sets the roles.
+        let ha = seen.status.as_ref().ok().map(|s| s.ha.as_ref());
+        let role = match ha {
+            None => Value::Null,
+            Some(None) => json!("standalone"),
+            Some(Some(ha)) => json!(ha.role),
+        };
         let (transport, address) = match self.client.transport() {
             Transport::Unix(path) => ("unix", path.display().to_string()),
             Transport::Tls { address, .. } => ("tls", address.clone()),
@@ -291,6 +318,9 @@ impl Gateway {
             "reachable": reachable,
             "policy_version": version,
             "in_sync": in_sync,
+            "pair": self.pair,
+            "role": role,
+            "ha": ha.flatten(),
             "flows_active": flows,
             "uptime_s": uptime,
             "last_contact": seen.last_contact.map(crate::time::rfc3339),
@@ -331,9 +361,10 @@ impl Gateways {
                 (None, None) => unreachable!("checked with the config"),
             };
             let timeout = Duration::from_millis(gw.timeout_ms.unwrap_or(timeout_ms));
-            out.push(Arc::new(Gateway::new(
-                Dataplane::with_transport(&gw.name, transport).with_timeout(timeout),
-            )));
+            let mut gateway =
+                Gateway::new(Dataplane::with_transport(&gw.name, transport).with_timeout(timeout));
+            gateway.pair.clone_from(&gw.pair);
+            out.push(Arc::new(gateway));
         }
         Ok(Gateways(out, Arc::default()))
     }
@@ -399,6 +430,66 @@ impl Gateways {
     /// Every gateway's entry, against the store's `active` version.
     pub fn to_json(&self, active: Option<u64>) -> Vec<Value> {
         self.0.iter().map(|g| g.to_json(active)).collect()
+    }
+
+    /// The HA pairs' names, in config order of their first member.
+    pub fn pair_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for pair in self.0.iter().filter_map(|g| g.pair.as_deref()) {
+            if !names.contains(&pair) {
+                names.push(pair);
+            }
+        }
+        names
+    }
+
+    /// The members of the pair `name` (none when no pair has that name).
+    pub fn members(&self, name: &str) -> Vec<Arc<Gateway>> {
+        self.0
+            .iter()
+            .filter(|g| g.pair.as_deref() == Some(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Every HA pair from what its members last said: which one is active (`null` when none or both claim
+    /// it), whether the connection-state sync is complete (the active member sends and has everything
+    /// acknowledged), and the flows each member tracks.
+    pub fn pairs_json(&self) -> Vec<Value> {
+        self.pair_names()
+            .into_iter()
+            .map(|pair| {
+                let members = self.members(pair);
+                let has = |g: &Gateway, role| g.ha().is_some_and(|h| h.role == role);
+                let active: Vec<&Arc<Gateway>> = members
+                    .iter()
+                    .filter(|g| has(g, protocol::Role::Active))
+                    .collect();
+                let active = match active.as_slice() {
+                    [one] => Some(*one),
+                    _ => None,
+                };
+                let sync_complete = active.is_some_and(|g| {
+                    g.ha()
+                        .and_then(|h| h.sync)
+                        .is_some_and(|s| s.state == protocol::SyncState::InSync)
+                });
+                let flows: serde_json::Map<String, Value> = members
+                    .iter()
+                    .map(|g| {
+                        let flows = g.seen().status.as_ref().ok().map(|s| s.flows_active);
+                        (g.name().to_string(), json!(flows))
+                    })
+                    .collect();
+                json!({
+                    "name": pair,
+                    "members": members.iter().map(|g| g.name()).collect::<Vec<_>>(),
+                    "active": active.map(|g| g.name()),
+                    "sync_complete": sync_complete,
+                    "flows_active": flows,
+                })
+            })
+            .collect()
     }
 }
 

@@ -123,3 +123,30 @@ fn the_cache_answers_per_key() {
     assert!(d.is_empty(), "another key: computed for that policy");
     assert_eq!(cache.get(CacheKey::Active(1), &p).len(), 2);
 }
+
+#[test]
+fn a_pairs_counters_are_the_sum_of_its_members() {
+    let t1 = humantime::parse_rfc3339("2026-11-21T12:00:00Z").unwrap();
+    let t2 = humantime::parse_rfc3339("2026-11-21T12:00:01Z").unwrap();
+    let active = HashMap::from([
+        stats(1, 10, Some("2026-11-21T11:59:00Z")),
+        stats(2, 5, None),
+    ]);
+    let standby = HashMap::from([
+        stats(1, 3, Some("2026-11-21T11:00:00Z")),
+        stats(3, 7, Some("2026-11-21T11:30:00Z")),
+    ]);
+    let (at, sum) = pair_counters([(t1, active), (t2, standby)]).unwrap();
+    assert_eq!(at, t2);
+    assert_eq!(
+        (sum[&1].packets, sum[&1].bytes, sum[&1].flows),
+        (13, 1300, 2)
+    );
+    assert_eq!(sum[&1].last_hit.as_deref(), Some("2026-11-21T11:59:00Z"));
+    assert_eq!((sum[&2].packets, sum[&2].last_hit.as_deref()), (5, None));
+    assert_eq!(
+        (sum[&3].packets, sum[&3].last_hit.as_deref()),
+        (7, Some("2026-11-21T11:30:00Z"))
+    );
+    assert!(pair_counters([]).is_none());
+}
