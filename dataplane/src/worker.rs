@@ -649,6 +649,7 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
 
     let mut created = Created {
         ids: [None; MAX_BURST],
+        hashes: [0; MAX_BURST],
         len: 0,
     };
     for i in 0..n {
@@ -730,9 +731,10 @@ fn known_packet(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, id: FlowId, len
     }
 }
 
-/// The flows committed so far while deciding a burst.
+/// The flows committed so far while deciding a burst, with their keys' hashes.
 struct Created {
     ids: [Option<FlowId>; MAX_BURST],
+    hashes: [u64; MAX_BURST],
     len: usize,
 }
 
@@ -741,9 +743,16 @@ impl Created {
         self.ids[..self.len].contains(&Some(id))
     }
 
-    fn push(&mut self, id: FlowId) {
-        if let Some(slot) = self.ids.get_mut(self.len) {
+    /// Whether a flow committed in this burst may have the key of `new`: only one with its hash can (the
+    /// hashes come from the same tracker). Most new flows have no such twin, and skip the table lookup.
+    fn may_hold(&self, new: &NewFlow) -> bool {
+        self.hashes[..self.len].contains(&new.hash())
+    }
+
+    fn push(&mut self, id: FlowId, hash: u64) {
+        if let (Some(slot), Some(h)) = (self.ids.get_mut(self.len), self.hashes.get_mut(self.len)) {
             *slot = Some(id);
+            *h = hash;
             self.len += 1;
         }
     }
@@ -761,7 +770,11 @@ fn new_flow(
     // An earlier packet of this burst may have created the flow already. An entry that was there before the
     // burst (expired, or a finished connection whose tuple a new SYN reuses) is not that: this packet is judged
     // and, if allowed, replaces it.
-    if let Some(id) = cx.tracker.table().find(new.key()) {
+    if let Some(id) = created
+        .may_hold(new)
+        .then(|| cx.tracker.table().find(new.key()))
+        .flatten()
+    {
         if created.contains(id) {
             known_packet(cx, rs, id, frame.len());
             return Note::Forward;
@@ -801,7 +814,7 @@ fn new_flow(
     };
     match cx.tracker.commit_new(new, admission, cx.now) {
         Ok(c) => {
-            created.push(c.id);
+            created.push(c.id, new.hash());
             if let Some(old) = c.displaced {
                 cx.counters.flows_closed.add(1);
                 let (worker, now) = (cx.worker, cx.now);

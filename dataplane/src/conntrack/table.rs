@@ -543,6 +543,13 @@ pub struct TableStats {
 /// is ever this.
 const EMPTY: u32 = u32::MAX;
 
+/// Where an index value keeps its distance from its home position (bits 28–30, below the clear bit 31), so a
+/// removal's backward shift knows the home of each value it passes without loading the flow's entry and hashing
+/// its key. Only in tables whose slot numbers leave these bits free.
+const DIST_SHIFT: u32 = 28;
+/// The stored distance meaning "this far or further": the home is then found by hashing the key.
+const DIST_SATURATED: u32 = 7;
+
 /// A fixed-capacity connection table owned by one worker.
 ///
 /// The index stores one `u32` per position: the slab slot in the low bits and, in the bits the slot does not
@@ -558,6 +565,8 @@ pub struct ConnTable {
     index_mask: usize,
     /// Mask of the slot bits of an index value.
     slot_mask: u32,
+    /// The index value bits of the distance from home (see [`DIST_SHIFT`]); 0 in a table too large for them.
+    dist_mask: u32,
     /// One bit per slot, set while the slot holds a flow: the expiry sweep reads 64 slots' occupancy in one
     /// word instead of one cache line per slot.
     occupied: Vec<u64>,
@@ -608,11 +617,17 @@ impl ConnTable {
         // Slots are below `capacity`, so they need the bits of `capacity - 1`.
         let slot_bits = usize::BITS - capacity.saturating_sub(1).leading_zeros();
         let slot_mask = u32::try_from((1u64 << slot_bits) - 1).unwrap_or(u32::MAX);
+        let dist_mask = if slot_bits <= DIST_SHIFT {
+            DIST_SATURATED << DIST_SHIFT
+        } else {
+            0
+        };
         ConnTable {
             slab,
             index: vec![EMPTY; positions],
             index_mask: positions - 1,
             slot_mask,
+            dist_mask,
             occupied: vec![0; capacity.div_ceil(64)],
             seen: vec![0; capacity],
             free_head: if capacity == 0 { NIL } else { 0 },
@@ -668,11 +683,37 @@ impl ConnTable {
         self.hasher.hash(key)
     }
 
-    /// The hash bits an index value keeps above its slot: from the hash's high half (its low bits pick the
-    /// home position), bit 31 clear so no value is [`EMPTY`].
+    /// Identifies the hash function: equal for two tables exactly when they hash every key alike (it is a
+    /// bijection of the seed).
+    #[inline]
+    pub(super) fn hasher_id(&self) -> u64 {
+        self.hasher.per_hasher
+    }
+
+    /// The hash bits an index value keeps above its slot (and below its distance bits): from the hash's high
+    /// half (its low bits pick the home position), bit 31 clear so no value is [`EMPTY`].
     #[inline(always)]
     fn index_tag(&self, hash: u64) -> u32 {
-        ((hash >> 32) as u32) & !self.slot_mask & 0x7fff_ffff
+        ((hash >> 32) as u32) & !(self.slot_mask | self.dist_mask) & 0x7fff_ffff
+    }
+
+    /// The distance bits of a value `dist` positions past its home.
+    #[inline(always)]
+    fn dist_bits(&self, dist: usize) -> u32 {
+        ((dist.min(DIST_SATURATED as usize) as u32) << DIST_SHIFT) & self.dist_mask
+    }
+
+    /// The distance of the value `v` at `pos` from its home: from its distance bits, or, when they are saturated
+    /// (or the table has none), from its flow's key.
+    #[inline]
+    fn dist_of(&self, v: u32, pos: usize) -> usize {
+        let stored = (v & self.dist_mask) >> DIST_SHIFT;
+        if self.dist_mask != 0 && stored < DIST_SATURATED {
+            return stored as usize;
+        }
+        self.slab.get((v & self.slot_mask) as usize).map_or(0, |e| {
+            pos.wrapping_sub(self.home(self.hasher.hash_entry(e))) & self.index_mask
+        })
     }
 
     /// The index value of the flow in `slot` whose key hashes to `hash`.
@@ -698,13 +739,14 @@ impl ConnTable {
     #[inline(always)]
     fn walk(&self, hash: u64, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let (tag, mask) = (self.index_tag(hash), self.slot_mask);
+        let keep = !(mask | self.dist_mask);
         let mut pos = self.home(hash);
         loop {
             let v = self.index[pos];
             if v == EMPTY {
                 return None;
             }
-            if v & !mask == tag && is_it(v & mask) {
+            if v & keep == tag && is_it(v & mask) {
                 return Some(v & mask);
             }
             pos = self.next(pos);
@@ -871,11 +913,13 @@ impl ConnTable {
         self.seen[slot as usize] = seen_second(now);
         self.len += 1;
         // The end of the key's probe run: the index is at most two thirds full, so there is one.
-        let mut pos = self.home(hash);
+        let home = self.home(hash);
+        let mut pos = home;
         while self.index[pos] != EMPTY {
             pos = self.next(pos);
         }
-        self.index[pos] = self.index_value(hash, slot);
+        self.index[pos] =
+            self.index_value(hash, slot) | self.dist_bits(pos.wrapping_sub(home) & self.index_mask);
         Ok(Inserted {
             id: FlowId(slot),
             displaced,
@@ -909,10 +953,10 @@ impl ConnTable {
         let value = self.index_value(hash, id.0);
         // Every flow in the slab is indexed along its run, so the walk ends on its value.
         let mut pos = self.home(hash);
-        while self.index[pos] != value && self.index[pos] != EMPTY {
+        while self.index[pos] != EMPTY && self.index[pos] & !self.dist_mask != value {
             pos = self.next(pos);
         }
-        if self.index[pos] == value {
+        if self.index[pos] != EMPTY {
             self.unindex(pos);
         }
         let slot = &mut self.slab[id.index()];
@@ -926,8 +970,9 @@ impl ConnTable {
 
     /// Empties index position `hole` and closes the gap (backward-shift deletion): each later value of the
     /// probe run whose home is not between the hole and itself moves back into the hole, so every run stays
-    /// unbroken and lookups may stop at the first empty position, with no tombstones. The homes are recomputed
-    /// from the entries' keys (runs are short: the index is at most two thirds full).
+    /// unbroken and lookups may stop at the first empty position, with no tombstones. Each value's home comes
+    /// from its distance bits; only a value saturated there (rare: the index is at most two thirds full) has its
+    /// flow's key hashed again.
     fn unindex(&mut self, mut hole: usize) {
         let mut pos = hole;
         loop {
@@ -936,15 +981,12 @@ impl ConnTable {
             if v == EMPTY {
                 break;
             }
-            let home = self
-                .slab
-                .get((v & self.slot_mask) as usize)
-                .map_or(pos, |e| self.home(self.hasher.hash_entry(e)));
             // Distances along the run, modulo the index size: the value may move back if its home is no further
-            // from it than the hole is.
-            let mask = self.index_mask;
-            if (pos.wrapping_sub(home) & mask) >= (pos.wrapping_sub(hole) & mask) {
-                self.index[hole] = v;
+            // from it than the hole is; it is then that much closer to its home.
+            let dist = self.dist_of(v, pos);
+            let gap = pos.wrapping_sub(hole) & self.index_mask;
+            if dist >= gap {
+                self.index[hole] = (v & !self.dist_mask) | self.dist_bits(dist - gap);
                 hole = pos;
             }
         }
@@ -952,7 +994,8 @@ impl ConnTable {
     }
 
     /// Checks the index against the slab: every flow indexed once, reachable from its home without crossing
-    /// an empty position, and nothing else indexed.
+    /// an empty position, its distance bits its distance from that home as hashing its key finds it (the
+    /// removal's shortcut held to the general path), and nothing else indexed.
     #[cfg(test)]
     pub(super) fn check_index(&self) {
         let mut indexed = 0;
@@ -965,7 +1008,11 @@ impl ConnTable {
                 .get(FlowId(v & self.slot_mask))
                 .expect("indexed slot in use");
             let hash = self.hasher.hash_entry(e);
-            assert_eq!(v, self.index_value(hash, v & self.slot_mask));
+            let dist = pos.wrapping_sub(self.home(hash)) & self.index_mask;
+            assert_eq!(
+                v,
+                self.index_value(hash, v & self.slot_mask) | self.dist_bits(dist)
+            );
             let mut at = self.home(hash);
             while at != pos {
                 assert_ne!(

@@ -101,6 +101,10 @@ pub enum Untracked {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewFlow {
     key: FlowKey,
+    /// The key's hash, as the lookup that missed computed it, and the hash function's identity (see
+    /// [`Tracker::commit_new`]).
+    hash: u64,
+    hasher: u64,
     originator: Side,
     tcp: TcpState,
     bytes: u32,
@@ -111,6 +115,8 @@ impl NewFlow {
     /// A placeholder, e.g. to initialize a burst's array once.
     pub const EMPTY: NewFlow = NewFlow {
         key: FlowKey::ZERO,
+        hash: 0,
+        hasher: 0,
         originator: Side::First,
         tcp: TcpState::EMPTY,
         bytes: 0,
@@ -120,6 +126,12 @@ impl NewFlow {
     /// The flow's key.
     pub const fn key(&self) -> &FlowKey {
         &self.key
+    }
+
+    /// The key's hash under the tracker that looked the flow up: two new flows of one tracker with different
+    /// hashes have different keys.
+    pub const fn hash(&self) -> u64 {
+        self.hash
     }
 
     /// The key endpoint that sent this (first) packet.
@@ -654,6 +666,8 @@ impl Tracker {
             return match TcpState::from_first(&seg, strictness) {
                 Ok(tcp) => Track::New(NewFlow {
                     key,
+                    hash: p.hash,
+                    hasher: self.table.hasher_id(),
                     originator: side,
                     tcp,
                     bytes,
@@ -679,6 +693,8 @@ impl Tracker {
             None if is_echo && !echo_request => Track::Drop(Refusal::IcmpUnsolicitedReply),
             None => Track::New(NewFlow {
                 key,
+                hash: p.hash,
+                hasher: self.table.hasher_id(),
                 originator: side,
                 tcp: TcpState::EMPTY,
                 bytes,
@@ -712,9 +728,16 @@ impl Tracker {
             }
             _ => None,
         };
-        // Hashed again rather than trusting a value carried by the caller: a NewFlow from another worker's
-        // tracker (another seed) must not corrupt this index.
-        let inserted = self.table.insert(new.key, new.originator, now)?;
+        // The hash of the lookup that missed, not computed again; a NewFlow from another worker's tracker
+        // (another seed) is hashed again, so it cannot corrupt this index.
+        let hash = if new.hasher == self.table.hasher_id() {
+            new.hash
+        } else {
+            self.table.hash(&new.key)
+        };
+        let inserted = self
+            .table
+            .insert_hashed(hash, &new.key, new.originator, now)?;
         if let Some(old) = &inserted.displaced {
             // The flow it replaced or evicted held this very slot.
             self.segments.removed(inserted.id);

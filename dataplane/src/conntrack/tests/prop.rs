@@ -422,4 +422,39 @@ mod hostile {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// `commit_new` inserts with the hash the lookup carried, not one computed again: the carried hash is
+        /// the table's hash of the key, and a new flow from a tracker with another seed (whose hash this table
+        /// must not trust) is hashed again, so every committed flow stays findable by its key.
+        #[test]
+        fn commit_uses_the_carried_hash_only_from_its_own_tracker(
+            pkts in prop::collection::vec(pkt(), 1..200),
+            seed: u64,
+            other: u64,
+        ) {
+            let mut own = Tracker::new(16, seed, &Timeouts::default(), Strictness::Loose);
+            let mut foreign = Tracker::new(16, other, &Timeouts::default(), Strictness::Loose);
+            let mut now = 0;
+            for p in &pkts {
+                now += p.dt;
+                let f = build(p);
+                let Ok(parsed) = net::parse(&f) else { continue };
+                // The flow as another tracker saw it, committed here.
+                if let Track::New(n) = foreign.process(&f, &parsed, now) {
+                    let _ = own.commit_new(&n, Admission::default(), now);
+                }
+                if let Track::New(n) = own.process(&f, &parsed, now) {
+                    prop_assert_eq!(n.hash(), own.table().hash(n.key()));
+                    let _ = own.commit_new(&n, Admission::default(), now);
+                }
+                own.expire(now, 2, |_, _| {});
+                own.table().check_index();
+                for (id, e) in own.table().iter() {
+                    prop_assert_eq!(own.table().find(&e.key()), Some(id));
+                }
+            }
+        }
+    }
 }
