@@ -246,6 +246,10 @@ async fn the_history_routes_answer_from_the_stored_history() {
     assert_eq!(services["level"], "services");
     assert_eq!(services["edges"][0]["port"], 502);
     assert_eq!(services["edges"][0]["would_deny"], 10);
+    assert_eq!(
+        services["edges"][0]["rules"][0],
+        json!({"id": 0, "name": "default", "tier": null, "flows": 10})
+    );
     // No active policy: every address is outside every segment.
     let (_, v) = api.get("/history/map").await;
     assert_eq!(v["edges"].as_array().unwrap().len(), 1, "{v}");

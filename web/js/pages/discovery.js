@@ -93,7 +93,7 @@ export function mount(main) {
       columns: [
         { label: 'Service', cell: (e) => `${protoName(e.proto)}/${e.port}`, sort: (e) => e.port },
         ...counts,
-        { label: 'Deciding rules', cell: (e) => (e.rules || []).map((r) => `${r.name ?? `#${r.id}`} (${fmtInt(r.flows)})`).join(', ') },
+        { label: 'Deciding rules', cell: (e) => (e.rules || []).map((r) => `${r.tier ? `${r.tier}: ` : ''}${r.name ?? `#${r.id}`} (${fmtInt(r.flows)})`).join(', ') },
         { label: '', class: 'row-actions', cell: (e) => h('button', {
           type: 'button', class: 'small', onclick: () => showConversations(conv, src, dst, e.proto, e.port).catch(reportError),
         }, 'Conversations') },
