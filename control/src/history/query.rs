@@ -92,9 +92,12 @@ pub struct Counts {
     pub first_unix_ms: Option<u64>,
     pub last_unix_ms: Option<u64>,
     pub services: HashMap<(u8, u16), u64>,
-    /// Flows per deciding (rule id, tier).
-    pub rules: HashMap<(u32, Option<Arc<str>>), u64>,
+    /// Flows per deciding rule and its tier.
+    pub rules: HashMap<Decider, u64>,
 }
+
+/// What decided a conversation: the rule's id (0: a default) and the tier (none: a v1 policy or the default).
+pub type Decider = (u32, Option<Arc<str>>);
 
 impl Counts {
     pub fn add(&mut self, c: &Conversation) {
@@ -152,7 +155,7 @@ impl Counts {
     fn to_json(&self, rule_name: &dyn Fn(u32) -> Value) -> Value {
         let mut services: Vec<(&(u8, u16), &u64)> = self.services.iter().collect();
         services.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let mut rules: Vec<(&(u32, Option<Arc<str>>), &u64)> = self.rules.iter().collect();
+        let mut rules: Vec<(&Decider, &u64)> = self.rules.iter().collect();
         rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         json!({
             "allowed": self.allowed, "denied": self.denied, "would_deny": self.would_deny,
