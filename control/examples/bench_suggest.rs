@@ -142,6 +142,8 @@ fn conversations(active: &Policy, tuples: &[Tuple]) -> Vec<Conversation> {
                     verdict,
                     rule_id,
                     policy_version: 1,
+                    gateway: None,
+                    tier: None,
                 },
                 bucket_unix_ms: bucket,
                 first_unix_ms: bucket + 1_000,

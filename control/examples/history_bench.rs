@@ -154,7 +154,7 @@ fn main() {
     let events: usize = batches.iter().map(Vec::len).sum();
     let started = Instant::now();
     for b in &batches {
-        while !history.offer(b) {
+        while !history.offer("bench", b) {
             // The benchmark wants every event in: wait for the writer rather than drop (the poller never does).
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -112,6 +112,8 @@ pub struct Key {
     pub bytes: u64,
     /// The gateway that reported it (absent on records written before gateways were named).
     pub gateway: Option<String>,
+    /// The tier that decided (absent: a v1 policy, the policy's default, or an older dataplane).
+    pub tier: Option<String>,
 }
 
 impl Key {
@@ -131,6 +133,7 @@ impl Key {
             packets: e.packets.iter().sum(),
             bytes: e.bytes.iter().sum(),
             gateway: None,
+            tier: e.tier.clone(),
         }
     }
 
@@ -176,10 +179,15 @@ pub struct FlowLogFilter {
     pub dst_segment: Option<String>,
     /// The gateway that reported the event.
     pub gateway: Option<String>,
+    /// The tier that decided ([`NO_TIER`]: the event names none).
+    pub tier: Option<String>,
 }
 
 /// The segment "name" of an address that is in no segment.
 pub const UNSEGMENTED: &str = "-";
+
+/// The tier "name" of an event no tier decided (a v1 policy, or the policy's default).
+pub const NO_TIER: &str = "-";
 
 fn in_segment(list: Option<&Vec<String>>, name: &str) -> bool {
     list.is_some_and(|l| {
@@ -216,6 +224,10 @@ impl FlowLogFilter {
                 .gateway
                 .as_ref()
                 .is_none_or(|g| k.gateway.as_ref() == Some(g))
+            && self.tier.as_ref().is_none_or(|t| match &k.tier {
+                Some(tier) => tier == t,
+                None => t == NO_TIER,
+            })
     }
 }
 
@@ -409,7 +421,7 @@ impl FlowLog {
     pub(crate) fn ingest(&self, gateway: &str, events: Vec<FlowEvent>) -> Vec<Arc<StoredEvent>> {
         if let Some(history) = &self.history {
             // Never waits: a full queue drops the batch, counted by the history.
-            history.offer(&events);
+            history.offer(gateway, &events);
         }
         let mut out = Vec::with_capacity(events.len());
         {

@@ -169,6 +169,7 @@ async fn serve(
     let listen = listener.local_addr()?;
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(store),
+        changes: Default::default(),
         tokens: RwLock::new(tokens),
         auth_failures,
         gateways: gateways.clone(),

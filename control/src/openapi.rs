@@ -568,6 +568,18 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         "Whose segments (or rules) apply to the stored addresses",
     ),
     (HISTORY_FILTER, "proto", S, PROTO),
+    (
+        HISTORY_FILTER,
+        "gateway",
+        S,
+        "The gateway that reported the conversation",
+    ),
+    (
+        HISTORY_FILTER,
+        "tier",
+        S,
+        "The tier that decided (-: no tier, i.e. a v1 policy, the policy's default, or stored before tiers were kept)",
+    ),
     (HISTORY_FILTER, "port", PORT, "Destination port (the service)"),
     (
         HISTORY_FILTER,
@@ -675,6 +687,12 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         "dst_segment",
         S,
         "A segment in the event's dst_segments (-: in no segment)",
+    ),
+    (
+        FLOW_LOG,
+        "tier",
+        S,
+        "The tier that decided (-: no tier, i.e. a v1 policy or the policy's default)",
     ),
     (
         &["get /api/v1/flow-log"],

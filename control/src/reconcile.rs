@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use policy::Policy;
 use serde_json::{json, Map, Value};
 
-use crate::app::{App, Downgrade};
+use crate::app::{App, Change, Downgrade};
 use crate::dataplane::DataplaneError;
 use crate::gateway::{Gateway, Gateways};
 use crate::lifecycle;
@@ -118,9 +118,11 @@ impl Report {
 }
 
 pub async fn reconcile(app: &App) -> Report {
-    let mut store = app.store.lock().await;
+    let mut store = app.lock_for_change().await;
     let gateways: Vec<Arc<Gateway>> = app.gateways.iter().cloned().collect();
-    let statuses = Gateways::each(&gateways, |g| g.refresh()).await;
+    let statuses = store
+        .unlocked(Gateways::each(&gateways, |g| g.refresh()))
+        .await;
     let reached: Vec<(&str, Option<u64>)> = gateways
         .iter()
         .zip(&statuses)
@@ -194,7 +196,7 @@ pub async fn reconcile(app: &App) -> Report {
 /// pushes where needed (each push audited: intents first, pushes all at once, outcomes after).
 async fn sync(
     app: &App,
-    store: &mut Store,
+    store: &mut Change<'_>,
     active: u64,
     gateways: &[Arc<Gateway>],
     statuses: &[Result<protocol::Status, DataplaneError>],
@@ -207,11 +209,12 @@ async fn sync(
             .document(),
     )
     .unwrap_or_default();
-    let checks = futures_util::future::join_all(pending.iter().map(|&i| {
-        let status = statuses[i].as_ref().expect("pending gateways were reached");
-        check(&gateways[i], active, &doc, status)
-    }))
-    .await;
+    let checks = store
+        .unlocked(futures_util::future::join_all(pending.iter().map(|&i| {
+            let status = statuses[i].as_ref().expect("pending gateways were reached");
+            check(&gateways[i], active, &doc, status)
+        })))
+        .await;
     let mut outcomes = Vec::with_capacity(pending.len());
     let mut pushes = Vec::new();
     for (k, (&i, checked)) in pending.iter().zip(checks).enumerate() {
@@ -234,9 +237,11 @@ async fn sync(
             }
         });
     }
-    let pushed =
-        futures_util::future::join_all(pushes.iter().map(|(_, g, _, _)| app.push(g, &doc, active)))
-            .await;
+    let pushed = store
+        .unlocked(futures_util::future::join_all(
+            pushes.iter().map(|(_, g, _, _)| app.push(g, &doc, active)),
+        ))
+        .await;
     for ((k, _, intent, running), pushed) in pushes.into_iter().zip(pushed) {
         let outcome = match &pushed {
             Ok(_) => Some(store::Outcome::Applied),
@@ -343,8 +348,8 @@ pub fn refusal_reason(d: &Downgrade) -> String {
 }
 
 /// Adopts the policy gateway `g` runs (version `v`) as the store's first version.
-async fn adopt(store: &mut Store, g: &Gateway, v: u64, uptime: f64) -> Outcome {
-    let got = match g.client.get_policy().await {
+async fn adopt(store: &mut Change<'_>, g: &Gateway, v: u64, uptime: f64) -> Outcome {
+    let got = match store.unlocked(g.client.get_policy()).await {
         Ok(got) => got,
         Err(e) => return Outcome::Failed(e.to_string()),
     };

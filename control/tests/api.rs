@@ -39,7 +39,10 @@ fn auth_limits_and_openapi_match_the_routes() {
     assert_eq!(mode & 0o777, 0o600);
 
     let v = c.call("GET", "/api/v1/version", None).unwrap();
-    assert_eq!(v.body["policy_format"], "bulkhead.policy/v1");
+    assert_eq!(
+        v.body["policy_formats"],
+        json!(["bulkhead.policy/v1", "bulkhead.policy/v2"])
+    );
 
     // Every documented operation is served (not the router's "no route" 404, not 405), and the router serves
     // nothing that is undocumented (checked by the unit test on the route table).

@@ -609,6 +609,8 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     ui.wait_text("#services", "5432");
     ui.click("#services tbody tr button");
     ui.wait_text("#services h3", "Conversations");
+    // Each conversation names the gateway that reported it (the page's gateway filter defaults to every one).
+    ui.wait_text("#services h3 + table", "local");
     ui.next_shot("discovery-drill-down");
     ui.click_text("#suggest button", "Suggest");
     ui.wait_text("#coverage", "The draft allows");

@@ -280,7 +280,7 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
         ("?port=80&port=443", "query parameter `port` is given more than once"),
         ("?src_segment=", "query parameter `src_segment`: \"\" is not a segment name (or - for addresses in no segment)"),
         ("?src_segment=a&src_segment=b", "query parameter `src_segment` is given more than once"),
-        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, since, limit"),
+        ("?prot=6", "unknown query parameter `prot`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, tier, since, limit"),
     ] {
         let (status, v) = get(addr, query).await;
         assert_eq!(status, 400, "{query}");
@@ -295,7 +295,7 @@ async fn bad_query_parameters_are_400_with_a_precise_message() {
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(
         v["error"]["message"],
-        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, since"
+        "unknown query parameter `limit`; known: kind, src, dst, addr, port, proto, rule_id, src_segment, dst_segment, gateway, tier, since"
     );
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/api/v1/flow-log/stream"))
@@ -361,6 +361,57 @@ async fn segment_filters_match_by_name_and_dash_means_no_segment() {
     for want in [1, 2] {
         assert_eq!(to_db.next().await.id, Some(want));
     }
+    server.abort();
+}
+
+/// An event decided by `tier` (none: a v1 policy or the policy's default).
+fn decided_by(tier: Option<&str>) -> Value {
+    let mut e = event("new", "10.99.0.1", "10.99.0.2", 40000, 80, 6, 10);
+    if let Some(tier) = tier {
+        e["tier"] = json!(tier);
+    }
+    e
+}
+
+#[tokio::test]
+async fn the_tier_filter_matches_the_deciding_tier_and_dash_means_none() {
+    let dir = tempdir("tiers");
+    let fake = FakeDataplane::start(&dir.join("dp.sock"));
+    let log = FlowLog::new(config(&dir)).unwrap();
+    let (addr, server) = serve(&log).await;
+    let mut global = SseReader::open(
+        format!("http://{addr}/api/v1/flow-log/stream?tier=global&gateway=local"),
+        None,
+    )
+    .await;
+    fake.push([
+        decided_by(Some("global")), // 1
+        decided_by(Some("hosts")),  // 2
+        decided_by(None),           // 3
+        decided_by(Some("global")), // 4
+    ]);
+    log.poll_once(&fake.client()).await.unwrap();
+    for (query, want) in [
+        ("?tier=global", vec![1, 4]),
+        ("?tier=hosts", vec![2]),
+        ("?tier=-", vec![3]),
+        ("?tier=global&gateway=local", vec![1, 4]),
+        ("?tier=global&gateway=elsewhere", vec![]),
+        ("?tier=nowhere", vec![]),
+    ] {
+        let (status, v) = get(addr, query).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        assert_eq!(seqs(&v), want, "{query}: {v}");
+    }
+    for want in [1, 4] {
+        assert_eq!(global.next().await.id, Some(want));
+    }
+    let (status, v) = get(addr, "?tier=").await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "query parameter `tier`: \"\" is not a tier name (or - for events no tier decided)"
+    );
     server.abort();
 }
 

@@ -273,6 +273,19 @@ fn one_control_three_gateways() {
             Some(v2),
             "prepared, not published"
         );
+        // The rollback holds its gateways between prepare and publish; reads of the store answer meanwhile: the
+        // draft comes back while plant-a still holds the version prepared, unpublished.
+        let draft = c.call("GET", "/api/v1/draft", None).unwrap();
+        assert_eq!(draft.status, 200, "{}", draft.body);
+        let during = status(&beds[0]);
+        assert_eq!(
+            (
+                during.prepared_version,
+                during.policy_version.map(u64::from)
+            ),
+            (Some(prepared), Some(v2)),
+            "the draft answered only after the rollback published"
+        );
         beds[0].kill_and_restart().unwrap();
         // Back from a SIGKILL with a version prepared: it enforces the last published one.
         let back = status(&beds[0]);

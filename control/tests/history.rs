@@ -156,7 +156,7 @@ async fn the_history_routes_answer_from_the_stored_history() {
     let now = SystemTime::now();
     {
         let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
-        assert!(history.offer(&traffic(now)));
+        assert!(history.offer("local", &traffic(now)));
         history.flush().unwrap();
     }
     let api = Api::start(&dir, "").await;
@@ -195,6 +195,24 @@ async fn the_history_routes_answer_from_the_stored_history() {
         .await;
     assert_eq!(v["conversations"][0]["flows"], 2, "{v}");
     assert_eq!(v["conversations"][0]["packets"], json!([6, 4]));
+    // Each conversation names its gateway and the deciding tier (none: a v1 policy); both filter.
+    assert_eq!(v["conversations"][0]["key"]["gateway"], "local", "{v}");
+    assert_eq!(v["conversations"][0]["key"]["tier"], Value::Null, "{v}");
+    for (query, matched) in [
+        ("gateway=local", 21),
+        ("gateway=plant-b", 0),
+        ("tier=-", 21),
+        ("tier=global", 0),
+    ] {
+        let (s, v) = api.get(&format!("/history/conversations?{query}")).await;
+        assert_eq!(
+            (s, v["matched"].as_u64()),
+            (StatusCode::OK, Some(matched)),
+            "{query}: {v}"
+        );
+    }
+    let (_, v) = api.get("/history/map?gateway=plant-b").await;
+    assert_eq!(v["edges"], json!([]), "{v}");
 
     // The map under the draft's segments, and its drill-down.
     let (s, v) = api.get("/history/map?policy=draft").await;
@@ -228,6 +246,10 @@ async fn the_history_routes_answer_from_the_stored_history() {
     assert_eq!(services["level"], "services");
     assert_eq!(services["edges"][0]["port"], 502);
     assert_eq!(services["edges"][0]["would_deny"], 10);
+    assert_eq!(
+        services["edges"][0]["rules"][0],
+        json!({"id": 0, "name": "default", "tier": null, "flows": 10})
+    );
     // No active policy: every address is outside every segment.
     let (_, v) = api.get("/history/map").await;
     assert_eq!(v["edges"].as_array().unwrap().len(), 1, "{v}");

@@ -46,6 +46,7 @@ impl QueryParams for FlowLogQuery {
         "src_segment",
         "dst_segment",
         "gateway",
+        "tier",
         "since",
         "limit",
     ];
@@ -60,6 +61,12 @@ impl QueryParams for FlowLogQuery {
                 }
             }
             "gateway" => f.gateway = Some(v.to_string()),
+            "tier" => {
+                if v.is_empty() {
+                    return Err("a tier name (or - for events no tier decided)");
+                }
+                f.tier = Some(v.to_string());
+            }
             "src" => f.src = Some(extract::ip(v)?),
             "dst" => f.dst = Some(extract::ip(v)?),
             "addr" => f.addr = Some(extract::ip(v)?),
@@ -97,7 +104,7 @@ impl QueryParams for FlowLogQuery {
     }
 }
 
-/// `GET /flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=&limit=`.
+/// `GET /flow-log?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&gateway=&tier=&since=&limit=`.
 async fn list(State(log): State<Arc<FlowLog>>, Params(q): Params<FlowLogQuery>) -> ApiResult {
     if let Some(limit) = q.limit.filter(|l| *l > log.capacity()) {
         let message = format!(
@@ -145,7 +152,7 @@ impl QueryParams for StreamQuery {
     }
 }
 
-/// `GET /flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&since=`:
+/// `GET /flow-log/stream?kind=&src=&dst=&addr=&port=&proto=&rule_id=&src_segment=&dst_segment=&gateway=&tier=&since=`:
 /// server-sent events `flow` (id: the event's `seq`, data: the event) and `lagged` (data: `{"missed": n}`, events
 /// this stream skipped because it fell behind, counted before filtering). `since` or a `Last-Event-ID` header
 /// first replays what memory still holds after that sequence number.
@@ -194,6 +201,6 @@ mod tests {
     #[test]
     fn the_stream_takes_the_flow_log_parameters_but_limit() {
         assert_eq!(FlowLogQuery::NAMES.last(), Some(&"limit"));
-        assert_eq!(StreamQuery::NAMES, &FlowLogQuery::NAMES[..11]);
+        assert_eq!(StreamQuery::NAMES, &FlowLogQuery::NAMES[..12]);
     }
 }

@@ -118,8 +118,8 @@ fn verdicts(v: &str) -> Result<Vec<Verdict>, &'static str> {
 }
 
 /// The conversation filter's parameters.
-const FILTER: [&str; 8] = [
-    "src", "dst", "addr", "proto", "port", "vlan", "verdict", "rule_id",
+const FILTER: [&str; 10] = [
+    "src", "dst", "addr", "proto", "port", "vlan", "verdict", "rule_id", "gateway", "tier",
 ];
 
 /// Sets a conversation filter parameter; `None` when `name` is not one.
@@ -144,6 +144,13 @@ fn set_filter(f: &mut ConversationFilter, name: &str, v: &str) -> Option<Result<
             }
             "verdict" => f.verdicts = verdicts(v)?,
             "rule_id" => f.rule_id = Some(extract::rule_id(v)?),
+            "gateway" => f.gateway = Some(name_of(v, "a gateway name")?),
+            "tier" => {
+                f.tier = Some(name_of(
+                    v,
+                    "a tier name (- for conversations no tier decided)",
+                )?)
+            }
             _ => extract::not_a_name(name),
         }
         Ok(())
@@ -184,7 +191,7 @@ impl Default for ConversationsQuery {
 impl QueryParams for ConversationsQuery {
     const NAMES: &'static [&'static str] = &[
         "from", "to", "window_s", "src", "dst", "addr", "proto", "port", "vlan", "verdict",
-        "rule_id", "group", "limit", "offset",
+        "rule_id", "gateway", "tier", "group", "limit", "offset",
     ];
     fn set(&mut self, name: &str, v: &str) -> Result<(), &'static str> {
         if let Some(r) = self.window.set(name, v) {
@@ -219,7 +226,7 @@ impl QueryParams for ConversationsQuery {
 #[derive(Debug, Default)]
 pub struct MapQuery {
     pub window: WindowParams,
-    /// Only proto, port, vlan and verdict are ever set.
+    /// Only proto, port, vlan, verdict, gateway and tier are ever set.
     pub filter: ConversationFilter,
     pub which: Option<Which>,
     pub src_segment: Option<String>,
@@ -238,6 +245,8 @@ impl QueryParams for MapQuery {
         "port",
         "vlan",
         "verdict",
+        "gateway",
+        "tier",
         "src_segment",
         "dst_segment",
         "src",
@@ -248,7 +257,7 @@ impl QueryParams for MapQuery {
             return r;
         }
         match name {
-            "proto" | "port" | "vlan" | "verdict" => {
+            "proto" | "port" | "vlan" | "verdict" | "gateway" | "tier" => {
                 return set_filter(&mut self.filter, name, v).expect("a filter parameter")
             }
             "policy" => self.which = Some(which(v)?),
@@ -262,11 +271,16 @@ impl QueryParams for MapQuery {
     }
 }
 
-fn segment_name(v: &str) -> Result<String, &'static str> {
+/// A gateway or tier name: not empty, and no longer than a name can be.
+fn name_of(v: &str, what: &'static str) -> Result<String, &'static str> {
     if v.is_empty() || v.len() > 256 {
-        return Err("a segment name (- for addresses in no segment)");
+        return Err(what);
     }
     Ok(v.to_string())
+}
+
+fn segment_name(v: &str) -> Result<String, &'static str> {
+    name_of(v, "a segment name (- for addresses in no segment)")
 }
 
 /// `GET /history/rules` and `GET /history/unsegmented`.
@@ -354,7 +368,7 @@ async fn conversations(
             let mut by_key = std::collections::HashMap::new();
             reader.scan(window, &q.filter, |c| {
                 by_key
-                    .entry(c.key)
+                    .entry(c.key.clone())
                     .and_modify(|a| merge(a, c))
                     .or_insert_with(|| c.clone());
             })?;

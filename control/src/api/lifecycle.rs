@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use super::extract::{active_etag, draft_etag, if_match, who, with_etag, ApiResult, Body, Who};
 use super::{p, Routes};
-use crate::app::{App, Shared};
+use crate::app::{App, Change, Shared};
 use crate::auth::{Caller, Right};
 use crate::error::ApiError;
 use crate::lifecycle::{self, approval, schedule, Commit};
-use crate::store::{Pending, ScheduledCommit, Store};
+use crate::store::{Pending, ScheduledCommit};
 use crate::time;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -129,11 +129,7 @@ async fn approved_draft<'a>(
     headers: &HeaderMap,
     who: &str,
     when: When,
-) -> ApiResult<(
-    tokio::sync::MutexGuard<'a, Store>,
-    policy::Policy,
-    Option<String>,
-)> {
+) -> ApiResult<(Change<'a>, policy::Policy, Option<String>)> {
     let draft = {
         let store = app.store.lock().await;
         if_match(headers, &draft_etag(store.revision()))?;
@@ -146,7 +142,7 @@ async fn approved_draft<'a>(
     let policy = lifecycle::compile(draft)
         .await
         .map_err(lifecycle::LifecycleError::InvalidDraft)?;
-    let store = app.store.lock().await;
+    let store = app.lock_for_change().await;
     if_match(headers, &draft_etag(store.revision()))?;
     let submitted_by = approval::check(app, &store, who)?;
     Ok((store, policy, submitted_by))
@@ -165,7 +161,7 @@ async fn confirm(
     w: Option<axum::Extension<Who>>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let mut store = app.store.lock().await;
+    let mut store = app.lock_for_change().await;
     if_match(&headers, &active_etag(&store))?;
     let version = lifecycle::confirm(&mut store, &who(w))?;
     Ok(with_etag(
@@ -355,7 +351,7 @@ async fn rollback(
     let policy = lifecycle::compile(doc)
         .await
         .map_err(lifecycle::LifecycleError::InvalidStoredVersion)?;
-    let mut store = app.store.lock().await;
+    let mut store = app.lock_for_change().await;
     // Another change may have come first while the policy compiled.
     if_match(&headers, &active_etag(&store))?;
     let done = lifecycle::rollback(

@@ -419,7 +419,7 @@ async fn version() -> Json<Value> {
     Json(json!({
         "control": env!("CARGO_PKG_VERSION"),
         "api": "v1",
-        "policy_format": policy::FORMAT_V1,
+        "policy_formats": [policy::FORMAT_V1, policy::FORMAT_V2],
         "dataplane_protocol": crate::dataplane::PROTOCOL_VERSION,
     }))
 }

@@ -2,12 +2,14 @@
 //! history stores, and what the map, rule suggestion and the historical what-if read.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use protocol::Verdict;
 use serde::{Deserialize, Serialize};
 
-/// What identifies a conversation: who talked to whom, on which service, and how the policy judged it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What identifies a conversation: who talked to whom, on which service, through which gateway, and how the
+/// policy judged it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConversationKey {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -21,6 +23,11 @@ pub struct ConversationKey {
     /// The deciding rule's id; 0 for the default action.
     pub rule_id: u32,
     pub policy_version: u32,
+    /// The gateway that reported it (absent: stored before the history kept gateways, or not from a gateway).
+    pub gateway: Option<Arc<str>>,
+    /// The tier that decided (absent: a v1 policy, the policy's default, or stored before the history kept
+    /// tiers).
+    pub tier: Option<Arc<str>>,
 }
 
 /// One conversation within one bucket.

@@ -5,6 +5,7 @@
 //! one flow (a `denied` one also its packets and bytes); a `closed` event adds the whole flow's packets and bytes
 //! in both directions and no flow (its `new` event counted it already).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::time::unix_ms;
 use protocol::{EventKind, FlowEvent};
 
 /// One flow event as the history keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Start of the event's bucket, Unix ms.
     pub bucket_unix_ms: u64,
@@ -42,7 +43,7 @@ impl Record {
     /// The record as a conversation-bucket of its own.
     pub fn conversation(&self) -> Conversation {
         Conversation {
-            key: self.key,
+            key: self.key.clone(),
             bucket_unix_ms: self.bucket_unix_ms,
             first_unix_ms: self.unix_ms,
             last_unix_ms: self.unix_ms,
@@ -52,7 +53,7 @@ impl Record {
         }
     }
 
-    /// The record of `e` in buckets of `bucket_s` seconds; `None` when its `time` is not RFC 3339.
+    /// The record of `e` in buckets of `bucket_s` seconds, with no gateway; `None` when its `time` is not RFC 3339.
     pub fn of(e: &FlowEvent, bucket_s: u64) -> Option<Record> {
         let unix_ms = unix_ms(humantime::parse_rfc3339(&e.time).ok()?);
         let bucket_ms = bucket_s.max(1) * 1000;
@@ -78,6 +79,8 @@ impl Record {
                 verdict: e.verdict,
                 rule_id: e.rule_id,
                 policy_version: e.policy_version,
+                gateway: None,
+                tier: e.tier.as_deref().map(Arc::from),
             },
             flows,
             packets,
@@ -97,10 +100,10 @@ impl Pending {
     pub fn add(&mut self, r: &Record) {
         self.events += 1;
         let c = r.conversation();
-        match self.rows.get_mut(&(r.bucket_unix_ms, r.key)) {
-            Some(into) => merge(into, &c),
-            None => {
-                self.rows.insert((r.bucket_unix_ms, r.key), c);
+        match self.rows.entry((r.bucket_unix_ms, r.key.clone())) {
+            Entry::Occupied(mut into) => merge(into.get_mut(), &c),
+            Entry::Vacant(slot) => {
+                slot.insert(c);
             }
         }
     }

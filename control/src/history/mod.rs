@@ -151,6 +151,10 @@ pub struct ConversationFilter {
     pub verdicts: Vec<Verdict>,
     pub rule_id: Option<u32>,
     pub policy_version: Option<u32>,
+    /// The gateway that reported it.
+    pub gateway: Option<String>,
+    /// The tier that decided ([`crate::flowlog::NO_TIER`]: none did).
+    pub tier: Option<String>,
 }
 
 impl ConversationFilter {
@@ -166,6 +170,17 @@ impl ConversationFilter {
             && (self.verdicts.is_empty() || self.verdicts.contains(&k.verdict))
             && self.rule_id.is_none_or(|r| r == k.rule_id)
             && self.policy_version.is_none_or(|v| v == k.policy_version)
+            && self
+                .gateway
+                .as_deref()
+                .is_none_or(|g| k.gateway.as_deref() == Some(g))
+            && self
+                .tier
+                .as_deref()
+                .is_none_or(|t| match k.tier.as_deref() {
+                    Some(tier) => tier == t,
+                    None => t == crate::flowlog::NO_TIER,
+                })
     }
 }
 
@@ -285,18 +300,23 @@ impl History {
         registry.register(Box::new(s.bytes.clone()))
     }
 
-    /// Offers a drained batch of events without waiting: a full queue drops the batch, counted in
+    /// Offers a batch of events drained from `gateway` without waiting: a full queue drops the batch, counted in
     /// `bulkhead_history_dropped_events_total`. Returns whether the batch was queued.
     ///
     /// An event whose `time` is unreadable, or more than [`MAX_AHEAD`] ahead of this clock, is not kept (counted
     /// in `bulkhead_history_refused_events_total`): retention counts back from the newest bucket, so one event
     /// dated years ahead would otherwise expire everything.
-    pub fn offer(&self, events: &[FlowEvent]) -> bool {
+    pub fn offer(&self, gateway: &str, events: &[FlowEvent]) -> bool {
         let latest = crate::time::unix_ms(SystemTime::now() + MAX_AHEAD);
+        let gateway: Arc<str> = Arc::from(gateway);
         let records: Vec<Record> = events
             .iter()
             .filter_map(|e| Record::of(e, self.config.bucket_s))
             .filter(|r| r.unix_ms <= latest)
+            .map(|mut r| {
+                r.key.gateway = Some(gateway.clone());
+                r
+            })
             .collect();
         self.stats
             .refused
@@ -357,11 +377,11 @@ impl History {
                 reader.scan(window, filter, |c| match by_key.get_mut(&c.key) {
                     Some(a) => merge(a, c),
                     None => {
-                        by_key.insert(c.key, c.clone());
+                        by_key.insert(c.key.clone(), c.clone());
                     }
                 })?;
                 out.extend(by_key.into_values());
-                out.sort_by_key(|c| key_order(&c.key));
+                out.sort_by(|a, b| key_order(&a.key).cmp(&key_order(&b.key)));
             }
         }
         Ok(out)
@@ -390,8 +410,22 @@ pub fn merge(into: &mut Conversation, c: &Conversation) {
     }
 }
 
+/// The fields of a key in [`key_order`].
+type KeyOrder<'a> = (
+    IpAddr,
+    IpAddr,
+    u8,
+    u16,
+    u16,
+    u8,
+    u32,
+    u32,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 /// A total order of keys: addresses, then service, then the rest.
-pub(crate) fn key_order(k: &ConversationKey) -> (IpAddr, IpAddr, u8, u16, u16, u8, u32, u32) {
+pub(crate) fn key_order(k: &ConversationKey) -> KeyOrder<'_> {
     (
         k.src,
         k.dst,
@@ -401,6 +435,8 @@ pub(crate) fn key_order(k: &ConversationKey) -> (IpAddr, IpAddr, u8, u16, u16, u
         verdict_code(k.verdict),
         k.rule_id,
         k.policy_version,
+        k.gateway.as_deref(),
+        k.tier.as_deref(),
     )
 }
 

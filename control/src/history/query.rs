@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use policy::Policy;
@@ -91,8 +92,12 @@ pub struct Counts {
     pub first_unix_ms: Option<u64>,
     pub last_unix_ms: Option<u64>,
     pub services: HashMap<(u8, u16), u64>,
-    pub rules: HashMap<u32, u64>,
+    /// Flows per deciding rule and its tier.
+    pub rules: HashMap<Decider, u64>,
 }
+
+/// What decided a conversation: the rule's id (0: a default) and the tier (none: a v1 policy or the default).
+pub type Decider = (u32, Option<Arc<str>>);
 
 impl Counts {
     pub fn add(&mut self, c: &Conversation) {
@@ -116,7 +121,10 @@ impl Counts {
                 .services
                 .entry((c.key.proto, c.key.service))
                 .or_default() += c.flows;
-            *self.rules.entry(c.key.rule_id).or_default() += c.flows;
+            *self
+                .rules
+                .entry((c.key.rule_id, c.key.tier.clone()))
+                .or_default() += c.flows;
         }
     }
 
@@ -136,7 +144,7 @@ impl Counts {
             *self.services.entry(*k).or_default() += n;
         }
         for (k, n) in &o.rules {
-            *self.rules.entry(*k).or_default() += n;
+            *self.rules.entry(k.clone()).or_default() += n;
         }
     }
 
@@ -147,7 +155,7 @@ impl Counts {
     fn to_json(&self, rule_name: &dyn Fn(u32) -> Value) -> Value {
         let mut services: Vec<(&(u8, u16), &u64)> = self.services.iter().collect();
         services.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let mut rules: Vec<(&u32, &u64)> = self.rules.iter().collect();
+        let mut rules: Vec<(&Decider, &u64)> = self.rules.iter().collect();
         rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         json!({
             "allowed": self.allowed, "denied": self.denied, "would_deny": self.would_deny,
@@ -155,7 +163,7 @@ impl Counts {
             "first_seen": self.first_unix_ms.map(|t| rfc3339(from_unix_ms(t))),
             "last_seen": self.last_unix_ms.map(|t| rfc3339(from_unix_ms(t))),
             "services": services.iter().take(TOP).map(|((proto, port), n)| json!({"proto": proto, "port": port, "flows": n})).collect::<Vec<_>>(),
-            "rules": rules.iter().take(TOP).map(|(id, n)| json!({"id": id, "name": rule_name(**id), "flows": n})).collect::<Vec<_>>(),
+            "rules": rules.iter().take(TOP).map(|((id, tier), n)| json!({"id": id, "name": rule_name(*id), "tier": tier, "flows": n})).collect::<Vec<_>>(),
         })
     }
 }

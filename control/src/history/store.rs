@@ -10,6 +10,7 @@ use std::fs::OpenOptions;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -23,10 +24,12 @@ use protocol::Verdict;
 /// How long a connection waits for another's lock (a checkpoint, a second writer such as a test's) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The schema this code writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this code writes and reads: 1 had no gateway and no tier; 2 adds both (as ids into `names`).
+const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+/// The conversations table of [`SCHEMA_VERSION`]; new columns go last, so a migration copies an older table's
+/// rows with `SELECT *` and the new columns' values.
+const CONVERSATIONS: &str = "
 CREATE TABLE conversations (
     bucket INTEGER NOT NULL,          -- bucket start, Unix seconds
     src BLOB NOT NULL,                -- 4 bytes (IPv4) or 16 (IPv6)
@@ -44,12 +47,36 @@ CREATE TABLE conversations (
     packets_reply INTEGER NOT NULL,
     bytes_orig INTEGER NOT NULL,
     bytes_reply INTEGER NOT NULL,
-    PRIMARY KEY (bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version)
+    gateway INTEGER NOT NULL,         -- names.id; 0: none
+    tier INTEGER NOT NULL,            -- names.id; 0: none
+    PRIMARY KEY (bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version, gateway, tier)
 ) WITHOUT ROWID;
 ";
 
+/// Gateway and tier names, stored once each (a handful of them) rather than in every row.
+const NAMES: &str = "
+CREATE TABLE names (
+    id INTEGER PRIMARY KEY,           -- from 1
+    name TEXT NOT NULL UNIQUE
+);
+";
+
+/// From schema 1: the rows are kept, with no gateway and no tier (the primary key changes, so the table is
+/// copied; one transaction with the version bump).
+const FROM_V1: &str = "
+ALTER TABLE conversations RENAME TO conversations_v1;
+CREATE TABLE names (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+";
+const FROM_V1_COPY: &str = "
+INSERT INTO conversations SELECT *, 0, 0 FROM conversations_v1;
+DROP TABLE conversations_v1;
+";
+
 const UPSERT: &str = "
-INSERT INTO conversations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+INSERT INTO conversations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
 ON CONFLICT DO UPDATE SET
     first_ms = min(first_ms, excluded.first_ms),
     last_ms = max(last_ms, excluded.last_ms),
@@ -115,6 +142,8 @@ fn addr_of(b: &[u8]) -> Option<IpAddr> {
 pub(crate) struct Db {
     path: PathBuf,
     conn: Connection,
+    /// `names`' ids, as committed.
+    names: HashMap<Arc<str>, i64>,
 }
 
 impl Db {
@@ -143,11 +172,17 @@ impl Db {
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sqlite(path, e))?;
-        let db = Db {
+        let mut db = Db {
             path: path.to_path_buf(),
             conn,
+            names: HashMap::new(),
         };
         db.migrate()?;
+        db.names = read_names(&db.conn)
+            .map_err(|e| db.err(e))?
+            .into_iter()
+            .map(|(id, name)| (name, id))
+            .collect();
         Ok(db)
     }
 
@@ -166,13 +201,17 @@ impl Db {
                 found: version,
             });
         }
-        if version == 0 {
+        match version {
             // auto_vacuum must be chosen before the first table exists.
-            c.execute_batch(&format!(
-                "PRAGMA auto_vacuum = INCREMENTAL; BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| self.err(e))?;
+            0 => c.execute_batch(&format!(
+                "PRAGMA auto_vacuum = INCREMENTAL; BEGIN; {CONVERSATIONS} {NAMES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )),
+            1 => c.execute_batch(&format!(
+                "BEGIN; {FROM_V1} {CONVERSATIONS} {FROM_V1_COPY} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )),
+            _ => Ok(()),
         }
+        .map_err(|e| self.err(e))?;
         // WAL: readers on other connections never wait for the writer; NORMAL: a power loss may lose the last
         // transactions, never corrupt the file (the flow log file is the durable record).
         c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
@@ -188,10 +227,27 @@ impl Db {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
+        // Names first seen in this transaction: remembered once it commits.
+        let mut added: HashMap<Arc<str>, i64> = HashMap::new();
         {
             let mut stmt = tx.prepare_cached(UPSERT).map_err(e)?;
+            let mut id_of = |name: &Option<Arc<str>>| -> rusqlite::Result<i64> {
+                let Some(name) = name else { return Ok(0) };
+                if let Some(id) = self.names.get(name).or_else(|| added.get(name)) {
+                    return Ok(*id);
+                }
+                let id = tx.query_row(
+                    "INSERT INTO names (name) VALUES (?1)
+                     ON CONFLICT (name) DO UPDATE SET name = name RETURNING id",
+                    [name.as_ref()],
+                    |r| r.get(0),
+                )?;
+                added.insert(name.clone(), id);
+                Ok(id)
+            };
             for c in rows {
                 let k = &c.key;
+                let (gateway, tier) = (id_of(&k.gateway).map_err(e)?, id_of(&k.tier).map_err(e)?);
                 let bucket_ms = c.bucket_unix_ms;
                 stmt.execute(params![
                     (bucket_ms / 1000) as i64,
@@ -210,11 +266,15 @@ impl Db {
                     saturate(c.packets[1]),
                     saturate(c.bytes[0]),
                     saturate(c.bytes[1]),
+                    gateway,
+                    tier,
                 ])
                 .map_err(e)?;
             }
         }
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.names.extend(added);
+        Ok(())
     }
 
     /// Drops the buckets that start `retention_ms` or more before the newest one, then the oldest buckets while
@@ -308,6 +368,15 @@ fn extent(c: &Connection) -> rusqlite::Result<Option<(u64, u64)>> {
     Ok(lo.zip(hi).map(|(l, h)| (l as u64 * 1000, h as u64 * 1000)))
 }
 
+/// Every stored name by id.
+fn read_names(c: &Connection) -> rusqlite::Result<HashMap<i64, Arc<str>>> {
+    let mut stmt = c.prepare("SELECT id, name FROM names")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, Arc::from(r.get::<_, String>(1)?)))
+    })?;
+    rows.collect()
+}
+
 /// A read-only connection: every query of the history goes through one.
 pub struct Reader {
     path: PathBuf,
@@ -387,7 +456,7 @@ impl Reader {
         // below stays the reference.
         let mut sql = String::from(
             "SELECT bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version,
-                    first_ms, last_ms, flows, packets_orig, packets_reply, bytes_orig, bytes_reply
+                    first_ms, last_ms, flows, packets_orig, packets_reply, bytes_orig, bytes_reply, gateway, tier
              FROM conversations WHERE bucket >= ? AND bucket < ?",
         );
         let mut values: Vec<rusqlite::types::Value> = vec![from_s.into(), to_s.into()];
@@ -423,6 +492,20 @@ impl Reader {
                 values.push(v.into());
             }
         }
+        // A name never stored matches no row (the subquery is NULL).
+        const ID_OF_NAME: &str = "(SELECT id FROM names WHERE name = ?)";
+        if let Some(g) = &filter.gateway {
+            sql += &format!(" AND gateway = {ID_OF_NAME}");
+            values.push(g.clone().into());
+        }
+        match filter.tier.as_deref() {
+            None => {}
+            Some(crate::flowlog::NO_TIER) => sql += " AND tier = 0",
+            Some(t) => {
+                sql += &format!(" AND tier = {ID_OF_NAME}");
+                values.push(t.to_string().into());
+            }
+        }
         if !filter.verdicts.is_empty() {
             let codes: Vec<String> = filter
                 .verdicts
@@ -431,6 +514,9 @@ impl Reader {
                 .collect();
             sql += &format!(" AND verdict IN ({})", codes.join(","));
         }
+        let names = read_names(&self.conn).map_err(|e| self.err(e))?;
+        // An id with no name (a damaged file) reads as none, like a row written before names were kept.
+        let name = |id: u64| names.get(&(id as i64)).cloned();
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(values))
@@ -458,6 +544,8 @@ impl Reader {
                         verdict,
                         rule_id: get(7)? as u32,
                         policy_version: get(8)? as u32,
+                        gateway: name(get(16)?),
+                        tier: name(get(17)?),
                     },
                     bucket_unix_ms: bucket_ms,
                     first_unix_ms: bucket_ms + get(9)?,

@@ -169,7 +169,7 @@ type Totals = (u64, [u64; 2], [u64; 2]);
 
 fn ingest(history: &History, events: &[FlowEvent]) {
     for batch in events.chunks(500) {
-        assert!(history.offer(batch));
+        assert!(history.offer("plant-a", batch));
         // Keep the queue from filling: this test is about what is stored, not about drops.
         history.flush().unwrap();
     }
@@ -188,11 +188,17 @@ fn filled(
     (d, history, events)
 }
 
-/// The buckets retention keeps: those starting less than the retention before the newest.
+/// The buckets retention keeps: those starting less than the retention before the newest (as [`ingest`] offers
+/// them, from `plant-a`).
 fn kept(events: &[FlowEvent], c: &HistoryConfig) -> Vec<Record> {
+    let gateway: std::sync::Arc<str> = "plant-a".into();
     let records: Vec<Record> = events
         .iter()
-        .map(|e| Record::of(e, c.bucket_s).unwrap())
+        .map(|e| {
+            let mut r = Record::of(e, c.bucket_s).unwrap();
+            r.key.gateway = Some(gateway.clone());
+            r
+        })
         .collect();
     let newest = records.iter().map(|r| r.bucket_unix_ms).max().unwrap();
     records
@@ -420,7 +426,10 @@ fn a_full_queue_drops_and_counts_whole_batches() {
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let events = generate(1, 10);
     let batches: Vec<&[FlowEvent]> = events.chunks(10).take(4).collect();
-    let accepted: Vec<bool> = batches.iter().map(|b| history.offer(b)).collect();
+    let accepted: Vec<bool> = batches
+        .iter()
+        .map(|b| history.offer("plant-a", b))
+        .collect();
     lock.execute_batch("COMMIT").unwrap();
     history.flush().unwrap();
     let refused: u64 = batches
@@ -544,7 +553,7 @@ fn an_event_without_a_time_or_far_ahead_is_not_kept_and_a_newer_schema_is_refuse
     ahead.time = "2099-01-01T00:00:00Z".into();
     let mut fine = e.clone();
     fine.time = rfc3339(from_unix_ms(T0_MS));
-    history.offer(&[e.clone(), ahead, fine]);
+    history.offer("plant-a", &[e.clone(), ahead, fine]);
     history.flush().unwrap();
     assert_eq!(history.refused(), 2);
     assert_eq!(history.extent().unwrap(), Some((T0_MS, T0_MS)));
@@ -618,5 +627,167 @@ fn filters_select_what_matches_would() {
             "{f:?} selects something"
         );
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The conversations table as schema 1 wrote it (no gateway, no tier).
+const SCHEMA_V1: &str = "
+PRAGMA auto_vacuum = INCREMENTAL;
+CREATE TABLE conversations (
+    bucket INTEGER NOT NULL, src BLOB NOT NULL, dst BLOB NOT NULL, proto INTEGER NOT NULL,
+    service INTEGER NOT NULL, vlan INTEGER NOT NULL, verdict INTEGER NOT NULL, rule_id INTEGER NOT NULL,
+    policy_version INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, flows INTEGER NOT NULL,
+    packets_orig INTEGER NOT NULL, packets_reply INTEGER NOT NULL, bytes_orig INTEGER NOT NULL,
+    bytes_reply INTEGER NOT NULL,
+    PRIMARY KEY (bucket, src, dst, proto, service, vlan, verdict, rule_id, policy_version)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+";
+
+/// `e` decided by `tier`.
+fn tiered(mut e: FlowEvent, tier: &str) -> FlowEvent {
+    e.tier = Some(tier.into());
+    e
+}
+
+#[test]
+fn a_schema_1_history_keeps_its_rows_and_gains_gateways_and_tiers() {
+    let d = dir("from-v1");
+    std::fs::create_dir_all(&d).unwrap();
+    let file = d.join("history.sqlite");
+    let old = rusqlite::Connection::open(&file).unwrap();
+    old.execute_batch(SCHEMA_V1).unwrap();
+    let bucket_s = (T0_MS / 1000) as i64;
+    for (src, flows) in [([10u8, 1, 0, 1], 3i64), ([10, 1, 0, 2], 5)] {
+        old.execute(
+            "INSERT INTO conversations VALUES (?1, ?2, ?3, 6, 22, 0, 0, 5, 3, 10, 20, ?4, 1, 2, 3, 4)",
+            rusqlite::params![bucket_s, src.to_vec(), vec![10u8, 2, 0, 1], flows],
+        )
+        .unwrap();
+    }
+    drop(old);
+
+    let history = History::open(config(), &d).unwrap();
+    let version: i64 = rusqlite::Connection::open(&file)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let all = |f: &ConversationFilter| {
+        history
+            .conversations(Window::all(), f, Grouping::PerBucket)
+            .unwrap()
+    };
+    let before = all(&ConversationFilter::default());
+    assert_eq!(
+        before
+            .iter()
+            .map(|c| (
+                c.key.src,
+                c.flows,
+                c.key.gateway.clone(),
+                c.key.tier.clone()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (addr("10.1.0.1"), 3, None, None),
+            (addr("10.1.0.2"), 5, None, None)
+        ]
+    );
+    assert_eq!(
+        (before[0].first_unix_ms, before[0].packets, before[0].bytes),
+        (T0_MS + 10, [1, 2], [3, 4])
+    );
+
+    // The same conversation through two gateways, decided by two tiers: one row each, after the old ones.
+    let e = event(
+        EventKind::New,
+        T0_MS + 100,
+        addr("10.1.0.1"),
+        addr("10.2.0.1"),
+        6,
+        22,
+        Verdict::Allow,
+        5,
+        [0; 2],
+    );
+    assert!(history.offer("plant-a", &[tiered(e.clone(), "global"), e.clone()]));
+    assert!(history.offer("plant-b", &[tiered(e.clone(), "hosts")]));
+    history.flush().unwrap();
+    let every = all(&ConversationFilter::default());
+    assert_eq!(every.len(), 5);
+    let named = |f: ConversationFilter| {
+        all(&f)
+            .iter()
+            .map(|c| {
+                (
+                    c.key.gateway.as_deref().map(str::to_string),
+                    c.key.tier.as_deref().map(str::to_string),
+                    c.flows,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        named(ConversationFilter {
+            gateway: s("plant-a"),
+            ..Default::default()
+        }),
+        vec![(s("plant-a"), None, 1), (s("plant-a"), s("global"), 1)]
+    );
+    assert_eq!(
+        named(ConversationFilter {
+            tier: s("hosts"),
+            ..Default::default()
+        }),
+        vec![(s("plant-b"), s("hosts"), 1)]
+    );
+    assert_eq!(
+        named(ConversationFilter {
+            tier: s("-"),
+            src: Some("10.1.0.1/32".parse().unwrap()),
+            ..Default::default()
+        }),
+        vec![(None, None, 3), (s("plant-a"), None, 1)]
+    );
+    assert_eq!(
+        named(ConversationFilter {
+            gateway: s("elsewhere"),
+            ..Default::default()
+        }),
+        vec![]
+    );
+    // SQL and `matches` agree on the new fields.
+    for f in [
+        ConversationFilter {
+            gateway: s("plant-b"),
+            ..Default::default()
+        },
+        ConversationFilter {
+            tier: s("-"),
+            ..Default::default()
+        },
+    ] {
+        let want: Vec<&Conversation> = every.iter().filter(|c| f.matches(&c.key)).collect();
+        assert_eq!(all(&f).iter().collect::<Vec<_>>(), want, "{f:?}");
+    }
+    // A restart reads the names back.
+    drop(history);
+    let history = History::open(config(), &d).unwrap();
+    assert!(history.offer("plant-b", &[tiered(e, "hosts")]));
+    history.flush().unwrap();
+    let again = history
+        .conversations(
+            Window::all(),
+            &ConversationFilter {
+                gateway: s("plant-b"),
+                ..Default::default()
+            },
+            Grouping::PerBucket,
+        )
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].flows, 2);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -5,8 +5,10 @@
 //! audited. The REST handlers and the reconciler's background task both come here; nothing here
 //! knows of HTTP (the handlers map [`LifecycleError`] to status codes and check ETags before calling).
 //!
-//! Callers hold the store lock for the whole operation, so lifecycle operations and reconciliation are serialized;
-//! the policy to activate is compiled before, outside the lock ([`compile`]).
+//! Callers hold the store for a change ([`App::lock_for_change`]) for the whole operation, so lifecycle operations
+//! and reconciliation are serialized; the store lock itself is released across gateway round trips
+//! ([`Change::unlocked`]), so reads answer while a gateway is slow. The policy to activate is compiled before,
+//! outside the locks ([`compile`]).
 //!
 //! An activation and its audit record are one durable unit: an intent entry is appended before anything is
 //! written or pushed (if it cannot be, nothing happens), and an outcome entry after. An intent whose outcome could
@@ -19,7 +21,7 @@ use policy::{Policy, PolicyError};
 use protocol::LoadPolicyResult;
 use serde_json::json;
 
-use crate::app::{off_worker, App};
+use crate::app::{off_worker, App, Change};
 use crate::config::MAX_CONFIRM_S;
 use crate::dataplane::DataplaneError;
 use crate::store::{
@@ -145,7 +147,7 @@ pub struct Commit {
 /// approval.
 pub async fn commit(
     app: &App,
-    store: &mut Store,
+    store: &mut Change<'_>,
     c: Commit,
     policy: Policy,
     started: Instant,
@@ -225,7 +227,7 @@ pub fn rollback_source(store: &Store, source: u64) -> Result<policy::Document> {
 /// Activates `policy` (version `source`'s document, compiled by [`compile`]) as the next version and pushes it.
 pub async fn rollback(
     app: &App,
-    store: &mut Store,
+    store: &mut Change<'_>,
     who: &str,
     source: u64,
     policy: Policy,
@@ -285,7 +287,7 @@ async fn revert(app: &App, who: &str, when: Revert) -> Result<Option<u64>> {
     let policy = compile(doc)
         .await
         .map_err(LifecycleError::InvalidStoredVersion)?;
-    let mut store = app.store.lock().await;
+    let mut store = app.lock_for_change().await;
     // Confirmed, rolled back or reverted while the policy compiled: nothing is due any more.
     if due_revert(&store, when)?.map(|(d, _)| d) != Some(due.clone()) {
         return match when {
@@ -316,7 +318,7 @@ async fn revert(app: &App, who: &str, when: Revert) -> Result<Option<u64>> {
     entry.details = json!({"source": p.revert_to, "reason": reason});
     let (intent, version, _) = make_active(&mut store, policy.clone(), meta, None, entry)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let deployed = deploy::deploy(app, &doc, version).await;
+    let deployed = store.unlocked(deploy::deploy(app, &doc, version)).await;
     if deployed.applied().next().is_some() {
         if let Err(e) =
             store.append_outcome_with(intent, Outcome::Applied, false, deployed.to_json())
@@ -362,7 +364,7 @@ fn due_revert(store: &Store, when: Revert) -> Result<Option<(ActiveFile, policy:
 ///   (reconciliation pushes it where needed) and the intent stays open for reconciliation to resolve.
 async fn activate(
     app: &App,
-    store: &mut Store,
+    store: &mut Change<'_>,
     policy: Policy,
     meta: VersionMeta,
     pending: Option<Pending>,
@@ -373,7 +375,7 @@ async fn activate(
     let (intent, version, previous) =
         make_active(store, policy.clone(), meta, pending.clone(), intent)?;
     let doc = serde_json::to_value(policy.document()).unwrap_or_default();
-    let deployed = deploy::deploy(app, &doc, version).await;
+    let deployed = store.unlocked(deploy::deploy(app, &doc, version)).await;
     let first = deployed.applied().next().cloned();
     if first.is_none() && !deployed.unconfirmed() {
         restore(store, before, version)?;

@@ -135,7 +135,7 @@ pub async fn commit_if_due(app: &App) -> Result<Option<Fired>> {
     };
     let started = Instant::now();
     let compiled = compile(due.policy.clone()).await;
-    let mut store = app.store.lock().await;
+    let mut store = app.lock_for_change().await;
     // Cancelled or replaced while it compiled.
     if due_id(&store) != Some(due.id) {
         return Ok(None);

@@ -99,9 +99,11 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
             verdict: e.verdict,
             rule_id: e.rule_id,
             policy_version: e.policy_version,
+            gateway: None,
+            tier: e.tier.as_deref().map(std::sync::Arc::from),
         };
         let bucket = t - t % BUCKET_MS;
-        let i = *at.entry((key, bucket)).or_insert_with(|| {
+        let i = *at.entry((key.clone(), bucket)).or_insert_with(|| {
             out.push(Conversation {
                 key,
                 bucket_unix_ms: bucket,

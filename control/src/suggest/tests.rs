@@ -81,6 +81,8 @@ fn observed(policy: &Policy) -> Vec<Conversation> {
                     verdict: verdict_of(&l.decision),
                     rule_id: rule_id_of(&l.decision),
                     policy_version: 1,
+                    gateway: None,
+                    tier: None,
                 },
                 bucket_unix_ms: t - t % 3_600_000,
                 first_unix_ms: t,
@@ -246,6 +248,8 @@ fn conv(src: &str, dst: &str, port: u16, flows: u64) -> Conversation {
             verdict: Verdict::WouldDeny,
             rule_id: 0,
             policy_version: 1,
+            gateway: None,
+            tier: None,
         },
         bucket_unix_ms: 0,
         first_unix_ms: 10,
@@ -370,17 +374,21 @@ fn what_if_a_removed_rule_reports_exactly_what_it_allowed() {
 #[test]
 fn what_if_reports_what_a_draft_newly_allows() {
     let known = known();
-    let conversations = observed(&known);
+    let mut conversations = observed(&known);
+    // As the history keeps them under a tiered policy: the tier that decided each (`main` for rule 20's).
+    for c in conversations.iter_mut().filter(|c| c.key.rule_id == 20) {
+        c.key.tier = Some("main".into());
+    }
     let mut doc = known.document().clone();
     doc.rules.retain(|r| r.id != 20);
     let draft = Policy::new(doc).unwrap();
     let w = what_if(&conversations, &draft, usize::MAX);
     assert!(w.newly_allowed.conversations > 0);
-    assert!(w
-        .newly_allowed
-        .list
-        .iter()
-        .all(|c| c.observed_rule_id == 20 && c.draft == Verdict::Allow));
+    assert!(w.newly_allowed.list.iter().all(|c| c.observed_rule_id == 20
+        && c.observed_tier.as_deref() == Some("main")
+        && c.draft == Verdict::Allow));
+    let json = serde_json::to_value(&w.newly_allowed.list[0]).unwrap();
+    assert_eq!(json["observed_tier"], "main", "{json}");
     assert_eq!(w.newly_denied.conversations, 0);
 }
 
@@ -539,6 +547,8 @@ mod properties {
                 verdict: verdict_of(&d),
                 rule_id: rule_id_of(&d),
                 policy_version: 1,
+                gateway: None,
+                tier: None,
             },
             bucket_unix_ms: 0,
             first_unix_ms: flows,

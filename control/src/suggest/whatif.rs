@@ -42,6 +42,10 @@ pub struct Change {
     /// As observed, and the rule that decided it (0: the default).
     pub observed: Verdict,
     pub observed_rule_id: u32,
+    /// The tier that decided as observed (its rule, or its deny default); absent under a v1 policy, for the
+    /// policy's default, and for conversations stored before the history kept tiers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_tier: Option<String>,
     /// Under the draft.
     pub draft: Verdict,
     pub draft_rule_id: u32,
@@ -89,13 +93,18 @@ pub struct WhatIf {
 /// Replays `conversations` through `draft`; each distinct tuple is evaluated once.
 pub fn what_if(conversations: &[Conversation], draft: &Policy, limit: usize) -> WhatIf {
     let observed = index(conversations, |c| {
-        Some((Tuple::of(&c.key), c.key.verdict, c.key.rule_id))
+        Some((
+            Tuple::of(&c.key),
+            c.key.verdict,
+            c.key.rule_id,
+            c.key.tier.as_deref().map(str::to_string),
+        ))
     });
     let mut decisions: HashMap<Tuple, Decision> = HashMap::new();
     let mut out = WhatIf::default();
     let mut denied = Vec::new();
     let mut allowed = Vec::new();
-    for ((tuple, observed, observed_rule_id), seen) in observed {
+    for ((tuple, observed, observed_rule_id, observed_tier), seen) in observed {
         out.conversations += 1;
         out.flows += seen.flows;
         let decision = *decisions
@@ -106,6 +115,7 @@ pub fn what_if(conversations: &[Conversation], draft: &Policy, limit: usize) -> 
             tuple,
             observed,
             observed_rule_id,
+            observed_tier,
             draft: draft_verdict,
             draft_rule_id: rule_id(&decision),
             draft_tier: draft_tier(draft, &decision),

@@ -104,6 +104,7 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
     auth_failures.register(metrics.registry()).unwrap();
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
+        changes: Default::default(),
         tokens: RwLock::new(tokens),
         auth_failures,
         gateways: Gateways::single(

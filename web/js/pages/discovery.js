@@ -7,26 +7,33 @@ import { get, request } from '../api.js';
 import {
   h, replace, table, badge, toast, modal, reportError, field, fmtInt, fmtBytes, fmtAgo, protoName,
 } from '../dom.js';
+import { gatewaySelect } from './gateways.js';
 
 const WINDOWS = [
   ['3600', 'last hour'], ['86400', 'last day'], ['604800', 'last 7 days'], ['2592000', 'last 30 days'], ['', 'whole history'],
 ];
 
 export function mount(main) {
-  const state = { window_s: '604800' };
+  const state = { window_s: '604800', gateway: '' };
   const windowSelect = h('select', {
     name: 'window', 'aria-label': 'window',
     onchange: () => { state.window_s = windowSelect.value; refresh().catch(reportError); },
   }, WINDOWS.map(([v, label]) => h('option', { value: v, selected: v === state.window_s }, label)));
+  const gatewayPick = gatewaySelect(state.gateway, () => {
+    state.gateway = gatewayPick.value;
+    refresh().catch(reportError);
+  });
   const pairs = h('div', { class: 'card', id: 'pairs' });
   const drill = h('div', { id: 'drill' });
   const unsegmented = h('div', { class: 'card', id: 'unsegmented' });
   const suggest = h('div', { class: 'card', id: 'suggest' });
   replace(main, h('h1', {}, 'Discovery'),
-    h('div', { class: 'toolbar' }, h('label', {}, 'Window ', windowSelect)),
+    h('div', { class: 'toolbar' }, h('label', {}, 'Window ', windowSelect), h('label', {}, 'Gateway ', gatewayPick)),
     pairs, drill, unsegmented, suggest);
 
   const query = (extra = {}) => ({ ...(state.window_s ? { window_s: state.window_s } : {}), ...extra });
+  /** The map and the conversations also take the gateway (empty: every gateway). */
+  const traffic = (extra = {}) => query({ ...(state.gateway ? { gateway: state.gateway } : {}), ...extra });
 
   /** The suggestion and what-if take a window as {from, to}; the history routes take window_s. */
   const windowBody = () => (state.window_s
@@ -43,7 +50,7 @@ export function mount(main) {
   const services = (e) => (e.services || []).map((s) => `${protoName(s.proto)}/${s.port}`).join(', ');
 
   async function showPairs() {
-    const m = await get('/history/map', query());
+    const m = await get('/history/map', traffic());
     replace(pairs, h('h2', {}, 'Segment pairs'), h('p', { class: 'muted' }, `From ${m.from} to ${m.to}.`), table({
       columns: [
         { label: 'From', cell: (e) => e.from, sort: (e) => e.from },
@@ -62,7 +69,7 @@ export function mount(main) {
   }
 
   async function showHosts(from, to) {
-    const m = await get('/history/map', query({ src_segment: from, dst_segment: to }));
+    const m = await get('/history/map', traffic({ src_segment: from, dst_segment: to }));
     replace(drill, h('div', { class: 'card', id: 'hosts' }, h('h2', {}, `Hosts: ${from} → ${to}`), table({
       columns: [
         { label: 'Source', cell: (e) => e.src, sort: (e) => e.src },
@@ -80,13 +87,13 @@ export function mount(main) {
   }
 
   async function showServices(from, to, src, dst) {
-    const m = await get('/history/map', query({ src_segment: from, dst_segment: to, src, dst }));
+    const m = await get('/history/map', traffic({ src_segment: from, dst_segment: to, src, dst }));
     const conv = h('div');
     replace(drill, h('div', { class: 'card', id: 'services' }, h('h2', {}, `Services: ${src} → ${dst}`), table({
       columns: [
         { label: 'Service', cell: (e) => `${protoName(e.proto)}/${e.port}`, sort: (e) => e.port },
         ...counts,
-        { label: 'Deciding rules', cell: (e) => (e.rules || []).map((r) => `${r.name ?? `#${r.id}`} (${fmtInt(r.flows)})`).join(', ') },
+        { label: 'Deciding rules', cell: (e) => (e.rules || []).map((r) => `${r.tier ? `${r.tier}: ` : ''}${r.name ?? `#${r.id}`} (${fmtInt(r.flows)})`).join(', ') },
         { label: '', class: 'row-actions', cell: (e) => h('button', {
           type: 'button', class: 'small', onclick: () => showConversations(conv, src, dst, e.proto, e.port).catch(reportError),
         }, 'Conversations') },
@@ -97,11 +104,13 @@ export function mount(main) {
   }
 
   async function showConversations(into, src, dst, proto, port) {
-    const c = await get('/history/conversations', query({ src, dst, proto, port, group: 'window', limit: 100 }));
+    const c = await get('/history/conversations', traffic({ src, dst, proto, port, group: 'window', limit: 100 }));
     replace(into, h('h3', {}, `Conversations (${fmtInt(c.matched)})`), table({
       columns: [
         { label: 'Verdict', cell: (x) => badge(x.key.verdict) },
         { label: 'Rule', class: 'num', cell: (x) => (x.key.rule_id ? `#${x.key.rule_id}` : 'default') },
+        { label: 'Tier', cell: (x) => x.key.tier ?? '–' },
+        { label: 'Gateway', cell: (x) => x.key.gateway ?? '–' },
         { label: 'Policy', class: 'num', cell: (x) => `v${x.key.policy_version}` },
         { label: 'Flows', class: 'num', cell: (x) => fmtInt(x.flows), sort: (x) => x.flows },
         { label: 'Bytes', class: 'num', cell: (x) => fmtBytes(x.bytes[0] + x.bytes[1]) },
