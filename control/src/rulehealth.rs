@@ -31,7 +31,7 @@ pub struct RulesHealthQuery {
     pub which: Which,
     /// A rule not hit for longer than this (or never) is stale; at least 1.
     pub stale_after_s: u64,
-    /// The gateway whose counters are read (default: the first configured).
+    /// The gateway whose counters are read (default: the first configured), or an HA pair (its members' summed).
     pub gateway: Option<String>,
 }
 
