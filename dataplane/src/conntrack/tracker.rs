@@ -612,7 +612,7 @@ impl Tracker {
     /// Before committing `count` new flows (after classification): when the table is full, starts loading
     /// what their evictions will touch (see [`ConnTable::insert`]); otherwise nothing.
     #[inline]
-    pub fn prefetch_commits(&self, count: usize, now: u64) {
+    pub fn prefetch_commits(&mut self, count: usize, now: u64) {
         self.table.prefetch_victims(count, now);
     }
 
