@@ -683,7 +683,7 @@ impl Pair {
             "-sS",
             "--fail",
             "--max-time",
-            "300",
+            "120",
             "--limit-rate",
             rate,
             "-o",

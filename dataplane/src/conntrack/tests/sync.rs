@@ -210,8 +210,8 @@ fn an_imported_flow_continues_under_strict_tracking() {
     expected.mark_synced();
     assert_eq!(e.tcp(), &expected);
 
-    // The next segments continue on the standby; one far outside the window is refused as it would be on the
-    // active.
+    // The next segments continue on the standby; one far beyond anything a sender may have sent since the
+    // sync (more than the largest window) is refused as it would be on the active.
     match run(&mut standby, &next, 900_001) {
         Track::Known { id: i, dir, .. } => assert_eq!((i, dir), (imported.id, Dir::Original)),
         other => panic!("{other:?}"),
@@ -220,7 +220,7 @@ fn an_imported_flow_continues_under_strict_tracking() {
         None,
         v4(2),
         v4(1),
-        &tcp(80, 40_000, ACK, 10_001 + (1 << 30), 501, 509, None, 10),
+        &tcp(80, 40_000, ACK, 10_001 + (3 << 29), 501, 509, None, 10),
     );
     assert_eq!(
         run(&mut standby, &beyond, 900_002),
@@ -319,6 +319,76 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
         v4(1),
         v4(2),
         &tcp(40_000, 80, ACK, 751, 10_561 + 100_000, 502, None, 10),
+    );
+    assert_eq!(
+        run(&mut standby, &wild, 50_004),
+        Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
+    );
+}
+
+#[test]
+fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
+    // A download went on through the active for a sync period after the export: megabytes the standby never
+    // saw, more than any window.
+    let (active, id) = established(1);
+    let state = active.table().export(id, 1_004).unwrap();
+    let mut standby = Tracker::new(64, 2, &Timeouts::default(), Strictness::Strict);
+    let got = standby.table_mut().import(&state, 50_000).unwrap().id;
+    const AHEAD: u32 = 8 << 20;
+    // The server's retransmission of what the client has not acknowledged reaches the new active first (the
+    // client, receiving nothing, sends nothing); then the client acknowledges it.
+    let server = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(80, 40_000, ACK | PSH, 10_001 + AHEAD, 401, 509, None, 1_000),
+    );
+    let client = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, ACK, 401, 10_001 + AHEAD + 1_000, 502, None, 0),
+    );
+    let next = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(
+            80,
+            40_000,
+            ACK | PSH,
+            10_001 + AHEAD + 1_000,
+            401,
+            509,
+            None,
+            1_000,
+        ),
+    );
+    for (f, now, dir) in [
+        (&server, 50_001, Dir::Reply),
+        (&client, 50_002, Dir::Original),
+        (&next, 50_003, Dir::Reply),
+    ] {
+        match run(&mut standby, f, now) {
+            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (got, dir)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Caught up: as far ahead again is refused.
+    let wild = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(
+            80,
+            40_000,
+            ACK | PSH,
+            10_001 + 2 * AHEAD,
+            401,
+            509,
+            None,
+            1_000,
+        ),
     );
     assert_eq!(
         run(&mut standby, &wild, 50_004),
