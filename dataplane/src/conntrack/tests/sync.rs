@@ -396,6 +396,42 @@ fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
     );
 }
 
+#[test]
+fn a_sweep_stopped_by_a_full_queue_resumes_at_the_flow_that_did_not_fit() {
+    // 40 flows; the queue takes 7 per call (a sender draining less than a slice between two iterations).
+    let (source, id) = established(1);
+    let state = source.table().export(id, 1_004).unwrap();
+    let mut t = Tracker::new(64, 2, &Timeouts::default(), Strictness::Strict);
+    for i in 0..40 {
+        let mut s = state;
+        s.key = udp_key(i);
+        t.table_mut().import(&s, 2_000).unwrap();
+    }
+    let mut taken = Vec::new();
+    let mut cursor = 0;
+    for call in 1.. {
+        let (mut room, mut refused) = (7, false);
+        cursor = t.table().export_slots(cursor, 16, 2_001, |s| {
+            refused = room == 0;
+            if !refused {
+                room -= 1;
+                taken.push(s.key);
+            }
+            !refused
+        });
+        if cursor == 0 && !refused {
+            break;
+        }
+        assert!(call < 100, "the sweep does not end");
+    }
+    // Every flow exactly once: nothing taken is exported again, nothing skipped.
+    assert_eq!(taken.len(), 40);
+    let mut keys: Vec<FlowKey> = (0..40).map(udp_key).collect();
+    keys.sort_by_key(|k| format!("{k:?}"));
+    taken.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(taken, keys);
+}
+
 /// What the tracker noted for the HA sync since the last call: removed keys, then created or changed flows
 /// with their TCP state.
 fn take(t: &mut Tracker, now: u64) -> (Vec<FlowKey>, Vec<(FlowKey, TcpConnState)>) {
