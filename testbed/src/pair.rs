@@ -896,6 +896,19 @@ impl PingFlood {
             )));
         };
         let duplicates = number_before(" duplicates").unwrap_or(0);
+        // tcpdump may trail a flood by seconds on a busy machine, and what it has not written when it is
+        // killed is lost: wait until the file stops growing (the ping has ended), then stop it.
+        let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = size(&self.file);
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = size(&self.file);
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
         if let Some(capture) = self.capture.take() {
             drop(capture.frames(0, Duration::ZERO)?);
         }

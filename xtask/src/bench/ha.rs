@@ -166,7 +166,7 @@ pub fn ha(_args: &super::Args) -> Result<Vec<Row>> {
             None,
         ),
         row(
-            "sync updates lost in that run (queue full: each update, and each retry of a sweep slice)".into(),
+            "sync updates lost in that run (a flow's change that found its queue full)".into(),
             "updates",
             vec![sync_lost],
             None,
