@@ -22,6 +22,23 @@ fn assert_took_over(pair: &Pair, i: usize) {
     }
 }
 
+/// Every session ran to the end, every line echoed.
+fn assert_all_completed(sessions: testbed::pair::Sessions, count: usize) {
+    let result = sessions.finish().unwrap();
+    assert_eq!((result.ok, &result.broken), (count, &vec![]), "{result:?}");
+}
+
+/// Prints what the ping flood saw (a measurement, not asserted).
+fn report(what: &str, ping: &testbed::pair::PingResult) {
+    println!(
+        "{what}: longest traffic gap {} ms ({} of {} pings lost, {} duplicates)",
+        ping.longest_gap.as_millis(),
+        ping.lost(),
+        ping.sent,
+        ping.duplicates
+    );
+}
+
 fn assert_no_rst(rsts: [testbed::Capture; 2]) {
     for (side, capture) in ["a", "b"].iter().zip(rsts) {
         let frames = capture.frames(1, Duration::from_millis(300)).unwrap();
@@ -46,20 +63,11 @@ fn ha_sigkill_of_the_active_mid_download_keeps_the_download_and_a_session() {
     pair.wait_active(1).unwrap();
 
     assert!(download.finish().unwrap(), "the download's SHA-256 differs");
-    let sessions = session.finish().unwrap();
-    assert_eq!(
-        (sessions.ok, &sessions.broken),
-        (1, &vec![]),
-        "{sessions:?}"
-    );
+    assert_all_completed(session, 1);
     let ping = flood.finish().unwrap();
-    println!(
-        "failover: killed at {} MiB of 200; traffic gap {} ms ({} of {} pings lost, {} duplicates)",
-        at_kill >> 20,
-        ping.longest_gap.as_millis(),
-        ping.lost(),
-        ping.sent,
-        ping.duplicates
+    report(
+        &format!("failover: killed at {} MiB of 200", at_kill >> 20),
+        &ping,
     );
     assert_eq!(ping.duplicates, 0);
     assert_took_over(&pair, 1);
@@ -94,20 +102,8 @@ fn ha_lost_data_link_of_the_active_moves_mastership_to_the_peer_and_back() {
     pair.wait_active(0).unwrap();
     assert!(ping(&pair), "no traffic through g1 again");
 
-    let sessions = session.finish().unwrap();
-    assert_eq!(
-        (sessions.ok, &sessions.broken),
-        (1, &vec![]),
-        "{sessions:?}"
-    );
-    let flood = flood.finish().unwrap();
-    println!(
-        "link lost and back: longest traffic gap {} ms ({} of {} pings lost, {} duplicates)",
-        flood.longest_gap.as_millis(),
-        flood.lost(),
-        flood.sent,
-        flood.duplicates
-    );
+    assert_all_completed(session, 1);
+    report("link lost and back", &flood.finish().unwrap());
 }
 
 /// (up, held down) of each data port of `m`.
@@ -159,12 +155,7 @@ fn ha_restarted_standby_resyncs_and_a_failover_then_keeps_every_flow() {
     let rsts = pair.capture_rsts().unwrap();
     pair.kill(0).unwrap();
     pair.wait_active(1).unwrap();
-    let result = sessions.finish().unwrap();
-    assert_eq!(
-        (result.ok, &result.broken),
-        (SESSIONS, &vec![]),
-        "{result:?}"
-    );
+    assert_all_completed(sessions, SESSIONS);
     assert_took_over(&pair, 1);
     assert_no_rst(rsts);
 }

@@ -99,6 +99,12 @@ fn established(seed: u64) -> (Tracker, FlowId) {
     (t, id)
 }
 
+/// The state of [`established`]'s flow, exported right after its last segment.
+fn exported() -> crate::conntrack::FlowState {
+    let (t, id) = established(1);
+    t.table().export(id, 1_004).unwrap()
+}
+
 fn round_trip(r: &FlowRecord) -> FlowRecord {
     let mut b = [0u8; RECORD_LEN];
     r.emit(&mut b);
@@ -249,6 +255,16 @@ fn imported_counters_beyond_48_bits_are_held_at_the_maximum() {
     );
 }
 
+/// Each frame, at its time, is a packet of flow `id` in its direction.
+fn passes(t: &mut Tracker, id: FlowId, frames: &[(&Vec<u8>, u64, Dir)]) {
+    for &(f, now, dir) in frames {
+        match run(t, f, now) {
+            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (id, dir)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
     let (mut active, id) = established(1);
@@ -303,15 +319,14 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
         v4(1),
         &tcp(80, 40_000, ACK | PSH, 10_501, 751, 509, None, 60),
     );
-    for (f, now, dir) in [
-        (&client, 50_002, Dir::Original),
-        (&server, 50_003, Dir::Reply),
-    ] {
-        match run(&mut standby, f, now) {
-            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (got, dir)),
-            other => panic!("{other:?}"),
-        }
-    }
+    passes(
+        &mut standby,
+        got,
+        &[
+            (&client, 50_002, Dir::Original),
+            (&server, 50_003, Dir::Reply),
+        ],
+    );
     // Once caught up, tracking is as strict as ever: the same far-ahead segment is still refused, and the
     // catch-up is not granted again.
     let wild = frame(
@@ -330,10 +345,8 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
 fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
     // A download went on through the active for a sync period after the export: megabytes the standby never
     // saw, more than any window.
-    let (active, id) = established(1);
-    let state = active.table().export(id, 1_004).unwrap();
-    let mut standby = Tracker::new(64, 2, &Timeouts::default(), Strictness::Strict);
-    let got = standby.table_mut().import(&state, 50_000).unwrap().id;
+    let mut standby = strict_tracker(2);
+    let got = standby.table_mut().import(&exported(), 50_000).unwrap().id;
     const AHEAD: u32 = 8 << 20;
     // The server's retransmission of what the client has not acknowledged reaches the new active first (the
     // client, receiving nothing, sends nothing); then the client acknowledges it.
@@ -364,16 +377,15 @@ fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
             1_000,
         ),
     );
-    for (f, now, dir) in [
-        (&server, 50_001, Dir::Reply),
-        (&client, 50_002, Dir::Original),
-        (&next, 50_003, Dir::Reply),
-    ] {
-        match run(&mut standby, f, now) {
-            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (got, dir)),
-            other => panic!("{other:?}"),
-        }
-    }
+    passes(
+        &mut standby,
+        got,
+        &[
+            (&server, 50_001, Dir::Reply),
+            (&client, 50_002, Dir::Original),
+            (&next, 50_003, Dir::Reply),
+        ],
+    );
     // Caught up: as far ahead again is refused.
     let wild = frame(
         None,
@@ -399,9 +411,8 @@ fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
 #[test]
 fn a_sweep_stopped_by_a_full_queue_resumes_at_the_flow_that_did_not_fit() {
     // 40 flows; the queue takes 7 per call (a sender draining less than a slice between two iterations).
-    let (source, id) = established(1);
-    let state = source.table().export(id, 1_004).unwrap();
-    let mut t = Tracker::new(64, 2, &Timeouts::default(), Strictness::Strict);
+    let state = exported();
+    let mut t = strict_tracker(2);
     for i in 0..40 {
         let mut s = state;
         s.key = udp_key(i);
