@@ -369,14 +369,16 @@ fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs()
     wait_until("the connection on the standby", || {
         tcp_states(&standby, port) == ["established"]
     });
-    wait_until("the sync in sync", || {
-        sync_status(&active).state == protocol::SyncState::InSync
+    // One reading holds it all: the periodic refresh sends the flow again every 200 ms, so a second reading
+    // may catch the next batch in flight.
+    wait_until("the sync in sync, every update acknowledged", || {
+        let s = sync_status(&active);
+        s.state == protocol::SyncState::InSync
+            && s.sending
+            && s.sent > 0
+            && s.acked == s.sent
+            && s.lag == 0
     });
-    let sent = sync_status(&active);
-    assert!(
-        sent.sending && sent.sent > 0 && sent.acked == sent.sent && sent.lag == 0,
-        "{sent:?}"
-    );
     let received = sync_status(&standby);
     assert!(!received.sending && received.received > 0, "{received:?}");
     assert_eq!(received.state, protocol::SyncState::InSync);

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod pair;
 pub mod pki;
 pub mod remote;
 

@@ -44,6 +44,9 @@ const PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "nfdump",
     "python3-venv",
+    // The HA pair's test bed and benchmark (`testbed::pair`): VRRP deciding which member is active, configured
+    // as docs/ha.md shows.
+    "keepalived",
     // The stateful and new-flow benchmarks' second baseline: OVS-DPDK's userspace connection tracker.
     "openvswitch-switch-dpdk",
 ];

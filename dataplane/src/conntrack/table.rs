@@ -1092,8 +1092,10 @@ impl ConnTable {
     }
 
     /// Exports the flows of the `budget` slots from `from` on (the HA sync's sweep, a budget per poll-loop
-    /// iteration like expiry); answers where the next call starts, 0 once the end of the slab is reached.
-    pub fn export_slots<F: FnMut(FlowState)>(
+    /// iteration like expiry); answers where the next call starts, 0 once the end of the slab is reached. `out`
+    /// answers whether it took the flow: the first one it refuses stops the export, and the answer is that
+    /// flow's slot (so the next call starts with it, and nothing taken is exported twice).
+    pub fn export_slots<F: FnMut(FlowState) -> bool>(
         &self,
         from: usize,
         budget: usize,
@@ -1103,7 +1105,9 @@ impl ConnTable {
         let end = from.saturating_add(budget).min(self.slab.len());
         for i in from..end {
             if let Some(state) = self.export(FlowId(i as u32), now) {
-                out(state);
+                if !out(state) {
+                    return i;
+                }
             }
         }
         if end == self.slab.len() {

@@ -233,6 +233,13 @@ const TF_SYNCED: u8 = 0x10;
 const MAX_WSCALE: u8 = 14;
 /// Largest window a scaled 16-bit field can express.
 const MAX_WINDOW: u32 = 0xffff << MAX_WSCALE;
+/// How far ahead of an imported state's windows a sender's sequence number may be when it catches up: what
+/// it sent since the state was synced, which a bulk transfer makes megabytes (a sync period of a few hundred
+/// Mbit/s) — more than any window. A window would stall such a transfer for good after a failover: the
+/// sender's retransmission is refused again and again, and the receiver, seeing nothing, acknowledges nothing
+/// that could help. Bounded by the largest window TCP can express; the acknowledgement, which a blind sender
+/// must guess too, stays within a window.
+const CATCH_UP_SEQ: u32 = MAX_WINDOW;
 /// Minimum span of acknowledgment numbers accepted below the peer's `end` (Linux's `MAXACKWINCONST`).
 const MAXACKWINCONST: u32 = 66_000;
 
@@ -508,10 +515,10 @@ impl TcpState {
     }
 
     /// For a state imported from an HA peer, once per direction: a segment that failed the window check only
-    /// by being ahead of the tracked windows — its sequence number and acknowledgement at most a window beyond
-    /// them, the acknowledgement not ancient — is accepted and learned from, so a standby that takes over
-    /// continues strict tracking where the active left off instead of dropping the segments it did not see
-    /// sent. Runs only after a failed check, never on the common path.
+    /// by being ahead of the tracked windows — its sequence number at most [`CATCH_UP_SEQ`] beyond them, its
+    /// acknowledgement at most a window beyond them and not ancient — is accepted and learned from, so a
+    /// standby that takes over continues strict tracking where the active left off instead of dropping the
+    /// segments it did not see sent. Runs only after a failed check, never on the common path.
     #[cold]
     fn catch_up(&mut self, d: usize, seg: &TcpSegment) -> bool {
         let bit = TF_SYNCED << d;
@@ -521,7 +528,7 @@ impl TcpState {
         let r = d ^ 1;
         let slack = self.maxwin[d].max(self.maxwin[r]).max(MAXACKWINCONST);
         let ack = self.effective_ack(d, seg);
-        let ahead = !after(seg.seq, self.maxend[d].wrapping_add(slack))
+        let ahead = !after(seg.seq, self.maxend[d].wrapping_add(CATCH_UP_SEQ))
             && !after(ack, self.end[r].wrapping_add(slack))
             && after(ack, self.end[r].wrapping_sub(slack).wrapping_sub(1));
         if !ahead {

@@ -6,10 +6,10 @@
 //! full is counted and asks a resync of that worker's table. Then it sweeps
 //! its table by a budget of slots per iteration — a full sweep every `sync_refresh_ms`, and at once when a
 //! resync is asked — and `try_send`s each flow's state ([`FlowRecord`]) into its bounded queue: no
-//! allocation, lock or system call. A full queue stops the sweep where it is (retried at the next
-//! iteration) and is counted (`lost`). On the standby each worker applies the updates of its inbox to its own
-//! table ([`ConnTable::import`]), a budget per iteration, so each table keeps a single writer and needs no
-//! lock; the standby then continues strict TCP tracking where the active left off. Updates of a flow go
+//! allocation, lock or system call. A full queue stops the sweep at the flow that did not fit; it resumes
+//! there at the next iteration (nothing is lost, the sweep is only later). On the standby each worker
+//! applies the updates of its inbox to its own table ([`ConnTable::import`]), a budget per iteration, so each
+//! table keeps a single writer and needs no lock; the standby then continues strict TCP tracking where the active left off. Updates of a flow go
 //! from worker *i* of the active to worker *i* of the standby: the pair must have the same workers and the
 //! same RSS (as two identical members do), so both directions of a flow meet in that worker on both.
 //!
@@ -228,16 +228,18 @@ impl<'a> WorkerSync<'a> {
         let next = tracker
             .table()
             .export_slots(self.cursor, self.budget, now, |state| {
-                if !full {
-                    if let Err(TrySendError::Full(_)) = out.try_send(FlowRecord::State(state)) {
-                        full = true;
-                    }
-                }
+                full = matches!(
+                    out.try_send(FlowRecord::State(state)),
+                    Err(TrySendError::Full(_))
+                );
+                !full
             });
         if full {
-            // The slice is swept again at the next iteration; what did not fit is counted.
-            let lost = &self.shared.lost[self.index];
-            lost.store(lost.load(Relaxed) + 1, Relaxed);
+            // The sweep resumes with the flow that did not fit at the next iteration: nothing is lost, the
+            // sweep is only later. (Retrying the whole slice instead refilled the queue with its head again
+            // and again: a sweep, and so a resync, that never ended while the sender drained less than a slice
+            // per iteration.)
+            self.cursor = next;
             return;
         }
         self.cursor = next;

@@ -26,6 +26,7 @@ mod classify;
 mod fastpath;
 mod flood;
 mod gateways;
+mod ha;
 mod history;
 mod inputs;
 mod ovs;
@@ -57,9 +58,11 @@ pub enum Suite {
     History,
     /// Rule suggestion and what-if over 1 000 000 conversation-buckets (control's engines, no dataplane).
     Suggest,
+    /// An HA pair with keepalived: SIGKILL failover gaps, established flows lost, the sync's update rate.
+    Ha,
 }
 
-const ALL: [Suite; 10] = [
+const ALL: [Suite; 11] = [
     Suite::Forwarding,
     Suite::Stateful,
     Suite::Newflows,
@@ -70,6 +73,7 @@ const ALL: [Suite; 10] = [
     Suite::Gateways,
     Suite::History,
     Suite::Suggest,
+    Suite::Ha,
 ];
 
 #[derive(clap::Args)]
@@ -183,6 +187,7 @@ pub fn bench(args: &Args) -> Result {
             Suite::Gateways => gateways::gateways(args)?,
             Suite::History => history::history()?,
             Suite::Suggest => suggest::suggest(args)?,
+            Suite::Ha => ha::ha(args)?,
         });
     }
     summary(args, &rows)

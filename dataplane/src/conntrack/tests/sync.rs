@@ -99,6 +99,12 @@ fn established(seed: u64) -> (Tracker, FlowId) {
     (t, id)
 }
 
+/// The state of [`established`]'s flow, exported right after its last segment.
+fn exported() -> crate::conntrack::FlowState {
+    let (t, id) = established(1);
+    t.table().export(id, 1_004).unwrap()
+}
+
 fn round_trip(r: &FlowRecord) -> FlowRecord {
     let mut b = [0u8; RECORD_LEN];
     r.emit(&mut b);
@@ -210,8 +216,8 @@ fn an_imported_flow_continues_under_strict_tracking() {
     expected.mark_synced();
     assert_eq!(e.tcp(), &expected);
 
-    // The next segments continue on the standby; one far outside the window is refused as it would be on the
-    // active.
+    // The next segments continue on the standby; one far beyond anything a sender may have sent since the
+    // sync (more than the largest window) is refused as it would be on the active.
     match run(&mut standby, &next, 900_001) {
         Track::Known { id: i, dir, .. } => assert_eq!((i, dir), (imported.id, Dir::Original)),
         other => panic!("{other:?}"),
@@ -220,7 +226,7 @@ fn an_imported_flow_continues_under_strict_tracking() {
         None,
         v4(2),
         v4(1),
-        &tcp(80, 40_000, ACK, 10_001 + (1 << 30), 501, 509, None, 10),
+        &tcp(80, 40_000, ACK, 10_001 + (3 << 29), 501, 509, None, 10),
     );
     assert_eq!(
         run(&mut standby, &beyond, 900_002),
@@ -247,6 +253,16 @@ fn imported_counters_beyond_48_bits_are_held_at_the_maximum() {
         (e.packets(Dir::Original), e.bytes(Dir::Reply)),
         ((1 << 48) - 1, (1 << 48) - 1)
     );
+}
+
+/// Each frame, at its time, is a packet of flow `id` in its direction.
+fn passes(t: &mut Tracker, id: FlowId, frames: &[(&Vec<u8>, u64, Dir)]) {
+    for &(f, now, dir) in frames {
+        match run(t, f, now) {
+            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (id, dir)),
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -303,15 +319,14 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
         v4(1),
         &tcp(80, 40_000, ACK | PSH, 10_501, 751, 509, None, 60),
     );
-    for (f, now, dir) in [
-        (&client, 50_002, Dir::Original),
-        (&server, 50_003, Dir::Reply),
-    ] {
-        match run(&mut standby, f, now) {
-            Track::Known { id: i, dir: d, .. } => assert_eq!((i, d), (got, dir)),
-            other => panic!("{other:?}"),
-        }
-    }
+    passes(
+        &mut standby,
+        got,
+        &[
+            (&client, 50_002, Dir::Original),
+            (&server, 50_003, Dir::Reply),
+        ],
+    );
     // Once caught up, tracking is as strict as ever: the same far-ahead segment is still refused, and the
     // catch-up is not granted again.
     let wild = frame(
@@ -324,6 +339,108 @@ fn an_imported_flow_catches_up_once_with_what_it_did_not_see() {
         run(&mut standby, &wild, 50_004),
         Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
     );
+}
+
+#[test]
+fn an_imported_bulk_transfer_megabytes_ahead_continues_after_a_failover() {
+    // A download went on through the active for a sync period after the export: megabytes the standby never
+    // saw, more than any window.
+    let mut standby = strict_tracker(2);
+    let got = standby.table_mut().import(&exported(), 50_000).unwrap().id;
+    const AHEAD: u32 = 8 << 20;
+    // The server's retransmission of what the client has not acknowledged reaches the new active first (the
+    // client, receiving nothing, sends nothing); then the client acknowledges it.
+    let server = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(80, 40_000, ACK | PSH, 10_001 + AHEAD, 401, 509, None, 1_000),
+    );
+    let client = frame(
+        None,
+        v4(1),
+        v4(2),
+        &tcp(40_000, 80, ACK, 401, 10_001 + AHEAD + 1_000, 502, None, 0),
+    );
+    let next = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(
+            80,
+            40_000,
+            ACK | PSH,
+            10_001 + AHEAD + 1_000,
+            401,
+            509,
+            None,
+            1_000,
+        ),
+    );
+    passes(
+        &mut standby,
+        got,
+        &[
+            (&server, 50_001, Dir::Reply),
+            (&client, 50_002, Dir::Original),
+            (&next, 50_003, Dir::Reply),
+        ],
+    );
+    // Caught up: as far ahead again is refused.
+    let wild = frame(
+        None,
+        v4(2),
+        v4(1),
+        &tcp(
+            80,
+            40_000,
+            ACK | PSH,
+            10_001 + 2 * AHEAD,
+            401,
+            509,
+            None,
+            1_000,
+        ),
+    );
+    assert_eq!(
+        run(&mut standby, &wild, 50_004),
+        Track::Drop(Refusal::Tcp(TcpRefusal::OutOfWindow))
+    );
+}
+
+#[test]
+fn a_sweep_stopped_by_a_full_queue_resumes_at_the_flow_that_did_not_fit() {
+    // 40 flows; the queue takes 7 per call (a sender draining less than a slice between two iterations).
+    let state = exported();
+    let mut t = strict_tracker(2);
+    for i in 0..40 {
+        let mut s = state;
+        s.key = udp_key(i);
+        t.table_mut().import(&s, 2_000).unwrap();
+    }
+    let mut taken = Vec::new();
+    let mut cursor = 0;
+    for call in 1.. {
+        let (mut room, mut refused) = (7, false);
+        cursor = t.table().export_slots(cursor, 16, 2_001, |s| {
+            refused = room == 0;
+            if !refused {
+                room -= 1;
+                taken.push(s.key);
+            }
+            !refused
+        });
+        if cursor == 0 && !refused {
+            break;
+        }
+        assert!(call < 100, "the sweep does not end");
+    }
+    // Every flow exactly once: nothing taken is exported again, nothing skipped.
+    assert_eq!(taken.len(), 40);
+    let mut keys: Vec<FlowKey> = (0..40).map(udp_key).collect();
+    keys.sort_by_key(|k| format!("{k:?}"));
+    taken.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(taken, keys);
 }
 
 /// What the tracker noted for the HA sync since the last call: removed keys, then created or changed flows
