@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use crossbeam_channel::{Receiver, Sender};
 use dpdk::rcu::Reader;
 use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use net::ethernet::EtherType;
 use net::{Parsed, L3, L4};
 use policy::Action;
 
@@ -32,6 +33,7 @@ use crate::conntrack::{
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::ha::heartbeat::{self, WorkerBeats};
 use crate::ha::sync::WorkerSync;
 use crate::ha::RoleCell;
 use crate::reject;
@@ -132,6 +134,9 @@ pub struct Worker<'a, 'p, 'eal> {
     /// Connection-state sync with the HA peer, when configured: the active sweeps its table into the sync
     /// queue, the standby applies the peer's updates (`ha::sync`).
     pub sync: Option<WorkerSync<'a>>,
+    /// The split-brain guard's heartbeats, for a member of a pair: every worker consumes the pair's, worker 0
+    /// also sends them (`ha::heartbeat`).
+    pub beats: Option<WorkerBeats<'a>>,
 }
 
 /// Per-packet notes between the passes.
@@ -276,6 +281,8 @@ impl<'p> Worker<'_, 'p, '_> {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut burst: Burst<'p> = Burst::with_capacity(self.burst);
         let mut replies: Burst<'p> = Burst::new();
+        let mut beats_out: Burst<'p> = Burst::new();
+        let mut was_standby = self.role.is_standby();
         let mut scratch = Scratch::new();
         let mut cache = SlotCache::new();
         let mut deny = DenyBudget {
@@ -302,7 +309,12 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
             }
             let mut moved = 0u64;
-            let standby = self.role.is_standby();
+            // A member that has just stopped forwards once more what its queues already hold: those frames
+            // reached it before its heartbeat saying it is standby (sent after this pass), and the peer it
+            // hands over to drops what arrives before that heartbeat.
+            let now_standby = self.role.is_standby();
+            let mut standby = now_standby && was_standby;
+            was_standby = now_standby;
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
                 if n == 0 {
@@ -311,9 +323,12 @@ impl<'p> Worker<'_, 'p, '_> {
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
                 if standby {
-                    self.counters
-                        .drop(DropReason::Standby, burst.clear() as u64);
-                    continue;
+                    if !self.standby_burst(&mut burst, now) {
+                        continue;
+                    }
+                    // Released by the peer's heartbeat in this burst: what follows it is judged.
+                    standby = false;
+                    was_standby = false;
                 }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
@@ -330,6 +345,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         deny_rate: self.denied_events_per_sec,
                         pool: self.pool,
                         replies: &mut replies,
+                        beats: self.beats.as_ref(),
                     },
                     &mut burst,
                     &mut scratch,
@@ -346,6 +362,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         .drop(DropReason::TxUnsent, replies.clear() as u64);
                 }
             }
+            self.send_heartbeat(&mut beats_out, now);
             if moved == 0 {
                 self.counters.idle_polls.add(1);
                 if let Some(pause) = idle.after_empty_poll() {
@@ -388,6 +405,65 @@ impl<'p> Worker<'_, 'p, '_> {
             }
         }
         self.policy.offline();
+    }
+
+    /// A standby's burst: every frame is dropped as `standby`, but for this pair's heartbeats, consumed
+    /// (`ha_heartbeat`) — the one look a standby takes at a frame is its EtherType. Answers true when a
+    /// heartbeat made this held member active (the peer says it is standby: rule (d) of `ha::guard`); the
+    /// frames after it are then left in `burst`, to be judged.
+    #[inline]
+    fn standby_burst(&self, burst: &mut Burst<'_>, now: u64) -> bool {
+        let mut beats = 0u64;
+        let mut released_at = None;
+        if let Some(b) = &self.beats {
+            for (i, frame) in burst.iter().enumerate() {
+                if heartbeat::has_ethertype(frame) && b.consume(frame, now) {
+                    beats += 1;
+                    if !self.role.is_standby() {
+                        released_at = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        self.counters.drop(DropReason::HaHeartbeat, beats);
+        let (dropped, released) = match released_at {
+            None => (burst.clear(), false),
+            Some(at) => {
+                let mut i = 0;
+                let dropped = burst.retain(|_| {
+                    i += 1;
+                    i > at + 1
+                });
+                (dropped, true)
+            }
+        };
+        self.counters
+            .drop(DropReason::Standby, dropped as u64 - beats);
+        released
+    }
+
+    /// Worker 0 of a member of a pair: the heartbeat, when due, out of every data port. A heartbeat a port
+    /// does not take (its link is down) is freed.
+    #[inline]
+    fn send_heartbeat(&mut self, out: &mut Burst<'p>, now: u64) {
+        let Some(beats) = &mut self.beats else {
+            return;
+        };
+        let Some(sender) = &mut beats.sender else {
+            return;
+        };
+        let Some(beat) = sender.due(self.role, now) else {
+            return;
+        };
+        for (tx, mac) in self.tx.iter_mut().zip(&sender.macs) {
+            if let Some(m) = Mbuf::from_bytes(self.pool, &beat.frame(*mac)) {
+                let _ = out.push(m);
+                let sent = tx.tx(out);
+                beats.peer.sent(sent as u64);
+                out.clear();
+            }
+        }
     }
 
     /// The idle back-off's sleep (the documented exception to the no-syscall rule): offline for RCU first, so
@@ -457,6 +533,7 @@ struct JudgeCtx<'x, 'eal, 'p> {
     deny_rate: u32,
     pool: &'p Mempool<'eal>,
     replies: &'x mut Burst<'p>,
+    beats: Option<&'x WorkerBeats<'x>>,
 }
 
 /// Judges a burst in place: what may pass stays in `burst`, in order; the rest is freed and counted.
@@ -509,6 +586,13 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
                 flows[nflows] = i as u8;
                 nflows += 1;
                 continue;
+            }
+            // A heartbeat of this pair is a frame of another EtherType: IP packets never get here.
+            Some(Ok(Untracked::NotIp))
+                if parsed.l3 == L3::Other(EtherType(heartbeat::ETHERTYPE))
+                    && cx.beats.is_some_and(|b| b.consume(frame, cx.now)) =>
+            {
+                Note::Drop(DropReason::HaHeartbeat)
             }
             Some(Ok(u)) => untracked(rs, parsed, u),
             Some(Err(reason)) => {

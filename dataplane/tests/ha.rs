@@ -96,7 +96,10 @@ fn ha_member_starts_standby_and_forwards_only_while_active() {
         change,
         RoleChange {
             role: Role::Standby,
-            previous: Role::Active
+            previous: Role::Active,
+            // No peer heard: standby at once.
+            effective: Some(Role::Standby),
+            held: None,
         }
     );
     assert!(!ping(&bed), "a standby forwarded a ping");
