@@ -38,8 +38,6 @@ pub struct RoleCell {
     /// The role told (`ACTIVE`/`STANDBY`), for the heartbeats.
     desired: AtomicU8,
     changes: AtomicU64,
-    /// Counts changes of the role or of the role told: worker 0 sends a heartbeat at once when it moves.
-    announcements: AtomicU64,
     /// [`crate::clock::Clock`] milliseconds of the last change to active.
     active_since: AtomicU64,
 }
@@ -56,7 +54,6 @@ impl RoleCell {
             state: AtomicU8::new(state),
             desired: AtomicU8::new(state),
             changes: AtomicU64::new(0),
-            announcements: AtomicU64::new(0),
             active_since: AtomicU64::new(0),
         }
     }
@@ -93,10 +90,6 @@ impl RoleCell {
         self.changes.load(Relaxed)
     }
 
-    pub fn announcements(&self) -> u64 {
-        self.announcements.load(Relaxed)
-    }
-
     /// A worker heard the peer say it is standby: a member held by it becomes active now (`now`: the
     /// worker's clock). Answers whether it did.
     pub fn release(&self, now: u64) -> bool {
@@ -109,7 +102,6 @@ impl RoleCell {
         }
         self.active_since.store(now, Relaxed);
         self.changes.fetch_add(1, Relaxed);
-        self.announcements.fetch_add(1, Relaxed);
         true
     }
 
@@ -125,9 +117,7 @@ impl RoleCell {
             Role::Active => ACTIVE,
             Role::Standby => STANDBY,
         };
-        if self.desired.swap(desired, Relaxed) != desired {
-            self.announcements.fetch_add(1, Relaxed);
-        }
+        self.desired.store(desired, Relaxed);
         if state == ACTIVE && seen != ACTIVE {
             self.active_since.store(g.active_since(), Relaxed);
         }
@@ -140,7 +130,6 @@ impl RoleCell {
         }
         if (state == ACTIVE) != (seen == ACTIVE) {
             self.changes.fetch_add(1, Relaxed);
-            self.announcements.fetch_add(1, Relaxed);
         }
         true
     }
@@ -208,13 +197,15 @@ impl Member<'_> {
             desired: Some(self.guard.desired()),
             held: self.guard.hold(),
             instance: Some(format!("{:016x}", self.instance)),
-            peer: self.peer.latest().map(|p| Box::new(HaPeer {
-                heard_ms_ago: now.saturating_sub(p.heard_at),
-                instance: format!("{:016x}", p.instance),
-                role: p.role,
-                desired: p.desired,
-                active_for_ms: p.active_for_ms,
-            })),
+            peer: self.peer.latest().map(|p| {
+                Box::new(HaPeer {
+                    heard_ms_ago: now.saturating_sub(p.heard_at),
+                    instance: format!("{:016x}", p.instance),
+                    role: p.role,
+                    desired: p.desired,
+                    active_for_ms: p.active_for_ms,
+                })
+            }),
             heartbeats: Some(HeartbeatCounts { sent, received }),
         }
     }
@@ -385,10 +376,19 @@ pub fn set_role_over_socket(socket: &Path, role: Role) -> Result<RoleChange, Rol
     ask(socket, &Request::SetRole { role })
 }
 
-/// `bulkhead-dataplane role --socket PATH`: the role of the dataplane behind `socket`.
-pub fn role_over_socket(socket: &Path) -> Result<Role, RoleCommandError> {
+/// `bulkhead-dataplane role --socket PATH`: the role of the dataplane behind `socket` (`role`), the one it
+/// was told and why it is held in the other.
+pub fn role_over_socket(socket: &Path) -> Result<HaStatus, RoleCommandError> {
     let status: Status = ask(socket, &Request::Status {})?;
-    status.ha.map(|ha| ha.role).ok_or(RoleCommandError::NotHa)
+    status.ha.ok_or(RoleCommandError::NotHa)
+}
+
+/// Why a member is held in the other role than the one told, for people.
+pub fn hold_reason(hold: Hold) -> &'static str {
+    match hold {
+        Hold::PeerActive => "an active peer is heard on the data segments",
+        Hold::Handover => "forwarding until the peer wants to be active",
+    }
 }
 
 #[cfg(test)]
@@ -399,7 +399,10 @@ mod tests {
     fn a_member_starts_standby_and_a_worker_releases_only_a_held_member() {
         let cell = RoleCell::new(Role::Standby);
         assert!(cell.is_standby());
-        assert_eq!((cell.role(), cell.desired()), (Role::Standby, Role::Standby));
+        assert_eq!(
+            (cell.role(), cell.desired()),
+            (Role::Standby, Role::Standby)
+        );
         // Plain standby: a heartbeat of a standby peer changes nothing.
         assert!(!cell.release(5));
         let cfg = guard::GuardCfg {
@@ -436,8 +439,7 @@ mod tests {
         );
         assert!(cell.is_standby());
         assert_eq!(cell.desired(), Role::Active);
-        let announced = cell.announcements();
-        // A worker hears the peer say it is standby: active at once, counted and announced.
+        // A worker hears the peer say it is standby: active at once, and counted.
         peer.heard(
             &heartbeat::Beat {
                 role: Role::Standby,
@@ -450,12 +452,16 @@ mod tests {
         assert!(cell.release(20));
         assert!(!cell.is_standby());
         assert_eq!((cell.changes(), cell.active_since()), (1, 20));
-        assert!(cell.announcements() > announced);
         // The guard learns it at its next step and keeps it.
         member.step(25);
         let status = member.status(25);
         assert_eq!(
-            (status.role, status.desired, status.held, status.role_changes),
+            (
+                status.role,
+                status.desired,
+                status.held,
+                status.role_changes
+            ),
             (Role::Active, Some(Role::Active), None, 1)
         );
         assert_eq!(member.guard.active_since(), 20);

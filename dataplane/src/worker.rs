@@ -56,6 +56,10 @@ pub enum Command {
     },
 }
 
+/// After the peer's heartbeat saying it is standby made this member active, how long (ms) its other ports
+/// wait for their copies of that heartbeat (sent at once after it on every port) before forwarding anyway.
+const AWAIT_HEARTBEAT_MS: u64 = 10;
+
 /// How often (in loop iterations) the worker looks for commands.
 const COMMAND_PERIOD: u32 = 1024;
 
@@ -283,6 +287,10 @@ impl<'p> Worker<'_, 'p, '_> {
         let mut replies: Burst<'p> = Burst::new();
         let mut beats_out: Burst<'p> = Burst::new();
         let mut was_standby = self.role.is_standby();
+        // After a heartbeat on one port made this member active: the ports (bits) whose own copy of that
+        // heartbeat has not arrived yet, and until when they wait for it.
+        let mut awaiting: u64 = 0;
+        let mut awaiting_until = 0;
         let mut scratch = Scratch::new();
         let mut cache = SlotCache::new();
         let mut deny = DenyBudget {
@@ -315,20 +323,40 @@ impl<'p> Worker<'_, 'p, '_> {
             let now_standby = self.role.is_standby();
             let mut standby = now_standby && was_standby;
             was_standby = now_standby;
+            if now_standby || now >= awaiting_until {
+                awaiting = 0;
+            }
+            // Worker 0 of a member of a pair: the heartbeat, when due, goes out of each port right after that
+            // port's queue is read. On a member that has just stopped, what it read it forwards (above), what
+            // arrives later reaches the peer after the heartbeat and is the peer's to forward.
+            let beat = self.heartbeat_due(now);
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
+                if let Some(beat) = &beat {
+                    self.send_heartbeat(port, beat, &mut beats_out);
+                }
                 if n == 0 {
                     continue;
                 }
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
-                if standby {
+                let bit = 1u64 << (port % 64);
+                if standby || awaiting & bit != 0 {
                     if !self.standby_burst(&mut burst, now) {
                         continue;
                     }
-                    // Released by the peer's heartbeat in this burst: what follows it is judged.
-                    standby = false;
-                    was_standby = false;
+                    // The peer's heartbeat saying it is standby, in this burst: what follows it is judged.
+                    // The peer forwarded what reached its other ports before its copies of that heartbeat
+                    // did: those ports wait for theirs (a short while at most), or the frames would be
+                    // forwarded twice.
+                    if standby {
+                        standby = false;
+                        was_standby = false;
+                        let ports = u64::MAX.checked_shr(64 - self.rx.len().min(64) as u32);
+                        awaiting = ports.unwrap_or(0) & !bit;
+                        awaiting_until = now + AWAIT_HEARTBEAT_MS;
+                    }
+                    awaiting &= !bit;
                 }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
@@ -362,7 +390,6 @@ impl<'p> Worker<'_, 'p, '_> {
                         .drop(DropReason::TxUnsent, replies.clear() as u64);
                 }
             }
-            self.send_heartbeat(&mut beats_out, now);
             if moved == 0 {
                 self.counters.idle_polls.add(1);
                 if let Some(pause) = idle.after_empty_poll() {
@@ -408,21 +435,26 @@ impl<'p> Worker<'_, 'p, '_> {
     }
 
     /// A standby's burst: every frame is dropped as `standby`, but for this pair's heartbeats, consumed
-    /// (`ha_heartbeat`) — the one look a standby takes at a frame is its EtherType. Answers true when a
-    /// heartbeat made this held member active (the peer says it is standby: rule (d) of `ha::guard`); the
-    /// frames after it are then left in `burst`, to be judged.
+    /// (`ha_heartbeat`) — the one look a standby takes at a frame is its EtherType. Answers true when the
+    /// burst holds the peer's heartbeat saying it is standby and this member is active (a held member it
+    /// released: rule (d) of `ha::guard`; or a port still waiting for its copy of that heartbeat); the frames
+    /// after it are then left in `burst`, to be judged.
     #[inline]
     fn standby_burst(&self, burst: &mut Burst<'_>, now: u64) -> bool {
         let mut beats = 0u64;
         let mut released_at = None;
         if let Some(b) = &self.beats {
             for (i, frame) in burst.iter().enumerate() {
-                if heartbeat::has_ethertype(frame) && b.consume(frame, now) {
-                    beats += 1;
-                    if !self.role.is_standby() {
-                        released_at = Some(i);
-                        break;
-                    }
+                if !heartbeat::has_ethertype(frame) {
+                    continue;
+                }
+                let Some(peer_standby) = b.consume(frame, now) else {
+                    continue;
+                };
+                beats += 1;
+                if peer_standby && !self.role.is_standby() {
+                    released_at = Some(i);
+                    break;
                 }
             }
         }
@@ -443,26 +475,28 @@ impl<'p> Worker<'_, 'p, '_> {
         released
     }
 
-    /// Worker 0 of a member of a pair: the heartbeat, when due, out of every data port. A heartbeat a port
-    /// does not take (its link is down) is freed.
+    /// Worker 0 of a member of a pair: the heartbeat to send in this iteration, if one is due.
     #[inline]
-    fn send_heartbeat(&mut self, out: &mut Burst<'p>, now: u64) {
-        let Some(beats) = &mut self.beats else {
+    fn heartbeat_due(&mut self, now: u64) -> Option<heartbeat::Beat> {
+        let sender = self.beats.as_mut()?.sender.as_mut()?;
+        sender.due(self.role, now)
+    }
+
+    /// Sends `beat` out of `port`, from its MAC. A heartbeat the port does not take (its link is down) is
+    /// freed.
+    #[cold]
+    fn send_heartbeat(&mut self, port: usize, beat: &heartbeat::Beat, out: &mut Burst<'p>) {
+        let Some(beats) = &self.beats else {
             return;
         };
-        let Some(sender) = &mut beats.sender else {
+        let Some(mac) = beats.sender.as_ref().and_then(|s| s.macs.get(port)) else {
             return;
         };
-        let Some(beat) = sender.due(self.role, now) else {
-            return;
-        };
-        for (tx, mac) in self.tx.iter_mut().zip(&sender.macs) {
-            if let Some(m) = Mbuf::from_bytes(self.pool, &beat.frame(*mac)) {
-                let _ = out.push(m);
-                let sent = tx.tx(out);
-                beats.peer.sent(sent as u64);
-                out.clear();
-            }
+        if let Some(m) = Mbuf::from_bytes(self.pool, &beat.frame(*mac)) {
+            let _ = out.push(m);
+            let sent = self.tx[port].tx(out);
+            beats.peer.sent(sent as u64);
+            out.clear();
         }
     }
 
@@ -590,7 +624,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
             // A heartbeat of this pair is a frame of another EtherType: IP packets never get here.
             Some(Ok(Untracked::NotIp))
                 if parsed.l3 == L3::Other(EtherType(heartbeat::ETHERTYPE))
-                    && cx.beats.is_some_and(|b| b.consume(frame, cx.now)) =>
+                    && cx.beats.is_some_and(|b| b.consume(frame, cx.now).is_some()) =>
             {
                 Note::Drop(DropReason::HaHeartbeat)
             }

@@ -67,9 +67,9 @@ mod request;
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
-    HaPeer, HaStatus, HeartbeatCounts, Hold, KillResult, LoadPolicyResult, PolicyState, PortCounters, PortLink, PreparedPolicy,
-    RemoteControlStatus, Reply, ResyncResult, RoleChange, RuleCounters, Status, SwapTimes,
-    SyncState, SyncStatus, Verdict, WorkerSnapshot,
+    HaPeer, HaStatus, HeartbeatCounts, Hold, KillResult, LoadPolicyResult, PolicyState,
+    PortCounters, PortLink, PreparedPolicy, RemoteControlStatus, Reply, ResyncResult, RoleChange,
+    RuleCounters, Status, SwapTimes, SyncState, SyncStatus, Verdict, WorkerSnapshot,
 };
 pub use request::{ErrorCode, ErrorReply, FlowFilter, Request, Role};
 

@@ -201,21 +201,20 @@ pub struct WorkerBeats<'a> {
 }
 
 impl WorkerBeats<'_> {
-    /// A frame with the heartbeat EtherType: whether it is a heartbeat of this pair (then consumed). The
-    /// peer's is recorded, and one saying the peer is standby releases a member held by it at once (rule
-    /// (d) of the guard).
+    /// A frame with the heartbeat EtherType: if it is a heartbeat of this pair (then consumed), whether it is
+    /// the peer saying it is standby. The peer's is recorded, and one saying it is standby releases a member
+    /// held by it at once (rule (d) of the guard).
     #[cold]
-    pub fn consume(&self, frame: &[u8], now: u64) -> bool {
-        let Some(b) = Beat::parse(frame).filter(|b| b.pair_id == self.pair_id) else {
-            return false;
-        };
-        if b.instance != self.instance {
-            self.peer.heard(&b, now);
-            if b.role == Role::Standby {
-                self.role.release(now);
-            }
+    pub fn consume(&self, frame: &[u8], now: u64) -> Option<bool> {
+        let b = Beat::parse(frame).filter(|b| b.pair_id == self.pair_id)?;
+        if b.instance == self.instance {
+            return Some(false);
         }
-        true
+        self.peer.heard(&b, now);
+        if b.role == Role::Standby {
+            self.role.release(now);
+        }
+        Some(b.role == Role::Standby)
     }
 }
 
@@ -229,7 +228,8 @@ pub struct BeatSender {
     period_ms: u64,
     next_at: u64,
     seq: u64,
-    announced: u64,
+    /// The role and the role told in the last heartbeat (`None`: none sent yet).
+    announced: Option<(Role, Role)>,
 }
 
 impl BeatSender {
@@ -241,8 +241,7 @@ impl BeatSender {
             period_ms,
             next_at: 0,
             seq: 0,
-            // Differs from any count: the first call sends.
-            announced: u64::MAX,
+            announced: None,
         }
     }
 
@@ -250,19 +249,18 @@ impl BeatSender {
     /// told) changed since the last one.
     #[inline]
     pub fn due(&mut self, role: &RoleCell, now: u64) -> Option<Beat> {
-        let announce = role.announcements();
-        if now < self.next_at && announce == self.announced {
+        let (current, desired) = (role.role(), role.desired());
+        if now < self.next_at && Some((current, desired)) == self.announced {
             return None;
         }
         self.next_at = now + self.period_ms;
-        self.announced = announce;
+        self.announced = Some((current, desired));
         self.seq += 1;
-        let current = role.role();
         Some(Beat {
             pair_id: self.pair_id,
             instance: self.instance,
             role: current,
-            desired: role.desired(),
+            desired,
             active_for_ms: match current {
                 Role::Active => now.saturating_sub(role.active_since()),
                 Role::Standby => 0,
@@ -334,7 +332,14 @@ mod tests {
         );
         assert_eq!(cell.latest().unwrap().role, Role::Standby);
         // A restarted peer starts its sequence again.
-        cell.heard(&Beat { seq: 1, instance: 5, ..beat() }, 1200);
+        cell.heard(
+            &Beat {
+                seq: 1,
+                instance: 5,
+                ..beat()
+            },
+            1200,
+        );
         assert_eq!(cell.latest().unwrap().instance, 5);
         assert_eq!(cell.counts(), (0, 5));
     }
