@@ -221,8 +221,11 @@ impl Gateway {
             .collect()
     }
 
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dataplane.stderr")).unwrap_or_default()
+    /// What its stderr says of its HA role.
+    fn role_log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("dataplane.stderr")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("HA role")).collect();
+        lines.join("\n")
     }
 
     fn track(&self) -> String {
@@ -509,9 +512,13 @@ impl PairBed {
         let policy_path = dir.join("strict.json");
         std::fs::write(&policy_path, policy.to_string()).unwrap();
         let (p1, p2) = (free_port(), free_port());
+        // The split-brain guard's silence, generous: the members' workers share a core with other tests, and
+        // one descheduled for a while must not look dead.
+        let section =
+            |listen, peer| format!("{}\npeer_silence_ms = 1000", sync_section(listen, peer));
         let gws = [
-            Gateway::start("p1", &sync_section(p1, p2), policy_path.clone()),
-            Gateway::start("p2", &sync_section(p2, p1), policy_path),
+            Gateway::start("p1", &section(p1, p2), policy_path.clone()),
+            Gateway::start("p2", &section(p2, p1), policy_path),
         ];
         let sides = [0, 1].map(|i| testbed::Side {
             netns: format!("bulkhead-ha-{pid}-{}", ["a", "b"][i]),
@@ -532,6 +539,11 @@ impl PairBed {
                 "0",
             ])
             .unwrap();
+            // A bridge takes the lowest MAC of its ports unless given one: a member's ports leaving (its
+            // dataplane killed) must not change the address the hosts' ARP caches hold.
+            let mac = format!("02:00:00:00:00:0{}", i + 1);
+            side.ok(&["ip", "link", "set", "br0", "address", &mac])
+                .unwrap();
             for gw in &bed.gws {
                 let tap = &gw.taps[i];
                 testbed::sh(&["ip", "link", "set", tap, "netns", &side.netns]).unwrap();
@@ -815,9 +827,12 @@ fn ha_planned_switchover_in_either_order_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_secs(1));
 
     // The new master first: g2 is held until g1, told standby, hands over.
+    let change = set_role(g2, Role::Active);
     assert_eq!(
-        set_role(g2, Role::Active).held,
-        Some(protocol::Hold::PeerActive)
+        change.held,
+        Some(protocol::Hold::PeerActive),
+        "{change:?}: g2 {:?}",
+        gw_ha(g2)
     );
     let change = set_role(g1, Role::Standby);
     assert_eq!(change.effective, Some(Role::Standby), "{change:?}");
@@ -841,8 +856,8 @@ fn ha_planned_switchover_in_either_order_loses_and_duplicates_nothing() {
         (received, duplicates),
         (sent, 0),
         "g1: {}\ng2: {}",
-        g1.stderr(),
-        g2.stderr()
+        g1.role_log(),
+        g2.role_log()
     );
     assert_heartbeats_counted(&bed);
     for gw in &bed.gws {
