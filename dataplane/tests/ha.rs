@@ -736,7 +736,21 @@ impl Flood {
 /// Both members carried and consumed heartbeats, and every packet each received is accounted for.
 fn assert_heartbeats_counted(bed: &PairBed) {
     for gw in &bed.gws {
-        let c: CountersReport = gw.ask(&Request::Counters {});
+        // Heartbeats keep arriving: a reading may catch a worker between counting a burst received and
+        // counting its fate, so wait for one taken between bursts.
+        let accounted = |c: &CountersReport| {
+            c.workers
+                .iter()
+                .chain([&c.totals])
+                .all(|w| w.rx_packets == w.tx_packets + w.dropped())
+        };
+        let mut c: CountersReport = gw.ask(&Request::Counters {});
+        for _ in 0..100 {
+            if accounted(&c) {
+                break;
+            }
+            c = gw.ask(&Request::Counters {});
+        }
         assert!(c.totals.drops["ha_heartbeat"] > 0, "{:?}", c.totals.drops);
         assert_accounted(&c);
         let beats = gw_ha(gw).heartbeats.expect("heartbeat counts");
@@ -834,6 +848,9 @@ fn ha_planned_switchover_in_either_order_loses_and_duplicates_nothing() {
         "{change:?}: g2 {:?}",
         gw_ha(g2)
     );
+    g1.wait_for("g1 hearing that g2 wants to be active", |g1| {
+        gw_ha(g1).peer.is_some_and(|p| p.desired == Role::Active)
+    });
     let change = set_role(g1, Role::Standby);
     assert_eq!(change.effective, Some(Role::Standby), "{change:?}");
     g2.wait_for("g2 active", |g2| gw_ha(g2).role == Role::Active);
