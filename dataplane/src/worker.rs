@@ -438,8 +438,9 @@ impl<'p> Worker<'_, 'p, '_> {
     /// (`ha_heartbeat`) — the one look a standby takes at a frame is its EtherType. Answers true when the
     /// burst holds the peer's heartbeat saying it is standby and this member is active (a held member it
     /// released: rule (d) of `ha::guard`; or a port still waiting for its copy of that heartbeat); the frames
-    /// after it are then left in `burst`, to be judged.
-    #[inline]
+    /// after it are then left in `burst`, to be judged. Kept out of the poll loop's body, so the forwarding
+    /// path is compiled as if it were not there.
+    #[inline(never)]
     fn standby_burst(&self, burst: &mut Burst<'_>, now: u64) -> bool {
         let mut beats = 0u64;
         let mut released_at = None;
@@ -475,8 +476,9 @@ impl<'p> Worker<'_, 'p, '_> {
         released
     }
 
-    /// Worker 0 of a member of a pair: the heartbeat to send in this iteration, if one is due.
-    #[inline]
+    /// Worker 0 of a member of a pair: the heartbeat to send in this iteration, if one is due. Out of line,
+    /// like [`standby_burst`](Self::standby_burst): once per iteration, nothing per packet.
+    #[inline(never)]
     fn heartbeat_due(&mut self, now: u64) -> Option<heartbeat::Beat> {
         let sender = self.beats.as_mut()?.sender.as_mut()?;
         sender.due(self.role, now)
@@ -623,7 +625,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
             }
             // A heartbeat of this pair is a frame of another EtherType: IP packets never get here.
             Some(Ok(Untracked::NotIp))
-                if parsed.l3 == L3::Other(EtherType(heartbeat::ETHERTYPE))
+                if matches!(parsed.l3, L3::Other(EtherType(heartbeat::ETHERTYPE)))
                     && cx.beats.is_some_and(|b| b.consume(frame, cx.now).is_some()) =>
             {
                 Note::Drop(DropReason::HaHeartbeat)
