@@ -291,6 +291,9 @@ impl<'p> Worker<'_, 'p, '_> {
         // heartbeat has not arrived yet, and until when they wait for it.
         let mut awaiting: u64 = 0;
         let mut awaiting_until = 0;
+        let all_ports = u64::MAX
+            .checked_shr(64 - self.rx.len().min(64) as u32)
+            .unwrap_or(0);
         let mut scratch = Scratch::new();
         let mut cache = SlotCache::new();
         let mut deny = DenyBudget {
@@ -329,11 +332,14 @@ impl<'p> Worker<'_, 'p, '_> {
             // Worker 0 of a member of a pair: the heartbeat, when due, goes out of each port right after that
             // port's queue is read. On a member that has just stopped, what it read it forwards (above), what
             // arrives later reaches the peer after the heartbeat and is the peer's to forward.
-            let beat = self.heartbeat_due(now);
+            let beat_due = self.heartbeat_due(now);
+            // The ports (bits) whose frames are dropped as a standby's: all of them on a standby; after a
+            // heartbeat made this member active, those still waiting for their copy of it.
+            let mut dropping = if standby { all_ports } else { awaiting };
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
-                if let Some(beat) = &beat {
-                    self.send_heartbeat(port, beat, &mut beats_out);
+                if beat_due {
+                    self.send_heartbeat(port, &mut beats_out);
                 }
                 if n == 0 {
                     continue;
@@ -341,7 +347,7 @@ impl<'p> Worker<'_, 'p, '_> {
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
                 let bit = 1u64 << (port % 64);
-                if standby || awaiting & bit != 0 {
+                if dropping & bit != 0 {
                     if !self.standby_burst(&mut burst, now) {
                         continue;
                     }
@@ -352,11 +358,9 @@ impl<'p> Worker<'_, 'p, '_> {
                     if standby {
                         standby = false;
                         was_standby = false;
-                        let ports = u64::MAX.checked_shr(64 - self.rx.len().min(64) as u32);
-                        awaiting = ports.unwrap_or(0) & !bit;
                         awaiting_until = now + AWAIT_HEARTBEAT_MS;
                     }
-                    awaiting &= !bit;
+                    dropping &= !bit;
                 }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
@@ -390,6 +394,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         .drop(DropReason::TxUnsent, replies.clear() as u64);
                 }
             }
+            awaiting = if standby { 0 } else { dropping };
             if moved == 0 {
                 self.counters.idle_polls.add(1);
                 if let Some(pause) = idle.after_empty_poll() {
@@ -476,25 +481,27 @@ impl<'p> Worker<'_, 'p, '_> {
         released
     }
 
-    /// Worker 0 of a member of a pair: the heartbeat to send in this iteration, if one is due. Out of line,
-    /// like [`standby_burst`](Self::standby_burst): once per iteration, nothing per packet.
+    /// Worker 0 of a member of a pair: whether a heartbeat is due in this iteration. Out of line, like
+    /// [`standby_burst`](Self::standby_burst): once per iteration, nothing per packet.
     #[inline(never)]
-    fn heartbeat_due(&mut self, now: u64) -> Option<heartbeat::Beat> {
-        let sender = self.beats.as_mut()?.sender.as_mut()?;
+    fn heartbeat_due(&mut self, now: u64) -> bool {
+        let Some(sender) = self.beats.as_mut().and_then(|b| b.sender.as_mut()) else {
+            return false;
+        };
         sender.due(self.role, now)
     }
 
-    /// Sends `beat` out of `port`, from its MAC. A heartbeat the port does not take (its link is down) is
-    /// freed.
+    /// Sends the heartbeat out of `port`, from its MAC. A heartbeat the port does not take (its link is down)
+    /// is freed.
     #[cold]
-    fn send_heartbeat(&mut self, port: usize, beat: &heartbeat::Beat, out: &mut Burst<'p>) {
+    fn send_heartbeat(&mut self, port: usize, out: &mut Burst<'p>) {
         let Some(beats) = &self.beats else {
             return;
         };
-        let Some(mac) = beats.sender.as_ref().and_then(|s| s.macs.get(port)) else {
+        let Some(frame) = beats.sender.as_ref().and_then(|s| s.frame(port)) else {
             return;
         };
-        if let Some(m) = Mbuf::from_bytes(self.pool, &beat.frame(*mac)) {
+        if let Some(m) = Mbuf::from_bytes(self.pool, &frame) {
             let _ = out.push(m);
             let sent = self.tx[port].tx(out);
             beats.peer.sent(sent as u64);

@@ -807,10 +807,8 @@ impl ConnTable {
     }
 
     /// The flow with `key`, given what [`probe`](Self::probe) answered for its `hash`: the probed slot when it
-    /// holds the key (the usual case), else a full lookup (another flow's hash bits matched first). Always
-    /// inlined: out of line (as the compiler chose once the poll loop grew) it costs the established path
-    /// about 18 instructions per packet.
-    #[inline(always)]
+    /// holds the key (the usual case), else a full lookup (another flow's hash bits matched first).
+    #[inline]
     pub(super) fn confirm(&self, hash: u64, key: &FlowKey, probed: Option<u32>) -> Option<FlowId> {
         let slot = probed?;
         match self.slab.get(slot as usize) {

@@ -228,8 +228,8 @@ pub struct BeatSender {
     period_ms: u64,
     next_at: u64,
     seq: u64,
-    /// The role and the role told in the last heartbeat (`None`: none sent yet).
-    announced: Option<(Role, Role)>,
+    /// The last heartbeat made (`None`: none yet).
+    last: Option<Beat>,
 }
 
 impl BeatSender {
@@ -241,22 +241,24 @@ impl BeatSender {
             period_ms,
             next_at: 0,
             seq: 0,
-            announced: None,
+            last: None,
         }
     }
 
-    /// The heartbeat to send now, if one is due: every `period_ms`, and at once when the role (or the role
-    /// told) changed since the last one.
+    /// Whether a heartbeat is due now: every `period_ms`, and at once when the role (or the role told) changed
+    /// since the last one. When it is, [`frame`](Self::frame) writes it.
     #[inline]
-    pub fn due(&mut self, role: &RoleCell, now: u64) -> Option<Beat> {
+    pub fn due(&mut self, role: &RoleCell, now: u64) -> bool {
         let (current, desired) = (role.role(), role.desired());
-        if now < self.next_at && Some((current, desired)) == self.announced {
-            return None;
+        let same = self
+            .last
+            .is_some_and(|b| b.role == current && b.desired == desired);
+        if now < self.next_at && same {
+            return false;
         }
         self.next_at = now + self.period_ms;
-        self.announced = Some((current, desired));
         self.seq += 1;
-        Some(Beat {
+        self.last = Some(Beat {
             pair_id: self.pair_id,
             instance: self.instance,
             role: current,
@@ -266,7 +268,13 @@ impl BeatSender {
                 Role::Standby => 0,
             },
             seq: self.seq,
-        })
+        });
+        true
+    }
+
+    /// The last heartbeat made, as sent out of `port`.
+    pub fn frame(&self, port: usize) -> Option<[u8; FRAME_LEN]> {
+        Some(self.last?.frame(*self.macs.get(port)?))
     }
 }
 
