@@ -35,7 +35,8 @@ pub struct Request {
     /// 802.1Q VLAN id; absent for untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
-    /// The gateway whose tracked connections are examined (default: every gateway).
+    /// The gateway whose tracked connections are examined, or an HA pair (its active member's; default: every
+    /// gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
 }

@@ -177,8 +177,11 @@ pub struct FlowLogFilter {
     /// A segment name in the event's `src_segments` / `dst_segments` ([`UNSEGMENTED`]: an empty list).
     pub src_segment: Option<String>,
     pub dst_segment: Option<String>,
-    /// The gateway that reported the event.
+    /// The gateway that reported the event, or an HA pair one of whose members did.
     pub gateway: Option<String>,
+    /// The members of the pair `gateway` names (none when it names a gateway), filled in by the flow log from
+    /// the configured pairs ([`FlowLog::know_pairs`]).
+    pub members: Vec<String>,
     /// The tier that decided ([`NO_TIER`]: the event names none).
     pub tier: Option<String>,
 }
@@ -220,10 +223,11 @@ impl FlowLogFilter {
                 .dst_segment
                 .as_ref()
                 .is_none_or(|n| in_segment(k.dst_segments.as_ref(), n))
-            && self
-                .gateway
-                .as_ref()
-                .is_none_or(|g| k.gateway.as_ref() == Some(g))
+            && self.gateway.as_ref().is_none_or(|g| {
+                k.gateway
+                    .as_ref()
+                    .is_some_and(|by| by == g || self.members.contains(by))
+            })
             && self.tier.as_ref().is_none_or(|t| match &k.tier {
                 Some(tier) => tier == t,
                 None => t == NO_TIER,
@@ -302,6 +306,8 @@ pub struct FlowLog {
     /// Held from numbering a batch to writing it, so the file's lines stay in `seq` order when several
     /// gateways' pollers drain at once.
     writing: tokio::sync::Mutex<()>,
+    /// The HA pairs and their members' names: a `gateway` filter naming a pair matches either member's events.
+    pairs: std::sync::OnceLock<Vec<(String, Vec<String>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -335,7 +341,26 @@ impl FlowLog {
             export,
             history,
             writing: tokio::sync::Mutex::new(()),
+            pairs: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Makes a `gateway` filter naming one of `pairs` (a pair and its members' names) match either member's
+    /// events. Once, at start; later calls change nothing.
+    pub fn know_pairs(&self, pairs: Vec<(String, Vec<String>)>) {
+        let _ = self.pairs.set(pairs);
+    }
+
+    /// `filter` with the members of the pair its `gateway` names, if it names one.
+    fn resolve(&self, filter: &FlowLogFilter) -> FlowLogFilter {
+        let mut filter = filter.clone();
+        if let Some(g) = &filter.gateway {
+            let pairs = self.pairs.get().map(Vec::as_slice).unwrap_or_default();
+            if let Some((_, members)) = pairs.iter().find(|(pair, _)| pair == g) {
+                filter.members.clone_from(members);
+            }
+        }
+        filter
     }
 
     /// Adds the flow log's own counters to `registry` (the one `/metrics` renders).
@@ -466,6 +491,7 @@ impl FlowLog {
     /// returned `next_since`); without, the newest `limit`. Also whether more matched than were returned.
     pub fn query(&self, q: &FlowLogQuery) -> (Vec<Arc<StoredEvent>>, bool) {
         let limit = q.limit.unwrap_or(100).min(self.config.buffer);
+        let filter = self.resolve(&q.filter);
         let ring = lock(&self.ring);
         let mut out = Vec::new();
         let mut more = false;
@@ -474,7 +500,7 @@ impl FlowLog {
                 // Sequence numbers increase through the ring (with gaps where a file lost lines).
                 let skip = ring.events.partition_point(|e| e.seq <= since);
                 for e in ring.events.iter().skip(skip) {
-                    if q.filter.matches(&e.key) {
+                    if filter.matches(&e.key) {
                         if out.len() == limit {
                             more = true;
                             break;
@@ -485,7 +511,7 @@ impl FlowLog {
             }
             None => {
                 for e in ring.events.iter().rev() {
-                    if q.filter.matches(&e.key) {
+                    if filter.matches(&e.key) {
                         if out.len() == limit {
                             more = true;
                             break;
@@ -526,6 +552,7 @@ impl FlowLog {
     /// Subscribes to the events matching `filter` as they arrive, first replaying what memory still holds after
     /// `since`.
     pub fn subscribe(self: &Arc<Self>, filter: FlowLogFilter, since: Option<u64>) -> Subscription {
+        let filter = self.resolve(&filter);
         // Subscribe before reading the replay so nothing falls between them; duplicates are skipped by seq.
         let rx = self.tx.subscribe();
         let replay: VecDeque<Arc<StoredEvent>> = match since {

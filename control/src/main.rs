@@ -156,6 +156,7 @@ async fn serve(
     };
     let flowlog = FlowLog::with_outputs(config.flow_log.clone(), export, history.clone())
         .map_err(|e| format!("flow log {}: {e}", config.flow_log.path.display()))?;
+    flowlog.know_pairs(gateways.pairs());
     flowlog
         .register_metrics(metrics.registry())
         .map_err(|e| format!("flow-log metrics: {e}"))?;

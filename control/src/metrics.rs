@@ -175,17 +175,20 @@ pub(crate) struct Reading {
     pub(crate) resets: u64,
     /// The HA member's role and sync, from its last `status` (none without `[ha]`, or when it did not answer).
     pub(crate) ha: Option<protocol::HaStatus>,
+    /// Its rule counters across its restarts (rules health; the exported families stay as the dataplane has
+    /// them).
+    pub(crate) rule_totals: crate::rulehealth::RuleTotals,
 }
 
 impl Reading {
-    fn fail(&mut self, kind: &'static str, message: String) {
+    pub(crate) fn fail(&mut self, kind: &'static str, message: String) {
         self.up = false;
         *self.errors.entry(kind).or_default() += 1;
         self.last_error = Some(message);
         self.last_error_kind = Some(kind);
     }
 
-    fn succeed(&mut self, report: CountersReport, took: Duration) {
+    pub(crate) fn succeed(&mut self, report: CountersReport, took: Duration) {
         let prev = self.report.take();
         // Busy ratio over the last interval, from the deltas; the lifetime ratio after a restart or at first.
         self.busy_ratio = report
@@ -207,9 +210,11 @@ impl Reading {
                 }
             })
             .collect();
-        if prev.as_ref().is_some_and(|p| went_backwards(p, &report)) {
+        let restarted = prev.as_ref().is_some_and(|p| went_backwards(p, &report));
+        if restarted {
             self.resets += 1;
         }
+        self.rule_totals.update(&report.rules, restarted);
         let now = (SystemTime::now(), Instant::now());
         self.previous = prev.zip(self.read_at.map(|(_, at)| at));
         self.report = Some(report);
@@ -620,6 +625,21 @@ impl Metrics {
             Some(name) => readings.iter().find(|(n, _)| n == name),
         };
         found.map(|(_, r)| f(r))
+    }
+
+    /// Runs `f` on the last readings of `gateways` (those watched, in config order: an HA pair's members).
+    pub(crate) fn with_readings<R>(
+        &self,
+        gateways: &[&str],
+        f: impl FnOnce(&[(&str, &Reading)]) -> R,
+    ) -> R {
+        let readings = lock(&self.readings);
+        let found: Vec<(&str, &Reading)> = readings
+            .iter()
+            .filter(|(n, _)| gateways.contains(&n.as_str()))
+            .map(|(n, r)| (n.as_str(), r))
+            .collect();
+        f(&found)
     }
 
     /// Why the last reading of a gateway failed, if one did (the first such gateway's).

@@ -512,7 +512,7 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         GATEWAY,
         "gateway",
         S,
-        "One gateway by its configured name (flows and the flow log: default every gateway; stats and rules health: default the first configured)",
+        "One gateway by its configured name, or an HA pair by its name: both members (flows and the flow log: default every gateway; stats and rules health: default the first configured; a pair's stats and rule counters are its members' summed)",
     ),
     (
         &["get /api/v1/rules/health"],
@@ -572,7 +572,7 @@ const QUERY: &[(&[&str], &str, &str, &str)] = &[
         HISTORY_FILTER,
         "gateway",
         S,
-        "The gateway that reported the conversation",
+        "The gateway that reported the conversation, or an HA pair: either member",
     ),
     (
         HISTORY_FILTER,
@@ -764,7 +764,7 @@ const DRAFT_OBJECT_WRITES: &[&str] = &[
     "post /api/v1/draft/rules",
     "put /api/v1/draft/rules/{key}",
 ];
-/// Where a `gateway` parameter picks one gateway.
+/// Where a `gateway` parameter picks one gateway (or an HA pair).
 const GATEWAY: &[&str] = &[
     "get /api/v1/flow-log",
     "get /api/v1/flow-log/stream",

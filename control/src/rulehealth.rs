@@ -31,7 +31,7 @@ pub struct RulesHealthQuery {
     pub which: Which,
     /// A rule not hit for longer than this (or never) is stale; at least 1.
     pub stale_after_s: u64,
-    /// The gateway whose counters are read (default: the first configured).
+    /// The gateway whose counters are read (default: the first configured), or an HA pair (its members' summed).
     pub gateway: Option<String>,
 }
 
@@ -45,49 +45,100 @@ impl Default for RulesHealthQuery {
     }
 }
 
-/// The counters of the last good reading (rule id → counters), and when it was taken; `None` when the dataplane
-/// cannot be read now.
+/// The rule counters of the last good reading, counting across the gateway's restarts ([`RuleTotals`]), and
+/// when it was taken; `None` when the dataplane cannot be read now.
 pub(crate) fn rule_counters(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
-    if !r.up {
-        return None;
-    }
-    let report = r.report.as_ref()?;
-    let (at, _) = r.read_at?;
-    Some((
-        at,
-        report
-            .rules
-            .iter()
-            .map(|s| (s.rule_id, s.clone()))
-            .collect(),
-    ))
+    r.up.then(|| counted(r))?
 }
 
-/// An HA pair's rule counters: the sum of its members' (a failover moves the traffic, not the counts). Read
-/// at the later of the readings; a rule's last hit is the later of its members'. `None` when no member was read.
+/// What a gateway has counted, as of its last good reading (whether or not it can be read now).
+fn counted(r: &Reading) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
+    r.report.as_ref()?;
+    let (at, _) = r.read_at?;
+    Some((at, r.rule_totals.totals()))
+}
+
+/// An HA pair's rule counters from its members' readings ([`pair_counters`]); `None` while no member can be
+/// read. A member that cannot be read now (restarting, say) counts with what it had counted: its hits are not
+/// lost from the pair's sum while it is away.
+pub(crate) fn pair_rule_counters(
+    members: &[(&str, &Reading)],
+) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
+    if !members.iter().any(|(_, r)| r.up) {
+        return None;
+    }
+    pair_counters(members.iter().filter_map(|(_, r)| counted(r)))
+}
+
+/// One gateway's rule counters across its restarts. A dataplane counts from zero when it starts, so the counts
+/// of its earlier processes are kept here: when a rule's counters go backwards (the dataplane restarted, or the
+/// rule's slot was freed), or the rule leaves the report, its last reading is added to what earlier processes
+/// counted. A failover restarts nothing, a restarted member loses no counted hit, and the sum of a pair's members
+/// keeps counting up. Kept in control's memory: since control's own start.
+#[derive(Debug, Default)]
+pub(crate) struct RuleTotals {
+    earlier: HashMap<u32, RuleCounters>,
+    current: HashMap<u32, RuleCounters>,
+}
+
+impl RuleTotals {
+    /// Takes a new reading of `rules`; `restarted`: the dataplane's counters went backwards since the last one.
+    pub(crate) fn update(&mut self, rules: &[RuleCounters], restarted: bool) {
+        let new: HashMap<u32, RuleCounters> =
+            rules.iter().map(|r| (r.rule_id, r.clone())).collect();
+        for (id, old) in self.current.drain() {
+            let reset = restarted
+                || new.get(&id).is_none_or(|n| {
+                    n.packets < old.packets || n.bytes < old.bytes || n.flows < old.flows
+                });
+            if reset {
+                add(&mut self.earlier, &old);
+            }
+        }
+        self.current = new;
+    }
+
+    /// Every rule's counts: earlier processes' plus the current one's.
+    pub(crate) fn totals(&self) -> HashMap<u32, RuleCounters> {
+        let mut sum = self.earlier.clone();
+        for c in self.current.values() {
+            add(&mut sum, c);
+        }
+        sum
+    }
+}
+
+/// Adds `b` to its rule's entry of `sum`; the last hit is the later one.
+fn add(sum: &mut HashMap<u32, RuleCounters>, b: &RuleCounters) {
+    let a = sum.entry(b.rule_id).or_insert_with(|| RuleCounters {
+        packets: 0,
+        bytes: 0,
+        flows: 0,
+        last_hit_ms: None,
+        last_hit: None,
+        ..b.clone()
+    });
+    a.packets += b.packets;
+    a.bytes += b.bytes;
+    a.flows += b.flows;
+    // RFC 3339 times in the same (UTC) form order as strings.
+    if b.last_hit > a.last_hit {
+        a.last_hit.clone_from(&b.last_hit);
+        a.last_hit_ms = b.last_hit_ms;
+    }
+}
+
+/// An HA pair's rule counters: the sum of its members' (each counted across its restarts, [`RuleTotals`]; a
+/// failover moves the traffic, not the counts). Read at the later of the readings; a rule's last hit is the
+/// later of its members'. `None` when no member was read.
 pub(crate) fn pair_counters(
     members: impl IntoIterator<Item = (SystemTime, HashMap<u32, RuleCounters>)>,
 ) -> Option<(SystemTime, HashMap<u32, RuleCounters>)> {
     members
         .into_iter()
         .reduce(|(at_a, mut sum), (at_b, other)| {
-            for (id, b) in other {
-                let a = sum.entry(id).or_insert_with(|| RuleCounters {
-                    packets: 0,
-                    bytes: 0,
-                    flows: 0,
-                    last_hit_ms: None,
-                    last_hit: None,
-                    ..b.clone()
-                });
-                a.packets += b.packets;
-                a.bytes += b.bytes;
-                a.flows += b.flows;
-                // RFC 3339 times in the same (UTC) form order as strings.
-                if b.last_hit > a.last_hit {
-                    a.last_hit = b.last_hit;
-                    a.last_hit_ms = b.last_hit_ms;
-                }
+            for b in other.values() {
+                add(&mut sum, b);
             }
             (at_a.max(at_b), sum)
         })

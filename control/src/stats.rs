@@ -116,6 +116,127 @@ pub(crate) fn stats(r: &Reading) -> Value {
     })
 }
 
+/// The `stats` answer for an HA pair, from its members' readings (`members`: each one's name and reading).
+/// Packet, flow and drop counters and their rates are the members' summed: traffic crosses one member or the
+/// other, so their sum is the pair's, across failovers. Not summed: `flows_active` is the active member's (the
+/// standby tracks copies of the same connections; without a sole active member, the larger count), and the
+/// rates are `null` while any member that answers has none (its first reading, or it restarted). Workers and
+/// ports are listed per member, each naming its `gateway`; `last_error` names the members that cannot be read.
+pub(crate) fn pair_stats(members: &[(&str, &Reading)]) -> Value {
+    let answers: Vec<(&str, Value, bool)> = members
+        .iter()
+        .map(|(name, r)| {
+            let active =
+                r.ha.as_ref()
+                    .is_some_and(|h| h.role == protocol::Role::Active);
+            (*name, stats(r), active)
+        })
+        .collect();
+    let up: Vec<&(&str, Value, bool)> =
+        answers.iter().filter(|(_, s, _)| s["up"] == true).collect();
+    let errors: Vec<String> = answers
+        .iter()
+        .filter(|(_, s, _)| s["up"] != true)
+        .map(|(name, s, _)| format!("{name}: {}", s["last_error"].as_str().unwrap_or("not read")))
+        .collect();
+    // Null when a member that answers has none (the rates after its restart, say): a partial sum would lie.
+    let summed = |field: &str| -> Value {
+        let mut sum: Option<Value> = None;
+        for (_, s, _) in &up {
+            let v = &s[field];
+            if v.is_null() {
+                return Value::Null;
+            }
+            match &mut sum {
+                Some(x) => add_numbers(x, v),
+                None => sum = Some(v.clone()),
+            }
+        }
+        sum.unwrap_or(Value::Null)
+    };
+    let mut totals = summed("totals");
+    if !totals.is_null() {
+        let flows =
+            |(_, s, _): &&(&str, Value, bool)| s["totals"]["flows_active"].as_u64().unwrap_or(0);
+        let sole_active = match up
+            .iter()
+            .filter(|(_, _, active)| *active)
+            .collect::<Vec<_>>()[..]
+        {
+            [one] => Some(flows(one)),
+            _ => None,
+        };
+        totals["flows_active"] =
+            json!(sole_active.unwrap_or_else(|| up.iter().map(flows).max().unwrap_or(0)));
+    }
+    let versions: Vec<&Value> = up.iter().map(|(_, s, _)| &s["policy_version"]).collect();
+    let version = match versions.split_first() {
+        Some((v, rest)) if rest.iter().all(|o| o == v) => (*v).clone(),
+        _ => Value::Null,
+    };
+    let rows = |field: &str| -> Vec<Value> {
+        answers
+            .iter()
+            .flat_map(|(name, s, _)| {
+                s[field]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |mut row| {
+                        row["gateway"] = json!(name);
+                        row
+                    })
+            })
+            .collect()
+    };
+    // RFC 3339 times in the same (UTC) form order as strings.
+    let read_at = up
+        .iter()
+        .filter_map(|(_, s, _)| s["read_at"].as_str())
+        .max();
+    let interval_s = up
+        .iter()
+        .filter_map(|(_, s, _)| s["interval_s"].as_f64())
+        .reduce(f64::max);
+    json!({
+        "up": !up.is_empty(),
+        "members": members.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "read_at": read_at,
+        "interval_s": interval_s,
+        "policy_version": version,
+        "last_error": (!errors.is_empty()).then(|| errors.join("; ")),
+        "totals": totals,
+        "rates": summed("rates"),
+        "workers": rows("workers"),
+        "ports": rows("ports"),
+    })
+}
+
+/// Adds every number of `b` to the number at the same place in `a` (objects by key; what `a` lacks is taken
+/// from `b`). Whole numbers stay whole.
+fn add_numbers(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(x) => add_numbers(x, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a @ Value::Number(_), Value::Number(n)) => {
+            *a = match (a.as_u64(), n.as_u64()) {
+                (Some(x), Some(y)) => json!(x + y),
+                _ => json!(a.as_f64().unwrap_or(0.0) + n.as_f64().unwrap_or(0.0)),
+            };
+        }
+        _ => {}
+    }
+}
+
 fn totals(t: &WorkerSnapshot, drops_total: u64) -> Value {
     json!({
         "rx_packets": t.rx_packets,

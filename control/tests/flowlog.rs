@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_control::auth::{Caller, Role};
-use bulkhead_control::dataplane::Dataplane;
+use bulkhead_control::dataplane::{Dataplane, Transport};
 use bulkhead_control::export::community_id::community_id;
 use bulkhead_control::flowlog::{rotated, FlowLog, FlowLogConfig, FlowLogQuery};
 use bulkhead_control::metrics::{Metrics, MetricsConfig};
@@ -412,6 +412,52 @@ async fn the_tier_filter_matches_the_deciding_tier_and_dash_means_none() {
         v["error"]["message"],
         "query parameter `tier`: \"\" is not a tier name (or - for events no tier decided)"
     );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_pairs_name_matches_either_members_events() {
+    let dir = tempdir("pair");
+    let members = [
+        FakeDataplane::start(&dir.join("m1.sock")),
+        FakeDataplane::start(&dir.join("m2.sock")),
+    ];
+    let client = |i: usize, name: &str| {
+        Dataplane::with_transport(name, Transport::Unix(members[i].path.clone()))
+            .with_timeout(Duration::from_secs(5))
+    };
+    let log = FlowLog::new(config(&dir)).unwrap();
+    log.know_pairs(vec![("gw".into(), vec!["gw-1".into(), "gw-2".into()])]);
+    let (addr, server) = serve(&log).await;
+    let mut pair = SseReader::open(
+        format!("http://{addr}/api/v1/flow-log/stream?gateway=gw"),
+        None,
+    )
+    .await;
+    // Before the failover through the first member, after it through the second.
+    members[0].push([decided_by(None), decided_by(None)]);
+    log.poll_once(&client(0, "gw-1")).await.unwrap();
+    members[1].push([decided_by(None)]);
+    log.poll_once(&client(1, "gw-2")).await.unwrap();
+    for (query, want) in [
+        ("?gateway=gw", vec![1, 2, 3]),
+        ("?gateway=gw-1", vec![1, 2]),
+        ("?gateway=gw-2", vec![3]),
+        ("?gateway=gw&since=1&limit=1", vec![2]),
+        ("?gateway=g", vec![]),
+    ] {
+        let (status, v) = get(addr, query).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        assert_eq!(seqs(&v), want, "{query}: {v}");
+    }
+    let (_, v) = get(addr, "?gateway=gw").await;
+    assert_eq!(
+        v["events"][2]["gateway"], "gw-2",
+        "each event names its member: {v}"
+    );
+    for want in [1, 2, 3] {
+        assert_eq!(pair.next().await.id, Some(want));
+    }
     server.abort();
 }
 

@@ -49,11 +49,11 @@ fn metric(c: &Control, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[test]
-fn an_ha_pair_shows_roles_and_sync_resyncs_and_gets_every_commit() {
+/// The pair's two members and a control that manages them.
+fn pair_and_control(name: &str) -> ([TestBed; 2], Control) {
     let (p1, p2) = (free_port(), free_port());
     let beds = [member(p1, p2), member(p2, p1)];
-    let dir = test_dir("ha-pair");
+    let dir = test_dir(name);
     let mut copts = ControlOptions::new(
         control_bin(),
         &dir.join("control"),
@@ -70,7 +70,12 @@ fn an_ha_pair_shows_roles_and_sync_resyncs_and_gets_every_commit() {
         })
         .collect::<String>()
         + "[metrics]\npoll_ms = 200\n";
-    let c = start_control(&copts);
+    (beds, start_control(&copts))
+}
+
+#[test]
+fn an_ha_pair_shows_roles_and_sync_resyncs_and_gets_every_commit() {
+    let (beds, c) = pair_and_control("ha-pair");
 
     // Both start as standby: no active member.
     wait_for(30, "both members listed as standby", || {
@@ -181,4 +186,248 @@ fn an_ha_pair_shows_roles_and_sync_resyncs_and_gets_every_commit() {
         ),
         Some(0.0)
     );
+}
+
+/// `GET path`, asserting a 200.
+fn get(c: &Control, path: &str) -> Value {
+    let r = c.call("GET", path, None).unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.body
+}
+
+/// The rule that allows ping in the example policy.
+const PING_RULE: u32 = 20;
+
+/// Packets of [`PING_RULE`] as rules health counts them for `gateway` (a member or the pair); `None` while its
+/// counters cannot be read.
+fn counted(c: &Control, gateway: &str) -> Option<u64> {
+    let v = get(c, &format!("/api/v1/rules/health?gateway={gateway}"));
+    v["rules"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == PING_RULE)?["packets"]
+        .as_u64()
+}
+
+/// Packets of [`PING_RULE`] as the member's dataplane counts them now (since its start).
+fn dataplane_counts(bed: &TestBed) -> u64 {
+    let report: protocol::CountersReport = bed.ask(&Request::Counters {}).unwrap();
+    report
+        .rules
+        .iter()
+        .find(|r| r.rule_id == PING_RULE)
+        .map_or(0, |r| r.packets)
+}
+
+/// Makes member `active` the active one as keepalived does: the other standby first.
+fn make_active(c: &Control, beds: &[TestBed; 2], active: usize) {
+    let _: RoleChange = beds[1 - active]
+        .ask(&Request::SetRole {
+            role: Role::Standby,
+        })
+        .unwrap();
+    let _: RoleChange = beds[active]
+        .ask(&Request::SetRole { role: Role::Active })
+        .unwrap();
+    wait_for(30, "control to see the new active member", || {
+        (listing(c)["pairs"][0]["active"] == MEMBERS[active]).then_some(())
+    });
+}
+
+/// Three pings across the member's bed.
+fn ping(bed: &TestBed) {
+    bed.a
+        .ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", testbed::addr::B4])
+        .unwrap();
+}
+
+/// Waits until the pair's count in control is `want`, and returns it.
+fn pair_counts(c: &Control, want: u64, what: &str) -> u64 {
+    wait_for(30, what, || {
+        (counted(c, PAIR) == Some(want)).then_some(want)
+    })
+}
+
+/// The members named by `items` (each with a `gateway`, or a `key.gateway`), sorted and deduplicated.
+fn gateways_of(items: &Value) -> Vec<String> {
+    let mut names: Vec<String> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["gateway"].as_str().or(i["key"]["gateway"].as_str()))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn a_pairs_traffic_through_either_member_is_one_history_and_one_count() {
+    let (mut beds, c) = pair_and_control("ha-pair-views");
+
+    // Through the first member: the pair counts what it counts.
+    make_active(&c, &beds, 0);
+    ping(&beds[0]);
+    let first = dataplane_counts(&beds[0]);
+    assert!(first > 0, "the first member counted the pings");
+    assert_eq!(
+        dataplane_counts(&beds[1]),
+        0,
+        "the standby forwards nothing"
+    );
+    pair_counts(&c, first, "the pair's count: the first member's");
+
+    // A failover; the same traffic now crosses the second member. Its connections are listed and killed as the
+    // pair's, on both members (the first holds the synced copies).
+    make_active(&c, &beds, 1);
+    let pinging = beds[1]
+        .a
+        .spawn(&["ping", "-i", "0.2", testbed::addr::B4])
+        .unwrap();
+    let flows = wait_for(30, "the ping's connection on both members", || {
+        let v = get(&c, &format!("/api/v1/flows?gateway={PAIR}&proto=icmp"));
+        (gateways_of(&v["flows"]) == MEMBERS).then_some(v)
+    });
+    for f in flows["flows"].as_array().unwrap() {
+        assert_eq!(f["pair"], PAIR, "{flows}");
+    }
+    let only = get(
+        &c,
+        &format!("/api/v1/flows?gateway={}&proto=icmp", MEMBERS[1]),
+    );
+    assert_eq!(gateways_of(&only["flows"]), [MEMBERS[1]], "{only}");
+    // Explain examines the active member's connections only.
+    let r = c
+        .call(
+            "POST",
+            "/api/v1/explain",
+            Some(
+                &serde_json::json!({"src": testbed::addr::A4, "dst": testbed::addr::B4,
+                                     "protocol": "icmp", "gateway": PAIR}),
+            ),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let examined: Vec<&String> = r.body["connections"]["gateways"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(examined, [MEMBERS[1]], "{}", r.body);
+    let r = c
+        .call(
+            "POST",
+            "/api/v1/flows/kill",
+            Some(&serde_json::json!({"gateway": PAIR, "proto": 1})),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    for m in MEMBERS {
+        assert!(r.body["gateways"][m]["killed"].is_u64(), "{}", r.body);
+    }
+    let most = MEMBERS
+        .iter()
+        .map(|m| r.body["gateways"][m]["killed"].as_u64().unwrap())
+        .max();
+    assert_eq!(r.body["killed"].as_u64(), most, "counted once: {}", r.body);
+    drop(pinging);
+    ping(&beds[1]);
+    let second = dataplane_counts(&beds[1]);
+    assert!(second > 0);
+    assert_eq!(
+        dataplane_counts(&beds[0]),
+        first,
+        "the first member is standby now"
+    );
+    let total = pair_counts(&c, first + second, "the pair's count: both members'");
+
+    // Stats: the members' counters summed.
+    wait_for(30, "the pair's stats as its members' sum", || {
+        let pair = get(&c, &format!("/api/v1/stats?gateway={PAIR}"));
+        let rx = |g: &str| {
+            get(&c, &format!("/api/v1/stats?gateway={g}"))["totals"]["rx_packets"].as_u64()
+        };
+        let sum = rx(MEMBERS[0])? + rx(MEMBERS[1])?;
+        assert_eq!(pair["members"], serde_json::json!(MEMBERS), "{pair}");
+        (pair["up"] == true && pair["totals"]["rx_packets"].as_u64() == Some(sum)).then_some(())
+    });
+
+    // One history: the pair's conversations and flow-log events are both members', each naming its member.
+    let conversations = wait_for(30, "both members' conversations in the history", || {
+        let v = get(
+            &c,
+            &format!("/api/v1/history/conversations?gateway={PAIR}&proto=icmp&group=window"),
+        );
+        (gateways_of(&v["conversations"]) == MEMBERS).then_some(v)
+    });
+    assert!(
+        conversations["matched"].as_u64() >= Some(2),
+        "{conversations}"
+    );
+    let first_only = get(
+        &c,
+        &format!(
+            "/api/v1/history/conversations?gateway={}&proto=icmp",
+            MEMBERS[0]
+        ),
+    );
+    assert_eq!(gateways_of(&first_only["conversations"]), [MEMBERS[0]]);
+    let map = |gateway: &str| -> u64 {
+        let v = get(
+            &c,
+            &format!("/api/v1/history/map?gateway={gateway}&proto=icmp"),
+        );
+        v["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["allowed"].as_u64().unwrap())
+            .sum()
+    };
+    // Events still arriving change the counts between the three reads: until they agree.
+    wait_for(30, "the pair's map as its members' sum", || {
+        let (one, two) = (map(MEMBERS[0]), map(MEMBERS[1]));
+        (one > 0 && two > 0 && map(PAIR) == one + two).then_some(())
+    });
+    let events = get(
+        &c,
+        &format!("/api/v1/flow-log?gateway={PAIR}&proto=icmp&kind=new"),
+    );
+    assert_eq!(gateways_of(&events["events"]), MEMBERS, "{events}");
+
+    // The active member restarts (keepalived would have moved the role first; here no traffic runs): while it
+    // is away and after, the pair's count never goes down, though the member counts from zero again.
+    std::thread::scope(|s| {
+        let restarting = s.spawn(|| beds[1].restart().unwrap());
+        while !restarting.is_finished() {
+            if let Some(n) = counted(&c, PAIR) {
+                assert!(
+                    n >= total,
+                    "the pair lost hits while a member restarted: {n} < {total}"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    assert_eq!(
+        dataplane_counts(&beds[1]),
+        0,
+        "a restarted member counts from zero"
+    );
+    wait_for(30, "control to read the restarted member", || {
+        counted(&c, MEMBERS[1]).filter(|_| entry(&listing(&c), MEMBERS[1])["role"] == "standby")
+    });
+    assert_eq!(counted(&c, PAIR), Some(total), "no counted hit lost");
+    assert_eq!(
+        counted(&c, MEMBERS[1]),
+        Some(second),
+        "the member's own count goes on too"
+    );
+    // And it counts up from there.
+    make_active(&c, &beds, 1);
+    ping(&beds[1]);
+    let after = dataplane_counts(&beds[1]);
+    assert!(after > 0);
+    pair_counts(&c, total + after, "the pair's count after the restart");
 }

@@ -25,7 +25,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add_with::<TrafficMapQuery, _, _>(M::GET, &p("/traffic/map"), Right::Read, traffic_map)
 }
 
-/// `GET /stats?gateway`: one gateway's counters (default: the first configured).
+/// `GET /stats?gateway`: one gateway's counters (default: the first configured), or an HA pair's.
 #[derive(Default)]
 struct StatsQuery {
     gateway: Option<String>,
@@ -42,23 +42,31 @@ impl QueryParams for StatsQuery {
     }
 }
 
-/// A `gateway` parameter must name a configured gateway.
-fn known_gateway(app: &Shared, name: Option<&str>) -> Result<(), ApiError> {
-    app.gateways
+/// What a `gateway` parameter of the console's endpoints names: `None` for one gateway (its readings are read
+/// by [`crate::metrics::Metrics::with_reading`]), or the members of an HA pair. A name that is neither is a 400.
+fn pair_members(app: &Shared, name: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    let selected = app
+        .gateways
         .select(name)
-        .map(|_| ())
-        .map_err(|e| ApiError::bad_request(e.to_string()).detail("gateway", "unknown gateway"))
+        .map_err(|e| ApiError::bad_request(e.to_string()).detail("gateway", "unknown gateway"))?;
+    let is_pair = name.is_some_and(|n| app.gateways.get(n).is_none());
+    Ok(is_pair.then(|| selected.iter().map(|g| g.name().to_string()).collect()))
 }
 
 async fn get_stats(
     State(app): State<Shared>,
     Params(q): Params<StatsQuery>,
 ) -> ApiResult<Json<Value>> {
-    known_gateway(&app, q.gateway.as_deref())?;
-    let stats = app
-        .metrics
-        .with_reading(q.gateway.as_deref(), stats::stats)
-        .unwrap_or_else(|| stats::stats(&Default::default()));
+    let stats = match pair_members(&app, q.gateway.as_deref())? {
+        Some(members) => {
+            let names: Vec<&str> = members.iter().map(String::as_str).collect();
+            app.metrics.with_readings(&names, stats::pair_stats)
+        }
+        None => app
+            .metrics
+            .with_reading(q.gateway.as_deref(), stats::stats)
+            .unwrap_or_else(|| stats::stats(&Default::default())),
+    };
     Ok(Json(stats))
 }
 
@@ -106,20 +114,17 @@ async fn rules_health(
             }
         }
     };
-    let members = q.gateway.as_deref().map(|n| app.gateways.members(n));
-    let counters = match members.filter(|m| !m.is_empty()) {
+    let counters = match pair_members(&app, q.gateway.as_deref())? {
         // An HA pair: the sum of its members' counters.
-        Some(members) => rulehealth::pair_counters(members.iter().filter_map(|g| {
+        Some(members) => {
+            let names: Vec<&str> = members.iter().map(String::as_str).collect();
             app.metrics
-                .with_reading(Some(g.name()), rulehealth::rule_counters)
-                .flatten()
-        })),
-        None => {
-            known_gateway(&app, q.gateway.as_deref())?;
-            app.metrics
-                .with_reading(q.gateway.as_deref(), rulehealth::rule_counters)
-                .flatten()
+                .with_readings(&names, rulehealth::pair_rule_counters)
         }
+        None => app
+            .metrics
+            .with_reading(q.gateway.as_deref(), rulehealth::rule_counters)
+            .flatten(),
     };
     // Shadowing compiles the policy (once per version or draft revision): CPU work, off the async workers.
     let cache = app.clone();

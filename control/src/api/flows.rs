@@ -32,7 +32,8 @@ async fn explain_flow(
     Body(req): Body<explain::Request>,
 ) -> ApiResult<Json<Value>> {
     let flow = req.flow()?;
-    let gateways = select(&app, req.gateway.as_deref(), "gateway")?;
+    // Of an HA pair, the active member's connections: the standby's are copies of them.
+    let gateways = Gateways::active_members(select(&app, req.gateway.as_deref(), "gateway")?);
     let (draft, active) = {
         let store = app.store.lock().await;
         (store.draft().clone(), store.active_policy().cloned())
@@ -56,7 +57,7 @@ async fn explain_flow(
     Ok(Json(out))
 }
 
-/// The gateways a request names (`None`: all), or a 400 naming `field`.
+/// The gateways a request names (`None`: all; an HA pair: both members), or a 400 naming `field`.
 fn select(app: &Shared, name: Option<&str>, field: &str) -> Result<Vec<Arc<Gateway>>, ApiError> {
     app.gateways
         .select(name)
@@ -65,7 +66,7 @@ fn select(app: &Shared, name: Option<&str>, field: &str) -> Result<Vec<Arc<Gatew
 
 /// `GET /flows?gateway&addr&src&dst&port&proto&rule_id&limit`.
 struct LiveFlowsQuery {
-    /// Only this gateway's connections (default: every gateway's).
+    /// Only this gateway's connections, or both members' of this HA pair (default: every gateway's).
     gateway: Option<String>,
     filter: FlowFilter,
     /// At most this many connections (capped at 100 000).
@@ -103,8 +104,9 @@ impl QueryParams for LiveFlowsQuery {
     }
 }
 
-/// Every selected gateway's connections (asked of all at once), each naming its gateway; `errors` names the
-/// gateways that did not answer. When none answers, its error (503 for an unreachable one).
+/// Every selected gateway's connections (asked of all at once), each naming its gateway (and its HA pair: a
+/// pair's standby lists the copies it holds of the active's); `errors` names the gateways that did not answer.
+/// When none answers, its error (503 for an unreachable one).
 async fn list_flows(
     State(app): State<Shared>,
     Params(q): Params<LiveFlowsQuery>,
@@ -123,6 +125,9 @@ async fn list_flows(
                 for f in list.flows {
                     let mut v = serde_json::to_value(f).unwrap_or_default();
                     v["gateway"] = json!(g.name());
+                    if let Some(pair) = &g.pair {
+                        v["pair"] = json!(pair);
+                    }
                     flows.push(v);
                 }
             }
@@ -151,7 +156,7 @@ async fn list_flows(
 struct KillBody {
     #[serde(flatten)]
     filter: FlowFilter,
-    /// Only on this gateway (default: every gateway).
+    /// Only on this gateway, or on both members of this HA pair (default: every gateway).
     #[serde(default)]
     gateway: Option<String>,
     /// Required (true) to kill every connection with an empty filter.
@@ -173,13 +178,13 @@ async fn kill_flows(
     }
     let gateways = select(&app, body.gateway.as_deref(), "gateway")?;
     let answers = Gateways::each(&gateways, |g| g.client.kill_flows(&filter)).await;
-    let mut killed = 0;
+    let mut counts = Vec::new();
     let mut per = serde_json::Map::new();
     let mut failure = None;
     for (g, answer) in gateways.iter().zip(answers) {
         match answer {
             Ok(r) => {
-                killed += r.killed;
+                counts.push((g.pair.as_deref(), r.killed));
                 per.insert(g.name().into(), json!({"killed": r.killed}));
             }
             Err(e) => {
@@ -193,6 +198,7 @@ async fn kill_flows(
             return Err(e.into());
         }
     }
+    let killed = connections_killed(&counts);
     let mut store = app.store.lock().await;
     let mut entry = AuditEntry::new(&who(w), "flows.kill");
     entry.version_before = store.active_version();
@@ -201,4 +207,41 @@ async fn kill_flows(
         json!({"filter": filter, "gateway": body.gateway, "killed": killed, "gateways": per});
     store.append_audit(entry)?;
     Ok(Json(json!({"killed": killed, "gateways": per})))
+}
+
+/// Connections killed, from each gateway's count (with its HA pair): a pair's standby holds copies of the
+/// active's connections, so a pair counts the larger of its members' counts, not their sum.
+fn connections_killed(counts: &[(Option<&str>, usize)]) -> usize {
+    let mut pairs: Vec<(&str, usize)> = Vec::new();
+    let mut total = 0;
+    for &(pair, n) in counts {
+        match pair {
+            None => total += n,
+            Some(p) => match pairs.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, most)) => *most = (*most).max(n),
+                None => pairs.push((p, n)),
+            },
+        }
+    }
+    total + pairs.iter().map(|(_, n)| n).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connections_killed;
+
+    #[test]
+    fn a_pairs_connection_killed_on_both_members_counts_once() {
+        assert_eq!(connections_killed(&[]), 0);
+        assert_eq!(connections_killed(&[(None, 2), (None, 3)]), 5);
+        // The active killed 4; the standby 3 copies (one had not reached it yet) and 4.
+        assert_eq!(
+            connections_killed(&[(Some("p"), 4), (Some("p"), 3), (None, 1)]),
+            5
+        );
+        assert_eq!(
+            connections_killed(&[(Some("p"), 2), (Some("q"), 1), (Some("p"), 2)]),
+            3
+        );
+    }
 }

@@ -44,11 +44,18 @@ async fn resync(
     w: Option<axum::Extension<Who>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let gateway = app
-        .gateways
-        .select(Some(&name))
-        .map_err(|e| ApiError::not_found(e.to_string()))?
-        .remove(0);
+    // A gateway, never a pair: a resync is asked of the member that sends.
+    let gateway = match app.gateways.get(&name) {
+        Some(g) => g,
+        None => {
+            let e = app.gateways.select(Some(&name)).err();
+            let why = e.map_or_else(
+                || format!("{name:?} is an HA pair: resync its active member"),
+                |e| e.to_string(),
+            );
+            return Err(ApiError::not_found(why));
+        }
+    };
     let answer: protocol::ResyncResult = gateway
         .client
         .request(&protocol::Request::Resync {})

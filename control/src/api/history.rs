@@ -354,10 +354,20 @@ fn conversation_json(c: &Conversation) -> Value {
     v
 }
 
+/// Makes a `gateway` filter that names an HA pair match either member (the history records each conversation
+/// under the member that carried it). A name that is no configured gateway or pair still selects what the
+/// history recorded under it (a gateway since removed from the config).
+fn pair_members(app: &Shared, filter: &mut ConversationFilter) {
+    if let Some(g) = &filter.gateway {
+        filter.members = app.gateways.member_names(g);
+    }
+}
+
 async fn conversations(
     State(app): State<Shared>,
-    Params(q): Params<ConversationsQuery>,
+    Params(mut q): Params<ConversationsQuery>,
 ) -> ApiResult<Json<Value>> {
+    pair_members(&app, &mut q.filter);
     let history = history(&app)?;
     let window = window(&history, &q.window)?;
     off_worker(move || {
@@ -405,7 +415,8 @@ async fn conversations(
     .map_err(failed)
 }
 
-async fn map(State(app): State<Shared>, Params(q): Params<MapQuery>) -> ApiResult<Json<Value>> {
+async fn map(State(app): State<Shared>, Params(mut q): Params<MapQuery>) -> ApiResult<Json<Value>> {
+    pair_members(&app, &mut q.filter);
     let history = history(&app)?;
     let window = window(&history, &q.window)?;
     let segments = match (q.src_segment, q.dst_segment) {

@@ -400,17 +400,79 @@ impl Gateways {
         self.0.iter().map(|g| g.name()).collect()
     }
 
-    /// The gateway named `name`, or every gateway when `None`.
+    /// What a `gateway` parameter names: the gateway `name`, the two members of the HA pair `name`, or every
+    /// gateway when `None`.
     pub fn select(&self, name: Option<&str>) -> Result<Vec<Arc<Gateway>>, UnknownGateway> {
-        match name {
-            None => Ok(self.0.clone()),
-            Some(n) => self
-                .0
-                .iter()
-                .find(|g| g.name() == n)
-                .map(|g| vec![g.clone()])
-                .ok_or_else(|| UnknownGateway(n.to_string(), self.names().join(", "))),
+        let Some(n) = name else {
+            return Ok(self.0.clone());
+        };
+        if let Some(g) = self.get(n) {
+            return Ok(vec![g]);
         }
+        let members = self.members(n);
+        if members.is_empty() {
+            return Err(UnknownGateway(n.to_string(), self.known()));
+        }
+        Ok(members)
+    }
+
+    /// The names a `gateway` parameter may take, for an error message: every gateway, then every pair.
+    fn known(&self) -> String {
+        let pairs = self.pair_names().into_iter().map(|p| format!("pair {p}"));
+        let names: Vec<String> = self
+            .names()
+            .into_iter()
+            .map(String::from)
+            .chain(pairs)
+            .collect();
+        names.join(", ")
+    }
+
+    /// The gateway called `name` (a pair's name is none).
+    pub fn get(&self, name: &str) -> Option<Arc<Gateway>> {
+        self.0.iter().find(|g| g.name() == name).cloned()
+    }
+
+    /// The names of the members of the pair `name` (none when no pair has that name): a `gateway` filter of
+    /// recorded traffic that names a pair matches them (traffic is recorded under the member that carried it).
+    pub fn member_names(&self, name: &str) -> Vec<String> {
+        self.members(name)
+            .iter()
+            .map(|g| g.name().to_string())
+            .collect()
+    }
+
+    /// Every pair with its members' names (for parts of control that see names only, like the flow log).
+    pub fn pairs(&self) -> Vec<(String, Vec<String>)> {
+        self.pair_names()
+            .into_iter()
+            .map(|p| (p.to_string(), self.member_names(p)))
+            .collect()
+    }
+
+    /// `gateways` with, for each HA pair among them, only its active member (when exactly one member says it is
+    /// active): the standby tracks copies of the active's connections, which would count twice.
+    pub fn active_members(gateways: Vec<Arc<Gateway>>) -> Vec<Arc<Gateway>> {
+        let is_active = |g: &Gateway| g.ha().is_some_and(|h| h.role == protocol::Role::Active);
+        let sole_active = |pair: &str| {
+            let active: Vec<&Arc<Gateway>> = gateways
+                .iter()
+                .filter(|g| g.pair.as_deref() == Some(pair) && is_active(g))
+                .collect();
+            active.len() == 1
+        };
+        let keep: Vec<bool> = gateways
+            .iter()
+            .map(|g| match g.pair.as_deref() {
+                Some(pair) if sole_active(pair) => is_active(g),
+                _ => true,
+            })
+            .collect();
+        gateways
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(g, keep)| keep.then_some(g))
+            .collect()
     }
 
     /// Runs `f` on every gateway of `gateways` at once; the answers in the same order.
@@ -505,5 +567,71 @@ mod tests {
         assert_eq!(parse_pin(hex).unwrap()[0], 0xe3);
         assert!(parse_pin("e3b0").is_err());
         assert!(parse_pin(&hex.replace('e', "g")).is_err());
+    }
+
+    /// Gateways `a` and `b` (the pair `ab`) and `c`, none asked yet.
+    fn three() -> Gateways {
+        let entry = |name: &str, pair: Option<&str>| GatewayConfig {
+            pair: pair.map(String::from),
+            ..GatewayConfig::local(PathBuf::from(format!("/nowhere/{name}.sock")))
+        };
+        let mut configs = vec![
+            entry("a", Some("ab")),
+            entry("b", Some("ab")),
+            entry("c", None),
+        ];
+        for (c, name) in configs.iter_mut().zip(["a", "b", "c"]) {
+            c.name = name.into();
+        }
+        Gateways::connect(&configs, 1000).unwrap()
+    }
+
+    fn names(list: &[Arc<Gateway>]) -> Vec<&str> {
+        list.iter().map(|g| g.name()).collect()
+    }
+
+    /// Makes `g` say it has `role` in its pair.
+    fn says(g: &Gateway, role: &str) {
+        let status = json!({
+            "policy_version": 1, "policy_loaded_at": null, "rules": 0, "workers": [1], "uptime_s": 1.0,
+            "flows_active": 0, "dpdk": "", "last_swap": {"compile_ms": 0.0, "persist_ms": 0.0, "grace_period_us": 0.0},
+            "ha": {"role": role, "role_changes": 1},
+        });
+        g.seen().status = Ok(serde_json::from_value(status).unwrap());
+    }
+
+    #[test]
+    fn a_gateway_parameter_names_a_gateway_or_a_pair() {
+        let gws = three();
+        assert_eq!(names(&gws.select(None).unwrap()), ["a", "b", "c"]);
+        assert_eq!(names(&gws.select(Some("c")).unwrap()), ["c"]);
+        assert_eq!(names(&gws.select(Some("a")).unwrap()), ["a"]);
+        assert_eq!(names(&gws.select(Some("ab")).unwrap()), ["a", "b"]);
+        let e = gws.select(Some("x")).unwrap_err().to_string();
+        assert_eq!(e, "no gateway \"x\" (configured: a, b, c, pair ab)");
+        assert_eq!(gws.member_names("ab"), ["a", "b"]);
+        assert!(gws.member_names("c").is_empty(), "a gateway has no members");
+        assert_eq!(
+            gws.pairs(),
+            [("ab".to_string(), vec!["a".to_string(), "b".to_string()])]
+        );
+        assert!(gws.get("ab").is_none(), "a pair is no gateway");
+    }
+
+    #[test]
+    fn of_a_pair_only_its_sole_active_member_is_examined() {
+        let gws = three();
+        let all = || gws.select(None).unwrap();
+        // Nobody answered yet: no member is known active, both are kept.
+        assert_eq!(names(&Gateways::active_members(all())), ["a", "b", "c"]);
+        let list = gws.select(None).unwrap();
+        says(&list[0], "standby");
+        says(&list[1], "active");
+        assert_eq!(names(&Gateways::active_members(all())), ["b", "c"]);
+        let pair = gws.select(Some("ab")).unwrap();
+        assert_eq!(names(&Gateways::active_members(pair)), ["b"]);
+        // Both claim it (split brain): neither copy can be preferred, both are kept.
+        says(&list[0], "active");
+        assert_eq!(names(&Gateways::active_members(all())), ["a", "b", "c"]);
     }
 }

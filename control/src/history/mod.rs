@@ -151,8 +151,11 @@ pub struct ConversationFilter {
     pub verdicts: Vec<Verdict>,
     pub rule_id: Option<u32>,
     pub policy_version: Option<u32>,
-    /// The gateway that reported it.
+    /// The gateway that reported it, or an HA pair one of whose members did.
     pub gateway: Option<String>,
+    /// The members of the pair `gateway` names (none when it names a gateway; the API fills them in from the
+    /// configured pairs): either matches.
+    pub members: Vec<String>,
     /// The tier that decided ([`crate::flowlog::NO_TIER`]: none did).
     pub tier: Option<String>,
 }
@@ -170,10 +173,11 @@ impl ConversationFilter {
             && (self.verdicts.is_empty() || self.verdicts.contains(&k.verdict))
             && self.rule_id.is_none_or(|r| r == k.rule_id)
             && self.policy_version.is_none_or(|v| v == k.policy_version)
-            && self
-                .gateway
-                .as_deref()
-                .is_none_or(|g| k.gateway.as_deref() == Some(g))
+            && self.gateway.as_deref().is_none_or(|g| {
+                k.gateway
+                    .as_deref()
+                    .is_some_and(|by| by == g || self.members.iter().any(|m| m.as_str() == by))
+            })
             && self
                 .tier
                 .as_deref()

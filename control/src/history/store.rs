@@ -495,8 +495,11 @@ impl Reader {
         // A name never stored matches no row (the subquery is NULL).
         const ID_OF_NAME: &str = "(SELECT id FROM names WHERE name = ?)";
         if let Some(g) = &filter.gateway {
-            sql += &format!(" AND gateway = {ID_OF_NAME}");
-            values.push(g.clone().into());
+            // The gateway, or any member of the pair it names.
+            let names: Vec<&String> = std::iter::once(g).chain(&filter.members).collect();
+            let marks = vec!["?"; names.len()].join(", ");
+            sql += &format!(" AND gateway IN (SELECT id FROM names WHERE name IN ({marks}))");
+            values.extend(names.into_iter().map(|n| n.clone().into()));
         }
         match filter.tier.as_deref() {
             None => {}

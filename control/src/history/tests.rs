@@ -758,8 +758,25 @@ fn a_schema_1_history_keeps_its_rows_and_gains_gateways_and_tiers() {
         }),
         vec![]
     );
+    // The HA pair of plant-a and plant-b: either member's conversations, each naming its member.
+    let pair = ConversationFilter {
+        gateway: s("plant"),
+        members: vec!["plant-a".into(), "plant-b".into()],
+        ..Default::default()
+    };
+    let mut got = named(pair.clone());
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (s("plant-a"), None, 1),
+            (s("plant-a"), s("global"), 1),
+            (s("plant-b"), s("hosts"), 1)
+        ]
+    );
     // SQL and `matches` agree on the new fields.
     for f in [
+        pair,
         ConversationFilter {
             gateway: s("plant-b"),
             ..Default::default()

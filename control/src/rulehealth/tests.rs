@@ -150,3 +150,80 @@ fn a_pairs_counters_are_the_sum_of_its_members() {
     );
     assert!(pair_counters([]).is_none());
 }
+
+/// A counters report of one dataplane process: `idle` polls so far, and each rule's packets.
+fn counters(idle: u64, rules: &[(u32, u64)]) -> protocol::CountersReport {
+    let totals = protocol::WorkerSnapshot {
+        idle_polls: idle,
+        ..Default::default()
+    };
+    protocol::CountersReport {
+        workers: vec![totals.clone()],
+        totals,
+        rules: rules.iter().map(|&(id, n)| stats(id, n, None).1).collect(),
+        ..Default::default()
+    }
+}
+
+fn packets(r: &Reading) -> Vec<(u32, u64)> {
+    let (_, by_id) = rule_counters(r).unwrap();
+    let mut v: Vec<(u32, u64)> = by_id.values().map(|c| (c.rule_id, c.packets)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restarted_gateway_keeps_counting_up() {
+    let mut r = Reading::default();
+    assert!(rule_counters(&r).is_none(), "never read");
+    r.succeed(counters(100, &[(0, 1), (1, 10)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 1), (1, 10)]);
+    r.succeed(counters(200, &[(0, 1), (1, 15)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 1), (1, 15)], "the same process: as read");
+    // The dataplane restarts: it counts from zero, and its earlier counts are kept.
+    r.succeed(counters(5, &[(0, 0), (1, 2)]), Duration::ZERO);
+    assert_eq!(r.resets, 1);
+    assert_eq!(packets(&r), [(0, 1), (1, 17)]);
+    // A restart whose rules happen to count more already: the polls went backwards, so it is one all the same.
+    r.succeed(counters(1, &[(0, 3), (1, 20)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 4), (1, 37)]);
+    // A rule that leaves the policy keeps what it counted; one whose slot starts again is not lost either.
+    r.succeed(counters(50, &[(0, 3), (2, 4)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 4), (1, 37), (2, 4)]);
+    r.succeed(counters(60, &[(0, 3), (1, 1), (2, 1)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 4), (1, 38), (2, 5)]);
+    // Unreachable: no counters for the gateway alone; they come back whole.
+    r.fail("unreachable", "gone".into());
+    assert!(rule_counters(&r).is_none());
+    r.succeed(counters(70, &[(0, 3), (1, 1), (2, 1)]), Duration::ZERO);
+    assert_eq!(packets(&r), [(0, 4), (1, 38), (2, 5)]);
+}
+
+#[test]
+fn a_pair_loses_no_hit_across_a_failover_and_a_member_restart() {
+    let (mut one, mut two) = (Reading::default(), Reading::default());
+    let sum = |one: &Reading, two: &Reading| -> Option<u64> {
+        let (_, by_id) = pair_rule_counters(&[("one", one), ("two", two)])?;
+        Some(by_id[&1].packets)
+    };
+    assert_eq!(sum(&one, &two), None, "no member read yet");
+    // Member one is active and counts; member two, the standby, counts nothing.
+    one.succeed(counters(100, &[(1, 10)]), Duration::ZERO);
+    two.succeed(counters(100, &[(1, 0)]), Duration::ZERO);
+    assert_eq!(sum(&one, &two), Some(10));
+    // Failover: two counts from where it was, one stops counting.
+    two.succeed(counters(200, &[(1, 6)]), Duration::ZERO);
+    assert_eq!(sum(&one, &two), Some(16));
+    // One restarts: while it cannot be read its hits still count, and after it they are still there.
+    one.fail("unreachable", "restarting".into());
+    assert_eq!(sum(&one, &two), Some(16));
+    one.succeed(counters(3, &[(1, 0)]), Duration::ZERO);
+    assert_eq!(sum(&one, &two), Some(16));
+    // Back to one: it counts up from there.
+    one.succeed(counters(10, &[(1, 4)]), Duration::ZERO);
+    assert_eq!(sum(&one, &two), Some(20));
+    // Neither can be read: no counters (not a stale sum).
+    one.fail("unreachable", "gone".into());
+    two.fail("unreachable", "gone".into());
+    assert_eq!(sum(&one, &two), None);
+}

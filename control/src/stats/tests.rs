@@ -98,3 +98,93 @@ fn down_repeats_no_stale_number() {
                    "workers": [], "ports": []})
     );
 }
+
+/// `reading` of an HA member with `role` and `flows` tracked connections.
+fn member(
+    cur: CountersReport,
+    prev: Option<(CountersReport, Duration)>,
+    role: protocol::Role,
+    flows: u64,
+) -> Reading {
+    let mut cur = cur;
+    cur.totals.flows_active = flows;
+    let mut r = reading(cur, prev);
+    r.ha = Some(protocol::HaStatus {
+        role,
+        role_changes: 1,
+        links: Vec::new(),
+        sync: None,
+    });
+    r
+}
+
+#[test]
+fn a_pairs_counters_and_rates_are_its_members_summed() {
+    use protocol::Role::{Active, Standby};
+    let active = member(
+        report(3000, 300, 64_000),
+        Some((report(1000, 100, 32_000), Duration::from_secs(2))),
+        Active,
+        40,
+    );
+    // The standby forwards nothing (its drops are `standby`) and holds copies of the active's connections.
+    let standby = member(
+        report(500, 500, 1000),
+        Some((report(300, 300, 600), Duration::from_secs(2))),
+        Standby,
+        38,
+    );
+    let v = pair_stats(&[("one", &active), ("two", &standby)]);
+    assert_eq!(v["up"], true);
+    assert_eq!(v["members"], json!(["one", "two"]));
+    assert_eq!(v["policy_version"], 3);
+    assert!(v["last_error"].is_null(), "{v}");
+    let t = &v["totals"];
+    assert_eq!(t["rx_packets"], 3500);
+    assert_eq!(t["tx_packets"], 2700);
+    assert_eq!(t["drops_total"], 800);
+    assert_eq!(t["drops"]["policy_deny"], 800);
+    assert_eq!(
+        t["flows_active"], 40,
+        "the active member's, not a sum with its copies: {v}"
+    );
+    assert_eq!(v["rates"]["rx_pps"], 1100.0);
+    assert_eq!(v["rates"]["drops_pps_by_reason"]["policy_deny"], 200.0);
+    assert_eq!(v["interval_s"], 2.0);
+    // Workers and ports per member.
+    let ports = v["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 2);
+    assert_eq!(
+        (&ports[0]["gateway"], &ports[1]["gateway"]),
+        (&json!("one"), &json!("two"))
+    );
+    assert_eq!(v["workers"][1]["gateway"], "two");
+
+    // A member restarted: no rates until it has two readings of its own; totals still add up.
+    let restarted = member(
+        report(50, 5, 1000),
+        Some((report(3000, 300, 64_000), Duration::from_secs(1))),
+        Standby,
+        0,
+    );
+    let v = pair_stats(&[("one", &active), ("two", &restarted)]);
+    assert!(v["rates"].is_null(), "{v}");
+    assert_eq!(v["totals"]["rx_packets"], 3050);
+    // A member down: the other's numbers, and why the first is missing.
+    let mut down = reading(report(1, 0, 1), None);
+    down.up = false;
+    down.last_error = Some("unreachable".into());
+    let v = pair_stats(&[("one", &down), ("two", &standby)]);
+    assert_eq!(v["up"], true);
+    assert_eq!(v["last_error"], "one: unreachable");
+    assert_eq!(v["totals"]["rx_packets"], 500);
+    assert_eq!(
+        v["totals"]["flows_active"], 38,
+        "no member active: the larger count"
+    );
+    assert_eq!(v["rates"]["rx_pps"], 100.0);
+    // Both down.
+    let v = pair_stats(&[("one", &down), ("two", &down)]);
+    assert_eq!(v["up"], false);
+    assert!(v["totals"].is_null() && v["rates"].is_null(), "{v}");
+}

@@ -581,6 +581,10 @@ pub struct ConnTable {
     cursor: usize,
     /// Where the next victim search starts when the table is full (see [`insert`](Self::insert)).
     hand: usize,
+    /// Slot and key hash of evictable flows [`prefetch_victims`](Self::prefetch_victims) hashed, at `slot %
+    /// EVICT_SCAN`: the eviction that follows finds the victim's index value without hashing its key again.
+    /// Only a hint (the slot may have changed hands since): see [`remove_hinted`](Self::remove_hinted).
+    victim_hints: [(u32, u64); EVICT_SCAN],
     hasher: KeyHasher,
     timeouts: TimeoutsMs,
     stats: TableStats,
@@ -634,6 +638,7 @@ impl ConnTable {
             len: 0,
             cursor: 0,
             hand: 0,
+            victim_hints: [(NIL, 0); EVICT_SCAN],
             hasher: KeyHasher::new(seed),
             timeouts: TimeoutsMs::new(timeouts),
             stats: TableStats::default(),
@@ -781,7 +786,7 @@ impl ConnTable {
     /// entries from the eviction hand on and, for those that will be evicted, their hash-index buckets (the
     /// removal's lookup). Nothing when a free slot is at hand. Reads the entries (their keys are hashed to find
     /// the buckets), so call it early enough for the entries' own loads to overlap: one call per burst.
-    pub(super) fn prefetch_victims(&self, count: usize, now: u64) {
+    pub(super) fn prefetch_victims(&mut self, count: usize, now: u64) {
         if self.free_head != NIL || self.slab.is_empty() {
             return;
         }
@@ -791,9 +796,13 @@ impl ConnTable {
             dpdk::prefetch(&self.slab[(self.hand + k) % cap]);
         }
         for k in 0..count {
-            let e = &self.slab[(self.hand + k) % cap];
+            let slot = (self.hand + k) % cap;
+            let e = &self.slab[slot];
             if e.is_occupied() && (!e.is_assured() || self.is_expired(e, now)) {
-                self.prefetch_index(self.hasher.hash_entry(e));
+                let hash = self.hasher.hash_entry(e);
+                self.prefetch_index(hash);
+                // Kept for the removal (see `victim_hints`).
+                self.victim_hints[slot % EVICT_SCAN] = (slot as u32, hash);
             }
         }
     }
@@ -900,7 +909,9 @@ impl ConnTable {
         let mut displaced = None;
         if self.free_head == NIL {
             let victim = self.find_victim(now).ok_or(Full)?;
-            displaced = self.remove(victim);
+            let (slot, hash) = self.victim_hints[victim.index() % EVICT_SCAN];
+            let hint = (slot == victim.0).then_some(hash);
+            displaced = self.remove_hinted(victim, hint);
             self.stats.evictions += 1;
         }
         let slot = self.free_head;
@@ -948,15 +959,20 @@ impl ConnTable {
 
     /// Removes the flow `id`, returning it; `None` if the slot is not in use.
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
+        self.remove_hinted(id, None)
+    }
+
+    /// [`remove`](Self::remove), trying the flow's hash as `hint` says first (the hash an eviction's prefetch
+    /// computed, possibly for an earlier flow of the slot). A slot is indexed exactly once, so a value with its
+    /// slot found along the hinted run is the flow's own, whatever the hint was; otherwise its key is hashed.
+    pub(super) fn remove_hinted(&mut self, id: FlowId, hint: Option<u64>) -> Option<Entry> {
         let e = *self.get(id)?;
-        let hash = self.hasher.hash_entry(&e);
-        let value = self.index_value(hash, id.0);
-        // Every flow in the slab is indexed along its run, so the walk ends on its value.
-        let mut pos = self.home(hash);
-        while self.index[pos] != EMPTY && self.index[pos] & !self.dist_mask != value {
-            pos = self.next(pos);
-        }
-        if self.index[pos] != EMPTY {
+        let pos = match hint.and_then(|hash| self.index_position(hash, id.0)) {
+            Some(pos) => Some(pos),
+            None => self.index_position(self.hasher.hash_entry(&e), id.0),
+        };
+        // Every flow in the slab is indexed along its run, so the walk with its own hash finds its value.
+        if let Some(pos) = pos {
             self.unindex(pos);
         }
         let slot = &mut self.slab[id.index()];
@@ -966,6 +982,19 @@ impl ConnTable {
         self.free_head = id.0;
         self.len -= 1;
         Some(e)
+    }
+
+    /// The index position of the value of `slot` along the probe run of `hash`, if there.
+    fn index_position(&self, hash: u64, slot: u32) -> Option<usize> {
+        let value = self.index_value(hash, slot);
+        let mut pos = self.home(hash);
+        while self.index[pos] != EMPTY {
+            if self.index[pos] & !self.dist_mask == value {
+                return Some(pos);
+            }
+            pos = self.next(pos);
+        }
+        None
     }
 
     /// Empties index position `hole` and closes the gap (backward-shift deletion): each later value of the
@@ -1023,6 +1052,12 @@ impl ConnTable {
             }
         }
         assert_eq!(indexed, self.len);
+    }
+
+    /// The index, as stored.
+    #[cfg(test)]
+    pub(super) fn index_for_test(&self) -> &[u32] {
+        &self.index
     }
 
     /// Positions in the index.

@@ -612,7 +612,7 @@ impl Tracker {
     /// Before committing `count` new flows (after classification): when the table is full, starts loading
     /// what their evictions will touch (see [`ConnTable::insert`]); otherwise nothing.
     #[inline]
-    pub fn prefetch_commits(&self, count: usize, now: u64) {
+    pub fn prefetch_commits(&mut self, count: usize, now: u64) {
         self.table.prefetch_victims(count, now);
     }
 
@@ -638,8 +638,9 @@ impl Tracker {
                 };
             }
         }
-        let (key, side, bytes) = (p.key, p.side, p.bytes);
-        let found = self.table.confirm(p.hash, &key, probed);
+        // The key is read in place: copied only into a new flow.
+        let (side, bytes) = (p.side, p.bytes);
+        let found = self.table.confirm(p.hash, &p.key, probed);
         // The live entry is borrowed once: its timeout, state and counters are one access.
         let live = found.and_then(|id| Some((id, self.table.live_mut(id, now)?)));
 
@@ -665,7 +666,7 @@ impl Tracker {
             }
             return match TcpState::from_first(&seg, strictness) {
                 Ok(tcp) => Track::New(NewFlow {
-                    key,
+                    key: p.key,
                     hash: p.hash,
                     hasher: self.table.hasher_id(),
                     originator: side,
@@ -692,7 +693,7 @@ impl Tracker {
             }
             None if is_echo && !echo_request => Track::Drop(Refusal::IcmpUnsolicitedReply),
             None => Track::New(NewFlow {
-                key,
+                key: p.key,
                 hash: p.hash,
                 hasher: self.table.hasher_id(),
                 originator: side,

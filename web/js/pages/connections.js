@@ -1,5 +1,6 @@
-// Connections: the gateways' live connection tables (GET /flows, every gateway or one) with filters, and kill
-// (POST /flows/kill) for one connection (on its gateway) or every connection matching the filter.
+// Connections: the gateways' live connection tables (GET /flows, every gateway, one, or an HA pair's members) with
+// filters, and kill (POST /flows/kill) for one connection (on its gateway, or on both members of its pair) or every
+// connection matching the filter.
 
 import { get, request } from '../api.js';
 import { h, replace, every, table, badge, toast, modal, reportError, endpoint, protoName, fmtBytes, fmtDuration, fmtInt } from '../dom.js';
@@ -88,8 +89,9 @@ export function mount(main) {
           { label: 'Idle', class: 'num', cell: (f) => fmtDuration(f.idle_ms), sort: (f) => f.idle_ms },
           { label: '', class: 'row-actions', cell: (f) => h('button', {
             type: 'button', class: 'small danger', 'data-needs': 'kill', 'aria-label': `Kill ${f.src} to ${f.dst}`,
-            onclick: () => kill(killBody({ gateway: f.gateway, src: f.src, dst: f.dst, port: f.dport, proto: f.proto }),
-              `The connection ${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} on gateway ${f.gateway} (and any other between these hosts on that port there) is killed`),
+            // A pair member's connection is killed on both members: the standby's synced copy would come back on failover.
+            onclick: () => kill(killBody({ gateway: f.pair || f.gateway, src: f.src, dst: f.dst, port: f.dport, proto: f.proto }),
+              `The connection ${endpoint(f.src, f.sport, f.proto)} → ${endpoint(f.dst, f.dport, f.proto)} on ${f.pair ? `pair ${f.pair}` : `gateway ${f.gateway}`} (and any other between these hosts on that port there) is killed`),
           }, 'Kill') },
         ],
         rows: x.flows,

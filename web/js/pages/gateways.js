@@ -30,12 +30,17 @@ async function resync(name) {
   }
 }
 
-// A `<select name="gateway">`: "every gateway" (the empty value) and the configured gateways by name.
+// A `<select name="gateway">`: "every gateway" (the empty value), the configured gateways by name, then the HA
+// pairs (a pair's name selects both members: their traffic, connections and counters together).
 export function gatewaySelect(current, onchange) {
   const select = h('select', { name: 'gateway', 'aria-label': 'Gateway', onchange },
     h('option', { value: '' }, 'every gateway'));
   get('/gateways').then((x) => {
     for (const g of x.gateways) select.append(h('option', { value: g.name, selected: g.name === current }, g.name));
+    for (const p of x.pairs || []) {
+      select.append(h('option', { value: p.name, selected: p.name === current, 'data-pair': '' },
+        `pair ${p.name} (${p.members.join(' + ')})`));
+    }
   }).catch(() => {});
   return select;
 }

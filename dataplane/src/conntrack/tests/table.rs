@@ -568,3 +568,31 @@ fn confirm_falls_back_to_a_full_lookup() {
     assert_eq!(t.probe(hash), None);
     assert_eq!(t.confirm(hash, &absent, None), None);
 }
+
+proptest::proptest! {
+    /// A removal given a hint for the flow's hash — its own hash, another flow's, or any number — leaves the
+    /// index exactly as a removal that hashes the flow's key.
+    #[test]
+    fn hinted_removal_matches_plain_removal(
+        flows in 1u32..48,
+        removals in proptest::collection::vec((0u32..48, 0u8..3, proptest::num::u64::ANY), 1..32),
+    ) {
+        let (mut hinted, mut plain) = (ConnTable::new(48, 9), ConnTable::new(48, 9));
+        for i in 0..flows {
+            let k = udp_key(i);
+            hinted.insert(k, Side::First, 0).unwrap();
+            plain.insert(k, Side::First, 0).unwrap();
+        }
+        for (slot, kind, any) in removals {
+            let id = FlowId::from_index(slot);
+            let hint = match (kind, hinted.get(id)) {
+                (0, Some(e)) => Some(hinted.hash_for_test(&e.key())),
+                (1, _) => Some(hinted.hash_for_test(&udp_key(slot + 1))),
+                _ => Some(any),
+            };
+            proptest::prop_assert_eq!(hinted.remove_hinted(id, hint), plain.remove(id));
+            proptest::prop_assert_eq!(hinted.index_for_test(), plain.index_for_test());
+            hinted.check_index();
+        }
+    }
+}
