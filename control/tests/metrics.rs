@@ -665,6 +665,11 @@ fn ha_member(role: protocol::Role, state: protocol::SyncState) -> protocol::HaSt
             lost: 0,
             received: if active { 0 } else { 42 },
         }),
+        desired: Some(role),
+        held: None,
+        instance: None,
+        peer: None,
+        heartbeats: None,
     }
 }
 

@@ -62,7 +62,7 @@ pub struct Config {
     pub ha: Option<HaCfg>,
 }
 
-/// `[ha]`. (The connection-state sync over the HA link will add its addresses here.)
+/// `[ha]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaCfg {
@@ -82,6 +82,16 @@ pub struct HaCfg {
     /// table at `sync_budget` slots per poll-loop iteration.
     pub sync_refresh_ms: u64,
     pub sync_budget: u32,
+    /// Split-brain guard: every member sends a heartbeat out of each data port at this period (ms).
+    pub heartbeat_ms: u64,
+    /// Tells two pairs on the same segments apart: heartbeats of another pair are other EtherTypes' frames.
+    pub pair_id: u32,
+    /// A member told active stays standby while it has heard an active peer within this time (ms); a held
+    /// member becomes active once the peer has been silent this long.
+    pub peer_silence_ms: u64,
+    /// A member told standby while a peer that does not (yet) want to be active is heard keeps forwarding
+    /// at most this long (ms), so a planned switchover has no gap.
+    pub handover_ms: u64,
 }
 
 impl Default for HaCfg {
@@ -94,6 +104,10 @@ impl Default for HaCfg {
             sync_queue: 16384,
             sync_refresh_ms: 1000,
             sync_budget: 256,
+            heartbeat_ms: 100,
+            pair_id: 1,
+            peer_silence_ms: 300,
+            handover_ms: 1000,
         }
     }
 }
@@ -700,6 +714,29 @@ impl Config {
                 return Err(invalid(
                     "ha.sync_budget",
                     format!("{} is not in 1..=65536", ha.sync_budget),
+                ));
+            }
+            if !(10..=10_000).contains(&ha.heartbeat_ms) {
+                return Err(invalid(
+                    "ha.heartbeat_ms",
+                    format!("{} is not in 10..=10000", ha.heartbeat_ms),
+                ));
+            }
+            // Two heartbeats at least: one lost frame must not make a held member active.
+            if !(2 * ha.heartbeat_ms..=60_000).contains(&ha.peer_silence_ms) {
+                return Err(invalid(
+                    "ha.peer_silence_ms",
+                    format!(
+                        "{} is not in {}..=60000 (at least twice ha.heartbeat_ms)",
+                        ha.peer_silence_ms,
+                        2 * ha.heartbeat_ms
+                    ),
+                ));
+            }
+            if ha.handover_ms > 60_000 {
+                return Err(invalid(
+                    "ha.handover_ms",
+                    format!("{} is not in 0..=60000", ha.handover_ms),
                 ));
             }
         }

@@ -45,10 +45,12 @@ pub enum DropReason {
     FloodLimit,
     /// This gateway is the standby member of an HA pair: it forwards nothing.
     Standby,
+    /// A heartbeat of this gateway's HA pair (`ha.pair_id`), consumed: heartbeats are never forwarded.
+    HaHeartbeat,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::TxUnsent,
         DropReason::NoPolicy,
         DropReason::Malformed,
@@ -63,6 +65,7 @@ impl DropReason {
         DropReason::TableFull,
         DropReason::FloodLimit,
         DropReason::Standby,
+        DropReason::HaHeartbeat,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -82,6 +85,7 @@ impl DropReason {
             DropReason::TableFull => "table_full",
             DropReason::FloodLimit => "flood_limit",
             DropReason::Standby => "standby",
+            DropReason::HaHeartbeat => "ha_heartbeat",
         }
     }
 

@@ -20,8 +20,10 @@ use crate::config::{Config, Device};
 use crate::conntrack::{Strictness, Tracker};
 use crate::counters::{Counters, DropReason, WorkerSnapshot};
 use crate::events;
+use crate::ha::guard::{Guard, GuardCfg};
+use crate::ha::heartbeat::{BeatSender, PeerCell, WorkerBeats};
 use crate::ha::sync::{SyncShared, WorkerSync};
-use crate::ha::{self, LinkWatch, RoleCell};
+use crate::ha::{self, LinkWatch, Member, RoleCell};
 use crate::management::{Management, StateError};
 use crate::remote::{RemoteError, RemoteTls};
 use crate::ruleset::Ruleset;
@@ -170,13 +172,29 @@ pub fn run(
             })?),
             None => None,
         };
+    // The split-brain guard's heartbeats over the data segments.
+    let instance = ha::new_instance();
+    let peer_cell = PeerCell::default();
+    let member = cfg.ha.as_ref().map(|ha| Member {
+        role: &role,
+        peer: &peer_cell,
+        guard: Guard::new(
+            GuardCfg {
+                peer_silence_ms: ha.peer_silence_ms,
+                handover_ms: ha.handover_ms,
+                tie_ms: ha.heartbeat_ms,
+            },
+            instance,
+        ),
+        instance,
+    });
     let mut mgmt = Management::new(
         &eal,
         cfg,
         &cell,
         &counters,
         clock,
-        cfg.ha.as_ref().map(|_| &role),
+        member,
         sync_cfg.map(|_| &sync_shared),
     );
     if cfg.ha.is_some() {
@@ -200,6 +218,10 @@ pub fn run(
         ));
     }
     let peer = peers(cfg);
+    let mut macs = Vec::with_capacity(ports.len());
+    for (port, pc) in ports.iter().zip(&cfg.ports) {
+        macs.push(port.mac().map_err(|source| port_error(pc, source))?);
+    }
     let seed_state = std::collections::hash_map::RandomState::new();
     let mut crew = Vec::with_capacity(workers);
     let (mut sync_outs, mut sync_inboxes) = (Vec::new(), Vec::new());
@@ -256,6 +278,20 @@ pub fn run(
             },
             role: &role,
             sync,
+            beats: cfg.ha.as_ref().map(|ha| WorkerBeats {
+                pair_id: ha.pair_id,
+                instance,
+                peer: &peer_cell,
+                role: &role,
+                sender: (w == 0).then(|| {
+                    BeatSender::new(
+                        ha.pair_id,
+                        instance,
+                        macs.iter().map(|m| net::ethernet::MacAddr(*m)).collect(),
+                        ha.heartbeat_ms,
+                    )
+                }),
+            }),
         });
     }
     drop(started);
@@ -324,6 +360,9 @@ pub fn run(
                     Instant::now(),
                 )
             });
+            // A member of a pair steps its split-brain guard at every turn of this loop: often enough that
+            // it reacts to the peer's heartbeats within a few milliseconds.
+            let wait = Duration::from_millis(if cfg.ha.is_some() { 5 } else { 20 });
             let interval = Duration::from_millis(cfg.stats.interval_ms);
             let mut next_report = started_at + interval;
             let mut last = (started_at, WorkerSnapshot::default());
@@ -331,7 +370,7 @@ pub fn run(
                 if server.is_finished() {
                     break;
                 }
-                if let Ok((request, reply)) = req_rx.recv_timeout(Duration::from_millis(20)) {
+                if let Ok((request, reply)) = req_rx.recv_timeout(wait) {
                     let mut answer = mgmt.handle(request);
                     // The ports belong to this loop, not to management: their counters join here.
                     match &mut answer {
@@ -351,6 +390,7 @@ pub fn run(
                     let _ = reply.send(answer);
                 }
                 mgmt.collect_events();
+                mgmt.step_ha();
                 if let Some((watch, period, next)) = &mut links {
                     if Instant::now() >= *next {
                         *next += *period;

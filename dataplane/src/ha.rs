@@ -2,33 +2,59 @@
 //! (keepalived, over the HA link); its notify scripts set the role through the control protocol (`set_role`,
 //! or `bulkhead-dataplane role`, [`set_role_over_socket`]). A member starts as standby. A standby forwards
 //! nothing: its workers drop every received packet as [`DropReason::Standby`](crate::counters::DropReason),
-//! so the two members can never loop or duplicate frames between the segments they share.
+//! so the two members can never loop or duplicate frames between the segments they share. The split-brain
+//! guard ([`guard`], fed by [`heartbeat`]s over the data segments) may hold a member in the other role than
+//! the one it was told: never two actives, and a planned switchover without a gap.
 
+pub mod guard;
+pub mod heartbeat;
 pub mod sync;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
-use protocol::{ErrorReply, HaStatus, PortLink, Request, Role, RoleChange, Status};
+use protocol::{
+    ErrorReply, HaPeer, HaStatus, HeartbeatCounts, Hold, PortLink, Request, Role, RoleChange,
+    Status,
+};
 
-/// The role, shared by the management thread (the only writer) and the workers (one relaxed load per loop
-/// iteration).
+use guard::{Guard, Why};
+use heartbeat::PeerCell;
+
+/// [`RoleCell`] states.
+const ACTIVE: u8 = 0;
+const STANDBY: u8 = 1;
+/// Standby, held by an active peer: a worker that hears the peer say it is standby makes it active at once.
+const HELD: u8 = 2;
+
+/// The role, shared by the management thread (its writer) and the workers (one relaxed load per loop
+/// iteration; a worker also makes a held member active on the peer's heartbeat, [`release`](Self::release)).
 #[derive(Debug)]
 pub struct RoleCell {
-    standby: AtomicBool,
+    state: AtomicU8,
+    /// The role told (`ACTIVE`/`STANDBY`), for the heartbeats.
+    desired: AtomicU8,
     changes: AtomicU64,
+    /// [`crate::clock::Clock`] milliseconds of the last change to active.
+    active_since: AtomicU64,
 }
 
 impl RoleCell {
     /// A member of a pair starts as standby (it forwards nothing until told it is active); a single gateway
     /// is always active.
     pub fn new(initial: Role) -> Self {
+        let state = match initial {
+            Role::Active => ACTIVE,
+            Role::Standby => STANDBY,
+        };
         RoleCell {
-            standby: AtomicBool::new(initial == Role::Standby),
+            state: AtomicU8::new(state),
+            desired: AtomicU8::new(state),
             changes: AtomicU64::new(0),
+            active_since: AtomicU64::new(0),
         }
     }
 
@@ -36,7 +62,7 @@ impl RoleCell {
     /// effect at the next iteration of every worker.
     #[inline(always)]
     pub fn is_standby(&self) -> bool {
-        self.standby.load(Relaxed)
+        self.state.load(Relaxed) != ACTIVE
     }
 
     pub fn role(&self) -> Role {
@@ -47,25 +73,157 @@ impl RoleCell {
         }
     }
 
-    /// Sets the role; answers it with the one before.
-    pub fn set(&self, role: Role) -> RoleChange {
-        let previous = self.role();
-        if previous != role {
-            self.standby.store(role == Role::Standby, Relaxed);
-            self.changes.fetch_add(1, Relaxed);
+    /// The role last told.
+    pub fn desired(&self) -> Role {
+        if self.desired.load(Relaxed) == ACTIVE {
+            Role::Active
+        } else {
+            Role::Standby
         }
-        RoleChange { role, previous }
     }
 
-    pub fn status(&self) -> HaStatus {
+    pub fn active_since(&self) -> u64 {
+        self.active_since.load(Relaxed)
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Relaxed)
+    }
+
+    /// A worker heard the peer say it is standby: a member held by it becomes active now (`now`: the
+    /// worker's clock). Answers whether it did.
+    pub fn release(&self, now: u64) -> bool {
+        if self
+            .state
+            .compare_exchange(HELD, ACTIVE, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.active_since.store(now, Relaxed);
+        self.changes.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Publishes the guard's decision, unless a worker changed the state since it was `seen` (then nothing
+    /// changes and the answer is false: decide again).
+    fn publish(&self, seen: u8, g: &Guard) -> bool {
+        let state = match (g.role(), g.hold()) {
+            (Role::Active, _) => ACTIVE,
+            (Role::Standby, Some(Hold::PeerActive)) => HELD,
+            (Role::Standby, _) => STANDBY,
+        };
+        let desired = match g.desired() {
+            Role::Active => ACTIVE,
+            Role::Standby => STANDBY,
+        };
+        self.desired.store(desired, Relaxed);
+        if state == ACTIVE && seen != ACTIVE {
+            self.active_since.store(g.active_since(), Relaxed);
+        }
+        if self
+            .state
+            .compare_exchange(seen, state, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if (state == ACTIVE) != (seen == ACTIVE) {
+            self.changes.fetch_add(1, Relaxed);
+        }
+        true
+    }
+}
+
+/// A member of a pair, as the management thread runs it: the role the workers read, the peer's latest
+/// heartbeat, and the guard deciding between them.
+#[derive(Debug)]
+pub struct Member<'m> {
+    pub role: &'m RoleCell,
+    pub peer: &'m PeerCell,
+    pub guard: Guard,
+    pub instance: u64,
+}
+
+impl Member<'_> {
+    /// `set_role`: the role told, the one told before, and the role the member has now.
+    pub fn tell(&mut self, role: Role, now: u64) -> RoleChange {
+        let previous = self.guard.desired();
+        self.decide(now, Some(role));
+        RoleChange {
+            role,
+            previous,
+            effective: Some(self.guard.role()),
+            held: self.guard.hold(),
+        }
+    }
+
+    /// Steps the guard (the management loop, every few milliseconds).
+    pub fn step(&mut self, now: u64) {
+        self.decide(now, None);
+    }
+
+    fn decide(&mut self, now: u64, told: Option<Role>) {
+        loop {
+            let seen = self.role.state.load(Relaxed);
+            if seen == ACTIVE && self.guard.role() == Role::Standby {
+                self.guard.released(self.role.active_since());
+                if self.guard.role() == Role::Active {
+                    log_change(Role::Active, self.guard.desired(), Why::PeerStandby);
+                }
+            }
+            let peer = self.peer.latest();
+            let why = match told {
+                Some(role) => self.guard.tell(role, now, peer.as_ref()),
+                None => self.guard.step(now, peer.as_ref()),
+            };
+            if self.role.publish(seen, &self.guard) {
+                if let Some(why) = why {
+                    log_change(self.guard.role(), self.guard.desired(), why);
+                }
+                return;
+            }
+        }
+    }
+
+    pub fn status(&self, now: u64) -> HaStatus {
+        let (sent, received) = self.peer.counts();
         HaStatus {
-            role: self.role(),
-            role_changes: self.changes.load(Relaxed),
+            role: self.role.role(),
+            role_changes: self.role.changes(),
             // The ports belong to the main loop, which adds their links.
             links: Vec::new(),
             sync: None,
+            desired: Some(self.guard.desired()),
+            held: self.guard.hold(),
+            instance: Some(format!("{:016x}", self.instance)),
+            peer: self.peer.latest().map(|p| {
+                Box::new(HaPeer {
+                    heard_ms_ago: now.saturating_sub(p.heard_at),
+                    instance: format!("{:016x}", p.instance),
+                    role: p.role,
+                    desired: p.desired,
+                    active_for_ms: p.active_for_ms,
+                })
+            }),
+            heartbeats: Some(HeartbeatCounts { sent, received }),
         }
     }
+}
+
+fn log_change(role: Role, desired: Role, why: Why) {
+    eprintln!(
+        "bulkhead-dataplane: HA role {role} (told {desired}): {}",
+        why.as_str()
+    );
+}
+
+/// A random instance id for this run (never 0): tells this member's heartbeats from its peer's, and a
+/// restarted peer from the one before.
+pub fn new_instance() -> u64 {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    state.hash_one((std::process::id(), std::time::SystemTime::now())) | 1
 }
 
 /// Link-state propagation: a bump in the wire must not hide a lost link from the neighbours. When a data port
@@ -218,10 +376,19 @@ pub fn set_role_over_socket(socket: &Path, role: Role) -> Result<RoleChange, Rol
     ask(socket, &Request::SetRole { role })
 }
 
-/// `bulkhead-dataplane role --socket PATH`: the role of the dataplane behind `socket`.
-pub fn role_over_socket(socket: &Path) -> Result<Role, RoleCommandError> {
+/// `bulkhead-dataplane role --socket PATH`: the role of the dataplane behind `socket` (`role`), the one it
+/// was told and why it is held in the other.
+pub fn role_over_socket(socket: &Path) -> Result<HaStatus, RoleCommandError> {
     let status: Status = ask(socket, &Request::Status {})?;
-    status.ha.map(|ha| ha.role).ok_or(RoleCommandError::NotHa)
+    status.ha.ok_or(RoleCommandError::NotHa)
+}
+
+/// Why a member is held in the other role than the one told, for people.
+pub fn hold_reason(hold: Hold) -> &'static str {
+    match hold {
+        Hold::PeerActive => "an active peer is heard on the data segments",
+        Hold::Handover => "forwarding until the peer wants to be active",
+    }
 }
 
 #[cfg(test)]
@@ -229,29 +396,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_member_starts_standby_and_counts_changes() {
+    fn a_member_starts_standby_and_a_worker_releases_only_a_held_member() {
         let cell = RoleCell::new(Role::Standby);
         assert!(cell.is_standby());
         assert_eq!(
-            cell.set(Role::Active),
+            (cell.role(), cell.desired()),
+            (Role::Standby, Role::Standby)
+        );
+        // Plain standby: a heartbeat of a standby peer changes nothing.
+        assert!(!cell.release(5));
+        let cfg = guard::GuardCfg {
+            peer_silence_ms: 300,
+            handover_ms: 1000,
+            tie_ms: 100,
+        };
+        let peer = PeerCell::default();
+        let mut member = Member {
+            role: &cell,
+            peer: &peer,
+            guard: Guard::new(cfg, 1),
+            instance: 1,
+        };
+        // Told active with an active peer heard: held.
+        let beat = heartbeat::Beat {
+            pair_id: 1,
+            instance: 2,
+            role: Role::Active,
+            desired: Role::Active,
+            active_for_ms: 50,
+            seq: 1,
+        };
+        peer.heard(&beat, 10);
+        let change = member.tell(Role::Active, 10);
+        assert_eq!(
+            change,
             RoleChange {
                 role: Role::Active,
-                previous: Role::Standby
+                previous: Role::Standby,
+                effective: Some(Role::Standby),
+                held: Some(Hold::PeerActive),
             }
         );
-        assert!(!cell.is_standby());
-        // Setting the role it has is answered, not counted.
-        assert_eq!(cell.set(Role::Active).previous, Role::Active);
-        cell.set(Role::Standby);
-        assert_eq!(
-            cell.status(),
-            HaStatus {
+        assert!(cell.is_standby());
+        assert_eq!(cell.desired(), Role::Active);
+        // A worker hears the peer say it is standby: active at once, and counted.
+        peer.heard(
+            &heartbeat::Beat {
                 role: Role::Standby,
-                role_changes: 2,
-                links: Vec::new(),
-                sync: None,
-            }
+                active_for_ms: 0,
+                seq: 2,
+                ..beat
+            },
+            20,
         );
+        assert!(cell.release(20));
+        assert!(!cell.is_standby());
+        assert_eq!((cell.changes(), cell.active_since()), (1, 20));
+        // The guard learns it at its next step and keeps it.
+        member.step(25);
+        let status = member.status(25);
+        assert_eq!(
+            (
+                status.role,
+                status.desired,
+                status.held,
+                status.role_changes
+            ),
+            (Role::Active, Some(Role::Active), None, 1)
+        );
+        assert_eq!(member.guard.active_since(), 20);
     }
 
     #[test]

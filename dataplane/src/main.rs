@@ -66,15 +66,27 @@ fn role_command(socket: &std::path::Path, role: Option<RoleArg>) -> ExitCode {
             };
             match ha::set_role_over_socket(socket, role) {
                 Ok(change) => {
-                    println!("{} (was {})", change.role, change.previous);
+                    let held = match (change.effective, change.held) {
+                        (Some(effective), Some(hold)) => {
+                            format!(", held {effective}: {}", ha::hold_reason(hold))
+                        }
+                        _ => String::new(),
+                    };
+                    println!("{} (was {}){held}", change.role, change.previous);
                     ExitCode::SUCCESS
                 }
                 Err(e) => failed(e),
             }
         }
         None => match ha::role_over_socket(socket) {
-            Ok(role) => {
-                println!("{role}");
+            Ok(ha) => {
+                let role = ha.role;
+                match (ha.desired, ha.held) {
+                    (Some(desired), Some(hold)) => {
+                        println!("{role} (told {desired}, held: {})", ha::hold_reason(hold))
+                    }
+                    _ => println!("{role}"),
+                }
                 match role {
                     Role::Active => ExitCode::SUCCESS,
                     Role::Standby => ExitCode::from(EXIT_STANDBY),

@@ -32,7 +32,7 @@ use crate::conntrack::FlowInfo;
 use crate::counters::Counters;
 use crate::events::{EventSource, FlowEvent};
 use crate::ha::sync::SyncShared;
-use crate::ha::RoleCell;
+use crate::ha::Member;
 use crate::persist;
 use crate::ruleset::Ruleset;
 use crate::worker::Command;
@@ -142,8 +142,8 @@ pub struct Management<'m, 'eal> {
     pub commands: Vec<Sender<Command>>,
     recent: VecDeque<FlowEvent>,
     events_overflow: u64,
-    /// The HA role, for a member of a pair (`[ha]`).
-    ha: Option<&'m RoleCell>,
+    /// The HA role and its split-brain guard, for a member of a pair (`[ha]`).
+    ha: Option<Member<'m>>,
     /// Connection-state sync with the peer, when configured.
     sync: Option<&'m SyncShared>,
 }
@@ -163,7 +163,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
         cell: &'m RcuCell<Ruleset<'eal>>,
         counters: &'m Counters,
         clock: Clock,
-        ha: Option<&'m RoleCell>,
+        ha: Option<Member<'m>>,
         sync: Option<&'m SyncShared>,
     ) -> Self {
         Management {
@@ -183,6 +183,19 @@ impl<'m, 'eal> Management<'m, 'eal> {
             events_overflow: 0,
             ha,
             sync,
+        }
+    }
+
+    /// The workers' clock now.
+    fn now_ms(&self) -> u64 {
+        self.clock.ms(dpdk::tsc())
+    }
+
+    /// Steps the split-brain guard of a member of a pair (the main loop calls it every few milliseconds).
+    pub fn step_ha(&mut self) {
+        let now = self.now_ms();
+        if let Some(member) = &mut self.ha {
+            member.step(now);
         }
     }
 
@@ -478,7 +491,11 @@ impl<'m, 'eal> Management<'m, 'eal> {
 
     pub fn handle(&mut self, request: Request) -> Result<Reply, ErrorReply> {
         match request {
-            Request::Status {} => Ok(Reply::Status(self.status())),
+            Request::Status {} => {
+                // What the workers may have changed since the last step (a release) shows as decided.
+                self.step_ha();
+                Ok(Reply::Status(self.status()))
+            }
             Request::Counters {} => Ok(Reply::Counters(self.counters_report())),
             Request::LoadPolicy { policy, version } => {
                 let policy = Policy::from_value(policy).map_err(policy_error)?;
@@ -527,20 +544,14 @@ impl<'m, 'eal> Management<'m, 'eal> {
             Request::KillFlows { filter } => self.kill(filter).map(Reply::KillFlows),
             Request::Events { max } => Ok(Reply::Events(self.events(max.unwrap_or(10_000)))),
             Request::SetRole { role } => {
-                let cell = self.ha.ok_or_else(|| {
+                let now = self.now_ms();
+                let member = self.ha.as_mut().ok_or_else(|| {
                     ErrorReply::new(
                         ErrorCode::NotHa,
                         "this gateway is not a member of an HA pair (its config has no [ha] section)",
                     )
                 })?;
-                let change = cell.set(role);
-                if change.previous != role {
-                    eprintln!(
-                        "bulkhead-dataplane: HA role {} (was {})",
-                        role, change.previous
-                    );
-                }
-                Ok(Reply::SetRole(change))
+                Ok(Reply::SetRole(member.tell(role, now)))
             }
             Request::Resync {} => {
                 let sync = self.sync.ok_or_else(|| {
@@ -576,7 +587,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             prepared_version: self.pending.as_ref().map(|p| p.version),
             // The listener belongs to the main loop, which adds it.
             remote_control: None,
-            ha: self.ha.map(RoleCell::status),
+            ha: self.ha.as_ref().map(|m| m.status(self.now_ms())),
         }
     }
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use crossbeam_channel::{Receiver, Sender};
 use dpdk::rcu::Reader;
 use dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use net::ethernet::EtherType;
 use net::{Parsed, L3, L4};
 use policy::Action;
 
@@ -32,6 +33,7 @@ use crate::conntrack::{
 };
 use crate::counters::{DropReason, WorkerCounters};
 use crate::events::{EventKind, EventSink, FlowEvent, Verdict};
+use crate::ha::heartbeat::{self, WorkerBeats};
 use crate::ha::sync::WorkerSync;
 use crate::ha::RoleCell;
 use crate::reject;
@@ -53,6 +55,10 @@ pub enum Command {
         reply: Sender<usize>,
     },
 }
+
+/// After the peer's heartbeat saying it is standby made this member active, how long (ms) its other ports
+/// wait for their copies of that heartbeat (sent at once after it on every port) before forwarding anyway.
+const AWAIT_HEARTBEAT_MS: u64 = 10;
 
 /// How often (in loop iterations) the worker looks for commands.
 const COMMAND_PERIOD: u32 = 1024;
@@ -132,6 +138,9 @@ pub struct Worker<'a, 'p, 'eal> {
     /// Connection-state sync with the HA peer, when configured: the active sweeps its table into the sync
     /// queue, the standby applies the peer's updates (`ha::sync`).
     pub sync: Option<WorkerSync<'a>>,
+    /// The split-brain guard's heartbeats, for a member of a pair: every worker consumes the pair's, worker 0
+    /// also sends them (`ha::heartbeat`).
+    pub beats: Option<WorkerBeats<'a>>,
 }
 
 /// Per-packet notes between the passes.
@@ -276,6 +285,15 @@ impl<'p> Worker<'_, 'p, '_> {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut burst: Burst<'p> = Burst::with_capacity(self.burst);
         let mut replies: Burst<'p> = Burst::new();
+        let mut beats_out: Burst<'p> = Burst::new();
+        let mut was_standby = self.role.is_standby();
+        // After a heartbeat on one port made this member active: the ports (bits) whose own copy of that
+        // heartbeat has not arrived yet, and until when they wait for it.
+        let mut awaiting: u64 = 0;
+        let mut awaiting_until = 0;
+        let all_ports = u64::MAX
+            .checked_shr(64 - self.rx.len().min(64) as u32)
+            .unwrap_or(0);
         let mut scratch = Scratch::new();
         let mut cache = SlotCache::new();
         let mut deny = DenyBudget {
@@ -302,18 +320,47 @@ impl<'p> Worker<'_, 'p, '_> {
                 }
             }
             let mut moved = 0u64;
-            let standby = self.role.is_standby();
+            // A member that has just stopped forwards once more what its queues already hold: those frames
+            // reached it before its heartbeat saying it is standby (sent after this pass), and the peer it
+            // hands over to drops what arrives before that heartbeat.
+            let now_standby = self.role.is_standby();
+            let mut standby = now_standby && was_standby;
+            was_standby = now_standby;
+            if now_standby || now >= awaiting_until {
+                awaiting = 0;
+            }
+            // Worker 0 of a member of a pair: the heartbeat, when due, goes out of each port right after that
+            // port's queue is read. On a member that has just stopped, what it read it forwards (above), what
+            // arrives later reaches the peer after the heartbeat and is the peer's to forward.
+            let beat_due = self.heartbeat_due(now);
+            // The ports (bits) whose frames are dropped as a standby's: all of them on a standby; after a
+            // heartbeat made this member active, those still waiting for their copy of it.
+            let mut dropping = if standby { all_ports } else { awaiting };
             for port in 0..self.rx.len() {
                 let n = self.rx[port].rx(&mut burst);
+                if beat_due {
+                    self.send_heartbeat(port, &mut beats_out);
+                }
                 if n == 0 {
                     continue;
                 }
                 moved += n as u64;
                 self.counters.rx_packets.add(n as u64);
-                if standby {
-                    self.counters
-                        .drop(DropReason::Standby, burst.clear() as u64);
-                    continue;
+                let bit = 1u64 << (port % 64);
+                if dropping & bit != 0 {
+                    if !self.standby_burst(&mut burst, now) {
+                        continue;
+                    }
+                    // The peer's heartbeat saying it is standby, in this burst: what follows it is judged.
+                    // The peer forwarded what reached its other ports before its copies of that heartbeat
+                    // did: those ports wait for theirs (a short while at most), or the frames would be
+                    // forwarded twice.
+                    if standby {
+                        standby = false;
+                        was_standby = false;
+                        awaiting_until = now + AWAIT_HEARTBEAT_MS;
+                    }
+                    dropping &= !bit;
                 }
                 // Re-borrow per burst: `judge` needs the ruleset and the rest of `self` at once.
                 let rs = self.policy.read();
@@ -330,6 +377,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         deny_rate: self.denied_events_per_sec,
                         pool: self.pool,
                         replies: &mut replies,
+                        beats: self.beats.as_ref(),
                     },
                     &mut burst,
                     &mut scratch,
@@ -346,6 +394,7 @@ impl<'p> Worker<'_, 'p, '_> {
                         .drop(DropReason::TxUnsent, replies.clear() as u64);
                 }
             }
+            awaiting = if standby { 0 } else { dropping };
             if moved == 0 {
                 self.counters.idle_polls.add(1);
                 if let Some(pause) = idle.after_empty_poll() {
@@ -388,6 +437,76 @@ impl<'p> Worker<'_, 'p, '_> {
             }
         }
         self.policy.offline();
+    }
+
+    /// A standby's burst: every frame is dropped as `standby`, but for this pair's heartbeats, consumed
+    /// (`ha_heartbeat`) — the one look a standby takes at a frame is its EtherType. Answers true when the
+    /// burst holds the peer's heartbeat saying it is standby and this member is active (a held member it
+    /// released: rule (d) of `ha::guard`; or a port still waiting for its copy of that heartbeat); the frames
+    /// after it are then left in `burst`, to be judged. Kept out of the poll loop's body, so the forwarding
+    /// path is compiled as if it were not there.
+    #[inline(never)]
+    fn standby_burst(&self, burst: &mut Burst<'_>, now: u64) -> bool {
+        let mut beats = 0u64;
+        let mut released_at = None;
+        if let Some(b) = &self.beats {
+            for (i, frame) in burst.iter().enumerate() {
+                if !heartbeat::has_ethertype(frame) {
+                    continue;
+                }
+                let Some(peer_standby) = b.consume(frame, now) else {
+                    continue;
+                };
+                beats += 1;
+                if peer_standby && !self.role.is_standby() {
+                    released_at = Some(i);
+                    break;
+                }
+            }
+        }
+        self.counters.drop(DropReason::HaHeartbeat, beats);
+        let (dropped, released) = match released_at {
+            None => (burst.clear(), false),
+            Some(at) => {
+                let mut i = 0;
+                let dropped = burst.retain(|_| {
+                    i += 1;
+                    i > at + 1
+                });
+                (dropped, true)
+            }
+        };
+        self.counters
+            .drop(DropReason::Standby, dropped as u64 - beats);
+        released
+    }
+
+    /// Worker 0 of a member of a pair: whether a heartbeat is due in this iteration. Out of line, like
+    /// [`standby_burst`](Self::standby_burst): once per iteration, nothing per packet.
+    #[inline(never)]
+    fn heartbeat_due(&mut self, now: u64) -> bool {
+        let Some(sender) = self.beats.as_mut().and_then(|b| b.sender.as_mut()) else {
+            return false;
+        };
+        sender.due(self.role, now)
+    }
+
+    /// Sends the heartbeat out of `port`, from its MAC. A heartbeat the port does not take (its link is down)
+    /// is freed.
+    #[cold]
+    fn send_heartbeat(&mut self, port: usize, out: &mut Burst<'p>) {
+        let Some(beats) = &self.beats else {
+            return;
+        };
+        let Some(frame) = beats.sender.as_ref().and_then(|s| s.frame(port)) else {
+            return;
+        };
+        if let Some(m) = Mbuf::from_bytes(self.pool, &frame) {
+            let _ = out.push(m);
+            let sent = self.tx[port].tx(out);
+            beats.peer.sent(sent as u64);
+            out.clear();
+        }
     }
 
     /// The idle back-off's sleep (the documented exception to the no-syscall rule): offline for RCU first, so
@@ -457,6 +576,7 @@ struct JudgeCtx<'x, 'eal, 'p> {
     deny_rate: u32,
     pool: &'p Mempool<'eal>,
     replies: &'x mut Burst<'p>,
+    beats: Option<&'x WorkerBeats<'x>>,
 }
 
 /// Judges a burst in place: what may pass stays in `burst`, in order; the rest is freed and counted.
@@ -509,6 +629,13 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
                 flows[nflows] = i as u8;
                 nflows += 1;
                 continue;
+            }
+            // A heartbeat of this pair is a frame of another EtherType: IP packets never get here.
+            Some(Ok(Untracked::NotIp))
+                if matches!(parsed.l3, L3::Other(EtherType(heartbeat::ETHERTYPE)))
+                    && cx.beats.is_some_and(|b| b.consume(frame, cx.now).is_some()) =>
+            {
+                Note::Drop(DropReason::HaHeartbeat)
             }
             Some(Ok(u)) => untracked(rs, parsed, u),
             Some(Err(reason)) => {

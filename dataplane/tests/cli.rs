@@ -108,6 +108,14 @@ fn invalid_configs_name_the_field_and_exit_2() {
             ),
             "control_socket.reserved_gid",
         ),
+        (
+            format!("{GOOD}\n[ha]\nheartbeat_ms = 100\npeer_silence_ms = 150\n"),
+            "ha.peer_silence_ms",
+        ),
+        (
+            format!("{GOOD}\n[ha]\nheartbeat_ms = 5\n"),
+            "ha.heartbeat_ms",
+        ),
         ("not toml at all [".to_string(), "TOML parse error"),
     ];
     for (config, field) in cases {

@@ -96,7 +96,10 @@ fn ha_member_starts_standby_and_forwards_only_while_active() {
         change,
         RoleChange {
             role: Role::Standby,
-            previous: Role::Active
+            previous: Role::Active,
+            // No peer heard: standby at once.
+            effective: Some(Role::Standby),
+            held: None,
         }
     );
     assert!(!ping(&bed), "a standby forwarded a ping");
@@ -216,6 +219,13 @@ impl Gateway {
             .iter()
             .map(|l| (l.up, l.held_down))
             .collect()
+    }
+
+    /// What its stderr says of its HA role.
+    fn role_log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("dataplane.stderr")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("HA role")).collect();
+        lines.join("\n")
     }
 
     fn track(&self) -> String {
@@ -504,9 +514,13 @@ impl PairBed {
         let policy_path = dir.join("strict.json");
         std::fs::write(&policy_path, policy.to_string()).unwrap();
         let (p1, p2) = (free_port(), free_port());
+        // The split-brain guard's silence, generous: the members' workers share a core with other tests, and
+        // one descheduled for a while must not look dead.
+        let section =
+            |listen, peer| format!("{}\npeer_silence_ms = 1000", sync_section(listen, peer));
         let gws = [
-            Gateway::start("p1", &sync_section(p1, p2), policy_path.clone()),
-            Gateway::start("p2", &sync_section(p2, p1), policy_path),
+            Gateway::start("p1", &section(p1, p2), policy_path.clone()),
+            Gateway::start("p2", &section(p2, p1), policy_path),
         ];
         let sides = [0, 1].map(|i| testbed::Side {
             netns: format!("bulkhead-ha-{pid}-{}", ["a", "b"][i]),
@@ -527,6 +541,11 @@ impl PairBed {
                 "0",
             ])
             .unwrap();
+            // A bridge takes the lowest MAC of its ports unless given one: a member's ports leaving (its
+            // dataplane killed) must not change the address the hosts' ARP caches hold.
+            let mac = format!("02:00:00:00:00:0{}", i + 1);
+            side.ok(&["ip", "link", "set", "br0", "address", &mac])
+                .unwrap();
             for gw in &bed.gws {
                 let tap = &gw.taps[i];
                 testbed::sh(&["ip", "link", "set", tap, "netns", &side.netns]).unwrap();
@@ -665,4 +684,230 @@ fn ha_switchover_keeps_an_established_tcp_session_without_rst() {
     let before: CountersReport = g2.ask(&Request::Counters {});
     session.completes(g2);
     assert_took_over(g2, &before);
+}
+
+/// The `ha` section of a gateway's status.
+fn gw_ha(gw: &Gateway) -> protocol::HaStatus {
+    let status: Status = gw.ask(&Request::Status {});
+    status.ha.expect("an [ha] member reports its role")
+}
+
+fn set_role(gw: &Gateway, role: Role) -> RoleChange {
+    gw.ask(&Request::SetRole { role })
+}
+
+/// A ping flood from segment a to segment b through the pair: `count` echo requests every 2 ms.
+struct Flood(Child);
+
+impl Flood {
+    fn start(bed: &PairBed, count: u32) -> Flood {
+        let count = count.to_string();
+        let child = bed.sides[0]
+            .command("ping")
+            .args(["-q", "-i", "0.002", "-W", "2", "-c", &count, addr::B4])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Flood(child)
+    }
+
+    /// Waits for it to end; answers (sent, received, duplicates) from ping's summary.
+    fn finish(self) -> (u64, u64, u64) {
+        let out = self.0.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no summary from ping: {text}"));
+        let number_before = |word: &str| -> u64 {
+            line.split(", ")
+                .find(|part| part.ends_with(word))
+                .and_then(|part| part.trim_start_matches('+').split(' ').next())
+                .map_or(0, |n| n.parse().unwrap())
+        };
+        (
+            number_before("packets transmitted"),
+            number_before("received"),
+            number_before("duplicates"),
+        )
+    }
+}
+
+/// Both members carried and consumed heartbeats, and every packet each received is accounted for.
+fn assert_heartbeats_counted(bed: &PairBed) {
+    for gw in &bed.gws {
+        // Heartbeats keep arriving: a reading may catch a worker between counting a burst received and
+        // counting its fate, so wait for one taken between bursts.
+        let accounted = |c: &CountersReport| {
+            c.workers
+                .iter()
+                .chain([&c.totals])
+                .all(|w| w.rx_packets == w.tx_packets + w.dropped())
+        };
+        let mut c: CountersReport = gw.ask(&Request::Counters {});
+        for _ in 0..100 {
+            if accounted(&c) {
+                break;
+            }
+            c = gw.ask(&Request::Counters {});
+        }
+        assert!(c.totals.drops["ha_heartbeat"] > 0, "{:?}", c.totals.drops);
+        assert_accounted(&c);
+        let beats = gw_ha(gw).heartbeats.expect("heartbeat counts");
+        assert!(beats.sent > 0 && beats.received > 0, "{beats:?}");
+    }
+}
+
+/// g1 active, and g2 has heard it so.
+fn g1_active_and_heard(bed: &PairBed) {
+    let [g1, g2] = &bed.gws;
+    assert_eq!(set_role(g1, Role::Active).effective, Some(Role::Active));
+    g2.wait_for("g2 hearing g1 active", |g2| {
+        gw_ha(g2).peer.is_some_and(|p| p.role == Role::Active)
+    });
+    // ARP settled before the floods count.
+    assert!(bed.sides[0]
+        .run(&["ping", "-c", "1", "-W", "2", addr::B4])
+        .unwrap()
+        .status
+        .success());
+}
+
+#[test]
+fn ha_split_brain_the_second_member_told_active_stays_standby_until_the_active_dies() {
+    let mut bed = PairBed::start();
+    g1_active_and_heard(&bed);
+    let [g1, g2] = &bed.gws;
+
+    // The HA link is cut: keepalived makes g2 master too. It hears g1's heartbeats on the data segments and
+    // stays standby, held.
+    let change = set_role(g2, Role::Active);
+    assert_eq!(
+        (change.effective, change.held),
+        (Some(Role::Standby), Some(protocol::Hold::PeerActive)),
+        "{change:?}"
+    );
+    let ha = gw_ha(g2);
+    assert_eq!(
+        (ha.role, ha.desired, ha.held),
+        (
+            Role::Standby,
+            Some(Role::Active),
+            Some(protocol::Hold::PeerActive)
+        )
+    );
+    assert_eq!(ha.peer.unwrap().instance, gw_ha(g1).instance.unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead-dataplane"))
+        .args(["role", "--socket", g2.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stdout(&out).starts_with("standby (told active, held: "),
+        "{out:?}"
+    );
+
+    // No loop: every echo answered once.
+    let (sent, received, duplicates) = Flood::start(&bed, 500).finish();
+    assert_eq!((received, duplicates), (sent, 0), "sent {sent}");
+    assert_eq!(gw_ha(g1).role, Role::Active);
+    assert_heartbeats_counted(&bed);
+
+    // g1's dataplane dies: g2 hears nothing more and takes over by itself.
+    bed.gws[0].child.kill().unwrap();
+    bed.gws[0].child.wait().unwrap();
+    let g2 = &bed.gws[1];
+    g2.wait_for("g2 active after the peer's silence", |g2| {
+        gw_ha(g2).role == Role::Active
+    });
+    assert_eq!(gw_ha(g2).held, None);
+    let (sent, received, duplicates) = Flood::start(&bed, 200).finish();
+    let c: CountersReport = g2.ask(&Request::Counters {});
+    assert_eq!(
+        (received, duplicates),
+        (sent, 0),
+        "sent {sent}: {:?} {:?}",
+        c.totals,
+        gw_ha(g2)
+    );
+}
+
+#[test]
+fn ha_planned_switchover_in_either_order_loses_and_duplicates_nothing() {
+    let bed = PairBed::start();
+    g1_active_and_heard(&bed);
+    let [g1, g2] = &bed.gws;
+    let flood = Flood::start(&bed, 2000);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The new master first: g2 is held until g1, told standby, hands over.
+    let change = set_role(g2, Role::Active);
+    assert_eq!(
+        change.held,
+        Some(protocol::Hold::PeerActive),
+        "{change:?}: g2 {:?}",
+        gw_ha(g2)
+    );
+    g1.wait_for("g1 hearing that g2 wants to be active", |g1| {
+        gw_ha(g1).peer.is_some_and(|p| p.desired == Role::Active)
+    });
+    let change = set_role(g1, Role::Standby);
+    assert_eq!(change.effective, Some(Role::Standby), "{change:?}");
+    g2.wait_for("g2 active", |g2| gw_ha(g2).role == Role::Active);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The old master first: g2, told standby, keeps forwarding until g1, told active, wants to take over.
+    let change = set_role(g2, Role::Standby);
+    assert_eq!(
+        (change.effective, change.held),
+        (Some(Role::Active), Some(protocol::Hold::Handover)),
+        "{change:?}"
+    );
+    set_role(g1, Role::Active);
+    g1.wait_for("g1 active", |g1| gw_ha(g1).role == Role::Active);
+    assert_eq!(gw_ha(g2).role, Role::Standby);
+
+    let (sent, received, duplicates) = flood.finish();
+    assert_eq!(sent, 2000);
+    assert_eq!(
+        (received, duplicates),
+        (sent, 0),
+        "g1: {}\ng2: {}",
+        g1.role_log(),
+        g2.role_log()
+    );
+    assert_heartbeats_counted(&bed);
+    for gw in &bed.gws {
+        assert_eq!(gw_ha(gw).held, None);
+    }
+}
+
+#[test]
+fn ha_two_members_told_active_at_once_resolve_to_one_active() {
+    let bed = PairBed::start();
+    let [g1, g2] = &bed.gws;
+    // Each has heard the other (standby) before.
+    for (gw, other) in [(g1, g2), (g2, g1)] {
+        gw.wait_for("the peer heard", |gw| {
+            gw_ha(gw).peer.map(|p| p.instance) == gw_ha(other).instance
+        });
+    }
+    std::thread::scope(|s| {
+        for gw in [g1, g2] {
+            s.spawn(move || set_role(gw, Role::Active));
+        }
+    });
+    let one_active = || {
+        let (a, b) = (gw_ha(g1), gw_ha(g2));
+        (a.role == Role::Active) != (b.role == Role::Active)
+            && [a, b]
+                .iter()
+                .any(|h| h.held == Some(protocol::Hold::PeerActive))
+    };
+    g1.wait_for("exactly one active, the other held", |_| one_active());
+    let (sent, received, duplicates) = Flood::start(&bed, 300).finish();
+    assert_eq!((received, duplicates), (sent, 0), "sent {sent}");
+    assert!(one_active());
 }

@@ -24,7 +24,10 @@
 //! nothing, every packet counted as the drop reason `standby`) and `set_role` makes it active or standby again
 //! (keepalived's notify scripts send it). `status` then carries `ha` (the role). The op, the `ha` field, the
 //! drop reason and the error code `not_ha` were added without a version change (see the rule below: a new
-//! drop reason is a new key of a map every reader already iterates).
+//! drop reason is a new key of a map every reader already iterates). So were the split-brain guard's
+//! additions: `ha`'s optional `desired`, `held`, `instance`, `peer` and `heartbeats`, `set_role`'s optional
+//! `effective` and `held` (a member may be held in a role other than the one it was told), and the drop
+//! reason `ha_heartbeat`.
 //!
 //! # Two-step loading
 //!
@@ -64,9 +67,9 @@ mod request;
 pub use line::{decode_reply, decode_request, encode_reply, encode_request, DecodeError};
 pub use reply::{
     CountersReport, DiscardResult, EventBatch, EventKind, FlatRules, FlowEvent, FlowInfo, FlowList,
-    HaStatus, KillResult, LoadPolicyResult, PolicyState, PortCounters, PortLink, PreparedPolicy,
-    RemoteControlStatus, Reply, ResyncResult, RoleChange, RuleCounters, Status, SwapTimes,
-    SyncState, SyncStatus, Verdict, WorkerSnapshot,
+    HaPeer, HaStatus, HeartbeatCounts, Hold, KillResult, LoadPolicyResult, PolicyState,
+    PortCounters, PortLink, PreparedPolicy, RemoteControlStatus, Reply, ResyncResult, RoleChange,
+    RuleCounters, Status, SwapTimes, SyncState, SyncStatus, Verdict, WorkerSnapshot,
 };
 pub use request::{ErrorCode, ErrorReply, FlowFilter, Request, Role};
 

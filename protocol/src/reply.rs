@@ -73,6 +73,70 @@ pub struct HaStatus {
     /// Connection-state sync with the peer, when configured (`sync_listen`/`sync_peer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncStatus>,
+    /// The role this member was last told (`set_role`); `role` is the one it has (they differ while it is
+    /// held). Absent from an older dataplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Role>,
+    /// Why `role` is not `desired` (absent when they agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
+    /// This run's instance id (random per start, 16 hex digits), as its heartbeats carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The peer's latest heartbeat over the data segments (absent: none heard since the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Box<HaPeer>>,
+    /// Heartbeat frames sent (one per data port each period) and the peer's received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeats: Option<HeartbeatCounts>,
+}
+
+/// Why an HA member's role is not the one it was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// Told active, it stays standby: an active peer was heard within `peer_silence_ms` (split brain, or the
+    /// peer has not handed over yet).
+    PeerActive,
+    /// Told standby, it keeps forwarding until the peer wants to be active (or `handover_ms` passes), so a
+    /// planned switchover has no gap.
+    Handover,
+}
+
+impl Hold {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Hold::PeerActive => "peer_active",
+            Hold::Handover => "handover",
+        }
+    }
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The peer of an HA pair as its latest heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaPeer {
+    /// Milliseconds since it was heard.
+    pub heard_ms_ago: u64,
+    /// Its instance id (16 hex digits).
+    pub instance: String,
+    /// The role it has, and the one it was told.
+    pub role: Role,
+    pub desired: Role,
+    /// How long it had been active when it sent the heartbeat (0: standby).
+    pub active_for_ms: u64,
+}
+
+/// Heartbeat frames of an HA member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatCounts {
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// Connection-state sync as one member sees it. Counts are of updates (one flow's state or end each).
@@ -123,11 +187,18 @@ pub struct PortLink {
     pub held_down: bool,
 }
 
-/// `set_role`: the role now, and the one before (equal when nothing changed).
+/// `set_role`: the role told now, and the one told before (equal when nothing changed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleChange {
     pub role: Role,
     pub previous: Role,
+    /// The role the member has after the request (absent from an older dataplane, whose role was always
+    /// the one told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<Role>,
+    /// Why `effective` is not `role` (absent when they agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
 }
 
 /// The remote control listener: where it listens, the certificate it serves, what its clients did.

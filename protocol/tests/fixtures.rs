@@ -133,12 +133,27 @@ fn status() {
     assert_eq!(ha.role, Role::Active);
     assert_eq!(ha.links.len(), 2);
     assert_eq!(ha.sync.unwrap().state, SyncState::InSync);
+    assert_eq!(ha.desired, Some(Role::Active));
+    assert_eq!(ha.peer.unwrap().role, Role::Standby);
+    assert_eq!(ha.heartbeats.unwrap().sent, 166);
     assert_eq!(reply::<ResyncResult>("resync").unwrap().workers, 1);
     assert_eq!(
         reply::<RoleChange>("set_role").unwrap(),
         RoleChange {
             role: Role::Active,
-            previous: Role::Standby
+            previous: Role::Standby,
+            effective: Some(Role::Active),
+            held: None,
+        }
+    );
+    // Told active, held standby by an active peer (the split-brain guard).
+    assert_eq!(
+        reply::<RoleChange>("set_role_held").unwrap(),
+        RoleChange {
+            role: Role::Active,
+            previous: Role::Standby,
+            effective: Some(Role::Standby),
+            held: Some(protocol::Hold::PeerActive),
         }
     );
 }

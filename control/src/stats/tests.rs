@@ -114,6 +114,11 @@ fn member(
         role_changes: 1,
         links: Vec::new(),
         sync: None,
+        desired: Some(role),
+        held: None,
+        instance: None,
+        peer: None,
+        heartbeats: None,
     });
     r
 }

@@ -13,7 +13,10 @@ function haCell(g) {
   if (g.role == null) return '–';
   if (g.role === 'standalone') return badge('standalone', 'monitor');
   const sync = g.ha && g.ha.sync;
+  // The split-brain guard may hold a member in the other role than the one keepalived told it.
+  const held = g.ha && g.ha.held;
   return h('span', {}, badge(g.role, g.role === 'active' ? 'allow' : 'monitor'), ' ',
+    held ? [badge(`told ${g.ha.desired}, held: ${held.replace('_', ' ')}`, 'deny'), ' '] : '',
     sync ? badge(sync.state.replace('_', ' '), SYNC_KIND[sync.state] || 'monitor') : '',
     sync && sync.sending ? ` lag ${fmtInt(sync.lag)} · sent ${fmtInt(sync.sent)} · acked ${fmtInt(sync.acked)} · resent ${fmtInt(sync.resent)} · lost ${fmtInt(sync.lost)}` : '');
 }
