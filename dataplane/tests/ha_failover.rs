@@ -1,11 +1,11 @@
 //! An HA pair with keepalived deciding (testbed::pair: two switched segments, each member in a namespace of its
-//! own, keepalived configured as docs/ha.md shows): SIGKILL of the active mid-transfer, a lost data link, a
-//! restarted standby. Outcomes and counts, never times (the traffic gap is printed). Needs root, keepalived,
-//! tcpdump, curl, ping and python3.
+//! own, keepalived configured as docs/ha.md shows): SIGKILL of the active mid-transfer, a planned switchover and
+//! back, a lost data link, a restarted standby, the HA link cut (split brain). Outcomes and counts, never times
+//! (the traffic gap is printed). Needs root, keepalived, tcpdump, curl, ping and python3.
 
 use std::time::Duration;
 
-use protocol::CountersReport;
+use protocol::{CountersReport, Hold, Role};
 use testbed::pair::{Pair, PairOptions};
 
 fn pair() -> Pair {
@@ -158,4 +158,98 @@ fn ha_restarted_standby_resyncs_and_a_failover_then_keeps_every_flow() {
     assert_all_completed(sessions, SESSIONS);
     assert_took_over(&pair, 1);
     assert_no_rst(rsts);
+}
+
+#[test]
+fn ha_planned_switchover_and_back_lose_no_packet() {
+    let mut pair = pair();
+    let session = pair.sessions(0, 5604, 1, 50).unwrap();
+    let flood = pair.ping_flood(Duration::from_millis(2)).unwrap();
+
+    // Maintenance of g1: its keepalived stops (it tells the peer, which takes over, and runs its notify_stop).
+    // The two notify scripts run in either order; the guard hands over at a heartbeat.
+    pair.members[0].stop_keepalived().unwrap();
+    pair.wait_active(1).unwrap();
+    assert!(ping(&pair), "no traffic through g2");
+    // Back in service: g1, preferred, takes mastership back after its preempt delay.
+    pair.members[0].start_keepalived().unwrap();
+    pair.wait_active(0).unwrap();
+
+    let ping = flood.finish().unwrap();
+    report("planned switchover and back", &ping);
+    assert_eq!(
+        (ping.lost(), ping.duplicates),
+        (0, 0),
+        "{ping:?}\n{}",
+        drops(&pair)
+    );
+    assert_all_completed(session, 1);
+    assert_took_over(&pair, 1);
+}
+
+/// Each member's drops by reason (what explains a lost packet).
+fn drops(pair: &Pair) -> String {
+    pair.members
+        .iter()
+        .map(|m| {
+            let drops = m.counters().map(|c| c.totals.drops).unwrap_or_default();
+            let nonzero: Vec<_> = drops.iter().filter(|(_, n)| **n > 0).collect();
+            format!("{}: {nonzero:?}", m.name)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (role told, why held) of member `i`.
+fn told_and_held(pair: &Pair, i: usize) -> Option<(Option<Role>, Option<Hold>)> {
+    let ha = pair.members[i].status()?.ha?;
+    Some((ha.desired, ha.held))
+}
+
+#[test]
+fn ha_link_cut_leaves_one_member_forwarding_until_it_dies() {
+    let mut pair = pair();
+    let session = pair.sessions(0, 5605, 1, 50).unwrap();
+    let flood = pair.ping_flood(Duration::from_millis(2)).unwrap();
+
+    // Split brain: the HA link is cut, each keepalived hears no peer and is master. g2's dataplane, told active,
+    // still hears g1's heartbeats on the data segments and stays standby: one path between the segments.
+    pair.cut_ha_link().unwrap();
+    pair.wait_for("both masters, g2 held by g1", |p| {
+        p.members[0].is_master()
+            && p.members[1].is_master()
+            && told_and_held(p, 1) == Some((Some(Role::Active), Some(Hold::PeerActive)))
+    })
+    .unwrap();
+    // Two seconds of split brain under the ping flood: nothing lost, nothing duplicated.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pair.members[0].role(), Some(Role::Active));
+    assert_eq!(pair.members[1].role(), Some(Role::Standby));
+    let split = flood.finish().unwrap();
+    report("HA link cut", &split);
+    assert_eq!(
+        (split.lost(), split.duplicates),
+        (0, 0),
+        "{split:?}\n{}",
+        drops(&pair)
+    );
+
+    // The active dies while the link is cut: g2 hears nothing more and becomes active by itself.
+    let flood = pair.ping_flood(Duration::from_millis(2)).unwrap();
+    pair.kill(0).unwrap();
+    pair.wait_for("g2 active by itself", |p| {
+        told_and_held(p, 1) == Some((Some(Role::Active), None))
+            && p.members[1].role() == Some(Role::Active)
+    })
+    .unwrap();
+    assert!(ping(&pair), "no traffic through g2");
+    // The link and g1 return: keepalived hands mastership back to g1 (preferred), with no duplicate.
+    pair.restore_ha_link().unwrap();
+    pair.restart(0).unwrap();
+    pair.wait_active(0).unwrap();
+    let after = flood.finish().unwrap();
+    report("HA link cut, the active killed, both back", &after);
+    assert_eq!(after.duplicates, 0, "{after:?}");
+    assert_all_completed(session, 1);
+    assert_took_over(&pair, 1);
 }

@@ -202,10 +202,22 @@ impl Side {
     /// is listening. VLAN tags the kernel moved into metadata are put back by libpcap, so frames are as on the
     /// wire.
     pub fn capture(&self, filter: &str, file: &Path) -> Result<Capture> {
+        self.capture_with(filter, file, false)
+    }
+
+    /// A capture that hands every packet to tcpdump as it arrives (`--immediate-mode`) rather than in the
+    /// kernel's blocks (up to a second late): for counting exactly what crossed, with [`Capture::stop`].
+    pub fn capture_immediate(&self, filter: &str, file: &Path) -> Result<Capture> {
+        self.capture_with(filter, file, true)
+    }
+
+    fn capture_with(&self, filter: &str, file: &Path, immediate: bool) -> Result<Capture> {
         let mut c = self.command("tcpdump");
-        c.args(["-i", &self.iface, "-U", "-n", "-w"])
-            .arg(file)
-            .arg(filter);
+        c.args(["-i", &self.iface, "-U", "-n"]);
+        if immediate {
+            c.arg("--immediate-mode");
+        }
+        c.arg("-w").arg(file).arg(filter);
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -265,6 +277,18 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Stops tcpdump as an operator would (SIGINT: it writes what it holds and exits) and returns the frames.
+    pub fn stop(self) -> Result<Vec<Vec<u8>>> {
+        let mut child = self.child;
+        sh(&["kill", "-INT", &child.0.id().to_string()])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.0.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(child);
+        read_pcap(&self.file)
+    }
+
     /// Waits until `count` frames were captured (or `timeout`), stops tcpdump and returns the frames.
     pub fn frames(self, count: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
         let deadline = Instant::now() + timeout;

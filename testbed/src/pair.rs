@@ -25,6 +25,7 @@
 //!
 //! Needs root, keepalived, tcpdump, curl, ping, python3 and sha256sum.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -570,7 +571,7 @@ impl Pair {
         let file = self.dir.join(format!("ping-{}.pcap", unique()));
         let capture = self
             .a()
-            .capture(&format!("icmp and host {}", addr::B4), &file)?;
+            .capture_immediate(&format!("icmp and host {}", addr::B4), &file)?;
         let interval = format!("{:.3}", interval.as_secs_f64());
         let mut c = self.a().command("ping");
         c.args(["-q", "-f", "-i", &interval, "-W", "1", addr::B4])
@@ -865,59 +866,56 @@ impl PingResult {
 }
 
 impl PingFlood {
-    /// Stops ping (SIGINT: it prints its summary) and the capture.
+    /// Stops ping and the capture, and counts from the capture (ping's own summary counts the request it sent
+    /// just before it was stopped as lost, whose reply was still on its way).
     pub fn finish(mut self) -> Result<PingResult> {
-        // Replies to the last requests are still on their way.
-        std::thread::sleep(Duration::from_millis(200));
-        let id = self.child.as_ref().expect("finished once").id().to_string();
-        sh(&["kill", "-INT", &id])?;
-        let out = self
-            .child
-            .take()
-            .expect("finished once")
-            .wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let number_before = |word: &str| -> Option<u64> {
-            let i = text.find(word)?;
-            text[..i]
-                .split_whitespace()
-                .last()?
-                .trim_start_matches('+')
-                .parse()
-                .ok()
-        };
-        let (Some(sent), Some(received)) = (
-            number_before(" packets transmitted"),
-            number_before(" received"),
-        ) else {
-            return Err(Error::Protocol(format!(
-                "ping's summary: {text:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        };
-        let duplicates = number_before(" duplicates").unwrap_or(0);
-        // tcpdump may trail a flood by seconds on a busy machine, and what it has not written when it is
-        // killed is lost: wait until the file stops growing (the ping has ended), then stop it.
-        let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = size(&self.file);
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = size(&self.file);
-            if now == last || Instant::now() > deadline {
-                break;
-            }
-            last = now;
+        let mut child = self.child.take().expect("finished once");
+        let stopped = sh(&["kill", "-INT", &child.id().to_string()]);
+        if stopped.is_err() {
+            let _ = child.kill();
         }
+        child.wait()?;
+        stopped?;
+        // The replies to the last requests are still on their way: give them time, then stop tcpdump so that
+        // it writes everything it received.
+        std::thread::sleep(Duration::from_millis(500));
         if let Some(capture) = self.capture.take() {
-            drop(capture.frames(0, Duration::ZERO)?);
+            capture.stop()?;
         }
-        Ok(PingResult {
-            sent,
-            received,
-            duplicates,
-            longest_gap: longest_outage(&echoes(&self.file)?),
-        })
+        let echoes = echoes(&self.file)?;
+        Ok(PingResult::of(&echoes))
+    }
+}
+
+impl PingResult {
+    /// What the echoes captured in side a say of the flood (the identifier with the most echoes: other pings
+    /// may cross meanwhile): a request sent (its sequence number seen at all), answered (a reply with its
+    /// number), and replies beyond the first per number (duplicates).
+    pub fn of(echoes: &[Echo]) -> PingResult {
+        let mut per_id: BTreeMap<u16, usize> = BTreeMap::new();
+        for e in echoes {
+            *per_id.entry(e.id).or_default() += 1;
+        }
+        let flood = per_id.iter().max_by_key(|(_, n)| **n).map(|(id, _)| *id);
+        let echoes: Vec<Echo> = echoes
+            .iter()
+            .filter(|e| Some(e.id) == flood)
+            .copied()
+            .collect();
+        let mut replies: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut seen: BTreeSet<u16> = BTreeSet::new();
+        for e in &echoes {
+            seen.insert(e.seq);
+            if e.reply {
+                *replies.entry(e.seq).or_default() += 1;
+            }
+        }
+        PingResult {
+            sent: seen.len() as u64,
+            received: replies.len() as u64,
+            duplicates: replies.values().map(|n| n - 1).sum(),
+            longest_gap: longest_outage(&echoes),
+        }
     }
 }
 
@@ -935,6 +933,8 @@ impl Drop for PingFlood {
 pub struct Echo {
     pub time: Duration,
     pub reply: bool,
+    /// The echo identifier: one per ping process.
+    pub id: u16,
     pub seq: u16,
 }
 
@@ -958,6 +958,7 @@ pub fn echoes(path: &Path) -> Result<Vec<Echo>> {
         echoes.push(Echo {
             time: p.timestamp,
             reply: f[icmp] == 0,
+            id: u16::from_be_bytes([f[icmp + 4], f[icmp + 5]]),
             seq: u16::from_be_bytes([f[icmp + 6], f[icmp + 7]]),
         });
     }
@@ -1074,6 +1075,7 @@ mod tests {
         Echo {
             time: Duration::from_millis(ms),
             reply,
+            id: 7,
             seq,
         }
     }
@@ -1093,5 +1095,30 @@ mod tests {
         ];
         assert_eq!(longest_outage(&echoes), Duration::from_millis(7));
         assert_eq!(longest_outage(&[echo(0, true, 1)]), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_flood_is_counted_by_its_own_echoes() {
+        let other = |ms, reply, seq| Echo {
+            id: 9,
+            ..echo(ms, reply, seq)
+        };
+        let echoes = [
+            echo(0, false, 1),
+            other(0, false, 1),
+            echo(1, true, 1),
+            other(1, true, 1),
+            echo(2, false, 2),
+            // Request 3 was not captured, its reply was.
+            echo(4, true, 3),
+            echo(5, false, 4),
+            echo(6, true, 4),
+            echo(6, true, 4),
+            echo(7, false, 5),
+            echo(8, true, 5),
+        ];
+        let r = PingResult::of(&echoes);
+        assert_eq!((r.sent, r.received, r.duplicates, r.lost()), (5, 4, 1, 1));
+        assert_eq!(r.longest_gap, Duration::from_millis(3));
     }
 }
