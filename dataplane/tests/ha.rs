@@ -319,17 +319,7 @@ fn sync_section(listen: u16, peer: u16) -> String {
 
 /// The flows of `bed` on TCP port `port` and their states.
 fn tcp_states(bed: &TestBed, port: u16) -> Vec<String> {
-    let list: protocol::FlowList = bed
-        .ask(&Request::Flows {
-            filter: protocol::FlowFilter {
-                port: Some(port),
-                proto: Some(6),
-                ..Default::default()
-            },
-            limit: None,
-        })
-        .unwrap();
-    list.flows.into_iter().map(|f| f.state).collect()
+    testbed::flow_states(bed.ask(&testbed::tcp_flows_request(port)).unwrap())
 }
 
 fn sync_status(bed: &TestBed) -> protocol::SyncStatus {
@@ -572,15 +562,8 @@ impl Drop for PairBed {
 }
 
 fn gw_tcp_states(gw: &Gateway, port: u16) -> Vec<String> {
-    let list: Option<protocol::FlowList> = gw.try_ask(&Request::Flows {
-        filter: protocol::FlowFilter {
-            port: Some(port),
-            proto: Some(6),
-            ..Default::default()
-        },
-        limit: None,
-    });
-    list.map(|l| l.flows.into_iter().map(|f| f.state).collect())
+    gw.try_ask(&testbed::tcp_flows_request(port))
+        .map(testbed::flow_states)
         .unwrap_or_default()
 }
 

@@ -320,6 +320,23 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 /// A policy document shipped with the test bed (`testbed/policies/`).
+/// The control request for the TCP flows with `port` at either end.
+pub fn tcp_flows_request(port: u16) -> Request {
+    Request::Flows {
+        filter: protocol::FlowFilter {
+            port: Some(port),
+            proto: Some(6),
+            ..Default::default()
+        },
+        limit: None,
+    }
+}
+
+/// The states of a flow list's flows.
+pub fn flow_states(list: protocol::FlowList) -> Vec<String> {
+    list.flows.into_iter().map(|f| f.state).collect()
+}
+
 pub fn policy_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("policies")

@@ -32,9 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use protocol::{
-    CountersReport, FlowFilter, FlowList, Request, Role, Status, SyncState, SyncStatus,
-};
+use protocol::{CountersReport, Request, Role, Status, SyncState, SyncStatus};
 use serde::de::DeserializeOwned;
 
 use crate::{addr, check, config_text, sh, Background, Capture, Error, Options, Result, Side};
@@ -134,15 +132,8 @@ impl Member {
 
     /// The TCP flows on `port` and their states (empty when the dataplane does not answer).
     pub fn tcp_states(&self, port: u16) -> Vec<String> {
-        let list: Option<FlowList> = self.try_ask(&Request::Flows {
-            filter: FlowFilter {
-                port: Some(port),
-                proto: Some(6),
-                ..Default::default()
-            },
-            limit: None,
-        });
-        list.map(|l| l.flows.into_iter().map(|f| f.state).collect())
+        self.try_ask(&crate::tcp_flows_request(port))
+            .map(crate::flow_states)
             .unwrap_or_default()
     }
 
