@@ -956,10 +956,20 @@ pub fn echoes(path: &Path) -> Result<Vec<Echo>> {
     Ok(echoes)
 }
 
-/// The longest interval between two consecutive echo replies: an upper bound of the outage, by at most the
-/// ping's interval (or its slower pace while no reply comes).
+/// The longest interval between two consecutive echo replies (the first request and the last one count as
+/// bounds too): an upper bound of the outage, by at most the ping's interval (or its slower pace while no reply
+/// comes).
 pub fn longest_outage(echoes: &[Echo]) -> Duration {
-    let replies: Vec<Duration> = echoes.iter().filter(|e| e.reply).map(|e| e.time).collect();
+    let mut replies: Vec<Duration> = echoes.iter().filter(|e| e.reply).map(|e| e.time).collect();
+    // An outage from the first request on, or until the last one, is an outage too.
+    let first = echoes.iter().map(|e| e.time).min();
+    let last_request = echoes.iter().filter(|e| !e.reply).map(|e| e.time).max();
+    if let Some(t) = first.filter(|t| replies.first().is_none_or(|r| t < r)) {
+        replies.insert(0, t);
+    }
+    if let Some(t) = last_request.filter(|t| replies.last().is_some_and(|r| t > r)) {
+        replies.push(t);
+    }
     replies
         .windows(2)
         .map(|w| w[1].saturating_sub(w[0]))
@@ -1086,6 +1096,16 @@ mod tests {
         ];
         assert_eq!(longest_outage(&echoes), Duration::from_millis(7));
         assert_eq!(longest_outage(&[echo(0, true, 1)]), Duration::ZERO);
+        // An outage at the start (the first replies never came) or at the end counts.
+        let start = [
+            echo(0, false, 1),
+            echo(2, false, 2),
+            echo(40, false, 3),
+            echo(41, true, 3),
+        ];
+        assert_eq!(longest_outage(&start), Duration::from_millis(41));
+        let end = [echo(0, false, 1), echo(1, true, 1), echo(30, false, 2)];
+        assert_eq!(longest_outage(&end), Duration::from_millis(29));
     }
 
     #[test]
