@@ -1,6 +1,6 @@
 //! Runs the `conversations`, `policy`, `classbench` and `attack`
 //! subcommands and checks what they write: the frames parse back with the
-//! `net` views (and tcpdump, when installed) with correct checksums, have
+//! `net` views (and tcpdump) with correct checksums, have
 //! the requested shape, the verdict sidecar agrees with the policy's
 //! reference evaluation and with the packets, and the same seed gives the
 //! same bytes.
@@ -138,14 +138,12 @@ const BAD_CHECKSUM: [&str; 5] = [
     "bad icmp6 cksum",
 ];
 
-/// If tcpdump is installed: it reads all `packets` records, and with `-vv`
-/// flags no checksum and verifies `verified` transport checksums (TCP,
-/// UDP, ICMPv6: the ones it reports as good).
+/// tcpdump (required: `cargo xtask test` installs it) reads all `packets`
+/// records, and with `-vv` flags no checksum and verifies `verified`
+/// transport checksums (TCP, UDP, ICMPv6: the ones it reports as good).
 fn check_with_tcpdump(path: &Path, packets: usize, verified: Option<usize>) {
-    let Some(tcpdump) = tcpdump() else {
-        eprintln!("note: tcpdump not found; skipping the tcpdump check");
-        return;
-    };
+    let tcpdump = tcpdump()
+        .expect("tcpdump is not on PATH: this check needs it (the Debian package tcpdump)");
     let out = Command::new(&tcpdump)
         .args(["-nn", "-vv", "-r"])
         .arg(path)
