@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -44,14 +44,6 @@ fn spawn(program: &str, args: &[&str], log: &Path) -> Daemon {
         .spawn()
         .unwrap_or_else(|e| panic!("{program} (is it installed? cargo xtask deps): {e}"));
     Daemon { child: Some(child) }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn free_udp_port() -> u16 {
@@ -290,7 +282,7 @@ fn nfdump_records(dir: &Path) -> Vec<Vec<String>> {
 #[test]
 fn flows_and_audit_reach_rsyslog_and_nfcapd() {
     let dir = test_dir("export");
-    let (tls_port, udp_port, ipfix_port) = (free_tcp_port(), free_udp_port(), free_udp_port());
+    let (tls_port, udp_port, ipfix_port) = (testbed::free_port(), free_udp_port(), free_udp_port());
     let mut rsyslog = Rsyslog::start(&dir, tls_port, udp_port);
     let nf_dir = dir.join("nfcapd");
     std::fs::create_dir_all(&nf_dir).unwrap();

@@ -51,7 +51,7 @@ fn metric(c: &Control, series: &str) -> Option<f64> {
 
 /// The pair's two members and a control that manages them.
 fn pair_and_control(name: &str) -> ([TestBed; 2], Control) {
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (testbed::free_port(), testbed::free_port());
     let beds = [member(p1, p2), member(p2, p1)];
     let dir = test_dir(name);
     let mut copts = ControlOptions::new(

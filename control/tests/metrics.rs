@@ -496,14 +496,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn prom_query(client: &reqwest::Client, prom: u16, q: &str) -> Option<String> {
     let url = format!("http://127.0.0.1:{prom}/api/v1/query");
     let resp = client.get(url).query(&[("query", q)]).send().await.ok()?;
@@ -540,7 +532,7 @@ async fn a_real_prometheus_scrapes_and_sees_the_counters_and_their_reset() {
     m.poll_once(&fake.client()).await.unwrap();
     let (addr, cert) = serve_tls(m.router(), &dir).await;
 
-    let prom = free_port();
+    let prom = testbed::free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -2,8 +2,6 @@
 //! `standby`; `set_role` (sent by the `bulkhead-dataplane role` command keepalived's notify scripts run) makes
 //! it active and standby again. Needs root and ping.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -193,13 +191,7 @@ impl Gateway {
 
     /// `request`'s answer, `None` if there is none (yet) or a refusal.
     fn try_ask<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Option<T> {
-        let mut stream = UnixStream::connect(&self.socket).ok()?;
-        let mut line = protocol::encode_request(None, request);
-        line.push('\n');
-        stream.write_all(line.as_bytes()).ok()?;
-        let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer).ok()?;
-        protocol::decode_reply(answer.trim_end()).ok()?.ok()
+        testbed::ask_socket(&self.socket, request, Duration::from_secs(30)).ok()
     }
 
     fn ask<T: serde::de::DeserializeOwned>(&self, request: &Request) -> T {
@@ -303,15 +295,6 @@ fn ha_link_lost_on_one_port_takes_the_linked_port_down_until_it_returns() {
     gw.wait_for("the track file", |gw| gw.track() == "0\n");
 }
 
-/// A free TCP port on 127.0.0.1 (the HA link of two beds in this namespace).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The `[ha]` body of a member that receives on `listen` and sends to `peer`.
 fn sync_section(listen: u16, peer: u16) -> String {
     format!("sync_listen = \"127.0.0.1:{listen}\"\nsync_peer = \"127.0.0.1:{peer}\"\nsync_refresh_ms = 200")
@@ -338,7 +321,7 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
 
 #[test]
 fn ha_sync_established_flows_reach_the_standby_and_a_restarted_standby_resyncs() {
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb) = (testbed::free_port(), testbed::free_port());
     let active = bed(Some(&sync_section(pa, pb)));
     let mut standby = bed(Some(&sync_section(pb, pa)));
     active
@@ -426,7 +409,7 @@ fn ha_sync_sends_new_flows_and_state_changes_as_they_happen() {
     let section = |listen, peer| {
         sync_section(listen, peer).replace("sync_refresh_ms = 200", "sync_refresh_ms = 60000")
     };
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb) = (testbed::free_port(), testbed::free_port());
     let active = bed(Some(&section(pa, pb)));
     let standby = bed(Some(&section(pb, pa)));
     active
@@ -503,7 +486,7 @@ impl PairBed {
         policy["settings"]["tcp_strictness"] = "strict".into();
         let policy_path = dir.join("strict.json");
         std::fs::write(&policy_path, policy.to_string()).unwrap();
-        let (p1, p2) = (free_port(), free_port());
+        let (p1, p2) = (testbed::free_port(), testbed::free_port());
         // The split-brain guard's silence, generous: the members' workers share a core with other tests, and
         // one descheduled for a while must not look dead.
         let section =

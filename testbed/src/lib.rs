@@ -608,14 +608,7 @@ impl TestBed {
 
     /// Sends `request`, returns the answer line.
     fn exchange(&self, request: &Request) -> Result<String> {
-        let stream = std::os::unix::net::UnixStream::connect(self.control_socket())?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut line = protocol::encode_request(None, request);
-        line.push('\n');
-        (&stream).write_all(line.as_bytes())?;
-        let mut reply = String::new();
-        BufReader::new(&stream).read_line(&mut reply)?;
-        Ok(reply)
+        exchange(&self.control_socket(), request, Duration::from_secs(30))
     }
 
     /// Where the remote listener listens (from the `ready` event), if the bed has one.
@@ -758,6 +751,37 @@ fn remove_stale_namespaces() {
 }
 
 /// An answer line's result as `T`; a refusal is an [`Error::Refused`].
+/// Sends `request` to the control socket at `socket` (any dataplane's, not only a bed's), waits up to `timeout`
+/// for the answer and decodes it.
+pub fn ask_socket<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T> {
+    decode(&exchange(socket, request, timeout)?)
+}
+
+/// One request line to the control socket at `socket`, its answer line back.
+fn exchange(socket: &Path, request: &Request, timeout: Duration) -> Result<String> {
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = protocol::encode_request(None, request);
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply)?;
+    Ok(reply)
+}
+
+/// A free TCP port on 127.0.0.1 (chosen by the kernel).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn decode<T: DeserializeOwned>(reply: &str) -> Result<T> {
     match protocol::decode_reply(reply) {
         Ok(Ok(result)) => Ok(result),

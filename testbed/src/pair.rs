@@ -26,8 +26,6 @@
 //! Needs root, keepalived, tcpdump, curl, ping, python3 and sha256sum.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,16 +94,7 @@ impl Member {
 
     /// `request`'s answer, `None` if there is none (a dead or starting dataplane) or a refusal.
     pub fn try_ask<T: DeserializeOwned>(&self, request: &Request) -> Option<T> {
-        let mut stream = UnixStream::connect(self.socket()).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        let mut line = protocol::encode_request(None, request);
-        line.push('\n');
-        stream.write_all(line.as_bytes()).ok()?;
-        let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer).ok()?;
-        protocol::decode_reply(answer.trim_end()).ok()?.ok()
+        crate::ask_socket(&self.socket(), request, Duration::from_secs(10)).ok()
     }
 
     pub fn ask<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {

@@ -29,15 +29,6 @@ pub fn dataplane_bin() -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (chosen by the kernel).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh directory for one test.
