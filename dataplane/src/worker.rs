@@ -939,17 +939,18 @@ fn new_flow(
         monitor: j.monitored,
         segment,
     };
-    match cx.tracker.commit_new(new, admission, cx.now) {
-        Ok(c) => {
-            created.push(c.id, new.hash());
-            if let Some(old) = c.displaced {
-                cx.counters.flows_closed.add(1);
-                let (worker, now) = (cx.worker, cx.now);
-                cx.events.emit_counted_with(
-                    || closed_event(&FlowInfo::new(c.id, &old, now), worker, now),
-                    cx.counters,
-                );
-            }
+    let (worker, now, counters, events) = (cx.worker, cx.now, cx.counters, &mut cx.events);
+    // The flow that gives up its place is reported closed from its entry in place, before it is overwritten.
+    let committed = cx.tracker.commit_new_with(new, admission, now, |id, old| {
+        counters.flows_closed.add(1);
+        events.emit_counted_with(
+            || closed_event(&FlowInfo::new(id, old, now), worker, now),
+            counters,
+        );
+    });
+    match committed {
+        Ok(id) => {
+            created.push(id, new.hash());
             cx.counters.flows_created.add(1);
             cx.counters
                 .rule(j.slot)
@@ -957,18 +958,17 @@ fn new_flow(
             if j.monitored {
                 cx.counters.would_deny.add(1);
             }
-            if let Some(e) = cx.tracker.table().get(c.id) {
+            if let Some(e) = cx.tracker.table().get(id) {
                 let verdict = if j.monitored {
                     Verdict::WouldDeny
                 } else {
                     Verdict::Allow
                 };
-                let (worker, now) = (cx.worker, cx.now);
                 cx.events.emit_counted_with(
                     || {
                         event(
                             EventKind::New,
-                            &FlowInfo::new(c.id, e, now),
+                            &FlowInfo::new(id, e, now),
                             verdict,
                             worker,
                             now,

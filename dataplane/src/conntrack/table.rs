@@ -886,43 +886,48 @@ impl ConnTable {
     /// has held its slot longest. Bounded, and normally O(1), work.
     pub fn insert(&mut self, key: FlowKey, originator: Side, now: u64) -> Result<Inserted, Full> {
         let hash = self.hash(&key);
-        self.insert_hashed(hash, &key, originator, now)
+        let mut displaced = None;
+        let id =
+            self.insert_hashed(hash, &key, originator, now, |_, old| displaced = Some(*old))?;
+        Ok(Inserted { id, displaced })
     }
 
+    /// [`insert`](Self::insert) by the key's precomputed [`hash`](Self::hash), showing the flow that gives up
+    /// its place to `displaced` in place, just before it is overwritten, instead of copying it out: on the
+    /// new-flow path of a full table that is every insert, and most callers only read a few of its fields.
+    /// `displaced` is called only when the insert succeeds.
     pub(super) fn insert_hashed(
         &mut self,
         hash: u64,
         key: &FlowKey,
         originator: Side,
         now: u64,
-    ) -> Result<Inserted, Full> {
+        displaced: impl FnOnce(FlowId, &Entry),
+    ) -> Result<FlowId, Full> {
         if let Some(id) = self.find_hashed(hash, key) {
-            let slot = &mut self.slab[id.index()];
-            let old = *slot;
-            *slot = Entry::fresh(key, originator, now);
+            displaced(id, &self.slab[id.index()]);
+            self.slab[id.index()] = Entry::fresh(key, originator, now);
             self.seen[id.index()] = seen_second(now);
-            return Ok(Inserted {
-                id,
-                displaced: Some(old),
-            });
+            return Ok(id);
         }
-        let mut displaced = None;
-        if self.free_head == NIL {
+        let slot = if self.free_head != NIL {
+            let slot = self.free_head;
+            self.free_head = self.slab[slot as usize].rule_id;
+            self.len += 1;
+            slot
+        } else {
+            // The victim's slot is taken over at once: unindexed, never vacated or put on the free list.
             let victim = self.find_victim(now).ok_or(Full)?;
             let (slot, hash) = self.victim_hints[victim.index() % EVICT_SCAN];
             let hint = (slot == victim.0).then_some(hash);
-            displaced = self.remove_hinted(victim, hint);
+            displaced(victim, &self.slab[victim.index()]);
+            self.unindex_hinted(victim, hint);
             self.stats.evictions += 1;
-        }
-        let slot = self.free_head;
-        let Some(free) = self.slab.get_mut(slot as usize) else {
-            return Err(Full);
+            victim.0
         };
-        self.free_head = free.rule_id;
         self.slab[slot as usize] = Entry::fresh(key, originator, now);
         self.occupied[slot as usize / 64] |= 1 << (slot % 64);
         self.seen[slot as usize] = seen_second(now);
-        self.len += 1;
         // The end of the key's probe run: the index is at most two thirds full, so there is one.
         let home = self.home(hash);
         let mut pos = home;
@@ -931,10 +936,7 @@ impl ConnTable {
         }
         self.index[pos] =
             self.index_value(hash, slot) | self.dist_bits(pos.wrapping_sub(home) & self.index_mask);
-        Ok(Inserted {
-            id: FlowId(slot),
-            displaced,
-        })
+        Ok(FlowId(slot))
     }
 
     /// The first evictable flow (expired, or not established) among [`EVICT_SCAN`] slots from the hand; the
@@ -967,21 +969,27 @@ impl ConnTable {
     /// slot found along the hinted run is the flow's own, whatever the hint was; otherwise its key is hashed.
     pub(super) fn remove_hinted(&mut self, id: FlowId, hint: Option<u64>) -> Option<Entry> {
         let e = *self.get(id)?;
+        self.unindex_hinted(id, hint);
+        let slot = &mut self.slab[id.index()];
+        *slot = Entry::VACANT;
+        slot.rule_id = self.free_head;
+        self.len -= 1;
+        self.free_head = id.0;
+        Some(e)
+    }
+
+    /// Takes the occupied slot `id` out of the index and the occupancy bits, its entry left as it is (see
+    /// [`remove_hinted`](Self::remove_hinted) for `hint`).
+    fn unindex_hinted(&mut self, id: FlowId, hint: Option<u64>) {
         let pos = match hint.and_then(|hash| self.index_position(hash, id.0)) {
             Some(pos) => Some(pos),
-            None => self.index_position(self.hasher.hash_entry(&e), id.0),
+            None => self.index_position(self.hasher.hash_entry(&self.slab[id.index()]), id.0),
         };
         // Every flow in the slab is indexed along its run, so the walk with its own hash finds its value.
         if let Some(pos) = pos {
             self.unindex(pos);
         }
-        let slot = &mut self.slab[id.index()];
-        *slot = Entry::VACANT;
-        slot.rule_id = self.free_head;
         self.occupied[id.index() / 64] &= !(1 << (id.0 % 64));
-        self.free_head = id.0;
-        self.len -= 1;
-        Some(e)
     }
 
     /// The index position of the value of `slot` along the probe run of `hash`, if there.

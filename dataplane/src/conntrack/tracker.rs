@@ -713,6 +713,22 @@ impl Tracker {
         admission: Admission,
         now: u64,
     ) -> Result<Committed, CommitError> {
+        let mut displaced = None;
+        let id = self.commit_new_with(new, admission, now, |_, old| displaced = Some(*old))?;
+        Ok(Committed { id, displaced })
+    }
+
+    /// [`commit_new`](Self::commit_new), showing the flow that gives up its place (to be reported as closed; see
+    /// [`super::Inserted::displaced`]) to `displaced` in place instead of copying it out: the worker's new-flow
+    /// path, where a full table makes every insert an eviction. Called, with the slot both flows hold in turn,
+    /// only when the flow is committed.
+    pub fn commit_new_with(
+        &mut self,
+        new: &NewFlow,
+        admission: Admission,
+        now: u64,
+        displaced: impl FnOnce(FlowId, &Entry),
+    ) -> Result<FlowId, CommitError> {
         let half_open = sources::is_half_open(new.key.proto(), new.tcp.state());
         let source = if self.sources.is_active() {
             let at = self
@@ -736,32 +752,30 @@ impl Tracker {
         } else {
             self.table.hash(&new.key)
         };
-        let inserted = self
+        let (segments, notes) = (&mut self.segments, &mut self.notes);
+        let id = self
             .table
-            .insert_hashed(hash, &new.key, new.originator, now)?;
-        if let Some(old) = &inserted.displaced {
-            // The flow it replaced or evicted held this very slot.
-            self.segments.removed(inserted.id);
-            self.notes.ended(old.key());
-        }
-        self.notes.changed(inserted.id);
+            .insert_hashed(hash, &new.key, new.originator, now, |slot, old| {
+                // The flow it replaced or evicted held this very slot.
+                segments.removed(slot);
+                notes.ended(old.key());
+                displaced(slot, old);
+            })?;
+        self.notes.changed(id);
         if let Some(at) = source {
-            self.sources.admitted(at, inserted.id, half_open);
+            self.sources.admitted(at, id, half_open);
         }
         if let Some(at) = segment {
-            self.segments.admitted(inserted.id, at);
+            self.segments.admitted(id, at);
         }
-        if let Some(e) = self.table.get_mut(inserted.id) {
+        if let Some(e) = self.table.get_mut(id) {
             e.set_tcp(new.tcp);
             e.set_admission(admission.rule_id, admission.policy_version);
             e.set_logged(admission.log);
             e.set_monitored(admission.monitor);
             e.record(Dir::Original, new.bytes, now);
         }
-        Ok(Committed {
-            id: inserted.id,
-            displaced: inserted.displaced,
-        })
+        Ok(id)
     }
 
     /// Advances the expiry cursor by `budget` slots; see [`ConnTable::expire`].

@@ -596,3 +596,46 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    /// An insert into a full table takes the victim's slot over in place (never vacated, never on the free
+    /// list): the table ends exactly as if the victim had been removed and the flow then inserted.
+    #[test]
+    fn eviction_in_place_matches_removal_then_insert(keys in proptest::collection::vec(0u32..200, 1..300)) {
+        let (mut evicting, mut plain) = (ConnTable::new(32, 5), ConnTable::new(32, 5));
+        for (now, i) in keys.into_iter().enumerate() {
+            let (k, now) = (udp_key(i), now as u64);
+            let mut shown = None;
+            let id = evicting
+                .insert_hashed(evicting.hash_for_test(&k), &k, Side::First, now, |slot, old| {
+                    shown = Some((slot, *old));
+                })
+                .unwrap();
+            match shown {
+                // The key was there: replaced in place in both.
+                Some((slot, old)) if old.key_eq(&k) => {
+                    proptest::prop_assert_eq!(slot, id);
+                    proptest::prop_assert_eq!(plain.insert(k, Side::First, now).unwrap().id, id);
+                }
+                // An eviction: the victim's own slot, shown before it was overwritten.
+                Some((slot, old)) => {
+                    proptest::prop_assert_eq!(slot, id);
+                    proptest::prop_assert_eq!(plain.remove(id), Some(old));
+                    let ins = plain.insert(k, Side::First, now).unwrap();
+                    proptest::prop_assert_eq!((ins.id, ins.displaced), (id, None));
+                }
+                None => {
+                    let ins = plain.insert(k, Side::First, now).unwrap();
+                    proptest::prop_assert_eq!((ins.id, ins.displaced), (id, None));
+                }
+            }
+            proptest::prop_assert_eq!(evicting.len(), plain.len());
+            proptest::prop_assert_eq!(evicting.index_for_test(), plain.index_for_test());
+            for s in 0..32 {
+                let s = FlowId::from_index(s);
+                proptest::prop_assert_eq!(evicting.get(s), plain.get(s));
+            }
+            evicting.check_index();
+        }
+    }
+}
