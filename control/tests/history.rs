@@ -123,25 +123,22 @@ impl Api {
         }
     }
 
-    async fn draft_etag(&self) -> reqwest::header::HeaderValue {
+    /// `GET path_and_query` (from the root) with the token.
+    async fn fetch(&self, path_and_query: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}/api/v1/draft", self.url))
+            .get(format!("{}{path_and_query}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()
-            .headers()["etag"]
-            .clone()
+    }
+
+    async fn draft_etag(&self) -> reqwest::header::HeaderValue {
+        self.fetch("/api/v1/draft").await.headers()["etag"].clone()
     }
 
     async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .get(format!("{}/api/v1{path_and_query}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+        let r = self.fetch(&format!("/api/v1{path_and_query}")).await;
         let status = r.status();
         (
             status,
@@ -151,16 +148,7 @@ impl Api {
 
     /// The value of `series` in `GET /metrics`.
     async fn metric(&self, series: &str) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.fetch("/metrics").await.text().await.unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(series))
             .and_then(|v| v.trim().parse().ok())
@@ -168,15 +156,20 @@ impl Api {
     }
 }
 
+/// The history of a control keeping its files in `dir`, holding [`traffic`] up to `now` (offered as the flow-log
+/// poller would).
+fn stored_history(dir: &std::path::Path, now: SystemTime) -> std::sync::Arc<History> {
+    let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
+    assert!(history.offer("local", &traffic(now)));
+    history.flush().unwrap();
+    history
+}
+
 #[tokio::test]
 async fn the_history_routes_answer_from_the_stored_history() {
     let dir = fresh_dir("bh-history-api");
     let now = SystemTime::now();
-    {
-        let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
-        assert!(history.offer("local", &traffic(now)));
-        history.flush().unwrap();
-    }
+    drop(stored_history(&dir, now));
     let api = Api::start(&dir, "").await;
     let put = api
         .client
@@ -313,9 +306,7 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
     let dir = fresh_dir("bh-history-unreadable");
     let now = SystemTime::now();
     {
-        let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
-        assert!(history.offer("local", &traffic(now)));
-        history.flush().unwrap();
+        let history = stored_history(&dir, now);
         // Damaged rows written straight into the file: a 5-byte address, an unknown verdict code.
         let db = rusqlite::Connection::open(history.file()).unwrap();
         let bucket_s = now
