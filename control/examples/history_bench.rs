@@ -169,9 +169,10 @@ fn main() {
         to: SystemTime::UNIX_EPOCH + Duration::from_millis(T0_MS + HOURS * HOUR_MS),
     };
     let mut rows = 0u64;
-    reader
+    let scanned = reader
         .scan(window, &ConversationFilter::default(), |_| rows += 1)
         .expect("a scan");
+    assert_eq!(scanned.unreadable, 0);
     let policy = policy();
     let map = latency(|| {
         query::map(
@@ -191,7 +192,7 @@ fn main() {
         ..Default::default()
     };
     let conversations = latency(|| {
-        history
+        let _ = history
             .conversations(window, &filter, Grouping::Window)
             .expect("conversations");
     });

@@ -1,7 +1,7 @@
 //! The flow history's routes, in process with no dataplane: a history written beforehand (as control's flow-log
 //! poller would), read through the API — conversations with filters and paging, the map and its drill-down under
-//! the draft's segments, rules' last hits, hosts outside every segment — and hostile or bad query parameters,
-//! each a 400 naming the parameter.
+//! the draft's segments, rules' last hits, hosts outside every segment —, damaged rows counted in the answers and
+//! the metric rather than failing them, and hostile or bad query parameters, each a 400 naming the parameter.
 
 use std::time::{Duration, SystemTime};
 
@@ -123,42 +123,53 @@ impl Api {
         }
     }
 
-    async fn draft_etag(&self) -> reqwest::header::HeaderValue {
+    /// `GET path_and_query` (from the root) with the token.
+    async fn fetch(&self, path_and_query: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}/api/v1/draft", self.url))
+            .get(format!("{}{path_and_query}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()
-            .headers()["etag"]
-            .clone()
+    }
+
+    async fn draft_etag(&self) -> reqwest::header::HeaderValue {
+        self.fetch("/api/v1/draft").await.headers()["etag"].clone()
     }
 
     async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .get(format!("{}/api/v1{path_and_query}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+        let r = self.fetch(&format!("/api/v1{path_and_query}")).await;
         let status = r.status();
         (
             status,
             serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
         )
     }
+
+    /// The value of `series` in `GET /metrics`.
+    async fn metric(&self, series: &str) -> u64 {
+        let text = self.fetch("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+}
+
+/// The history of a control keeping its files in `dir`, holding [`traffic`] up to `now` (offered as the flow-log
+/// poller would).
+fn stored_history(dir: &std::path::Path, now: SystemTime) -> std::sync::Arc<History> {
+    let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
+    assert!(history.offer("local", &traffic(now)));
+    history.flush().unwrap();
+    history
 }
 
 #[tokio::test]
 async fn the_history_routes_answer_from_the_stored_history() {
     let dir = fresh_dir("bh-history-api");
     let now = SystemTime::now();
-    {
-        let history = History::open(HistoryConfig::default(), &dir.join("store")).unwrap();
-        assert!(history.offer("local", &traffic(now)));
-        history.flush().unwrap();
-    }
+    drop(stored_history(&dir, now));
     let api = Api::start(&dir, "").await;
     let put = api
         .client
@@ -176,6 +187,7 @@ async fn the_history_routes_answer_from_the_stored_history() {
     let (s, v) = api.get("/history/conversations?limit=5").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["matched"], 21, "{v}");
+    assert_eq!(v["unreadable_rows"], 0, "{v}");
     assert_eq!(v["conversations"].as_array().unwrap().len(), 5);
     assert_eq!(v["more"], true);
     let (_, last) = api.get("/history/conversations?limit=5&offset=20").await;
@@ -290,6 +302,73 @@ async fn the_history_routes_answer_from_the_stored_history() {
 }
 
 #[tokio::test]
+async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
+    let dir = fresh_dir("bh-history-unreadable");
+    let now = SystemTime::now();
+    {
+        let history = stored_history(&dir, now);
+        // Damaged rows written straight into the file: a 5-byte address, an unknown verdict code.
+        let db = rusqlite::Connection::open(history.file()).unwrap();
+        let bucket_s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 3600
+            * 3600
+            - 3600;
+        for (src, verdict) in [(vec![10u8, 99, 0, 7, 7], 0), (vec![10, 99, 0, 8], 9)] {
+            db.execute(
+                "INSERT INTO conversations VALUES (?1, ?2, ?3, 6, 22, 0, ?4, 0, 2, 0, 0, 1, 1, 1, 60, 60, 0, 0)",
+                rusqlite::params![bucket_s as i64, src, vec![10u8, 99, 0, 2], verdict],
+            )
+            .unwrap();
+        }
+    }
+    let api = Api::start(&dir, "").await;
+    assert_eq!(
+        api.metric("bulkhead_history_unreadable_rows_total ").await,
+        0
+    );
+    // The good rows are answered as before; the bad ones are counted in every answer built from a scan.
+    let (s, v) = api.get("/history/conversations").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["matched"].as_u64(), v["unreadable_rows"].as_u64()),
+        (Some(21), Some(2)),
+        "{v}"
+    );
+    let (_, v) = api.get("/history/conversations?group=window").await;
+    assert_eq!(v["unreadable_rows"], 2, "{v}");
+    let (s, v) = api.get("/history/map").await;
+    assert_eq!(
+        (s, v["unreadable_rows"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (s, v) = api.get("/history/unsegmented").await;
+    assert_eq!(
+        (s, v["unreadable_rows"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    // A window without them: none met, none counted.
+    let (s, v) = api
+        .get("/history/map?window_s=7200&to=2026-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (s, v["unreadable_rows"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
+    // Every scan counts what it skipped.
+    assert_eq!(
+        api.metric("bulkhead_history_unreadable_rows_total ").await,
+        8
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
     let dir = fresh_dir("bh-history-bad");
     let api = Api::start(&dir, "").await;
@@ -339,6 +418,7 @@ async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
     let (s, v) = api.get("/history/unsegmented").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["candidates"], json!([]));
+    assert_eq!(v["unreadable_rows"], 0, "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -374,9 +374,9 @@ async fn conversations(
         let reader = history.reader()?;
         let mut page: Vec<Conversation> = Vec::new();
         let mut matched = 0usize;
-        if q.over_window {
+        let stats = if q.over_window {
             let mut by_key = std::collections::HashMap::new();
-            reader.scan(window, &q.filter, |c| {
+            let stats = reader.scan(window, &q.filter, |c| {
                 by_key
                     .entry(c.key.clone())
                     .and_modify(|a| merge(a, c))
@@ -391,6 +391,7 @@ async fn conversations(
             });
             matched = all.len();
             page = all.into_iter().skip(q.offset).take(q.limit).collect();
+            stats
         } else {
             // Counted while scanning: a page never holds more than `limit` rows in memory.
             reader.scan(window, &q.filter, |c| {
@@ -398,8 +399,8 @@ async fn conversations(
                     page.push(c.clone());
                 }
                 matched += 1;
-            })?;
-        }
+            })?
+        };
         let more = matched > q.offset + page.len();
         Ok::<_, HistoryError>(json!({
             "from": crate::time::rfc3339(window.from),
@@ -408,6 +409,7 @@ async fn conversations(
             "offset": q.offset,
             "more": more,
             "conversations": page.iter().map(conversation_json).collect::<Vec<_>>(),
+            "unreadable_rows": stats.unreadable,
         }))
     })
     .await

@@ -31,7 +31,7 @@ mod store;
 
 pub use conversation::{Conversation, ConversationKey};
 pub use ingest::{service, Record};
-pub use store::{verdict_code, Reader, StoreError};
+pub use store::{verdict_code, Reader, ScanStats, StoreError};
 
 /// `[history]` in the control config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -204,6 +204,7 @@ pub(crate) struct Stats {
     pub refused: IntCounter,
     pub write_errors: IntCounter,
     pub expired_buckets: IntCounter,
+    pub unreadable_rows: IntCounter,
     pub conversation_buckets: IntGauge,
     pub bytes: IntGauge,
 }
@@ -232,6 +233,10 @@ impl Stats {
             expired_buckets: c(
                 "bulkhead_history_expired_buckets_total",
                 "Buckets dropped from the history by retention (age or size).",
+            ),
+            unreadable_rows: c(
+                "bulkhead_history_unreadable_rows_total",
+                "History rows that queries skipped because they could not be read (a damaged database); every query counts those it met.",
             ),
             conversation_buckets: g(
                 "bulkhead_history_conversation_buckets",
@@ -297,6 +302,7 @@ impl History {
             &s.refused,
             &s.write_errors,
             &s.expired_buckets,
+            &s.unreadable_rows,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -363,22 +369,28 @@ impl History {
         self.stats.refused.get()
     }
 
+    /// Rows queries skipped because they could not be read, over this handle's life.
+    pub fn unreadable_rows(&self) -> u64 {
+        self.stats.unreadable_rows.get()
+    }
+
     /// The conversations of `window` that match `filter`, ordered by bucket then key (per bucket) or by key
-    /// (over the window). A blocking call: from async code, run it on the blocking pool.
+    /// (over the window), and the rows skipped as unreadable. A blocking call: from async code, run it on the
+    /// blocking pool.
     pub fn conversations(
         &self,
         window: Window,
         filter: &ConversationFilter,
         grouping: Grouping,
-    ) -> Result<Vec<Conversation>, HistoryError> {
+    ) -> Result<(Vec<Conversation>, ScanStats), HistoryError> {
         let reader = self.reader()?;
         let mut out = Vec::new();
-        match grouping {
+        let stats = match grouping {
             Grouping::PerBucket => reader.scan(window, filter, |c| out.push(c.clone()))?,
             Grouping::Window => {
                 let mut by_key: std::collections::HashMap<ConversationKey, Conversation> =
                     std::collections::HashMap::new();
-                reader.scan(window, filter, |c| match by_key.get_mut(&c.key) {
+                let stats = reader.scan(window, filter, |c| match by_key.get_mut(&c.key) {
                     Some(a) => merge(a, c),
                     None => {
                         by_key.insert(c.key.clone(), c.clone());
@@ -386,14 +398,19 @@ impl History {
                 })?;
                 out.extend(by_key.into_values());
                 out.sort_by(|a, b| key_order(&a.key).cmp(&key_order(&b.key)));
+                stats
             }
-        }
-        Ok(out)
+        };
+        Ok((out, stats))
     }
 
     /// A read-only connection to the database (for [`query`]).
     pub fn reader(&self) -> Result<store::Reader, HistoryError> {
-        Ok(store::Reader::open(&self.file, self.config.bucket_s)?)
+        Ok(store::Reader::open(
+            &self.file,
+            self.config.bucket_s,
+            self.stats.unreadable_rows.clone(),
+        )?)
     }
 
     /// The oldest and newest bucket starts stored (Unix ms), if any.

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use policy::Policy;
 use serde_json::{json, Value};
 
-use super::store::{Reader, StoreError};
+use super::store::{Reader, ScanStats, StoreError};
 use super::{Conversation, ConversationFilter, Window};
 use crate::flowlog::UNSEGMENTED;
 use crate::time::{from_unix_ms, rfc3339};
@@ -187,18 +187,19 @@ pub enum Group {
 }
 
 /// The map's edges over `window`: per segment pair, or per host pair or service when drilling down. Every
-/// conversation whose side is in several segments counts for each (src, dst) pair, as on the live map.
+/// conversation whose side is in several segments counts for each (src, dst) pair, as on the live map. Also
+/// the rows skipped as unreadable.
 pub fn map_counts(
     reader: &Reader,
     window: Window,
     filter: &ConversationFilter,
     segments: &mut Segments,
     drill: &Drill,
-) -> Result<BTreeMap<Group, Counts>, StoreError> {
+) -> Result<(BTreeMap<Group, Counts>, ScanStats), StoreError> {
     let mut groups: BTreeMap<Group, Counts> = BTreeMap::new();
     // The segment level is counted per (source set, destination set) and spread over segment pairs at the end.
     let mut by_sets: HashMap<(u32, u32), Counts> = HashMap::new();
-    reader.scan(window, filter, |c| {
+    let stats = reader.scan(window, filter, |c| {
         let k = &c.key;
         if let Some((a, b)) = drill.hosts {
             if (k.src, k.dst) != (a, b) {
@@ -230,7 +231,7 @@ pub fn map_counts(
             }
         }
     }
-    Ok(groups)
+    Ok((groups, stats))
 }
 
 /// The map as the API answers it (`level`: `segments`, `hosts` or `services`).
@@ -242,7 +243,7 @@ pub fn map(
     drill: &Drill,
 ) -> Result<Value, StoreError> {
     let mut segments = Segments::new(policy);
-    let groups = map_counts(reader, window, filter, &mut segments, drill)?;
+    let (groups, stats) = map_counts(reader, window, filter, &mut segments, drill)?;
     let name = |id| traffic::rule_name(policy, id);
     let edges: Vec<Value> = groups
         .iter()
@@ -276,6 +277,7 @@ pub fn map(
         "from": rfc3339(window.from),
         "to": rfc3339(window.to),
         "edges": edges,
+        "unreadable_rows": stats.unreadable,
     });
     if level == "segments" {
         let observed: BTreeSet<&str> = groups
@@ -371,7 +373,7 @@ pub fn unsegmented(
 ) -> Result<Value, StoreError> {
     let mut segments = Segments::new(policy);
     let mut hosts: BTreeMap<IpAddr, Host> = BTreeMap::new();
-    reader.scan(window, &ConversationFilter::default(), |c| {
+    let stats = reader.scan(window, &ConversationFilter::default(), |c| {
         let k = &c.key;
         let src = segments.id(k.src, k.vlan);
         let dst = segments.id(k.dst, k.vlan);
@@ -433,5 +435,6 @@ pub fn unsegmented(
         "from": rfc3339(window.from),
         "to": rfc3339(window.to),
         "candidates": candidates,
+        "unreadable_rows": stats.unreadable,
     }))
 }

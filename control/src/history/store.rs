@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use prometheus::IntCounter;
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::{Conversation, ConversationFilter, ConversationKey, Window};
@@ -377,15 +378,29 @@ fn read_names(c: &Connection) -> rusqlite::Result<HashMap<i64, Arc<str>>> {
     rows.collect()
 }
 
+/// What a [`Reader::scan`] met besides the conversations it passed on.
+#[must_use]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Rows of the window skipped because this code cannot read them (written by hand, or damaged).
+    pub unreadable: u64,
+}
+
 /// A read-only connection: every query of the history goes through one.
 pub struct Reader {
     path: PathBuf,
     conn: Connection,
     bucket_s: u64,
+    /// `bulkhead_history_unreadable_rows_total`: every scan adds the rows it skipped.
+    unreadable_rows: IntCounter,
 }
 
 impl Reader {
-    pub(crate) fn open(path: &Path, bucket_s: u64) -> Result<Reader, StoreError> {
+    pub(crate) fn open(
+        path: &Path,
+        bucket_s: u64,
+        unreadable_rows: IntCounter,
+    ) -> Result<Reader, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -397,6 +412,7 @@ impl Reader {
             path: path.to_path_buf(),
             conn,
             bucket_s: bucket_s.max(1),
+            unreadable_rows,
         })
     }
 
@@ -444,13 +460,15 @@ impl Reader {
         Ok(hits)
     }
 
-    /// Calls `f` with every conversation-bucket of `window` that matches `filter`, by bucket then key.
+    /// Calls `f` with every conversation-bucket of `window` that matches `filter`, by bucket then key. A row this
+    /// code cannot read (written by hand, or damaged: an address neither 4 nor 16 bytes long, an unknown verdict,
+    /// a value of the wrong type or out of range) is skipped and counted, never a failed query.
     pub fn scan(
         &self,
         window: Window,
         filter: &ConversationFilter,
         mut f: impl FnMut(&Conversation),
-    ) -> Result<(), StoreError> {
+    ) -> Result<ScanStats, StoreError> {
         let (from_s, to_s) = self.bucket_range(window);
         // The filter's conditions go to SQLite too, so rows it rules out are never decoded here; `matches`
         // below stays the reference.
@@ -524,47 +542,61 @@ impl Reader {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(values))
             .map_err(|e| self.err(e))?;
+        let mut stats = ScanStats::default();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let get = |i| r.get::<_, i64>(i).map(|v| v as u64);
+            let get = |i| r.get::<_, u64>(i);
             let decode = || -> rusqlite::Result<Option<Conversation>> {
-                let bucket_ms = get(0)? * 1000;
                 let (Some(src), Some(dst)) = (
                     addr_of(r.get_ref(1)?.as_blob()?),
                     addr_of(r.get_ref(2)?.as_blob()?),
                 ) else {
                     return Ok(None);
                 };
-                let Some(verdict) = verdict_of(get(6)? as u8) else {
+                let Some(verdict) = verdict_of(r.get(6)?) else {
+                    return Ok(None);
+                };
+                let Some(bucket_ms) = get(0)?.checked_mul(1000) else {
+                    return Ok(None);
+                };
+                let (Some(first_unix_ms), Some(last_unix_ms)) = (
+                    bucket_ms.checked_add(get(9)?),
+                    bucket_ms.checked_add(get(10)?),
+                ) else {
                     return Ok(None);
                 };
                 Ok(Some(Conversation {
                     key: ConversationKey {
                         src,
                         dst,
-                        proto: get(3)? as u8,
-                        service: get(4)? as u16,
-                        vlan: get(5)? as u16,
+                        proto: r.get(3)?,
+                        service: r.get(4)?,
+                        vlan: r.get(5)?,
                         verdict,
-                        rule_id: get(7)? as u32,
-                        policy_version: get(8)? as u32,
+                        rule_id: r.get(7)?,
+                        policy_version: r.get(8)?,
                         gateway: name(get(16)?),
                         tier: name(get(17)?),
                     },
                     bucket_unix_ms: bucket_ms,
-                    first_unix_ms: bucket_ms + get(9)?,
-                    last_unix_ms: bucket_ms + get(10)?,
+                    first_unix_ms,
+                    last_unix_ms,
                     flows: get(11)?,
                     packets: [get(12)?, get(13)?],
                     bytes: [get(14)?, get(15)?],
                 }))
             };
-            // A row this code cannot read (written by hand, or damaged) is skipped, never a failed query.
-            if let Some(c) = decode().map_err(|e| self.err(e))? {
-                if filter.matches(&c.key) {
-                    f(&c);
+            // Reading a value fails only for that row's value (its type or range), so it is the row that is
+            // unreadable; a failure of the query itself comes from `rows.next()` above.
+            match decode() {
+                Ok(Some(c)) => {
+                    if filter.matches(&c.key) {
+                        f(&c);
+                    }
                 }
+                Ok(None) | Err(_) => stats.unreadable += 1,
             }
         }
-        Ok(())
+        self.unreadable_rows.inc_by(stats.unreadable);
+        Ok(stats)
     }
 }

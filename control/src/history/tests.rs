@@ -242,6 +242,7 @@ fn retention_drops_exactly_the_expired_buckets_and_a_restart_keeps_the_rest() {
                 Grouping::PerBucket,
             )
             .unwrap()
+            .0
         {
             by.insert(
                 (c.bucket_unix_ms, format!("{:?}", c.key)),
@@ -302,7 +303,7 @@ fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
         from: from_unix_ms(T0_MS),
         to: from_unix_ms(T0_MS + 31 * DAY_MS),
     };
-    let got = map_counts(
+    let (got, scanned) = map_counts(
         &reader,
         window,
         &ConversationFilter::default(),
@@ -321,6 +322,7 @@ fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
             .collect()
     };
     assert_eq!(summary(&got), summary(&expected));
+    assert_eq!(scanned.unreadable, 0);
     assert!(
         expected.len() >= 6,
         "the traffic covers several segment pairs"
@@ -328,7 +330,7 @@ fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
 
     // Drill down: segment pair → host pairs → services, each summing to its parent.
     let pair = ("a".to_string(), "b".to_string());
-    let hosts = map_counts(
+    let (hosts, _) = map_counts(
         &reader,
         window,
         &ConversationFilter::default(),
@@ -347,7 +349,7 @@ fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
     let Some(Group::Hosts(s, t)) = hosts.keys().next().cloned() else {
         panic!("host pairs expected")
     };
-    let services = map_counts(
+    let (services, _) = map_counts(
         &reader,
         window,
         &ConversationFilter::default(),
@@ -369,7 +371,8 @@ fn the_map_over_thirty_days_equals_a_direct_count_of_the_events() {
     };
     let first_day = history
         .conversations(day, &ConversationFilter::default(), Grouping::Window)
-        .unwrap();
+        .unwrap()
+        .0;
     let expected_flows = events
         .iter()
         .filter(|e| e.kind != EventKind::Closed)
@@ -455,6 +458,7 @@ fn a_full_queue_drops_and_counts_whole_batches() {
             Grouping::Window,
         )
         .unwrap()
+        .0
         .iter()
         .map(|c| c.flows)
         .sum();
@@ -500,6 +504,7 @@ fn the_size_bound_drops_the_oldest_buckets_first() {
             Grouping::PerBucket,
         )
         .unwrap()
+        .0
         .iter()
         .fold(HashMap::new(), |mut m, c| {
             *m.entry(c.bucket_unix_ms).or_default() += c.flows;
@@ -580,7 +585,8 @@ fn filters_select_what_matches_would() {
             &ConversationFilter::default(),
             Grouping::PerBucket,
         )
-        .unwrap();
+        .unwrap()
+        .0;
     let net = |s: &str| Some(s.parse::<IpNet>().unwrap());
     let filters = [
         ConversationFilter {
@@ -620,7 +626,8 @@ fn filters_select_what_matches_would() {
         let want: Vec<&Conversation> = all.iter().filter(|c| f.matches(&c.key)).collect();
         let got = history
             .conversations(Window::all(), &f, Grouping::PerBucket)
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(got.iter().collect::<Vec<_>>(), want, "{f:?}");
         assert!(
             f.policy_version == Some(4) || !want.is_empty(),
@@ -677,6 +684,7 @@ fn a_schema_1_history_keeps_its_rows_and_gains_gateways_and_tiers() {
         history
             .conversations(Window::all(), f, Grouping::PerBucket)
             .unwrap()
+            .0
     };
     let before = all(&ConversationFilter::default());
     assert_eq!(
@@ -803,8 +811,108 @@ fn a_schema_1_history_keeps_its_rows_and_gains_gateways_and_tiers() {
             },
             Grouping::PerBucket,
         )
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].flows, 2);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn unreadable_rows_are_skipped_and_counted_never_a_failed_query() {
+    let d = dir("unreadable");
+    let history = History::open(config(), &d).unwrap();
+    let new = |src: &str, verdict| {
+        event(
+            EventKind::New,
+            T0_MS,
+            addr(src),
+            addr("10.2.0.1"),
+            6,
+            22,
+            verdict,
+            5,
+            [0; 2],
+        )
+    };
+    assert!(history.offer(
+        "plant-a",
+        &[
+            new("10.1.0.1", Verdict::Allow),
+            new("10.1.0.2", Verdict::Deny)
+        ]
+    ));
+    history.flush().unwrap();
+    // Damaged rows beside them, written straight into the file.
+    use rusqlite::types::Value as Sql;
+    let db = rusqlite::Connection::open(history.file()).unwrap();
+    let damaged: [(&[u8], i64, Sql); 4] = [
+        // A source address of 5 bytes.
+        (&[10, 1, 0, 3, 9], 0, Sql::Integer(1)),
+        // An unknown verdict code.
+        (&[10, 1, 0, 4], 9, Sql::Integer(1)),
+        // Text where a count belongs, and a negative count.
+        (&[10, 1, 0, 5], 0, Sql::Text("many".into())),
+        (&[10, 1, 0, 6], 0, Sql::Integer(-1)),
+    ];
+    for (src, verdict, flows) in damaged {
+        db.execute(
+            "INSERT INTO conversations VALUES (?1, ?2, ?3, 6, 22, 0, ?4, 5, 3, 10, 20, ?5, 1, 2, 3, 4, 0, 0)",
+            rusqlite::params![(T0_MS / 1000) as i64, src, vec![10u8, 2, 0, 1], verdict, flows],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    let reader = history.reader().unwrap();
+    let mut seen = Vec::new();
+    let scanned = reader
+        .scan(Window::all(), &ConversationFilter::default(), |c| {
+            seen.push(c.key.src)
+        })
+        .unwrap();
+    assert_eq!(seen, [addr("10.1.0.1"), addr("10.1.0.2")]);
+    assert_eq!(scanned, ScanStats { unreadable: 4 });
+    let (over_window, scanned) = history
+        .conversations(
+            Window::all(),
+            &ConversationFilter::default(),
+            Grouping::Window,
+        )
+        .unwrap();
+    assert_eq!(over_window.len(), 2);
+    assert_eq!(scanned.unreadable, 4);
+    // Rows the filter rules out in SQL are never read, so never counted.
+    let denied = ConversationFilter {
+        verdicts: vec![Verdict::Deny],
+        ..Default::default()
+    };
+    let (got, scanned) = history
+        .conversations(Window::all(), &denied, Grouping::PerBucket)
+        .unwrap();
+    assert_eq!(
+        (got.len(), got[0].key.src, scanned.unreadable),
+        (1, addr("10.1.0.2"), 0)
+    );
+    // The reports built from scans carry the count.
+    let day = Window {
+        from: from_unix_ms(T0_MS),
+        to: from_unix_ms(T0_MS + DAY_MS),
+    };
+    let v = query::unsegmented(&reader, day, None).unwrap();
+    assert_eq!(v["unreadable_rows"], 4, "{v}");
+    let v = query::map(
+        &reader,
+        day,
+        &ConversationFilter::default(),
+        None,
+        &Drill::default(),
+    )
+    .unwrap();
+    assert_eq!(v["unreadable_rows"], 4, "{v}");
+    assert_eq!(v["edges"][0]["would_deny"], 0, "{v}");
+    assert_eq!(v["edges"][0]["allowed"], 1, "{v}");
+    // Every scan adds what it skipped to the metric.
+    assert_eq!(history.unreadable_rows(), 16);
     let _ = std::fs::remove_dir_all(&d);
 }

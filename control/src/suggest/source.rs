@@ -53,6 +53,8 @@ impl ConversationSource for HistorySource {
                 &ConversationFilter::default(),
                 HistoryGrouping::PerBucket,
             )
+            // Rows skipped as unreadable are counted in `bulkhead_history_unreadable_rows_total`.
+            .map(|(conversations, _)| conversations)
             .map_err(|e| SourceError::Failed(e.to_string()))
     }
 }

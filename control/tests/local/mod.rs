@@ -113,10 +113,11 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
         ),
         metrics: metrics.clone(),
         flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
-        history: config
-            .history
-            .enabled
-            .then(|| History::open(config.history.clone(), &config.store_dir).unwrap()),
+        history: config.history.enabled.then(|| {
+            let history = History::open(config.history.clone(), &config.store_dir).unwrap();
+            history.register_metrics(metrics.registry()).unwrap();
+            history
+        }),
         shadow_cache: Default::default(),
         config,
     });
