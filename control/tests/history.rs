@@ -323,6 +323,12 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
             )
             .unwrap();
         }
+        // Text where the rule id belongs: unreadable for the rules' answer too.
+        db.execute(
+            "INSERT INTO conversations VALUES (?1, ?2, ?3, 6, 22, 0, 0, 'x', 2, 0, 0, 1, 1, 1, 60, 60, 0, 0)",
+            rusqlite::params![bucket_s as i64, vec![10u8, 99, 0, 9], vec![10u8, 99, 0, 2]],
+        )
+        .unwrap();
     }
     let api = Api::start(&dir, "").await;
     assert_eq!(
@@ -334,21 +340,28 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
         (v["matched"].as_u64(), v["unreadable_rows"].as_u64()),
-        (Some(21), Some(2)),
+        (Some(21), Some(3)),
         "{v}"
     );
     let (_, v) = api.get("/history/conversations?group=window").await;
-    assert_eq!(v["unreadable_rows"], 2, "{v}");
+    assert_eq!(v["unreadable_rows"], 3, "{v}");
     let (s, v) = api.get("/history/map").await;
     assert_eq!(
         (s, v["unreadable_rows"].as_u64()),
-        (StatusCode::OK, Some(2)),
+        (StatusCode::OK, Some(3)),
         "{v}"
     );
     let (s, v) = api.get("/history/unsegmented").await;
     assert_eq!(
         (s, v["unreadable_rows"].as_u64()),
-        (StatusCode::OK, Some(2)),
+        (StatusCode::OK, Some(3)),
+        "{v}"
+    );
+    // Rules health reads the rule, time and flow columns only: the row with text for its rule id.
+    let (s, v) = api.get("/history/rules").await;
+    assert_eq!(
+        (s, v["unreadable_rows"].as_u64()),
+        (StatusCode::OK, Some(1)),
         "{v}"
     );
     // A window without them: none met, none counted.
@@ -363,7 +376,7 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
     // Every scan counts what it skipped.
     assert_eq!(
         api.metric("bulkhead_history_unreadable_rows_total ").await,
-        8
+        13
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

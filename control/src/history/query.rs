@@ -293,8 +293,12 @@ pub fn map(
     Ok(out)
 }
 
-/// Per rule id: flows decided by it in the window, and its last hit (Unix ms).
-pub fn rule_hits(reader: &Reader, window: Window) -> Result<HashMap<u32, (u64, u64)>, StoreError> {
+/// Per rule id: flows decided by it in the window, and its last hit (Unix ms); and the rows skipped as
+/// unreadable.
+pub fn rule_hits(
+    reader: &Reader,
+    window: Window,
+) -> Result<(HashMap<u32, (u64, u64)>, ScanStats), StoreError> {
     reader.rule_hits(window)
 }
 
@@ -305,7 +309,7 @@ pub fn rules(
     window: Window,
     policy: Option<&Policy>,
 ) -> Result<Value, StoreError> {
-    let hits = rule_hits(reader, window)?;
+    let (hits, stats) = rule_hits(reader, window)?;
     let entry = |id: u32| {
         let (flows, last) = hits.get(&id).copied().unwrap_or_default();
         let last_hit = (flows > 0).then(|| rfc3339(from_unix_ms(last)));
@@ -328,6 +332,7 @@ pub fn rules(
         "to": rfc3339(window.to),
         "rules": rules,
         "default": {"flows": flows, "last_hit": last_hit},
+        "unreadable_rows": stats.unreadable,
     }))
 }
 

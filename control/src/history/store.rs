@@ -436,7 +436,10 @@ impl Reader {
 
     /// Per deciding rule id: the flows it decided within `window` and its last hit (Unix ms). Reads only the
     /// columns it needs.
-    pub fn rule_hits(&self, window: Window) -> Result<HashMap<u32, (u64, u64)>, StoreError> {
+    pub fn rule_hits(
+        &self,
+        window: Window,
+    ) -> Result<(HashMap<u32, (u64, u64)>, ScanStats), StoreError> {
         let (from_s, to_s) = self.bucket_range(window);
         let mut stmt = self
             .conn
@@ -447,17 +450,28 @@ impl Reader {
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params![from_s, to_s]).map_err(|e| self.err(e))?;
         let mut hits: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut stats = ScanStats::default();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let get = |i| {
-                r.get::<_, i64>(i)
-                    .map(|v| v as u64)
-                    .map_err(|e| self.err(e))
+            // As in `scan`: a value of the wrong type or out of range makes the row unreadable, not the query.
+            let decode = || -> rusqlite::Result<Option<(u32, u64, u64)>> {
+                let (bucket, rule_id, last_ms, flows): (u64, u32, u64, u64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                let last = bucket
+                    .checked_mul(1000)
+                    .and_then(|b| b.checked_add(last_ms));
+                Ok(last.map(|last| (rule_id, flows, last)))
             };
-            let h = hits.entry(get(1)? as u32).or_default();
-            h.0 += get(3)?;
-            h.1 = h.1.max(get(0)? * 1000 + get(2)?);
+            match decode() {
+                Ok(Some((rule_id, flows, last))) => {
+                    let h = hits.entry(rule_id).or_default();
+                    h.0 = h.0.saturating_add(flows);
+                    h.1 = h.1.max(last);
+                }
+                Ok(None) | Err(_) => stats.unreadable += 1,
+            }
         }
-        Ok(hits)
+        self.unreadable_rows.inc_by(stats.unreadable);
+        Ok((hits, stats))
     }
 
     /// Calls `f` with every conversation-bucket of `window` that matches `filter`, by bucket then key. A row this
