@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use policy::Policy;
 use serde_json::{json, Value};
 
-use super::store::{Reader, ScanStats, StoreError};
+use super::store::{Reader, RuleHits, ScanStats, StoreError};
 use super::{Conversation, ConversationFilter, Window};
 use crate::flowlog::UNSEGMENTED;
 use crate::time::{from_unix_ms, rfc3339};
@@ -295,10 +295,7 @@ pub fn map(
 
 /// Per rule id: flows decided by it in the window, and its last hit (Unix ms); and the rows skipped as
 /// unreadable.
-pub fn rule_hits(
-    reader: &Reader,
-    window: Window,
-) -> Result<(HashMap<u32, (u64, u64)>, ScanStats), StoreError> {
+pub fn rule_hits(reader: &Reader, window: Window) -> Result<(RuleHits, ScanStats), StoreError> {
     reader.rule_hits(window)
 }
 

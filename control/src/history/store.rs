@@ -378,6 +378,9 @@ fn read_names(c: &Connection) -> rusqlite::Result<HashMap<i64, Arc<str>>> {
     rows.collect()
 }
 
+/// Per rule id: the flows it decided and its last hit (Unix ms).
+pub type RuleHits = HashMap<u32, (u64, u64)>;
+
 /// What a [`Reader::scan`] met besides the conversations it passed on.
 #[must_use]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -436,10 +439,7 @@ impl Reader {
 
     /// Per deciding rule id: the flows it decided within `window` and its last hit (Unix ms). Reads only the
     /// columns it needs.
-    pub fn rule_hits(
-        &self,
-        window: Window,
-    ) -> Result<(HashMap<u32, (u64, u64)>, ScanStats), StoreError> {
+    pub fn rule_hits(&self, window: Window) -> Result<(RuleHits, ScanStats), StoreError> {
         let (from_s, to_s) = self.bucket_range(window);
         let mut stmt = self
             .conn
@@ -449,7 +449,7 @@ impl Reader {
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params![from_s, to_s]).map_err(|e| self.err(e))?;
-        let mut hits: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut hits = RuleHits::new();
         let mut stats = ScanStats::default();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             // As in `scan`: a value of the wrong type or out of range makes the row unreadable, not the query.
