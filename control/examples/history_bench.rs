@@ -204,7 +204,7 @@ fn main() {
         to_unix_ms: T0_MS + HOURS * HOUR_MS,
     };
     let what_if = latency(|| {
-        let seen = source.conversations(span).expect("conversations");
+        let (seen, _) = source.conversations(span).expect("conversations");
         suggest::what_if(&seen, &policy, 100);
     });
     let options = SuggestOptions {
@@ -215,7 +215,7 @@ fn main() {
         now_unix_ms: T0_MS + HOURS * HOUR_MS,
     };
     let suggestion = latency(|| {
-        let seen = source.conversations(span).expect("conversations");
+        let (seen, _) = source.conversations(span).expect("conversations");
         suggest::suggest(&seen, &policy, &options).expect("a suggestion");
     });
     drop(reader);

@@ -257,6 +257,7 @@ struct Stats {
     lost: IntCounter,
     rotations: IntCounter,
     lagged: IntCounter,
+    unreadable: IntCounter,
     subscribers: IntGauge,
 }
 
@@ -283,6 +284,10 @@ impl Stats {
             lagged: c(
                 "bulkhead_flow_log_stream_lagged_events_total",
                 "Flow events stream subscribers missed because they fell behind.",
+            ),
+            unreadable: c(
+                "bulkhead_flow_log_unreadable_events_total",
+                "Flow events held in memory that rule suggestion or what-if skipped because they could not be read (a damaged flow-log file); every query counts those it met.",
             ),
             subscribers: IntGauge::new(
                 "bulkhead_flow_log_stream_subscribers",
@@ -366,7 +371,14 @@ impl FlowLog {
     /// Adds the flow log's own counters to `registry` (the one `/metrics` renders).
     pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
         let s = &self.stats;
-        for c in [&s.events, &s.write_errors, &s.lost, &s.rotations, &s.lagged] {
+        for c in [
+            &s.events,
+            &s.write_errors,
+            &s.lost,
+            &s.rotations,
+            &s.lagged,
+            &s.unreadable,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(s.subscribers.clone()))
@@ -533,6 +545,16 @@ impl FlowLog {
             ring.events.iter().cloned().collect(),
             ring.events.len() >= self.config.buffer,
         )
+    }
+
+    /// Adds `n` events of memory a reader skipped because it could not read them.
+    pub fn count_unreadable(&self, n: u64) {
+        self.stats.unreadable.inc_by(n);
+    }
+
+    /// Events of memory readers skipped because they could not read them, over this log's life.
+    pub fn unreadable(&self) -> u64 {
+        self.stats.unreadable.get()
     }
 
     /// The oldest and newest sequence numbers held in memory.

@@ -146,6 +146,24 @@ impl Api {
         )
     }
 
+    /// `POST /api/v1{path}` with `body` and the token.
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (
+            status,
+            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+        )
+    }
+
     /// The value of `series` in `GET /metrics`.
     async fn metric(&self, series: &str) -> u64 {
         let text = self.fetch("/metrics").await.text().await.unwrap();
@@ -373,10 +391,19 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
         (StatusCode::OK, Some(0)),
         "{v}"
     );
+    // Suggestion and what-if read every row of their window: the same three skipped, said in their answers.
+    for path in ["/suggest", "/what-if"] {
+        let (s, v) = api.post(path, &json!({})).await;
+        assert_eq!(
+            (s, v["unreadable_rows"].as_u64()),
+            (StatusCode::OK, Some(3)),
+            "{path}: {v}"
+        );
+    }
     // Every scan counts what it skipped.
     assert_eq!(
         api.metric("bulkhead_history_unreadable_rows_total ").await,
-        13
+        19
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -432,6 +459,45 @@ async fn bad_and_hostile_query_parameters_are_400s_naming_them() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["candidates"], json!([]));
     assert_eq!(v["unreadable_rows"], 0, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_the_history_suggest_counts_the_flow_log_events_it_cannot_read() {
+    let dir = fresh_dir("bh-history-off-unreadable");
+    // The flow-log file control loads into memory at start: events, a line that is no event, an event whose time
+    // cannot be read.
+    let line = |seq: u64, e: &FlowEvent| {
+        let mut v = serde_json::to_value(e).unwrap();
+        v["seq"] = json!(seq);
+        v.to_string() + "\n"
+    };
+    let now = SystemTime::now();
+    let mut text = String::new();
+    for (i, e) in traffic(now).iter().enumerate() {
+        text += &line(i as u64 + 1, e);
+    }
+    text += &(json!({"seq": 100, "kind": "new", "src": "10.99.0.300"}).to_string() + "\n");
+    let mut undated = event("new", now, "10.99.0.1", "10.99.0.2", 8080, "allow", 10);
+    undated.time = "yesterday".into();
+    text += &line(101, &undated);
+    std::fs::write(dir.join("flows.jsonl"), text).unwrap();
+    let api = Api::start(&dir, "history = { enabled = false }").await;
+    for path in ["/suggest", "/what-if"] {
+        let (s, v) = api.post(path, &json!({})).await;
+        assert_eq!(
+            (s, v["unreadable_rows"].as_u64()),
+            (StatusCode::OK, Some(2)),
+            "{path}: {v}"
+        );
+    }
+    let (_, v) = api.post("/what-if", &json!({})).await;
+    assert_eq!(v["flows"], 21, "the readable events all judged: {v}");
+    assert_eq!(
+        api.metric("bulkhead_flow_log_unreadable_events_total ")
+            .await,
+        6
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

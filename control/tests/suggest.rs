@@ -112,6 +112,7 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
     import(&c, &without_rules(&[10]));
     let w = post(&c, "/api/v1/what-if", &json!({}));
     assert_eq!(w["judged"], "draft");
+    assert_eq!(w["unreadable_rows"], 0, "a sound history: {w}");
     assert_eq!(
         (w["conversations"].clone(), w["flows"].clone()),
         (json!(6), json!(6)),
@@ -160,6 +161,7 @@ fn suggest_apply_and_what_if_over_replayed_traffic() {
     // Suggest from a draft with no rules: the allowed and would-deny conversations come back as host rules.
     import(&c, &without_rules(&[10, 20, 30]));
     let s = post(&c, "/api/v1/suggest", &json!({}));
+    assert_eq!(s["unreadable_rows"], 0, "a sound history: {s}");
     let rules = s["rules"].as_array().unwrap();
     let summary: Vec<(String, String, String, u64)> = rules
         .iter()

@@ -127,7 +127,7 @@ async fn suggest_rules(
     let suggestion = off_worker(move || -> ApiResult<Value> {
         let draft = Policy::new(draft)
             .map_err(|e| ApiError::invalid_policy("the draft does not validate", &e))?;
-        let conversations = source.conversations(window).map_err(source_error)?;
+        let (conversations, read) = source.conversations(window).map_err(source_error)?;
         let s = suggest::suggest(&conversations, &draft, &options).map_err(|e| match e {
             suggest::SuggestError::UnknownSegment(name) => {
                 ApiError::bad_request(format!("unknown segment {name:?} in the scope"))
@@ -137,7 +137,9 @@ async fn suggest_rules(
                 ApiError::invalid_policy("the draft with the suggestion does not validate", &e)
             }
         })?;
-        Ok(serde_json::to_value(s).unwrap_or_default())
+        let mut out = serde_json::to_value(s).unwrap_or_default();
+        out["unreadable_rows"] = json!(read.unreadable);
+        Ok(out)
     })
     .await?;
     let mut out = suggestion;
@@ -277,9 +279,11 @@ async fn what_if(
         let policy = Policy::from_value(document).map_err(|e| {
             ApiError::invalid_policy(&format!("the {judged} policy does not validate"), &e)
         })?;
-        let conversations = source.conversations(window).map_err(source_error)?;
+        let (conversations, read) = source.conversations(window).map_err(source_error)?;
         let report = suggest::what_if(&conversations, &policy, limit);
-        Ok(serde_json::to_value(report).unwrap_or_default())
+        let mut out = serde_json::to_value(report).unwrap_or_default();
+        out["unreadable_rows"] = json!(read.unreadable);
+        Ok(out)
     })
     .await?;
     let mut out = report;

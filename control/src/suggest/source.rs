@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::flowlog::FlowLog;
 use crate::history::{
     Conversation, ConversationFilter, ConversationKey, Grouping as HistoryGrouping, History,
+    ScanStats,
 };
 use crate::time::{from_unix_ms, unix_ms};
 
@@ -34,7 +35,9 @@ pub enum SourceError {
 
 /// Conversations seen in a window.
 pub trait ConversationSource: Send + Sync {
-    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError>;
+    /// The window's conversations, and the stored records skipped because they could not be read (the answers
+    /// carry their number as `unreadable_rows`: nothing is left out unsaid).
+    fn conversations(&self, window: Window) -> Result<(Vec<Conversation>, ScanStats), SourceError>;
 }
 
 /// The flow history as a conversation source: its conversation-buckets whose bucket falls in the window
@@ -42,7 +45,7 @@ pub trait ConversationSource: Send + Sync {
 pub struct HistorySource(pub Arc<History>);
 
 impl ConversationSource for HistorySource {
-    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError> {
+    fn conversations(&self, window: Window) -> Result<(Vec<Conversation>, ScanStats), SourceError> {
         let window = crate::history::Window {
             from: from_unix_ms(window.from_unix_ms),
             to: from_unix_ms(window.to_unix_ms),
@@ -53,8 +56,7 @@ impl ConversationSource for HistorySource {
                 &ConversationFilter::default(),
                 HistoryGrouping::PerBucket,
             )
-            // Rows skipped as unreadable are counted in `bulkhead_history_unreadable_rows_total`.
-            .map(|(conversations, _)| conversations)
+            // The scan has also added its unreadable rows to `bulkhead_history_unreadable_rows_total`.
             .map_err(|e| SourceError::Failed(e.to_string()))
     }
 }
@@ -62,29 +64,47 @@ impl ConversationSource for HistorySource {
 /// Bucket width of [`RingSource`]'s conversations.
 const BUCKET_MS: u64 = 3_600_000;
 
-/// The flow log's in-memory ring as a conversation source: every event in the window, aggregated.
+/// The flow log's in-memory ring as a conversation source: every event in the window, aggregated. An event it
+/// cannot read (a damaged line of the flow-log file, loaded into memory at start) is skipped and counted, in the
+/// answer and in `bulkhead_flow_log_unreadable_events_total`, whatever the window: its time is unknown.
 pub struct RingSource(pub Arc<FlowLog>);
 
 impl ConversationSource for RingSource {
-    fn conversations(&self, window: Window) -> Result<Vec<Conversation>, SourceError> {
+    fn conversations(&self, window: Window) -> Result<(Vec<Conversation>, ScanStats), SourceError> {
         let (events, _) = self.0.snapshot();
+        let mut unparsed = 0;
         let events = events.iter().filter_map(|stored| {
-            let mut line: Value = serde_json::from_str(&stored.json).ok()?;
-            line.as_object_mut()?.remove("seq");
-            serde_json::from_value::<FlowEvent>(line).ok()
+            let event = event_of(&stored.json);
+            unparsed += u64::from(event.is_none());
+            event
         });
-        Ok(aggregate(events, window))
+        let (conversations, mut stats) = aggregate(events, window);
+        stats.unreadable += unparsed;
+        self.0.count_unreadable(stats.unreadable);
+        Ok((conversations, stats))
     }
 }
 
+/// The flow event of a line of the flow log (which adds `seq` to it), if it is one.
+fn event_of(json: &str) -> Option<FlowEvent> {
+    let mut line: Value = serde_json::from_str(json).ok()?;
+    line.as_object_mut()?.remove("seq");
+    serde_json::from_value::<FlowEvent>(line).ok()
+}
+
 /// Flow events aggregated into conversations per bucket, in the order their keys were first seen. `new` and
-/// `denied` events count flows; `closed` ones carry packets and bytes. Events without a readable time, or
-/// outside the window, are left out.
-pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) -> Vec<Conversation> {
+/// `denied` events count flows; `closed` ones carry packets and bytes. Events outside the window are left out;
+/// those without a readable time too, counted as unreadable.
+pub fn aggregate(
+    events: impl IntoIterator<Item = FlowEvent>,
+    window: Window,
+) -> (Vec<Conversation>, ScanStats) {
     let mut at: HashMap<(ConversationKey, u64), usize> = HashMap::new();
     let mut out: Vec<Conversation> = Vec::new();
+    let mut stats = ScanStats::default();
     for e in events {
         let Ok(time) = humantime::parse_rfc3339(&e.time) else {
+            stats.unreadable += 1;
             continue;
         };
         let t = unix_ms(time);
@@ -130,5 +150,5 @@ pub fn aggregate(events: impl IntoIterator<Item = FlowEvent>, window: Window) ->
             }
         }
     }
-    out
+    (out, stats)
 }

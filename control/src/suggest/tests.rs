@@ -445,7 +445,8 @@ fn flow_events_aggregate_into_conversations_per_bucket() {
         event(New, "1970-01-01T02:00:00Z", 6, 40003, 443),
         event(New, "yesterday", 6, 40004, 443),
     ];
-    let got = source::aggregate(events, window);
+    let (got, read) = source::aggregate(events, window);
+    assert_eq!(read.unreadable, 1, "the event without a readable time");
     let summary: Vec<(u16, u64, u64, u64, u64, [u64; 2])> = got
         .iter()
         .map(|c| {
@@ -469,6 +470,104 @@ fn flow_events_aggregate_into_conversations_per_bucket() {
         ]
     );
     assert_eq!(Tuple::of(&got[2].key).flow().sport, 8, "echo request type");
+}
+
+/// A fresh directory for one test's files.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bh-suggest-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const EVERYTHING: Window = Window {
+    from_unix_ms: 0,
+    to_unix_ms: i64::MAX as u64,
+};
+
+#[test]
+fn the_history_source_reports_the_rows_it_could_not_read() {
+    use crate::history::{History, HistoryConfig};
+    let d = temp_dir("history-unreadable");
+    let history = History::open(HistoryConfig::default(), &d).unwrap();
+    let new = protocol::EventKind::New;
+    // Not in the epoch's first bucket: retention drops buckets at or before the newest one less 30 days (here 0).
+    assert!(history.offer(
+        "plant-a",
+        &[event(new, "1970-01-02T00:00:01Z", 6, 40000, 443)]
+    ));
+    history.flush().unwrap();
+    // Damaged rows beside it, written straight into the file: a 5-byte source address, an unknown verdict code.
+    let db = rusqlite::Connection::open(history.file()).unwrap();
+    for (src, verdict) in [(vec![10u8, 0, 0, 3, 9], 0), (vec![10, 0, 0, 4], 9)] {
+        db.execute(
+            "INSERT INTO conversations VALUES (86400, ?1, ?2, 6, 443, 0, ?3, 1, 1, 0, 0, 1, 1, 1, 60, 60, 0, 0)",
+            rusqlite::params![src, vec![10u8, 0, 0, 2], verdict],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    let (conversations, read) = HistorySource(history.clone())
+        .conversations(EVERYTHING)
+        .unwrap();
+    assert_eq!(conversations.len(), 1);
+    assert_eq!(
+        conversations[0].key.src,
+        "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(read.unreadable, 2);
+    assert_eq!(history.unreadable_rows(), 2, "counted in the metric too");
+    drop(history);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_ring_source_counts_the_events_it_could_not_read() {
+    use crate::flowlog::{FlowLog, FlowLogConfig};
+    use protocol::EventKind::New;
+    let d = temp_dir("ring-unreadable");
+    let line = |seq: u64, e: &protocol::FlowEvent| {
+        let mut v = serde_json::to_value(e).unwrap();
+        v["seq"] = json!(seq);
+        v.to_string()
+    };
+    // A flow-log file loaded into memory at start: a good event, a line that is no event, an event whose time
+    // cannot be read.
+    let lines = [
+        line(1, &event(New, "1970-01-01T00:00:01Z", 6, 40000, 443)),
+        json!({"seq": 2, "kind": "new", "src": "10.0.0.300"}).to_string(),
+        line(3, &event(New, "yesterday", 6, 40001, 443)),
+    ];
+    let path = d.join("flows.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let flowlog = FlowLog::new(FlowLogConfig {
+        path,
+        ..FlowLogConfig::default()
+    })
+    .unwrap();
+    flowlog.ingest(
+        "plant-a",
+        vec![event(New, "1970-01-01T00:00:02Z", 6, 40002, 22)],
+    );
+
+    let (conversations, read) = RingSource(flowlog.clone())
+        .conversations(EVERYTHING)
+        .unwrap();
+    let services: Vec<u16> = conversations.iter().map(|c| c.key.service).collect();
+    assert_eq!(services, [443, 22]);
+    assert_eq!(read.unreadable, 2);
+    assert_eq!(flowlog.unreadable(), 2, "counted in the metric too");
+    // Every read counts what it skipped, whatever its window: their times are unknown.
+    let (conversations, read) = RingSource(flowlog.clone())
+        .conversations(Window {
+            from_unix_ms: 3_600_000,
+            to_unix_ms: 7_200_000,
+        })
+        .unwrap();
+    assert_eq!((conversations.len(), read.unreadable), (0, 2));
+    assert_eq!(flowlog.unreadable(), 4);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 mod properties {

@@ -102,6 +102,8 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
     let metrics = Metrics::new(config.metrics.clone());
     let auth_failures = Failures::new(config.auth.clone());
     auth_failures.register(metrics.registry()).unwrap();
+    let flowlog = FlowLog::new(config.flow_log.clone()).unwrap();
+    flowlog.register_metrics(metrics.registry()).unwrap();
     let app = Arc::new(App {
         store: tokio::sync::Mutex::new(Store::open(&config.store_dir).unwrap()),
         changes: Default::default(),
@@ -112,7 +114,7 @@ pub async fn start(dir: &Path, extra: &str) -> Local {
                 .with_timeout(Duration::from_millis(100)),
         ),
         metrics: metrics.clone(),
-        flowlog: FlowLog::new(config.flow_log.clone()).unwrap(),
+        flowlog,
         history: config.history.enabled.then(|| {
             let history = History::open(config.history.clone(), &config.store_dir).unwrap();
             history.register_metrics(metrics.registry()).unwrap();
