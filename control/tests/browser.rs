@@ -4,7 +4,7 @@
 //! The story an engineer lives through: sign in with the token; see the segment map's edges appear after real
 //! traffic and open one; edit a rule and meet a validation error on the field it concerns; fix it, commit, and
 //! see the traffic change; roll back and see it change back. Along the way: rules health, connections,
-//! explain, text from the API rendered escaped, tiers in the policy editor, a viewer token made on the tokens page (and the console signed in
+//! explain, text from the API rendered escaped, a damaged history row said on the discovery page, tiers in the policy editor, a viewer token made on the tokens page (and the console signed in
 //! with it showing no action the role lacks), and no errors in the browser console and no
 //! Content-Security-Policy violation (the console is served over HTTPS with control's security headers; Chromium
 //! trusts control's self-signed certificate by its public key, nothing else). Screenshots of every
@@ -381,6 +381,26 @@ fn servers(bed: &TestBed) -> Vec<Background> {
         .collect()
 }
 
+/// Writes a row control cannot read (a 5-byte source address) into the history's current bucket, beside the
+/// running control's own writes.
+fn damage_history(file: &Path) {
+    let db = rusqlite::Connection::open(file).unwrap();
+    db.busy_timeout(WAIT).unwrap();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    db.execute(
+        "INSERT INTO conversations VALUES (?1, ?2, ?3, 6, 22, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0)",
+        rusqlite::params![
+            (now_s - now_s % 3600) as i64,
+            vec![10u8, 99, 0, 11, 7],
+            vec![10u8, 99, 0, 3]
+        ],
+    )
+    .unwrap();
+}
+
 #[test]
 fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     let mut opts = Options::new(dataplane_bin());
@@ -600,8 +620,14 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     assert_eq!(r.body["scheduled"], Value::Null);
 
     // ---- Discovery: the flow history drilled down from a segment pair to its conversations; rules suggested.
+    // A damaged row in the history (a 5-byte source address, as a broken disk could leave) is skipped and said.
+    damage_history(&copts.store_dir().join("history.sqlite"));
     ui.goto(&format!("{base}#/discovery"));
     ui.wait(r#"#pairs tr[data-pair="office>legacy-db"]"#);
+    ui.wait_text(
+        "#pairs .banner.warn",
+        "1 stored row could not be read and was skipped",
+    );
     ui.next_shot("discovery");
     ui.click(r#"button[aria-label="Hosts from office to legacy-db"]"#);
     ui.wait_text("#hosts", OFFICE);
@@ -614,6 +640,7 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     ui.next_shot("discovery-drill-down");
     ui.click_text("#suggest button", "Suggest");
     ui.wait_text("#coverage", "The draft allows");
+    ui.wait_text("#proposal .banner.warn", "the history store may be damaged");
 
     // ---- Explain: the draft (still with the edit) allows office → HMI, the active policy does not.
     ui.goto(&format!("{base}#/explain"));

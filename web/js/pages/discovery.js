@@ -9,6 +9,18 @@ import {
 } from '../dom.js';
 import { gatewaySelect } from './gateways.js';
 
+/**
+ * A warning when a history answer (the map, conversations, unsegmented hosts, rules, suggestion, what-if) skipped
+ * stored rows it could not read (`unreadable_rows`): a damaged store must not pass for a quiet network. Else nothing.
+ */
+export function unreadableWarning(answer) {
+  const n = (answer && answer.unreadable_rows) || 0;
+  if (!n) return null;
+  const one = n === 1;
+  return h('div', { class: 'banner warn', 'data-unreadable': n },
+    `${fmtInt(n)} stored ${one ? 'row' : 'rows'} could not be read and ${one ? 'was' : 'were'} skipped — the history store may be damaged.`);
+}
+
 const WINDOWS = [
   ['3600', 'last hour'], ['86400', 'last day'], ['604800', 'last 7 days'], ['2592000', 'last 30 days'], ['', 'whole history'],
 ];
@@ -51,7 +63,7 @@ export function mount(main) {
 
   async function showPairs() {
     const m = await get('/history/map', traffic());
-    replace(pairs, h('h2', {}, 'Segment pairs'), h('p', { class: 'muted' }, `From ${m.from} to ${m.to}.`), table({
+    replace(pairs, h('h2', {}, 'Segment pairs'), h('p', { class: 'muted' }, `From ${m.from} to ${m.to}.`), unreadableWarning(m), table({
       columns: [
         { label: 'From', cell: (e) => e.from, sort: (e) => e.from },
         { label: 'To', cell: (e) => e.to, sort: (e) => e.to },
@@ -70,7 +82,7 @@ export function mount(main) {
 
   async function showHosts(from, to) {
     const m = await get('/history/map', traffic({ src_segment: from, dst_segment: to }));
-    replace(drill, h('div', { class: 'card', id: 'hosts' }, h('h2', {}, `Hosts: ${from} → ${to}`), table({
+    replace(drill, h('div', { class: 'card', id: 'hosts' }, h('h2', {}, `Hosts: ${from} → ${to}`), unreadableWarning(m), table({
       columns: [
         { label: 'Source', cell: (e) => e.src, sort: (e) => e.src },
         { label: 'Destination', cell: (e) => e.dst, sort: (e) => e.dst },
@@ -89,7 +101,7 @@ export function mount(main) {
   async function showServices(from, to, src, dst) {
     const m = await get('/history/map', traffic({ src_segment: from, dst_segment: to, src, dst }));
     const conv = h('div');
-    replace(drill, h('div', { class: 'card', id: 'services' }, h('h2', {}, `Services: ${src} → ${dst}`), table({
+    replace(drill, h('div', { class: 'card', id: 'services' }, h('h2', {}, `Services: ${src} → ${dst}`), unreadableWarning(m), table({
       columns: [
         { label: 'Service', cell: (e) => `${protoName(e.proto)}/${e.port}`, sort: (e) => e.port },
         ...counts,
@@ -105,7 +117,7 @@ export function mount(main) {
 
   async function showConversations(into, src, dst, proto, port) {
     const c = await get('/history/conversations', traffic({ src, dst, proto, port, group: 'window', limit: 100 }));
-    replace(into, h('h3', {}, `Conversations (${fmtInt(c.matched)})`), table({
+    replace(into, h('h3', {}, `Conversations (${fmtInt(c.matched)})`), unreadableWarning(c), table({
       columns: [
         { label: 'Verdict', cell: (x) => badge(x.key.verdict) },
         { label: 'Rule', class: 'num', cell: (x) => (x.key.rule_id ? `#${x.key.rule_id}` : 'default') },
@@ -123,7 +135,7 @@ export function mount(main) {
 
   async function showUnsegmented() {
     const u = await get('/history/unsegmented', query());
-    replace(unsegmented, h('h2', {}, 'Hosts outside every segment'), table({
+    replace(unsegmented, h('h2', {}, 'Hosts outside every segment'), unreadableWarning(u), table({
       columns: [
         { label: 'Subnet', cell: (c) => c.subnet, sort: (c) => c.subnet },
         { label: 'Hosts', class: 'num', cell: (c) => fmtInt(c.hosts.length), sort: (c) => c.hosts.length },
@@ -183,6 +195,7 @@ export function mount(main) {
     });
     const sel = (s) => (s.segment ? s.segment : s.labels ? JSON.stringify(s.labels) : s.prefixes ? s.prefixes.join(', ') : JSON.stringify(s));
     replace(into,
+      unreadableWarning(p),
       h('p', { id: 'coverage' }, `The draft allows ${share(p.coverage_before)} seen; with these ${p.rules.length} rule(s): ${share(p.coverage_after)}.`,
         p.left_to_draft_rules ? ` ${fmtInt(p.left_to_draft_rules)} conversation(s) denied by a draft rule are left alone.` : ''),
       table({

@@ -5,6 +5,7 @@
 
 import { get } from '../api.js';
 import { h, replace, every, table, named, badge, fmtInt, fmtBytes, fmtAgo } from '../dom.js';
+import { unreadableWarning } from './discovery.js';
 
 const state = { policy: 'active', stale_after_s: '86400', only: 'all' };
 
@@ -52,7 +53,8 @@ export function mount(main) {
         h('div', { class: 'tile-sub' }, 'can never be the first match')),
       h('div', { class: 'tile' }, h('div', { class: 'tile-label' }, 'Default action'), h('div', { class: 'tile-value' }, x.default ? fmtInt(x.default.packets) : '–'),
         h('div', { class: 'tile-sub' }, x.default ? `packets (${x.default.action}), last ${fmtAgo(x.default.last_hit)}` : 'no counters'))),
-    x.read_at ? null : h('div', { class: 'banner warn' }, 'No counters from the dataplane yet: hits are unknown; shadowing is still shown.'));
+    x.read_at ? null : h('div', { class: 'banner warn' }, 'No counters from the dataplane yet: hits are unknown; shadowing is still shown.'),
+    unreadableWarning(hist));
     const shown = rules.filter((r) => state.only === 'all' || (state.only === 'stale' ? r.stale : r.shadowed));
     replace(list, table({
       columns: [

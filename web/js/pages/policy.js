@@ -8,6 +8,7 @@ import { request, get, can, ApiError } from '../api.js';
 import {
   h, replace, table, named, field, showFieldErrors, toast, modal, reportError, badge, selectorText, fmtTime, fmtAgo,
 } from '../dom.js';
+import { unreadableWarning } from './discovery.js';
 
 const TABS = [
   ['rules', 'Rules'], ['segments', 'Segments'], ['services', 'Services'], ['settings', 'Settings'],
@@ -656,6 +657,7 @@ async function commit(comment, confirmWithin, note, body) {
       `Over the flow history (${past.conversations} conversations, ${past.flows} flows): ${past.newly_denied.conversations} conversation(s) `
       + `(${past.newly_denied.flows} flows) allowed then would be denied, ${past.newly_allowed.conversations} `
       + `(${past.newly_allowed.flows} flows) denied or would-denied then would be allowed.`) : null,
+    unreadableWarning(past),
     confirmWithin ? h('p', {}, `Unless you confirm within ${confirmWithin} s, control reverts to the current version by itself.`) : null),
   [{ label: 'Cancel', value: '' }, { label: 'Commit', value: 'commit', class: 'primary' }]);
   if (answer !== 'commit') return;
