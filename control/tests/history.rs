@@ -164,6 +164,18 @@ impl Api {
         )
     }
 
+    /// Asserts that `POST /suggest` and `POST /what-if` over everything answer, saying they skipped `unreadable`.
+    async fn suggest_and_what_if_skip(&self, unreadable: u64) {
+        for path in ["/suggest", "/what-if"] {
+            let (s, v) = self.post(path, &json!({})).await;
+            assert_eq!(
+                (s, v["unreadable_rows"].as_u64()),
+                (StatusCode::OK, Some(unreadable)),
+                "{path}: {v}"
+            );
+        }
+    }
+
     /// The value of `series` in `GET /metrics`.
     async fn metric(&self, series: &str) -> u64 {
         let text = self.fetch("/metrics").await.text().await.unwrap();
@@ -392,14 +404,7 @@ async fn rows_the_history_cannot_read_are_counted_in_answers_and_metrics() {
         "{v}"
     );
     // Suggestion and what-if read every row of their window: the same three skipped, said in their answers.
-    for path in ["/suggest", "/what-if"] {
-        let (s, v) = api.post(path, &json!({})).await;
-        assert_eq!(
-            (s, v["unreadable_rows"].as_u64()),
-            (StatusCode::OK, Some(3)),
-            "{path}: {v}"
-        );
-    }
+    api.suggest_and_what_if_skip(3).await;
     // Every scan counts what it skipped.
     assert_eq!(
         api.metric("bulkhead_history_unreadable_rows_total ").await,
@@ -483,14 +488,7 @@ async fn without_the_history_suggest_counts_the_flow_log_events_it_cannot_read()
     text += &line(101, &undated);
     std::fs::write(dir.join("flows.jsonl"), text).unwrap();
     let api = Api::start(&dir, "history = { enabled = false }").await;
-    for path in ["/suggest", "/what-if"] {
-        let (s, v) = api.post(path, &json!({})).await;
-        assert_eq!(
-            (s, v["unreadable_rows"].as_u64()),
-            (StatusCode::OK, Some(2)),
-            "{path}: {v}"
-        );
-    }
+    api.suggest_and_what_if_skip(2).await;
     let (_, v) = api.post("/what-if", &json!({})).await;
     assert_eq!(v["flows"], 21, "the readable events all judged: {v}");
     assert_eq!(
