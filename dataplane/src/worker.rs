@@ -655,6 +655,10 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     for &i in &flows[..nflows] {
         let i = usize::from(i);
         let track = cx.tracker.finish(&s.prepared[i], cx.now);
+        // A new flow's own copy first, straight from the answer.
+        if let Track::New(new) = &track {
+            s.news[i] = *new;
+        }
         if s.common[i] && !matches!(track, Track::Known { .. }) {
             // Policy, events and rejects read the `Parsed` the common path skipped.
             if let Some(frame) = burst.data(i) {
@@ -676,10 +680,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
                     Note::Forward
                 }
             }
-            Track::New(new) => {
-                s.news[i] = new;
-                Note::New
-            }
+            Track::New(_) => Note::New,
             Track::Related { .. } => Note::Forward,
             Track::Untracked(u) => untracked(rs, &s.parsed[i], u),
             Track::Drop(reason) => {
