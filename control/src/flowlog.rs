@@ -342,8 +342,8 @@ impl FlowLog {
         let (events, skipped) = self::history(&config)?;
         if skipped > 0 {
             eprintln!(
-                "bulkhead-control: flow log: {skipped} lines of {} and its rotations were skipped when read back \
-                 (not events with a sequence number, or out of order)",
+                "bulkhead-control: flow log: {skipped} lines of {} and its rotations left out when read back \
+                 (not events with a sequence number, or out of order; counted in bulkhead_flow_log_skipped_lines_total)",
                 config.path.display()
             );
         }

@@ -952,12 +952,12 @@ fn new_flow(
     match committed {
         Ok(id) => {
             created.push(id, new.hash());
-            cx.counters.flows_created.add(1);
-            cx.counters
+            counters.flows_created.add(1);
+            counters
                 .rule(j.slot)
-                .new_flow(j.rule_id, frame.len() as u64, cx.now);
+                .new_flow(j.rule_id, frame.len() as u64, now);
             if j.monitored {
-                cx.counters.would_deny.add(1);
+                counters.would_deny.add(1);
             }
             if let Some(e) = cx.tracker.table().get(id) {
                 let verdict = if j.monitored {
@@ -975,7 +975,7 @@ fn new_flow(
                             now,
                         )
                     },
-                    cx.counters,
+                    counters,
                 );
             }
             Note::Forward

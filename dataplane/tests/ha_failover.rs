@@ -175,16 +175,24 @@ fn ha_planned_switchover_and_back_lose_no_packet() {
     pair.members[0].start_keepalived().unwrap();
     pair.wait_active(0).unwrap();
 
-    let ping = flood.finish().unwrap();
-    report("planned switchover and back", &ping);
-    assert_eq!(
-        (ping.lost(), ping.duplicates),
-        (0, 0),
-        "{ping:?}\n{}",
-        drops(&pair)
+    assert_no_loss(
+        &pair,
+        "planned switchover and back",
+        &flood.finish().unwrap(),
     );
     assert_all_completed(session, 1);
     assert_took_over(&pair, 1);
+}
+
+/// Reports a ping flood and asserts it lost and duplicated nothing, naming each member's drops if it did.
+fn assert_no_loss(pair: &Pair, what: &str, ping: &testbed::pair::PingResult) {
+    report(what, ping);
+    assert_eq!(
+        (ping.lost(), ping.duplicates),
+        (0, 0),
+        "{what}: {ping:?}\n{}",
+        drops(pair)
+    );
 }
 
 /// Each member's drops by reason (what explains a lost packet).
@@ -225,14 +233,7 @@ fn ha_link_cut_leaves_one_member_forwarding_until_it_dies() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pair.members[0].role(), Some(Role::Active));
     assert_eq!(pair.members[1].role(), Some(Role::Standby));
-    let split = flood.finish().unwrap();
-    report("HA link cut", &split);
-    assert_eq!(
-        (split.lost(), split.duplicates),
-        (0, 0),
-        "{split:?}\n{}",
-        drops(&pair)
-    );
+    assert_no_loss(&pair, "HA link cut", &flood.finish().unwrap());
 
     // The active dies while the link is cut: g2 hears nothing more and becomes active by itself.
     let flood = pair.ping_flood(Duration::from_millis(2)).unwrap();

@@ -820,7 +820,7 @@ fn a_schema_1_history_keeps_its_rows_and_gains_gateways_and_tiers() {
 }
 
 #[test]
-fn unreadable_rows_are_skipped_and_counted_never_a_failed_query() {
+fn unreadable_rows_are_counted_never_a_failed_query() {
     let d = dir("unreadable");
     let history = History::open(config(), &d).unwrap();
     let new = |src: &str, verdict| {
