@@ -30,7 +30,7 @@ use policy::{
     Action, FlatRule, Ipv4Net, Ipv6Net, Mode, OnPolicyChange, Policy, RuleRef, TcpStrictness,
 };
 
-use crate::conntrack::{Dir, Entry, Strictness, Timeouts};
+use crate::conntrack::{Dir, Entry, FlowKey, Side, Strictness, Timeouts};
 use crate::segment_index::SegmentIndex;
 
 /// Userdata of the flat rules that stand for the monitored default.
@@ -389,22 +389,43 @@ fn encode(
     (src, sport): (IpAddr, u16),
     (dst, dport): (IpAddr, u16),
 ) -> Option<(bool, &[u8])> {
-    buf[0] = proto;
-    buf[1..4].fill(0);
-    buf[4..8].copy_from_slice(&u32::from(vlan).to_be_bytes());
-    let (v6, ports) = match (src, dst) {
+    match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            buf[8..12].copy_from_slice(&s.octets());
-            buf[12..16].copy_from_slice(&d.octets());
-            (false, 16)
+            encode_raw(buf, proto, vlan, (&s.octets(), sport), (&d.octets(), dport))
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            buf[8..24].copy_from_slice(&s.octets());
-            buf[24..40].copy_from_slice(&d.octets());
+            encode_raw(buf, proto, vlan, (&s.octets(), sport), (&d.octets(), dport))
+        }
+        _ => None,
+    }
+}
+
+/// [`encode`] from the addresses' bytes, both 4 (IPv4) or both 16 (IPv6) long; `None` otherwise.
+#[inline]
+fn encode_raw<'b>(
+    buf: &'b mut [u8; V6_INPUT],
+    proto: u8,
+    vlan: u16,
+    (src, sport): (&[u8], u16),
+    (dst, dport): (&[u8], u16),
+) -> Option<(bool, &'b [u8])> {
+    // Fixed-size copies per family: plain moves, no length-generic copy.
+    let (v6, ports) = match (src.len(), dst.len()) {
+        (4, 4) => {
+            buf[8..12].copy_from_slice(src);
+            buf[12..16].copy_from_slice(dst);
+            (false, 16)
+        }
+        (16, 16) => {
+            buf[8..24].copy_from_slice(src);
+            buf[24..40].copy_from_slice(dst);
             (true, 40)
         }
         _ => return None,
     };
+    buf[0] = proto;
+    buf[1..4].fill(0);
+    buf[4..8].copy_from_slice(&u32::from(vlan).to_be_bytes());
     buf[ports..ports + 2].copy_from_slice(&sport.to_be_bytes());
     buf[ports + 2..ports + 4].copy_from_slice(&dport.to_be_bytes());
     Some((v6, &buf[..ports + 4]))
@@ -425,6 +446,28 @@ pub fn flow_input<'b>(p: &Parsed, buf: &'b mut [u8; V6_INPUT]) -> Option<(bool, 
         p.vlans[0].unwrap_or(0),
         (p.src_ip()?, sport),
         (p.dst_ip()?, dport),
+    )
+}
+
+/// The classifier input of a TCP or UDP flow's first packet from its key and the side that sent it: the same
+/// bytes as [`flow_input`] of that packet (held equal by a property test), without the packet parsed. `None`
+/// for other protocols, whose key does not hold what the classifier reads (ICMP's type and code).
+#[inline]
+pub fn key_input<'b>(
+    key: &FlowKey,
+    originator: Side,
+    buf: &'b mut [u8; V6_INPUT],
+) -> Option<(bool, &'b [u8])> {
+    let proto = net::IpProtocol(key.proto());
+    if proto != net::IpProtocol::TCP && proto != net::IpProtocol::UDP {
+        return None;
+    }
+    encode_raw(
+        buf,
+        key.proto(),
+        key.vlan(),
+        key.raw_endpoint(originator),
+        key.raw_endpoint(originator.other()),
     )
 }
 

@@ -37,7 +37,7 @@ use crate::ha::heartbeat::{self, WorkerBeats};
 use crate::ha::sync::WorkerSync;
 use crate::ha::RoleCell;
 use crate::reject;
-use crate::ruleset::{entry_input, flow_input, Judgement, Ruleset, V6_INPUT};
+use crate::ruleset::{entry_input, flow_input, key_input, Judgement, Ruleset, V6_INPUT};
 use protocol::FlowFilter;
 
 /// A request from the management thread, answered by the worker between bursts.
@@ -171,6 +171,7 @@ struct Scratch {
     inputs: [[u8; V6_INPUT]; MAX_BURST],
     families: [bool; MAX_BURST],
     results: [u32; MAX_BURST],
+    created: Created,
 }
 
 impl Scratch {
@@ -185,6 +186,7 @@ impl Scratch {
             inputs: [[0; V6_INPUT]; MAX_BURST],
             families: [false; MAX_BURST],
             results: [0; MAX_BURST],
+            created: Created::EMPTY,
         })
     }
 }
@@ -659,8 +661,9 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
         if let Track::New(new) = &track {
             s.news[i] = *new;
         }
-        if s.common[i] && !matches!(track, Track::Known { .. }) {
-            // Policy, events and rejects read the `Parsed` the common path skipped.
+        if s.common[i] && !matches!(track, Track::Known { .. } | Track::New(_)) {
+            // Policy, events and rejects read the `Parsed` the common path skipped (a new flow's is parsed when
+            // needed: see `Packet`).
             if let Some(frame) = burst.data(i) {
                 let _ = net::parse_into(frame, &mut s.parsed[i]);
             }
@@ -719,6 +722,20 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
     let mut news = 0;
     for i in 0..n {
         match s.notes[i] {
+            // A common frame's flow is classified from its key, the frame not parsed (see `Packet`).
+            Note::New if s.common[i] => {
+                let new = &s.news[i];
+                match key_input(new.key(), new.originator(), &mut s.inputs[i]) {
+                    Some((v6, _)) => {
+                        s.families[i] = v6;
+                        news += 1;
+                    }
+                    None => {
+                        cx.counters.drop(DropReason::Malformed, 1);
+                        s.notes[i] = Note::Dropped;
+                    }
+                }
+            }
             Note::New => match flow_input(&s.parsed[i], &mut s.inputs[i]) {
                 Some((v6, _)) => {
                     s.families[i] = v6;
@@ -775,23 +792,24 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
         }
     }
 
-    let mut created = Created {
-        ids: [None; MAX_BURST],
-        hashes: [0; MAX_BURST],
-        len: 0,
-    };
+    let created = &mut s.created;
+    created.clear();
     for i in 0..n {
         let note = match s.notes[i] {
             Note::New => {
                 let Some(frame) = burst.data(i) else { continue };
+                let mut packet = Packet {
+                    frame,
+                    parsed: &mut s.parsed[i],
+                    ready: !s.common[i],
+                };
                 new_flow(
                     cx,
                     rs,
                     &s.news[i],
                     rs.judge(s.results[i]),
-                    frame,
-                    &s.parsed[i],
-                    &mut created,
+                    &mut packet,
+                    created,
                 )
             }
             Note::Recheck(id) => recheck(cx, rs, id, rs.judge(s.results[i]), s.lens[i] as usize),
@@ -859,14 +877,36 @@ fn known_packet(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, id: FlowId, len
     }
 }
 
-/// The flows committed so far while deciding a burst, with their keys' hashes.
+/// The flows committed so far while deciding a burst, with their keys' hashes. Kept in [`Scratch`]: a burst
+/// clears only its length and filter.
 struct Created {
     ids: [Option<FlowId>; MAX_BURST],
     hashes: [u64; MAX_BURST],
     len: usize,
+    /// One bit per value of a hash's top byte, set for every hash pushed: most new flows find theirs clear and
+    /// skip the scan of `hashes`.
+    filter: [u64; 4],
 }
 
 impl Created {
+    const EMPTY: Created = Created {
+        ids: [None; MAX_BURST],
+        hashes: [0; MAX_BURST],
+        len: 0,
+        filter: [0; 4],
+    };
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.filter = [0; 4];
+    }
+
+    /// The word and bit of `hash` in `filter`.
+    fn filter_bit(hash: u64) -> (usize, u64) {
+        let top = (hash >> 56) as usize;
+        (top / 64, 1 << (top % 64))
+    }
+
     fn contains(&self, id: FlowId) -> bool {
         self.ids[..self.len].contains(&Some(id))
     }
@@ -874,7 +914,8 @@ impl Created {
     /// Whether a flow committed in this burst may have the key of `new`: only one with its hash can (the
     /// hashes come from the same tracker). Most new flows have no such twin, and skip the table lookup.
     fn may_hold(&self, new: &NewFlow) -> bool {
-        self.hashes[..self.len].contains(&new.hash())
+        let (word, bit) = Self::filter_bit(new.hash());
+        self.filter[word] & bit != 0 && self.hashes[..self.len].contains(&new.hash())
     }
 
     fn push(&mut self, id: FlowId, hash: u64) {
@@ -882,7 +923,30 @@ impl Created {
             *slot = Some(id);
             *h = hash;
             self.len += 1;
+            let (word, bit) = Self::filter_bit(hash);
+            self.filter[word] |= bit;
         }
+    }
+}
+
+/// A packet that opens a flow, its [`Parsed`] filled on first use: a common frame (IPv4 TCP/UDP) is keyed and
+/// classified without one (`ruleset::key_input`), and parsed only when what follows reads more of it (a
+/// refusal's event or reject).
+struct Packet<'f, 'p> {
+    frame: &'f [u8],
+    parsed: &'p mut Parsed,
+    /// Whether `parsed` holds this frame's parse.
+    ready: bool,
+}
+
+impl Packet<'_, '_> {
+    fn parsed(&mut self) -> &Parsed {
+        if !self.ready {
+            // A common frame: the full parser accepts what `parse_common` did (a property test holds them equal).
+            let _ = net::parse_into(self.frame, self.parsed);
+            self.ready = true;
+        }
+        self.parsed
     }
 }
 
@@ -891,10 +955,10 @@ fn new_flow(
     rs: &Ruleset<'_>,
     new: &NewFlow,
     j: Judgement,
-    frame: &[u8],
-    parsed: &Parsed,
+    packet: &mut Packet<'_, '_>,
     created: &mut Created,
 ) -> Note {
+    let frame = packet.frame;
     // An earlier packet of this burst may have created the flow already. An entry that was there before the
     // burst (expired, or a finished connection whose tuple a new SYN reuses) is not that: this packet is judged
     // and, if allowed, replaces it.
@@ -917,9 +981,9 @@ fn new_flow(
         } else {
             Verdict::Deny
         };
-        denied_event(cx, rs, parsed, &j, verdict, None);
+        denied_event(cx, rs, packet.parsed(), &j, verdict, None);
         if j.action == Action::Reject {
-            send_reject(cx, frame, parsed);
+            send_reject(cx, frame, packet.parsed());
         }
         return Note::Drop(if j.action == Action::Reject {
             DropReason::PolicyReject
@@ -983,7 +1047,14 @@ fn new_flow(
         Err(CommitError::Full) => Note::Drop(DropReason::TableFull),
         Err(CommitError::Limit(limit)) => {
             cx.counters.refused(Refusal::Limit(limit));
-            denied_event(cx, rs, parsed, &j, Verdict::Deny, Some(limit.as_str()));
+            denied_event(
+                cx,
+                rs,
+                packet.parsed(),
+                &j,
+                Verdict::Deny,
+                Some(limit.as_str()),
+            );
             Note::Dropped
         }
     }

@@ -201,6 +201,14 @@ impl FlowKey {
         self.proto
     }
 
+    /// [`endpoint`](Self::endpoint) as stored: the address's bytes (4 for IPv4, 16 for IPv6) and the port.
+    #[inline]
+    pub fn raw_endpoint(&self, side: Side) -> (&[u8], u16) {
+        let raw = &self.addrs[side.index()];
+        let bytes = if self.is_ipv6() { &raw[..] } else { &raw[12..] };
+        (bytes, self.ports[side.index()])
+    }
+
     /// Address and port (echo identifier for ICMP echo, 0 for port-less protocols) of one endpoint.
     pub fn endpoint(&self, side: Side) -> (IpAddr, u16) {
         let raw = self.addrs[side.index()];

@@ -30,6 +30,9 @@ pub const MAX_CAPACITY: usize = 1 << 31;
 /// Most slots examined, from the eviction hand on, when the table is full and a victim is sought.
 pub const EVICT_SCAN: usize = 16;
 
+/// Most evictions [`ConnTable::prefetch_victims`] prepares at once: a whole burst's new flows.
+const VICTIM_HINTS: usize = dpdk::MAX_BURST;
+
 /// Longest timeout honoured, in milliseconds (~12.4 days; longer ones are clamped): idle times are computed
 /// on the low 32 bits of the millisecond clock in serial arithmetic, good for idle times up to ~24.8 days,
 /// and the expiry cursor visits every slot far more often than that.
@@ -582,9 +585,9 @@ pub struct ConnTable {
     /// Where the next victim search starts when the table is full (see [`insert`](Self::insert)).
     hand: usize,
     /// Slot and key hash of evictable flows [`prefetch_victims`](Self::prefetch_victims) hashed, at `slot %
-    /// EVICT_SCAN`: the eviction that follows finds the victim's index value without hashing its key again.
+    /// VICTIM_HINTS`: the eviction that follows finds the victim's index value without hashing its key again.
     /// Only a hint (the slot may have changed hands since): see [`remove_hinted`](Self::remove_hinted).
-    victim_hints: [(u32, u64); EVICT_SCAN],
+    victim_hints: [(u32, u64); VICTIM_HINTS],
     hasher: KeyHasher,
     timeouts: TimeoutsMs,
     stats: TableStats,
@@ -638,7 +641,7 @@ impl ConnTable {
             len: 0,
             cursor: 0,
             hand: 0,
-            victim_hints: [(NIL, 0); EVICT_SCAN],
+            victim_hints: [(NIL, 0); VICTIM_HINTS],
             hasher: KeyHasher::new(seed),
             timeouts: TimeoutsMs::new(timeouts),
             stats: TableStats::default(),
@@ -791,7 +794,7 @@ impl ConnTable {
             return;
         }
         let cap = self.slab.len();
-        let count = count.min(EVICT_SCAN).min(cap);
+        let count = count.min(VICTIM_HINTS).min(cap);
         for k in 0..count {
             dpdk::prefetch(&self.slab[(self.hand + k) % cap]);
         }
@@ -802,7 +805,7 @@ impl ConnTable {
                 let hash = self.hasher.hash_entry(e);
                 self.prefetch_index(hash);
                 // Kept for the removal (see `victim_hints`).
-                self.victim_hints[slot % EVICT_SCAN] = (slot as u32, hash);
+                self.victim_hints[slot % VICTIM_HINTS] = (slot as u32, hash);
             }
         }
     }
@@ -918,7 +921,7 @@ impl ConnTable {
         } else {
             // The victim's slot is taken over at once: unindexed, never vacated or put on the free list.
             let victim = self.find_victim(now).ok_or(Full)?;
-            let (slot, hash) = self.victim_hints[victim.index() % EVICT_SCAN];
+            let (slot, hash) = self.victim_hints[victim.index() % VICTIM_HINTS];
             let hint = (slot == victim.0).then_some(hash);
             displaced(victim, &self.slab[victim.index()]);
             self.unindex_hinted(victim, hint);

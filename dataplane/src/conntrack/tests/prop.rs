@@ -135,6 +135,7 @@ mod hostile {
 
     use crate::conntrack::tests::frames::{frame, ip_packet, quote_v4, L4Spec};
     use crate::conntrack::{Admission, Prepared, Strictness, Timeouts, Track, Tracker};
+    use crate::ruleset::{flow_input, key_input, V6_INPUT};
 
     fn addr(v6: bool, i: u8) -> IpAddr {
         if v6 {
@@ -302,6 +303,26 @@ mod hostile {
                 t.prepare_into(&f, &parsed, &mut general);
                 t.prepare_common(&f, &c, &mut common);
                 prop_assert_eq!(general, common);
+            }
+        }
+
+        /// A TCP or UDP flow's first packet is classified from its key and side (the worker's common new flow,
+        /// never parsed) with exactly the classifier input of the packet parsed.
+        #[test]
+        fn key_input_agrees_with_flow_input(p in pkt(), seed: u64) {
+            let f = build(&p);
+            let mut t = Tracker::new(16, seed, &Timeouts::default(), Strictness::Loose);
+            let Ok(parsed) = net::parse(&f) else { return Ok(()) };
+            if let Track::New(n) = t.process(&f, &parsed, 0) {
+                let (mut from_key, mut from_packet) = ([0; V6_INPUT], [0; V6_INPUT]);
+                let by_key = key_input(n.key(), n.originator(), &mut from_key);
+                let by_packet = flow_input(&parsed, &mut from_packet);
+                if matches!(parsed.l4, net::L4::Tcp { .. } | net::L4::Udp { .. }) {
+                    prop_assert!(by_key.is_some());
+                    prop_assert_eq!(by_key, by_packet);
+                } else if !matches!(n.key().proto(), 6 | 17) {
+                    prop_assert_eq!(by_key, None);
+                }
             }
         }
     }
