@@ -14,15 +14,14 @@ const LOOKUPS_PER_RUN: usize = 4_000_000;
 
 /// The fastest rte_acl algorithm this CPU runs.
 fn best_acl_algorithm() -> &'static str {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpu
+    if super::has_avx512() {
+        "avx512x32"
+    } else if std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    if has("avx512f") && has("avx512bw") {
-        "avx512x32"
-    } else if has("avx2") {
+        .is_some_and(|l| l.split_whitespace().any(|x| x == "avx2"))
+    {
         "avx2"
     } else {
         "sse"

@@ -207,6 +207,7 @@ main_core = 0
 hugepages = {hugepages}
 memory_mb = 2048
 log_level = "warning"
+{simd}
 
 [workers]
 cores = [1]
@@ -251,6 +252,7 @@ max_rules = 1024
 flows_per_worker = {TABLE}
 "#,
             hugepages = args.hugepages,
+            simd = super::eal_simd_setting(),
             stream = stream.display(),
             syns = syns.display(),
             state = state.display().to_string(),

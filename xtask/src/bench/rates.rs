@@ -560,6 +560,7 @@ main_core = 0
 hugepages = {hugepages}
 memory_mb = {memory}
 log_level = "warning"
+{simd}
 
 [workers]
 cores = [1]
@@ -598,6 +599,7 @@ flows_per_worker = {flows}
             mbufs = setup.mbufs,
             policy = setup.policy,
             flows = setup.flows_per_worker,
+            simd = super::eal_simd_setting(),
         ),
     )?;
     let rates = dataplane_rates(bin, &config, args.seconds, |v| {
