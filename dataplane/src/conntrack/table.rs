@@ -890,15 +890,22 @@ impl ConnTable {
     pub fn insert(&mut self, key: FlowKey, originator: Side, now: u64) -> Result<Inserted, Full> {
         let hash = self.hash(&key);
         let mut displaced = None;
-        let id =
-            self.insert_hashed(hash, &key, originator, now, |_, old| displaced = Some(*old))?;
+        let id = self.insert_hashed(
+            hash,
+            &key,
+            originator,
+            now,
+            |_, old| displaced = Some(*old),
+            |_| {},
+        )?;
         Ok(Inserted { id, displaced })
     }
 
     /// [`insert`](Self::insert) by the key's precomputed [`hash`](Self::hash), showing the flow that gives up
     /// its place to `displaced` in place, just before it is overwritten, instead of copying it out: on the
     /// new-flow path of a full table that is every insert, and most callers only read a few of its fields.
-    /// `displaced` is called only when the insert succeeds.
+    /// `displaced` is called only when the insert succeeds. `admit` completes the fresh entry (state,
+    /// admission, the first packet) before it is stored: the slot is written once.
     pub(super) fn insert_hashed(
         &mut self,
         hash: u64,
@@ -906,10 +913,13 @@ impl ConnTable {
         originator: Side,
         now: u64,
         displaced: impl FnOnce(FlowId, &Entry),
+        admit: impl FnOnce(&mut Entry),
     ) -> Result<FlowId, Full> {
+        let mut entry = Entry::fresh(key, originator, now);
+        admit(&mut entry);
         if let Some(id) = self.find_hashed(hash, key) {
             displaced(id, &self.slab[id.index()]);
-            self.slab[id.index()] = Entry::fresh(key, originator, now);
+            self.slab[id.index()] = entry;
             self.seen[id.index()] = seen_second(now);
             return Ok(id);
         }
@@ -928,7 +938,7 @@ impl ConnTable {
             self.stats.evictions += 1;
             victim.0
         };
-        self.slab[slot as usize] = Entry::fresh(key, originator, now);
+        self.slab[slot as usize] = entry;
         self.occupied[slot as usize / 64] |= 1 << (slot % 64);
         self.seen[slot as usize] = seen_second(now);
         // The end of the key's probe run: the index is at most two thirds full, so there is one.

@@ -753,27 +753,31 @@ impl Tracker {
             self.table.hash(&new.key)
         };
         let (segments, notes) = (&mut self.segments, &mut self.notes);
-        let id = self
-            .table
-            .insert_hashed(hash, &new.key, new.originator, now, |slot, old| {
+        let id = self.table.insert_hashed(
+            hash,
+            &new.key,
+            new.originator,
+            now,
+            |slot, old| {
                 // The flow it replaced or evicted held this very slot.
                 segments.removed(slot);
                 notes.ended(old.key());
                 displaced(slot, old);
-            })?;
+            },
+            |e| {
+                e.set_tcp(new.tcp);
+                e.set_admission(admission.rule_id, admission.policy_version);
+                e.set_logged(admission.log);
+                e.set_monitored(admission.monitor);
+                e.record(Dir::Original, new.bytes, now);
+            },
+        )?;
         self.notes.changed(id);
         if let Some(at) = source {
             self.sources.admitted(at, id, half_open);
         }
         if let Some(at) = segment {
             self.segments.admitted(id, at);
-        }
-        if let Some(e) = self.table.get_mut(id) {
-            e.set_tcp(new.tcp);
-            e.set_admission(admission.rule_id, admission.policy_version);
-            e.set_logged(admission.log);
-            e.set_monitored(admission.monitor);
-            e.record(Dir::Original, new.bytes, now);
         }
         Ok(id)
     }

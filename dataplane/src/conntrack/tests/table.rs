@@ -607,9 +607,14 @@ proptest::proptest! {
             let (k, now) = (udp_key(i), now as u64);
             let mut shown = None;
             let id = evicting
-                .insert_hashed(evicting.hash_for_test(&k), &k, Side::First, now, |slot, old| {
-                    shown = Some((slot, *old));
-                })
+                .insert_hashed(
+                    evicting.hash_for_test(&k),
+                    &k,
+                    Side::First,
+                    now,
+                    |slot, old| shown = Some((slot, *old)),
+                    |_| {},
+                )
                 .unwrap();
             match shown {
                 // The key was there: replaced in place in both.
