@@ -656,19 +656,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
     }
     for &i in &flows[..nflows] {
         let i = usize::from(i);
-        let track = cx.tracker.finish(&s.prepared[i], cx.now);
-        // A new flow's own copy first, straight from the answer.
-        if let Track::New(new) = &track {
-            s.news[i] = *new;
-        }
-        if s.common[i] && !matches!(track, Track::Known { .. } | Track::New(_)) {
-            // Policy, events and rejects read the `Parsed` the common path skipped (a new flow's is parsed when
-            // needed: see `Packet`).
-            if let Some(frame) = burst.data(i) {
-                let _ = net::parse_into(frame, &mut s.parsed[i]);
-            }
-        }
-        let note = match track {
+        let note = match cx.tracker.finish(&s.prepared[i], cx.now) {
             Track::Known {
                 id,
                 policy_version,
@@ -683,9 +671,22 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
                     Note::Forward
                 }
             }
-            Track::New(_) => Note::New,
+            // A common frame's new flow is classified from its key; its `Parsed` is built only if needed (see
+            // `Packet`).
+            Track::New(new) => {
+                s.news[i] = new;
+                Note::New
+            }
             Track::Related { .. } => Note::Forward,
-            Track::Untracked(u) => untracked(rs, &s.parsed[i], u),
+            Track::Untracked(u) => {
+                // The stateless policy reads the `Parsed` the common path skipped.
+                if s.common[i] {
+                    if let Some(frame) = burst.data(i) {
+                        let _ = net::parse_into(frame, &mut s.parsed[i]);
+                    }
+                }
+                untracked(rs, &s.parsed[i], u)
+            }
             Track::Drop(reason) => {
                 cx.counters.refused(reason);
                 Note::Dropped

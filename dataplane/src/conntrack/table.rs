@@ -736,28 +736,25 @@ impl ConnTable {
         hash as usize & self.index_mask
     }
 
-    /// The next position of a probe run.
-    #[inline(always)]
-    fn next(&self, pos: usize) -> usize {
-        (pos + 1) & self.index_mask
-    }
-
     /// The first slot along the probe run of `hash` whose index value carries the hash's bits and that `is_it`
     /// accepts; `None` at the run's end.
     #[inline(always)]
     fn walk(&self, hash: u64, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let (tag, mask) = (self.index_tag(hash), self.slot_mask);
         let keep = !(mask | self.dist_mask);
+        let positions = self.index_mask;
+        // Exactly `positions + 1` long, so masked positions need no bounds check.
+        let index = &self.index[..=positions];
         let mut pos = self.home(hash);
         loop {
-            let v = self.index[pos];
+            let v = index[pos & positions];
             if v == EMPTY {
                 return None;
             }
             if v & keep == tag && is_it(v & mask) {
                 return Some(v & mask);
             }
-            pos = self.next(pos);
+            pos += 1;
         }
     }
 
@@ -942,13 +939,15 @@ impl ConnTable {
         self.occupied[slot as usize / 64] |= 1 << (slot % 64);
         self.seen[slot as usize] = seen_second(now);
         // The end of the key's probe run: the index is at most two thirds full, so there is one.
-        let home = self.home(hash);
+        let (home, mask) = (self.home(hash), self.index_mask);
+        let value = self.index_value(hash, slot);
+        // `..=mask` is the whole index: masked positions need no bounds check.
         let mut pos = home;
-        while self.index[pos] != EMPTY {
-            pos = self.next(pos);
+        while self.index[..=mask][pos & mask] != EMPTY {
+            pos += 1;
         }
-        self.index[pos] =
-            self.index_value(hash, slot) | self.dist_bits(pos.wrapping_sub(home) & self.index_mask);
+        let value = value | self.dist_bits(pos - home);
+        self.index[..=mask][pos & mask] = value;
         Ok(FlowId(slot))
     }
 
@@ -1008,14 +1007,20 @@ impl ConnTable {
     /// The index position of the value of `slot` along the probe run of `hash`, if there.
     fn index_position(&self, hash: u64, slot: u32) -> Option<usize> {
         let value = self.index_value(hash, slot);
+        let mask = self.index_mask;
+        // Exactly `mask + 1` long, so positions masked with `mask` need no bounds check.
+        let index = &self.index[..=mask];
         let mut pos = self.home(hash);
-        while self.index[pos] != EMPTY {
-            if self.index[pos] & !self.dist_mask == value {
-                return Some(pos);
+        loop {
+            let v = index[pos & mask];
+            if v == EMPTY {
+                return None;
             }
-            pos = self.next(pos);
+            if v & !self.dist_mask == value {
+                return Some(pos & mask);
+            }
+            pos += 1;
         }
-        None
     }
 
     /// Empties index position `hole` and closes the gap (backward-shift deletion): each later value of the
@@ -1024,23 +1029,25 @@ impl ConnTable {
     /// from its distance bits; only a value saturated there (rare: the index is at most two thirds full) has its
     /// flow's key hashed again.
     fn unindex(&mut self, mut hole: usize) {
+        let (mask, dist_mask) = (self.index_mask, self.dist_mask);
         let mut pos = hole;
         loop {
-            pos = self.next(pos);
-            let v = self.index[pos];
+            pos = (pos + 1) & mask;
+            // `..=mask` is the whole index: masked positions need no bounds check.
+            let v = self.index[..=mask][pos];
             if v == EMPTY {
                 break;
             }
             // Distances along the run, modulo the index size: the value may move back if its home is no further
             // from it than the hole is; it is then that much closer to its home.
             let dist = self.dist_of(v, pos);
-            let gap = pos.wrapping_sub(hole) & self.index_mask;
+            let gap = pos.wrapping_sub(hole) & mask;
             if dist >= gap {
-                self.index[hole] = (v & !self.dist_mask) | self.dist_bits(dist - gap);
+                self.index[..=mask][hole & mask] = (v & !dist_mask) | self.dist_bits(dist - gap);
                 hole = pos;
             }
         }
-        self.index[hole] = EMPTY;
+        self.index[..=mask][hole & mask] = EMPTY;
     }
 
     /// Checks the index against the slab: every flow indexed once, reachable from its home without crossing
@@ -1069,7 +1076,7 @@ impl ConnTable {
                     self.index[at], EMPTY,
                     "run of position {pos} broken at {at}"
                 );
-                at = self.next(at);
+                at = (at + 1) & self.index_mask;
             }
         }
         assert_eq!(indexed, self.len);
