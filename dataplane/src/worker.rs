@@ -723,11 +723,16 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
     let mut news = 0;
     for i in 0..n {
         match s.notes[i] {
-            // A common frame's flow is classified from its key, the frame not parsed (see `Packet`).
-            Note::New if s.common[i] => {
-                let new = &s.news[i];
-                match key_input(new.key(), new.originator(), &mut s.inputs[i]) {
-                    Some((v6, _)) => {
+            Note::New => {
+                // A common frame's flow is classified from its key, the frame not parsed (see `Packet`).
+                let family = if s.common[i] {
+                    let new = &s.news[i];
+                    key_input(new.key(), new.originator(), &mut s.inputs[i]).map(|(v6, _)| v6)
+                } else {
+                    flow_input(&s.parsed[i], &mut s.inputs[i]).map(|(v6, _)| v6)
+                };
+                match family {
+                    Some(v6) => {
                         s.families[i] = v6;
                         news += 1;
                     }
@@ -737,16 +742,6 @@ fn decide(cx: &mut JudgeCtx<'_, '_, '_>, rs: &Ruleset<'_>, burst: &Burst<'_>, s:
                     }
                 }
             }
-            Note::New => match flow_input(&s.parsed[i], &mut s.inputs[i]) {
-                Some((v6, _)) => {
-                    s.families[i] = v6;
-                    news += 1;
-                }
-                None => {
-                    cx.counters.drop(DropReason::Malformed, 1);
-                    s.notes[i] = Note::Dropped;
-                }
-            },
             // Judge the flow as it was opened, whichever direction this packet travels.
             Note::Recheck(id) => match cx.tracker.table().get(id) {
                 Some(e) => s.families[i] = entry_input(e, &mut s.inputs[i]).0,
