@@ -258,7 +258,7 @@ struct Stats {
     rotations: IntCounter,
     lagged: IntCounter,
     unreadable: IntCounter,
-    skipped_at_start: IntCounter,
+    left_out_at_start: IntCounter,
     subscribers: IntGauge,
 }
 
@@ -288,11 +288,11 @@ impl Stats {
             ),
             unreadable: c(
                 "bulkhead_flow_log_unreadable_events_total",
-                "Flow events held in memory that rule suggestion or what-if skipped because they could not be read (a damaged flow-log file); every query counts those it met.",
+                "Flow events held in memory that rule suggestion or what-if left out because they could not be read (a damaged flow-log file); every query counts those it met.",
             ),
-            skipped_at_start: c(
-                "bulkhead_flow_log_skipped_lines_total",
-                "Lines of the flow-log files skipped when control read them back at start: not an event with a sequence number (a line torn by a crash, a damaged or edited file), or out of sequence order.",
+            left_out_at_start: c(
+                "bulkhead_flow_log_lines_left_out_total",
+                "Lines of the flow-log files left out when control read them back at start: not an event with a sequence number (a line torn by a crash, a damaged or edited file), or out of sequence order.",
             ),
             subscribers: IntGauge::new(
                 "bulkhead_flow_log_stream_subscribers",
@@ -339,16 +339,16 @@ impl FlowLog {
         history: Option<Arc<History>>,
     ) -> std::io::Result<Arc<FlowLog>> {
         let file = LogFile::open(&config)?;
-        let (events, skipped) = self::history(&config)?;
-        if skipped > 0 {
+        let (events, left_out) = self::history(&config)?;
+        if left_out > 0 {
             eprintln!(
-                "bulkhead-control: flow log: {skipped} lines of {} and its rotations left out when read back \
-                 (not events with a sequence number, or out of order; counted in bulkhead_flow_log_skipped_lines_total)",
+                "bulkhead-control: flow log: {left_out} lines of {} and its rotations left out when read back \
+                 (not events with a sequence number, or out of order; counted in bulkhead_flow_log_lines_left_out_total)",
                 config.path.display()
             );
         }
         let stats = Stats::new();
-        stats.skipped_at_start.inc_by(skipped);
+        stats.left_out_at_start.inc_by(left_out);
         let next_seq = events.back().map_or(1, |e| e.seq + 1);
         let (tx, _) = broadcast::channel(config.stream_capacity.max(16));
         Ok(Arc::new(FlowLog {
@@ -392,7 +392,7 @@ impl FlowLog {
             &s.rotations,
             &s.lagged,
             &s.unreadable,
-            &s.skipped_at_start,
+            &s.left_out_at_start,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -572,9 +572,9 @@ impl FlowLog {
         self.stats.unreadable.get()
     }
 
-    /// Lines of the files skipped when they were read back at start (see [`FlowLog::new`]).
-    pub fn skipped_at_start(&self) -> u64 {
-        self.stats.skipped_at_start.get()
+    /// Lines of the files left out when they were read back at start (see [`FlowLog::new`]).
+    pub fn left_out_at_start(&self) -> u64 {
+        self.stats.left_out_at_start.get()
     }
 
     /// The oldest and newest sequence numbers held in memory.
@@ -801,7 +801,7 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
 const HISTORY_BYTES: u64 = 64 << 20;
 
 /// The newest `buffer` events of the log files (newest file first, then `.1`, `.2`, ...), reading at most
-/// [`HISTORY_BYTES`], and how many lines were skipped: lines that do not parse or carry no `seq` (a torn last line
+/// [`HISTORY_BYTES`], and how many lines were left out: lines that do not parse or carry no `seq` (a torn last line
 /// after a crash, a damaged file) and lines out of `seq` order (files edited or mixed up). Empty lines are not
 /// counted.
 /// A line written before events carried their Community ID, with it (and `conn_state`) added; `None` for a line
@@ -820,7 +820,7 @@ fn with_community_id(line: &Map<String, Value>, seq: u64) -> Option<Map<String, 
 
 fn history(config: &FlowLogConfig) -> std::io::Result<(VecDeque<Arc<StoredEvent>>, u64)> {
     let mut out: VecDeque<Arc<StoredEvent>> = VecDeque::new();
-    let mut skipped = 0;
+    let mut left_out = 0;
     let mut budget = HISTORY_BYTES;
     let files = std::iter::once(config.path.clone())
         .chain((1..=config.keep).map(|n| rotated(&config.path, n)));
@@ -853,11 +853,11 @@ fn history(config: &FlowLogConfig) -> std::io::Result<(VecDeque<Arc<StoredEvent>
                 continue;
             }
             let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
-                skipped += 1;
+                left_out += 1;
                 continue;
             };
             let Some(seq) = map.get("seq").and_then(Value::as_u64) else {
-                skipped += 1;
+                left_out += 1;
                 continue;
             };
             // Keep seq increasing even if files were edited or mixed up.
@@ -866,7 +866,7 @@ fn history(config: &FlowLogConfig) -> std::io::Result<(VecDeque<Arc<StoredEvent>
                     .last()
                     .is_some_and(|newer: &Arc<StoredEvent>| seq >= newer.seq)
             {
-                skipped += 1;
+                left_out += 1;
                 continue;
             }
             let json = match with_community_id(&map, seq) {
@@ -883,5 +883,5 @@ fn history(config: &FlowLogConfig) -> std::io::Result<(VecDeque<Arc<StoredEvent>
             out.push_front(e);
         }
     }
-    Ok((out, skipped))
+    Ok((out, left_out))
 }

@@ -626,7 +626,7 @@ fn an_engineer_sees_edits_commits_and_rolls_back_in_the_console() {
     ui.wait(r#"#pairs tr[data-pair="office>legacy-db"]"#);
     ui.wait_text(
         "#pairs .banner.warn",
-        "1 stored row could not be read and was skipped",
+        "1 stored row could not be read and was left out",
     );
     ui.next_shot("discovery");
     ui.click(r#"button[aria-label="Hosts from office to legacy-db"]"#);

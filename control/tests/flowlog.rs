@@ -733,8 +733,8 @@ async fn rotation_keeps_keep_files_and_never_loses_or_splits_a_line() {
     };
     let (events, _) = log.query(&all);
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), kept);
-    // The torn line is skipped, and counted.
-    assert_eq!(log.skipped_at_start(), 1);
+    // The torn line is left out, and counted.
+    assert_eq!(log.left_out_at_start(), 1);
     let (events, _) = log.query(&FlowLogQuery {
         since: Some(total - 3),
         ..all

@@ -679,7 +679,7 @@ fn judge(cx: &mut JudgeCtx<'_, '_, '_>, burst: &mut Burst<'_>, s: &mut Scratch) 
             }
             Track::Related { .. } => Note::Forward,
             Track::Untracked(u) => {
-                // The stateless policy reads the `Parsed` the common path skipped.
+                // The stateless policy reads the `Parsed` the common path did not build.
                 if s.common[i] {
                     if let Some(frame) = burst.data(i) {
                         let _ = net::parse_into(frame, &mut s.parsed[i]);

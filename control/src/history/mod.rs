@@ -236,7 +236,7 @@ impl Stats {
             ),
             unreadable_rows: c(
                 "bulkhead_history_unreadable_rows_total",
-                "History rows that queries skipped because they could not be read (a damaged database); every query counts those it met.",
+                "History rows that queries left out because they could not be read (a damaged database); every query counts those it met.",
             ),
             conversation_buckets: g(
                 "bulkhead_history_conversation_buckets",

@@ -18,7 +18,7 @@ export function unreadableWarning(answer) {
   if (!n) return null;
   const one = n === 1;
   return h('div', { class: 'banner warn', 'data-unreadable': n },
-    `${fmtInt(n)} stored ${one ? 'row' : 'rows'} could not be read and ${one ? 'was' : 'were'} skipped — the history store may be damaged.`);
+    `${fmtInt(n)} stored ${one ? 'row' : 'rows'} could not be read and ${one ? 'was' : 'were'} left out — the history store may be damaged.`);
 }
 
 const WINDOWS = [

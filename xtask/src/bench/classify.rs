@@ -16,12 +16,7 @@ const LOOKUPS_PER_RUN: usize = 4_000_000;
 fn best_acl_algorithm() -> &'static str {
     if super::has_avx512() {
         "avx512x32"
-    } else if std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .is_some_and(|l| l.split_whitespace().any(|x| x == "avx2"))
-    {
+    } else if super::cpu_has("avx2") {
         "avx2"
     } else {
         "sse"

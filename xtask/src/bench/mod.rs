@@ -271,15 +271,17 @@ fn machine() -> String {
     format!("{model}, {cores} cores")
 }
 
+/// Whether this CPU lists `flag` in `/proc/cpuinfo`.
+pub fn cpu_has(flag: &str) -> bool {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu.lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|x| x == flag))
+}
+
 /// Whether this CPU has the AVX-512 subsets `rte_acl`'s 512-bit classifiers need.
 pub fn has_avx512() -> bool {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpu
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    has("avx512f") && has("avx512bw")
+    cpu_has("avx512f") && cpu_has("avx512bw")
 }
 
 /// The `[eal]` setting of the suites' dataplane configurations: on a CPU with AVX-512, DPDK is allowed 512-bit
