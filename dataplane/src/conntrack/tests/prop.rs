@@ -356,7 +356,7 @@ mod hostile {
         );
     }
 
-    /// Commits a burst's new flows after the burst, as the worker does (skipping a flow an earlier packet of
+    /// Commits a burst's new flows after the burst, as the worker does (passing over a flow an earlier packet of
     /// the burst already committed).
     fn commit_burst(t: &mut Tracker, tracks: &[Track], now: u64) {
         for track in tracks {

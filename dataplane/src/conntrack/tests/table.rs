@@ -104,7 +104,7 @@ fn capacity_cap_evicts_unestablished_never_established() {
 }
 
 #[test]
-fn eviction_takes_slots_in_turn_skipping_established_flows_until_they_expire() {
+fn eviction_takes_slots_in_turn_passing_over_established_flows_until_they_expire() {
     let mut t = ConnTable::new(4, 7);
     assured_udp(&mut t, 0, 0);
     let first = t.insert(udp_key(1), Side::First, 1_000).unwrap().id;
