@@ -68,6 +68,7 @@ impl FakeDataplane {
                                 uptime_s: 1.0,
                                 flows_active: 0,
                                 dpdk: "fake".into(),
+                                classifier: None,
                                 last_swap: Default::default(),
                                 prepared_version: None,
                                 remote_control: None,

@@ -201,7 +201,10 @@ pub fn run(
         eprintln!("bulkhead-dataplane: HA member: standby (forwarding nothing) until set_role makes it active");
     }
     match mgmt.restore()? {
-        Some(v) => eprintln!("bulkhead-dataplane: enforcing policy version {v}"),
+        Some(v) => eprintln!(
+            "bulkhead-dataplane: enforcing policy version {v} (rte_acl classifier: {})",
+            mgmt.classifier().map_or("none", |alg| alg.name())
+        ),
         None => eprintln!("bulkhead-dataplane: no policy yet: forwarding nothing until one is loaded (fail-closed)"),
     }
 

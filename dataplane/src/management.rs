@@ -53,6 +53,8 @@ struct Active {
     version: u32,
     policy: Policy,
     loaded: std::time::SystemTime,
+    /// The rte_acl algorithm its ruleset classifies with.
+    classifier: dpdk::acl::Alg,
 }
 
 /// A compiled version, ready to publish.
@@ -349,7 +351,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             compile,
             ..
         } = compiled;
-        let flat = ruleset.flat_rules;
+        let (flat, classifier) = (ruleset.flat_rules, ruleset.classifier());
         let grace = self.cell.publish(Box::new(ruleset));
         self.last_swap = SwapStats {
             compile,
@@ -360,6 +362,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             version,
             policy,
             loaded: std::time::SystemTime::now(),
+            classifier,
         });
         // The previous version is gone from every worker: its rules' slots may be reused.
         self.release_slots();
@@ -467,6 +470,11 @@ impl<'m, 'eal> Management<'m, 'eal> {
                 format!("cannot remove {}: {e}", path.display()),
             )),
         }
+    }
+
+    /// The rte_acl algorithm the enforced policy classifies with.
+    pub fn classifier(&self) -> Option<dpdk::acl::Alg> {
+        self.active.as_ref().map(|a| a.classifier)
     }
 
     pub fn version(&self) -> Option<u32> {
@@ -583,6 +591,10 @@ impl<'m, 'eal> Management<'m, 'eal> {
             uptime_s: self.started.elapsed().as_secs_f64(),
             flows_active: flows,
             dpdk: dpdk::runtime_version(),
+            classifier: self
+                .active
+                .as_ref()
+                .map(|a| a.classifier.name().to_string()),
             last_swap: self.last_swap.times(),
             prepared_version: self.pending.as_ref().map(|p| p.version),
             // The listener belongs to the main loop, which adds it.

@@ -363,6 +363,12 @@ impl<'eal> Ruleset<'eal> {
     }
 
     /// The rules of this version (id, counter slot, ...), in order.
+    /// The rte_acl classification algorithm both address families' contexts run (DPDK picks the best the CPU
+    /// and the EAL's SIMD bitwidth allow).
+    pub fn classifier(&self) -> dpdk::acl::Alg {
+        self.v4.algorithm()
+    }
+
     pub fn rules(&self) -> &[RuleMeta] {
         &self.rules
     }

@@ -53,6 +53,28 @@ fn status(bed: &TestBed) -> Status {
     bed.ask(&Request::Status {}).unwrap()
 }
 
+/// The rte_acl algorithm DPDK picks on this x86-64 CPU under the EAL's default 256-bit SIMD limit: AVX-512
+/// (16 flows at once) where the CPU has the four extensions rte_acl's AVX-512 code needs, else AVX2, else SSE.
+fn default_classifier() -> &'static str {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| flags.contains(&f);
+    if ["avx512f", "avx512vl", "avx512cd", "avx512bw"]
+        .iter()
+        .all(|f| has(f))
+    {
+        "avx512x16"
+    } else if has("avx2") {
+        "avx2"
+    } else {
+        "sse"
+    }
+}
+
 /// The code of a refusal.
 fn refusal(result: testbed::Result<impl std::fmt::Debug>) -> String {
     match result {
@@ -80,8 +102,14 @@ fn prepare(bed: &TestBed, policy: Value, version: u32) -> PreparedPolicy {
 fn two_step_prepare_changes_nothing_and_publish_enforces() {
     let bed = bed();
     let pending_file = bed.dir.join("state/pending.json");
+    assert_eq!(status(&bed).classifier, None, "no policy, no classifier");
     load(&bed, demo_policy(), 1);
     assert!(ping(&bed), "the demo policy allows ping from A to B");
+    assert_eq!(
+        status(&bed).classifier.as_deref(),
+        Some(default_classifier()),
+        "the status names the rte_acl algorithm DPDK picked"
+    );
 
     let prepared = prepare(&bed, deny_all(), 2);
     assert_eq!(prepared.version, 2);

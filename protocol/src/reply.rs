@@ -48,6 +48,10 @@ pub struct Status {
     pub flows_active: u64,
     /// The DPDK runtime's version string.
     pub dpdk: String,
+    /// The rte_acl algorithm the enforced policy classifies with (`avx512x32`, `avx2`, ...: DPDK's names);
+    /// absent before the first policy and from an older dataplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<String>,
     /// How long the last policy swap took (zeros before the first).
     pub last_swap: SwapTimes,
     /// The version prepared and not yet published, if any (absent: none).

@@ -123,8 +123,10 @@ fn status() {
         (Some(3), 7, vec![1])
     );
     assert_eq!(s.prepared_version, None);
+    assert_eq!(s.classifier.as_deref(), Some("avx2"));
     let s = reply::<Status>("status_before_policy").unwrap();
     assert_eq!((s.policy_version, s.policy_loaded_at), (None, None));
+    assert_eq!(s.classifier, None);
     let s = reply::<Status>("status_prepared").unwrap();
     assert_eq!((s.policy_version, s.prepared_version), (Some(3), Some(4)));
     assert_eq!(s.remote_control.unwrap().handshake_failures, 3);

@@ -479,6 +479,20 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// DPDK's name for it (`dpdk-test-acl --alg`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Alg::Default => "default",
+            Alg::Scalar => "scalar",
+            Alg::Sse => "sse",
+            Alg::Avx2 => "avx2",
+            Alg::Neon => "neon",
+            Alg::Altivec => "altivec",
+            Alg::Avx512x16 => "avx512x16",
+            Alg::Avx512x32 => "avx512x32",
+        }
+    }
+
     fn raw(self) -> dpdk_sys::rte_acl_classify_alg {
         match self {
             Alg::Default => dpdk_sys::RTE_ACL_CLASSIFY_DEFAULT,
