@@ -591,10 +591,7 @@ impl<'m, 'eal> Management<'m, 'eal> {
             uptime_s: self.started.elapsed().as_secs_f64(),
             flows_active: flows,
             dpdk: dpdk::runtime_version(),
-            classifier: self
-                .active
-                .as_ref()
-                .map(|a| a.classifier.name().to_string()),
+            classifier: self.classifier().map(|alg| alg.name().to_string()),
             last_swap: self.last_swap.times(),
             prepared_version: self.pending.as_ref().map(|p| p.version),
             // The listener belongs to the main loop, which adds it.

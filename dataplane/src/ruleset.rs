@@ -362,13 +362,13 @@ impl<'eal> Ruleset<'eal> {
         self.slots.get(&rule_id).copied()
     }
 
-    /// The rules of this version (id, counter slot, ...), in order.
     /// The rte_acl classification algorithm both address families' contexts run (DPDK picks the best the CPU
     /// and the EAL's SIMD bitwidth allow).
     pub fn classifier(&self) -> dpdk::acl::Alg {
         self.v4.algorithm()
     }
 
+    /// The rules of this version (id, counter slot, ...), in order.
     pub fn rules(&self) -> &[RuleMeta] {
         &self.rules
     }

@@ -279,9 +279,11 @@ pub fn cpu_has(flag: &str) -> bool {
         .is_some_and(|l| l.split_whitespace().any(|x| x == flag))
 }
 
-/// Whether this CPU has the AVX-512 subsets `rte_acl`'s 512-bit classifiers need.
+/// Whether this CPU has the AVX-512 subsets `rte_acl`'s AVX-512 classifiers need (DPDK checks these four).
 pub fn has_avx512() -> bool {
-    cpu_has("avx512f") && cpu_has("avx512bw")
+    ["avx512f", "avx512vl", "avx512cd", "avx512bw"]
+        .into_iter()
+        .all(cpu_has)
 }
 
 /// The `[eal]` setting of the suites' dataplane configurations: on a CPU with AVX-512, DPDK is allowed 512-bit
